@@ -1,0 +1,95 @@
+// Crash states: the filesystems a power cut may leave at one operation boundary of a
+// SimFileSystem trace, under a crash plan (docs/PERSISTENCE.md, "What a crash may leave").
+//
+// A PersistenceTracker replays a trace and knows, at each boundary, the durable contents and the
+// volatile operations since: writes and truncates per file (since its last sync), and name
+// operations per directory (since its last directory sync). A CrashChoice says, for each volatile
+// operation, what the crash kept; Build turns a choice into a CrashImage.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "faultfs/sim_file_system.h"
+
+namespace faultfs {
+
+enum class CrashPlan {
+  kAll,     // the union of the plans below
+  kDrop,    // every volatile operation lost
+  kPrefix,  // the first k volatile writes kept, the rest lost (k = 0..n); name operations likewise
+  kSubset,  // any subset of the volatile writes kept (reordering), and of the name operations
+  kTorn,    // a prefix kept, the next write torn: any proper subset of its 512-byte sectors kept,
+            // the space it added reading back as zeros or as garbage
+};
+const char* CrashPlanName(CrashPlan plan);
+bool ParseCrashPlan(const std::string& name, CrashPlan* plan);
+
+// The fate of one volatile write or truncate in a crash.
+struct WriteFate {
+  enum class Kind : uint8_t {
+    kLost,         // never reached the disk
+    kKept,         // reached the disk whole
+    kTorn,         // only the sectors in `sectors` reached the disk
+    kExtendedOnly, // the file size grew to cover it, its bytes did not arrive
+  };
+  Kind kind = Kind::kLost;
+  uint64_t sectors = 0;       // kTorn: bit i = the i-th sector the write touches (at most 64)
+  bool garbage_fill = false;  // space the crash added without data: garbage (true) or zeros
+};
+
+struct CrashChoice {
+  std::vector<WriteFate> writes;     // one per volatile write/truncate, in trace order
+  std::vector<bool> name_ops_kept;   // one per volatile name operation, in trace order
+  uint64_t garbage_seed = 0;
+  std::string Describe() const;      // e.g. "writes KKT(0b01)L names K-" — replayable
+};
+
+class PersistenceTracker {
+ public:
+  // Applies one trace operation.
+  void Apply(const TraceOp& op);
+
+  size_t volatile_write_count() const { return volatile_writes_.size(); }
+  size_t volatile_name_op_count() const { return volatile_names_.size(); }
+  // Sectors touched by the i-th volatile write (0 for a truncate), at most 64.
+  uint32_t SectorCount(size_t i) const;
+
+  // The filesystem a crash with this choice leaves.
+  CrashImage Build(const CrashChoice& choice) const;
+
+  // How many choices the plan has here; saturates at UINT64_MAX.
+  uint64_t CountStates(CrashPlan plan) const;
+
+  // Calls visit(choice) for each crash choice of the plan: every one if there are at most
+  // states_max, else states_max of them sampled with `seed` (the first is always "all lost").
+  // Stops early if visit returns false.
+  void Enumerate(CrashPlan plan, uint64_t states_max, uint64_t seed,
+                 const std::function<bool(const CrashChoice&)>& visit) const;
+
+ private:
+  struct VolatileWrite {
+    uint64_t inode;
+    bool truncate;
+    uint64_t offset;  // truncate: the new size
+    std::string data;
+  };
+  struct VolatileName {
+    TraceOp op;
+    std::string dir;
+  };
+  void EnumerateExhaustive(CrashPlan plan, uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
+
+  std::map<uint64_t, std::string> durable_files_;    // inode -> durable bytes
+  std::map<std::string, uint64_t> durable_names_;    // path -> inode
+  std::vector<VolatileWrite> volatile_writes_;
+  std::vector<VolatileName> volatile_names_;
+};
+
+// The tracker after replaying the first `op_count` operations of `trace`.
+PersistenceTracker TrackerAt(const std::vector<TraceOp>& trace, size_t op_count);
+
+}  // namespace faultfs

@@ -1,0 +1,172 @@
+// SimFileSystem: the live behaviour matches the FileSystem contract; the trace records it; the
+// fault points fail the way faultfs/sim_file_system.h documents.
+#include "faultfs/sim_file_system.h"
+
+#include <fiu-control.h>
+#include <fiu.h>
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <thread>
+
+#include "faultfs/crash_state.h"
+
+namespace faultfs {
+namespace {
+
+using dbdb::OpenOptions;
+using dbdb::StatusCode;
+
+std::string ReadAll(dbdb::File& file) {
+  std::string out(*file.Size(), '\0');
+  EXPECT_EQ(*file.ReadAt(0, out), out.size());
+  return out;
+}
+
+class SimFileSystemTest : public ::testing::Test {
+ protected:
+  void SetUp() override { fiu_init(0); }
+};
+
+TEST_F(SimFileSystemTest, BehavesLikeAFileSystem) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("db", OpenOptions{.create = true});
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->WriteAt(4, std::string("abcd")).ok());
+  EXPECT_EQ(ReadAll(**file), std::string("\0\0\0\0abcd", 8));
+  ASSERT_TRUE((*file)->Truncate(6).ok());
+  EXPECT_EQ(*(*file)->Size(), 6u);
+  EXPECT_TRUE(fs.Open("missing", OpenOptions{}).status().IsNotFound());
+  EXPECT_TRUE(fs.Open("nodir/x", OpenOptions{.create = true}).status().IsNotFound());
+  ASSERT_TRUE(fs.Rename("db", "db2").ok());
+  EXPECT_FALSE(*fs.Exists("db"));
+  EXPECT_EQ(*fs.List("."), std::vector<std::string>{"db2"});
+  // A handle keeps its file across the rename.
+  EXPECT_EQ(*(*file)->Identity(), *fs.Identity("db2"));
+  EXPECT_EQ(ReadAll(**file).size(), 6u);
+  EXPECT_TRUE(fs.Remove("db2").ok());
+  EXPECT_TRUE(fs.Remove("db2").IsNotFound());
+}
+
+TEST_F(SimFileSystemTest, TraceRecordsEveryOperation) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  ASSERT_TRUE((*file)->WriteAt(0, std::string("x")).ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  std::string b(1, '\0');
+  ASSERT_TRUE((*file)->ReadAt(0, b).ok());
+  ASSERT_TRUE(fs.SyncDir(".").ok());
+  auto trace = fs.Trace();
+  ASSERT_EQ(trace.size(), 5u);
+  EXPECT_EQ(trace[0].kind, TraceOp::Kind::kCreate);
+  EXPECT_EQ(trace[1].kind, TraceOp::Kind::kWrite);
+  EXPECT_EQ(trace[2].kind, TraceOp::Kind::kSync);
+  EXPECT_EQ(trace[3].kind, TraceOp::Kind::kRead);
+  EXPECT_EQ(trace[4].kind, TraceOp::Kind::kSyncDir);
+}
+
+TEST_F(SimFileSystemTest, DurableImageHoldsOnlySyncedDataUnderSyncedNames) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  ASSERT_TRUE((*file)->WriteAt(0, std::string("synced")).ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  EXPECT_TRUE(fs.DurableImage().files.empty()) << "the name is not durable before SyncDir";
+  ASSERT_TRUE(fs.SyncDir(".").ok());
+  ASSERT_TRUE((*file)->WriteAt(6, std::string("-volatile")).ok());
+  auto image = fs.DurableImage();
+  ASSERT_EQ(image.files.count("f"), 1u);
+  EXPECT_EQ(image.files["f"], "synced");
+  EXPECT_EQ(fs.LiveImage().files["f"], "synced-volatile");
+}
+
+TEST_F(SimFileSystemTest, FromImageIsDurable) {
+  CrashImage image;
+  image.files["a"] = "alpha";
+  auto fs = SimFileSystem::FromImage(image, 3);
+  EXPECT_EQ(fs->DurableImage().files, image.files);
+  EXPECT_EQ(fs->LiveImage().files, image.files);
+}
+
+TEST_F(SimFileSystemTest, LockExcludesOtherHoldersAndWakesWaiters) {
+  SimFileSystem fs(1);
+  auto held = fs.Lock("l", false);
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(fs.Lock("l", false).status().code(), StatusCode::kBusy);
+  bool acquired = false;
+  std::thread waiter([&] {
+    auto lock = fs.Lock("l", true);
+    acquired = lock.ok();
+  });
+  held.value().reset();
+  waiter.join();
+  EXPECT_TRUE(acquired);
+}
+
+TEST_F(SimFileSystemTest, InjectedWriteErrorsAreTaggedAndCarryTheirErrno) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  static int no_space = ENOSPC;
+  fiu_enable("faultfs/write", 1, &no_space, FIU_ONETIME);
+  auto s = (*file)->WriteAt(0, std::string("data"));
+  EXPECT_EQ(s.code(), StatusCode::kNoSpace);
+  EXPECT_EQ(s.message().rfind("injected:", 0), 0u) << s.ToString();
+  EXPECT_EQ(*(*file)->Size(), 0u) << "a failed write must not happen";
+  EXPECT_TRUE((*file)->WriteAt(0, std::string("data")).ok()) << "FIU_ONETIME fails once";
+}
+
+TEST_F(SimFileSystemTest, ShortWriteWritesHalfThenFails) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  fiu_enable("faultfs/write/short", 1, nullptr, FIU_ONETIME);
+  EXPECT_TRUE((*file)->WriteAt(0, std::string("12345678")).IsIOError());
+  EXPECT_EQ(ReadAll(**file), "1234");
+}
+
+TEST_F(SimFileSystemTest, LostSyncNeverMakesItsWritesDurable) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  ASSERT_TRUE(fs.SyncDir(".").ok());
+  ASSERT_TRUE((*file)->WriteAt(0, std::string("lost")).ok());
+  fiu_enable("faultfs/sync/lose", 1, nullptr, FIU_ONETIME);
+  EXPECT_TRUE((*file)->Sync().IsIOError());
+  EXPECT_EQ(ReadAll(**file), "lost") << "still readable until a crash";
+  ASSERT_TRUE((*file)->Sync().ok()) << "a retried sync succeeds...";
+  EXPECT_EQ(fs.DurableImage().files["f"], "") << "...but the lost writes are not durable (fsyncgate)";
+}
+
+TEST_F(SimFileSystemTest, CorruptReadFlipsOneBit) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  ASSERT_TRUE((*file)->WriteAt(0, std::string(16, 'a')).ok());
+  fiu_enable("faultfs/read/corrupt", 1, nullptr, FIU_ONETIME);
+  std::string got = ReadAll(**file);
+  int differing_bits = 0;
+  for (char c : got) differing_bits += __builtin_popcount(static_cast<uint8_t>(c ^ 'a'));
+  EXPECT_EQ(differing_bits, 1);
+  EXPECT_EQ(ReadAll(**file), std::string(16, 'a')) << "the stored bytes are intact";
+}
+
+TEST_F(SimFileSystemTest, MisdirectedWriteLandsElsewhere) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  fiu_enable("faultfs/write/misdirect", 1, nullptr, FIU_ONETIME);
+  ASSERT_TRUE((*file)->WriteAt(0, std::string("m")).ok());
+  EXPECT_EQ(*(*file)->Size(), 4097u);
+}
+
+TEST_F(SimFileSystemTest, FailedSyncAndRenameAndOpenReportErrors) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  fiu_enable("faultfs/sync", 1, nullptr, FIU_ONETIME);
+  EXPECT_TRUE((*file)->Sync().IsIOError());
+  fiu_enable("faultfs/rename", 1, nullptr, FIU_ONETIME);
+  EXPECT_TRUE(fs.Rename("f", "g").IsIOError());
+  EXPECT_TRUE(*fs.Exists("f"));
+  fiu_enable("faultfs/open", 1, nullptr, FIU_ONETIME);
+  EXPECT_TRUE(fs.Open("f", OpenOptions{}).status().IsIOError());
+  fiu_enable("faultfs/syncdir", 1, nullptr, FIU_ONETIME);
+  EXPECT_TRUE(fs.SyncDir(".").IsIOError());
+}
+
+}  // namespace
+}  // namespace faultfs

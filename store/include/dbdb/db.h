@@ -1,0 +1,152 @@
+// dbdb: an embedded, ordered, transactional key/value store in one append-only file.
+//
+//   auto db = dbdb::DB::Open("data.dbdb", {.create_if_missing = true});
+//   if (!db.ok()) { /* db.status().ToString() */ }
+//   (*db)->Put("k", "v");
+//   auto txn = (*db)->BeginWrite();          // one writer at a time, across processes
+//   (*txn)->Put("a", "1"); (*txn)->Del("b");
+//   Status s = (*txn)->Commit();             // atomic; durable in Durability::kSync
+//   auto snap = (*db)->GetSnapshot();        // one commit, for as long as it lives
+//
+// Thread safety: a DB may be used from many threads. Snapshots, iterators and write
+// transactions each belong to one thread at a time. Any number of processes may open the same
+// file; writers are serialized by an advisory lock (file "<path>.lock").
+//
+// Errors are values; no exception crosses this API. The invariants the store keeps (I1-I8) are
+// listed in DESIGN.md; the file format is docs/FORMAT.md; the disk assumptions docs/PERSISTENCE.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dbdb/file_system.h"
+#include "dbdb/status.h"
+
+namespace dbdb {
+
+enum class Durability {
+  kSync,    // every commit is synced before Commit returns: a returned commit survives power loss
+  kNoSync,  // commits are not synced: NOT durable. A crash may lose any suffix of recent commits
+            // (never a part of one, never a commit without the ones before it).
+};
+
+struct Options {
+  std::shared_ptr<FileSystem> file_system;  // null: the real filesystem
+  Durability durability = Durability::kSync;
+  bool create_if_missing = false;
+  bool read_only = false;           // no writes, no recovery truncation, no lock taken
+  bool wait_for_writer = true;      // BeginWrite/Compact block for the writer lock; false: Busy
+  uint32_t key_size_max_bytes = 1024;              // at most node_size_target_bytes / 4
+  uint32_t value_size_max_bytes = 1024 * 1024;     // at most 64 MiB
+  uint64_t file_size_max_bytes = uint64_t{1} << 40;  // a commit that would pass it fails
+  uint32_t node_size_target_bytes = 4096;          // B+tree nodes are split at about this size
+  uint64_t node_cache_bytes = 64 * 1024 * 1024;    // per open file
+};
+
+// Ordered iteration over one snapshot (or a write transaction's view). Starts unpositioned.
+class Iterator {
+ public:
+  virtual ~Iterator() = default;
+  virtual Status SeekToFirst() = 0;
+  virtual Status Seek(std::string_view key) = 0;  // the first key >= key
+  virtual Status Next() = 0;                      // REQUIRES: Valid()
+  virtual bool Valid() const = 0;
+  virtual std::string_view key() const = 0;    // REQUIRES: Valid(); valid until the next move
+  virtual std::string_view value() const = 0;  // REQUIRES: Valid(); valid until the next move
+};
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+};
+
+// A range for Scan: keys in [begin, end); an empty `end` with has_end=false means no upper bound.
+struct ScanRange {
+  std::string begin;
+  std::optional<std::string> end;
+  uint64_t limit = UINT64_MAX;  // at most this many pairs
+
+  static ScanRange Prefix(std::string_view prefix);  // every key starting with `prefix`
+};
+
+// A read-only view of one commit, unchanged for its whole life (I4). Cheap; does not block the
+// writer; keeps the file it reads alive even if compaction replaces it.
+class Snapshot {
+ public:
+  virtual ~Snapshot() = default;
+  virtual uint64_t txn_id() const = 0;  // the commit it shows; 0 for an empty new database
+  virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
+  virtual std::unique_ptr<Iterator> NewIterator() = 0;
+  virtual Result<std::vector<KeyValue>> Scan(const ScanRange& range) = 0;
+};
+
+// The one write transaction of the database at a time. Reads see its own writes. Nothing is
+// visible to anyone else until Commit returns OK; Abort (or destruction) drops everything.
+class WriteTransaction {
+ public:
+  virtual ~WriteTransaction() = default;
+  virtual uint64_t base_txn_id() const = 0;  // the commit it started from (always the newest)
+  virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
+  virtual std::unique_ptr<Iterator> NewIterator() = 0;
+  virtual Result<std::vector<KeyValue>> Scan(const ScanRange& range) = 0;
+  virtual Status Put(std::string_view key, std::string_view value) = 0;  // checks the limits
+  virtual Status Del(std::string_view key) = 0;  // deleting a missing key is not an error
+  // Writes the changes as one atomic commit. A transaction without changes commits nothing.
+  // On an I/O error the handle fails (I7): further writes return Failed until reopened.
+  virtual Status Commit() = 0;
+  virtual void Abort() = 0;
+};
+
+struct CheckReport {
+  uint64_t commits = 0;          // commit records verified along the chain
+  uint64_t records = 0;          // records verified in the committed region
+  uint64_t nodes = 0;            // nodes reachable from the newest root
+  uint64_t keys = 0;
+  uint32_t tree_height = 0;
+  uint64_t bytes_verified = 0;
+  uint64_t tail_bytes = 0;       // bytes after the newest commit (torn or uncommitted writes)
+};
+
+struct Stats {
+  uint64_t keys = 0;
+  uint64_t txn_id = 0;            // the newest commit's id
+  uint64_t commits_in_file = 0;   // commit records in this file (reset by compaction)
+  uint64_t file_size_bytes = 0;
+  uint64_t live_bytes = 0;        // bytes of the records reachable from the newest commit
+  double garbage_ratio = 0;       // 1 - live_bytes / file_size_bytes
+  uint32_t tree_height = 0;
+  uint64_t generation = 0;        // compactions this file has been through
+};
+
+class DB {
+ public:
+  virtual ~DB() = default;
+
+  // Opens (or with create_if_missing creates) the database file at `path`. Readers never modify
+  // the file; a torn tail is truncated by the first write transaction (I6).
+  static Result<std::unique_ptr<DB>> Open(const std::string& path, const Options& options);
+
+  // Auto-commit conveniences: each is one read snapshot or one write transaction.
+  virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
+  virtual Status Put(std::string_view key, std::string_view value) = 0;
+  virtual Status Del(std::string_view key) = 0;
+
+  virtual Result<std::unique_ptr<WriteTransaction>> BeginWrite() = 0;
+  virtual Result<std::unique_ptr<Snapshot>> GetSnapshot() = 0;
+
+  // Rewrites the newest commit into a fresh file and atomically replaces the old one (I8).
+  // Readers keep reading; writers wait for it (or get Busy with wait_for_writer=false).
+  virtual Status Compact() = 0;
+
+  // Verifies every record of the committed region, the commit chain and every tree invariant.
+  virtual Result<CheckReport> Check() = 0;
+  virtual Result<Stats> GetStats() = 0;
+
+  virtual const std::string& path() const = 0;
+};
+
+}  // namespace dbdb

@@ -1,0 +1,119 @@
+// The I/O seam: every byte dbdb reads or writes goes through a FileSystem and its Files.
+//
+// Only PosixFileSystem (posix_file_system.cc) makes system calls. Tests substitute the simulated
+// power-loss filesystem of faultfs/, which enforces exactly the contract stated here and spelled
+// out, with its reasoning, in docs/PERSISTENCE.md.
+//
+// DURABILITY CONTRACT (what a caller may rely on, and nothing more):
+//  1. File::Write is volatile until File::Sync on that file returns OK. A successful Sync makes
+//     every earlier successful write and truncate of that file durable.
+//  2. Creating, renaming or removing a name is volatile until FileSystem::SyncDir on the directory
+//     holding the name returns OK.
+//  3. A crash (power loss) may persist any subset of the volatile writes, in any order, and a
+//     volatile write may persist only some of its 512-byte sectors (kSectorSizeBytes). Bytes added
+//     by a volatile extension of a file may read back as zeros or garbage.
+//  4. A failed Sync may have dropped the volatile data: those writes may never become durable,
+//     even if a later Sync returns OK (fsyncgate). Never retry a failed Sync as if nothing
+//     happened; treat the handle as failed.
+//  5. A File keeps referring to the file it opened even after its name is renamed over or
+//     removed (POSIX inode semantics).
+//  6. Reads see every earlier write through any handle of the same file in any process, synced
+//     or not (a shared page cache), until a crash.
+//
+// Thread safety: a FileSystem may be used from many threads. A File may be used from many threads
+// for ReadAt; writes to one File must be serialized by the caller.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dbdb/status.h"
+
+namespace dbdb {
+
+// The granularity at which a crash may tear a write (docs/PERSISTENCE.md).
+inline constexpr uint64_t kSectorSizeBytes = 512;
+
+class File {
+ public:
+  virtual ~File() = default;
+
+  // Reads up to dst.size() bytes at `offset` into dst. Returns the number of bytes read, which is
+  // less than dst.size() only when the file ends first (0 at or past the end).
+  virtual Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) = 0;
+
+  // Writes all of `data` at `offset`, extending the file if needed (a gap reads as zeros).
+  // Volatile until Sync. On error, any prefix of the data may have been written.
+  virtual Status WriteAt(uint64_t offset, std::span<const char> data) = 0;
+
+  // The current size in bytes, synced or not.
+  virtual Result<uint64_t> Size() = 0;
+
+  // Sets the size to `size_bytes`, dropping or zero-extending. Volatile until Sync.
+  virtual Status Truncate(uint64_t size_bytes) = 0;
+
+  // Makes every earlier write and truncate of this file durable. On error, see contract item 4.
+  virtual Status Sync() = 0;
+
+  // An identity of the underlying file (not the name) that differs between two files existing at
+  // the same time: used to notice that a path now names another file (after compaction).
+  virtual Result<uint64_t> Identity() = 0;
+};
+
+// An advisory, whole-file, exclusive lock that excludes other holders in this and in other
+// processes. Released when destroyed (and by the OS when the process dies).
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
+struct OpenOptions {
+  bool create = false;     // create the file if it does not exist (a volatile directory entry)
+  bool read_only = false;  // open for reading only; WriteAt/Truncate fail with InvalidArgument
+};
+
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+
+  // Opens `path`. NotFound if it does not exist and !options.create.
+  virtual Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) = 0;
+
+  // Atomically makes `to` name the file named `from` (replacing any file named `to`).
+  // Volatile until SyncDir of the directory.
+  virtual Status Rename(const std::string& from, const std::string& to) = 0;
+
+  // Removes the name `path`. NotFound if it does not exist. Volatile until SyncDir.
+  virtual Status Remove(const std::string& path) = 0;
+
+  // True if `path` names an existing file.
+  virtual Result<bool> Exists(const std::string& path) = 0;
+
+  // The identity (see File::Identity) of the file `path` names now.
+  virtual Result<uint64_t> Identity(const std::string& path) = 0;
+
+  // The names (not paths) of the entries of directory `dir`, sorted.
+  virtual Result<std::vector<std::string>> List(const std::string& dir) = 0;
+
+  // Creates directory `dir` if it does not exist (and its parents). Volatile until the parent's
+  // SyncDir.
+  virtual Status CreateDir(const std::string& dir) = 0;
+
+  // Makes every earlier create, rename and remove of names in `dir` durable.
+  virtual Status SyncDir(const std::string& dir) = 0;
+
+  // Takes the exclusive advisory lock on `path` (created if missing). With wait=false returns
+  // Busy at once if another holder has it; with wait=true blocks until it is free.
+  virtual Result<std::unique_ptr<FileLock>> Lock(const std::string& path, bool wait) = 0;
+};
+
+// The real filesystem. The only code in dbdb that makes file system calls.
+std::shared_ptr<FileSystem> NewPosixFileSystem();
+
+// "dir/name" -> "dir"; "name" -> "."; "/name" -> "/".
+std::string DirName(const std::string& path);
+
+}  // namespace dbdb

@@ -1,0 +1,81 @@
+// Compaction (I8): the newest commit is rewritten, packed, into "<path>.compact", which is synced,
+// renamed over the database and made durable with a directory sync, all under the writer lock.
+// Readers keep reading the old file (their snapshots hold it open); other handles notice the new
+// file by its identity and follow it. A crash at any step leaves the old file or the new one
+// under the name, both holding the same newest commit.
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
+#include <xxhash.h>
+
+#include "db_impl.h"
+
+namespace dbdb {
+
+Status DBImpl::Compact() {
+  DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
+  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
+  if (!view.commit) return Status::Ok();  // nothing committed, nothing to compact
+  const std::string temp = path_ + ".compact";
+  const format::Commit& old = *view.commit;
+
+  format::Commit commit;
+  {
+    // Any error before the rename leaves the database untouched: report it, keep the handle.
+    DBDB_ASSIGN_OR_RETURN(auto out, fs_->Open(temp, OpenOptions{.create = true}));
+    DBDB_RETURN_IF_ERROR(out->Truncate(0));
+    format::FileHeader header = view.file->header();
+    header.generation++;
+    DBDB_RETURN_IF_ERROR(out->WriteAt(0, format::EncodeFileHeader(header)));
+    XXH3_state_t body_hash;
+    XXH3_64bits_reset_withSeed(&body_hash, format::kFileHeaderSizeBytes);
+    uint64_t write_offset = format::kFileHeaderSizeBytes;
+    BulkLoader loader(format::kFileHeaderSizeBytes, options_.node_size_target_bytes,
+                      [&](std::string_view bytes) -> Status {
+                        XXH3_64bits_update(&body_hash, bytes.data(), bytes.size());
+                        Status s = out->WriteAt(write_offset, std::span<const char>(bytes.data(), bytes.size()));
+                        write_offset += bytes.size();
+                        return s;
+                      });
+    TreeIterator it(view.file, RootOf(old));
+    DBDB_RETURN_IF_ERROR(it.SeekToFirst());
+    while (it.Valid()) {
+      DBDB_RETURN_IF_ERROR(loader.Add(it.key(), it.value()));
+      DBDB_RETURN_IF_ERROR(it.Next());
+    }
+    DBDB_ASSIGN_OR_RETURN(TreeRoot root, loader.Finish());
+    if (root.key_count != old.key_count) {
+      return Status::Corruption("compaction copied " + std::to_string(root.key_count) + " keys, the commit holds " +
+                                std::to_string(old.key_count));
+    }
+    commit.offset = write_offset;
+    commit.txn_id = old.txn_id;  // the same state as the newest commit, so the same id
+    commit.body_offset = format::kFileHeaderSizeBytes;
+    commit.body_checksum = XXH3_64bits_digest(&body_hash);
+    commit.synced_through = format::kFileHeaderSizeBytes;
+    commit.root_offset = root.ref.offset;
+    commit.root_length = root.ref.length;
+    commit.tree_height = root.height;
+    commit.key_count = root.key_count;
+    commit.tree_bytes = root.tree_bytes;
+    commit.commits_in_file = 1;
+    std::string record;
+    format::AppendRecord(&record, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
+    DBDB_RETURN_IF_ERROR(out->WriteAt(commit.offset, record));
+    DBDB_RETURN_IF_ERROR(out->Sync());  // the new file is durable before its name is
+  }
+  DBDB_RETURN_IF_ERROR(fs_->Rename(temp, path_));
+  // Until the directory is synced the rename may be lost in a crash; commits appended to the new
+  // file before that could vanish with it. A failure here fails the handle (I7).
+  Status s = fs_->SyncDir(DirName(path_));
+  if (!s.ok()) return Fail(s.WithContext("syncing the directory after compacting " + path_));
+  auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes);
+  if (!file.ok()) return Fail(file.status().WithContext("reopening " + path_ + " after compaction"));
+  {
+    std::lock_guard<std::mutex> guard(state_mutex_);
+    file_ = file.value();
+    newest_ = commit;
+  }
+  SetDurable(View{file.value(), commit}, commit.end());
+  return Status::Ok();
+}
+
+}  // namespace dbdb

@@ -1,0 +1,105 @@
+// DBImpl: the state shared by a DB handle's snapshots and write transactions. Private.
+//
+// Locking order: writer_mutex_ -> the cross-process FileLock -> state_mutex_.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "dbdb/db.h"
+#include "format.h"
+#include "tree.h"
+#include "tree_file.h"
+
+namespace dbdb {
+
+// What a snapshot pins: a file and one of its commits (none for an empty new database).
+struct View {
+  std::shared_ptr<TreeFile> file;
+  std::optional<format::Commit> commit;
+
+  uint64_t txn_id() const { return commit ? commit->txn_id : 0; }
+  TreeRoot root() const { return commit ? RootOf(*commit) : TreeRoot{}; }
+  uint64_t end() const { return commit ? commit->end() : format::kFileHeaderSizeBytes; }
+};
+
+// Held for the life of a write transaction or a compaction: the in-process mutex and the
+// cross-process lock file.
+struct WriterLock {
+  std::unique_lock<std::mutex> mutex;
+  std::unique_ptr<FileLock> file_lock;
+};
+
+class DBImpl final : public DB {
+ public:
+  DBImpl(std::string path, const Options& options, std::shared_ptr<FileSystem> fs,
+         std::shared_ptr<TreeFile> file, std::optional<format::Commit> newest);
+
+  Result<std::optional<std::string>> Get(std::string_view key) override;
+  Status Put(std::string_view key, std::string_view value) override;
+  Status Del(std::string_view key) override;
+  Result<std::unique_ptr<WriteTransaction>> BeginWrite() override;
+  Result<std::unique_ptr<Snapshot>> GetSnapshot() override;
+  Status Compact() override;
+  Result<CheckReport> Check() override;
+  Result<Stats> GetStats() override;
+  const std::string& path() const override { return path_; }
+
+  // The newest commit of the file the path names now (following a compaction's replacement).
+  Result<View> Refresh();
+
+  // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
+  Result<WriterLock> AcquireWriter();
+  Result<View> PrepareWriterView();  // REQUIRES: writer lock held
+
+  // Appends `bytes` (nodes then the commit record) at commit.body_offset, syncs in kSync mode,
+  // and publishes the commit. REQUIRES: writer lock held.
+  Status AppendCommit(const View& base, std::string* bytes, format::Commit commit);
+
+  // Marks the handle failed after an I/O error on the write path (I7) and returns the error.
+  Status Fail(const Status& cause);
+  Status CheckWritable();
+
+  const Options& options() const { return options_; }
+  Status ValidateKey(std::string_view key) const;
+  Status ValidateValue(std::string_view value) const;
+
+ private:
+  const std::string path_;
+  const std::string lock_path_;
+  const Options options_;
+  const std::shared_ptr<FileSystem> fs_;
+
+  std::mutex writer_mutex_;
+  // Under the writer lock: the end of the last commit this handle knows to be durable in the
+  // current file (0 if none), so a kSync writer syncs a base it did not sync itself.
+  uint64_t durable_end_ = 0;
+  uint64_t durable_identity_ = 0;  // the file durable_end_ is about
+  bool KnownDurable(const View& view) const {
+    return durable_identity_ == view.file->identity() && durable_end_ == view.end();
+  }
+  void SetDurable(const View& view, uint64_t end) {
+    durable_identity_ = view.file->identity();
+    durable_end_ = end;
+  }
+
+  std::mutex state_mutex_;
+  std::shared_ptr<TreeFile> file_;           // GUARDED_BY(state_mutex_)
+  std::optional<format::Commit> newest_;     // GUARDED_BY(state_mutex_)
+
+  std::atomic<bool> failed_{false};
+  std::mutex failure_mutex_;
+  std::string failure_;
+};
+
+// Iterator adapters (iterators.cc).
+std::unique_ptr<Iterator> NewTreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root);
+using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
+std::unique_ptr<Iterator> NewMergedIterator(std::shared_ptr<TreeFile> file, TreeRoot root, const Overlay* overlay);
+Result<std::vector<KeyValue>> ScanWith(Iterator& iterator, const ScanRange& range);
+
+}  // namespace dbdb

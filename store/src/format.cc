@@ -1,0 +1,163 @@
+// Encoding and verification of the file header, record framing and commit records
+// (docs/FORMAT.md).
+#include "format.h"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+#include "coding.h"
+
+namespace dbdb::format {
+
+using coding::DecodeFixed32;
+using coding::DecodeFixed64;
+using coding::PutFixed32;
+using coding::PutFixed64;
+
+std::string EncodeFileHeader(const FileHeader& header) {
+  std::string out(kFileMagic, sizeof(kFileMagic));
+  PutFixed32(&out, header.version);
+  PutFixed32(&out, static_cast<uint32_t>(kFileHeaderSizeBytes));
+  PutFixed64(&out, header.generation);
+  out.resize(kFileHeaderChecksumOffset, '\0');
+  PutFixed64(&out, XXH3_64bits(out.data(), kFileHeaderChecksumOffset));
+  out.resize(kFileHeaderSizeBytes, '\0');
+  return out;
+}
+
+Result<FileHeader> DecodeFileHeader(std::string_view bytes) {
+  if (bytes.size() < kFileHeaderSizeBytes) {
+    return Status::Corruption("file header is " + std::to_string(bytes.size()) +
+                              " bytes, expected " + std::to_string(kFileHeaderSizeBytes));
+  }
+  if (std::memcmp(bytes.data(), kFileMagic, sizeof(kFileMagic)) != 0) {
+    return Status::Corruption("not a dbdb file (bad magic number)");
+  }
+  uint64_t stored = DecodeFixed64(bytes.data() + kFileHeaderChecksumOffset);
+  if (stored != XXH3_64bits(bytes.data(), kFileHeaderChecksumOffset)) {
+    return Status::Corruption("file header checksum mismatch");
+  }
+  FileHeader header;
+  header.version = DecodeFixed32(bytes.data() + 8);
+  if (header.version != kFormatVersion) {
+    return Status::Corruption("unsupported format version " + std::to_string(header.version) +
+                              " (this build reads version " + std::to_string(kFormatVersion) + ")");
+  }
+  if (DecodeFixed32(bytes.data() + 12) != kFileHeaderSizeBytes) {
+    return Status::Corruption("unexpected file header size");
+  }
+  header.generation = DecodeFixed64(bytes.data() + 16);
+  return header;
+}
+
+uint64_t RecordChecksum(uint64_t offset, std::string_view data) {
+  return XXH3_64bits_withSeed(data.data(), data.size(), offset);
+}
+
+uint64_t BodyChecksum(uint64_t body_offset, std::string_view body) {
+  return XXH3_64bits_withSeed(body.data(), body.size(), body_offset);
+}
+
+void AppendRecord(std::string* dst, uint64_t offset, RecordType type, std::string_view payload) {
+  size_t start = dst->size();
+  PutFixed32(dst, static_cast<uint32_t>(payload.size()));
+  dst->push_back(static_cast<char>(type));
+  dst->append(3, '\0');
+  dst->append(payload);
+  uint64_t checksum = RecordChecksum(offset, std::string_view(*dst).substr(start));
+  PutFixed64(dst, checksum);
+}
+
+std::string CommitRecordPrefix() {
+  std::string out;
+  PutFixed32(&out, static_cast<uint32_t>(kCommitPayloadSizeBytes));
+  out.push_back(static_cast<char>(RecordType::kCommit));
+  out.append(3, '\0');
+  return out;
+}
+
+std::string EncodeCommitPayload(const Commit& c) {
+  std::string out;
+  PutFixed64(&out, c.txn_id);
+  PutFixed64(&out, c.prev_commit_offset);
+  PutFixed64(&out, c.body_offset);
+  PutFixed64(&out, c.body_checksum);
+  PutFixed64(&out, c.synced_through);
+  PutFixed64(&out, c.root_offset);
+  PutFixed32(&out, c.root_length);
+  PutFixed32(&out, c.tree_height);
+  PutFixed64(&out, c.key_count);
+  PutFixed64(&out, c.tree_bytes);
+  PutFixed64(&out, c.commits_in_file);
+  return out;
+}
+
+Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p) {
+  auto bad = [offset](const std::string& why) {
+    return Status::Corruption("commit record at offset " + std::to_string(offset) + ": " + why);
+  };
+  if (p.size() != kCommitPayloadSizeBytes) return bad("wrong payload size");
+  Commit c;
+  c.offset = offset;
+  c.txn_id = DecodeFixed64(p.data() + 0);
+  c.prev_commit_offset = DecodeFixed64(p.data() + 8);
+  c.body_offset = DecodeFixed64(p.data() + 16);
+  c.body_checksum = DecodeFixed64(p.data() + 24);
+  c.synced_through = DecodeFixed64(p.data() + 32);
+  c.root_offset = DecodeFixed64(p.data() + 40);
+  c.root_length = DecodeFixed32(p.data() + 48);
+  c.tree_height = DecodeFixed32(p.data() + 52);
+  c.key_count = DecodeFixed64(p.data() + 56);
+  c.tree_bytes = DecodeFixed64(p.data() + 64);
+  c.commits_in_file = DecodeFixed64(p.data() + 72);
+  // Structural checks: everything a commit names lies before it, in the order it was written.
+  if (c.txn_id == 0) return bad("transaction id 0");
+  if (c.body_offset < kFileHeaderSizeBytes || c.body_offset > offset) return bad("body outside the file");
+  uint64_t expected_body = c.prev_commit_offset == 0 ? kFileHeaderSizeBytes
+                                                     : c.prev_commit_offset + kCommitRecordSizeBytes;
+  if (c.prev_commit_offset != 0 && c.prev_commit_offset < kFileHeaderSizeBytes) return bad("bad previous commit");
+  if (c.body_offset != expected_body) return bad("body does not start where the previous commit ends");
+  if (c.tree_height > kTreeHeightMax) return bad("tree height " + std::to_string(c.tree_height));
+  if ((c.root_offset == 0) != (c.tree_height == 0)) return bad("root and height disagree");
+  if (c.root_offset != 0) {
+    if (c.root_offset < kFileHeaderSizeBytes || c.root_length < kRecordOverheadBytes ||
+        c.root_offset + c.root_length > offset) {
+      return bad("root outside the committed region");
+    }
+  }
+  if (c.commits_in_file == 0 || (c.prev_commit_offset == 0) != (c.commits_in_file == 1)) {
+    return bad("commit count disagrees with the previous commit");
+  }
+  if (c.synced_through > offset) return bad("synced_through past the commit");
+  return c;
+}
+
+Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes) {
+  auto where = [offset] { return " at offset " + std::to_string(offset); };
+  if (bytes.size() < kRecordOverheadBytes) return Status::Corruption("truncated record" + where());
+  uint32_t length = DecodeFixed32(bytes.data());
+  uint8_t type = static_cast<uint8_t>(bytes[4]);
+  if (bytes.size() != kRecordOverheadBytes + length) {
+    return Status::Corruption("record length " + std::to_string(length) + " does not match" + where());
+  }
+  uint64_t stored = DecodeFixed64(bytes.data() + kRecordHeaderSizeBytes + length);
+  if (stored != RecordChecksum(offset, bytes.substr(0, kRecordHeaderSizeBytes + length))) {
+    return Status::Corruption("checksum mismatch in record" + where());
+  }
+  if (type < 1 || type > 3 || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
+    return Status::Corruption("unknown record type " + std::to_string(type) + where());
+  }
+  return RecordView{static_cast<RecordType>(type), bytes.substr(kRecordHeaderSizeBytes, length)};
+}
+
+std::string_view RecordTypeName(RecordType type) {
+  switch (type) {
+    case RecordType::kLeaf: return "leaf";
+    case RecordType::kInternal: return "internal";
+    case RecordType::kCommit: return "commit";
+  }
+  return "unknown";
+}
+
+}  // namespace dbdb::format

@@ -1,0 +1,99 @@
+// The on-disk format of a dbdb file. Every constant of the format lives here; docs/FORMAT.md
+// describes each byte, with a worked example. A change to anything in this file bumps
+// kFormatVersion and edits docs/FORMAT.md in the same commit.
+//
+// A file is a 512-byte header followed by records, appended and never overwritten:
+//   record := u32 payload_length | u8 type | 3 zero bytes | payload | u64 checksum
+// The checksum is XXH3-64, seeded with the record's file offset, of everything before it in the
+// record; a record copied to another offset, or a stale one left behind, does not verify.
+// Transactions append their tree nodes (leaf to root) and then one commit record.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "dbdb/status.h"
+
+namespace dbdb::format {
+
+// "dbdb" then 0x00 0x0d 0x0a 0x1a, so text-mode transfers and NUL truncation break it visibly.
+inline constexpr char kFileMagic[8] = {'d', 'b', 'd', 'b', 0x00, 0x0d, 0x0a, 0x1a};
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint64_t kFileHeaderSizeBytes = 512;  // one sector: written whole or not at all
+inline constexpr uint64_t kFileHeaderChecksumOffset = 56;
+
+inline constexpr uint64_t kRecordHeaderSizeBytes = 8;    // length + type + padding
+inline constexpr uint64_t kRecordTrailerSizeBytes = 8;   // checksum
+inline constexpr uint64_t kRecordOverheadBytes = kRecordHeaderSizeBytes + kRecordTrailerSizeBytes;
+
+enum class RecordType : uint8_t {
+  kLeaf = 1,
+  kInternal = 2,
+  kCommit = 3,
+};
+
+inline constexpr uint64_t kCommitPayloadSizeBytes = 80;
+inline constexpr uint64_t kCommitRecordSizeBytes = kRecordOverheadBytes + kCommitPayloadSizeBytes;
+
+// Hard limits of the encoding, above any configurable limit (Options).
+inline constexpr uint64_t kRecordPayloadSizeMaxBytes = 1u << 30;  // a node may not exceed 1 GiB
+inline constexpr uint32_t kKeySizeHardMaxBytes = 16 * 1024;
+inline constexpr uint32_t kValueSizeHardMaxBytes = 64 * 1024 * 1024;
+inline constexpr uint32_t kTreeHeightMax = 64;
+
+struct FileHeader {
+  uint32_t version = kFormatVersion;
+  uint64_t generation = 0;  // incremented by every compaction
+};
+
+// The commit record's payload. Offsets are absolute file offsets.
+struct Commit {
+  uint64_t offset = 0;            // where this commit record starts (not stored; where it was read)
+  uint64_t txn_id = 0;            // 1 for the first commit of a database; +1 per commit
+  uint64_t prev_commit_offset = 0;  // the previous commit record in this file, 0 if none
+  uint64_t body_offset = 0;       // first byte of this transaction's node records
+  uint64_t body_checksum = 0;     // XXH3-64 seeded with body_offset of [body_offset, offset)
+  uint64_t synced_through = 0;    // [0, synced_through) was durable when this commit was written
+  uint64_t root_offset = 0;       // 0 for the empty tree
+  uint32_t root_length = 0;       // whole record length of the root node
+  uint32_t tree_height = 0;       // 0 empty, 1 when the root is a leaf
+  uint64_t key_count = 0;
+  uint64_t tree_bytes = 0;        // record bytes of all nodes reachable from the root
+  uint64_t commits_in_file = 0;   // commit records in this file up to and including this one
+
+  uint64_t end() const { return offset + kCommitRecordSizeBytes; }
+};
+
+// Encodes the header sector (kFileHeaderSizeBytes bytes).
+std::string EncodeFileHeader(const FileHeader& header);
+// Decodes and verifies a header sector; Corruption with the reason when it is not one.
+Result<FileHeader> DecodeFileHeader(std::string_view bytes);
+
+// The checksum of a record whose bytes (without the trailer) are `data`, at `offset`.
+uint64_t RecordChecksum(uint64_t offset, std::string_view data);
+uint64_t BodyChecksum(uint64_t body_offset, std::string_view body);
+
+// Appends a whole record (header, payload, trailer) for a record at file offset `offset`.
+void AppendRecord(std::string* dst, uint64_t offset, RecordType type, std::string_view payload);
+
+// The first 8 bytes of every commit record, which the backward scan for the newest commit looks
+// for: u32 kCommitPayloadSizeBytes | u8 kCommit | 3 zero bytes.
+std::string CommitRecordPrefix();
+
+std::string EncodeCommitPayload(const Commit& commit);
+// Decodes a commit payload read at record offset `offset`; structural checks included.
+Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view payload);
+
+// Parses and verifies a whole record held in `bytes` (which start at file offset `offset`).
+// Returns the payload view into `bytes` and the type.
+struct RecordView {
+  RecordType type;
+  std::string_view payload;
+};
+Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes);
+
+std::string_view RecordTypeName(RecordType type);
+
+}  // namespace dbdb::format

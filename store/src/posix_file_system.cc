@@ -1,0 +1,220 @@
+// PosixFileSystem: the FileSystem of the real disk, and the only code in dbdb that makes file
+// system calls. See file_system.h for the contract it provides.
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "dbdb/file_system.h"
+
+namespace dbdb {
+namespace {
+
+Status ErrnoStatus(int error_number, const std::string& what) {
+  std::string message = what + ": " + std::strerror(error_number);
+  if (error_number == ENOENT) return Status::NotFound(message);
+  if (error_number == ENOSPC || error_number == EDQUOT) return Status::NoSpace(message);
+  if (error_number == EFBIG) return Status::LimitExceeded(message);
+  return Status::IOError(message);
+}
+
+uint64_t IdentityOf(const struct stat& st) {
+  // Distinct for two files existing at once: (device, inode) mixed into 64 bits.
+  return (static_cast<uint64_t>(st.st_dev) * 0x9E3779B97F4A7C15ULL) ^ static_cast<uint64_t>(st.st_ino);
+}
+
+class PosixFile final : public File {
+ public:
+  PosixFile(int fd, std::string path, bool read_only)
+      : fd_(fd), path_(std::move(path)), read_only_(read_only) {}
+  ~PosixFile() override { ::close(fd_); }
+
+  Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
+    size_t done = 0;
+    while (done < dst.size()) {
+      ssize_t n = ::pread(fd_, dst.data() + done, dst.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus(errno, "pread " + path_ + " at offset " + std::to_string(offset + done));
+      }
+      if (n == 0) break;  // end of file
+      done += static_cast<size_t>(n);
+    }
+    return done;
+  }
+
+  Status WriteAt(uint64_t offset, std::span<const char> data) override {
+    if (read_only_) return Status::InvalidArgument("write to read-only file " + path_);
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return ErrnoStatus(errno, "pwrite " + path_ + " at offset " + std::to_string(offset + done));
+      }
+      if (n == 0) return Status::IOError("pwrite " + path_ + " wrote nothing");
+      done += static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  }
+
+  Result<uint64_t> Size() override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat " + path_);
+    return static_cast<uint64_t>(st.st_size);
+  }
+
+  Status Truncate(uint64_t size_bytes) override {
+    if (read_only_) return Status::InvalidArgument("truncate of read-only file " + path_);
+    if (::ftruncate(fd_, static_cast<off_t>(size_bytes)) != 0) {
+      return ErrnoStatus(errno, "ftruncate " + path_ + " to " + std::to_string(size_bytes));
+    }
+    return Status::Ok();
+  }
+
+  Status Sync() override {
+    // fdatasync suffices: the size is metadata fdatasync flushes when it changed.
+    if (::fdatasync(fd_) != 0) return ErrnoStatus(errno, "fdatasync " + path_);
+    return Status::Ok();
+  }
+
+  Result<uint64_t> Identity() override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat " + path_);
+    return IdentityOf(st);
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+  bool read_only_;
+};
+
+class PosixFileLock final : public FileLock {
+ public:
+  explicit PosixFileLock(int fd) : fd_(fd) {}
+  ~PosixFileLock() override {
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+  }
+
+ private:
+  int fd_;
+};
+
+class PosixFileSystem final : public FileSystem {
+ public:
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    int flags = O_CLOEXEC | (options.read_only ? O_RDONLY : O_RDWR);
+    if (options.create) flags |= O_CREAT;
+    int fd;
+    do {
+      fd = ::open(path.c_str(), flags, 0644);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return ErrnoStatus(errno, "open " + path);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      int saved = errno;
+      ::close(fd);
+      return ErrnoStatus(saved, "fstat " + path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return Status::InvalidArgument(path + " is not a regular file");
+    }
+    return std::unique_ptr<File>(new PosixFile(fd, path, options.read_only));
+  }
+
+  Status Rename(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus(errno, "rename " + from + " to " + to);
+    return Status::Ok();
+  }
+
+  Status Remove(const std::string& path) override {
+    if (::unlink(path.c_str()) != 0) return ErrnoStatus(errno, "unlink " + path);
+    return Status::Ok();
+  }
+
+  Result<bool> Exists(const std::string& path) override {
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) return true;
+    if (errno == ENOENT) return false;
+    return ErrnoStatus(errno, "stat " + path);
+  }
+
+  Result<uint64_t> Identity(const std::string& path) override {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "stat " + path);
+    return IdentityOf(st);
+  }
+
+  Result<std::vector<std::string>> List(const std::string& dir) override {
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return ErrnoStatus(errno, "opendir " + dir);
+    std::vector<std::string> names;
+    while (struct dirent* entry = ::readdir(d)) {
+      std::string name = entry->d_name;
+      if (name != "." && name != "..") names.push_back(std::move(name));
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  Status CreateDir(const std::string& dir) override {
+    if (dir.empty() || dir == "." || dir == "/") return Status::Ok();
+    struct stat st;
+    if (::stat(dir.c_str(), &st) == 0) {
+      return S_ISDIR(st.st_mode) ? Status::Ok() : Status::InvalidArgument(dir + " is not a directory");
+    }
+    DBDB_RETURN_IF_ERROR(CreateDir(DirName(dir)));
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus(errno, "mkdir " + dir);
+    return Status::Ok();
+  }
+
+  Status SyncDir(const std::string& dir) override {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, "open directory " + dir);
+    int rc = ::fsync(fd);
+    int saved = errno;
+    ::close(fd);
+    if (rc != 0) return ErrnoStatus(saved, "fsync directory " + dir);
+    return Status::Ok();
+  }
+
+  Result<std::unique_ptr<FileLock>> Lock(const std::string& path, bool wait) override {
+    // flock locks belong to the open file description, so two opens in one process exclude each
+    // other just as two processes do; the kernel drops the lock when the holder dies.
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoStatus(errno, "open lock file " + path);
+    int rc;
+    do {
+      rc = ::flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB));
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+      int saved = errno;
+      ::close(fd);
+      if (saved == EWOULDBLOCK) return Status::Busy("lock " + path + " is held by another writer");
+      return ErrnoStatus(saved, "flock " + path);
+    }
+    return std::unique_ptr<FileLock>(new PosixFileLock(fd));
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<FileSystem> NewPosixFileSystem() { return std::make_shared<PosixFileSystem>(); }
+
+std::string DirName(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace dbdb

@@ -1,0 +1,425 @@
+// The copy-on-write B+tree: lookup, iteration, change application and bulk loading.
+#include "tree.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace dbdb {
+
+TreeRoot RootOf(const format::Commit& commit) {
+  return TreeRoot{NodeRef{commit.root_offset, commit.root_length}, commit.tree_height,
+                  commit.key_count, commit.tree_bytes};
+}
+
+namespace {
+Status WrongKind(NodeRef ref, uint32_t height) {
+  return Status::Corruption("node at offset " + std::to_string(ref.offset) +
+                            (height == 1 ? " should be a leaf" : " should be an internal node"));
+}
+}  // namespace
+
+Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key) {
+  NodeRef ref = root.ref;
+  for (uint32_t height = root.height; height > 0; height--) {
+    DBDB_ASSIGN_OR_RETURN(auto node, file.ReadNode(ref));
+    if (node->is_leaf != (height == 1)) return WrongKind(ref, height);
+    if (height == 1) {
+      size_t i = node->LowerBound(key);
+      if (i < node->size() && node->keys[i] == key) return std::optional<std::string>(std::string(node->values[i]));
+      break;
+    }
+    ref = node->children[node->ChildFor(key)];
+  }
+  return std::optional<std::string>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TreeIterator
+
+Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost) {
+  for (; height > 0; height--) {
+    DBDB_ASSIGN_OR_RETURN(auto node, file_->ReadNode(ref));
+    if (node->is_leaf != (height == 1)) return WrongKind(ref, height);
+    size_t index = height == 1 ? (leftmost ? 0 : node->LowerBound(key)) : (leftmost ? 0 : node->ChildFor(key));
+    if (height > 1) ref = node->children[index];
+    stack_.push_back(Level{std::move(node), index});
+  }
+  return Status::Ok();
+}
+
+Status TreeIterator::Seek(std::string_view key) {
+  stack_.clear();
+  if (root_.height == 0) return Status::Ok();
+  DBDB_RETURN_IF_ERROR(Descend(root_.ref, root_.height, key, false));
+  // The leaf may hold only smaller keys: move on to the next leaf.
+  if (stack_.back().index >= stack_.back().node->size()) {
+    stack_.back().index = stack_.back().node->size() - (stack_.back().node->size() > 0 ? 1 : 0);
+    if (stack_.back().node->size() == 0) {
+      stack_.clear();
+      return Status::Ok();
+    }
+    return Next();
+  }
+  return Status::Ok();
+}
+
+Status TreeIterator::Next() {
+  assert(Valid());
+  if (++stack_.back().index < stack_.back().node->size()) return Status::Ok();
+  // Climb to the first ancestor with a next child, then descend to its leftmost leaf.
+  stack_.pop_back();
+  while (!stack_.empty() && stack_.back().index + 1 >= stack_.back().node->children.size()) stack_.pop_back();
+  if (stack_.empty()) return Status::Ok();
+  Level& level = stack_.back();
+  level.index++;
+  uint32_t height = root_.height - static_cast<uint32_t>(stack_.size());
+  Status s = Descend(level.node->children[level.index], height, std::string_view(), true);
+  if (!s.ok()) {
+    stack_.clear();
+    return s;
+  }
+  if (stack_.back().node->size() == 0) {  // only an empty root leaf can be empty
+    stack_.clear();
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// TreeWriter
+
+struct TreeWriter::Pending {
+  std::string_view lower;  // lower bound of the node's keys (its separator in the parent)
+  bool is_leaf = true;
+  std::vector<LeafEntry> entries;
+  std::vector<ChildEntry> children;
+  size_t bytes = 0;  // encoded payload size, approximately
+};
+
+struct TreeWriter::Item {
+  std::string_view key;
+  std::optional<Pending> pending;  // set: a node of this transaction, not yet written
+  NodeRef ref;                     // otherwise: an unchanged node
+  bool settled = false;            // already merged once; never merged again
+};
+
+Result<std::shared_ptr<const Node>> TreeWriter::Load(NodeRef ref) {
+  DBDB_ASSIGN_OR_RETURN(auto node, file_.ReadNode(ref));
+  pinned_.push_back(node);
+  return node;
+}
+
+template <typename Entry, typename SizeFn>
+static std::vector<std::pair<size_t, size_t>> ChunkBySize(const std::vector<Entry>& entries,
+                                                          uint32_t target, SizeFn size_of) {
+  // Greedy packing up to `target` bytes; then, if the last chunk is under half full, the last two
+  // are rebalanced so that no node this produces is tiny.
+  std::vector<std::pair<size_t, size_t>> chunks;
+  size_t begin = 0, bytes = 0;
+  for (size_t i = 0; i < entries.size(); i++) {
+    size_t s = size_of(entries[i]);
+    if (i > begin && bytes + s > target) {
+      chunks.emplace_back(begin, i);
+      begin = i;
+      bytes = 0;
+    }
+    bytes += s;
+  }
+  if (begin < entries.size()) chunks.emplace_back(begin, entries.size());
+  if (chunks.size() >= 2 && bytes < target / 2) {
+    auto [first, mid] = chunks[chunks.size() - 2];
+    size_t last = chunks.back().second;
+    size_t total = 0;
+    for (size_t i = first; i < last; i++) total += size_of(entries[i]);
+    size_t acc = 0, cut = first;
+    while (cut < last - 1 && acc + size_of(entries[cut]) <= total / 2) acc += size_of(entries[cut++]);
+    if (cut == first) cut = first + 1;
+    chunks[chunks.size() - 2] = {first, cut};
+    chunks.back() = {cut, last};
+  }
+  return chunks;
+}
+
+std::vector<TreeWriter::Pending> TreeWriter::SplitLeaf(std::vector<LeafEntry> entries, std::string_view lower) {
+  std::vector<Pending> out;
+  auto size_of = [](const LeafEntry& e) { return LeafEntrySize(e.key, e.value); };
+  for (auto [b, e] : ChunkBySize(entries, target_bytes_, size_of)) {
+    Pending p;
+    p.lower = out.empty() ? lower : entries[b].key;
+    p.entries.assign(entries.begin() + b, entries.begin() + e);
+    for (const auto& entry : p.entries) p.bytes += size_of(entry);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<TreeWriter::Pending> TreeWriter::SplitInternal(std::vector<ChildEntry> children, std::string_view lower) {
+  std::vector<Pending> out;
+  auto size_of = [](const ChildEntry& c) { return InternalEntrySize(c.key); };
+  for (auto [b, e] : ChunkBySize(children, target_bytes_, size_of)) {
+    Pending p;
+    p.is_leaf = false;
+    p.lower = out.empty() ? lower : children[b].key;
+    p.children.assign(children.begin() + b, children.begin() + e);
+    for (const auto& child : p.children) p.bytes += size_of(child);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+NodeRef TreeWriter::Write(const Pending& pending) {
+  std::string payload = pending.is_leaf ? EncodeLeaf(pending.entries, 0, pending.entries.size())
+                                        : EncodeInternal(pending.children, 0, pending.children.size());
+  NodeRef ref{end_offset(), static_cast<uint32_t>(payload.size() + format::kRecordOverheadBytes)};
+  format::AppendRecord(&buffer_, ref.offset,
+                       pending.is_leaf ? format::RecordType::kLeaf : format::RecordType::kInternal, payload);
+  bytes_delta_ += ref.length;
+  return ref;
+}
+
+Result<std::vector<TreeWriter::Pending>> TreeWriter::ApplyNode(NodeRef ref, uint32_t height,
+                                                               std::string_view lower,
+                                                               const Change* begin, const Change* end) {
+  DBDB_ASSIGN_OR_RETURN(auto node, Load(ref));
+  if (node->is_leaf != (height == 1)) return WrongKind(ref, height);
+  bytes_delta_ -= ref.length;
+  if (node->is_leaf) {
+    std::vector<LeafEntry> merged;
+    merged.reserve(node->size() + static_cast<size_t>(end - begin));
+    size_t i = 0;
+    for (const Change* c = begin; c != end; ++c) {
+      while (i < node->size() && node->keys[i] < c->key) {
+        merged.push_back({node->keys[i], node->values[i]});
+        i++;
+      }
+      bool exists = i < node->size() && node->keys[i] == c->key;
+      if (exists) i++;
+      if (c->value->has_value()) {
+        merged.push_back({c->key, **c->value});
+        if (!exists) key_delta_++;
+      } else if (exists) {
+        key_delta_--;
+      }
+    }
+    for (; i < node->size(); i++) merged.push_back({node->keys[i], node->values[i]});
+    return SplitLeaf(std::move(merged), lower);
+  }
+  std::vector<Item> items;
+  const Change* c = begin;
+  for (size_t i = 0; i < node->children.size(); i++) {
+    std::string_view key = i == 0 ? lower : node->keys[i];
+    const Change* child_end = end;
+    if (i + 1 < node->children.size()) {
+      std::string_view upper = node->keys[i + 1];
+      child_end = std::lower_bound(c, end, upper, [](const Change& ch, std::string_view k) { return ch.key < k; });
+    }
+    if (c == child_end) {
+      items.push_back(Item{key, std::nullopt, node->children[i]});
+      continue;
+    }
+    DBDB_ASSIGN_OR_RETURN(auto replaced, ApplyNode(node->children[i], height - 1, key, c, child_end));
+    for (auto& p : replaced) {
+      std::string_view k = p.lower;
+      items.push_back(Item{k, std::move(p), NodeRef{}});
+    }
+    c = child_end;
+  }
+  DBDB_RETURN_IF_ERROR(FixUnderflow(&items, height - 1));
+  DBDB_ASSIGN_OR_RETURN(auto children, WriteItems(items));
+  if (children.empty()) return std::vector<Pending>();
+  return SplitInternal(std::move(children), lower);
+}
+
+Status TreeWriter::FixUnderflow(std::vector<Item>* items, uint32_t child_height) {
+  const size_t small_bytes = target_bytes_ / 4;
+  for (size_t i = 0; i < items->size() && items->size() > 1; i++) {
+    Item& item = (*items)[i];
+    if (!item.pending || item.settled || item.pending->bytes >= small_bytes) continue;
+    size_t left = i + 1 < items->size() ? i : i - 1;  // merge with the right neighbour, else the left
+    std::vector<Pending> parts;
+    for (size_t j = left; j <= left + 1; j++) {
+      Item& it = (*items)[j];
+      if (it.pending) {
+        parts.push_back(std::move(*it.pending));
+        continue;
+      }
+      DBDB_ASSIGN_OR_RETURN(auto node, Load(it.ref));
+      if (node->is_leaf != (child_height == 1)) return WrongKind(it.ref, child_height);
+      bytes_delta_ -= it.ref.length;
+      Pending p;
+      p.lower = it.key;
+      p.is_leaf = node->is_leaf;
+      for (size_t k = 0; k < node->size(); k++) {
+        if (node->is_leaf) p.entries.push_back({node->keys[k], node->values[k]});
+        else p.children.push_back({k == 0 ? it.key : node->keys[k], node->children[k]});
+      }
+      parts.push_back(std::move(p));
+    }
+    std::string_view lower = (*items)[left].key;
+    std::vector<Pending> merged;
+    if (child_height == 1) {
+      auto entries = std::move(parts[0].entries);
+      entries.insert(entries.end(), parts[1].entries.begin(), parts[1].entries.end());
+      merged = SplitLeaf(std::move(entries), lower);
+    } else {
+      auto children = std::move(parts[0].children);
+      parts[1].children[0].key = parts[1].lower;  // the right part's first child gets a separator
+      children.insert(children.end(), parts[1].children.begin(), parts[1].children.end());
+      merged = SplitInternal(std::move(children), lower);
+    }
+    std::vector<Item> replacement;
+    for (auto& p : merged) {
+      std::string_view k = p.lower;
+      replacement.push_back(Item{k, std::move(p), NodeRef{}, true});
+    }
+    items->erase(items->begin() + static_cast<long>(left), items->begin() + static_cast<long>(left) + 2);
+    items->insert(items->begin() + static_cast<long>(left), replacement.begin(), replacement.end());
+    i = left + replacement.size() - 1;
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<ChildEntry>> TreeWriter::WriteItems(std::vector<Item>& items) {
+  std::vector<ChildEntry> children;
+  children.reserve(items.size());
+  for (auto& item : items) {
+    NodeRef ref = item.pending ? Write(*item.pending) : item.ref;
+    children.push_back(ChildEntry{item.key, ref});
+  }
+  return children;
+}
+
+Result<TreeRoot> TreeWriter::Apply(const TreeRoot& base, const std::vector<Change>& changes) {
+  if (changes.empty()) return base;
+  std::vector<Pending> level;
+  uint32_t height = base.height;
+  if (base.height == 0) {
+    std::vector<LeafEntry> entries;
+    for (const auto& c : changes) {
+      if (c.value->has_value()) entries.push_back({c.key, **c.value});
+    }
+    key_delta_ += static_cast<int64_t>(entries.size());
+    if (!entries.empty()) level = SplitLeaf(std::move(entries), std::string_view());
+    height = 1;
+  } else {
+    DBDB_ASSIGN_OR_RETURN(level, ApplyNode(base.ref, base.height, std::string_view(),
+                                           changes.data(), changes.data() + changes.size()));
+  }
+  TreeRoot root;
+  while (true) {
+    if (level.empty()) {
+      root.ref = NodeRef{};
+      root.height = 0;
+      break;
+    }
+    if (level.size() == 1) {
+      Pending& top = level[0];
+      if (!top.is_leaf && top.children.size() == 1) {
+        // A root with one child: the child becomes the root (the tree shrinks).
+        NodeRef child = top.children[0].ref;
+        height--;
+        while (height > 1) {
+          DBDB_ASSIGN_OR_RETURN(auto node, Load(child));
+          if (node->is_leaf || node->children.size() != 1) break;
+          bytes_delta_ -= child.length;
+          child = node->children[0];
+          height--;
+        }
+        root.ref = child;
+        root.height = height;
+        break;
+      }
+      root.ref = Write(top);
+      root.height = height;
+      break;
+    }
+    std::vector<ChildEntry> children;
+    for (auto& p : level) children.push_back(ChildEntry{p.lower, Write(p)});
+    level = SplitInternal(std::move(children), std::string_view());
+    height++;
+  }
+  if (root.height > format::kTreeHeightMax) return Status::LimitExceeded("tree height limit reached");
+  root.key_count = static_cast<uint64_t>(static_cast<int64_t>(base.key_count) + key_delta_);
+  root.tree_bytes = static_cast<uint64_t>(static_cast<int64_t>(base.tree_bytes) + bytes_delta_);
+  return root;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BulkLoader
+
+NodeRef BulkLoader::Append(format::RecordType type, const std::string& payload) {
+  NodeRef ref{end_offset(), static_cast<uint32_t>(payload.size() + format::kRecordOverheadBytes)};
+  format::AppendRecord(&buffer_, ref.offset, type, payload);
+  tree_bytes_ += ref.length;
+  return ref;
+}
+
+Status BulkLoader::MaybeFlush(bool force) {
+  if (buffer_.empty() || (!force && buffer_.size() < (1u << 20))) return Status::Ok();
+  DBDB_RETURN_IF_ERROR(flush_(buffer_));
+  next_offset_ += buffer_.size();
+  buffer_.clear();
+  return Status::Ok();
+}
+
+Status BulkLoader::FlushLeaf() {
+  if (leaf_keys_.empty()) return Status::Ok();
+  std::vector<LeafEntry> entries;
+  for (size_t i = 0; i < leaf_keys_.size(); i++) entries.push_back({leaf_keys_[i], leaf_values_[i]});
+  NodeRef ref = Append(format::RecordType::kLeaf, EncodeLeaf(entries, 0, entries.size()));
+  slots_.push_back(Slot{leaf_keys_[0], ref});
+  leaf_keys_.clear();
+  leaf_values_.clear();
+  leaf_bytes_ = 0;
+  return MaybeFlush(false);
+}
+
+Status BulkLoader::Add(std::string_view key, std::string_view value) {
+  size_t size = LeafEntrySize(key, value);
+  if (!leaf_keys_.empty() && leaf_bytes_ + size > target_bytes_) DBDB_RETURN_IF_ERROR(FlushLeaf());
+  leaf_keys_.emplace_back(key);
+  leaf_values_.emplace_back(value);
+  leaf_bytes_ += size;
+  key_count_++;
+  return Status::Ok();
+}
+
+Result<TreeRoot> BulkLoader::Finish() {
+  DBDB_RETURN_IF_ERROR(FlushLeaf());
+  TreeRoot root;
+  root.key_count = key_count_;
+  if (slots_.empty()) {
+    DBDB_RETURN_IF_ERROR(MaybeFlush(true));
+    return root;
+  }
+  uint32_t height = 1;
+  std::vector<Slot> level = std::move(slots_);
+  while (level.size() > 1) {
+    std::vector<Slot> parents;
+    std::vector<ChildEntry> children;
+    size_t bytes = 0;
+    auto emit = [&] {
+      parents.push_back(Slot{std::string(children[0].key), Append(format::RecordType::kInternal,
+                                                                   EncodeInternal(children, 0, children.size()))});
+      children.clear();
+      bytes = 0;
+    };
+    for (size_t i = 0; i < level.size(); i++) {
+      size_t s = InternalEntrySize(level[i].key);
+      // Keep at least two children per node so the tree always narrows.
+      if (children.size() >= 2 && bytes + s > target_bytes_ && level.size() - i >= 2) emit();
+      children.push_back(ChildEntry{level[i].key, level[i].ref});
+      bytes += s;
+    }
+    emit();
+    level = std::move(parents);
+    height++;
+    DBDB_RETURN_IF_ERROR(MaybeFlush(false));
+  }
+  DBDB_RETURN_IF_ERROR(MaybeFlush(true));
+  root.ref = level[0].ref;
+  root.height = height;
+  root.tree_bytes = tree_bytes_;
+  return root;
+}
+
+}  // namespace dbdb

@@ -1,0 +1,125 @@
+// The copy-on-write B+tree over a TreeFile: lookups, ordered iteration, applying a transaction's
+// sorted changes (writing new nodes leaf to root into an append buffer), and bulk loading a fresh
+// tree for compaction. Nodes are split and merged by encoded bytes (docs/FORMAT.md, "Nodes").
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "node.h"
+#include "tree_file.h"
+
+namespace dbdb {
+
+struct TreeRoot {
+  NodeRef ref;              // offset 0 for the empty tree
+  uint32_t height = 0;      // 0 empty, 1 when the root is a leaf
+  uint64_t key_count = 0;
+  uint64_t tree_bytes = 0;  // record bytes of every reachable node
+};
+
+TreeRoot RootOf(const format::Commit& commit);
+
+// Looks `key` up in the tree. nullopt when absent.
+Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key);
+
+// Ordered iteration over one tree. Holds the nodes on its path, so it stays valid while the
+// database moves on.
+class TreeIterator {
+ public:
+  TreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root) : file_(std::move(file)), root_(root) {}
+  Status SeekToFirst() { return Seek(std::string_view()); }
+  Status Seek(std::string_view key);  // first key >= key
+  Status Next();
+  bool Valid() const { return !stack_.empty(); }
+  std::string_view key() const { return stack_.back().node->keys[stack_.back().index]; }
+  std::string_view value() const { return stack_.back().node->values[stack_.back().index]; }
+
+ private:
+  struct Level {
+    std::shared_ptr<const Node> node;
+    size_t index;
+  };
+  Status Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost);
+  std::shared_ptr<TreeFile> file_;
+  TreeRoot root_;
+  std::vector<Level> stack_;
+};
+
+// One change of a write transaction: a put (value set) or a delete (nullopt).
+struct Change {
+  std::string_view key;
+  const std::optional<std::string>* value;
+};
+
+// Applies sorted, distinct-key changes to a tree, appending the new nodes' records to an
+// in-memory buffer that is to be written at `append_offset`. Children are always encoded
+// before their parent, so the buffer holds nodes leaf to root.
+class TreeWriter {
+ public:
+  TreeWriter(TreeFile& file, uint64_t append_offset, uint32_t node_size_target_bytes)
+      : file_(file), append_offset_(append_offset), target_bytes_(node_size_target_bytes) {}
+
+  Result<TreeRoot> Apply(const TreeRoot& base, const std::vector<Change>& changes);
+
+  std::string& buffer() { return buffer_; }
+  uint64_t end_offset() const { return append_offset_ + buffer_.size(); }
+
+ private:
+  struct Pending;
+  struct Item;
+  Result<std::vector<Pending>> ApplyNode(NodeRef ref, uint32_t height, std::string_view lower,
+                                         const Change* begin, const Change* end);
+  std::vector<Pending> SplitLeaf(std::vector<LeafEntry> entries, std::string_view lower);
+  std::vector<Pending> SplitInternal(std::vector<ChildEntry> children, std::string_view lower);
+  Status FixUnderflow(std::vector<Item>* items, uint32_t child_height);
+  Result<std::vector<ChildEntry>> WriteItems(std::vector<Item>& items);
+  NodeRef Write(const Pending& pending);
+  Result<std::shared_ptr<const Node>> Load(NodeRef ref);
+
+  TreeFile& file_;
+  uint64_t append_offset_;
+  uint32_t target_bytes_;
+  std::string buffer_;
+  std::vector<std::shared_ptr<const Node>> pinned_;  // keeps the views of read nodes alive
+  int64_t key_delta_ = 0;
+  int64_t bytes_delta_ = 0;
+};
+
+// Builds a tree from entries added in strictly increasing key order, packing nodes full.
+// Records go to `flush` in chunks, in file order starting at `start_offset`.
+class BulkLoader {
+ public:
+  using FlushFn = std::function<Status(std::string_view bytes)>;
+  BulkLoader(uint64_t start_offset, uint32_t node_size_target_bytes, FlushFn flush)
+      : next_offset_(start_offset), target_bytes_(node_size_target_bytes), flush_(std::move(flush)) {}
+  Status Add(std::string_view key, std::string_view value);
+  Result<TreeRoot> Finish();  // flushes everything; the root is the last record written
+  uint64_t end_offset() const { return next_offset_ + buffer_.size(); }
+
+ private:
+  struct Slot {
+    std::string key;
+    NodeRef ref;
+  };
+  Status FlushLeaf();
+  NodeRef Append(format::RecordType type, const std::string& payload);
+  Status MaybeFlush(bool force);
+
+  uint64_t next_offset_;  // file offset of buffer_[0]
+  uint32_t target_bytes_;
+  FlushFn flush_;
+  std::string buffer_;
+  std::vector<std::string> leaf_keys_, leaf_values_;
+  size_t leaf_bytes_ = 0;
+  std::vector<Slot> slots_;  // the leaves written so far
+  uint64_t key_count_ = 0;
+  uint64_t tree_bytes_ = 0;
+};
+
+}  // namespace dbdb

@@ -1,0 +1,65 @@
+// TreeFile: one open dbdb file, read through checksums (I5). It reads verified records and
+// nodes (with a node cache) and finds the newest valid commit by scanning backward from the end
+// of the file, so opening never reads the whole file (docs/FORMAT.md, "Finding the newest commit").
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "dbdb/file_system.h"
+#include "format.h"
+#include "node.h"
+#include "node_cache.h"
+
+namespace dbdb {
+
+class TreeFile {
+ public:
+  // Opens an existing dbdb file and verifies its header.
+  static Result<std::shared_ptr<TreeFile>> Open(FileSystem& fs, const std::string& path,
+                                                bool read_only, uint64_t cache_bytes);
+
+  File& file() { return *file_; }
+  uint64_t identity() const { return identity_; }
+  const format::FileHeader& header() const { return header_; }
+  const std::string& path() const { return path_; }
+
+  // Reads and verifies the record [offset, offset + length).
+  Result<format::RecordView> ReadRecord(uint64_t offset, uint64_t length, std::string* buffer);
+
+  // A verified, decoded node (from the cache when there).
+  Result<std::shared_ptr<const Node>> ReadNode(NodeRef ref);
+  // The same, always from the file, bypassing the cache (for check()).
+  Result<std::shared_ptr<const Node>> ReadNodeUncached(NodeRef ref);
+
+  // The verified commit record at `offset` (its body is not checked).
+  Result<format::Commit> ReadCommit(uint64_t offset);
+
+  // Ok if the bytes of the commit's body match its body checksum.
+  Status VerifyCommitBody(const format::Commit& commit);
+
+  // Ok if the commit's body and, back to the last sync point it names, its predecessors' bodies
+  // match their checksums; Corruption if not; IOError if the file could not be read.
+  Status VerifyCommitChain(const format::Commit& commit);
+
+  // The newest commit starting at or after `floor` whose record and chain verify, in a file of
+  // `size` bytes; nullopt if there is none. I/O errors are returned, never skipped.
+  Result<std::optional<format::Commit>> FindNewestCommit(uint64_t size, uint64_t floor);
+
+ private:
+  TreeFile(std::unique_ptr<File> file, std::string path, uint64_t identity,
+           format::FileHeader header, uint64_t cache_bytes)
+      : file_(std::move(file)), path_(std::move(path)), identity_(identity), header_(header),
+        cache_(cache_bytes) {}
+  Status ReadExactly(uint64_t offset, uint64_t length, std::string* buffer);
+
+  std::unique_ptr<File> file_;
+  std::string path_;
+  uint64_t identity_;
+  format::FileHeader header_;
+  NodeCache cache_;
+};
+
+}  // namespace dbdb

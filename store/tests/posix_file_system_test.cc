@@ -1,0 +1,124 @@
+// PosixFileSystem: the real filesystem behind the I/O seam.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dbdb/file_system.h"
+#include "test_util.h"
+
+namespace dbdb {
+namespace {
+
+using testing::TempDir;
+
+TEST(PosixFileSystem, WriteReadSizeTruncateSync) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  auto file = fs->Open(dir.Path("f"), OpenOptions{.create = true});
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  ASSERT_TRUE((*file)->WriteAt(0, std::string("hello world")).ok());
+  ASSERT_TRUE((*file)->WriteAt(20, std::string("x")).ok());  // a gap reads as zeros
+  EXPECT_EQ(*(*file)->Size(), 21u);
+  std::string buffer(32, '?');
+  auto n = (*file)->ReadAt(0, buffer);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 21u);  // short read at end of file
+  EXPECT_EQ(buffer.substr(0, 11), "hello world");
+  EXPECT_EQ(buffer.substr(11, 9), std::string(9, '\0'));
+  ASSERT_TRUE((*file)->Truncate(5).ok());
+  EXPECT_EQ(*(*file)->Size(), 5u);
+  EXPECT_TRUE((*file)->Sync().ok());
+  EXPECT_EQ(*(*file)->ReadAt(100, buffer), 0u);
+}
+
+TEST(PosixFileSystem, MissingFileIsNotFound) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  auto file = fs->Open(dir.Path("missing"), OpenOptions{});
+  ASSERT_FALSE(file.ok());
+  EXPECT_TRUE(file.status().IsNotFound()) << file.status().ToString();
+  EXPECT_FALSE(*fs->Exists(dir.Path("missing")));
+  EXPECT_TRUE(fs->Remove(dir.Path("missing")).IsNotFound());
+}
+
+TEST(PosixFileSystem, ReadOnlyFileRefusesWrites) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  { ASSERT_TRUE(fs->Open(dir.Path("f"), OpenOptions{.create = true}).ok()); }
+  auto file = fs->Open(dir.Path("f"), OpenOptions{.read_only = true});
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ((*file)->WriteAt(0, std::string("x")).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(PosixFileSystem, RenameListRemoveAndIdentity) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  auto a = fs->Open(dir.Path("a"), OpenOptions{.create = true});
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*a)->WriteAt(0, std::string("A")).ok());
+  uint64_t id_a = *(*a)->Identity();
+  EXPECT_EQ(*fs->Identity(dir.Path("a")), id_a);
+  { ASSERT_TRUE(fs->Open(dir.Path("b"), OpenOptions{.create = true}).ok()); }
+  EXPECT_NE(*fs->Identity(dir.Path("b")), id_a);
+  ASSERT_TRUE(fs->Rename(dir.Path("a"), dir.Path("b")).ok());  // replaces b
+  EXPECT_EQ(*fs->Identity(dir.Path("b")), id_a);
+  EXPECT_EQ(*fs->List(dir.path()), std::vector<std::string>{"b"});
+  // The open handle still reads its file after the rename.
+  std::string byte(1, '?');
+  EXPECT_EQ(*(*a)->ReadAt(0, byte), 1u);
+  EXPECT_EQ(byte, "A");
+  EXPECT_TRUE(fs->SyncDir(dir.path()).ok());
+  EXPECT_TRUE(fs->Remove(dir.Path("b")).ok());
+  EXPECT_TRUE(fs->List(dir.path())->empty());
+}
+
+TEST(PosixFileSystem, CreateDirMakesParents) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  ASSERT_TRUE(fs->CreateDir(dir.Path("x/y/z")).ok());
+  EXPECT_TRUE(fs->Open(dir.Path("x/y/z/f"), OpenOptions{.create = true}).ok());
+}
+
+TEST(PosixFileSystem, LockExcludesASecondHolderInTheSameProcess) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  auto first = fs->Lock(dir.Path("lock"), false);
+  ASSERT_TRUE(first.ok());
+  auto second = fs->Lock(dir.Path("lock"), false);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kBusy);
+  first.value().reset();
+  EXPECT_TRUE(fs->Lock(dir.Path("lock"), false).ok());
+}
+
+// A forked child must not get the lock while the parent holds it, and must get it once the
+// parent lets go.
+TEST(PosixFileSystem, LockExcludesAnotherProcess) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  const std::string path = dir.Path("lock");
+  auto held = fs->Lock(path, false);
+  ASSERT_TRUE(held.ok());
+  auto child_try_lock = [&]() -> int {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      auto child_fs = NewPosixFileSystem();
+      auto lock = child_fs->Lock(path, false);
+      ::_exit(lock.ok() ? 0 : (lock.status().code() == StatusCode::kBusy ? 1 : 2));
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(child_try_lock(), 1) << "the child got the lock the parent holds";
+  held.value().reset();
+  EXPECT_EQ(child_try_lock(), 0) << "the child could not take a free lock";
+}
+
+TEST(PosixFileSystem, DirName) {
+  EXPECT_EQ(DirName("a/b/c"), "a/b");
+  EXPECT_EQ(DirName("c"), ".");
+  EXPECT_EQ(DirName("/c"), "/");
+}
+
+}  // namespace
+}  // namespace dbdb

@@ -1,0 +1,173 @@
+// Recovery on the real filesystem: torn tails are ignored by readers and truncated by the first
+// writer (I6); damage inside the committed region is Corruption, never skipped (I5).
+#include <filesystem>
+
+#include "dbdb/db.h"
+#include "format.h"
+#include "test_util.h"
+
+namespace dbdb {
+namespace {
+
+using testing::TempDir;
+
+std::unique_ptr<DB> Open(const std::string& path, bool read_only = false) {
+  Options options;
+  options.create_if_missing = !read_only;
+  options.read_only = read_only;
+  auto db = DB::Open(path, options);
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  return db.ok() ? std::move(db).value() : nullptr;
+}
+
+uint64_t FileSize(const std::string& path) { return std::filesystem::file_size(path); }
+
+void Append(const std::string& path, const std::string& bytes) {
+  auto fs = NewPosixFileSystem();
+  auto f = fs->Open(path, OpenOptions{});
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->WriteAt(*(*f)->Size(), bytes).ok());
+}
+
+void FlipByte(const std::string& path, uint64_t offset) {
+  auto fs = NewPosixFileSystem();
+  auto f = fs->Open(path, OpenOptions{});
+  std::string b(1, '\0');
+  ASSERT_EQ(*(*f)->ReadAt(offset, b), 1u);
+  b[0] ^= 0x40;
+  ASSERT_TRUE((*f)->WriteAt(offset, b).ok());
+}
+
+TEST(Recovery, NewDatabaseIsAHeaderOnly) {
+  TempDir dir;
+  auto db = Open(dir.Path("db"));
+  EXPECT_EQ(FileSize(dir.Path("db")), format::kFileHeaderSizeBytes);
+  EXPECT_FALSE(std::filesystem::exists(dir.Path("db.create"))) << "the creation temp file is renamed away";
+}
+
+TEST(Recovery, GarbageTailIsIgnoredByReadersAndTruncatedByTheFirstWriter) {
+  for (std::string tail : {std::string(1, 'x'), std::string(5000, '\0'), std::string(70000, 'g')}) {
+    TempDir dir;
+    const std::string path = dir.Path("db");
+    { ASSERT_TRUE(Open(path)->Put("a", "1").ok()); }
+    uint64_t committed = FileSize(path);
+    Append(path, tail);
+    {
+      auto reader = Open(path, /*read_only=*/true);
+      EXPECT_EQ(**reader->Get("a"), "1");
+      EXPECT_EQ(reader->Check()->tail_bytes, tail.size());
+      EXPECT_EQ(FileSize(path), committed + tail.size()) << "a reader never modifies the file";
+    }
+    auto writer = Open(path);
+    EXPECT_EQ(**writer->Get("a"), "1");
+    ASSERT_TRUE(writer->Put("b", "2").ok());
+    auto report = writer->Check();
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    EXPECT_EQ(report->tail_bytes, 0u);
+    EXPECT_EQ(report->commits, 2u);
+    EXPECT_LT(FileSize(path), committed + tail.size() + 2000) << "the tail was cut before appending";
+  }
+}
+
+// A transaction cut short at every byte: recovery always lands on the previous commit.
+TEST(Recovery, TornLastTransactionAtEveryLengthFallsBackToThePreviousCommit) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  { ASSERT_TRUE(Open(path)->Put("a", "1").ok()); }
+  uint64_t first_end = FileSize(path);
+  { ASSERT_TRUE(Open(path)->Put("a", "2").ok()); }
+  uint64_t second_end = FileSize(path);
+  std::string full(second_end, '\0');
+  {
+    auto fs = NewPosixFileSystem();
+    auto f = fs->Open(path, OpenOptions{});
+    ASSERT_EQ(*(*f)->ReadAt(0, full), second_end);
+  }
+  for (uint64_t cut = first_end; cut < second_end; cut++) {
+    auto fs = NewPosixFileSystem();
+    {
+      auto f = fs->Open(path, OpenOptions{});
+      ASSERT_TRUE((*f)->Truncate(0).ok());
+      ASSERT_TRUE((*f)->WriteAt(0, std::string_view(full).substr(0, cut)).ok());
+    }
+    auto db = Open(path);
+    auto v = db->Get("a");
+    ASSERT_TRUE(v.ok()) << "cut at " << cut << ": " << v.status().ToString();
+    EXPECT_EQ(**v, "1") << "cut at " << cut;
+  }
+}
+
+// A commit record that arrived without its nodes (reordered writes) must not be accepted.
+TEST(Recovery, CommitWhoseBodyIsDamagedIsNotAccepted) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  { ASSERT_TRUE(Open(path)->Put("a", "1").ok()); }
+  uint64_t first_end = FileSize(path);
+  { ASSERT_TRUE(Open(path)->Put("a", "2").ok()); }
+  FlipByte(path, first_end + 3);  // inside the second transaction's first node
+  auto db = Open(path, true);
+  EXPECT_EQ(**db->Get("a"), "1");
+  EXPECT_EQ(db->GetStats()->txn_id, 1u);
+}
+
+TEST(Recovery, DamageInsideTheCommittedRegionIsCorruption) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  {
+    auto db = Open(path);
+    for (int i = 0; i < 50; i++) ASSERT_TRUE(db->Put("key" + std::to_string(i), std::string(50, 'v')).ok());
+  }
+  // Flip a byte in the first transaction's leaf, long before the newest commit: the newest tree
+  // still reaches it only if that leaf is still live; check() reads every record regardless.
+  FlipByte(path, format::kFileHeaderSizeBytes + 10);
+  auto db = Open(path, true);
+  auto report = db->Check();
+  ASSERT_FALSE(report.ok());
+  EXPECT_TRUE(report.status().IsCorruption()) << report.status().ToString();
+  EXPECT_NE(report.status().message().find("offset 512"), std::string::npos) << report.status().ToString();
+}
+
+// A live node written by an older transaction is damaged: the newest commit still verifies (its
+// own body is intact) and reading the damaged node is Corruption, never wrong data.
+TEST(Recovery, DamagedLiveNodeIsCorruptionOnRead) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.node_size_target_bytes = 512;
+  options.key_size_max_bytes = 64;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    auto txn = (*db)->BeginWrite();
+    for (int i = 0; i < 100; i++) ASSERT_TRUE((*txn)->Put("a" + std::to_string(1000 + i), std::string(20, 'v')).ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+    ASSERT_TRUE((*db)->Put("z", "last").ok());  // rewrites the last leaf and the root only
+  }
+  FlipByte(path, format::kFileHeaderSizeBytes + 20);  // inside the first leaf, holding "a1000"
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ((*db)->GetStats()->txn_id, 2u);
+  EXPECT_EQ(**(*db)->Get("z"), "last");
+  auto damaged = (*db)->Get("a1000");
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_TRUE(damaged.status().IsCorruption()) << damaged.status().ToString();
+  auto report = (*db)->Check();
+  EXPECT_TRUE(report.status().IsCorruption());
+  auto snapshot = (*db)->GetSnapshot();
+  auto scan = (*snapshot)->Scan(ScanRange{});
+  EXPECT_TRUE(scan.status().IsCorruption()) << "a scan reaching the damaged leaf fails";
+}
+
+TEST(Recovery, TruncatedHeaderIsCorruptionNotANewDatabase) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  { ASSERT_TRUE(Open(path)->Put("a", "1").ok()); }
+  std::filesystem::resize_file(path, 100);
+  auto db = DB::Open(path, Options{.create_if_missing = true});
+  ASSERT_FALSE(db.ok());
+  EXPECT_TRUE(db.status().IsCorruption()) << db.status().ToString();
+}
+
+}  // namespace
+}  // namespace dbdb

@@ -1,0 +1,388 @@
+// The commands of the `dbdb` tool.
+#include "commands.h"
+
+#include <charconv>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "coding.h"
+#include "format.h"
+#include "node.h"
+
+namespace dbdb::cli {
+
+int ExitCodeFor(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk: return kExitOk;
+    case StatusCode::kNotFound: return kExitNotFound;
+    case StatusCode::kInvalidArgument: return kExitUsage;
+    case StatusCode::kCorruption: return kExitCorruption;
+    case StatusCode::kIOError:
+    case StatusCode::kNoSpace: return kExitIOError;
+    case StatusCode::kBusy: return kExitLocked;
+    default: return kExitOther;
+  }
+}
+
+int Report(const Status& status, std::ostream& err) {
+  err << "dbdb: " << status.ToString() << "\n";
+  return ExitCodeFor(status);
+}
+
+std::string Escape(std::string_view bytes) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (char c : bytes) {
+    auto u = static_cast<uint8_t>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
+      out.push_back(c);
+    } else {
+      out += "\\x";
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 15]);
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> Unescape(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); i++) {
+    if (text[i] != '\\') {
+      out.push_back(text[i]);
+      continue;
+    }
+    if (++i >= text.size()) return std::nullopt;
+    switch (text[i]) {
+      case '\\': out.push_back('\\'); break;
+      case 'n': out.push_back('\n'); break;
+      case 't': out.push_back('\t'); break;
+      case 'x': {
+        if (i + 2 >= text.size()) return std::nullopt;  // needs two hex digits after the x
+        unsigned value = 0;
+        auto [p, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
+        if (ec != std::errc() || p != text.data() + i + 3) return std::nullopt;
+        out.push_back(static_cast<char>(value));
+        i += 2;
+        break;
+      }
+      default: return std::nullopt;
+    }
+  }
+  return out;
+}
+
+int Get(DB& db, const std::string& key, std::ostream& out, std::ostream& err) {
+  auto value = db.Get(key);
+  if (!value.ok()) return Report(value.status(), err);
+  if (!value->has_value()) return kExitNotFound;
+  out << Escape(**value) << "\n";
+  return kExitOk;
+}
+
+int Put(DB& db, const std::string& key, const std::string& value, std::ostream& err) {
+  Status s = db.Put(key, value);
+  return s.ok() ? kExitOk : Report(s, err);
+}
+
+int Del(DB& db, const std::string& key, std::ostream& err) {
+  Status s = db.Del(key);
+  return s.ok() ? kExitOk : Report(s, err);
+}
+
+int Scan(DB& db, const ScanArgs& args, std::ostream& out, std::ostream& err) {
+  ScanRange range = args.prefix ? ScanRange::Prefix(*args.prefix) : ScanRange{};
+  if (args.from && *args.from > range.begin) range.begin = *args.from;
+  if (args.to && (!range.end || *args.to < *range.end)) range.end = args.to;
+  range.limit = args.limit;
+  auto snapshot = db.GetSnapshot();
+  if (!snapshot.ok()) return Report(snapshot.status(), err);
+  auto it = (*snapshot)->NewIterator();
+  Status s = it->Seek(range.begin);
+  uint64_t n = 0;
+  while (s.ok() && it->Valid() && n < range.limit && (!range.end || it->key() < *range.end)) {
+    out << Escape(it->key()) << "\t" << Escape(it->value()) << "\n";
+    n++;
+    s = it->Next();
+  }
+  return s.ok() ? kExitOk : Report(s, err);
+}
+
+int Incr(DB& db, const std::string& key, int64_t by, std::ostream& out, std::ostream& err) {
+  auto txn = db.BeginWrite();
+  if (!txn.ok()) return Report(txn.status(), err);
+  auto current = (*txn)->Get(key);
+  if (!current.ok()) return Report(current.status(), err);
+  int64_t value = 0;
+  if (current->has_value()) {
+    const std::string& text = **current;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || p != text.data() + text.size()) {
+      return Report(Status::InvalidArgument("the value of " + Escape(key) + " is not an integer: " + Escape(text)), err);
+    }
+  }
+  if ((by > 0 && value > INT64_MAX - by) || (by < 0 && value < INT64_MIN - by)) {
+    return Report(Status::InvalidArgument("incr would overflow a 64-bit integer"), err);
+  }
+  value += by;
+  Status s = (*txn)->Put(key, std::to_string(value));
+  if (s.ok()) s = (*txn)->Commit();
+  if (!s.ok()) return Report(s, err);
+  out << value << "\n";
+  return kExitOk;
+}
+
+int Stat(DB& db, std::ostream& out, std::ostream& err) {
+  auto stats = db.GetStats();
+  if (!stats.ok()) return Report(stats.status(), err);
+  out << "path            " << db.path() << "\n"
+      << "keys            " << stats->keys << "\n"
+      << "txn_id          " << stats->txn_id << "\n"
+      << "commits_in_file " << stats->commits_in_file << "\n"
+      << "file_size_bytes " << stats->file_size_bytes << "\n"
+      << "live_bytes      " << stats->live_bytes << "\n"
+      << "garbage_ratio   " << std::fixed << std::setprecision(3) << stats->garbage_ratio << "\n"
+      << "tree_height     " << stats->tree_height << "\n"
+      << "generation      " << stats->generation << "\n";
+  return kExitOk;
+}
+
+int Check(DB& db, std::ostream& out, std::ostream& err) {
+  auto report = db.Check();
+  if (!report.ok()) return Report(report.status(), err);
+  out << "ok: " << report->commits << " commits, " << report->records << " records, " << report->nodes
+      << " nodes, " << report->keys << " keys, height " << report->tree_height << ", "
+      << report->bytes_verified << " bytes verified, " << report->tail_bytes << " tail bytes\n";
+  return kExitOk;
+}
+
+int Compact(DB& db, std::ostream& out, std::ostream& err) {
+  auto before = db.GetStats();
+  if (!before.ok()) return Report(before.status(), err);
+  Status s = db.Compact();
+  if (!s.ok()) return Report(s, err);
+  auto after = db.GetStats();
+  if (!after.ok()) return Report(after.status(), err);
+  out << "compacted: " << before->file_size_bytes << " -> " << after->file_size_bytes << " bytes\n";
+  return kExitOk;
+}
+
+int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream& out, std::ostream& err) {
+  auto file = fs.Open(path, OpenOptions{.read_only = true});
+  if (!file.ok()) return Report(file.status(), err);
+  auto size = (*file)->Size();
+  if (!size.ok()) return Report(size.status(), err);
+  std::string bytes(*size, '\0');
+  auto n = (*file)->ReadAt(0, bytes);
+  if (!n.ok()) return Report(n.status(), err);
+  bytes.resize(*n);
+  auto header = format::DecodeFileHeader(bytes);
+  if (!header.ok()) return Report(header.status().WithContext(path), err);
+  out << "header  offset 0 length " << format::kFileHeaderSizeBytes << ": dbdb format " << header->version
+      << ", generation " << header->generation << "\n";
+  uint64_t offset = format::kFileHeaderSizeBytes;
+  uint64_t committed_end = offset;
+  std::ostringstream pending;  // records since the last commit; printed once a commit covers them
+  auto show = [&](std::string_view s) { return show_values ? Escape(s) : std::to_string(s.size()) + " bytes"; };
+  while (offset + format::kRecordOverheadBytes <= bytes.size()) {
+    uint64_t length = coding::DecodeFixed32(bytes.data() + offset) + format::kRecordOverheadBytes;
+    if (offset + length > bytes.size()) break;
+    auto record = format::VerifyRecord(offset, std::string_view(bytes).substr(offset, length));
+    if (!record.ok()) break;
+    pending << format::RecordTypeName(record->type) << " offset " << offset << " length " << length;
+    if (record->type == format::RecordType::kCommit) {
+      auto c = format::DecodeCommitPayload(offset, record->payload);
+      if (!c.ok()) break;
+      pending << ": txn " << c->txn_id << ", prev " << c->prev_commit_offset << ", body [" << c->body_offset
+              << ", " << offset << ") checksum " << std::hex << c->body_checksum << std::dec << ", synced_through "
+              << c->synced_through << ", root " << c->root_offset << "+" << c->root_length << ", height "
+              << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes << "\n";
+      out << pending.str();
+      pending.str("");
+      committed_end = offset + length;
+    } else {
+      auto node = DecodeNode(offset, record->type, std::string(record->payload));
+      if (!node.ok()) {
+        pending << ": " << node.status().ToString() << "\n";
+      } else if ((*node)->is_leaf) {
+        pending << ": " << (*node)->size() << " entries\n";
+        for (size_t i = 0; i < (*node)->size(); i++) {
+          pending << "    " << Escape((*node)->keys[i]) << " = " << show((*node)->values[i]) << "\n";
+        }
+      } else {
+        pending << ": " << (*node)->children.size() << " children\n";
+        for (size_t i = 0; i < (*node)->children.size(); i++) {
+          pending << "    " << (i == 0 ? std::string("(first)") : ">= " + Escape((*node)->keys[i])) << " -> "
+                  << (*node)->children[i].offset << "+" << (*node)->children[i].length << "\n";
+        }
+      }
+    }
+    offset += length;
+  }
+  if (committed_end < bytes.size()) {
+    out << "tail    offset " << committed_end << " length " << bytes.size() - committed_end
+        << ": not covered by a valid commit (ignored by readers, truncated by the next writer)\n";
+  }
+  return kExitOk;
+}
+
+namespace {
+
+std::vector<std::string> Tokenize(const std::string& line, bool* ok) {
+  std::vector<std::string> tokens;
+  std::string current;
+  bool in_quotes = false, has_token = false;
+  for (size_t i = 0; i < line.size(); i++) {
+    char c = line[i];
+    if (in_quotes) {
+      if (c == '"') in_quotes = false;
+      else if (c == '\\' && i + 1 < line.size() && line[i + 1] == '"') current.push_back(line[++i]);
+      else current.push_back(c);
+    } else if (c == '"') {
+      in_quotes = has_token = true;
+    } else if (c == ' ' || c == '\t') {
+      if (has_token) tokens.push_back(current);
+      current.clear();
+      has_token = false;
+    } else {
+      current.push_back(c);
+      has_token = true;
+    }
+  }
+  if (has_token) tokens.push_back(current);
+  *ok = !in_quotes;
+  return tokens;
+}
+
+const char* kShellHelp =
+    "commands (keys and values take \\xNN escapes; quote them to include spaces):\n"
+    "  get KEY | put KEY VALUE | del KEY | incr KEY [BY]\n"
+    "  scan [PREFIX]            keys and values in order, all or with a prefix\n"
+    "  range FROM TO            keys in [FROM, TO)\n"
+    "  begin | commit | abort   a write transaction: get/put/del/scan then act inside it\n"
+    "  stat | check | compact | help | quit\n";
+
+}  // namespace
+
+int Shell(DB& db, std::istream& in, std::ostream& out, std::ostream& err, bool interactive) {
+  std::unique_ptr<WriteTransaction> txn;
+  std::string line;
+  int last = kExitOk;
+  while (true) {
+    if (interactive) out << (txn ? "dbdb(txn)> " : "dbdb> ") << std::flush;
+    if (!std::getline(in, line)) break;
+    bool ok;
+    auto raw = Tokenize(line, &ok);
+    if (!ok) {
+      err << "error: unterminated quote\n";
+      last = kExitUsage;
+      continue;
+    }
+    if (raw.empty() || raw[0][0] == '#') continue;
+    std::vector<std::string> args;
+    for (size_t i = 1; i < raw.size(); i++) {
+      auto u = Unescape(raw[i]);
+      if (!u) {
+        ok = false;
+        break;
+      }
+      args.push_back(*u);
+    }
+    const std::string& cmd = raw[0];
+    auto usage = [&](const char* text) {
+      err << "usage: " << text << "\n";
+      return kExitUsage;
+    };
+    if (!ok) {
+      last = usage("bad escape (use \\xNN, \\\\, \\n or \\t)");
+      continue;
+    }
+    auto fail = [&](const Status& s) { return Report(s, err); };
+    if (cmd == "quit" || cmd == "exit") break;
+    if (cmd == "help") {
+      out << kShellHelp;
+      last = kExitOk;
+    } else if (cmd == "begin") {
+      if (txn) {
+        last = usage("a transaction is already open (commit or abort it)");
+        continue;
+      }
+      auto t = db.BeginWrite();
+      if (!t.ok()) last = fail(t.status());
+      else {
+        txn = std::move(t).value();
+        last = kExitOk;
+      }
+    } else if (cmd == "commit" || cmd == "abort") {
+      if (!txn) {
+        last = usage("no transaction is open (begin one)");
+        continue;
+      }
+      Status s = cmd == "commit" ? txn->Commit() : Status::Ok();
+      if (cmd == "abort") txn->Abort();
+      txn.reset();
+      last = s.ok() ? kExitOk : fail(s);
+    } else if (cmd == "get") {
+      if (args.size() != 1) { last = usage("get KEY"); continue; }
+      if (txn) {
+        auto v = txn->Get(args[0]);
+        if (!v.ok()) last = fail(v.status());
+        else if (!v->has_value()) { out << "(not found)\n"; last = kExitNotFound; }
+        else { out << Escape(**v) << "\n"; last = kExitOk; }
+      } else {
+        last = Get(db, args[0], out, err);
+        if (last == kExitNotFound) out << "(not found)\n";
+      }
+    } else if (cmd == "put") {
+      if (args.size() != 2) { last = usage("put KEY VALUE"); continue; }
+      Status s = txn ? txn->Put(args[0], args[1]) : db.Put(args[0], args[1]);
+      last = s.ok() ? kExitOk : fail(s);
+    } else if (cmd == "del") {
+      if (args.size() != 1) { last = usage("del KEY"); continue; }
+      Status s = txn ? txn->Del(args[0]) : db.Del(args[0]);
+      last = s.ok() ? kExitOk : fail(s);
+    } else if (cmd == "incr") {
+      if (args.empty() || args.size() > 2) { last = usage("incr KEY [BY]"); continue; }
+      int64_t by = 1;
+      if (args.size() == 2) {
+        auto [p, ec] = std::from_chars(args[1].data(), args[1].data() + args[1].size(), by);
+        if (ec != std::errc() || p != args[1].data() + args[1].size()) { last = usage("incr KEY [BY]: BY is an integer"); continue; }
+      }
+      if (txn) { last = usage("incr runs as its own transaction: commit or abort first"); continue; }
+      last = Incr(db, args[0], by, out, err);
+    } else if (cmd == "scan" || cmd == "range") {
+      ScanRange range;
+      if (cmd == "scan") {
+        if (args.size() > 1) { last = usage("scan [PREFIX]"); continue; }
+        if (args.size() == 1) range = ScanRange::Prefix(args[0]);
+      } else {
+        if (args.size() != 2) { last = usage("range FROM TO"); continue; }
+        range.begin = args[0];
+        range.end = args[1];
+      }
+      Result<std::vector<KeyValue>> rows = Status::Aborted("unset");
+      if (txn) rows = txn->Scan(range);
+      else {
+        auto snapshot = db.GetSnapshot();
+        rows = snapshot.ok() ? (*snapshot)->Scan(range) : Result<std::vector<KeyValue>>(snapshot.status());
+      }
+      if (!rows.ok()) { last = fail(rows.status()); continue; }
+      for (const auto& kv : *rows) out << Escape(kv.key) << "\t" << Escape(kv.value) << "\n";
+      last = kExitOk;
+    } else if (cmd == "stat" || cmd == "check" || cmd == "compact") {
+      if (txn) { last = usage("commit or abort the open transaction first"); continue; }
+      last = cmd == "stat" ? Stat(db, out, err) : cmd == "check" ? Check(db, out, err) : Compact(db, out, err);
+    } else {
+      err << "unknown command '" << Escape(cmd) << "' (try help)\n";
+      last = kExitUsage;
+    }
+  }
+  if (txn) {
+    txn->Abort();
+    err << "the open transaction was aborted\n";
+  }
+  return last;
+}
+
+}  // namespace dbdb::cli
