@@ -262,6 +262,21 @@ Status DBImpl::Fail(const Status& cause) {
   return cause;
 }
 
+Status DBImpl::FailCommit(const View& base, const Status& cause) {
+  // The failed commit may sit complete in the page cache while never reaching the disk (a failed
+  // sync may have dropped it). Left there, a later writer could take it for a valid commit and
+  // build durable commits on nodes the disk never got. Cut it off, durably, before failing; if
+  // even that fails, the error says so.
+  File& file = base.file->file();
+  Status rollback = file.Truncate(base.end());
+  if (rollback.ok()) rollback = file.Sync();
+  if (!rollback.ok()) {
+    return Fail(Status(cause.code(), cause.message() + "; rolling back the failed commit also failed: " +
+                                         rollback.ToString()));
+  }
+  return Fail(cause);
+}
+
 Result<WriterLock> DBImpl::AcquireWriter() {
   DBDB_RETURN_IF_ERROR(CheckWritable());
   WriterLock lock;
@@ -320,11 +335,11 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
   File& file = base.file->file();
   Status s = file.WriteAt(commit.body_offset, *bytes);
-  if (!s.ok()) return Fail(s.WithContext("writing commit " + std::to_string(commit.txn_id)));
+  if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)));
   if (options_.durability == Durability::kSync) {
     s = file.Sync();
     // Never retried: after a failed sync the written pages may be gone (fsyncgate).
-    if (!s.ok()) return Fail(s.WithContext("syncing commit " + std::to_string(commit.txn_id)));
+    if (!s.ok()) return FailCommit(base, s.WithContext("syncing commit " + std::to_string(commit.txn_id)));
     SetDurable(base, commit.end());
   }
   std::lock_guard<std::mutex> guard(state_mutex_);

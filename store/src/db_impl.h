@@ -62,6 +62,8 @@ class DBImpl final : public DB {
 
   // Marks the handle failed after an I/O error on the write path (I7) and returns the error.
   Status Fail(const Status& cause);
+  // Fail after a commit's write or sync failed: first truncate the file back to `base` (I7).
+  Status FailCommit(const View& base, const Status& cause);
   Status CheckWritable();
 
   const Options& options() const { return options_; }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds, and runs every test, first in a normal
+# build, then under ASan+UBSan, then the threaded tests under TSan. Non-zero on any failure.
+#
+#   DBDB_TEST_TIER=quick|long   test budgets (default quick; long runs ten times more)
+#   BUILD_DIR=DIR               the main build tree (default build); sanitizer trees beside it
+#   DBDB_SKIP_SANITIZERS=1      only the normal build (for a fast local loop; CI never sets it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DBDB_TEST_TIER=${DBDB_TEST_TIER:-quick}
+build_dir=${BUILD_DIR:-build}
+start=$(date +%s)
+
+bash ci/deps.sh
+
+echo "== build ($build_dir, tier $DBDB_TEST_TIER)"
+bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+echo "== tests"
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 1200
+
+if [ "${DBDB_SKIP_SANITIZERS:-0}" != "1" ]; then
+  echo "== build ($build_dir-asan: ASan + UBSan)"
+  bash ci/build.sh "$build_dir-asan" -DCMAKE_BUILD_TYPE=Debug -DDBDB_SANITIZE=address
+  echo "== tests under ASan + UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$build_dir-asan" --output-on-failure -j "$(nproc)" --timeout 1200 -LE no-sanitizer
+
+  echo "== build ($build_dir-tsan: TSan)"
+  bash ci/build.sh "$build_dir-tsan" -DCMAKE_BUILD_TYPE=Debug -DDBDB_SANITIZE=thread
+  echo "== tests under TSan"
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir "$build_dir-tsan" --output-on-failure -j "$(nproc)" --timeout 1200 -LE no-sanitizer
+fi
+
+echo "== ci/test.sh passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,49 @@
+// The crash oracle: given the commits issued, which returned, and which were durable, the states
+// recovery may legally produce. With commits numbered 1..n and commit 0 the initial state, after a
+// crash the recovered state must be the state after commit k for some k with
+//   last acknowledged durable commit <= k <= last commit started
+// (I1: a whole commit or none; I2: acknowledged durable commits survive; I3: a prefix, nothing
+// skipped). A commit that failed or was in flight may or may not be there.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace model {
+
+class CrashOracle {
+ public:
+  explicit CrashOracle(State initial = {}) { states_.push_back(std::move(initial)); }
+
+  // A commit is about to be written; `after` is the state it produces. Returns its number.
+  uint64_t Begin(State after);
+  // Commit k returned OK; `durable` in a sync mode.
+  void Acknowledge(uint64_t k, bool durable);
+  // Commit k returned an error: it may or may not have reached the disk.
+  void Failed(uint64_t k) { (void)k; }
+
+  uint64_t lowest_allowed() const { return durable_floor_; }
+  uint64_t highest_allowed() const { return states_.size() - 1; }
+  const State& state(uint64_t k) const { return states_.at(k); }
+
+  // The k whose state equals `recovered` within the allowed range (the newest such), or nullopt.
+  std::optional<uint64_t> Match(const State& recovered) const;
+  // The store recovered to commit `txn_id` with contents `recovered`: nullopt if that is allowed,
+  // else why not. Stronger than Match: the commit number must agree as well as the contents.
+  std::optional<std::string> Check(uint64_t txn_id, const State& recovered) const;
+  // Why `recovered` is not allowed, for a failure message.
+  std::string Explain(const State& recovered) const;
+
+  // Recovery produced commit k: later commits are gone for good; k is now durable.
+  void Recovered(uint64_t k);
+
+ private:
+  std::vector<State> states_;
+  uint64_t durable_floor_ = 0;
+};
+
+}  // namespace model

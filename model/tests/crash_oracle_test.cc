@@ -1,0 +1,41 @@
+// The crash oracle allows exactly the states I1-I3 allow.
+#include "model/crash_oracle.h"
+
+#include <gtest/gtest.h>
+
+namespace model {
+namespace {
+
+TEST(CrashOracle, AllowsFromTheLastDurableAcknowledgementToTheLastStarted) {
+  CrashOracle oracle;
+  uint64_t c1 = oracle.Begin({{"a", "1"}});
+  oracle.Acknowledge(c1, true);
+  uint64_t c2 = oracle.Begin({{"a", "2"}});
+  oracle.Acknowledge(c2, false);  // acknowledged, not durable (no-sync mode)
+  uint64_t c3 = oracle.Begin({{"a", "3"}});  // in flight at the crash
+  EXPECT_EQ(oracle.lowest_allowed(), c1);
+  EXPECT_EQ(oracle.highest_allowed(), c3);
+  EXPECT_FALSE(oracle.Check(c1, {{"a", "1"}}).has_value());
+  EXPECT_FALSE(oracle.Check(c3, {{"a", "3"}}).has_value());
+  EXPECT_TRUE(oracle.Check(0, {}).has_value()) << "losing a durable commit violates I2";
+  EXPECT_TRUE(oracle.Check(c2, {{"a", "2"}, {"b", "partial"}}).has_value()) << "a partial commit violates I1";
+  EXPECT_TRUE(oracle.Check(c2, {{"a", "3"}}).has_value()) << "the right contents under the wrong commit number";
+  EXPECT_EQ(oracle.Match({{"a", "2"}}), c2);
+  EXPECT_EQ(oracle.Match({}), std::nullopt);
+  EXPECT_NE(oracle.Explain({}).find("I2"), std::string::npos);
+}
+
+TEST(CrashOracle, RecoveryForgetsLaterCommits) {
+  CrashOracle oracle;
+  oracle.Begin({{"a", "1"}});
+  oracle.Begin({{"a", "2"}});
+  oracle.Recovered(1);
+  EXPECT_EQ(oracle.lowest_allowed(), 1u);
+  EXPECT_EQ(oracle.highest_allowed(), 1u);
+  uint64_t next = oracle.Begin({{"a", "9"}});
+  EXPECT_EQ(next, 2u);
+  EXPECT_EQ(oracle.state(2), (State{{"a", "9"}}));
+}
+
+}  // namespace
+}  // namespace model
