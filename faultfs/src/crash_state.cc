@@ -375,6 +375,32 @@ void PersistenceTracker::Enumerate(CrashPlan plan, uint64_t states_max, uint64_t
   }
 }
 
+CrashChoice PickCrashChoice(const PersistenceTracker& tracker, CrashPlan plan, uint64_t seed) {
+  constexpr uint64_t kListable = 4096;
+  uint64_t count = tracker.CountStates(plan);
+  CrashChoice picked;
+  picked.writes.resize(tracker.volatile_write_count());
+  picked.name_ops_kept.resize(tracker.volatile_name_op_count(), false);
+  picked.garbage_seed = seed;
+  if (count == 0) return picked;  // e.g. nothing to tear: everything volatile is lost
+  if (count <= kListable) {
+    uint64_t target = Rng(seed).Uniform(count), n = 0;
+    tracker.Enumerate(plan, kListable, seed, [&](const CrashChoice& c) {
+      if (n++ < target) return true;
+      picked = c;
+      return false;
+    });
+    return picked;
+  }
+  // Sampling: the first sample is always "all lost"; take the second.
+  uint64_t n = 0;
+  tracker.Enumerate(plan, 2, seed, [&](const CrashChoice& c) {
+    picked = c;
+    return ++n < 2;
+  });
+  return picked;
+}
+
 PersistenceTracker TrackerAt(const std::vector<TraceOp>& trace, size_t op_count) {
   PersistenceTracker tracker;
   for (size_t i = 0; i < op_count && i < trace.size(); i++) {

@@ -57,3 +57,13 @@ void CrashOracle::Recovered(uint64_t k) {
 }
 
 }  // namespace model
+
+namespace model {
+
+void CrashOracle::Truncate(uint64_t k) {
+  assert(k < states_.size());
+  states_.resize(k + 1);
+  if (durable_floor_ > k) durable_floor_ = k;
+}
+
+}  // namespace model

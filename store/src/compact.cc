@@ -3,9 +3,7 @@
 // Readers keep reading the old file (their snapshots hold it open); other handles notice the new
 // file by its identity and follow it. A crash at any step leaves the old file or the new one
 // under the name, both holding the same newest commit.
-#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
-#include <xxhash.h>
-
+#include "checksum.h"
 #include "db_impl.h"
 
 namespace dbdb {
@@ -25,12 +23,11 @@ Status DBImpl::Compact() {
     format::FileHeader header = view.file->header();
     header.generation++;
     DBDB_RETURN_IF_ERROR(out->WriteAt(0, format::EncodeFileHeader(header)));
-    XXH3_state_t body_hash;
-    XXH3_64bits_reset_withSeed(&body_hash, format::kFileHeaderSizeBytes);
+    BodyHasher body_hash(format::kFileHeaderSizeBytes);
     uint64_t write_offset = format::kFileHeaderSizeBytes;
     BulkLoader loader(format::kFileHeaderSizeBytes, options_.node_size_target_bytes,
                       [&](std::string_view bytes) -> Status {
-                        XXH3_64bits_update(&body_hash, bytes.data(), bytes.size());
+                        body_hash.Update(bytes);
                         Status s = out->WriteAt(write_offset, std::span<const char>(bytes.data(), bytes.size()));
                         write_offset += bytes.size();
                         return s;
@@ -49,7 +46,7 @@ Status DBImpl::Compact() {
     commit.offset = write_offset;
     commit.txn_id = old.txn_id;  // the same state as the newest commit, so the same id
     commit.body_offset = format::kFileHeaderSizeBytes;
-    commit.body_checksum = XXH3_64bits_digest(&body_hash);
+    commit.body_checksum = body_hash.Digest();
     commit.synced_through = format::kFileHeaderSizeBytes;
     commit.root_offset = root.ref.offset;
     commit.root_length = root.ref.length;

@@ -1,8 +1,7 @@
 // TreeFile: verified reads and the backward scan for the newest commit.
 #include "tree_file.h"
 
-#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
-#include <xxhash.h>
+#include "checksum.h"
 
 #include <algorithm>
 #include <cstring>
@@ -69,14 +68,13 @@ Result<format::Commit> TreeFile::ReadCommit(uint64_t offset) {
 Status TreeFile::VerifyCommitBody(const format::Commit& commit) {
   constexpr uint64_t kChunkBytes = 1 << 20;
   std::string buffer;
-  XXH3_state_t state;
-  XXH3_64bits_reset_withSeed(&state, commit.body_offset);
+  BodyHasher hasher(commit.body_offset);
   for (uint64_t at = commit.body_offset; at < commit.offset; at += kChunkBytes) {
     uint64_t n = std::min(kChunkBytes, commit.offset - at);
     DBDB_RETURN_IF_ERROR(ReadExactly(at, n, &buffer));
-    XXH3_64bits_update(&state, buffer.data(), n);
+    hasher.Update(buffer);
   }
-  if (XXH3_64bits_digest(&state) != commit.body_checksum) {
+  if (hasher.Digest() != commit.body_checksum) {
     return Status::Corruption("body of commit " + std::to_string(commit.txn_id) + " at offset " +
                               std::to_string(commit.offset) + " does not match its checksum");
   }

@@ -89,6 +89,10 @@ class PersistenceTracker {
   std::vector<VolatileName> volatile_names_;
 };
 
+// One crash choice of the plan picked by `seed`: uniformly among all of them when they can be
+// counted and listed (up to 4096), else one seeded sample.
+CrashChoice PickCrashChoice(const PersistenceTracker& tracker, CrashPlan plan, uint64_t seed);
+
 // The tracker after replaying the first `op_count` operations of `trace`.
 PersistenceTracker TrackerAt(const std::vector<TraceOp>& trace, size_t op_count);
 

@@ -38,8 +38,12 @@ class CrashOracle {
   // Why `recovered` is not allowed, for a failure message.
   std::string Explain(const State& recovered) const;
 
-  // Recovery produced commit k: later commits are gone for good; k is now durable.
+  // Recovery after a crash produced commit k: later commits are gone for good; k is durable
+  // (it came off the disk).
   void Recovered(uint64_t k);
+  // A reopen without a crash showed commit k (a failed commit after it did not happen): later
+  // commits are forgotten, durability is unchanged.
+  void Truncate(uint64_t k);
 
  private:
   std::vector<State> states_;
