@@ -113,7 +113,7 @@ struct Commit : Command {
       // after begin_trace.
       uint64_t k = sut.oracle.Begin(sut.model.committed());
       RC_ASSERT(k == before_id + 1);
-      if (sut.simulated) sut.commit_traces[k] = Sut::CommitTrace{begin_trace};
+      if (sut.simulated) sut.commit_traces[k] = model::CommitTiming{k, begin_trace};
       sut.AcknowledgeCommit(k);
     }
     sut.VerifyAll();

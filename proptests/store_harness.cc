@@ -107,13 +107,16 @@ void Sut::ReopenAfterFailure(uint64_t k) {
 
 uint64_t Sut::BeginCommit(model::State after) {
   uint64_t k = oracle.Begin(std::move(after));
-  if (simulated) commit_traces[k] = CommitTrace{sim->TraceSize()};
+  if (simulated) commit_traces[k] = model::CommitTiming{k, sim->TraceSize()};
   return k;
 }
 
 void Sut::AcknowledgeCommit(uint64_t k) {
   oracle.Acknowledge(k, options.durability == Durability::kSync);
-  if (simulated) commit_traces[k].acknowledged_at = sim->TraceSize();
+  if (simulated) {
+    commit_traces[k].acknowledged_at = sim->TraceSize();
+    commit_traces[k].durable = options.durability == Durability::kSync;
+  }
 }
 
 void Sut::Crash(faultfs::CrashPlan plan, uint64_t choice_seed, size_t rewind) {
@@ -127,13 +130,9 @@ void Sut::Crash(faultfs::CrashPlan plan, uint64_t choice_seed, size_t rewind) {
   }
   // The oracle's bounds at that point: acknowledged durable commits before it must survive;
   // commits begun before it may; commits begun after it cannot.
-  uint64_t lowest = epoch_floor, highest = epoch_floor;
-  for (const auto& [k, at] : commit_traces) {
-    if (at.begun_at < point) highest = std::max(highest, k);
-    if (options.durability == Durability::kSync && at.acknowledged_at <= point) lowest = std::max(lowest, k);
-  }
-  // (Commits acknowledged before this filesystem began are below lowest_allowed already.)
-  lowest = std::min(lowest, highest);
+  std::vector<model::CommitTiming> timings;
+  for (const auto& [k, timing] : commit_traces) timings.push_back(timing);
+  auto [lowest, highest] = model::AllowedAt(timings, point, epoch_floor);
   RC_LOG() << "crash at trace " << point << " of " << trace.size() << ", commits allowed [" << lowest << ", "
            << highest << "]\n";
   auto tracker = faultfs::TrackerAt(trace, point);

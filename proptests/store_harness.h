@@ -69,11 +69,8 @@ class Sut {
   };
   std::vector<OpenSnapshot> snapshots;
   uint64_t seed;
-  struct CommitTrace {
-    size_t begun_at;                 // trace size when the commit started
-    size_t acknowledged_at = SIZE_MAX;  // trace size when it returned OK
-  };
-  std::map<uint64_t, CommitTrace> commit_traces;  // commits on the current simulated filesystem
+  // Commits on the current simulated filesystem, with trace positions (model::AllowedAt).
+  std::map<uint64_t, model::CommitTiming> commit_traces;
   size_t epoch_start = 0;    // trace size when the current simulated filesystem started
   uint64_t epoch_floor = 0;  // the oracle's durable floor then
 };

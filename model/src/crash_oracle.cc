@@ -1,9 +1,19 @@
 // The crash oracle (I1, I2, I3).
 #include "model/crash_oracle.h"
 
+#include <algorithm>
 #include <cassert>
 
 namespace model {
+
+std::pair<uint64_t, uint64_t> AllowedAt(const std::vector<CommitTiming>& commits, uint64_t point, uint64_t floor) {
+  uint64_t lowest = floor, highest = floor;
+  for (const auto& c : commits) {
+    if (c.begun_at < point) highest = std::max(highest, c.k);
+    if (c.durable && c.acknowledged_at <= point) lowest = std::max(lowest, c.k);
+  }
+  return {std::min(lowest, highest), highest};
+}
 
 uint64_t CrashOracle::Begin(State after) {
   states_.push_back(std::move(after));

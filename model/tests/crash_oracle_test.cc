@@ -39,3 +39,22 @@ TEST(CrashOracle, RecoveryForgetsLaterCommits) {
 
 }  // namespace
 }  // namespace model
+
+namespace model {
+namespace {
+
+std::pair<uint64_t, uint64_t> Range(uint64_t lowest, uint64_t highest) { return {lowest, highest}; }
+
+TEST(AllowedAt, BoundsFollowTheCrashPoint) {
+  std::vector<CommitTiming> commits = {{1, 10, 20, true}, {2, 30, 40, true}, {3, 50, UINT64_MAX, false}};
+  EXPECT_EQ(AllowedAt(commits, 5, 0), Range(0, 0));
+  EXPECT_EQ(AllowedAt(commits, 15, 0), Range(0, 1)) << "commit 1 in flight";
+  EXPECT_EQ(AllowedAt(commits, 20, 0), Range(1, 1)) << "commit 1 acknowledged";
+  EXPECT_EQ(AllowedAt(commits, 45, 0), Range(2, 2));
+  EXPECT_EQ(AllowedAt(commits, 60, 0), Range(2, 3)) << "commit 3 never returned";
+  commits[1].durable = false;  // no-sync mode
+  EXPECT_EQ(AllowedAt(commits, 45, 0), Range(1, 2));
+}
+
+}  // namespace
+}  // namespace model

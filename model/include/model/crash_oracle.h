@@ -9,11 +9,26 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/model.h"
 
 namespace model {
+
+// When commit k began and was acknowledged, in some monotonic count of operations (a trace
+// position), so that a crash at any earlier point knows which commits had started and which were
+// acknowledged.
+struct CommitTiming {
+  uint64_t k = 0;
+  uint64_t begun_at = 0;
+  uint64_t acknowledged_at = UINT64_MAX;  // never, if it failed or was in flight
+  bool durable = false;                   // acknowledged in a sync mode
+};
+
+// The commits a crash after `point` operations may recover to: [lowest, highest], where `floor`
+// is the commit known durable before the first of `commits` began.
+std::pair<uint64_t, uint64_t> AllowedAt(const std::vector<CommitTiming>& commits, uint64_t point, uint64_t floor);
 
 class CrashOracle {
  public:

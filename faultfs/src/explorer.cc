@@ -1,0 +1,330 @@
+// The crash-state explorer (explorer.h).
+#include "faultfs/explorer.h"
+
+#include <model/crash_oracle.h>
+#include <model/model.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "faultfs/rng.h"
+#include "faultfs/sim_file_system.h"
+
+namespace faultfs {
+namespace {
+
+constexpr const char* kPath = "db";
+// A key the explorer writes after recovery to make the first writer truncate the tail; it sorts
+// after every workload key and is never part of a workload.
+constexpr std::string_view kProbeKey = "\xff\xff-explorer-probe";
+
+dbdb::Options StoreOptions(const ExploreOptions& options, std::shared_ptr<SimFileSystem> fs) {
+  dbdb::Options o;
+  o.file_system = std::move(fs);
+  o.create_if_missing = true;
+  o.durability = options.durability;
+  o.node_size_target_bytes = options.node_size_target_bytes;
+  o.key_size_max_bytes = std::min<uint32_t>(64, options.node_size_target_bytes / 4);
+  o.value_size_max_bytes = 1 << 16;
+  o.node_cache_bytes = 1 << 20;
+  return o;
+}
+
+// What running a workload recorded: the trace, and each commit's state and trace timing.
+struct Run {
+  std::vector<TraceOp> trace;
+  std::vector<model::State> states{model::State{}};  // states[k]: after commit k
+  std::vector<model::CommitTiming> timings;
+  std::string error;  // the workload itself failed (a violation too)
+};
+
+Run RunWorkload(const Workload& workload, const ExploreOptions& options) {
+  Run run;
+  auto fs = std::make_shared<SimFileSystem>(options.seed);
+  auto opened = dbdb::DB::Open(kPath, StoreOptions(options, fs));
+  if (!opened.ok()) {
+    run.error = "open: " + opened.status().ToString();
+    return run;
+  }
+  std::unique_ptr<dbdb::DB> db = std::move(opened).value();
+  for (size_t i = 0; i < workload.size() && run.error.empty(); i++) {
+    const WorkloadStep& step = workload[i];
+    dbdb::Status s;
+    if (step.kind == WorkloadStep::Kind::kCompact) {
+      s = db->Compact();
+    } else if (step.kind == WorkloadStep::Kind::kReopen) {
+      db.reset();
+      opened = dbdb::DB::Open(kPath, StoreOptions(options, fs));
+      s = opened.status();
+      if (s.ok()) db = std::move(opened).value();
+    } else {
+      model::Changes changes;  // the last change to a key wins, as in the store
+      for (const auto& [key, value] : step.changes) changes[key] = value;
+      model::CommitTiming timing{run.states.size(), fs->TraceSize()};
+      auto txn = db->BeginWrite();
+      s = txn.status();
+      for (const auto& [key, value] : step.changes) {
+        if (s.ok()) s = value ? (*txn)->Put(key, *value) : (*txn)->Del(key);
+      }
+      if (s.ok()) s = (*txn)->Commit();
+      if (s.ok() && !changes.empty()) {
+        timing.acknowledged_at = fs->TraceSize();
+        timing.durable = options.durability == dbdb::Durability::kSync;
+        run.states.push_back(model::Apply(run.states.back(), changes));
+        run.timings.push_back(timing);
+      }
+    }
+    if (!s.ok()) run.error = "step " + std::to_string(i) + " (" + step.ToString() + "): " + s.ToString();
+  }
+  db.reset();
+  run.trace = fs->Trace();
+  return run;
+}
+
+struct Recovered {
+  std::string error;  // recovery, check() or the tail truncation failed
+  uint64_t txn_id = 0;
+  model::State state;
+};
+
+Recovered Recover(const CrashImage& image, const ExploreOptions& options) {
+  Recovered r;
+  auto fs = SimFileSystem::FromImage(image, options.seed);
+  auto opened = dbdb::DB::Open(kPath, StoreOptions(options, fs));
+  if (!opened.ok()) {
+    r.error = "recovery failed: " + opened.status().ToString();
+    return r;
+  }
+  auto& db = *opened;
+  auto snapshot = db->GetSnapshot();
+  if (!snapshot.ok()) {
+    r.error = "snapshot after recovery: " + snapshot.status().ToString();
+    return r;
+  }
+  r.txn_id = (*snapshot)->txn_id();
+  auto all = (*snapshot)->Scan(dbdb::ScanRange{});
+  if (!all.ok()) {
+    r.error = "reading the recovered state: " + all.status().ToString();
+    return r;
+  }
+  for (auto& kv : *all) r.state.emplace(std::move(kv.key), std::move(kv.value));
+  snapshot->reset();
+  auto report = db->Check();
+  if (!report.ok()) {
+    r.error = "check() after recovery: " + report.status().ToString();
+    return r;
+  }
+  // I6: the first writer truncates whatever follows the newest commit before appending.
+  dbdb::Status s = db->Put(kProbeKey, "1");
+  if (!s.ok()) {
+    r.error = "first write after recovery: " + s.ToString();
+    return r;
+  }
+  report = db->Check();
+  if (!report.ok() || report->tail_bytes != 0) {
+    r.error = "after the first write the tail is not truncated: " +
+              (report.ok() ? std::to_string(report->tail_bytes) + " bytes remain" : report.status().ToString());
+  }
+  return r;
+}
+
+struct Task {
+  size_t point;  // index into points
+  CrashChoice choice;
+};
+
+struct Point {
+  size_t trace_position;
+  size_t epoch;
+  std::shared_ptr<const PersistenceTracker> tracker;
+  uint64_t lowest, highest;
+};
+
+}  // namespace
+
+std::string WorkloadStep::ToString() const {
+  switch (kind) {
+    case Kind::kCompact: return "compact";
+    case Kind::kReopen: return "reopen";
+    case Kind::kCommit: break;
+  }
+  std::string out = "commit {";
+  for (size_t i = 0; i < changes.size(); i++) {
+    if (i > 0) out += ", ";
+    const auto& [key, value] = changes[i];
+    out += value ? "put " + key + " (" + std::to_string(value->size()) + " bytes)" : "del " + key;
+  }
+  return out + "}";
+}
+
+std::string DescribeWorkload(const Workload& workload) {
+  std::string out;
+  for (size_t i = 0; i < workload.size(); i++) out += "  " + std::to_string(i) + ": " + workload[i].ToString() + "\n";
+  return out;
+}
+
+Workload GenerateWorkload(uint64_t seed, size_t steps) {
+  Rng rng(seed);
+  Workload workload;
+  uint64_t value_counter = 0;
+  for (size_t i = 0; i < steps; i++) {
+    WorkloadStep step;
+    uint64_t roll = rng.Uniform(100);
+    if (roll < 3) {
+      step.kind = WorkloadStep::Kind::kCompact;
+    } else if (roll < 6) {
+      step.kind = WorkloadStep::Kind::kReopen;
+    } else {
+      size_t changes = 1 + rng.Uniform(rng.OneIn(5) ? 12 : 3);
+      for (size_t c = 0; c < changes; c++) {
+        std::string key = "k" + std::to_string(100 + rng.Uniform(60) * 3);
+        if (rng.OneIn(4)) {
+          step.changes.emplace_back(key, std::nullopt);
+        } else {
+          size_t size = rng.OneIn(12) ? 600 + rng.Uniform(1500) : rng.Uniform(40);
+          std::string value = "v" + std::to_string(value_counter++) + "-";
+          value += std::string(size, static_cast<char>('a' + rng.Uniform(26)));
+          step.changes.emplace_back(key, value);
+        }
+      }
+    }
+    workload.push_back(std::move(step));
+  }
+  return workload;
+}
+
+ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
+  auto started = std::chrono::steady_clock::now();
+  ExploreResult result;
+  Run run = RunWorkload(workload, options);
+  result.trace_operations = run.trace.size();
+  if (!run.error.empty()) {
+    result.violations.push_back(Violation{run.trace.size(), "", "", "the workload failed without a crash: " + run.error});
+    return result;
+  }
+  // Crash points: after every mutation. Each holds the tracker as of then.
+  std::vector<Point> points;
+  PersistenceTracker tracker;
+  size_t epoch = 0;
+  for (size_t i = 0; i < run.trace.size(); i++) {
+    const TraceOp& op = run.trace[i];
+    if (!op.IsMutation()) continue;
+    tracker.Apply(op);
+    if (op.kind == TraceOp::Kind::kSync || op.kind == TraceOp::Kind::kSyncDir || op.kind == TraceOp::Kind::kSyncLost) {
+      epoch++;
+    }
+    auto [lowest, highest] = model::AllowedAt(run.timings, i + 1, 0);
+    points.push_back(Point{i + 1, epoch, std::make_shared<PersistenceTracker>(tracker), lowest, highest});
+  }
+  result.crash_points = points.size();
+  result.epochs.resize(epoch + 1);
+  std::vector<Task> tasks;
+  for (size_t p = 0; p < points.size(); p++) {
+    const Point& point = points[p];
+    uint64_t exist = point.tracker->CountStates(options.plan);
+    EpochCoverage& coverage = result.epochs[point.epoch];
+    coverage.crash_points++;
+    coverage.states_exist = exist > UINT64_MAX - coverage.states_exist ? UINT64_MAX : coverage.states_exist + exist;
+    result.states_exist = exist > UINT64_MAX - result.states_exist ? UINT64_MAX : result.states_exist + exist;
+    uint64_t before = tasks.size();
+    point.tracker->Enumerate(options.plan, options.states_max, options.seed ^ (p * 0x9E3779B97F4A7C15ULL),
+                             [&](const CrashChoice& c) {
+                               tasks.push_back(Task{p, c});
+                               return true;
+                             });
+    if (tasks.size() == before) {  // a plan with nothing to do here (e.g. nothing to tear)
+      CrashChoice none = PickCrashChoice(*point.tracker, CrashPlan::kDrop, options.seed);
+      tasks.push_back(Task{p, none});
+    }
+    coverage.states_checked += tasks.size() - before;
+  }
+
+  // Check every task, in parallel; one recovery per distinct image.
+  std::mutex mutex;
+  std::unordered_map<uint64_t, std::shared_ptr<const Recovered>> recovered_by_image;
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> recoveries{0};
+  auto worker = [&] {
+    for (size_t t = next++; t < tasks.size(); t = next++) {
+      const Task& task = tasks[t];
+      const Point& point = points[task.point];
+      CrashImage image = point.tracker->Build(task.choice);
+      uint64_t hash = image.Hash();
+      std::shared_ptr<const Recovered> r;
+      {
+        std::lock_guard<std::mutex> guard(mutex);
+        auto it = recovered_by_image.find(hash);
+        if (it != recovered_by_image.end()) r = it->second;
+      }
+      if (!r) {
+        r = std::make_shared<const Recovered>(Recover(image, options));
+        recoveries++;
+        std::lock_guard<std::mutex> guard(mutex);
+        recovered_by_image.emplace(hash, r);
+      }
+      std::string problem = r->error;
+      if (problem.empty() && (r->txn_id < point.lowest || r->txn_id > point.highest)) {
+        problem = "recovered commit " + std::to_string(r->txn_id) + ", but only commits " + std::to_string(point.lowest) +
+                  " (last acknowledged durable) to " + std::to_string(point.highest) +
+                  " (last begun) are allowed (I2 durability / I3 prefix)";
+      }
+      if (problem.empty() && r->state != run.states[r->txn_id]) {
+        problem = "recovered commit " + std::to_string(r->txn_id) + " holds " + model::Describe(r->state) +
+                  ", not that commit's " + model::Describe(run.states[r->txn_id]) + " (I1 atomic commit)";
+      }
+      if (!problem.empty()) {
+        std::lock_guard<std::mutex> guard(mutex);
+        if (result.violations.size() < options.violations_max) {
+          result.violations.push_back(Violation{point.trace_position, run.trace[point.trace_position - 1].ToString(),
+                                                task.choice.Describe(), problem});
+        }
+      }
+    }
+  };
+  unsigned threads = std::max(1u, options.threads);
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; i++) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  result.states_checked = tasks.size();
+  result.distinct_states = recovered_by_image.size();
+  result.recoveries = recoveries.load();
+  std::sort(result.violations.begin(), result.violations.end(),
+            [](const Violation& a, const Violation& b) { return a.crash_point < b.crash_point; });
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+Workload ShrinkWorkload(Workload workload, const std::function<bool(const Workload&)>& still_fails) {
+  // Remove whole steps, latest first, then single changes inside commits, until nothing more can go.
+  bool progress = true;
+  while (progress) {
+    progress = false;
+    for (size_t i = workload.size(); i-- > 0;) {
+      Workload candidate = workload;
+      candidate.erase(candidate.begin() + static_cast<long>(i));
+      if (still_fails(candidate)) {
+        workload = std::move(candidate);
+        progress = true;
+      }
+    }
+    for (size_t i = 0; i < workload.size(); i++) {
+      for (size_t c = workload[i].changes.size(); c-- > 0 && workload[i].changes.size() > 1;) {
+        Workload candidate = workload;
+        candidate[i].changes.erase(candidate[i].changes.begin() + static_cast<long>(c));
+        if (still_fails(candidate)) {
+          workload = std::move(candidate);
+          progress = true;
+        }
+      }
+    }
+  }
+  return workload;
+}
+
+}  // namespace faultfs
