@@ -37,6 +37,10 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
       DBDB_RETURN_IF_ERROR(file.VerifyCommitBody(commit));
       previous = commit;
       report->commits++;
+    } else if (record.type == format::RecordType::kSeal) {
+      if (!previous || previous->record_end() != offset || !format::IsSealOf(record, *previous)) {
+        return Bad("seal record at offset " + std::to_string(offset) + " does not follow the commit it names");
+      }
     }
     report->records++;
     report->bytes_verified += length;
@@ -93,7 +97,7 @@ struct TreeCheck {
 }  // namespace
 
 Result<CheckReport> DBImpl::Check() {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh());
+  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
   CheckReport report;
   DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
   report.tail_bytes = size - view.end();
@@ -122,7 +126,7 @@ Result<CheckReport> DBImpl::Check() {
 }
 
 Result<Stats> DBImpl::GetStats() {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh());
+  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
   Stats stats;
   DBDB_ASSIGN_OR_RETURN(stats.file_size_bytes, view.file->file().Size());
   stats.generation = view.file->header().generation;
@@ -132,7 +136,7 @@ Result<Stats> DBImpl::GetStats() {
     stats.txn_id = view.commit->txn_id;
     stats.commits_in_file = view.commit->commits_in_file;
     stats.tree_height = view.commit->tree_height;
-    stats.live_bytes += view.commit->tree_bytes + format::kCommitRecordSizeBytes;
+    stats.live_bytes += view.commit->tree_bytes + (view.commit->end() - view.commit->offset);
   }
   stats.garbage_ratio = stats.file_size_bytes == 0 ? 0.0
                                                    : 1.0 - static_cast<double>(stats.live_bytes) /

@@ -54,8 +54,10 @@ Status DBImpl::Compact() {
     commit.key_count = root.key_count;
     commit.tree_bytes = root.tree_bytes;
     commit.commits_in_file = 1;
+    commit.sealed = true;
     std::string record;
     format::AppendRecord(&record, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
+    format::AppendSeal(&record, commit);  // synced with the file below, before anyone can see it
     DBDB_RETURN_IF_ERROR(out->WriteAt(commit.offset, record));
     DBDB_RETURN_IF_ERROR(out->Sync());  // the new file is durable before its name is
   }
@@ -71,7 +73,7 @@ Status DBImpl::Compact() {
     file_ = file.value();
     newest_ = commit;
   }
-  SetDurable(View{file.value(), commit}, commit.end());
+  SetDurable(View{file.value(), commit}, commit.record_end());
   return Status::Ok();
 }
 

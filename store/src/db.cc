@@ -1,6 +1,7 @@
 // DB: opening and creating, following the newest commit, snapshots and write transactions.
 #include <algorithm>
 
+#include "checksum.h"
 #include "db_impl.h"
 
 namespace dbdb {
@@ -174,13 +175,15 @@ Result<std::unique_ptr<DB>> DB::Open(const std::string& path, const Options& opt
   }
   auto file = TreeFile::Open(*fs, path, options.read_only, options.node_cache_bytes);
   if (!file.ok()) return file.status().WithContext("opening " + path);
-  DBDB_ASSIGN_OR_RETURN(uint64_t size, file.value()->file().Size());
-  auto newest = file.value()->FindNewestCommit(size, 0);
-  if (!newest.ok()) return newest.status().WithContext("opening " + path);
-  return std::unique_ptr<DB>(new DBImpl(path, options, fs, file.value(), newest.value()));
+  // The newest commit is found as every snapshot finds it (Refresh): a new handle must not take a
+  // commit that is still in flight any more than an old one.
+  auto db = std::make_unique<DBImpl>(path, options, fs, file.value(), std::nullopt);
+  auto view = db->Refresh(false);
+  if (!view.ok()) return view.status().WithContext("opening " + path);
+  return std::unique_ptr<DB>(std::move(db));
 }
 
-Result<View> DBImpl::Refresh() {
+Result<View> DBImpl::Refresh(bool writer) {
   std::lock_guard<std::mutex> guard(state_mutex_);
   auto identity = fs_->Identity(path_);
   if (!identity.ok()) return identity.status().WithContext("database file " + path_);
@@ -200,13 +203,36 @@ Result<View> DBImpl::Refresh() {
   if (size > known_end) {
     // New commits, or a torn or in-progress tail: look for a newer commit above the known one.
     DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end));
+    if (found && !found->sealed && !writer) {
+      // Not sealed: either its writer is still syncing it (and the sync may yet fail and roll it
+      // back), or its writer died. Only the writer lock tells which.
+      auto lock = fs_->Lock(lock_path_, false);
+      if (lock.ok()) {
+        // No writer: its writer died. Look again, now that it cannot change, and (unless this
+        // handle is read-only) settle it as a writer would: sync, then seal, so that every reader
+        // from now on takes it, whether a writer holds the lock or not.
+        DBDB_ASSIGN_OR_RETURN(size, file_->file().Size());
+        DBDB_ASSIGN_OR_RETURN(found, file_->FindNewestCommit(size, known_end));
+        if (found && !found->sealed && !options_.read_only) {
+          std::string seal;
+          format::AppendSeal(&seal, *found);
+          Status s = file_->file().Sync();
+          if (s.ok()) s = file_->file().WriteAt(found->record_end(), seal);
+          if (!s.ok()) return s.WithContext("sealing the commit a dead writer left in " + path_);
+          found->sealed = true;
+        }
+      } else if (lock.status().code() == StatusCode::kBusy) {
+        // In flight: the newest settled commit is the one before it (a later commit settles it).
+        DBDB_ASSIGN_OR_RETURN(found, file_->FindNewestCommit(found->offset, known_end));
+      }  // the lock cannot be taken at all (a read-only filesystem): no writer can be active
+    }
     if (found) newest_ = found;
   }
   return View{file_, newest_};
 }
 
 Result<std::optional<std::string>> DBImpl::Get(std::string_view key) {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh());
+  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
   return TreeGet(*view.file, view.root(), key);
 }
 
@@ -223,7 +249,7 @@ Status DBImpl::Del(std::string_view key) {
 }
 
 Result<std::unique_ptr<Snapshot>> DBImpl::GetSnapshot() {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh());
+  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
   return std::unique_ptr<Snapshot>(new SnapshotImpl(std::move(view)));
 }
 
@@ -262,14 +288,34 @@ Status DBImpl::Fail(const Status& cause) {
   return cause;
 }
 
+Status DBImpl::SettleBase(View& base) {
+  // Cut whatever follows the base (a torn tail, a failed commit), re-write the base's seal, and
+  // sync. The seal is written after its commit's sync and never synced by itself, and a failed
+  // sync since (ours or another process's) may have dropped it while reads still return it
+  // (fsyncgate): writing it again makes the sync below cover it. The file never shrinks below
+  // the base's end, which readers may already know.
+  File& file = base.file->file();
+  DBDB_RETURN_IF_ERROR(file.Truncate(base.end()));
+  std::string seal;
+  if (base.commit) format::AppendSeal(&seal, *base.commit);
+  if (base.commit && base.commit->sealed) DBDB_RETURN_IF_ERROR(file.WriteAt(base.commit->record_end(), seal));
+  DBDB_RETURN_IF_ERROR(file.Sync());
+  if (base.commit && !base.commit->sealed) {
+    // Its writer died before sealing it; it is durable now, so seal it for the readers.
+    DBDB_RETURN_IF_ERROR(file.WriteAt(base.commit->record_end(), seal));
+    base.commit->sealed = true;
+    std::lock_guard<std::mutex> guard(state_mutex_);
+    if (file_ == base.file && newest_ && newest_->offset == base.commit->offset) newest_ = base.commit;
+  }
+  return Status::Ok();
+}
+
 Status DBImpl::FailCommit(const View& base, const Status& cause) {
   // The failed commit may sit complete in the page cache while never reaching the disk (a failed
   // sync may have dropped it). Left there, a later writer could take it for a valid commit and
-  // build durable commits on nodes the disk never got. Cut it off, durably, before failing; if
-  // even that fails, the error says so.
-  File& file = base.file->file();
-  Status rollback = file.Truncate(base.end());
-  if (rollback.ok()) rollback = file.Sync();
+  // build durable commits on nodes the disk never got: settle the base before failing.
+  View settled = base;
+  Status rollback = SettleBase(settled);
   if (!rollback.ok()) {
     return Fail(Status(cause.code(), cause.message() + "; rolling back the failed commit also failed: " +
                                          rollback.ToString()));
@@ -293,24 +339,16 @@ Result<WriterLock> DBImpl::AcquireWriter() {
 
 Result<View> DBImpl::PrepareWriterView() {
   // The writer always starts from the newest commit, read after taking the lock (I4).
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh());
-  File& file = view.file->file();
-  DBDB_ASSIGN_OR_RETURN(uint64_t size, file.Size());
-  if (size > view.end()) {
-    // Torn or abandoned bytes after the newest commit: cut them off, durably, before appending (I6).
-    Status s = file.Truncate(view.end());
-    if (s.ok()) s = file.Sync();
-    if (!s.ok()) return Fail(s.WithContext("truncating the torn tail of " + path_));
-    SetDurable(view, view.end());
-  }
-  if (!KnownDurable(view)) {
-    // The base was written by someone else, maybe not synced: make it durable before building
-    // on it, so that synced_through (docs/FORMAT.md) is true.
-    if (options_.durability == Durability::kSync) {
-      Status s = file.Sync();
-      if (!s.ok()) return Fail(s.WithContext("syncing " + path_));
-      SetDurable(view, view.end());
-    }
+  DBDB_ASSIGN_OR_RETURN(View view, Refresh(true));
+  DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
+  // Torn or abandoned bytes after the newest commit are cut off, durably, before appending (I6).
+  // A base this handle did not make durable itself is settled too, so that synced_through
+  // (docs/FORMAT.md) is true and the base's seal is on disk under the next commit's body.
+  bool tail = size > view.end();
+  if (tail || (!KnownDurable(view) && options_.durability == Durability::kSync)) {
+    Status s = SettleBase(view);
+    if (!s.ok()) return Fail(s.WithContext(tail ? "truncating the torn tail of " + path_ : "syncing " + path_));
+    SetDurable(view, view.body_start());
   }
   return view;
 }
@@ -322,11 +360,21 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
 }
 
 Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit commit) {
-  commit.body_offset = base.end();
+  // `bytes` holds the nodes, to be appended after the base commit (and its seal). The body the
+  // commit checksums starts at the base commit record's end: the base's seal, then the nodes.
+  commit.body_offset = base.body_start();
   commit.offset = base.end() + bytes->size();
-  commit.body_checksum = format::BodyChecksum(commit.body_offset, *bytes);
+  BodyHasher body(commit.body_offset);
+  if (base.commit && base.commit->sealed) {
+    std::string seal;
+    format::AppendSeal(&seal, *base.commit);
+    body.Update(seal);
+  }
+  body.Update(*bytes);
+  commit.body_checksum = body.Digest();
   uint64_t carried = base.commit ? base.commit->synced_through : format::kFileHeaderSizeBytes;
-  commit.synced_through = KnownDurable(base) ? base.end() : std::max(carried, format::kFileHeaderSizeBytes);
+  commit.synced_through = KnownDurable(base) ? base.body_start() : std::max(carried, format::kFileHeaderSizeBytes);
+  commit.sealed = true;  // by the time Commit returns
   if (commit.end() > options_.file_size_max_bytes) {
     return Status::LimitExceeded("commit would grow " + path_ + " to " + std::to_string(commit.end()) +
                                  " bytes, past file_size_max_bytes (" +
@@ -334,13 +382,22 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   }
   format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
   File& file = base.file->file();
-  Status s = file.WriteAt(commit.body_offset, *bytes);
-  if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)));
-  if (options_.durability == Durability::kSync) {
+  if (options_.durability == Durability::kNoSync) {
+    format::AppendSeal(bytes, commit);  // nothing to wait for: nodes, commit and seal in one write
+    Status s = file.WriteAt(base.end(), *bytes);
+    if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)));
+  } else {
+    Status s = file.WriteAt(base.end(), *bytes);
+    if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)));
     s = file.Sync();
     // Never retried: after a failed sync the written pages may be gone (fsyncgate).
     if (!s.ok()) return FailCommit(base, s.WithContext("syncing commit " + std::to_string(commit.txn_id)));
-    SetDurable(base, commit.end());
+    // Durable: seal it, so readers take it. The seal needs no sync of its own (docs/FORMAT.md).
+    std::string seal;
+    format::AppendSeal(&seal, commit);
+    s = file.WriteAt(commit.record_end(), seal);
+    if (!s.ok()) return FailCommit(base, s.WithContext("sealing commit " + std::to_string(commit.txn_id)));
+    SetDurable(base, commit.record_end());
   }
   std::lock_guard<std::mutex> guard(state_mutex_);
   if (file_ == base.file) newest_ = commit;

@@ -24,7 +24,11 @@ struct View {
 
   uint64_t txn_id() const { return commit ? commit->txn_id : 0; }
   TreeRoot root() const { return commit ? RootOf(*commit) : TreeRoot{}; }
+  // Where the next transaction appends (after the newest commit's seal, if sealed).
   uint64_t end() const { return commit ? commit->end() : format::kFileHeaderSizeBytes; }
+  // Where the next transaction's body starts: the newest commit record's end, so that body
+  // covers the seal, which is never synced by itself.
+  uint64_t body_start() const { return commit ? commit->record_end() : format::kFileHeaderSizeBytes; }
 };
 
 // Held for the life of a write transaction or a compaction: the in-process mutex and the
@@ -50,7 +54,9 @@ class DBImpl final : public DB {
   const std::string& path() const override { return path_; }
 
   // The newest commit of the file the path names now (following a compaction's replacement).
-  Result<View> Refresh();
+  // For a reader, the newest *settled* commit: an unsealed newest commit is skipped while another
+  // writer holds the lock (its sync may still fail); `writer` (holding the lock) takes it as is.
+  Result<View> Refresh(bool writer);
 
   // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
   Result<WriterLock> AcquireWriter();
@@ -62,7 +68,10 @@ class DBImpl final : public DB {
 
   // Marks the handle failed after an I/O error on the write path (I7) and returns the error.
   Status Fail(const Status& cause);
-  // Fail after a commit's write or sync failed: first truncate the file back to `base` (I7).
+  // Truncates to the end of `base`, re-writes its seal and syncs; seals it if its writer died
+  // before sealing it. REQUIRES: writer lock held.
+  Status SettleBase(View& base);
+  // Fail after a commit's write or sync failed: first settle the file back to `base` (I7).
   Status FailCommit(const View& base, const Status& cause);
   Status CheckWritable();
 
@@ -77,12 +86,12 @@ class DBImpl final : public DB {
   const std::shared_ptr<FileSystem> fs_;
 
   std::mutex writer_mutex_;
-  // Under the writer lock: the end of the last commit this handle knows to be durable in the
-  // current file (0 if none), so a kSync writer syncs a base it did not sync itself.
+  // Under the writer lock: the end of the last commit record this handle knows to be durable in
+  // the current file (0 if none), so a kSync writer syncs a base it did not sync itself.
   uint64_t durable_end_ = 0;
   uint64_t durable_identity_ = 0;  // the file durable_end_ is about
   bool KnownDurable(const View& view) const {
-    return durable_identity_ == view.file->identity() && durable_end_ == view.end();
+    return durable_identity_ == view.file->identity() && durable_end_ == view.body_start();
   }
   void SetDurable(const View& view, uint64_t end) {
     durable_identity_ = view.file->identity();

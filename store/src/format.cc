@@ -114,9 +114,10 @@ Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p) {
   // Structural checks: everything a commit names lies before it, in the order it was written.
   if (c.txn_id == 0) return bad("transaction id 0");
   if (c.body_offset < kFileHeaderSizeBytes || c.body_offset > offset) return bad("body outside the file");
+  if (c.prev_commit_offset != 0 && c.prev_commit_offset < kFileHeaderSizeBytes) return bad("bad previous commit");
+  // The body starts where the previous commit record ends (so it covers the previous seal).
   uint64_t expected_body = c.prev_commit_offset == 0 ? kFileHeaderSizeBytes
                                                      : c.prev_commit_offset + kCommitRecordSizeBytes;
-  if (c.prev_commit_offset != 0 && c.prev_commit_offset < kFileHeaderSizeBytes) return bad("bad previous commit");
   if (c.body_offset != expected_body) return bad("body does not start where the previous commit ends");
   if (c.tree_height > kTreeHeightMax) return bad("tree height " + std::to_string(c.tree_height));
   if ((c.root_offset == 0) != (c.tree_height == 0)) return bad("root and height disagree");
@@ -133,6 +134,17 @@ Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p) {
   return c;
 }
 
+void AppendSeal(std::string* dst, const Commit& commit) {
+  std::string payload;
+  PutFixed64(&payload, commit.offset);
+  AppendRecord(dst, commit.record_end(), RecordType::kSeal, payload);
+}
+
+bool IsSealOf(const RecordView& record, const Commit& commit) {
+  return record.type == RecordType::kSeal && record.payload.size() == kSealPayloadSizeBytes &&
+         DecodeFixed64(record.payload.data()) == commit.offset;
+}
+
 Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes) {
   auto where = [offset] { return " at offset " + std::to_string(offset); };
   if (bytes.size() < kRecordOverheadBytes) return Status::Corruption("truncated record" + where());
@@ -145,7 +157,7 @@ Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes) {
   if (stored != RecordChecksum(offset, bytes.substr(0, kRecordHeaderSizeBytes + length))) {
     return Status::Corruption("checksum mismatch in record" + where());
   }
-  if (type < 1 || type > 3 || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
+  if (type < 1 || type > 4 || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
     return Status::Corruption("unknown record type " + std::to_string(type) + where());
   }
   return RecordView{static_cast<RecordType>(type), bytes.substr(kRecordHeaderSizeBytes, length)};
@@ -156,6 +168,7 @@ std::string_view RecordTypeName(RecordType type) {
     case RecordType::kLeaf: return "leaf";
     case RecordType::kInternal: return "internal";
     case RecordType::kCommit: return "commit";
+    case RecordType::kSeal: return "seal";
   }
   return "unknown";
 }

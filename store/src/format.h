@@ -6,7 +6,9 @@
 //   record := u32 payload_length | u8 type | 3 zero bytes | payload | u64 checksum
 // The checksum is XXH3-64, seeded with the record's file offset, of everything before it in the
 // record; a record copied to another offset, or a stale one left behind, does not verify.
-// Transactions append their tree nodes (leaf to root) and then one commit record.
+// Transactions append their tree nodes (leaf to root), then one commit record, then — once the
+// commit is durable — a seal record naming it. Readers take the newest commit only when it is
+// sealed or no writer is active, so they never see a commit whose sync may still fail.
 #pragma once
 
 #include <cstdint>
@@ -32,10 +34,13 @@ enum class RecordType : uint8_t {
   kLeaf = 1,
   kInternal = 2,
   kCommit = 3,
+  kSeal = 4,  // payload: the offset of the commit it seals, which it directly follows
 };
 
 inline constexpr uint64_t kCommitPayloadSizeBytes = 80;
 inline constexpr uint64_t kCommitRecordSizeBytes = kRecordOverheadBytes + kCommitPayloadSizeBytes;
+inline constexpr uint64_t kSealPayloadSizeBytes = 8;
+inline constexpr uint64_t kSealRecordSizeBytes = kRecordOverheadBytes + kSealPayloadSizeBytes;
 
 // Hard limits of the encoding, above any configurable limit (Options).
 inline constexpr uint64_t kRecordPayloadSizeMaxBytes = 1u << 30;  // a node may not exceed 1 GiB
@@ -53,7 +58,7 @@ struct Commit {
   uint64_t offset = 0;            // where this commit record starts (not stored; where it was read)
   uint64_t txn_id = 0;            // 1 for the first commit of a database; +1 per commit
   uint64_t prev_commit_offset = 0;  // the previous commit record in this file, 0 if none
-  uint64_t body_offset = 0;       // first byte of this transaction's node records
+  uint64_t body_offset = 0;       // where the previous commit record ends: its seal, then our nodes
   uint64_t body_checksum = 0;     // XXH3-64 seeded with body_offset of [body_offset, offset)
   uint64_t synced_through = 0;    // [0, synced_through) was durable when this commit was written
   uint64_t root_offset = 0;       // 0 for the empty tree
@@ -62,8 +67,16 @@ struct Commit {
   uint64_t key_count = 0;
   uint64_t tree_bytes = 0;        // record bytes of all nodes reachable from the root
   uint64_t commits_in_file = 0;   // commit records in this file up to and including this one
+  bool sealed = false;            // (not stored) a seal record follows the commit record
 
-  uint64_t end() const { return offset + kCommitRecordSizeBytes; }
+  uint64_t record_end() const { return offset + kCommitRecordSizeBytes; }
+  // Where the next transaction starts: after the seal, if there is one.
+  uint64_t end() const { return record_end() + (sealed ? kSealRecordSizeBytes : 0); }
+};
+
+struct RecordView {
+  RecordType type;
+  std::string_view payload;
 };
 
 // Encodes the header sector (kFileHeaderSizeBytes bytes).
@@ -83,15 +96,16 @@ void AppendRecord(std::string* dst, uint64_t offset, RecordType type, std::strin
 std::string CommitRecordPrefix();
 
 std::string EncodeCommitPayload(const Commit& commit);
+// Appends the seal record of `commit` (at commit.record_end()).
+void AppendSeal(std::string* dst, const Commit& commit);
+// True if `record` (verified, at commit.record_end()) is the seal of `commit`.
+bool IsSealOf(const RecordView& record, const Commit& commit);
 // Decodes a commit payload read at record offset `offset`; structural checks included.
 Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view payload);
 
+
 // Parses and verifies a whole record held in `bytes` (which start at file offset `offset`).
 // Returns the payload view into `bytes` and the type.
-struct RecordView {
-  RecordType type;
-  std::string_view payload;
-};
 Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes);
 
 std::string_view RecordTypeName(RecordType type);

@@ -99,6 +99,17 @@ Status TreeFile::VerifyCommitChain(const format::Commit& newest) {
   }
 }
 
+Result<bool> TreeFile::IsSealed(const format::Commit& commit, uint64_t size) {
+  if (commit.record_end() + format::kSealRecordSizeBytes > size) return false;
+  std::string buffer;
+  auto record = ReadRecord(commit.record_end(), format::kSealRecordSizeBytes, &buffer);
+  if (!record.ok()) {
+    if (record.status().IsCorruption()) return false;  // torn or not a seal: not sealed
+    return record.status();
+  }
+  return format::IsSealOf(record.value(), commit);
+}
+
 Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, uint64_t floor) {
   constexpr uint64_t kWindowBytes = 64 * 1024;
   const std::string prefix = format::CommitRecordPrefix();
@@ -109,7 +120,16 @@ Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, 
   uint64_t top = size - format::kCommitRecordSizeBytes;
   while (true) {
     uint64_t low = top - floor + 1 > kWindowBytes ? top + 1 - kWindowBytes : floor;
-    DBDB_RETURN_IF_ERROR(ReadExactly(low, top - low + prefix.size(), &window));
+    // A writer may cut the file while we scan (a rolled-back commit): a short read just means
+    // fewer candidates.
+    window.resize(top - low + prefix.size());
+    DBDB_ASSIGN_OR_RETURN(size_t got, file_->ReadAt(low, window));
+    if (got < prefix.size()) {
+      top = low == floor ? floor : low - 1;
+      if (low == floor) return std::optional<format::Commit>();
+      continue;
+    }
+    top = std::min(top, low + got - prefix.size());
     for (uint64_t p = top + 1; p-- > low;) {
       if (std::memcmp(window.data() + (p - low), prefix.data(), prefix.size()) != 0) continue;
       auto commit = ReadCommit(p);
@@ -118,7 +138,10 @@ Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, 
         return commit.status();
       }
       Status chain = VerifyCommitChain(commit.value());
-      if (chain.ok()) return std::optional<format::Commit>(commit.value());
+      if (chain.ok()) {
+        DBDB_ASSIGN_OR_RETURN(commit->sealed, IsSealed(commit.value(), size));
+        return std::optional<format::Commit>(commit.value());
+      }
       if (!chain.IsCorruption()) return chain;
     }
     if (low == floor) return std::optional<format::Commit>();

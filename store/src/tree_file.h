@@ -45,7 +45,8 @@ class TreeFile {
   Status VerifyCommitChain(const format::Commit& commit);
 
   // The newest commit starting at or after `floor` whose record and chain verify, in a file of
-  // `size` bytes; nullopt if there is none. I/O errors are returned, never skipped.
+  // `size` bytes, with `sealed` set if its seal follows it; nullopt if there is none. I/O errors
+  // are returned, never skipped.
   Result<std::optional<format::Commit>> FindNewestCommit(uint64_t size, uint64_t floor);
 
  private:
@@ -53,6 +54,7 @@ class TreeFile {
            format::FileHeader header, uint64_t cache_bytes)
       : file_(std::move(file)), path_(std::move(path)), identity_(identity), header_(header),
         cache_(cache_bytes) {}
+  Result<bool> IsSealed(const format::Commit& commit, uint64_t size);
   Status ReadExactly(uint64_t offset, uint64_t length, std::string* buffer);
 
   std::unique_ptr<File> file_;

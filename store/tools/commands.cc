@@ -201,6 +201,11 @@ int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream
       out << pending.str();
       pending.str("");
       committed_end = offset + length;
+    } else if (record->type == format::RecordType::kSeal) {
+      pending << ": seals the commit at " << coding::DecodeFixed64(record->payload.data()) << " (it is durable)\n";
+      out << pending.str();
+      pending.str("");
+      committed_end = offset + length;
     } else {
       auto node = DecodeNode(offset, record->type, std::string(record->payload));
       if (!node.ok()) {

@@ -1,0 +1,570 @@
+// The dbdb-stress parent (runner.h).
+#include "runner.h"
+
+#include <dbdb/db.h>
+#include <faultfs/rng.h>
+#include <fcntl.h>
+#include <model/history.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "child.h"
+#include "protocol.h"
+
+namespace stress {
+namespace {
+
+struct Op {  // one write transaction as the parent saw it
+  model::RecordedTransaction txn;
+  uint64_t intended_commit = 0;
+  enum class State { kPending, kAcknowledged, kMaybe } state = State::kPending;
+};
+
+struct Child {
+  int id;
+  bool writer;
+  uint64_t incarnation = 0;
+  pid_t pid = -1;
+  int fd = -1;
+  std::string buffer;
+  bool compacting = false;
+  std::map<std::string, size_t> pending;  // op id -> index into ops
+};
+
+class Runner {
+ public:
+  Runner(const RunOptions& options, std::string replay) : o_(options), replay_(std::move(replay)), rng_(options.seed) {}
+  int Run();
+
+ private:
+  bool Setup();
+  void Spawn(Child& c);
+  void Drain(Child& c, bool until_eof);
+  void HandleLine(Child& c, const std::string& line);
+  void Reap(Child& c, int status, bool killed_by_us, bool stopping = false);
+  void Verify(const char* when, bool final_check);
+  void Violation(const std::string& what);
+  void CheckHistory();
+  void Progress(bool final_line);
+  double Elapsed() const { return (MonotonicNanos() - start_ns_) / 1e9; }
+
+  const RunOptions& o_;
+  std::string replay_;
+  faultfs::Rng rng_;
+  std::string path_;
+  std::vector<Child> children_;
+  std::vector<Op> ops_;
+  std::vector<model::RecordedTransaction> snapshots_;
+  model::RecordedTransaction setup_;
+  std::vector<std::string> violations_;
+  uint64_t start_ns_ = 0;
+  uint64_t commits_ = 0, kills_ = 0, faults_ = 0, restarts_ = 0, reads_ = 0, compactions_ = 0, verifications_ = 0;
+  std::map<int, int64_t> counter_acknowledged_, counter_maybe_;
+  std::vector<std::string> ledger_acknowledged_;  // in acknowledgement order
+};
+
+void Runner::Violation(const std::string& what) {
+  if (violations_.size() < 100) violations_.push_back(what);
+  std::cerr << "\nVIOLATION: " << what << std::endl;
+}
+
+bool Runner::Setup() {
+  std::error_code ec;
+  std::filesystem::create_directories(o_.dir, ec);
+  path_ = o_.dir + "/stress.dbdb";
+  for (const char* suffix : {"", ".lock", ".compact", ".create"}) std::filesystem::remove(path_ + suffix, ec);
+  dbdb::Options options;
+  options.create_if_missing = true;
+  auto db = dbdb::DB::Open(path_, options);
+  if (!db.ok()) {
+    std::cerr << "dbdb-stress: cannot create " << path_ << ": " << db.status().ToString() << "\n";
+    return false;
+  }
+  auto txn = (*db)->BeginWrite();
+  if (!txn.ok()) return false;
+  setup_.name = "setup";
+  setup_.commit_id = 1;
+  auto put = [&](const std::string& key, const std::string& value) {
+    (void)(*txn)->Put(key, value);
+    setup_.writes.push_back({key, value});
+  };
+  for (int i = 0; i < kBankAccounts; i++) put(BankKey(i), MakeValue(kBankInitialBalance, "init"));
+  for (int i = 0; i < kCounters; i++) put(CounterKey(i), MakeValue(0, "init"));
+  dbdb::Status s = (*txn)->Commit();
+  if (!s.ok()) {
+    std::cerr << "dbdb-stress: setup commit failed: " << s.ToString() << "\n";
+    return false;
+  }
+  for (int i = 0; i < o_.writers; i++) children_.push_back(Child{i, true});
+  for (int i = 0; i < o_.readers; i++) children_.push_back(Child{o_.writers + i, false});
+  return true;
+}
+
+void Runner::Spawn(Child& c) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    Violation(std::string("pipe: ") + std::strerror(errno));
+    return;
+  }
+  uint64_t child_seed = o_.seed ^ (static_cast<uint64_t>(c.id + 1) * 0x9E3779B97F4A7C15ULL) ^ (c.incarnation << 40);
+  std::vector<std::string> args;
+  if (!o_.faults.empty()) {
+    args = {"fiu-run", "-x", "-f", ""};
+    for (const auto& f : o_.faults) {
+      std::string command = "enable_random name=" + f.point + ",probability=" + std::to_string(f.probability);
+      if (f.error_number != 0) command += ",failinfo=" + std::to_string(f.error_number);
+      args.push_back("-c");
+      args.push_back(command);
+    }
+  }
+  for (std::string a : {o_.self_path, std::string("--child"), std::string(c.writer ? "writer" : "reader"),
+                        std::string("--child-id"), std::to_string(c.id), std::string("--incarnation"),
+                        std::to_string(c.incarnation), std::string("--workload"), o_.workload, std::string("--db"),
+                        path_, std::string("--seed"), std::to_string(child_seed)}) {
+    args.push_back(a);
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 3);  // the report pipe is fd 3 (dup2 clears close-on-exec)
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  c.pid = pid;
+  c.fd = fds[0];
+  c.buffer.clear();
+  c.compacting = false;
+}
+
+void Runner::HandleLine(Child& c, const std::string& line) {
+  auto w = SplitWords(line);
+  if (w.empty()) return;
+  std::string child_name = (c.writer ? "writer " : "reader ") + std::to_string(c.id) + "." + std::to_string(c.incarnation);
+  auto parse_rw = [](const std::vector<std::string>& words, size_t from, model::RecordedTransaction* t) {
+    bool writes = false;
+    for (size_t i = from; i < words.size(); i++) {
+      if (words[i] == "R") { writes = false; continue; }
+      if (words[i] == "W") { writes = true; continue; }
+      if (i + 1 >= words.size()) break;
+      if (writes) t->writes.push_back({words[i], words[i + 1]});
+      else t->reads.push_back({words[i], words[i + 1]});
+      i++;
+    }
+  };
+  if (w[0] == "B" && w.size() >= 4) {
+    Op op;
+    op.txn.name = child_name + " op " + w[1];
+    op.txn.start = std::stoull(w[2]);
+    op.txn.end = UINT64_MAX;
+    op.intended_commit = std::stoull(w[3]);
+    op.txn.snapshot_id = op.intended_commit - 1;
+    parse_rw(w, 4, &op.txn);
+    c.pending[w[1]] = ops_.size();
+    ops_.push_back(std::move(op));
+  } else if ((w[0] == "A" || w[0] == "F") && w.size() >= 3) {
+    auto it = c.pending.find(w[1]);
+    if (it == c.pending.end()) return Violation(child_name + " reported an operation it never began: " + line);
+    Op& op = ops_[it->second];
+    c.pending.erase(it);
+    if (w[0] == "F") {
+      // It may still take effect later (if its rollback failed too): its end stays unknown.
+      op.state = Op::State::kMaybe;  // a failed commit may or may not have reached the file
+      for (const auto& wr : op.txn.writes) {
+        if (wr.key.rfind("counter/", 0) == 0) counter_maybe_[std::stoi(wr.key.substr(8))]++;
+      }
+      return;
+    }
+    op.txn.end = std::stoull(w[2]);
+    op.state = Op::State::kAcknowledged;
+    op.txn.commit_id = std::stoull(w[3]);
+    op.txn.name += " (commit " + w[3] + ")";
+    commits_++;
+    for (const auto& wr : op.txn.writes) {
+      if (wr.key.rfind("counter/", 0) == 0) counter_acknowledged_[std::stoi(wr.key.substr(8))]++;
+      if (wr.key.rfind("ledger/", 0) == 0) ledger_acknowledged_.push_back(wr.key);
+    }
+  } else if (w[0] == "S" && w.size() >= 4) {
+    model::RecordedTransaction t;
+    t.name = child_name + " snapshot " + w[3];
+    t.start = std::stoull(w[1]);
+    t.end = std::stoull(w[2]);
+    t.snapshot_id = std::stoull(w[3]);
+    parse_rw(w, 4, &t);
+    snapshots_.push_back(std::move(t));
+    reads_++;
+  } else if (w[0] == "C" && w.size() >= 2) {
+    c.compacting = w[1] == "begin";
+    if (w[1] == "end") compactions_++;
+  } else if (w[0] == "X") {
+    Violation(child_name + ": " + line.substr(2));
+  } else {
+    Violation(child_name + " sent an unreadable line: " + line);
+  }
+}
+
+void Runner::Drain(Child& c, bool until_eof) {
+  char buffer[65536];
+  while (c.fd >= 0) {
+    if (!until_eof) {
+      pollfd p{c.fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) return;
+    }
+    ssize_t n = ::read(c.fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(c.fd);
+      c.fd = -1;
+      return;
+    }
+    c.buffer.append(buffer, static_cast<size_t>(n));
+    size_t newline;
+    while ((newline = c.buffer.find('\n')) != std::string::npos) {
+      std::string line = c.buffer.substr(0, newline);
+      c.buffer.erase(0, newline + 1);
+      HandleLine(c, line);
+    }
+    if (!until_eof) return;
+  }
+}
+
+// After a child is gone: everything it had in flight may or may not have committed.
+void Runner::Reap(Child& c, int status, bool killed_by_us, bool stopping) {
+  Drain(c, true);
+  for (const auto& [id, index] : c.pending) {
+    Op& op = ops_[index];
+    op.state = Op::State::kMaybe;
+    for (const auto& wr : op.txn.writes) {
+      if (wr.key.rfind("counter/", 0) == 0) counter_maybe_[std::stoi(wr.key.substr(8))]++;
+    }
+  }
+  c.pending.clear();
+  c.pid = -1;
+  std::string name = (c.writer ? "writer " : "reader ") + std::to_string(c.id);
+  if (killed_by_us) {
+    kills_++;
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFault) {
+    faults_++;
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == kExitViolation) {
+    // the child already reported it (X)
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+    Violation(name + " could not be started (is fiu-run installed?)");
+  } else if (stopping && WIFSIGNALED(status) && (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL)) {
+    // stopped at the end of the run before it could finish cleanly
+  } else if (WIFSIGNALED(status)) {
+    Violation(name + " died of signal " + std::to_string(WTERMSIG(status)) + " (a crash, not a kill)");
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    Violation(name + " exited with status " + std::to_string(WEXITSTATUS(status)));
+  }
+  c.incarnation++;
+}
+
+void Runner::Verify(const char* when, bool final_check) {
+  verifications_++;
+  // Lower bounds come from what was acknowledged before the snapshot, upper bounds from what had
+  // begun after it: a child announces a commit (B) before making it, so every commit the snapshot
+  // holds is in the pipes by the time the second drain ends.
+  for (auto& c : children_) Drain(c, false);
+  const std::map<int, int64_t> acknowledged_before = counter_acknowledged_;
+  const size_t ledger_before = ledger_acknowledged_.size();
+  dbdb::Options options;
+  options.read_only = true;
+  auto db = dbdb::DB::Open(path_, options);
+  if (!db.ok()) return Violation(std::string("open ") + when + ": " + db.status().ToString());
+  auto report = (*db)->Check();
+  if (!report.ok()) return Violation(std::string("check() ") + when + ": " + report.status().ToString());
+  auto snapshot = (*db)->GetSnapshot();
+  if (!snapshot.ok()) return Violation(std::string("snapshot ") + when + ": " + snapshot.status().ToString());
+  auto rows = (*snapshot)->Scan(dbdb::ScanRange{});
+  if (!rows.ok()) return Violation(std::string("scan ") + when + ": " + rows.status().ToString());
+  for (auto& c : children_) Drain(c, false);
+  int64_t total = 0;
+  std::map<int, int64_t> counters;
+  std::set<std::string> ledger;
+  model::RecordedTransaction final_read;
+  for (const auto& kv : *rows) {
+    int64_t n = 0;
+    if (kv.key.rfind("ledger/", 0) == 0) {
+      ledger.insert(kv.key);
+      continue;
+    }
+    if (!ParseNumber(kv.value, &n)) return Violation(std::string("malformed value of ") + kv.key + " " + when);
+    if (kv.key.rfind("bank/", 0) == 0) total += n;
+    if (kv.key.rfind("counter/", 0) == 0) counters[std::stoi(kv.key.substr(8))] = n;
+    final_read.reads.push_back({kv.key, kv.value});
+  }
+  if (total != kBankAccounts * kBankInitialBalance) {
+    Violation("bank total " + std::to_string(total) + " " + when + " (I1 atomic commit)");
+  }
+  for (int i = 0; i < kCounters; i++) {
+    int64_t in_flight = 0;
+    for (const auto& c : children_) {
+      for (const auto& [id, index] : c.pending) {
+        for (const auto& wr : ops_[index].txn.writes) in_flight += wr.key == CounterKey(i);
+      }
+    }
+    auto acked = acknowledged_before.find(i);
+    int64_t low = acked == acknowledged_before.end() ? 0 : acked->second;
+    int64_t high = counter_acknowledged_[i] + counter_maybe_[i] + in_flight;
+    if (counters[i] < low || counters[i] > high) {
+      Violation("counter " + std::to_string(i) + " is " + std::to_string(counters[i]) + " " + when + ", expected " +
+                std::to_string(low) + " acknowledged increments plus at most " + std::to_string(high - low) +
+                " in flight (I4: a lost or invented update)");
+    }
+  }
+  for (size_t i = 0; i < ledger_before; i++) {
+    const std::string& key = ledger_acknowledged_[i];
+    if (!ledger.count(key)) {
+      Violation("acknowledged ledger entry " + key + " is missing " + when + " (I2 durability)");
+      break;
+    }
+  }
+  if (final_check) {
+    final_read.name = "final state";
+    final_read.start = final_read.end = MonotonicNanos();
+    final_read.snapshot_id = (*snapshot)->txn_id();
+    snapshots_.push_back(std::move(final_read));
+  }
+}
+
+void Runner::CheckHistory() {
+  // Writes whose commit is unknown (killed or failed in flight) count as committed only if
+  // someone read what they wrote and no acknowledged commit took their commit number.
+  std::set<std::pair<std::string, std::string>> observed;
+  std::set<uint64_t> acknowledged_ids;
+  for (const auto& op : ops_) {
+    if (op.state == Op::State::kAcknowledged) acknowledged_ids.insert(*op.txn.commit_id);
+    for (const auto& r : op.txn.reads) observed.insert({r.key, r.value.value_or("")});
+  }
+  for (const auto& s : snapshots_) {
+    for (const auto& r : s.reads) observed.insert({r.key, r.value.value_or("")});
+  }
+  std::vector<model::RecordedTransaction> history{setup_};
+  for (const auto& op : ops_) {
+    if (op.state == Op::State::kAcknowledged) {
+      history.push_back(op.txn);
+      continue;
+    }
+    bool seen = std::any_of(op.txn.writes.begin(), op.txn.writes.end(), [&](const model::Write& w) {
+      return observed.count({w.key, w.value.value_or("")}) != 0;
+    });
+    if (seen && !acknowledged_ids.count(op.intended_commit)) {
+      model::RecordedTransaction t = op.txn;
+      t.commit_id = op.intended_commit;
+      history.push_back(std::move(t));
+    } else if (seen) {
+      std::string taker;
+      for (const auto& other : ops_) {
+        if (other.state == Op::State::kAcknowledged && *other.txn.commit_id == op.intended_commit) taker = other.txn.name;
+      }
+      Violation(op.txn.name + (op.txn.end == UINT64_MAX ? " (killed or failed in flight)" : "") +
+                " was read by someone, but its commit number " + std::to_string(op.intended_commit) +
+                " went to the acknowledged " + taker + " (a commit seen, then lost)");
+    }
+  }
+  history.insert(history.end(), snapshots_.begin(), snapshots_.end());
+  auto verdict = model::CheckHistory(history);
+  if (!verdict.ok) Violation("history: " + verdict.explanation);
+  std::cout << "history:    " << history.size() << " transactions checked for serializability: "
+            << (verdict.ok ? "serializable" : "NOT serializable") << "\n";
+}
+
+void Runner::Progress(bool final_line) {
+  std::cerr << "\r" << static_cast<int>(Elapsed()) << " s: " << commits_ << " commits, " << reads_ << " snapshots, "
+            << kills_ << " kills, " << faults_ << " faults, " << compactions_ << " compactions, "
+            << violations_.size() << " violations   " << (final_line ? "\n" : "") << std::flush;
+}
+
+int Runner::Run() {
+  if (!Setup()) return 2;
+  start_ns_ = MonotonicNanos();
+  for (auto& c : children_) Spawn(c);
+  const uint64_t end_ns = start_ns_ + static_cast<uint64_t>(o_.duration_seconds * 1e9);
+  auto next_kill = [&] {
+    if (o_.kill_interval_ms <= 0) return UINT64_MAX;
+    double factor = 0.5 + static_cast<double>(rng_.Uniform(1000)) / 1000.0;  // 0.5x .. 1.5x
+    return MonotonicNanos() + static_cast<uint64_t>(o_.kill_interval_ms * factor * 1e6);
+  };
+  uint64_t kill_at = next_kill(), progress_at = start_ns_;
+  while (MonotonicNanos() < end_ns) {
+    std::vector<pollfd> fds;
+    for (auto& c : children_) {
+      if (c.fd >= 0) fds.push_back(pollfd{c.fd, POLLIN, 0});
+    }
+    uint64_t now = MonotonicNanos();
+    uint64_t wake = std::min({kill_at, progress_at, end_ns});
+    int timeout_ms = wake > now ? static_cast<int>((wake - now) / 1000000) + 1 : 0;
+    ::poll(fds.data(), fds.size(), timeout_ms);
+    for (auto& c : children_) Drain(c, false);
+    for (auto& c : children_) {  // children that stopped by themselves (faults, violations)
+      int status;
+      if (c.pid > 0 && ::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+        Reap(c, status, false);
+        restarts_++;
+        Spawn(c);
+      }
+    }
+    now = MonotonicNanos();
+    if (now >= kill_at) {
+      // A random victim; a third of the time the one compacting, if any.
+      std::vector<Child*> compacting;
+      for (auto& c : children_) {
+        if (c.compacting && c.pid > 0) compacting.push_back(&c);
+      }
+      Child& victim = !compacting.empty() && rng_.OneIn(3) ? *compacting[rng_.Uniform(compacting.size())]
+                                                           : children_[rng_.Uniform(children_.size())];
+      if (victim.pid > 0) {
+        ::kill(victim.pid, SIGKILL);
+        int status;
+        ::waitpid(victim.pid, &status, 0);
+        Reap(victim, status, true);
+        Verify("after a kill", false);
+        restarts_++;
+        Spawn(victim);
+      }
+      kill_at = next_kill();
+    }
+    if (now >= progress_at) {
+      Progress(false);
+      progress_at = now + 1000000000ull;
+    }
+  }
+  // Stop: children finish their current operation and exit.
+  for (auto& c : children_) {
+    if (c.pid > 0) ::kill(c.pid, SIGTERM);
+  }
+  for (auto& c : children_) {
+    if (c.pid <= 0) continue;
+    int status = 0;
+    for (int waited_ms = 0; waited_ms < 10000; waited_ms += 10) {
+      Drain(c, false);
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) break;
+      ::usleep(10000);
+      if (waited_ms + 10 >= 10000) {
+        ::kill(c.pid, SIGKILL);
+        ::waitpid(c.pid, &status, 0);
+      }
+    }
+    Reap(c, status, false, true);
+  }
+  Progress(true);
+  Verify("at the end", true);
+  CheckHistory();
+  double seconds = Elapsed();
+  double ops_per_second = static_cast<double>(commits_ + reads_) / std::max(seconds, 1e-9);
+  std::cout << "seed:       " << o_.seed << "\n"
+            << "workload:   " << o_.workload << ", " << o_.writers << " writers, " << o_.readers << " readers, "
+            << seconds << " s, faults: " << (o_.faults_text.empty() ? "none" : o_.faults_text) << "\n"
+            << "commits:    " << commits_ << " acknowledged (" << ops_per_second << " ops/s with " << reads_
+            << " snapshots read)\n"
+            << "kills:      " << kills_ << " (each followed by check() and the invariants: " << verifications_
+            << " verifications)\n"
+            << "faults:     " << faults_ << " children failed cleanly on an injected I/O error and were restarted\n"
+            << "compaction: " << compactions_ << " completed\n"
+            << "violations: " << violations_.size() << "\n";
+  for (const auto& v : violations_) std::cout << "  " << v << "\n";
+  if (!o_.report_path.empty()) {
+    nlohmann::json report = {{"seed", o_.seed},
+                             {"workload", o_.workload},
+                             {"writers", o_.writers},
+                             {"readers", o_.readers},
+                             {"duration_seconds", seconds},
+                             {"kill_interval_ms", o_.kill_interval_ms},
+                             {"faults", o_.faults_text},
+                             {"commits", commits_},
+                             {"snapshots", reads_},
+                             {"kills", kills_},
+                             {"faults_injected", faults_},
+                             {"restarts", restarts_},
+                             {"compactions", compactions_},
+                             {"verifications", verifications_},
+                             {"ops_per_second", ops_per_second},
+                             {"violations", violations_},
+                             {"replay", replay_}};
+    std::ofstream(o_.report_path) << report.dump(2) << "\n";
+    std::cout << "report:     " << o_.report_path << "\n";
+  }
+  if (!violations_.empty()) {
+    std::cout << "replay:     " << replay_ << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool ParseFaults(const std::string& spec_text, std::vector<FaultSpec>* faults, std::string* error) {
+  static const std::map<std::string, std::string> kPoints = {
+      {"pwrite", "posix/io/rw/pwrite"},       {"pwrite-short", "posix/io/rw/pwrite/reduce"},
+      {"pread", "posix/io/rw/pread"},         {"fdatasync", "posix/io/sync/fdatasync"},
+      {"fsync", "posix/io/sync/fsync"},       {"ftruncate", "posix/io/rw/ftruncate"},
+      {"rename", "posix/io/dir/rename"},      {"open", "posix/io/oc/open"}};
+  std::string spec = spec_text;
+  if (spec == "default") spec = "pwrite=0.002,pwrite-short=0.002,fdatasync=0.005,fdatasync=0.002:ENOSPC,pread=0.0005";
+  faults->clear();
+  if (spec.empty() || spec == "none") return true;
+  std::stringstream items(spec);
+  for (std::string item; std::getline(items, item, ',');) {
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      *error = "fault '" + item + "' is not NAME=PROBABILITY[:ERRNO]";
+      return false;
+    }
+    auto point = kPoints.find(item.substr(0, eq));
+    if (point == kPoints.end()) {
+      *error = "unknown fault '" + item.substr(0, eq) + "' (pwrite, pwrite-short, pread, fdatasync, fsync, ftruncate, rename, open)";
+      return false;
+    }
+    std::string rest = item.substr(eq + 1), errno_text;
+    size_t colon = rest.find(':');
+    if (colon != std::string::npos) {
+      errno_text = rest.substr(colon + 1);
+      rest = rest.substr(0, colon);
+    }
+    FaultSpec f{point->second, 0, 0};
+    try {
+      f.probability = std::stod(rest);
+    } catch (...) {
+      f.probability = -1;
+    }
+    if (!(f.probability > 0 && f.probability <= 1)) {
+      *error = "fault probability '" + rest + "' is not in (0, 1]";
+      return false;
+    }
+    if (errno_text == "EIO") f.error_number = EIO;
+    else if (errno_text == "ENOSPC") f.error_number = ENOSPC;
+    else if (!errno_text.empty()) {
+      try {
+        f.error_number = std::stoi(errno_text);
+      } catch (...) {
+        *error = "unknown errno '" + errno_text + "'";
+        return false;
+      }
+    }
+    faults->push_back(f);
+  }
+  return true;
+}
+
+int RunStress(const RunOptions& options, const std::string& replay_command) {
+  Runner runner(options, replay_command);
+  return runner.Run();
+}
+
+}  // namespace stress

@@ -1,0 +1,73 @@
+// dbdb-stress: multiprocess stress and crash campaigns against one database file. See runner.h.
+// Prints its seed first; exits 0 when no invariant broke, 1 with the replay command when one did,
+// 2 on bad usage or a setup failure.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <climits>
+#include <iostream>
+#include <random>
+
+#include "child.h"
+#include "runner.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"dbdb-stress: fork writers and readers against one dbdb file, SIGKILL them at random, inject I/O "
+               "faults, and check atomic commit (bank), serialized writers (counter) and durability (ledger)"};
+  stress::RunOptions o;
+  std::string faults;
+  auto* seed_option = app.add_option("--seed", o.seed, "seed (default: random, printed first)");
+  app.add_option("--workload", o.workload, "bank, counter, ledger or mixed")
+      ->check(CLI::IsMember({"bank", "counter", "ledger", "mixed"}));
+  app.add_option("--writers", o.writers, "writer processes")->check(CLI::Range(1, 64));
+  app.add_option("--readers", o.readers, "reader processes")->check(CLI::Range(0, 64));
+  app.add_option("--duration", o.duration_seconds, "seconds")->check(CLI::Range(0.1, 86400.0));
+  app.add_option("--kill-interval-ms", o.kill_interval_ms, "mean milliseconds between SIGKILLs (0: no kills)")
+      ->check(CLI::Range(0.0, 3600000.0));
+  app.add_option("--faults", faults,
+                 "I/O faults injected into the children's system calls with fiu-run -x: NAME=PROB[:ERRNO],... "
+                 "(names pwrite, pwrite-short, pread, fdatasync, fsync, ftruncate, rename, open; 'default' for a mix)");
+  app.add_option("--dir", o.dir, "directory for the database (its stress.dbdb is replaced); required");
+  app.add_option("--report", o.report_path, "write a JSON report here");
+  // Internal: how the parent starts its children.
+  stress::ChildArgs child;
+  auto* child_option = app.add_option("--child", child.role)->group("")->check(CLI::IsMember({"writer", "reader"}));
+  app.add_option("--child-id", child.id)->group("");
+  app.add_option("--incarnation", child.incarnation)->group("");
+  app.add_option("--db", child.path)->group("");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (child_option->count() > 0) {
+    child.workload = o.workload;
+    child.seed = o.seed;
+    return stress::RunChild(child);
+  }
+  if (o.dir.empty()) {
+    std::cerr << "dbdb-stress: --dir is required\n" << app.help();
+    return 2;
+  }
+  if (seed_option->count() == 0) o.seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
+  std::cout << "seed: " << o.seed << std::endl;
+  std::string error;
+  if (!stress::ParseFaults(faults, &o.faults, &error)) {
+    std::cerr << "dbdb-stress: --faults: " << error << "\n";
+    return 2;
+  }
+  o.faults_text = faults;
+  char self[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) {
+    std::cerr << "dbdb-stress: cannot find its own executable\n";
+    return 2;
+  }
+  o.self_path.assign(self, static_cast<size_t>(n));
+  std::string replay = "dbdb-stress --workload " + o.workload + " --writers " + std::to_string(o.writers) +
+                       " --readers " + std::to_string(o.readers) + " --duration " + std::to_string(o.duration_seconds) +
+                       " --kill-interval-ms " + std::to_string(o.kill_interval_ms) +
+                       (faults.empty() ? "" : " --faults " + faults) + " --seed " + std::to_string(o.seed) +
+                       " --dir " + o.dir;
+  return stress::RunStress(o, replay);
+}
