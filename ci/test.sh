@@ -14,7 +14,7 @@ start=$(date +%s)
 bash ci/deps.sh
 
 echo "== build ($build_dir, tier $DBDB_TEST_TIER)"
-bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDBDB_TEST_TIER="$DBDB_TEST_TIER"
 echo "== tests"
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 1200
 
