@@ -1,0 +1,250 @@
+// dbdb-bench: the same workloads against dbdb, LMDB, LevelDB, RocksDB and SQLite, in one process
+// run: 16-byte random keys, 100-byte incompressible values (different per key).
+//   fillbatch   N puts, one durable commit per 1,000 puts
+//   fillsync    single-put durable commits (--fillsync, default 2,000)
+//   readrandom  N gets of existing keys in random order
+//   scan        one full ordered iteration
+//   reopen      close and open the filled store
+//   size        bytes on disk after the fill (closed); dbdb also after compact
+// Prints its seed first, a table of medians over --runs with the ratio dbdb / best peer (above 1:
+// dbdb is better), and writes --report JSON and an --svg chart of the ratios.
+#include <faultfs/rng.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "stores.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+uint64_t DirectoryBytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) total += e.file_size();
+  }
+  return total;
+}
+
+std::string RandomBytes(faultfs::Rng& rng, size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t r = rng.Next();
+    for (size_t j = 0; j < 8 && i + j < n; j++) s[i + j] = static_cast<char>(r >> (8 * j));
+  }
+  return s;
+}
+
+// Higher is better for every metric we report a ratio of: rates in ops/s; size as raw/actual.
+const std::vector<std::string> kWorkloads = {"fillbatch", "fillsync", "readrandom", "scan", "reopen", "size"};
+const std::map<std::string, std::string> kUnits = {{"fillbatch", "ops/s"}, {"fillsync", "ops/s"},
+                                                   {"readrandom", "ops/s"}, {"scan", "keys/s"},
+                                                   {"reopen", "opens/s"}, {"size", "MB"}};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+std::string Human(double v) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(v >= 100 ? 0 : 1);
+  if (v >= 1e6) out << v / 1e6 << "M";
+  else if (v >= 1e4) out << v / 1e3 << "k";
+  else out << v;
+  return out.str();
+}
+
+void WriteSvg(const std::string& path, const std::vector<std::pair<std::string, double>>& ratios,
+              const std::string& title) {
+  // Bars on a log scale from 1/100 to 100; the line at 1 is parity with the best peer.
+  const int width = 760, row = 34, top = 50, left = 190, plot = 520;
+  const int height = top + row * static_cast<int>(ratios.size()) + 40;
+  auto x = [&](double r) { return left + plot * (std::log10(std::clamp(r, 0.01, 100.0)) + 2) / 4; };
+  std::ofstream svg(path);
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
+      << "' font-family='sans-serif' font-size='13'>\n<rect width='100%' height='100%' fill='white'/>\n"
+      << "<text x='10' y='24' font-size='15' font-weight='bold'>" << title << "</text>\n";
+  for (double tick : {0.01, 0.1, 1.0, 10.0, 100.0}) {
+    svg << "<line x1='" << x(tick) << "' y1='" << top - 8 << "' x2='" << x(tick) << "' y2='" << height - 30
+        << "' stroke='" << (tick == 1.0 ? "#333" : "#ddd") << "'/>\n<text x='" << x(tick) - 12 << "' y='"
+        << height - 12 << "'>" << tick << "x</text>\n";
+  }
+  for (size_t i = 0; i < ratios.size(); i++) {
+    int y = top + row * static_cast<int>(i);
+    double r = ratios[i].second;
+    double x0 = x(1.0), x1 = x(r);
+    svg << "<text x='10' y='" << y + 17 << "'>" << ratios[i].first << "</text>\n<rect x='" << std::min(x0, x1)
+        << "' y='" << y + 4 << "' width='" << std::max(1.0, std::abs(x1 - x0)) << "' height='" << row - 10
+        << "' fill='" << (r >= 1 ? "#3a7d44" : "#c0504d") << "'/>\n<text x='" << std::max(x0, x1) + 6 << "' y='"
+        << y + 17 << "'>" << std::setprecision(2) << r << "x</text>\n";
+  }
+  svg << "</svg>\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dbdb-bench: dbdb side by side with LMDB, LevelDB, RocksDB and SQLite"};
+  uint64_t keys = 1000000, fillsync = 2000, seed = 0;
+  int runs = 1;
+  std::string stores_text = "dbdb,lmdb,leveldb,rocksdb,sqlite", dir, report_path, svg_path;
+  auto* seed_option = app.add_option("--seed", seed, "seed for keys, values and read order");
+  app.add_option("--keys", keys, "keys to fill")->check(CLI::Range(1000, 100000000));
+  app.add_option("--fillsync", fillsync, "single-put durable commits")->check(CLI::Range(1, 1000000));
+  app.add_option("--runs", runs, "runs; the table shows medians")->check(CLI::Range(1, 100));
+  app.add_option("--stores", stores_text, "comma-separated: dbdb,lmdb,leveldb,rocksdb,sqlite");
+  app.add_option("--dir", dir, "where the stores live (default: a temporary directory, removed after)");
+  app.add_option("--report", report_path, "JSON report");
+  app.add_option("--svg", svg_path, "SVG chart of the ratios dbdb / best peer");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (seed_option->count() == 0) seed = std::random_device{}();
+  std::cout << "seed: " << seed << std::endl;
+  std::vector<std::string> stores;
+  std::stringstream ss(stores_text);
+  for (std::string s; std::getline(ss, s, ',');) {
+    if (std::find(bench::StoreNames().begin(), bench::StoreNames().end(), s) == bench::StoreNames().end()) {
+      std::cerr << "dbdb-bench: unknown store " << s << "\n";
+      return 2;
+    }
+    stores.push_back(s);
+  }
+  bool temporary = dir.empty();
+  if (temporary) dir = (std::filesystem::temp_directory_path() / ("dbdb-bench-" + std::to_string(seed))).string();
+
+  faultfs::Rng rng(seed);
+  bench::KeyValues data(keys);
+  for (auto& [k, v] : data) {
+    k = RandomBytes(rng, 16);
+    v = RandomBytes(rng, 100);
+  }
+  std::vector<size_t> order(keys);
+  for (size_t i = 0; i < keys; i++) order[i] = i;
+  for (size_t i = keys; i > 1; i--) std::swap(order[i - 1], order[rng.Uniform(i)]);
+  bench::KeyValues extra(fillsync);
+  for (auto& [k, v] : extra) {
+    k = RandomBytes(rng, 16);
+    v = RandomBytes(rng, 100);
+  }
+  const double raw_mb = static_cast<double>(keys) * (16 + 100) / 1e6;
+
+  // results[store][workload] = one value per run
+  std::map<std::string, std::map<std::string, std::vector<double>>> results;
+  std::map<std::string, std::vector<double>> dbdb_compacted_mb;
+  for (int run = 0; run < runs; run++) {
+    for (const auto& name : stores) {
+      std::string path = dir + "/run" + std::to_string(run) + "/" + name;
+      std::filesystem::remove_all(path);
+      auto store = bench::MakeStore(name);
+      store->Open(path);
+      auto& r = results[name];
+      auto t = Clock::now();
+      for (size_t i = 0; i < keys; i += 1000) {
+        bench::KeyValues batch(data.begin() + static_cast<long>(i), data.begin() + static_cast<long>(std::min<size_t>(i + 1000, keys)));
+        store->WriteBatch(batch);
+      }
+      r["fillbatch"].push_back(keys / Since(t));
+      t = Clock::now();
+      std::string value;
+      for (size_t i : order) {
+        if (!store->Get(data[i].first, &value) || value != data[i].second) bench::Die(name + ": readrandom read a wrong value");
+      }
+      r["readrandom"].push_back(keys / Since(t));
+      t = Clock::now();
+      uint64_t scanned = store->Scan();
+      r["scan"].push_back(scanned / Since(t));
+      if (scanned != keys) bench::Die(name + ": scan saw " + std::to_string(scanned) + " keys");
+      store->Close();
+      r["size"].push_back(DirectoryBytes(path) / 1e6);
+      t = Clock::now();
+      store->Open(path);
+      r["reopen"].push_back(1 / Since(t));
+      t = Clock::now();
+      for (const auto& kv : extra) store->WriteBatch(bench::KeyValues{kv});
+      r["fillsync"].push_back(fillsync / Since(t));
+      if (store->Compact()) {
+        store->Close();
+        dbdb_compacted_mb[name].push_back(DirectoryBytes(path) / 1e6);
+        store->Open(path);
+      }
+      store->Close();
+      std::cerr << "\rrun " << run + 1 << "/" << runs << ": " << name << " done   " << std::flush;
+      std::filesystem::remove_all(path);
+    }
+  }
+  std::cerr << "\n";
+
+  // The table: medians, and dbdb against the best peer.
+  nlohmann::json report = {{"seed", seed}, {"keys", keys}, {"fillsync_commits", fillsync}, {"runs", runs},
+                           {"raw_data_mb", raw_mb}};
+  std::vector<std::pair<std::string, double>> ratios;
+  std::cout << "\n" << std::left << std::setw(12) << "workload" << std::setw(9) << "unit";
+  for (const auto& s : stores) std::cout << std::right << std::setw(10) << s;
+  std::cout << "   dbdb/best peer\n";
+  for (const auto& w : kWorkloads) {
+    std::cout << std::left << std::setw(12) << w << std::setw(9) << kUnits.at(w);
+    double best_peer = 0;
+    std::string best_name;
+    for (const auto& s : stores) {
+      double m = Median(results[s][w]);
+      report["results"][s][w] = {{"runs", results[s][w]}, {"median", m}};
+      std::cout << std::right << std::setw(10) << Human(m);
+      if (s == "dbdb") continue;
+      bool better = w == "size" ? (best_name.empty() || m < best_peer) : m > best_peer;
+      if (better) {
+        best_peer = m;
+        best_name = s;
+      }
+    }
+    if (results.count("dbdb") && !best_name.empty()) {
+      double d = Median(results["dbdb"][w]);
+      double ratio = w == "size" ? best_peer / d : d / best_peer;
+      ratios.emplace_back(w, ratio);
+      report["ratios"][w] = {{"dbdb_over_best_peer", ratio}, {"best_peer", best_name}};
+      std::cout << "   " << std::fixed << std::setprecision(2) << ratio << " (" << best_name << ")";
+      std::cout.unsetf(std::ios::fixed);
+    }
+    std::cout << "\n";
+  }
+  if (dbdb_compacted_mb.count("dbdb")) {
+    double m = Median(dbdb_compacted_mb["dbdb"]);
+    report["dbdb_size_after_compact_mb"] = m;
+    report["dbdb_size_after_compact_over_raw"] = m / raw_mb;
+    std::cout << "dbdb size after compact: " << Human(m) << " MB = " << std::setprecision(3) << m / raw_mb
+              << "x the raw data (" << Human(raw_mb) << " MB)\n";
+    if (!stores.empty() && results.count("dbdb")) ratios.emplace_back("size, compacted", [&] {
+      double best = 0;
+      for (const auto& s : stores) {
+        if (s == "dbdb") continue;
+        double v = Median(results[s]["size"]);
+        if (best == 0 || v < best) best = v;
+      }
+      return best > 0 ? best / m : 1.0;
+    }());
+  }
+  if (!report_path.empty()) {
+    std::ofstream(report_path) << report.dump(2) << "\n";
+    std::cout << "report: " << report_path << "\n";
+  }
+  if (!svg_path.empty() && !ratios.empty()) {
+    WriteSvg(svg_path, ratios, "dbdb / best peer, " + std::to_string(keys) + " keys (right of 1x: dbdb better)");
+    std::cout << "chart: " << svg_path << "\n";
+  }
+  if (temporary) std::filesystem::remove_all(dir);
+  return 0;
+}

@@ -1,0 +1,36 @@
+// The stores dbdb-bench compares, behind one small interface. Each adapter configures its store
+// durably and fairly (README, "Performance"): every batch is one durable commit, caches are 64 MiB.
+// Any error aborts the benchmark with a message: a benchmark of a failing store measures nothing.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace bench {
+
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual std::string name() const = 0;
+  virtual void Open(const std::string& dir) = 0;  // creates it if missing
+  virtual void Close() = 0;
+  // Writes `batch` as one commit, durable before it returns.
+  virtual void WriteBatch(const KeyValues& batch) = 0;
+  virtual bool Get(const std::string& key, std::string* value) = 0;
+  // Iterates every key in order; returns how many.
+  virtual uint64_t Scan() = 0;
+  // Reclaims space if the store has an explicit way to (dbdb: Compact); false if not.
+  virtual bool Compact() { return false; }
+};
+
+std::unique_ptr<Store> MakeStore(const std::string& name);  // dbdb, lmdb, leveldb, rocksdb, sqlite
+const std::vector<std::string>& StoreNames();
+
+[[noreturn]] void Die(const std::string& what);
+
+}  // namespace bench

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The mutation suite: plants each bug of ci/mutants/*.patch, one at a time, into a copy of the tree
+# (never the working tree), builds it, and runs the harness layers in order — unit tests, property
+# tests, the crash explorer, a short stress run — recording the first layer that fails and how
+# long it took. Every mutant must be caught. Prints a table and writes JSON.
+#
+# Exit status: 0 if every mutant was caught; 1 if one survived, a patch no longer applies (a stale
+# patch is a failure to fix, not to skip), or a mutant does not build.
+#   MUTANTS_DIR   work directory with the tree copy and its build (a cache reused between runs;
+#                 default ${TMPDIR:-/tmp}/dbdb-mutants)
+#   MUTANTS_ONLY  a substring: run only the mutants whose file name contains it
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+work=${MUTANTS_DIR:-${TMPDIR:-/tmp}/dbdb-mutants}
+src=$work/src
+build=$work/build
+report=$work/mutants.json
+bash ci/deps.sh
+mkdir -p "$work"
+
+# The tree copy: every file of the working tree that git knows (or all of it outside git), copied
+# over the cache so that unchanged files keep their timestamps and the build stays incremental.
+copy_tree() {
+  mkdir -p "$src"
+  if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+    (cd "$repo" && git ls-files -z --cached --others --exclude-standard) | while IFS= read -r -d '' f; do
+      if ! cmp -s "$repo/$f" "$src/$f" 2>/dev/null; then mkdir -p "$src/$(dirname "$f")"; cp -p "$repo/$f" "$src/$f"; fi
+    done
+  else
+    tar -C "$repo" --exclude='./build*' --exclude=./.git -cf - . | tar -C "$src" -xf -
+  fi
+}
+copy_tree
+echo "== baseline build ($build)"
+cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j "$(nproc)" >/dev/null
+
+layers=(unit proptest crash stress)
+run_layer() {  # run_layer NAME LOG: exit status of the layer
+  case "$1" in
+    unit) ctest --test-dir "$build" -L unit -j "$(nproc)" --timeout 120 >"$2" 2>&1 ;;
+    proptest) RC_PARAMS="max_success=300" ctest --test-dir "$build" -L proptest --timeout 300 >"$2" 2>&1 ;;
+    crash) timeout 300 "$build/bin/dbdb-crash" --seed 1 --workloads 30 --ops 100 --threads "$(nproc)" >"$2" 2>&1 ;;
+    stress) timeout 300 "$build/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration 20 \
+              --kill-interval-ms 200 --faults default --seed 7 --dir "$work/stress" >"$2" 2>&1 ;;
+  esac
+}
+
+rows=()
+json="["
+failures=0
+for patch in "$repo"/ci/mutants/*.patch; do
+  name=$(basename "$patch" .patch)
+  if [ -n "${MUTANTS_ONLY:-}" ] && [[ "$name" != *"$MUTANTS_ONLY"* ]]; then continue; fi
+  description=$(head -1 "$patch" | sed 's/^Mutant: //')
+  files=$(git apply --numstat "$patch" | awk '{print $3}')
+  caught="SURVIVED"
+  seconds=0
+  if ! (cd "$src" && git apply "$patch" 2>"$work/$name.apply.log"); then
+    caught="STALE PATCH"
+  elif ! cmake --build "$build" -j "$(nproc)" >"$work/$name.build.log" 2>&1; then
+    caught="DOES NOT BUILD"
+  else
+    start=$(date +%s%N)
+    for layer in "${layers[@]}"; do
+      if ! run_layer "$layer" "$work/$name.$layer.log"; then
+        caught=$layer
+        break
+      fi
+    done
+    tenths=$(( ($(date +%s%N) - start) / 100000000 ))
+    seconds="$((tenths / 10)).$((tenths % 10))"
+  fi
+  for f in $files; do cp -p "$repo/$f" "$src/$f"; done  # back to the pristine tree
+  touch -c $(for f in $files; do echo "$src/$f"; done)
+  case "$caught" in unit|proptest|crash|stress) ;; *) failures=$((failures + 1)) ;; esac
+  seconds_text=$seconds
+  rows+=("$(printf '%-30s %-10s %8s  %s' "$name" "$caught" "$seconds_text" "$description")")
+  echo "${rows[-1]}"
+  json+=$(printf '%s{"mutant":"%s","description":"%s","caught_by":"%s","seconds":%s}' \
+          "$([ "$json" = "[" ] || echo ,)" "$name" "$description" "$caught" "$seconds_text")
+done
+json+="]"
+echo "$json" > "$report"
+cmake --build "$build" -j "$(nproc)" >/dev/null  # leave the cache built from the pristine tree
+
+echo
+printf '%-30s %-10s %8s  %s\n' "mutant" "caught by" "seconds" "description"
+for r in "${rows[@]}"; do echo "$r"; done
+echo "report: $report"
+if [ $failures -ne 0 ]; then
+  echo "mutants: $failures not caught (or stale, or not building)"
+  exit 1
+fi
+echo "mutants: all ${#rows[@]} caught"
