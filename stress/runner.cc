@@ -445,6 +445,7 @@ int Runner::Run() {
       progress_at = now + 1000000000ull;
     }
   }
+  const double run_seconds = Elapsed();  // the run itself, without the final checks below
   // Stop: children finish their current operation and exit.
   for (auto& c : children_) {
     if (c.pid > 0) ::kill(c.pid, SIGTERM);
@@ -466,7 +467,7 @@ int Runner::Run() {
   Progress(true);
   Verify("at the end", true);
   CheckHistory();
-  double seconds = Elapsed();
+  double seconds = run_seconds;
   double ops_per_second = static_cast<double>(commits_ + reads_) / std::max(seconds, 1e-9);
   std::cout << "seed:       " << o_.seed << "\n"
             << "workload:   " << o_.workload << ", " << o_.writers << " writers, " << o_.readers << " readers, "
