@@ -23,6 +23,7 @@ namespace {
 struct Inode {
   uint64_t id;
   std::string data;
+  int links = 1;  // names referring to it
 };
 
 Status Injected(const std::string& what) {
@@ -96,6 +97,11 @@ class SimFile final : public dbdb::File {
   Result<uint64_t> Size() override {
     std::lock_guard<std::mutex> guard(state_->mutex);
     return static_cast<uint64_t>(inode_->data.size());
+  }
+
+  Result<dbdb::FileStat> Stat() override {
+    std::lock_guard<std::mutex> guard(state_->mutex);
+    return dbdb::FileStat{static_cast<uint64_t>(inode_->data.size()), inode_->links == 0};
   }
 
   Status Truncate(uint64_t size_bytes) override {
@@ -183,6 +189,8 @@ Status SimFileSystem::Rename(const std::string& from, const std::string& to) {
   auto it = state_->names.find(from);
   if (it == state_->names.end()) return Status::NotFound("rename " + from + ": no such file");
   if (from == to) return Status::Ok();
+  auto replaced = state_->names.find(to);
+  if (replaced != state_->names.end()) replaced->second->links--;
   state_->names[to] = it->second;
   state_->names.erase(from);
   state_->Record(TraceOp{TraceOp::Kind::kRename, 0, from, to, 0, 0, ""});
@@ -192,7 +200,10 @@ Status SimFileSystem::Rename(const std::string& from, const std::string& to) {
 Status SimFileSystem::Remove(const std::string& path) {
   std::lock_guard<std::mutex> guard(state_->mutex);
   if (fiu_fail("faultfs/remove")) return Injected("remove " + path);
-  if (state_->names.erase(path) == 0) return Status::NotFound("remove " + path + ": no such file");
+  auto it = state_->names.find(path);
+  if (it == state_->names.end()) return Status::NotFound("remove " + path + ": no such file");
+  it->second->links--;
+  state_->names.erase(it);
   state_->Record(TraceOp{TraceOp::Kind::kRemove, 0, path, "", 0, 0, ""});
   return Status::Ok();
 }

@@ -48,6 +48,20 @@ TEST_F(SimFileSystemTest, BehavesLikeAFileSystem) {
   EXPECT_TRUE(fs.Remove("db2").IsNotFound());
 }
 
+TEST_F(SimFileSystemTest, StatReportsSizeAndWhetherTheFileStillHasAName) {
+  SimFileSystem fs(1);
+  auto old_file = fs.Open("db", OpenOptions{.create = true});
+  ASSERT_TRUE((*old_file)->WriteAt(0, std::string("12345")).ok());
+  EXPECT_EQ((*old_file)->Stat()->size_bytes, 5u);
+  EXPECT_FALSE((*old_file)->Stat()->unlinked);
+  auto new_file = fs.Open("db.new", OpenOptions{.create = true});
+  ASSERT_TRUE(fs.Rename("db.new", "db").ok());
+  EXPECT_TRUE((*old_file)->Stat()->unlinked) << "renamed over";
+  EXPECT_FALSE((*new_file)->Stat()->unlinked) << "moved, still named";
+  ASSERT_TRUE(fs.Remove("db").ok());
+  EXPECT_TRUE((*new_file)->Stat()->unlinked) << "removed";
+}
+
 TEST_F(SimFileSystemTest, TraceRecordsEveryOperation) {
   SimFileSystem fs(1);
   auto file = fs.Open("f", OpenOptions{.create = true});

@@ -185,16 +185,24 @@ Result<std::unique_ptr<DB>> DB::Open(const std::string& path, const Options& opt
 
 Result<View> DBImpl::Refresh(bool writer) {
   std::lock_guard<std::mutex> guard(state_mutex_);
-  auto identity = fs_->Identity(path_);
-  if (!identity.ok()) return identity.status().WithContext("database file " + path_);
-  if (identity.value() != file_->identity()) {
-    // Compaction replaced the file: follow it. Snapshots on the old file keep it open.
+  // Has compaction replaced the file? A writer asks the path itself (it must never write to a
+  // replaced file); a reader makes do with its file's link count, in the same fstat as the size.
+  DBDB_ASSIGN_OR_RETURN(FileStat stat, file_->file().Stat());
+  bool replaced = stat.unlinked;
+  if (writer && !replaced) {
+    auto identity = fs_->Identity(path_);
+    if (!identity.ok()) return identity.status().WithContext("database file " + path_);
+    replaced = identity.value() != file_->identity();
+  }
+  if (replaced) {
+    // Follow the new file. Snapshots on the old file keep it open.
     auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes);
     if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
     file_ = file.value();
     newest_.reset();
+    DBDB_ASSIGN_OR_RETURN(stat, file_->file().Stat());
   }
-  DBDB_ASSIGN_OR_RETURN(uint64_t size, file_->file().Size());
+  uint64_t size = stat.size_bytes;
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
   if (size < known_end) {
     return Status::Corruption(path_ + " shrank to " + std::to_string(size) +

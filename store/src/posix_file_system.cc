@@ -69,6 +69,12 @@ class PosixFile final : public File {
     return static_cast<uint64_t>(st.st_size);
   }
 
+  Result<FileStat> Stat() override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat " + path_);
+    return FileStat{static_cast<uint64_t>(st.st_size), st.st_nlink == 0};
+  }
+
   Status Truncate(uint64_t size_bytes) override {
     if (read_only_) return Status::InvalidArgument("truncate of read-only file " + path_);
     if (::ftruncate(fd_, static_cast<off_t>(size_bytes)) != 0) {

@@ -69,6 +69,23 @@ TEST(Compaction, OtherHandlesFollowTheNewFile) {
   EXPECT_TRUE(reopened->Check().ok());
 }
 
+// A handle that only reads notices the replacement through its file's link count.
+TEST(Compaction, ReaderOnlyHandlesFollowTheNewFile) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto writer = Open(path);
+  Options options;
+  options.read_only = true;
+  ASSERT_TRUE(writer->Put("x", "1").ok());
+  auto reader = DB::Open(path, options);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ(**(*reader)->Get("x"), "1");
+  ASSERT_TRUE(writer->Compact().ok());
+  ASSERT_TRUE(writer->Put("x", "2").ok());
+  EXPECT_EQ(**(*reader)->Get("x"), "2") << "the reader still reads the replaced file";
+  EXPECT_EQ((*reader)->GetStats()->generation, 1u);
+}
+
 TEST(Compaction, EmptyDatabaseAndEmptyTree) {
   TempDir dir;
   auto db = Open(dir.Path("db"));

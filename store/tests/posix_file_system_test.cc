@@ -61,6 +61,8 @@ TEST(PosixFileSystem, RenameListRemoveAndIdentity) {
   EXPECT_NE(*fs->Identity(dir.Path("b")), id_a);
   ASSERT_TRUE(fs->Rename(dir.Path("a"), dir.Path("b")).ok());  // replaces b
   EXPECT_EQ(*fs->Identity(dir.Path("b")), id_a);
+  EXPECT_FALSE((*a)->Stat()->unlinked);
+  EXPECT_EQ((*a)->Stat()->size_bytes, 1u);
   EXPECT_EQ(*fs->List(dir.path()), std::vector<std::string>{"b"});
   // The open handle still reads its file after the rename.
   std::string byte(1, '?');
@@ -68,6 +70,7 @@ TEST(PosixFileSystem, RenameListRemoveAndIdentity) {
   EXPECT_EQ(byte, "A");
   EXPECT_TRUE(fs->SyncDir(dir.path()).ok());
   EXPECT_TRUE(fs->Remove(dir.Path("b")).ok());
+  EXPECT_TRUE((*a)->Stat()->unlinked) << "no name refers to it any more";
   EXPECT_TRUE(fs->List(dir.path())->empty());
 }
 

@@ -37,6 +37,12 @@ namespace dbdb {
 // The granularity at which a crash may tear a write (docs/PERSISTENCE.md).
 inline constexpr uint64_t kSectorSizeBytes = 512;
 
+// What one fstat tells: the size, and whether any name still refers to the file.
+struct FileStat {
+  uint64_t size_bytes = 0;
+  bool unlinked = false;  // renamed over or removed: the path, if any, names another file now
+};
+
 class File {
  public:
   virtual ~File() = default;
@@ -51,6 +57,10 @@ class File {
 
   // The current size in bytes, synced or not.
   virtual Result<uint64_t> Size() = 0;
+
+  // The size and whether the file still has a name, in one call (readers use it to notice both a
+  // new commit and a compaction that replaced the file).
+  virtual Result<FileStat> Stat() = 0;
 
   // Sets the size to `size_bytes`, dropping or zero-extending. Volatile until Sync.
   virtual Status Truncate(uint64_t size_bytes) = 0;
