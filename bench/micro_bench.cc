@@ -8,6 +8,8 @@
 
 #include <filesystem>
 
+#include "store_harness.h"
+
 namespace {
 
 std::string Key(uint64_t i) {
@@ -118,6 +120,19 @@ void BM_ExplorerCrashStates(benchmark::State& state) {
   state.counters["crash_states_per_second"] = benchmark::Counter(static_cast<double>(states), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ExplorerCrashStates)->Unit(benchmark::kMillisecond);
+
+// Stateful property-test cases per second: the store against the model on the simulated
+// filesystem, with the same commands as ctest -L proptest (100 cases a check).
+void BM_StatefulPropertyCases(benchmark::State& state) {
+  for (auto _ : state) {
+    bool ok = rc::check("store vs model, simulated filesystem",
+                        [] { proptests::RunStateful(true, dbdb::Durability::kSync); });
+    if (!ok) state.SkipWithError("the property failed");
+  }
+  state.counters["cases_per_second"] = benchmark::Counter(100.0 * static_cast<double>(state.iterations()),
+                                                          benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_StatefulPropertyCases)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
