@@ -265,7 +265,6 @@ struct InjectFault : Command {
     }
     RC_ASSERT(s.IsIOError() || s.IsCorruption());
     if (s.IsIOError()) RC_ASSERT(s.message().find("injected") != std::string::npos);
-    sut.oracle.Failed(k);
     // A handle that failed on the write path refuses further writes until reopened (I7).
     if (s.message().find("writing") != std::string::npos || s.message().find("syncing") != std::string::npos) {
       dbdb::Status again = sut.db->Put(key, value);

@@ -147,15 +147,7 @@ void Sut::Crash(faultfs::CrashPlan plan, uint64_t choice_seed, size_t rewind) {
   RC_ASSERT(snapshot.ok());
   uint64_t recovered = (*snapshot)->txn_id();
   model::State state = ReadAll(**snapshot);
-  if (recovered < lowest || recovered > highest) {
-    RC_FAIL("recovered commit " + std::to_string(recovered) + ", allowed [" + std::to_string(lowest) + ", " +
-            std::to_string(highest) + "] (I2/I3) after " + choice.Describe());
-  }
-  if (state != oracle.state(recovered)) {
-    RC_FAIL("recovered commit " + std::to_string(recovered) + " holds " + model::Describe(state) +
-            ", but that commit is " + model::Describe(oracle.state(recovered)) + " (I1: atomic commit) after " +
-            choice.Describe());
-  }
+  if (auto why = oracle.Check(recovered, state, lowest, highest)) RC_FAIL(*why + " after " + choice.Describe());
   auto report = db->Check();
   if (!report.ok()) RC_FAIL("check() after recovery: " + report.status().ToString());
   oracle.Recovered(recovered);

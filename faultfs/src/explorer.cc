@@ -268,14 +268,8 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
         recovered_by_image.emplace(hash, r);
       }
       std::string problem = r->error;
-      if (problem.empty() && (r->txn_id < point.lowest || r->txn_id > point.highest)) {
-        problem = "recovered commit " + std::to_string(r->txn_id) + ", but only commits " + std::to_string(point.lowest) +
-                  " (last acknowledged durable) to " + std::to_string(point.highest) +
-                  " (last begun) are allowed (I2 durability / I3 prefix)";
-      }
-      if (problem.empty() && r->state != run.states[r->txn_id]) {
-        problem = "recovered commit " + std::to_string(r->txn_id) + " holds " + model::Describe(r->state) +
-                  ", not that commit's " + model::Describe(run.states[r->txn_id]) + " (I1 atomic commit)";
+      if (problem.empty()) {
+        problem = model::CheckRecovery(run.states, point.lowest, point.highest, r->txn_id, r->state).value_or("");
       }
       if (!problem.empty()) {
         std::lock_guard<std::mutex> guard(mutex);

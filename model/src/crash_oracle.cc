@@ -25,39 +25,29 @@ void CrashOracle::Acknowledge(uint64_t k, bool durable) {
   if (durable && k > durable_floor_) durable_floor_ = k;
 }
 
-std::optional<uint64_t> CrashOracle::Match(const State& recovered) const {
-  for (uint64_t k = highest_allowed() + 1; k-- > durable_floor_;) {
-    if (states_[k] == recovered) return k;
+std::optional<std::string> CheckRecovery(const std::vector<State>& states, uint64_t lowest, uint64_t highest,
+                                         uint64_t txn_id, const State& recovered) {
+  if (txn_id < lowest || txn_id > highest) {
+    std::string why = "recovered commit " + std::to_string(txn_id) + " holding " + Describe(recovered) +
+                      ", but only commits " + std::to_string(lowest) + " (the last acknowledged durable one) to " +
+                      std::to_string(highest) + " (the last one begun) are allowed";
+    why += txn_id < lowest ? " (I2 durability)" : " (I3 prefix: a commit that never began)";
+    return why;
+  }
+  if (txn_id >= states.size() || states[txn_id] != recovered) {
+    return "recovered commit " + std::to_string(txn_id) + " holds " + Describe(recovered) + ", but that commit is " +
+           (txn_id < states.size() ? Describe(states[txn_id]) : std::string("unknown")) + " (I1 atomic commit)";
   }
   return std::nullopt;
-}
-
-std::string CrashOracle::Explain(const State& recovered) const {
-  std::string out = "recovered " + Describe(recovered) + ", but recovery may only produce the state after commit " +
-                    std::to_string(durable_floor_) + " (the last acknowledged durable commit) through " +
-                    std::to_string(highest_allowed()) + " (the last commit started):";
-  for (uint64_t k = durable_floor_; k <= highest_allowed(); k++) {
-    out += "\n  commit " + std::to_string(k) + ": " + Describe(states_[k]);
-  }
-  for (uint64_t k = 0; k < durable_floor_; k++) {
-    if (states_[k] == recovered) {
-      out += "\n  it equals commit " + std::to_string(k) + ", older than the acknowledged durable commit " +
-             std::to_string(durable_floor_) + " (I2: durability)";
-    }
-  }
-  return out;
 }
 
 std::optional<std::string> CrashOracle::Check(uint64_t txn_id, const State& recovered) const {
-  if (txn_id < durable_floor_ || txn_id > highest_allowed()) {
-    return "recovered commit " + std::to_string(txn_id) + " outside the allowed range [" +
-           std::to_string(durable_floor_) + ", " + std::to_string(highest_allowed()) + "]; " + Explain(recovered);
-  }
-  if (states_[txn_id] != recovered) {
-    return "recovered commit " + std::to_string(txn_id) + " holds " + Describe(recovered) + " but commit " +
-           std::to_string(txn_id) + " is " + Describe(states_[txn_id]) + " (I1: atomic commit)";
-  }
-  return std::nullopt;
+  return CheckRecovery(states_, durable_floor_, highest_allowed(), txn_id, recovered);
+}
+
+std::optional<std::string> CrashOracle::Check(uint64_t txn_id, const State& recovered, uint64_t lowest,
+                                              uint64_t highest) const {
+  return CheckRecovery(states_, lowest, highest, txn_id, recovered);
 }
 
 void CrashOracle::Recovered(uint64_t k) {

@@ -30,28 +30,30 @@ struct CommitTiming {
 // is the commit known durable before the first of `commits` began.
 std::pair<uint64_t, uint64_t> AllowedAt(const std::vector<CommitTiming>& commits, uint64_t point, uint64_t floor);
 
+// The crash oracle's verdict on a recovery: nullopt if recovering to commit `txn_id` with the
+// contents `recovered` is allowed when commits [lowest, highest] are (states[k] is the state after
+// commit k), else why not, naming the invariant (I1 atomic commit, I2 durability, I3 prefix).
+std::optional<std::string> CheckRecovery(const std::vector<State>& states, uint64_t lowest, uint64_t highest,
+                                         uint64_t txn_id, const State& recovered);
+
 class CrashOracle {
  public:
   explicit CrashOracle(State initial = {}) { states_.push_back(std::move(initial)); }
 
-  // A commit is about to be written; `after` is the state it produces. Returns its number.
+  // A commit is about to be written; `after` is the state it produces. Returns its number. (A
+  // commit that then fails may or may not reach the disk: it stays begun, never acknowledged.)
   uint64_t Begin(State after);
   // Commit k returned OK; `durable` in a sync mode.
   void Acknowledge(uint64_t k, bool durable);
-  // Commit k returned an error: it may or may not have reached the disk.
-  void Failed(uint64_t k) { (void)k; }
 
   uint64_t lowest_allowed() const { return durable_floor_; }
   uint64_t highest_allowed() const { return states_.size() - 1; }
   const State& state(uint64_t k) const { return states_.at(k); }
 
-  // The k whose state equals `recovered` within the allowed range (the newest such), or nullopt.
-  std::optional<uint64_t> Match(const State& recovered) const;
-  // The store recovered to commit `txn_id` with contents `recovered`: nullopt if that is allowed,
-  // else why not. Stronger than Match: the commit number must agree as well as the contents.
+  // CheckRecovery over the range this oracle allows now, or over [lowest, highest] (from
+  // AllowedAt, for a crash at an earlier point).
   std::optional<std::string> Check(uint64_t txn_id, const State& recovered) const;
-  // Why `recovered` is not allowed, for a failure message.
-  std::string Explain(const State& recovered) const;
+  std::optional<std::string> Check(uint64_t txn_id, const State& recovered, uint64_t lowest, uint64_t highest) const;
 
   // Recovery after a crash produced commit k: later commits are gone for good; k is durable
   // (it came off the disk).

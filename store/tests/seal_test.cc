@@ -1,0 +1,168 @@
+// The seal rule (docs/FORMAT.md, "Seals"): readers never take a commit whose sync may still fail
+// (I1, I4), and a commit its writer left unsealed is taken once no writer holds the lock, and
+// sealed by the first read-write handle that takes it.
+#include <filesystem>
+#include <functional>
+
+#include "dbdb/db.h"
+#include "format.h"
+#include "test_util.h"
+
+namespace dbdb {
+namespace {
+
+using testing::TempDir;
+
+// The real filesystem, with two test hooks on the files it opens: a function run at each Sync
+// (its error fails the sync), and dropping writes of exactly a seal record's size (they "succeed").
+class HookedFileSystem final : public FileSystem {
+ public:
+  std::function<Status()> before_sync;
+  bool drop_seals = false;
+
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, base_->Open(path, options));
+    return std::unique_ptr<File>(new HookedFile(this, std::move(file)));
+  }
+  Status Rename(const std::string& a, const std::string& b) override { return base_->Rename(a, b); }
+  Status Remove(const std::string& p) override { return base_->Remove(p); }
+  Result<bool> Exists(const std::string& p) override { return base_->Exists(p); }
+  Result<uint64_t> Identity(const std::string& p) override { return base_->Identity(p); }
+  Result<std::vector<std::string>> List(const std::string& d) override { return base_->List(d); }
+  Status CreateDir(const std::string& d) override { return base_->CreateDir(d); }
+  Status SyncDir(const std::string& d) override { return base_->SyncDir(d); }
+  Result<std::unique_ptr<FileLock>> Lock(const std::string& p, bool wait) override { return base_->Lock(p, wait); }
+
+ private:
+  class HookedFile final : public File {
+   public:
+    HookedFile(HookedFileSystem* fs, std::unique_ptr<File> base) : fs_(fs), base_(std::move(base)) {}
+    Result<size_t> ReadAt(uint64_t o, std::span<char> d) override { return base_->ReadAt(o, d); }
+    Status WriteAt(uint64_t o, std::span<const char> d) override {
+      if (fs_->drop_seals && d.size() == format::kSealRecordSizeBytes) return Status::Ok();
+      return base_->WriteAt(o, d);
+    }
+    Result<uint64_t> Size() override { return base_->Size(); }
+    Result<FileStat> Stat() override { return base_->Stat(); }
+    Status Truncate(uint64_t s) override { return base_->Truncate(s); }
+    Status Sync() override {
+      if (fs_->before_sync) DBDB_RETURN_IF_ERROR(fs_->before_sync());
+      return base_->Sync();
+    }
+    Result<uint64_t> Identity() override { return base_->Identity(); }
+
+   private:
+    HookedFileSystem* fs_;
+    std::unique_ptr<File> base_;
+  };
+  std::shared_ptr<FileSystem> base_ = NewPosixFileSystem();
+};
+
+struct Fixture {
+  TempDir dir;
+  std::string path = dir.Path("db");
+  std::shared_ptr<HookedFileSystem> hooked = std::make_shared<HookedFileSystem>();
+  std::unique_ptr<DB> writer;
+
+  Fixture() {
+    Options options;
+    options.create_if_missing = true;
+    options.file_system = hooked;
+    writer = std::move(DB::Open(path, options)).value();
+    EXPECT_TRUE(writer->Put("k", "1").ok());  // commit 1, sealed
+  }
+  std::unique_ptr<DB> Reader(bool read_only = false) {
+    Options options;
+    options.read_only = read_only;
+    auto db = DB::Open(path, options);
+    EXPECT_TRUE(db.ok()) << db.status().ToString();
+    return std::move(db).value();
+  }
+  uint64_t FileSize() { return std::filesystem::file_size(path); }
+};
+
+TEST(Seal, ReadersDoNotTakeACommitBeforeItsSyncReturns) {
+  Fixture f;
+  auto reader = f.Reader();
+  uint64_t before = f.FileSize();
+  bool checked = false;
+  f.hooked->before_sync = [&] {
+    // Commit 2 is in the file, complete, and its writer holds the lock while it syncs.
+    EXPECT_GT(f.FileSize(), before + format::kCommitRecordSizeBytes);
+    auto snapshot = reader->GetSnapshot();
+    EXPECT_TRUE(snapshot.ok());
+    EXPECT_EQ((*snapshot)->txn_id(), 1u);
+    EXPECT_EQ(**(*snapshot)->Get("k"), "1");
+    EXPECT_EQ(f.Reader()->GetStats()->txn_id, 1u) << "a handle opened now must not take it either";
+    checked = true;
+    return Status::Ok();
+  };
+  ASSERT_TRUE(f.writer->Put("k", "2").ok());
+  f.hooked->before_sync = nullptr;
+  EXPECT_TRUE(checked);
+  EXPECT_EQ(**reader->Get("k"), "2") << "sealed after the sync: taken";
+}
+
+TEST(Seal, AFailedSyncRollsTheCommitBackAndNoReaderEverTookIt) {
+  Fixture f;
+  auto reader = f.Reader();
+  f.hooked->before_sync = [&] {
+    EXPECT_EQ(**reader->Get("k"), "1");
+    return Status::IOError("injected: sync failed");
+  };
+  Status s = f.writer->Put("k", "2");
+  f.hooked->before_sync = nullptr;
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_EQ(f.writer->Put("k", "3").code(), StatusCode::kFailed) << "I7";
+  EXPECT_EQ(**reader->Get("k"), "1");
+  auto fresh = f.Reader();
+  EXPECT_EQ(fresh->GetStats()->txn_id, 1u);
+  EXPECT_TRUE(fresh->Check().ok());
+  EXPECT_EQ(fresh->Check()->tail_bytes, 0u) << "the failed commit was cut off";
+}
+
+TEST(Seal, AnUnsealedCommitIsInFlightWhileAWriterHoldsTheLockAndTakenWhenNoneDoes) {
+  Fixture f;
+  f.hooked->drop_seals = true;  // the writer "dies" between its sync and its seal
+  ASSERT_TRUE(f.writer->Put("k", "2").ok());
+  f.hooked->drop_seals = false;
+  uint64_t unsealed_size = f.FileSize();
+  {
+    // A writer in the middle of a commit holds the lock: commit 2 could be in flight.
+    auto lock = NewPosixFileSystem()->Lock(f.path + ".lock", false);
+    ASSERT_TRUE(lock.ok());
+    EXPECT_EQ(f.Reader(/*read_only=*/true)->GetStats()->txn_id, 1u);
+    EXPECT_EQ(**f.Reader()->Get("k"), "1");
+    EXPECT_EQ(f.FileSize(), unsealed_size) << "nobody sealed it meanwhile";
+  }
+  // No writer: commit 2 is settled. A read-only handle takes it without writing...
+  auto read_only = f.Reader(/*read_only=*/true);
+  EXPECT_EQ(**read_only->Get("k"), "2");
+  EXPECT_EQ(f.FileSize(), unsealed_size);
+  // ...a read-write handle takes it and seals it, so every reader agrees from then on.
+  auto reader = f.Reader();
+  EXPECT_EQ(**reader->Get("k"), "2");
+  EXPECT_EQ(f.FileSize(), unsealed_size + format::kSealRecordSizeBytes);
+  auto report = reader->Check();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->tail_bytes, 0u);
+}
+
+// A writer that starts on a commit its writer left unsealed settles it (sync, then seal) first.
+TEST(Seal, AWriterSealsTheUnsealedCommitItBuildsOn) {
+  Fixture f;
+  f.hooked->drop_seals = true;
+  ASSERT_TRUE(f.writer->Put("k", "2").ok());
+  f.hooked->drop_seals = false;
+  uint64_t unsealed_size = f.FileSize();
+  auto other = f.Reader();
+  auto txn = other->BeginWrite();
+  ASSERT_TRUE(txn.ok());
+  EXPECT_EQ((*txn)->base_txn_id(), 2u);
+  EXPECT_EQ(f.FileSize(), unsealed_size + format::kSealRecordSizeBytes);
+  EXPECT_EQ(f.Reader(/*read_only=*/true)->GetStats()->txn_id, 2u) << "sealed: taken even while the lock is held";
+  (*txn)->Abort();
+}
+
+}  // namespace
+}  // namespace dbdb
