@@ -10,6 +10,7 @@ packages=(
   libfiu-dev fiu-utils                              # fault injection
   libcli11-dev nlohmann-json3-dev libfmt-dev        # command lines, reports
   libbenchmark-dev                                  # microbenchmarks
+  clang libclang-rt-14-dev                          # the libFuzzer targets (ci/fuzz.sh)
   liblmdb-dev libleveldb-dev librocksdb-dev libsqlite3-dev  # the peers of dbdb-bench
 )
 

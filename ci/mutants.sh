@@ -41,7 +41,9 @@ run_layer() {  # run_layer NAME LOG: exit status of the layer
   case "$1" in
     unit) ctest --test-dir "$build" -L unit -j "$(nproc)" --timeout 120 >"$2" 2>&1 ;;
     proptest) RC_PARAMS="max_success=300" ctest --test-dir "$build" -L proptest --timeout 300 >"$2" 2>&1 ;;
-    crash) timeout 300 "$build/bin/dbdb-crash" --seed 1 --workloads 30 --ops 100 --threads "$(nproc)" >"$2" 2>&1 ;;
+    crash) { timeout 300 "$build/bin/dbdb-crash" --seed 1 --workloads 30 --ops 100 --threads "$(nproc)" &&
+             timeout 300 "$build/bin/dbdb-crash" --processes 3 --seed 1 --workloads 300 --ops 10 --states-max 16 \
+               --threads "$(nproc)"; } >"$2" 2>&1 ;;
     stress) timeout 300 "$build/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration 20 \
               --kill-interval-ms 200 --faults default --seed 7 --dir "$work/stress" >"$2" 2>&1 ;;
   esac

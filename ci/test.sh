@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every test, first in a normal
-# build, then under ASan+UBSan, then the threaded tests under TSan. Non-zero on any failure.
+# build, then the libFuzzer targets (ci/fuzz.sh, clang), then under ASan+UBSan, then the threaded
+# tests under TSan. Non-zero on any failure.
 #
 #   DBDB_TEST_TIER=quick|long   test budgets (default quick; long runs ten times more, a longer
-#                               stress run, and the mutation suite ci/mutants.sh)
-#   BUILD_DIR=DIR               the main build tree (default build); sanitizer trees beside it
+#                               stress run, 10 minutes per fuzz target, and the mutation suite
+#                               ci/mutants.sh)
+#   BUILD_DIR=DIR               the main build tree (default build); fuzz and sanitizer trees
+#                               beside it (DIR-fuzz, DIR-asan, DIR-tsan)
+#   DBDB_FUZZ_SEED=S            the fuzzers' seed (ci/fuzz.sh; random and printed if unset)
 #   DBDB_SKIP_SANITIZERS=1      only the normal build (for a fast local loop; CI never sets it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +24,9 @@ echo "== tests"
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 1200
 
 if [ "${DBDB_SKIP_SANITIZERS:-0}" != "1" ]; then
+  echo "== fuzz ($build_dir-fuzz: libFuzzer + ASan + UBSan)"
+  FUZZ_BUILD_DIR="$build_dir-fuzz" bash ci/fuzz.sh
+
   echo "== build ($build_dir-asan: ASan + UBSan)"
   bash ci/build.sh "$build_dir-asan" -DCMAKE_BUILD_TYPE=Debug -DDBDB_SANITIZE=address
   echo "== tests under ASan + UBSan"

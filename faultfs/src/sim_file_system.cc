@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "faultfs/crash_state.h"
 
@@ -26,18 +27,34 @@ struct Inode {
   int links = 1;  // names referring to it
 };
 
-Status Injected(const std::string& what) {
-  int error_number = EIO;
-  if (void* info = fiu_failinfo()) error_number = *static_cast<int*>(info);
-  std::string message = "injected: " + what + " failed (" + (error_number == ENOSPC ? "ENOSPC" : "EIO") + ")";
+Status InjectedError(const std::string& what, int error_number) {
+  std::string name = error_number == ENOSPC ? "ENOSPC" : error_number == EACCES ? "EACCES"
+                   : error_number == EMFILE ? "EMFILE" : "EIO";
+  std::string message = "injected: " + what + " failed (" + name + ")";
   if (error_number == ENOSPC) return Status::NoSpace(message);
   return Status::IOError(message);
 }
 
+constexpr uint32_t kNoProcess = UINT32_MAX;
+
 }  // namespace
 
 struct SimFileSystem::State {
+  struct Process {
+    std::string name;
+    bool killed = false;
+    bool participant = false;  // in the current RunScheduled
+    bool at_step = false;      // waiting for its turn
+    bool finished = false;     // its body returned
+    uint64_t waits_for_lock = 0;  // inode whose lock it waits for (0: none)
+    bool waits_shared = false;    // ... in shared mode
+    std::vector<ArmedFault> faults;
+    uint64_t bytes_read = 0;
+    uint64_t faults_fired = 0;
+  };
+
   std::mutex mutex;
+  std::condition_variable changed;
   uint64_t seed;
   uint64_t next_inode = 1;
   std::map<std::string, std::shared_ptr<Inode>> names;
@@ -45,111 +62,217 @@ struct SimFileSystem::State {
   std::vector<TraceOp> trace;
   PersistenceTracker tracker;
   uint64_t flip_counter = 0;
+  std::vector<Process> processes{Process{"p0"}};
+  std::map<std::string, uint64_t> fired;
 
-  std::mutex lock_mutex;
-  std::condition_variable lock_released;
-  std::set<std::string> locked;
+  // Locks (flock): inode -> its holders (lock object ids) and whether the one holder is
+  // exclusive; each lock object's inode and process.
+  struct Holders {
+    bool exclusive = false;
+    std::set<uint64_t> ids;
+  };
+  std::map<uint64_t, Holders> lock_holders;
+  struct Held {
+    uint64_t inode;
+    uint32_t process;
+  };
+  std::map<uint64_t, Held> locks;
+  uint64_t next_lock_id = 1;
 
-  void Record(TraceOp op) {
+  // Scheduling (RunScheduled).
+  bool scheduling = false;
+  bool aborted = false;
+  uint32_t running = kNoProcess;
+  uint64_t steps = 0;
+
+  void Record(TraceOp op, uint32_t process) {
+    op.process = process;
     if (op.IsMutation()) tracker.Apply(op);
     trace.push_back(std::move(op));
+  }
+
+  bool LockFree(uint64_t inode, bool shared) const {
+    auto it = lock_holders.find(inode);
+    return it == lock_holders.end() || it->second.ids.empty() || (shared && !it->second.exclusive);
+  }
+  void Release(uint64_t id) {
+    auto held = locks.find(id);
+    if (held == locks.end()) return;
+    auto holders = lock_holders.find(held->second.inode);
+    holders->second.ids.erase(id);
+    if (holders->second.ids.empty()) lock_holders.erase(holders);
+    locks.erase(held);
+    changed.notify_all();
+  }
+
+  void KillLocked(uint32_t process) {
+    processes[process].killed = true;
+    std::vector<uint64_t> ids;
+    for (const auto& [id, held] : locks) {
+      if (held.process == process) ids.push_back(id);
+    }
+    for (uint64_t id : ids) Release(id);
+    changed.notify_all();
+  }
+
+  // Called at the start of every operation of `process`, with `mutex` held: waits for the
+  // process's turn when a schedule runs, then fails if the process was killed.
+  Status Enter(uint32_t process, std::unique_lock<std::mutex>& guard, uint64_t waits_for_lock = 0,
+               bool waits_shared = false) {
+    Process& p = processes[process];
+    if (scheduling && p.participant && !aborted) {
+      p.at_step = true;
+      p.waits_for_lock = waits_for_lock;
+      p.waits_shared = waits_shared;
+      changed.notify_all();
+      changed.wait(guard, [&] { return running == process && !p.at_step ? true : aborted; });
+      p.at_step = false;
+      p.waits_for_lock = 0;
+    }
+    if (p.killed) return Status::IOError("killed: process " + p.name + " is dead");
+    return Status::Ok();
+  }
+
+  // Whether an armed fault (this process's own first, then libfiu's) fails this call of `point`.
+  bool Fires(uint32_t process, const char* point, int* error_number) {
+    *error_number = EIO;
+    bool fire = false;
+    auto& faults = processes[process].faults;
+    for (auto it = faults.begin(); it != faults.end(); ++it) {
+      if (it->point != point) continue;
+      if (it->skip > 0) {
+        it->skip--;
+        continue;
+      }
+      if (it->error_number != 0) *error_number = it->error_number;
+      faults.erase(it);
+      fire = true;
+      break;
+    }
+    if (!fire && fiu_fail(point)) {
+      fire = true;
+      if (void* info = fiu_failinfo()) *error_number = *static_cast<int*>(info);
+    }
+    if (fire) {
+      fired[point]++;
+      processes[process].faults_fired++;
+    }
+    return fire;
   }
 };
 
 namespace {
 
+using State = SimFileSystem::State;
+
 class SimFile final : public dbdb::File {
  public:
-  SimFile(std::shared_ptr<SimFileSystem::State> state, std::shared_ptr<Inode> inode, bool read_only)
-      : state_(std::move(state)), inode_(std::move(inode)), read_only_(read_only) {}
+  SimFile(std::shared_ptr<State> state, std::shared_ptr<Inode> inode, bool read_only, uint32_t process)
+      : state_(std::move(state)), inode_(std::move(inode)), read_only_(read_only), process_(process) {}
 
   Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
-    std::lock_guard<std::mutex> guard(state_->mutex);
-    if (fiu_fail("faultfs/read")) return Injected("read");
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+    int error_number;
+    if (state_->Fires(process_, "faultfs/read", &error_number)) return InjectedError("read", error_number);
     const std::string& data = inode_->data;
     size_t n = offset >= data.size() ? 0 : std::min<uint64_t>(dst.size(), data.size() - offset);
     std::copy_n(data.data() + offset, n, dst.data());
-    if (n > 0 && fiu_fail("faultfs/read/corrupt")) {
+    if (n > 0 && state_->Fires(process_, "faultfs/read/corrupt", &error_number)) {
       uint64_t bit = (state_->seed + state_->flip_counter++) % (n * 8);
       dst[bit / 8] = static_cast<char>(dst[bit / 8] ^ (1 << (bit % 8)));
     }
-    state_->Record(TraceOp{TraceOp::Kind::kRead, inode_->id, "", "", offset, n, ""});
+    state_->processes[process_].bytes_read += n;
+    state_->Record(TraceOp{TraceOp::Kind::kRead, inode_->id, "", "", offset, n, ""}, process_);
     return n;
   }
 
   Status WriteAt(uint64_t offset, std::span<const char> data) override {
     if (read_only_) return Status::InvalidArgument("write to a read-only file");
-    std::lock_guard<std::mutex> guard(state_->mutex);
-    if (fiu_fail("faultfs/write")) return Injected("write");
-    bool short_write = fiu_fail("faultfs/write/short");
-    if (fiu_fail("faultfs/write/misdirect")) offset += 4096;
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+    int error_number;
+    if (state_->Fires(process_, "faultfs/write", &error_number)) return InjectedError("write", error_number);
+    bool short_write = state_->Fires(process_, "faultfs/write/short", &error_number);
+    if (state_->Fires(process_, "faultfs/write/misdirect", &error_number)) offset += 4096;
     std::string bytes(data.data(), short_write ? data.size() / 2 : data.size());
     if (!bytes.empty()) {
       std::string& file = inode_->data;
       if (file.size() < offset + bytes.size()) file.resize(offset + bytes.size(), '\0');
       std::copy(bytes.begin(), bytes.end(), file.begin() + static_cast<long>(offset));
-      state_->Record(TraceOp{TraceOp::Kind::kWrite, inode_->id, "", "", offset, bytes.size(), std::move(bytes)});
+      state_->Record(TraceOp{TraceOp::Kind::kWrite, inode_->id, "", "", offset, bytes.size(), std::move(bytes)},
+                     process_);
     }
-    if (short_write) return Injected("write (short)");
+    if (short_write) return InjectedError("write (short)", EIO);
     return Status::Ok();
   }
 
   Result<uint64_t> Size() override {
-    std::lock_guard<std::mutex> guard(state_->mutex);
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
     return static_cast<uint64_t>(inode_->data.size());
   }
 
   Result<dbdb::FileStat> Stat() override {
-    std::lock_guard<std::mutex> guard(state_->mutex);
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
     return dbdb::FileStat{static_cast<uint64_t>(inode_->data.size()), inode_->links == 0};
   }
 
   Status Truncate(uint64_t size_bytes) override {
     if (read_only_) return Status::InvalidArgument("truncate of a read-only file");
-    std::lock_guard<std::mutex> guard(state_->mutex);
-    if (fiu_fail("faultfs/truncate")) return Injected("truncate");
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+    int error_number;
+    if (state_->Fires(process_, "faultfs/truncate", &error_number)) return InjectedError("truncate", error_number);
     inode_->data.resize(size_bytes, '\0');
-    state_->Record(TraceOp{TraceOp::Kind::kTruncate, inode_->id, "", "", size_bytes, 0, ""});
+    state_->Record(TraceOp{TraceOp::Kind::kTruncate, inode_->id, "", "", size_bytes, 0, ""}, process_);
     return Status::Ok();
   }
 
   Status Sync() override {
-    std::lock_guard<std::mutex> guard(state_->mutex);
-    if (fiu_fail("faultfs/sync/lose")) {
-      state_->Record(TraceOp{TraceOp::Kind::kSyncLost, inode_->id, "", "", 0, 0, ""});
-      return Injected("sync (volatile writes lost)");
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+    int error_number;
+    if (state_->Fires(process_, "faultfs/sync/lose", &error_number)) {
+      state_->Record(TraceOp{TraceOp::Kind::kSyncLost, inode_->id, "", "", 0, 0, ""}, process_);
+      return InjectedError("sync (volatile writes lost)", error_number);
     }
-    if (fiu_fail("faultfs/sync")) return Injected("sync");
-    state_->Record(TraceOp{TraceOp::Kind::kSync, inode_->id, "", "", 0, 0, ""});
+    if (state_->Fires(process_, "faultfs/sync", &error_number)) return InjectedError("sync", error_number);
+    state_->Record(TraceOp{TraceOp::Kind::kSync, inode_->id, "", "", 0, 0, ""}, process_);
     return Status::Ok();
   }
 
   Result<uint64_t> Identity() override { return inode_->id; }
 
  private:
-  std::shared_ptr<SimFileSystem::State> state_;
+  std::shared_ptr<State> state_;
   std::shared_ptr<Inode> inode_;
   bool read_only_;
+  uint32_t process_;
 };
 
 class SimLock final : public dbdb::FileLock {
  public:
-  SimLock(std::shared_ptr<SimFileSystem::State> state, std::string path)
-      : state_(std::move(state)), path_(std::move(path)) {}
+  SimLock(std::shared_ptr<State> state, uint64_t inode, uint64_t id)
+      : state_(std::move(state)), inode_(inode), id_(id) {}
   ~SimLock() override {
-    std::lock_guard<std::mutex> guard(state_->lock_mutex);
-    state_->locked.erase(path_);
-    state_->lock_released.notify_all();
+    std::lock_guard<std::mutex> guard(state_->mutex);
+    // A killed process's locks were released at the kill (and may be held by another since).
+    state_->Release(id_);
   }
 
  private:
-  std::shared_ptr<SimFileSystem::State> state_;
-  std::string path_;
+  std::shared_ptr<State> state_;
+  uint64_t inode_;
+  uint64_t id_;
 };
 
 }  // namespace
 
 SimFileSystem::SimFileSystem(uint64_t seed) : state_(std::make_shared<State>()) { state_->seed = seed; }
+SimFileSystem::SimFileSystem(std::shared_ptr<State> state, uint32_t process)
+    : state_(std::move(state)), process_(process) {}
 SimFileSystem::~SimFileSystem() = default;
 
 std::shared_ptr<SimFileSystem> SimFileSystem::FromImage(const CrashImage& image, uint64_t seed) {
@@ -159,17 +282,129 @@ std::shared_ptr<SimFileSystem> SimFileSystem::FromImage(const CrashImage& image,
     fs->state_->names[path] = inode;
     fs->state_->dirs.insert(dbdb::DirName(path));
     // The rebooted disk holds these bytes durably: the trace starts with them created and synced.
-    fs->state_->Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""});
-    if (!bytes.empty()) fs->state_->Record(TraceOp{TraceOp::Kind::kWrite, inode->id, "", "", 0, bytes.size(), bytes});
-    fs->state_->Record(TraceOp{TraceOp::Kind::kSync, inode->id, "", "", 0, 0, ""});
-    fs->state_->Record(TraceOp{TraceOp::Kind::kSyncDir, 0, dbdb::DirName(path), "", 0, 0, ""});
+    fs->state_->Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""}, 0);
+    if (!bytes.empty()) {
+      fs->state_->Record(TraceOp{TraceOp::Kind::kWrite, inode->id, "", "", 0, bytes.size(), bytes}, 0);
+    }
+    fs->state_->Record(TraceOp{TraceOp::Kind::kSync, inode->id, "", "", 0, 0, ""}, 0);
+    fs->state_->Record(TraceOp{TraceOp::Kind::kSyncDir, 0, dbdb::DirName(path), "", 0, 0, ""}, 0);
   }
   return fs;
 }
 
-Result<std::unique_ptr<dbdb::File>> SimFileSystem::Open(const std::string& path, dbdb::OpenOptions options) {
+std::shared_ptr<SimFileSystem> SimFileSystem::NewProcess(const std::string& name) {
   std::lock_guard<std::mutex> guard(state_->mutex);
-  if (fiu_fail("faultfs/open")) return Injected("open " + path);
+  state_->processes.push_back(State::Process{name});
+  auto id = static_cast<uint32_t>(state_->processes.size() - 1);
+  return std::shared_ptr<SimFileSystem>(new SimFileSystem(state_, id));
+}
+
+void SimFileSystem::Kill() {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  state_->KillLocked(process_);
+}
+
+bool SimFileSystem::killed() const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  return state_->processes[process_].killed;
+}
+
+uint64_t SimFileSystem::FaultsFired() const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  return state_->processes[process_].faults_fired;
+}
+
+void SimFileSystem::ArmFault(ArmedFault fault) {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  state_->processes[process_].faults.push_back(std::move(fault));
+}
+
+std::string SimFileSystem::RunScheduled(const std::vector<std::shared_ptr<SimFileSystem>>& processes,
+                                        const std::vector<std::function<void()>>& bodies,
+                                        const Schedule& schedule) {
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  State& s = *state_;
+  std::vector<uint32_t> ids;
+  for (const auto& p : processes) {
+    ids.push_back(p->process_);
+    s.processes[p->process_].participant = true;
+    s.processes[p->process_].finished = false;
+  }
+  s.scheduling = true;
+  s.aborted = false;
+  s.running = kNoProcess;
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < bodies.size(); i++) {
+    uint32_t id = ids[i];
+    threads.emplace_back([this, id, body = bodies[i]] {
+      {
+        std::unique_lock<std::mutex> g(state_->mutex);
+        (void)state_->Enter(id, g);  // its first turn: nothing runs before the schedule says so
+      }
+      body();
+      std::lock_guard<std::mutex> g(state_->mutex);
+      state_->processes[id].finished = true;
+      state_->changed.notify_all();
+    });
+  }
+  std::string outcome;
+  size_t next_kill = 0;
+  while (true) {
+    s.changed.wait(guard, [&] {
+      for (uint32_t id : ids) {
+        if (!s.processes[id].at_step && !s.processes[id].finished) return false;
+      }
+      return true;
+    });
+    std::vector<uint32_t> eligible;
+    bool all_finished = true;
+    for (uint32_t id : ids) {
+      const State::Process& p = s.processes[id];
+      if (p.finished) continue;
+      all_finished = false;
+      if (p.waits_for_lock == 0 || s.LockFree(p.waits_for_lock, p.waits_shared)) eligible.push_back(id);
+    }
+    if (all_finished) break;
+    if (eligible.empty()) {
+      outcome = "deadlock: every live process waits for a lock after " + std::to_string(s.steps) + " steps";
+      for (uint32_t id : ids) s.KillLocked(id);
+      s.aborted = true;
+      s.changed.notify_all();
+      s.changed.wait(guard, [&] {
+        for (uint32_t id : ids) {
+          if (!s.processes[id].finished) return false;
+        }
+        return true;
+      });
+      break;
+    }
+    uint8_t choice = s.steps < schedule.choices.size() ? schedule.choices[s.steps] : 0;
+    uint32_t picked = eligible[choice % eligible.size()];
+    while (next_kill < schedule.kills.size() && schedule.kills[next_kill] < s.steps) next_kill++;
+    if (next_kill < schedule.kills.size() && schedule.kills[next_kill] == s.steps) s.KillLocked(picked);
+    s.steps++;
+    s.running = picked;
+    s.processes[picked].at_step = false;
+    s.changed.notify_all();
+  }
+  s.scheduling = false;
+  s.running = kNoProcess;
+  for (uint32_t id : ids) s.processes[id].participant = false;
+  guard.unlock();
+  for (auto& t : threads) t.join();
+  return outcome;
+}
+
+uint64_t SimFileSystem::ScheduledSteps() const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  return state_->steps;
+}
+
+Result<std::unique_ptr<dbdb::File>> SimFileSystem::Open(const std::string& path, dbdb::OpenOptions options) {
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+  int error_number;
+  if (state_->Fires(process_, "faultfs/open", &error_number)) return InjectedError("open " + path, error_number);
   auto it = state_->names.find(path);
   if (it == state_->names.end()) {
     if (!options.create) return Status::NotFound("open " + path + ": no such file");
@@ -178,14 +413,16 @@ Result<std::unique_ptr<dbdb::File>> SimFileSystem::Open(const std::string& path,
     }
     auto inode = std::make_shared<Inode>(Inode{state_->next_inode++, ""});
     it = state_->names.emplace(path, inode).first;
-    state_->Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""});
+    state_->Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""}, process_);
   }
-  return std::unique_ptr<dbdb::File>(new SimFile(state_, it->second, options.read_only));
+  return std::unique_ptr<dbdb::File>(new SimFile(state_, it->second, options.read_only, process_));
 }
 
 Status SimFileSystem::Rename(const std::string& from, const std::string& to) {
-  std::lock_guard<std::mutex> guard(state_->mutex);
-  if (fiu_fail("faultfs/rename")) return Injected("rename " + from);
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+  int error_number;
+  if (state_->Fires(process_, "faultfs/rename", &error_number)) return InjectedError("rename " + from, error_number);
   auto it = state_->names.find(from);
   if (it == state_->names.end()) return Status::NotFound("rename " + from + ": no such file");
   if (from == to) return Status::Ok();
@@ -193,35 +430,40 @@ Status SimFileSystem::Rename(const std::string& from, const std::string& to) {
   if (replaced != state_->names.end()) replaced->second->links--;
   state_->names[to] = it->second;
   state_->names.erase(from);
-  state_->Record(TraceOp{TraceOp::Kind::kRename, 0, from, to, 0, 0, ""});
+  state_->Record(TraceOp{TraceOp::Kind::kRename, 0, from, to, 0, 0, ""}, process_);
   return Status::Ok();
 }
 
 Status SimFileSystem::Remove(const std::string& path) {
-  std::lock_guard<std::mutex> guard(state_->mutex);
-  if (fiu_fail("faultfs/remove")) return Injected("remove " + path);
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+  int error_number;
+  if (state_->Fires(process_, "faultfs/remove", &error_number)) return InjectedError("remove " + path, error_number);
   auto it = state_->names.find(path);
   if (it == state_->names.end()) return Status::NotFound("remove " + path + ": no such file");
   it->second->links--;
   state_->names.erase(it);
-  state_->Record(TraceOp{TraceOp::Kind::kRemove, 0, path, "", 0, 0, ""});
+  state_->Record(TraceOp{TraceOp::Kind::kRemove, 0, path, "", 0, 0, ""}, process_);
   return Status::Ok();
 }
 
 Result<bool> SimFileSystem::Exists(const std::string& path) {
-  std::lock_guard<std::mutex> guard(state_->mutex);
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
   return state_->names.count(path) != 0;
 }
 
 Result<uint64_t> SimFileSystem::Identity(const std::string& path) {
-  std::lock_guard<std::mutex> guard(state_->mutex);
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
   auto it = state_->names.find(path);
   if (it == state_->names.end()) return Status::NotFound("stat " + path + ": no such file");
   return it->second->id;
 }
 
 Result<std::vector<std::string>> SimFileSystem::List(const std::string& dir) {
-  std::lock_guard<std::mutex> guard(state_->mutex);
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
   if (state_->dirs.count(dir) == 0) return Status::NotFound("list " + dir + ": no such directory");
   std::vector<std::string> out;
   for (const auto& [path, inode] : state_->names) {
@@ -232,26 +474,56 @@ Result<std::vector<std::string>> SimFileSystem::List(const std::string& dir) {
 }
 
 Status SimFileSystem::CreateDir(const std::string& dir) {
-  std::lock_guard<std::mutex> guard(state_->mutex);
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
   // Directories are not part of the crash model: once created they exist (docs/PERSISTENCE.md).
   for (std::string d = dir; d != "." && d != "/" && !d.empty(); d = dbdb::DirName(d)) state_->dirs.insert(d);
   return Status::Ok();
 }
 
 Status SimFileSystem::SyncDir(const std::string& dir) {
-  std::lock_guard<std::mutex> guard(state_->mutex);
-  if (fiu_fail("faultfs/syncdir")) return Injected("sync directory " + dir);
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+  int error_number;
+  if (state_->Fires(process_, "faultfs/syncdir", &error_number)) {
+    return InjectedError("sync directory " + dir, error_number);
+  }
   if (state_->dirs.count(dir) == 0) return Status::NotFound("sync directory " + dir + ": no such directory");
-  state_->Record(TraceOp{TraceOp::Kind::kSyncDir, 0, dir, "", 0, 0, ""});
+  state_->Record(TraceOp{TraceOp::Kind::kSyncDir, 0, dir, "", 0, 0, ""}, process_);
   return Status::Ok();
 }
 
-Result<std::unique_ptr<dbdb::FileLock>> SimFileSystem::Lock(const std::string& path, bool wait) {
-  std::unique_lock<std::mutex> guard(state_->lock_mutex);
-  if (!wait && state_->locked.count(path) != 0) return Status::Busy("lock " + path + " is held by another writer");
-  state_->lock_released.wait(guard, [&] { return state_->locked.count(path) == 0; });
-  state_->locked.insert(path);
-  return std::unique_ptr<dbdb::FileLock>(new SimLock(state_, path));
+Result<std::unique_ptr<dbdb::FileLock>> SimFileSystem::Lock(const std::string& path, dbdb::LockOptions options) {
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  State& s = *state_;
+  DBDB_RETURN_IF_ERROR(s.Enter(process_, guard));
+  int error_number;
+  if (s.Fires(process_, "faultfs/lock", &error_number)) return InjectedError("lock " + path, error_number);
+  // flock semantics: the lock is the inode's, found (or created) through the name.
+  auto it = s.names.find(path);
+  if (it == s.names.end()) {
+    if (!options.create) return Status::NotFound("lock " + path + ": no such file");
+    if (s.dirs.count(dbdb::DirName(path)) == 0) return Status::NotFound("lock " + path + ": no such directory");
+    auto inode = std::make_shared<Inode>(Inode{s.next_inode++, ""});
+    it = s.names.emplace(path, inode).first;
+    s.Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""}, process_);
+  }
+  uint64_t inode = it->second->id;
+  if (!s.LockFree(inode, options.shared)) {
+    if (!options.wait) return Status::Busy("lock " + path + " is held by another process");
+    if (s.scheduling && s.processes[process_].participant) {
+      DBDB_RETURN_IF_ERROR(s.Enter(process_, guard, inode, options.shared));  // granted once the lock is free
+    } else {
+      s.changed.wait(guard, [&] { return s.LockFree(inode, options.shared) || s.processes[process_].killed; });
+    }
+    if (s.processes[process_].killed) return Status::IOError("killed: process " + s.processes[process_].name + " is dead");
+  }
+  uint64_t id = s.next_lock_id++;
+  State::Holders& holders = s.lock_holders[inode];
+  holders.exclusive = !options.shared;
+  holders.ids.insert(id);
+  s.locks[id] = State::Held{inode, process_};
+  return std::unique_ptr<dbdb::FileLock>(new SimLock(state_, inode, id));
 }
 
 uint64_t SimFileSystem::seed() const { return state_->seed; }
@@ -264,6 +536,18 @@ std::vector<TraceOp> SimFileSystem::Trace() const {
 size_t SimFileSystem::TraceSize() const {
   std::lock_guard<std::mutex> guard(state_->mutex);
   return state_->trace.size();
+}
+
+std::map<uint32_t, uint64_t> SimFileSystem::BytesRead() const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  std::map<uint32_t, uint64_t> out;
+  for (size_t i = 0; i < state_->processes.size(); i++) out[static_cast<uint32_t>(i)] = state_->processes[i].bytes_read;
+  return out;
+}
+
+std::map<std::string, uint64_t> SimFileSystem::FiredFaults() const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  return state_->fired;
 }
 
 CrashImage SimFileSystem::LiveImage() const {
@@ -290,17 +574,18 @@ uint64_t CrashImage::Hash() const {
 }
 
 std::string TraceOp::ToString() const {
+  std::string who = process == 0 ? "" : "p" + std::to_string(process) + ": ";
   auto n = [](uint64_t v) { return std::to_string(v); };
   switch (kind) {
-    case Kind::kCreate: return "create " + path + " (inode " + n(inode) + ")";
-    case Kind::kWrite: return "write inode " + n(inode) + " [" + n(offset) + ", " + n(offset + size) + ")";
-    case Kind::kTruncate: return "truncate inode " + n(inode) + " to " + n(offset);
-    case Kind::kSync: return "sync inode " + n(inode);
-    case Kind::kSyncLost: return "sync inode " + n(inode) + " FAILED (volatile writes lost)";
-    case Kind::kRename: return "rename " + path + " -> " + path2;
-    case Kind::kRemove: return "remove " + path;
-    case Kind::kSyncDir: return "syncdir " + path;
-    case Kind::kRead: return "read inode " + n(inode) + " [" + n(offset) + ", " + n(offset + size) + ")";
+    case Kind::kCreate: return who + "create " + path + " (inode " + n(inode) + ")";
+    case Kind::kWrite: return who + "write inode " + n(inode) + " [" + n(offset) + ", " + n(offset + size) + ")";
+    case Kind::kTruncate: return who + "truncate inode " + n(inode) + " to " + n(offset);
+    case Kind::kSync: return who + "sync inode " + n(inode);
+    case Kind::kSyncLost: return who + "sync inode " + n(inode) + " FAILED (volatile writes lost)";
+    case Kind::kRename: return who + "rename " + path + " -> " + path2;
+    case Kind::kRemove: return who + "remove " + path;
+    case Kind::kSyncDir: return who + "syncdir " + path;
+    case Kind::kRead: return who + "read inode " + n(inode) + " [" + n(offset) + ", " + n(offset + size) + ")";
   }
   return "?";
 }

@@ -103,12 +103,12 @@ TEST_F(SimFileSystemTest, FromImageIsDurable) {
 
 TEST_F(SimFileSystemTest, LockExcludesOtherHoldersAndWakesWaiters) {
   SimFileSystem fs(1);
-  auto held = fs.Lock("l", false);
+  auto held = fs.Lock("l", {.wait = false});
   ASSERT_TRUE(held.ok());
-  EXPECT_EQ(fs.Lock("l", false).status().code(), StatusCode::kBusy);
+  EXPECT_EQ(fs.Lock("l", {.wait = false}).status().code(), StatusCode::kBusy);
   bool acquired = false;
   std::thread waiter([&] {
-    auto lock = fs.Lock("l", true);
+    auto lock = fs.Lock("l", {});
     acquired = lock.ok();
   });
   held.value().reset();

@@ -3,11 +3,13 @@
 // the crash oracle, and reports what it checked, how fast, and any violation — shrunk to a minimal
 // workload, with the command that replays it. Exit codes: 0 no violation, 1 violation, 2 usage.
 #include <faultfs/explorer.h>
+#include <faultfs/multiprocess.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -21,6 +23,76 @@ std::string ReplayCommand(uint64_t seed, size_t ops, const std::string& plan, ui
   return "dbdb-crash --seed " + std::to_string(seed) + " --workloads 1 --ops " + std::to_string(ops) + " --plan " +
          plan + " --states-max " + std::to_string(states_max) + " --durability " + durability + " --node-size " +
          std::to_string(node_size);
+}
+
+// --processes N: multi-process histories (faultfs/multiprocess.h) instead of one handle's workload.
+int RunMultiProcess(uint64_t seed, size_t workloads, size_t ops, size_t processes, double duration_seconds,
+                    CrashPlan plan, const std::string& plan_name, uint64_t states_max, unsigned threads,
+                    const std::string& report_path) {
+  auto started = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
+  uint64_t run = 0, histories = 0, crash_points = 0, checked = 0, distinct = 0, kills = 0, commits = 0;
+  std::map<std::string, uint64_t> fired;
+  nlohmann::json violations = nlohmann::json::array();
+  auto replay = [&](uint64_t s) {
+    return "dbdb-crash --processes " + std::to_string(processes) + " --seed " + std::to_string(s) +
+           " --workloads 1 --ops " + std::to_string(ops) + " --plan " + plan_name + " --states-max " +
+           std::to_string(states_max);
+  };
+  for (uint64_t w = 0; w < workloads; w++) {
+    if (duration_seconds > 0 && elapsed() >= duration_seconds) break;
+    uint64_t workload_seed = seed + w;
+    faultfs::MultiWorkload workload = faultfs::GenerateMultiWorkload(workload_seed, processes, ops);
+    faultfs::MultiExploreResult result = faultfs::ExploreMulti(workload, plan, states_max, workload_seed, threads);
+    run++;
+    histories += result.histories;
+    crash_points += result.crash_points;
+    checked += result.states_checked;
+    distinct += result.distinct_states;
+    kills += result.kills;
+    commits += result.commits_acknowledged;
+    for (const auto& [point, count] : result.faults_fired) fired[point] += count;
+    std::cerr << "\r[" << run << "/" << workloads << "] " << static_cast<int>(elapsed()) << " s, " << histories
+              << " histories, " << checked << " crash states checked (" << distinct << " distinct), "
+              << static_cast<uint64_t>(checked / std::max(elapsed(), 1e-9)) << " states/s" << std::flush;
+    if (result.violations.empty()) continue;
+    std::cerr << "\n";
+    auto still_fails = [&](const faultfs::MultiWorkload& candidate) {
+      return !faultfs::ExploreMulti(candidate, plan, states_max, workload_seed, threads, 1).violations.empty();
+    };
+    faultfs::MultiWorkload minimal = faultfs::ShrinkMultiWorkload(workload, still_fails);
+    auto minimal_result = faultfs::ExploreMulti(minimal, plan, states_max, workload_seed, threads, 1);
+    std::string message = minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
+    std::cout << "VIOLATION in workload seed " << workload_seed << ": " << message << "\n"
+              << "  minimal workload:\n" << minimal.Describe() << "  replay: " << replay(workload_seed) << "\n";
+    violations.push_back({{"workload_seed", workload_seed}, {"message", message},
+                          {"minimal_workload", minimal.Describe()}, {"replay", replay(workload_seed)}});
+    break;
+  }
+  std::cerr << "\n";
+  double seconds = elapsed();
+  std::cout << "multi-process histories: " << histories << " (" << processes << " processes, about " << ops
+            << " steps each, plan " << plan_name << "), " << static_cast<uint64_t>(histories / std::max(seconds, 1e-9))
+            << " histories/s\n"
+            << "commits acknowledged:    " << commits << ", processes killed: " << kills << "\n"
+            << "crash points:            " << crash_points << "\n"
+            << "crash states checked:    " << checked << " (" << distinct << " distinct), "
+            << static_cast<uint64_t>(checked / std::max(seconds, 1e-9)) << " states/s (" << threads << " threads, "
+            << seconds << " s)\n"
+            << "faults fired by point:  ";
+  for (const auto& [point, count] : fired) std::cout << " " << point << "=" << count;
+  std::cout << "\nviolations:              " << violations.size() << "\n";
+  if (!report_path.empty()) {
+    nlohmann::json report = {{"seed", seed}, {"processes", processes}, {"workloads", run}, {"histories", histories},
+                             {"ops_per_process", ops}, {"plan", plan_name}, {"crash_points", crash_points},
+                             {"states_checked", checked}, {"distinct_states", distinct}, {"kills", kills},
+                             {"commits_acknowledged", commits}, {"faults_fired", fired}, {"seconds", seconds},
+                             {"histories_per_second", histories / std::max(seconds, 1e-9)},
+                             {"states_per_second", checked / std::max(seconds, 1e-9)}, {"violations", violations}};
+    std::ofstream(report_path) << report.dump(2) << "\n";
+    std::cout << "report: " << report_path << "\n";
+  }
+  return violations.empty() ? 0 : 1;
 }
 
 }  // namespace
@@ -45,6 +117,11 @@ int main(int argc, char** argv) {
   app.add_option("--durability", durability_name, "store durability mode")->check(CLI::IsMember({"sync", "nosync"}));
   app.add_option("--node-size", node_size, "B+tree node size target in bytes")->check(CLI::Range(512, 65536));
   app.add_option("--report", report_path, "write a JSON report here");
+  size_t processes = 0;
+  app.add_option("--processes", processes,
+                 "run multi-process histories of this many simulated processes (kills, faults, schedules), "
+                 "each process about --ops steps")
+      ->check(CLI::Range(2, 16));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -52,6 +129,13 @@ int main(int argc, char** argv) {
   }
   if (seed_option->count() == 0) seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
   std::cout << "seed: " << seed << std::endl;
+
+  if (processes > 0) {
+    CrashPlan plan;
+    faultfs::ParseCrashPlan(plan_name, &plan);
+    return RunMultiProcess(seed, workloads, ops, processes, duration_seconds, plan, plan_name, states_max, threads,
+                           report_path);
+  }
 
   faultfs::ExploreOptions options;
   faultfs::ParseCrashPlan(plan_name, &options.plan);

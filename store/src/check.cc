@@ -21,7 +21,7 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
     DBDB_ASSIGN_OR_RETURN(size_t n, file.file().ReadAt(offset, buffer));
     if (n != buffer.size()) return Bad("record header at offset " + std::to_string(offset) + " is cut off");
     uint64_t length = coding::DecodeFixed32(buffer.data()) + format::kRecordOverheadBytes;
-    if (offset + length > newest.end()) {
+    if (length > newest.end() - offset) {  // (offset < newest.end(): no wrap past 2^64)
       return Bad("record at offset " + std::to_string(offset) + " runs past the newest commit");
     }
     DBDB_ASSIGN_OR_RETURN(auto record, file.ReadRecord(offset, length, &buffer));

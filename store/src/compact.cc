@@ -57,7 +57,9 @@ Status DBImpl::Compact() {
     commit.sealed = true;
     std::string record;
     format::AppendRecord(&record, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
-    format::AppendSeal(&record, commit);  // synced with the file below, before anyone can see it
+    // Synced with the file below, before its name exists: the seal proves the commit durable.
+    format::AppendSeal(&record, commit, true);
+    commit.seal_durable = true;
     DBDB_RETURN_IF_ERROR(out->WriteAt(commit.offset, record));
     DBDB_RETURN_IF_ERROR(out->Sync());  // the new file is durable before its name is
   }
@@ -74,6 +76,7 @@ Status DBImpl::Compact() {
     newest_ = commit;
   }
   SetDurable(View{file.value(), commit}, commit.record_end());
+  name_durable_identity_ = file.value()->identity();
   return Status::Ok();
 }
 

@@ -166,7 +166,7 @@ Result<std::unique_ptr<DB>> DB::Open(const std::string& path, const Options& opt
     if (options.read_only || !options.create_if_missing) {
       return Status::NotFound("database " + path + " does not exist (create it with create_if_missing)");
     }
-    DBDB_ASSIGN_OR_RETURN(auto lock, fs->Lock(path + ".lock", options.wait_for_writer));
+    DBDB_ASSIGN_OR_RETURN(auto lock, fs->Lock(path + ".lock", {.wait = options.wait_for_writer}));
     DBDB_ASSIGN_OR_RETURN(exists, fs->Exists(path));  // another process may have created it
     if (!exists) {
       Status s = CreateDatabaseFile(*fs, path);
@@ -185,24 +185,7 @@ Result<std::unique_ptr<DB>> DB::Open(const std::string& path, const Options& opt
 
 Result<View> DBImpl::Refresh(bool writer) {
   std::lock_guard<std::mutex> guard(state_mutex_);
-  // Has compaction replaced the file? A writer asks the path itself (it must never write to a
-  // replaced file); a reader makes do with its file's link count, in the same fstat as the size.
-  DBDB_ASSIGN_OR_RETURN(FileStat stat, file_->file().Stat());
-  bool replaced = stat.unlinked;
-  if (writer && !replaced) {
-    auto identity = fs_->Identity(path_);
-    if (!identity.ok()) return identity.status().WithContext("database file " + path_);
-    replaced = identity.value() != file_->identity();
-  }
-  if (replaced) {
-    // Follow the new file. Snapshots on the old file keep it open.
-    auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes);
-    if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
-    file_ = file.value();
-    newest_.reset();
-    DBDB_ASSIGN_OR_RETURN(stat, file_->file().Stat());
-  }
-  uint64_t size = stat.size_bytes;
+  DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer));
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
   if (size < known_end) {
     return Status::Corruption(path_ + " shrank to " + std::to_string(size) +
@@ -212,31 +195,60 @@ Result<View> DBImpl::Refresh(bool writer) {
     // New commits, or a torn or in-progress tail: look for a newer commit above the known one.
     DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end));
     if (found && !found->sealed && !writer) {
-      // Not sealed: either its writer is still syncing it (and the sync may yet fail and roll it
-      // back), or its writer died. Only the writer lock tells which.
-      auto lock = fs_->Lock(lock_path_, false);
-      if (lock.ok()) {
-        // No writer: its writer died. Look again, now that it cannot change, and (unless this
-        // handle is read-only) settle it as a writer would: sync, then seal, so that every reader
-        // from now on takes it, whether a writer holds the lock or not.
-        DBDB_ASSIGN_OR_RETURN(size, file_->file().Size());
-        DBDB_ASSIGN_OR_RETURN(found, file_->FindNewestCommit(size, known_end));
-        if (found && !found->sealed && !options_.read_only) {
-          std::string seal;
-          format::AppendSeal(&seal, *found);
-          Status s = file_->file().Sync();
-          if (s.ok()) s = file_->file().WriteAt(found->record_end(), seal);
-          if (!s.ok()) return s.WithContext("sealing the commit a dead writer left in " + path_);
-          found->sealed = true;
-        }
-      } else if (lock.status().code() == StatusCode::kBusy) {
-        // In flight: the newest settled commit is the one before it (a later commit settles it).
-        DBDB_ASSIGN_OR_RETURN(found, file_->FindNewestCommit(found->offset, known_end));
-      }  // the lock cannot be taken at all (a read-only filesystem): no writer can be active
+      DBDB_ASSIGN_OR_RETURN(found, SettledForReader(*found, known_end));
     }
     if (found) newest_ = found;
   }
   return View{file_, newest_};
+}
+
+Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
+  // Has compaction replaced the file? A writer asks the path itself (it must never write to a
+  // replaced file); a reader makes do with its file's link count, in the same fstat as the size.
+  DBDB_ASSIGN_OR_RETURN(FileStat stat, file_->file().Stat());
+  bool replaced = stat.unlinked;
+  if (writer && !replaced) {
+    auto identity = fs_->Identity(path_);
+    if (!identity.ok()) return identity.status().WithContext("database file " + path_);
+    replaced = identity.value() != file_->identity();
+  }
+  if (!replaced) return stat.size_bytes;
+  // Follow the new file. Snapshots on the old file keep it open.
+  auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes);
+  if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
+  file_ = file.value();
+  newest_.reset();
+  DBDB_ASSIGN_OR_RETURN(stat, file_->file().Stat());
+  return stat.size_bytes;
+}
+
+Result<std::optional<format::Commit>> DBImpl::SettledForReader(const format::Commit& unsealed, uint64_t known_end) {
+  // Not sealed: either its writer is between writing and sealing it (its sync may yet fail and
+  // roll it back), or its writer died. The writer holds the in-flight lock over exactly that
+  // window, so the lock tells which. Busy: in flight, and nobody can have seen it yet; the newest
+  // settled commit is the one before it. Free: its writer died; it is durable once synced, and a
+  // dead writer's commit is never rolled back (the next writer seals it), so take it. Any other
+  // error says nothing about a writer: report it rather than guess (a guess is a dirty read). A
+  // reader never writes and never creates a file.
+  auto in_flight = fs_->Lock(path_, {.wait = false, .create = false, .shared = true});
+  if (!in_flight.ok() && in_flight.status().code() == StatusCode::kBusy) {
+    return file_->FindNewestCommit(unsealed.offset, known_end);
+  }
+  if (!in_flight.ok()) return in_flight.status().WithContext("probing the in-flight lock of " + path_);
+  // Look again, now that no writer can change it.
+  DBDB_ASSIGN_OR_RETURN(uint64_t size, file_->file().Size());
+  DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end));
+  if (found && !found->sealed) {
+    Status s = file_->file().Sync();
+    if (!s.ok()) return s.WithContext("syncing the commit a dead writer left in " + path_);
+  }
+  return found;
+}
+
+Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight() {
+  auto lock = fs_->Lock(path_, {.wait = true, .create = false});
+  if (!lock.ok()) return lock.status().WithContext("the in-flight lock of " + path_);
+  return lock;
 }
 
 Result<std::optional<std::string>> DBImpl::Get(std::string_view key) {
@@ -300,22 +312,30 @@ Status DBImpl::SettleBase(View& base) {
   // Cut whatever follows the base (a torn tail, a failed commit), re-write the base's seal, and
   // sync. The seal is written after its commit's sync and never synced by itself, and a failed
   // sync since (ours or another process's) may have dropped it while reads still return it
-  // (fsyncgate): writing it again makes the sync below cover it. The file never shrinks below
-  // the base's end, which readers may already know.
+  // (fsyncgate): writing it again (the same bytes) makes the sync below cover it. The file never
+  // shrinks below the base's end, which readers may already know. REQUIRES: the in-flight lock.
   File& file = base.file->file();
   DBDB_RETURN_IF_ERROR(file.Truncate(base.end()));
-  std::string seal;
-  if (base.commit) format::AppendSeal(&seal, *base.commit);
-  if (base.commit && base.commit->sealed) DBDB_RETURN_IF_ERROR(file.WriteAt(base.commit->record_end(), seal));
+  if (base.commit && base.commit->sealed) {
+    std::string seal;
+    format::AppendSeal(&seal, *base.commit, base.commit->seal_durable);
+    DBDB_RETURN_IF_ERROR(file.WriteAt(base.commit->record_end(), seal));
+  }
   DBDB_RETURN_IF_ERROR(file.Sync());
   if (base.commit && !base.commit->sealed) {
     // Its writer died before sealing it; it is durable now, so seal it for the readers.
+    std::string seal;
+    format::AppendSeal(&seal, *base.commit, true);
     DBDB_RETURN_IF_ERROR(file.WriteAt(base.commit->record_end(), seal));
     base.commit->sealed = true;
-    std::lock_guard<std::mutex> guard(state_mutex_);
-    if (file_ == base.file && newest_ && newest_->offset == base.commit->offset) newest_ = base.commit;
+    base.commit->seal_durable = true;
   }
   return Status::Ok();
+}
+
+void DBImpl::Publish(const View& view) {
+  std::lock_guard<std::mutex> guard(state_mutex_);
+  if (file_ == view.file && view.commit && (!newest_ || newest_->offset <= view.commit->offset)) newest_ = view.commit;
 }
 
 Status DBImpl::FailCommit(const View& base, const Status& cause) {
@@ -340,7 +360,7 @@ Result<WriterLock> DBImpl::AcquireWriter() {
   } else if (!lock.mutex.try_lock()) {
     return Status::Busy("another write transaction of this handle is open");
   }
-  DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, options_.wait_for_writer));
+  DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, {.wait = options_.wait_for_writer}));
   DBDB_RETURN_IF_ERROR(CheckWritable());
   return lock;
 }
@@ -348,15 +368,34 @@ Result<WriterLock> DBImpl::AcquireWriter() {
 Result<View> DBImpl::PrepareWriterView() {
   // The writer always starts from the newest commit, read after taking the lock (I4).
   DBDB_ASSIGN_OR_RETURN(View view, Refresh(true));
+  // A file this handle did not see made durable under its name (created, or renamed into place
+  // by a compaction, by another handle that may have died before its directory sync): sync the
+  // directory before writing anything to it, or a power cut could bring the old name back and
+  // lose what this handle acknowledged (I8).
+  if (name_durable_identity_ != view.file->identity()) {
+    Status s = fs_->SyncDir(DirName(path_));
+    if (!s.ok()) return Fail(s.WithContext("syncing the directory of " + path_));
+    name_durable_identity_ = view.file->identity();
+  }
   DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
   // Torn or abandoned bytes after the newest commit are cut off, durably, before appending (I6).
   // A base this handle did not make durable itself is settled too, so that synced_through
-  // (docs/FORMAT.md) is true and the base's seal is on disk under the next commit's body.
+  // (docs/FORMAT.md) is true and the base's seal is on disk under the next commit's body. In
+  // no-sync mode the base is synced too once unsynced_bytes_max were appended since the last
+  // sync, which bounds what opening must verify.
+  // A base its writer left unsealed is sealed too, so that only a commit in flight is ever
+  // unsealed while a writer holds the in-flight lock (SettledForReader relies on it).
   bool tail = size > view.end();
-  if (tail || (!KnownDurable(view) && options_.durability == Durability::kSync)) {
+  bool unsealed = view.commit && !view.commit->sealed;
+  bool unsynced = !KnownDurable(view);
+  bool settle = options_.durability == Durability::kSync
+                    ? unsynced
+                    : unsynced && view.end() - std::min(view.end(), DurableEndIn(view)) > options_.unsynced_bytes_max;
+  if (tail || settle || unsealed) {
     Status s = SettleBase(view);
     if (!s.ok()) return Fail(s.WithContext(tail ? "truncating the torn tail of " + path_ : "syncing " + path_));
     SetDurable(view, view.body_start());
+    Publish(view);
   }
   return view;
 }
@@ -375,7 +414,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   BodyHasher body(commit.body_offset);
   if (base.commit && base.commit->sealed) {
     std::string seal;
-    format::AppendSeal(&seal, *base.commit);
+    format::AppendSeal(&seal, *base.commit, base.commit->seal_durable);
     body.Update(seal);
   }
   body.Update(*bytes);
@@ -390,8 +429,12 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   }
   format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
   File& file = base.file->file();
+  // Readers that find this commit unsealed wait for this lock instead of guessing.
+  DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight());
   if (options_.durability == Durability::kNoSync) {
-    format::AppendSeal(bytes, commit);  // nothing to wait for: nodes, commit and seal in one write
+    // Nothing to wait for: nodes, commit and seal in one write; the seal proves nothing durable.
+    format::AppendSeal(bytes, commit, false);
+    commit.seal_durable = false;
     Status s = file.WriteAt(base.end(), *bytes);
     if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)));
   } else {
@@ -402,13 +445,14 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
     if (!s.ok()) return FailCommit(base, s.WithContext("syncing commit " + std::to_string(commit.txn_id)));
     // Durable: seal it, so readers take it. The seal needs no sync of its own (docs/FORMAT.md).
     std::string seal;
-    format::AppendSeal(&seal, commit);
+    format::AppendSeal(&seal, commit, true);
+    commit.seal_durable = true;
     s = file.WriteAt(commit.record_end(), seal);
     if (!s.ok()) return FailCommit(base, s.WithContext("sealing commit " + std::to_string(commit.txn_id)));
     SetDurable(base, commit.record_end());
   }
-  std::lock_guard<std::mutex> guard(state_mutex_);
-  if (file_ == base.file) newest_ = commit;
+  in_flight.reset();
+  Publish(View{base.file, commit});
   return Status::Ok();
 }
 

@@ -54,9 +54,17 @@ class DBImpl final : public DB {
   const std::string& path() const override { return path_; }
 
   // The newest commit of the file the path names now (following a compaction's replacement).
-  // For a reader, the newest *settled* commit: an unsealed newest commit is skipped while another
-  // writer holds the lock (its sync may still fail); `writer` (holding the lock) takes it as is.
+  // For a reader, the newest *settled* commit (SettledForReader); `writer` (holding the lock)
+  // takes an unsealed newest commit as is. Never writes to the file.
   Result<View> Refresh(bool writer);
+  // Switches to the file the path names now if compaction replaced ours; returns its size.
+  // REQUIRES: state_mutex_ held.
+  Result<uint64_t> FollowReplacedFile(bool writer);
+  // The commit a reader may show when the newest one, `unsealed`, is not sealed, decided by the
+  // in-flight lock: the one before it while its writer is between writing and sealing it, else
+  // it (a dead writer's, synced first: the reader's only write-like act, which changes no byte).
+  // REQUIRES: state_mutex_ held.
+  Result<std::optional<format::Commit>> SettledForReader(const format::Commit& unsealed, uint64_t known_end);
 
   // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
   Result<WriterLock> AcquireWriter();
@@ -66,10 +74,17 @@ class DBImpl final : public DB {
   // and publishes the commit. REQUIRES: writer lock held.
   Status AppendCommit(const View& base, std::string* bytes, format::Commit commit);
 
+  // The in-flight lock (flock of the database file itself): held by a writer from the first byte
+  // of a commit to its seal or rollback, never across a transaction; a reader probes it.
+  Result<std::unique_ptr<FileLock>> LockInFlight();
+  // Makes `view`'s commit the handle's newest if it is newer. REQUIRES: state_mutex_ not held.
+  void Publish(const View& view);
+
   // Marks the handle failed after an I/O error on the write path (I7) and returns the error.
   Status Fail(const Status& cause);
   // Truncates to the end of `base`, re-writes its seal and syncs; seals it if its writer died
-  // before sealing it. REQUIRES: writer lock held.
+  // before sealing it. REQUIRES: writer lock held (and the in-flight lock
+  // when `base` may be unsealed by an in-flight commit of this handle: a rollback).
   Status SettleBase(View& base);
   // Fail after a commit's write or sync failed: first settle the file back to `base` (I7).
   Status FailCommit(const View& base, const Status& cause);
@@ -90,8 +105,13 @@ class DBImpl final : public DB {
   // the current file (0 if none), so a kSync writer syncs a base it did not sync itself.
   uint64_t durable_end_ = 0;
   uint64_t durable_identity_ = 0;  // the file durable_end_ is about
+  // Under the writer lock: the file whose name this handle made durable (synced its directory).
+  uint64_t name_durable_identity_ = 0;
   bool KnownDurable(const View& view) const {
     return durable_identity_ == view.file->identity() && durable_end_ == view.body_start();
+  }
+  uint64_t DurableEndIn(const View& view) const {
+    return durable_identity_ == view.file->identity() ? durable_end_ : 0;
   }
   void SetDurable(const View& view, uint64_t end) {
     durable_identity_ = view.file->identity();

@@ -25,6 +25,8 @@ inline constexpr char kFileMagic[8] = {'d', 'b', 'd', 'b', 0x00, 0x0d, 0x0a, 0x1
 inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint64_t kFileHeaderSizeBytes = 512;  // one sector: written whole or not at all
 inline constexpr uint64_t kFileHeaderChecksumOffset = 56;
+// Bytes [24, 56) and [64, 512) of the header are reserved: zero, and checked to be.
+inline constexpr uint64_t kFileHeaderReservedOffset = 24;
 
 inline constexpr uint64_t kRecordHeaderSizeBytes = 8;    // length + type + padding
 inline constexpr uint64_t kRecordTrailerSizeBytes = 8;   // checksum
@@ -68,6 +70,7 @@ struct Commit {
   uint64_t tree_bytes = 0;        // record bytes of all nodes reachable from the root
   uint64_t commits_in_file = 0;   // commit records in this file up to and including this one
   bool sealed = false;            // (not stored) a seal record follows the commit record
+  bool seal_durable = false;      // (not stored) ... with kSealDurableBit set
 
   uint64_t record_end() const { return offset + kCommitRecordSizeBytes; }
   // Where the next transaction starts: after the seal, if there is one.
@@ -96,10 +99,21 @@ void AppendRecord(std::string* dst, uint64_t offset, RecordType type, std::strin
 std::string CommitRecordPrefix();
 
 std::string EncodeCommitPayload(const Commit& commit);
-// Appends the seal record of `commit` (at commit.record_end()).
-void AppendSeal(std::string* dst, const Commit& commit);
+// Bit 63 of a seal's payload: the seal was written after a sync of its commit succeeded, so it
+// proves the commit durable. No-sync seals (written with their commit) leave it clear.
+inline constexpr uint64_t kSealDurableBit = uint64_t{1} << 63;
+// The first 8 bytes of every seal record: u32 kSealPayloadSizeBytes | u8 kSeal | 3 zero bytes.
+std::string SealRecordPrefix();
+// Appends the seal record of `commit` (at commit.record_end()); `durable`: see kSealDurableBit.
+void AppendSeal(std::string* dst, const Commit& commit, bool durable);
 // True if `record` (verified, at commit.record_end()) is the seal of `commit`.
 bool IsSealOf(const RecordView& record, const Commit& commit);
+// The commit offset a verified seal record names, and whether it proves the commit durable.
+struct SealInfo {
+  uint64_t commit_offset;
+  bool durable;
+};
+SealInfo DecodeSeal(const RecordView& record);
 // Decodes a commit payload read at record offset `offset`; structural checks included.
 Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view payload);
 

@@ -73,6 +73,8 @@ Result<std::shared_ptr<const Node>> DecodeNode(uint64_t offset, format::RecordTy
   if (count > node->payload.size() / 2) return bad("count larger than the node");
   node->keys.reserve(count);
   if (node->is_leaf) {
+    // A leaf is never empty (the empty tree has no root): an empty one would end a scan silently.
+    if (count == 0) return bad("empty leaf");
     node->values.reserve(count);
     for (uint64_t i = 0; i < count; i++) {
       uint64_t key_size, value_size;
@@ -101,9 +103,11 @@ Result<std::shared_ptr<const Node>> DecodeNode(uint64_t offset, format::RecordTy
       if (!reader.GetFixed64(&ref.offset) || !reader.GetFixed32(&ref.length)) {
         return bad("truncated child reference");
       }
-      // Children are written before their parent (leaf to root).
+      // Children are written before their parent (leaf to root). Subtraction, not
+      // ref.offset + ref.length, which wraps past 2^64 (found by dbdb_fuzz_structured: a child at
+      // 2^64 - 1 passed and was read as an I/O error).
       if (ref.offset < format::kFileHeaderSizeBytes || ref.length < format::kRecordOverheadBytes ||
-          ref.offset + ref.length > offset) {
+          ref.offset > offset || ref.length > offset - ref.offset) {
         return bad("child reference does not point before the node");
       }
       node->keys.push_back(key);

@@ -95,6 +95,35 @@ class PosixFile final : public File {
     return IdentityOf(st);
   }
 
+  Result<uint64_t> DataEnd() override {
+    // One lseek when the last 64 KiB hold data (every ordinary file); when they are a hole (a
+    // file extended by truncate, say), a binary search for the last data in O(log size) calls.
+    DBDB_ASSIGN_OR_RETURN(uint64_t size, Size());
+    constexpr uint64_t kProbeBytes = 64 * 1024;
+    auto has_data_from = [&](uint64_t offset) -> Result<bool> {
+      if (::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA) >= 0) return true;
+      if (errno == ENXIO) return false;
+      return ErrnoStatus(errno, "lseek SEEK_DATA " + path_);
+    };
+    if (size <= kProbeBytes) return size;
+    auto tail_has_data = has_data_from(size - kProbeBytes);
+    if (!tail_has_data.ok()) return size;  // no SEEK_DATA here (EINVAL): scan everything
+    if (*tail_has_data) return size;
+    uint64_t low = 0, high = size - kProbeBytes;  // data from `low` on (or none at all); none from `high`
+    DBDB_ASSIGN_OR_RETURN(bool any, has_data_from(0));
+    if (!any) return 0;
+    while (high - low > 1) {
+      uint64_t middle = low + (high - low) / 2;
+      DBDB_ASSIGN_OR_RETURN(bool data, has_data_from(middle));
+      (data ? low : high) = middle;
+    }
+    off_t data = ::lseek(fd_, static_cast<off_t>(low), SEEK_DATA);
+    if (data < 0) return ErrnoStatus(errno, "lseek SEEK_DATA " + path_);
+    off_t hole = ::lseek(fd_, data, SEEK_HOLE);
+    if (hole < 0) return ErrnoStatus(errno, "lseek SEEK_HOLE " + path_);
+    return std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+  }
+
  private:
   int fd_;
   std::string path_;
@@ -113,25 +142,31 @@ class PosixFileLock final : public FileLock {
   int fd_;
 };
 
+// Ok if fd is a regular file, which then reads and writes blocking (O_NONBLOCK cleared).
+Status RefuseUnlessRegular(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus(errno, "fstat " + path);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) return ErrnoStatus(errno, "fcntl " + path);
+  return Status::Ok();
+}
+
 class PosixFileSystem final : public FileSystem {
  public:
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
-    int flags = O_CLOEXEC | (options.read_only ? O_RDONLY : O_RDWR);
+    // O_NONBLOCK: opening a FIFO or a device must not block before it is refused below.
+    int flags = O_CLOEXEC | O_NONBLOCK | (options.read_only ? O_RDONLY : O_RDWR);
     if (options.create) flags |= O_CREAT;
     int fd;
     do {
       fd = ::open(path.c_str(), flags, 0644);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) return ErrnoStatus(errno, "open " + path);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int saved = errno;
+    Status refused = RefuseUnlessRegular(fd, path);
+    if (!refused.ok()) {
       ::close(fd);
-      return ErrnoStatus(saved, "fstat " + path);
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return Status::InvalidArgument(path + " is not a regular file");
+      return refused;
     }
     return std::unique_ptr<File>(new PosixFile(fd, path, options.read_only));
   }
@@ -193,14 +228,21 @@ class PosixFileSystem final : public FileSystem {
     return Status::Ok();
   }
 
-  Result<std::unique_ptr<FileLock>> Lock(const std::string& path, bool wait) override {
+  Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) override {
     // flock locks belong to the open file description, so two opens in one process exclude each
-    // other just as two processes do; the kernel drops the lock when the holder dies.
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    // other just as two processes do; the kernel drops the lock when the holder dies. flock needs
+    // no write access: a lock file that is not created is opened read-only.
+    int flags = O_CLOEXEC | O_NONBLOCK | (options.create ? O_RDWR | O_CREAT : O_RDONLY);
+    int fd = ::open(path.c_str(), flags, 0644);
     if (fd < 0) return ErrnoStatus(errno, "open lock file " + path);
+    Status refused = RefuseUnlessRegular(fd, path);
+    if (!refused.ok()) {
+      ::close(fd);
+      return refused;
+    }
     int rc;
     do {
-      rc = ::flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB));
+      rc = ::flock(fd, (options.shared ? LOCK_SH : LOCK_EX) | (options.wait ? 0 : LOCK_NB));
     } while (rc != 0 && errno == EINTR);
     if (rc != 0) {
       int saved = errno;

@@ -102,6 +102,23 @@ struct TreeWriter::Item {
   bool settled = false;            // already merged once; never merged again
 };
 
+// A node the writer rewrites or merges must hold only keys of the range its parent gives it,
+// [lower, upper): the decoder checks each node alone, and a misplaced key that a damaged (but
+// checksum-valid) file puts there would be merged into an unsorted node, written as if valid.
+// Found by dbdb_fuzz_structured (proptests/fuzz/regressions/structured-crash-2f49fe48...).
+static Status CheckRange(NodeRef ref, const Node& node, std::string_view lower,
+                         std::optional<std::string_view> upper) {
+  bool inside = true;
+  if (node.is_leaf) {
+    inside = node.size() > 0 && node.keys.front() >= lower && (!upper || node.keys.back() < *upper);
+  } else if (node.size() > 1) {  // separators keys[1..]: each child's range must be non-empty
+    inside = node.keys[1] > lower && (!upper || node.keys.back() < *upper);
+  }
+  if (inside) return Status::Ok();
+  return Status::Corruption("node at offset " + std::to_string(ref.offset) +
+                            ": a key lies outside the range its parent gives it");
+}
+
 Result<std::shared_ptr<const Node>> TreeWriter::Load(NodeRef ref) {
   DBDB_ASSIGN_OR_RETURN(auto node, file_.ReadNode(ref));
   pinned_.push_back(node);
@@ -178,9 +195,11 @@ NodeRef TreeWriter::Write(const Pending& pending) {
 
 Result<std::vector<TreeWriter::Pending>> TreeWriter::ApplyNode(NodeRef ref, uint32_t height,
                                                                std::string_view lower,
+                                                               std::optional<std::string_view> upper,
                                                                const Change* begin, const Change* end) {
   DBDB_ASSIGN_OR_RETURN(auto node, Load(ref));
   if (node->is_leaf != (height == 1)) return WrongKind(ref, height);
+  DBDB_RETURN_IF_ERROR(CheckRange(ref, *node, lower, upper));
   bytes_delta_ -= ref.length;
   if (node->is_leaf) {
     std::vector<LeafEntry> merged;
@@ -208,28 +227,30 @@ Result<std::vector<TreeWriter::Pending>> TreeWriter::ApplyNode(NodeRef ref, uint
   for (size_t i = 0; i < node->children.size(); i++) {
     std::string_view key = i == 0 ? lower : node->keys[i];
     const Change* child_end = end;
+    std::optional<std::string_view> child_upper = upper;
     if (i + 1 < node->children.size()) {
-      std::string_view upper = node->keys[i + 1];
-      child_end = std::lower_bound(c, end, upper, [](const Change& ch, std::string_view k) { return ch.key < k; });
+      child_upper = node->keys[i + 1];
+      child_end = std::lower_bound(c, end, *child_upper, [](const Change& ch, std::string_view k) { return ch.key < k; });
     }
     if (c == child_end) {
       items.push_back(Item{key, std::nullopt, node->children[i]});
       continue;
     }
-    DBDB_ASSIGN_OR_RETURN(auto replaced, ApplyNode(node->children[i], height - 1, key, c, child_end));
+    DBDB_ASSIGN_OR_RETURN(auto replaced, ApplyNode(node->children[i], height - 1, key, child_upper, c, child_end));
     for (auto& p : replaced) {
       std::string_view k = p.lower;
       items.push_back(Item{k, std::move(p), NodeRef{}});
     }
     c = child_end;
   }
-  DBDB_RETURN_IF_ERROR(FixUnderflow(&items, height - 1));
+  DBDB_RETURN_IF_ERROR(FixUnderflow(&items, height - 1, upper));
   DBDB_ASSIGN_OR_RETURN(auto children, WriteItems(items));
   if (children.empty()) return std::vector<Pending>();
   return SplitInternal(std::move(children), lower);
 }
 
-Status TreeWriter::FixUnderflow(std::vector<Item>* items, uint32_t child_height) {
+Status TreeWriter::FixUnderflow(std::vector<Item>* items, uint32_t child_height,
+                                std::optional<std::string_view> upper) {
   const size_t small_bytes = target_bytes_ / 4;
   for (size_t i = 0; i < items->size() && items->size() > 1; i++) {
     Item& item = (*items)[i];
@@ -244,6 +265,9 @@ Status TreeWriter::FixUnderflow(std::vector<Item>* items, uint32_t child_height)
       }
       DBDB_ASSIGN_OR_RETURN(auto node, Load(it.ref));
       if (node->is_leaf != (child_height == 1)) return WrongKind(it.ref, child_height);
+      // An unchanged neighbour: its range ends where the next item's begins.
+      std::optional<std::string_view> it_upper = j + 1 < items->size() ? std::optional((*items)[j + 1].key) : upper;
+      DBDB_RETURN_IF_ERROR(CheckRange(it.ref, *node, it.key, it_upper));
       bytes_delta_ -= it.ref.length;
       Pending p;
       p.lower = it.key;
@@ -301,7 +325,7 @@ Result<TreeRoot> TreeWriter::Apply(const TreeRoot& base, const std::vector<Chang
     if (!entries.empty()) level = SplitLeaf(std::move(entries), std::string_view());
     height = 1;
   } else {
-    DBDB_ASSIGN_OR_RETURN(level, ApplyNode(base.ref, base.height, std::string_view(),
+    DBDB_ASSIGN_OR_RETURN(level, ApplyNode(base.ref, base.height, std::string_view(), std::nullopt,
                                            changes.data(), changes.data() + changes.size()));
   }
   TreeRoot root;

@@ -73,11 +73,13 @@ class TreeWriter {
  private:
   struct Pending;
   struct Item;
+  // The node at `ref` holds the keys in [lower, upper) (no upper bound when nullopt).
   Result<std::vector<Pending>> ApplyNode(NodeRef ref, uint32_t height, std::string_view lower,
-                                         const Change* begin, const Change* end);
+                                         std::optional<std::string_view> upper, const Change* begin,
+                                         const Change* end);
   std::vector<Pending> SplitLeaf(std::vector<LeafEntry> entries, std::string_view lower);
   std::vector<Pending> SplitInternal(std::vector<ChildEntry> children, std::string_view lower);
-  Status FixUnderflow(std::vector<Item>* items, uint32_t child_height);
+  Status FixUnderflow(std::vector<Item>* items, uint32_t child_height, std::optional<std::string_view> upper);
   Result<std::vector<ChildEntry>> WriteItems(std::vector<Item>& items);
   NodeRef Write(const Pending& pending);
   Result<std::shared_ptr<const Node>> Load(NodeRef ref);

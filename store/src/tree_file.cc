@@ -3,6 +3,8 @@
 
 #include "checksum.h"
 
+#include <string.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -81,13 +83,15 @@ Status TreeFile::VerifyCommitBody(const format::Commit& commit) {
   return Status::Ok();
 }
 
-Status TreeFile::VerifyCommitChain(const format::Commit& newest) {
+Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verified_end) {
   format::Commit commit = newest;
   while (true) {
     DBDB_RETURN_IF_ERROR(VerifyCommitBody(commit));
     // Everything before synced_through was durable when this commit was written, so the commits
-    // there were complete; between it and this body, each earlier commit must verify too.
-    if (commit.body_offset <= commit.synced_through || commit.prev_commit_offset == 0) {
+    // there were complete; and everything before verified_end this handle has verified already
+    // (the file below it does not change while the handle lives). Between those and this body,
+    // each earlier commit must verify too.
+    if (commit.body_offset <= std::max(commit.synced_through, verified_end) || commit.prev_commit_offset == 0) {
       return Status::Ok();
     }
     DBDB_ASSIGN_OR_RETURN(format::Commit prev, ReadCommit(commit.prev_commit_offset));
@@ -99,54 +103,149 @@ Status TreeFile::VerifyCommitChain(const format::Commit& newest) {
   }
 }
 
-Result<bool> TreeFile::IsSealed(const format::Commit& commit, uint64_t size) {
-  if (commit.record_end() + format::kSealRecordSizeBytes > size) return false;
+Status TreeFile::ReadSeal(format::Commit* commit, uint64_t size) {
+  commit->sealed = false;
+  commit->seal_durable = false;
+  if (commit->record_end() + format::kSealRecordSizeBytes > size) return Status::Ok();
   std::string buffer;
-  auto record = ReadRecord(commit.record_end(), format::kSealRecordSizeBytes, &buffer);
+  auto record = ReadRecord(commit->record_end(), format::kSealRecordSizeBytes, &buffer);
   if (!record.ok()) {
-    if (record.status().IsCorruption()) return false;  // torn or not a seal: not sealed
+    if (record.status().IsCorruption()) return Status::Ok();  // torn or not a seal: not sealed
     return record.status();
   }
-  return format::IsSealOf(record.value(), commit);
+  commit->sealed = format::IsSealOf(record.value(), *commit);
+  commit->seal_durable = commit->sealed && format::DecodeSeal(record.value()).durable;
+  return Status::Ok();
 }
 
-Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, uint64_t floor) {
+Status TreeFile::ScanBackward(uint64_t top_end, uint64_t floor, const std::string& prefix,
+                              const std::function<Result<bool>(uint64_t)>& visit) {
   constexpr uint64_t kWindowBytes = 64 * 1024;
-  const std::string prefix = format::CommitRecordPrefix();
-  floor = std::max(floor, format::kFileHeaderSizeBytes);
-  if (size < floor + format::kCommitRecordSizeBytes) return std::optional<format::Commit>();
+  if (top_end < floor + prefix.size()) return Status::Ok();
   std::string window;
   // Candidate record starts are scanned from the highest possible one down to `floor`.
-  uint64_t top = size - format::kCommitRecordSizeBytes;
+  uint64_t top = top_end - prefix.size();
   while (true) {
     uint64_t low = top - floor + 1 > kWindowBytes ? top + 1 - kWindowBytes : floor;
     // A writer may cut the file while we scan (a rolled-back commit): a short read just means
     // fewer candidates.
     window.resize(top - low + prefix.size());
     DBDB_ASSIGN_OR_RETURN(size_t got, file_->ReadAt(low, window));
-    if (got < prefix.size()) {
-      top = low == floor ? floor : low - 1;
-      if (low == floor) return std::optional<format::Commit>();
-      continue;
-    }
-    top = std::min(top, low + got - prefix.size());
-    for (uint64_t p = top + 1; p-- > low;) {
-      if (std::memcmp(window.data() + (p - low), prefix.data(), prefix.size()) != 0) continue;
-      auto commit = ReadCommit(p);
-      if (!commit.ok()) {
-        if (commit.status().IsCorruption()) continue;  // torn or garbage: keep looking
-        return commit.status();
+    if (got >= prefix.size()) {
+      top = std::min(top, low + got - prefix.size());
+      // memrchr finds the candidates' first byte: a zero-filled stretch costs almost nothing.
+      const char* base = window.data();
+      size_t span = static_cast<size_t>(top - low) + 1;
+      while (span > 0) {
+        const void* hit = ::memrchr(base, prefix[0], span);
+        if (hit == nullptr) break;
+        size_t at = static_cast<size_t>(static_cast<const char*>(hit) - base);
+        span = at;
+        if (std::memcmp(base + at, prefix.data(), prefix.size()) != 0) continue;
+        DBDB_ASSIGN_OR_RETURN(bool more, visit(low + at));
+        if (!more) return Status::Ok();
       }
-      Status chain = VerifyCommitChain(commit.value());
-      if (chain.ok()) {
-        DBDB_ASSIGN_OR_RETURN(commit->sealed, IsSealed(commit.value(), size));
-        return std::optional<format::Commit>(commit.value());
-      }
-      if (!chain.IsCorruption()) return chain;
     }
-    if (low == floor) return std::optional<format::Commit>();
+    if (low == floor) return Status::Ok();
     top = low - 1;
   }
+}
+
+Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t size, uint64_t floor, bool* skipped) {
+  floor = std::max(floor, format::kFileHeaderSizeBytes);
+  // Nothing lies in a trailing hole: start below it.
+  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd());
+  uint64_t top_end = std::min(size, data_end);
+  std::optional<format::Commit> found;
+  DBDB_RETURN_IF_ERROR(ScanBackward(top_end, floor, format::CommitRecordPrefix(), [&](uint64_t p) -> Result<bool> {
+    if (p + format::kCommitRecordSizeBytes > size) return true;
+    auto commit = ReadCommit(p);
+    if (!commit.ok()) {
+      if (!commit.status().IsCorruption()) return commit.status();
+      *skipped = true;  // torn or garbage (or a bad read): keep looking
+      return true;
+    }
+    Status chain = VerifyCommitChain(commit.value(), floor);
+    if (chain.ok()) {
+      DBDB_RETURN_IF_ERROR(ReadSeal(&commit.value(), size));
+      found = commit.value();
+      return false;
+    }
+    if (!chain.IsCorruption()) return chain;
+    *skipped = true;
+    return true;
+  }));
+  return found;
+}
+
+Result<std::optional<uint64_t>> TreeFile::DurableSealAbove(uint64_t above, uint64_t size) {
+  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd());
+  std::optional<uint64_t> sealed;
+  std::string buffer;
+  DBDB_RETURN_IF_ERROR(ScanBackward(std::min(size, data_end), above, format::SealRecordPrefix(),
+                                    [&](uint64_t p) -> Result<bool> {
+    auto record = ReadRecord(p, format::kSealRecordSizeBytes, &buffer);
+    if (!record.ok()) {
+      if (record.status().IsCorruption()) return true;
+      return record.status();
+    }
+    if (record->type != format::RecordType::kSeal) return true;
+    format::SealInfo seal = format::DecodeSeal(record.value());
+    if (!seal.durable || seal.commit_offset + format::kCommitRecordSizeBytes != p || seal.commit_offset < above) {
+      return true;
+    }
+    sealed = seal.commit_offset;
+    return false;
+  }));
+  return sealed;
+}
+
+Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, uint64_t floor) {
+  // A commit that verifies is real: a bad read can make a good commit look torn, never a torn one
+  // look good. So when the scan passed over a candidate that did not verify, it reads again and
+  // takes the newer of the two answers: one transient bad read cannot make anyone fall back to an
+  // older commit (which a writer would then make permanent by cutting the newer one away).
+  bool skipped = false;
+  DBDB_ASSIGN_OR_RETURN(auto found, ScanForNewestCommit(size, floor, &skipped));
+  if (skipped) {
+    bool again = false;
+    DBDB_ASSIGN_OR_RETURN(auto second, ScanForNewestCommit(size, floor, &again));
+    if (second && (!found || second->offset > found->offset)) found = second;
+  }
+  // A durable seal above the commit found proves a newer commit was synced. Either a writer
+  // committed it while we scanned (then it verifies now: take it, and look above it), or the file
+  // is damaged there: refuse rather than fall back past a commit proven durable (I9).
+  constexpr int kRoundsMax = 64;  // each round moves up by one commit
+  for (int round = 0; round < kRoundsMax; round++) {
+    uint64_t above = found ? found->end() : std::max(floor, format::kFileHeaderSizeBytes);
+    DBDB_ASSIGN_OR_RETURN(auto proof, DurableSealAbove(above, size));
+    if (!proof) return found;
+    DBDB_ASSIGN_OR_RETURN(auto proven, VerifiedCommitAt(*proof, size, floor));
+    if (!proven) {
+      DBDB_ASSIGN_OR_RETURN(proven, VerifiedCommitAt(*proof, size, floor));  // read again
+    }
+    if (!proven) {
+      return Status::Corruption(path_ + ": a seal proves the commit at offset " + std::to_string(*proof) +
+                                " durable, but that commit does not verify (refusing to fall back to an older one)");
+    }
+    found = proven;
+  }
+  return found;
+}
+
+Result<std::optional<format::Commit>> TreeFile::VerifiedCommitAt(uint64_t offset, uint64_t size, uint64_t floor) {
+  auto commit = ReadCommit(offset);
+  if (!commit.ok()) {
+    if (commit.status().IsCorruption()) return std::optional<format::Commit>();
+    return commit.status();
+  }
+  Status chain = VerifyCommitChain(commit.value(), floor);
+  if (!chain.ok()) {
+    if (chain.IsCorruption()) return std::optional<format::Commit>();
+    return chain;
+  }
+  DBDB_RETURN_IF_ERROR(ReadSeal(&commit.value(), size));
+  return std::optional<format::Commit>(commit.value());
 }
 
 }  // namespace dbdb

@@ -1,5 +1,6 @@
 // Compaction (I8): the newest commit survives, the file shrinks, readers keep reading, other
 // handles follow the new file, and stats report the garbage before and after.
+#include <cstdlib>
 #include <filesystem>
 
 #include "dbdb/db.h"
@@ -112,6 +113,50 @@ TEST(Compaction, StaleTempFileFromACrashIsReplaced) {
   ASSERT_TRUE(db->Compact().ok());
   EXPECT_EQ(**db->Get("a"), "1");
   EXPECT_TRUE(db->Check().ok());
+}
+
+// Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys
+// of any bytes, then every key read back and check() over the result (I8).
+TEST(Compaction, MoreThan64MiBOfLiveData) {
+  const char* tier = std::getenv("DBDB_TEST_TIER");
+  if (tier == nullptr || std::string(tier) != "long") GTEST_SKIP() << "long tier only";
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.durability = Durability::kNoSync;
+  auto opened = DB::Open(path, options);
+  ASSERT_TRUE(opened.ok());
+  auto& db = *opened;
+  const int kKeys = 70 * 1024;  // 70 MiB of 1 KiB values
+  auto key = [](int i) {
+    std::string k(8, '\0');
+    for (int b = 0; b < 4; b++) k[b] = static_cast<char>(0xff - ((i >> (8 * b)) & 0xff));
+    return k + std::to_string(i);
+  };
+  for (int batch = 0; batch < kKeys / 1024; batch++) {
+    auto txn = db->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    for (int i = batch * 1024; i < (batch + 1) * 1024; i++) {
+      ASSERT_TRUE((*txn)->Put(key(i), std::string(1024, static_cast<char>('a' + i % 26))).ok());
+    }
+    ASSERT_TRUE((*txn)->Commit().ok());
+  }
+  ASSERT_TRUE(db->Compact().ok());
+  auto stats = db->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->keys, static_cast<uint64_t>(kKeys));
+  EXPECT_GT(stats->live_bytes, uint64_t{64} << 20);
+  auto report = db->Check();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  db.reset();
+  auto reopened = DB::Open(path, Options{.read_only = true});
+  ASSERT_TRUE(reopened.ok());
+  for (int i = 0; i < kKeys; i += 97) {
+    auto got = (*reopened)->Get(key(i));
+    ASSERT_TRUE(got.ok() && got->has_value());
+    EXPECT_EQ(**got, std::string(1024, static_cast<char>('a' + i % 26)));
+  }
 }
 
 }  // namespace

@@ -1,9 +1,15 @@
 // The file format's encodings: headers, records, commit records and nodes reject every damage.
 #include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <fstream>
+#include <iterator>
 
 #include "coding.h"
+#include "dbdb/db.h"
 #include "format.h"
 #include "node.h"
+#include "test_util.h"
 
 namespace dbdb::format {
 namespace {
@@ -20,6 +26,30 @@ TEST(Format, HeaderRoundTripsAndRejectsDamage) {
     EXPECT_TRUE(DecodeFileHeader(bad).status().IsCorruption()) << "byte " << byte;
   }
   EXPECT_TRUE(DecodeFileHeader(header.substr(0, 100)).status().IsCorruption());
+}
+
+// Found by dbdb_fuzz_raw (proptests/fuzz/regressions/raw-crash-b5e067f6...): bytes 64..511 are
+// covered by no checksum and the decoder ignored them, so damage there went unnoticed; and by
+// dbdb_fuzz_structured (structured-crash-b3b821c0...): non-zero reserved bytes under a valid
+// checksum were accepted. Every reserved byte must be zero.
+TEST(Format, HeaderReservedBytesMustBeZero) {
+  const std::string header = EncodeFileHeader(FileHeader{kFormatVersion, 3});
+  for (size_t byte : {24, 40, 55, 64, 141, 300, 511}) {
+    std::string bad = header;
+    bad[byte] = 0x20;
+    // Re-checksummed, so that only the reserved-bytes rule can reject it.
+    std::string sum;
+    coding::PutFixed64(&sum, XXH3_64bits(bad.data(), kFileHeaderChecksumOffset));
+    bad.replace(kFileHeaderChecksumOffset, 8, sum);
+    auto decoded = DecodeFileHeader(bad);
+    ASSERT_FALSE(decoded.ok()) << "byte " << byte;
+    EXPECT_TRUE(decoded.status().IsCorruption()) << "byte " << byte;
+    EXPECT_NE(decoded.status().message().find("byte " + std::to_string(byte)), std::string::npos)
+        << decoded.status().ToString();
+  }
+  // The header the encoder writes has them all zero.
+  EXPECT_TRUE(DecodeFileHeader(header).ok());
+  EXPECT_EQ(header.find_first_not_of('\0', kFileHeaderChecksumOffset + 8), std::string::npos);
 }
 
 TEST(Format, RecordChecksumCoversEveryByteAndTheOffset) {
@@ -75,6 +105,48 @@ TEST(Format, CommitRoundTripsAndChecksStructure) {
   EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
 }
 
+// Found by dbdb_fuzz_structured (proptests/fuzz/regressions/structured-crash-6ea7bc3c...): a commit
+// whose commits_in_file was 2^64-1 decoded, and the next commit's count (+1) wrapped to 0, a
+// commit the store then could not read back. The counts are bounded by the bytes before the commit.
+TEST(Format, CommitCountsAreBoundedByTheFileBeforeThem) {
+  const Commit c = SampleCommit();  // at offset 10000: at most 99 commit records fit before it
+  auto rejects = [&](Commit bad, const char* what) {
+    EXPECT_TRUE(DecodeCommitPayload(bad.offset, EncodeCommitPayload(bad)).status().IsCorruption()) << what;
+  };
+  Commit ok = c;
+  ok.commits_in_file = (c.offset - kFileHeaderSizeBytes) / kCommitRecordSizeBytes + 1;
+  EXPECT_TRUE(DecodeCommitPayload(ok.offset, EncodeCommitPayload(ok)).ok());
+  Commit bad = ok;
+  bad.commits_in_file++;
+  rejects(bad, "more commits than fit");
+  bad = c;
+  bad.commits_in_file = UINT64_MAX;
+  rejects(bad, "commits_in_file 2^64-1");
+  bad = c;
+  bad.tree_bytes = c.offset - kFileHeaderSizeBytes + 1;
+  rejects(bad, "tree larger than the file before it");
+  bad = c;
+  bad.tree_bytes = UINT64_MAX;
+  rejects(bad, "tree_bytes 2^64-1");
+  bad = c;
+  bad.key_count = c.tree_bytes / 2 + 1;
+  rejects(bad, "more keys than the tree's bytes hold");
+  bad = c;
+  bad.key_count = 0;
+  rejects(bad, "a non-empty tree without keys");
+  bad = c;
+  bad.tree_bytes = c.root_length - 1;
+  rejects(bad, "a tree smaller than its root");
+  bad = c;
+  bad.root_offset = 0;
+  bad.root_length = 0;
+  bad.tree_height = 0;
+  rejects(bad, "the empty tree with keys");
+  bad.key_count = 0;
+  bad.tree_bytes = 0;
+  EXPECT_TRUE(DecodeCommitPayload(bad.offset, EncodeCommitPayload(bad)).ok()) << "the empty tree";
+}
+
 TEST(Format, CommitPrefixIsTheRecordsFirstBytes) {
   std::string record;
   AppendRecord(&record, 10000, RecordType::kCommit, EncodeCommitPayload(SampleCommit()));
@@ -111,6 +183,42 @@ TEST(Nodes, InternalRoutesKeysAndChildrenPointBackwards) {
   EXPECT_TRUE(DecodeNode(600, RecordType::kInternal, EncodeInternal(children, 0, 3)).status().IsCorruption());
 }
 
+// Found by dbdb_fuzz_structured (proptests/fuzz/regressions/structured-crash-776d3517...): a child
+// reference at offset 2^64 - 1 with length 257 passed "offset + length <= parent offset" (the sum
+// wraps to 256), and the read at 2^64 - 1 failed as an I/O error instead of Corruption.
+TEST(Nodes, ChildReferenceWrappingPast2To64IsCorruption) {
+  std::vector<ChildEntry> children = {{"", {512, 100}}, {"m", {UINT64_MAX, 257}}};
+  auto node = DecodeNode(2000, RecordType::kInternal, EncodeInternal(children, 0, 2));
+  ASSERT_FALSE(node.ok());
+  EXPECT_TRUE(node.status().IsCorruption()) << node.status().ToString();
+  children[1].ref = NodeRef{UINT64_MAX - 10, 1000};
+  EXPECT_TRUE(DecodeNode(2000, RecordType::kInternal, EncodeInternal(children, 0, 2)).status().IsCorruption());
+  children[1].ref = NodeRef{1900, 100};  // ends exactly at the parent: fine
+  EXPECT_TRUE(DecodeNode(2000, RecordType::kInternal, EncodeInternal(children, 0, 2)).ok());
+  children[1].ref = NodeRef{1901, 100};
+  EXPECT_TRUE(DecodeNode(2000, RecordType::kInternal, EncodeInternal(children, 0, 2)).status().IsCorruption());
+}
+
+// Found by dbdb_fuzz_structured (proptests/fuzz/regressions/structured-crash-bf49357c...): a root
+// at offset 2^64 - 518 with length 6023 passed "root_offset + root_length <= commit offset".
+TEST(Format, RootReferenceWrappingPast2To64IsCorruption) {
+  Commit c = SampleCommit();
+  c.root_offset = UINT64_MAX - 517;
+  c.root_length = 6023;
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(c)).status().IsCorruption());
+  c.root_offset = UINT64_MAX;
+  c.root_length = 100;
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(c)).status().IsCorruption());
+  c.root_offset = c.offset - 100;  // ends exactly at the commit: fine
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(c)).ok());
+}
+
+// A leaf is never empty; an empty one in a damaged (checksum-valid) file ended a scan early
+// without an error, dropping every key after it. (Found reading the iterator for the oracle.)
+TEST(Nodes, EmptyLeafIsCorruption) {
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, std::string(1, '\0')).status().IsCorruption());
+}
+
 TEST(Coding, VarintRejectsOverflowAndTruncation) {
   std::string s;
   coding::PutVarint(&s, UINT64_MAX);
@@ -123,6 +231,94 @@ TEST(Coding, VarintRejectsOverflowAndTruncation) {
   std::string overflow(10, '\xff');
   coding::Reader bad(overflow);
   EXPECT_FALSE(bad.GetVarint(&v));
+}
+
+// Damaged but checksum-valid files, as dbdb_fuzz_structured makes them: every checksum (the
+// header's, each record's, each commit's body checksum) rewritten to match the bytes.
+std::string Rechecksum(std::string f) {
+  using coding::DecodeFixed32;
+  using coding::DecodeFixed64;
+  using coding::EncodeFixed64;
+  EncodeFixed64(f.data() + kFileHeaderChecksumOffset, XXH3_64bits(f.data(), kFileHeaderChecksumOffset));
+  for (uint64_t offset = kFileHeaderSizeBytes; f.size() - offset >= kRecordOverheadBytes;) {
+    uint64_t length = DecodeFixed32(f.data() + offset);
+    char* payload = f.data() + offset + kRecordHeaderSizeBytes;
+    if (f[offset + 4] == static_cast<char>(RecordType::kCommit)) {
+      uint64_t body_offset = DecodeFixed64(payload + 16);
+      EncodeFixed64(payload + 24, BodyChecksum(body_offset, std::string_view(f).substr(body_offset, offset - body_offset)));
+    }
+    EncodeFixed64(payload + length, RecordChecksum(offset, std::string_view(f).substr(offset, kRecordHeaderSizeBytes + length)));
+    offset += kRecordOverheadBytes + length;
+  }
+  return f;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Found by dbdb_fuzz_structured (proptests/fuzz/regressions/structured-crash-2f49fe48...): a leaf
+// holding a key below the range its parent gives it (checksums valid) was merged with its
+// underfull left neighbour into an unsorted leaf, and the commit succeeded; the file then failed
+// to read ("leaf keys out of order"). A commit that rewrites or merges such a node must fail.
+TEST(TreeWriter, RefusesToMergeANodeHoldingAKeyOutsideItsRange) {
+  testing::TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.node_size_target_bytes = 512;
+  options.key_size_max_bytes = 128;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    auto txn = (*db)->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    char key[8];
+    for (int i = 0; i < 80; i++) {
+      std::snprintf(key, sizeof(key), "k%03d", i);
+      ASSERT_TRUE((*txn)->Put(key, "value-of-sixteen").ok());
+    }
+    ASSERT_TRUE((*txn)->Commit().ok());
+  }
+  // The first two records are the first two leaves. Move the second leaf's first key below the
+  // separator between them (the leaf stays sorted; only the range rule is broken).
+  std::string file = ReadFile(path);
+  const uint64_t first = kFileHeaderSizeBytes;
+  const uint64_t second = first + kRecordOverheadBytes + coding::DecodeFixed32(file.data() + first);
+  auto leaf = [&](uint64_t at) {
+    uint32_t length = coding::DecodeFixed32(file.data() + at);
+    auto node = DecodeNode(at, RecordType::kLeaf, file.substr(at + kRecordHeaderSizeBytes, length));
+    EXPECT_TRUE(node.ok());
+    return node.value();
+  };
+  auto left = leaf(first);
+  ASSERT_GT(left->size(), 2u);
+  ASSERT_EQ(leaf(second)->keys[0].size(), 4u);
+  file[second + kRecordHeaderSizeBytes + 3] = 'a';  // count, key length, value length, then the key
+  WriteFile(path, Rechecksum(file));
+
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_TRUE((*db)->Check().status().IsCorruption());
+  // Deleting all but one key of the left leaf leaves it underfull: it is merged with the damaged
+  // right one, which must be refused, not written as an unsorted leaf.
+  auto txn = (*db)->BeginWrite();
+  ASSERT_TRUE(txn.ok());
+  for (size_t i = 1; i < left->size(); i++) ASSERT_TRUE((*txn)->Del(left->keys[i]).ok());
+  Status commit = (*txn)->Commit();
+  EXPECT_TRUE(commit.IsCorruption()) << commit.ToString();
+  // The file reads as before.
+  auto snapshot = (*db)->GetSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  EXPECT_EQ((*snapshot)->txn_id(), 1u);
+  auto rows = (*snapshot)->Scan(ScanRange{});
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  EXPECT_EQ(rows->size(), 80u);
 }
 
 }  // namespace

@@ -84,13 +84,13 @@ TEST(PosixFileSystem, CreateDirMakesParents) {
 TEST(PosixFileSystem, LockExcludesASecondHolderInTheSameProcess) {
   TempDir dir;
   auto fs = NewPosixFileSystem();
-  auto first = fs->Lock(dir.Path("lock"), false);
+  auto first = fs->Lock(dir.Path("lock"), {.wait = false});
   ASSERT_TRUE(first.ok());
-  auto second = fs->Lock(dir.Path("lock"), false);
+  auto second = fs->Lock(dir.Path("lock"), {.wait = false});
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kBusy);
   first.value().reset();
-  EXPECT_TRUE(fs->Lock(dir.Path("lock"), false).ok());
+  EXPECT_TRUE(fs->Lock(dir.Path("lock"), {.wait = false}).ok());
 }
 
 // A forked child must not get the lock while the parent holds it, and must get it once the
@@ -99,13 +99,13 @@ TEST(PosixFileSystem, LockExcludesAnotherProcess) {
   TempDir dir;
   auto fs = NewPosixFileSystem();
   const std::string path = dir.Path("lock");
-  auto held = fs->Lock(path, false);
+  auto held = fs->Lock(path, {.wait = false});
   ASSERT_TRUE(held.ok());
   auto child_try_lock = [&]() -> int {
     pid_t pid = ::fork();
     if (pid == 0) {
       auto child_fs = NewPosixFileSystem();
-      auto lock = child_fs->Lock(path, false);
+      auto lock = child_fs->Lock(path, {.wait = false});
       ::_exit(lock.ok() ? 0 : (lock.status().code() == StatusCode::kBusy ? 1 : 2));
     }
     int status = 0;

@@ -106,7 +106,19 @@ TEST(Recovery, CommitWhoseBodyIsDamagedIsNotAccepted) {
   { ASSERT_TRUE(Open(path)->Put("a", "1").ok()); }
   uint64_t first_end = FileSize(path);
   { ASSERT_TRUE(Open(path)->Put("a", "2").ok()); }
+  uint64_t sealed_end = FileSize(path);
   FlipByte(path, first_end + 3);  // inside the second transaction's first node
+  // Its durable seal proves commit 2 was synced: damage, not a torn write. Falling back to commit
+  // 1 would lose an acknowledged commit (and a writer would cut it away for good): Corruption.
+  Options options;
+  options.read_only = true;
+  auto refused = DB::Open(path, options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(refused.status().IsCorruption()) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("seal proves"), std::string::npos) << refused.status().ToString();
+  // Without the seal (a commit whose writer died before its sync returned) the damaged commit is
+  // a torn write: recovery takes commit 1.
+  std::filesystem::resize_file(path, sealed_end - format::kSealRecordSizeBytes);
   auto db = Open(path, true);
   EXPECT_EQ(**db->Get("a"), "1");
   EXPECT_EQ(db->GetStats()->txn_id, 1u);

@@ -15,47 +15,39 @@ using testing::TempDir;
 
 // The real filesystem, with two test hooks on the files it opens: a function run at each Sync
 // (its error fails the sync), and dropping writes of exactly a seal record's size (they "succeed").
-class HookedFileSystem final : public FileSystem {
+class HookedFileSystem final : public FileSystemWrapper {
  public:
+  HookedFileSystem() : FileSystemWrapper(NewPosixFileSystem()) {}
   std::function<Status()> before_sync;
   bool drop_seals = false;
+  Status lock_error;  // returned by Lock when not OK
+
+  Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) override {
+    if (!lock_error.ok()) return lock_error;
+    return FileSystemWrapper::Lock(path, options);
+  }
 
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
-    DBDB_ASSIGN_OR_RETURN(auto file, base_->Open(path, options));
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
     return std::unique_ptr<File>(new HookedFile(this, std::move(file)));
   }
-  Status Rename(const std::string& a, const std::string& b) override { return base_->Rename(a, b); }
-  Status Remove(const std::string& p) override { return base_->Remove(p); }
-  Result<bool> Exists(const std::string& p) override { return base_->Exists(p); }
-  Result<uint64_t> Identity(const std::string& p) override { return base_->Identity(p); }
-  Result<std::vector<std::string>> List(const std::string& d) override { return base_->List(d); }
-  Status CreateDir(const std::string& d) override { return base_->CreateDir(d); }
-  Status SyncDir(const std::string& d) override { return base_->SyncDir(d); }
-  Result<std::unique_ptr<FileLock>> Lock(const std::string& p, bool wait) override { return base_->Lock(p, wait); }
 
  private:
-  class HookedFile final : public File {
+  class HookedFile final : public FileWrapper {
    public:
-    HookedFile(HookedFileSystem* fs, std::unique_ptr<File> base) : fs_(fs), base_(std::move(base)) {}
-    Result<size_t> ReadAt(uint64_t o, std::span<char> d) override { return base_->ReadAt(o, d); }
+    HookedFile(HookedFileSystem* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
     Status WriteAt(uint64_t o, std::span<const char> d) override {
       if (fs_->drop_seals && d.size() == format::kSealRecordSizeBytes) return Status::Ok();
-      return base_->WriteAt(o, d);
+      return FileWrapper::WriteAt(o, d);
     }
-    Result<uint64_t> Size() override { return base_->Size(); }
-    Result<FileStat> Stat() override { return base_->Stat(); }
-    Status Truncate(uint64_t s) override { return base_->Truncate(s); }
     Status Sync() override {
       if (fs_->before_sync) DBDB_RETURN_IF_ERROR(fs_->before_sync());
-      return base_->Sync();
+      return FileWrapper::Sync();
     }
-    Result<uint64_t> Identity() override { return base_->Identity(); }
 
    private:
     HookedFileSystem* fs_;
-    std::unique_ptr<File> base_;
   };
-  std::shared_ptr<FileSystem> base_ = NewPosixFileSystem();
 };
 
 struct Fixture {
@@ -74,6 +66,7 @@ struct Fixture {
   std::unique_ptr<DB> Reader(bool read_only = false) {
     Options options;
     options.read_only = read_only;
+    options.file_system = hooked;
     auto db = DB::Open(path, options);
     EXPECT_TRUE(db.ok()) << db.status().ToString();
     return std::move(db).value();
@@ -128,8 +121,9 @@ TEST(Seal, AnUnsealedCommitIsInFlightWhileAWriterHoldsTheLockAndTakenWhenNoneDoe
   f.hooked->drop_seals = false;
   uint64_t unsealed_size = f.FileSize();
   {
-    // A writer in the middle of a commit holds the lock: commit 2 could be in flight.
-    auto lock = NewPosixFileSystem()->Lock(f.path + ".lock", false);
+    // A writer in the middle of a commit holds the in-flight lock (the database file's own flock):
+    // commit 2 could be in flight.
+    auto lock = NewPosixFileSystem()->Lock(f.path, {.wait = false, .create = false});
     ASSERT_TRUE(lock.ok());
     EXPECT_EQ(f.Reader(/*read_only=*/true)->GetStats()->txn_id, 1u);
     EXPECT_EQ(**f.Reader()->Get("k"), "1");
@@ -139,13 +133,51 @@ TEST(Seal, AnUnsealedCommitIsInFlightWhileAWriterHoldsTheLockAndTakenWhenNoneDoe
   auto read_only = f.Reader(/*read_only=*/true);
   EXPECT_EQ(**read_only->Get("k"), "2");
   EXPECT_EQ(f.FileSize(), unsealed_size);
-  // ...a read-write handle takes it and seals it, so every reader agrees from then on.
+  // ...and so does a read-write handle: readers never write (I9: a reader that wrote a seal
+  // without first cutting the tail could resurrect a commit after it). The next writer seals it.
   auto reader = f.Reader();
   EXPECT_EQ(**reader->Get("k"), "2");
-  EXPECT_EQ(f.FileSize(), unsealed_size + format::kSealRecordSizeBytes);
+  EXPECT_EQ(f.FileSize(), unsealed_size);
   auto report = reader->Check();
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_EQ(report->tail_bytes, 0u);
+  ASSERT_TRUE(reader->Put("other", "x").ok());
+  EXPECT_EQ(f.Reader(/*read_only=*/true)->GetStats()->txn_id, 3u);
+}
+
+// A lock probe that fails for another reason than Busy (EACCES, EMFILE) says nothing about a
+// writer: the reader must neither take the unsealed commit (its writer may still be syncing it)
+// nor fall back to an older one (another reader may have shown it): it reports the error.
+TEST(Seal, ALockProbeThatFailsIsNotTakenAsNoWriter) {
+  Fixture f;
+  f.hooked->drop_seals = true;
+  ASSERT_TRUE(f.writer->Put("k", "2").ok());
+  f.hooked->drop_seals = false;
+  f.hooked->lock_error = Status::IOError("injected: open lock file: Permission denied");
+  for (bool read_only : {true, false}) {
+    Options options;
+    options.read_only = read_only;
+    options.file_system = f.hooked;
+    auto db = DB::Open(f.path, options);
+    ASSERT_FALSE(db.ok()) << "took a commit it cannot know is not in flight";
+    EXPECT_TRUE(db.status().IsIOError()) << db.status().ToString();
+    EXPECT_NE(db.status().message().find("in-flight lock"), std::string::npos) << db.status().ToString();
+  }
+  f.hooked->lock_error = Status::Ok();
+  EXPECT_EQ(**f.Reader(/*read_only=*/true)->Get("k"), "2");
+}
+
+// A read-only handle takes no lock it would have to create: with no lock file, no writer runs.
+TEST(Seal, AReadOnlyHandleNeverCreatesTheLockFile) {
+  Fixture f;
+  f.hooked->drop_seals = true;
+  ASSERT_TRUE(f.writer->Put("k", "2").ok());  // unsealed: a reader must ask the lock
+  f.hooked->drop_seals = false;
+  f.writer.reset();
+  std::filesystem::remove(f.path + ".lock");
+  auto read_only = f.Reader(/*read_only=*/true);
+  EXPECT_EQ(**read_only->Get("k"), "2");
+  EXPECT_FALSE(std::filesystem::exists(f.path + ".lock"));
 }
 
 // A writer that starts on a commit its writer left unsealed settles it (sync, then seal) first.

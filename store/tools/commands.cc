@@ -1,11 +1,12 @@
 // The commands of the `dbdb` tool.
 #include "commands.h"
 
+#include <algorithm>
 #include <charconv>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
 
+#include "checksum.h"
 #include "coding.h"
 #include "format.h"
 #include "node.h"
@@ -168,65 +169,158 @@ int Compact(DB& db, std::ostream& out, std::ostream& err) {
   return kExitOk;
 }
 
+namespace {
+
+// Reads a file front to back through a window, so that dumping it costs about one pread per window
+// and holds at most one window (or one verified record, if larger) in memory.
+class WindowReader {
+ public:
+  static constexpr uint64_t kWindowBytes = 1 << 20;
+
+  WindowReader(File& file, uint64_t size) : file_(file), size_(size) {}
+
+  // The bytes [offset, offset + n), fewer if the file ends first. Valid until the next Read.
+  Result<std::string_view> Read(uint64_t offset, uint64_t n) {
+    if (offset < start_ || offset + n > start_ + filled_) {
+      uint64_t want = std::max(n, kWindowBytes);
+      if (buffer_.size() != want) std::string(want, '\0').swap(buffer_);  // a big record's buffer is freed
+      start_ = offset;
+      filled_ = 0;
+      auto got = file_.ReadAt(offset, buffer_);
+      if (!got.ok()) return got.status();
+      filled_ = *got;
+      // A short read inside the size seen at the start: the file was cut meanwhile (a writer's
+      // rollback). Its end is here now.
+      if (*got < want && offset + *got < size_) size_ = offset + *got;
+    }
+    uint64_t available = start_ + filled_ - std::min(offset, start_ + filled_);
+    return std::string_view(buffer_).substr(offset - start_, std::min(n, available));
+  }
+
+  uint64_t size() const { return size_; }
+
+ private:
+  File& file_;
+  uint64_t size_;  // the file's size when the dump started, lowered if reads find it shorter
+  std::string buffer_;
+  uint64_t start_ = 0, filled_ = 0;
+};
+
+using MaybeRecord = std::optional<format::RecordView>;
+
+// The record at `offset` if one that verifies starts there; nullopt if not (too few bytes left, a
+// length running past the end or above the format's limit, a checksum that does not match): that
+// is where the records end and the tail, if any, begins. An error only for a failed read.
+// A record larger than the window is verified piecewise before it is read whole, so garbage that
+// looks like the header of a huge record costs reading it, never holding it.
+Result<MaybeRecord> ReadRecordAt(WindowReader& reader, uint64_t offset) {
+  if (offset + format::kRecordOverheadBytes > reader.size()) return MaybeRecord();
+  auto header = reader.Read(offset, format::kRecordHeaderSizeBytes);
+  if (!header.ok()) return header.status();
+  if (header->size() < format::kRecordHeaderSizeBytes) return MaybeRecord();
+  uint64_t length = coding::DecodeFixed32(header->data()) + format::kRecordOverheadBytes;
+  if (length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) return MaybeRecord();
+  if (offset + length > reader.size()) return MaybeRecord();
+  if (length > WindowReader::kWindowBytes) {
+    BodyHasher hasher(offset);  // the record checksum: XXH3-64 seeded with the record's offset
+    uint64_t hashed_end = offset + length - format::kRecordTrailerSizeBytes;
+    for (uint64_t at = offset; at < hashed_end;) {
+      auto piece = reader.Read(at, std::min(WindowReader::kWindowBytes, hashed_end - at));
+      if (!piece.ok()) return piece.status();
+      if (piece->empty()) return MaybeRecord();
+      hasher.Update(*piece);
+      at += piece->size();
+    }
+    auto trailer = reader.Read(hashed_end, format::kRecordTrailerSizeBytes);
+    if (!trailer.ok()) return trailer.status();
+    if (trailer->size() < format::kRecordTrailerSizeBytes || coding::DecodeFixed64(trailer->data()) != hasher.Digest()) {
+      return MaybeRecord();
+    }
+  }
+  auto bytes = reader.Read(offset, length);
+  if (!bytes.ok()) return bytes.status();
+  auto record = format::VerifyRecord(offset, *bytes);  // also rejects a short read
+  if (!record.ok()) return MaybeRecord();
+  return MaybeRecord(*record);
+}
+
+}  // namespace
+
 int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream& out, std::ostream& err) {
   auto file = fs.Open(path, OpenOptions{.read_only = true});
   if (!file.ok()) return Report(file.status(), err);
   auto size = (*file)->Size();
   if (!size.ok()) return Report(size.status(), err);
-  std::string bytes(*size, '\0');
-  auto n = (*file)->ReadAt(0, bytes);
-  if (!n.ok()) return Report(n.status(), err);
-  bytes.resize(*n);
-  auto header = format::DecodeFileHeader(bytes);
+  WindowReader reader(**file, *size);
+  auto header_bytes = reader.Read(0, format::kFileHeaderSizeBytes);
+  if (!header_bytes.ok()) return Report(header_bytes.status(), err);
+  auto header = format::DecodeFileHeader(*header_bytes);
   if (!header.ok()) return Report(header.status().WithContext(path), err);
   out << "header  offset 0 length " << format::kFileHeaderSizeBytes << ": dbdb format " << header->version
       << ", generation " << header->generation << "\n";
-  uint64_t offset = format::kFileHeaderSizeBytes;
-  uint64_t committed_end = offset;
-  std::ostringstream pending;  // records since the last commit; printed once a commit covers them
   auto show = [&](std::string_view s) { return show_values ? Escape(s) : std::to_string(s.size()) + " bytes"; };
-  while (offset + format::kRecordOverheadBytes <= bytes.size()) {
-    uint64_t length = coding::DecodeFixed32(bytes.data() + offset) + format::kRecordOverheadBytes;
-    if (offset + length > bytes.size()) break;
-    auto record = format::VerifyRecord(offset, std::string_view(bytes).substr(offset, length));
-    if (!record.ok()) break;
-    pending << format::RecordTypeName(record->type) << " offset " << offset << " length " << length;
-    if (record->type == format::RecordType::kCommit) {
-      auto c = format::DecodeCommitPayload(offset, record->payload);
-      if (!c.ok()) break;
-      pending << ": txn " << c->txn_id << ", prev " << c->prev_commit_offset << ", body [" << c->body_offset
-              << ", " << offset << ") checksum " << std::hex << c->body_checksum << std::dec << ", synced_through "
-              << c->synced_through << ", root " << c->root_offset << "+" << c->root_length << ", height "
-              << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes << "\n";
-      out << pending.str();
-      pending.str("");
-      committed_end = offset + length;
-    } else if (record->type == format::RecordType::kSeal) {
-      pending << ": seals the commit at " << coding::DecodeFixed64(record->payload.data()) << " (it is durable)\n";
-      out << pending.str();
-      pending.str("");
-      committed_end = offset + length;
+
+  // Prints the verified record at `offset`: its line, and a node's entries or children.
+  auto print = [&](uint64_t offset, const format::RecordView& record) {
+    uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
+    out << format::RecordTypeName(record.type) << " offset " << offset << " length " << length;
+    if (record.type == format::RecordType::kCommit) {
+      auto c = format::DecodeCommitPayload(offset, record.payload);
+      if (!c.ok()) return;  // not reached: the scan stopped before a commit that does not decode
+      out << ": txn " << c->txn_id << ", prev " << c->prev_commit_offset << ", body [" << c->body_offset << ", "
+          << offset << ") checksum " << std::hex << c->body_checksum << std::dec << ", synced_through "
+          << c->synced_through << ", root " << c->root_offset << "+" << c->root_length << ", height "
+          << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes << "\n";
+    } else if (record.type == format::RecordType::kSeal) {
+      auto seal = format::DecodeSeal(record);
+      out << ": seals the commit at " << seal.commit_offset
+          << (seal.durable ? " (it is durable)" : " (written with it, not synced: no-sync mode)") << "\n";
     } else {
-      auto node = DecodeNode(offset, record->type, std::string(record->payload));
+      auto node = DecodeNode(offset, record.type, std::string(record.payload));
       if (!node.ok()) {
-        pending << ": " << node.status().ToString() << "\n";
+        out << ": " << node.status().ToString() << "\n";
       } else if ((*node)->is_leaf) {
-        pending << ": " << (*node)->size() << " entries\n";
+        out << ": " << (*node)->size() << " entries\n";
         for (size_t i = 0; i < (*node)->size(); i++) {
-          pending << "    " << Escape((*node)->keys[i]) << " = " << show((*node)->values[i]) << "\n";
+          out << "    " << Escape((*node)->keys[i]) << " = " << show((*node)->values[i]) << "\n";
         }
       } else {
-        pending << ": " << (*node)->children.size() << " children\n";
+        out << ": " << (*node)->children.size() << " children\n";
         for (size_t i = 0; i < (*node)->children.size(); i++) {
-          pending << "    " << (i == 0 ? std::string("(first)") : ">= " + Escape((*node)->keys[i])) << " -> "
-                  << (*node)->children[i].offset << "+" << (*node)->children[i].length << "\n";
+          out << "    " << (i == 0 ? std::string("(first)") : ">= " + Escape((*node)->keys[i])) << " -> "
+              << (*node)->children[i].offset << "+" << (*node)->children[i].length << "\n";
         }
       }
     }
-    offset += length;
+  };
+
+  // Records are printed only once a commit or a seal covers them: nodes after the last one are
+  // part of the tail. So the scan verifies records up to the next commit or seal, then goes back
+  // and prints them (usually from the same window), holding no more than one record at a time.
+  uint64_t committed_end = format::kFileHeaderSizeBytes;  // printed up to here
+  uint64_t offset = committed_end;
+  while (true) {
+    auto record = ReadRecordAt(reader, offset);
+    if (!record.ok()) return Report(record.status().WithContext(path), err);
+    if (!record->has_value()) break;
+    auto type = (*record)->type;
+    uint64_t end = offset + (*record)->payload.size() + format::kRecordOverheadBytes;
+    if (type == format::RecordType::kCommit && !format::DecodeCommitPayload(offset, (*record)->payload).ok()) break;
+    if (type == format::RecordType::kCommit || type == format::RecordType::kSeal) {
+      for (uint64_t at = committed_end; at < end;) {
+        auto again = ReadRecordAt(reader, at);
+        if (!again.ok()) return Report(again.status().WithContext(path), err);
+        if (!again->has_value()) break;  // the file was cut meanwhile; the tail starts here
+        print(at, **again);
+        at += (*again)->payload.size() + format::kRecordOverheadBytes;
+        committed_end = at;
+      }
+      if (committed_end != end) break;
+    }
+    offset = end;
   }
-  if (committed_end < bytes.size()) {
-    out << "tail    offset " << committed_end << " length " << bytes.size() - committed_end
+  if (committed_end < reader.size()) {
+    out << "tail    offset " << committed_end << " length " << reader.size() - committed_end
         << ": not covered by a valid commit (ignored by readers, truncated by the next writer)\n";
   }
   return kExitOk;

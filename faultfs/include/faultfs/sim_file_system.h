@@ -7,19 +7,39 @@
 // cannot drift apart. Deterministic: the same calls with the same seed give the same trace and
 // the same crash states. Thread-safe (one mutex); many instances run side by side.
 //
-// Fault points (libfiu; enable with fiu_enable* in tests, or fiu-ctrl on a running process):
+// PROCESSES. One SimFileSystem is one machine. NewProcess() gives another view of the same machine
+// for one simulated process: its own open files and locks, sharing the files and their page cache
+// with every other process (file_system.h, item 6). Locks behave like flock on the inode: a lock
+// taken through a name that was renamed away is not the lock of the file the name holds now, and
+// two Lock calls exclude each other even in one process. Kill() kills a process: its later calls
+// fail (IOError "killed"), its locks are released, what it wrote stays exactly as written
+// (volatile until someone syncs it), as after SIGKILL. A power cut is a crash state built from a
+// prefix of the trace (crash_state.h), after which no process survives.
+//
+// SCHEDULING. RunScheduled runs one body per process, each in its own thread, but one filesystem
+// operation at a time: before every operation a process waits for its turn, and the scheduler
+// picks the next process among those waiting (a process waiting for a lock another holds is not
+// eligible) from a list of choices. The same choices give the same interleaving, the same trace
+// and the same results; a schedule is data, so it shrinks like any other part of a counterexample.
+// The schedule can kill the process it picks at a given step, before that operation runs.
+//
+// Fault points (libfiu; enable with fiu_enable* in tests, or fiu-ctrl on a running process), and
+// the same points armed per simulated process with ArmFault:
 //   faultfs/open, faultfs/read, faultfs/write, faultfs/truncate, faultfs/sync, faultfs/rename,
-//   faultfs/remove, faultfs/syncdir: the call fails with EIO, or with the errno pointed to by the
-//     failinfo (an int*, e.g. ENOSPC) when one is given. Nothing happens.
+//   faultfs/remove, faultfs/syncdir, faultfs/lock: the call fails with EIO, or with the errno
+//     pointed to by the failinfo (an int*, e.g. ENOSPC, EACCES, EMFILE) when one is given.
+//     Nothing happens.
 //   faultfs/write/short: half of the data is written, then the call fails with EIO.
 //   faultfs/sync/lose: the sync fails AND its volatile writes are lost for good (fsyncgate): they
 //     stay readable until a crash but no later sync makes them durable.
 //   faultfs/read/corrupt: the read succeeds but one bit of the returned data is flipped.
 //   faultfs/write/misdirect: the data lands 4096 bytes further than asked; the call succeeds.
 // Every injected error message starts with "injected:" so a test can tell it from a real one.
+// FiredFaults() counts, per point, how often a fault fired.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,6 +70,7 @@ struct TraceOp {
   uint64_t offset = 0;
   uint64_t size = 0;
   std::string data;
+  uint32_t process = 0;  // the simulated process that made the call (0: the machine's first view)
 
   bool IsMutation() const { return kind != Kind::kRead; }
   std::string ToString() const;
@@ -59,6 +80,22 @@ struct TraceOp {
 struct CrashImage {
   std::map<std::string, std::string> files;
   uint64_t Hash() const;
+};
+
+// A fault armed for one simulated process: the `skip`-th next call (0: the next) of that process
+// that reaches `point` fails, once.
+struct ArmedFault {
+  std::string point;
+  uint32_t skip = 0;
+  int error_number = 0;  // 0: EIO
+};
+
+// A schedule for RunScheduled. At step i (counting every operation of every process from 0) the
+// process picked is the (choices[i] mod eligible)-th eligible one, in process order (choices past
+// the end count as 0). kills lists the steps at which the picked process is killed instead.
+struct Schedule {
+  std::vector<uint8_t> choices;
+  std::vector<uint64_t> kills;  // sorted step numbers
 };
 
 class SimFileSystem final : public dbdb::FileSystem {
@@ -77,21 +114,46 @@ class SimFileSystem final : public dbdb::FileSystem {
   dbdb::Result<std::vector<std::string>> List(const std::string& dir) override;
   dbdb::Status CreateDir(const std::string& dir) override;
   dbdb::Status SyncDir(const std::string& dir) override;
-  dbdb::Result<std::unique_ptr<dbdb::FileLock>> Lock(const std::string& path, bool wait) override;
+  dbdb::Result<std::unique_ptr<dbdb::FileLock>> Lock(const std::string& path, dbdb::LockOptions options) override;
+
+  // Another process on this machine (see PROCESSES above), named for reports.
+  std::shared_ptr<SimFileSystem> NewProcess(const std::string& name);
+  uint32_t process() const { return process_; }
+  // Kills this view's process (see PROCESSES). Idempotent.
+  void Kill();
+  bool killed() const;
+  // Arms a fault for this view's process; FaultsFired counts the faults that fired in it (armed
+  // here or through libfiu).
+  void ArmFault(ArmedFault fault);
+  uint64_t FaultsFired() const;
+
+  // Runs bodies[i] on processes[i], one filesystem operation at a time in the order `schedule`
+  // picks (see SCHEDULING). Returns when every body has returned; "" or why the run could not go
+  // on (every live process waits for a lock: a deadlock). REQUIRES: no other RunScheduled at once.
+  std::string RunScheduled(const std::vector<std::shared_ptr<SimFileSystem>>& processes,
+                           const std::vector<std::function<void()>>& bodies, const Schedule& schedule);
+  // The operations RunScheduled granted so far (its step count), for reports.
+  uint64_t ScheduledSteps() const;
 
   uint64_t seed() const;
   // A copy of the trace so far, and its length.
   std::vector<TraceOp> Trace() const;
   size_t TraceSize() const;
+  // Bytes read by each process so far (by process number).
+  std::map<uint32_t, uint64_t> BytesRead() const;
+  // How often each fault point fired.
+  std::map<std::string, uint64_t> FiredFaults() const;
   // The live contents (what reads see now), by path.
   CrashImage LiveImage() const;
   // The contents a crash right now would leave if every volatile operation were lost.
   CrashImage DurableImage() const;
 
-  struct State;  // shared with open files
+  struct State;  // shared with open files and other processes
 
  private:
+  SimFileSystem(std::shared_ptr<State> state, uint32_t process);
   std::shared_ptr<State> state_;
+  uint32_t process_ = 0;
 };
 
 }  // namespace faultfs

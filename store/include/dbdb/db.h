@@ -10,7 +10,8 @@
 //
 // Thread safety: a DB may be used from many threads. Snapshots, iterators and write
 // transactions each belong to one thread at a time. Any number of processes may open the same
-// file; writers are serialized by an advisory lock (file "<path>.lock").
+// file; writers are serialized by an advisory lock (file "<path>.lock", created by the first
+// writer), and a commit is in flight while its writer holds a flock of the database file itself.
 //
 // Errors are values; no exception crosses this API. The invariants the store keeps (I1-I8) are
 // listed in DESIGN.md; the file format is docs/FORMAT.md; the disk assumptions docs/PERSISTENCE.md.
@@ -38,13 +39,17 @@ struct Options {
   std::shared_ptr<FileSystem> file_system;  // null: the real filesystem
   Durability durability = Durability::kSync;
   bool create_if_missing = false;
-  bool read_only = false;           // no writes, no recovery truncation, no lock taken
+  bool read_only = false;           // never writes or creates a file (needs read access only); no
+                                    // recovery truncation; probes the in-flight lock (FORMAT.md)
   bool wait_for_writer = true;      // BeginWrite/Compact block for the writer lock; false: Busy
   uint32_t key_size_max_bytes = 1024;              // at most node_size_target_bytes / 4
   uint32_t value_size_max_bytes = 1024 * 1024;     // at most 64 MiB
   uint64_t file_size_max_bytes = uint64_t{1} << 40;  // a commit that would pass it fails
   uint32_t node_size_target_bytes = 4096;          // B+tree nodes are split at about this size
   uint64_t node_cache_bytes = 64 * 1024 * 1024;    // per open file
+  // kNoSync: a writer syncs once this many bytes were appended since the last sync, so that
+  // opening and recovery verify at most about this much of the file (docs/FORMAT.md).
+  uint64_t unsynced_bytes_max = 4 * 1024 * 1024;
 };
 
 // Ordered iteration over one snapshot (or a write transaction's view). Starts unpositioned.

@@ -71,6 +71,11 @@ class File {
   // An identity of the underlying file (not the name) that differs between two files existing at
   // the same time: used to notice that a path now names another file (after compaction).
   virtual Result<uint64_t> Identity() = 0;
+
+  // An offset at or below Size() past which the file holds only a hole (reads as zeros without
+  // being stored), so a backward scan for records may start there instead of at the end. A file
+  // system that cannot tell returns Size(), which is always correct.
+  virtual Result<uint64_t> DataEnd() { return Size(); }
 };
 
 // An advisory, whole-file, exclusive lock that excludes other holders in this and in other
@@ -78,6 +83,12 @@ class File {
 class FileLock {
  public:
   virtual ~FileLock() = default;
+};
+
+struct LockOptions {
+  bool wait = true;     // block until the lock is free; false: Busy at once if another holder has it
+  bool create = true;   // create the lock file if it is missing; false: NotFound if it is missing
+  bool shared = false;  // a shared lock: excludes exclusive holders only (flock LOCK_SH)
 };
 
 struct OpenOptions {
@@ -115,9 +126,54 @@ class FileSystem {
   // Makes every earlier create, rename and remove of names in `dir` durable.
   virtual Status SyncDir(const std::string& dir) = 0;
 
-  // Takes the exclusive advisory lock on `path` (created if missing). With wait=false returns
-  // Busy at once if another holder has it; with wait=true blocks until it is free.
-  virtual Result<std::unique_ptr<FileLock>> Lock(const std::string& path, bool wait) = 0;
+  // Takes the advisory lock on the file `path` names, exclusive unless options.shared (flock
+  // semantics: the lock belongs to the file, not the name, and two Lock calls conflict even in
+  // one process). The file is created if missing unless !options.create (then NotFound). With
+  // !options.wait returns Busy at once if a conflicting holder has it; else blocks until it is
+  // free. Any other error (EACCES, EMFILE, ...) says nothing about whether another holder exists.
+  virtual Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) = 0;
+};
+
+// Forwards every call to another File: a test double derives from it and overrides only what it
+// changes (LevelDB's EnvWrapper).
+class FileWrapper : public File {
+ public:
+  explicit FileWrapper(std::unique_ptr<File> base) : base_(std::move(base)) {}
+  Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override { return base_->ReadAt(offset, dst); }
+  Status WriteAt(uint64_t offset, std::span<const char> data) override { return base_->WriteAt(offset, data); }
+  Result<uint64_t> Size() override { return base_->Size(); }
+  Result<FileStat> Stat() override { return base_->Stat(); }
+  Status Truncate(uint64_t size_bytes) override { return base_->Truncate(size_bytes); }
+  Status Sync() override { return base_->Sync(); }
+  Result<uint64_t> Identity() override { return base_->Identity(); }
+  Result<uint64_t> DataEnd() override { return base_->DataEnd(); }
+  File& base() { return *base_; }
+
+ private:
+  std::unique_ptr<File> base_;
+};
+
+// Forwards every call to another FileSystem (see FileWrapper).
+class FileSystemWrapper : public FileSystem {
+ public:
+  explicit FileSystemWrapper(std::shared_ptr<FileSystem> base) : base_(std::move(base)) {}
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    return base_->Open(path, options);
+  }
+  Status Rename(const std::string& from, const std::string& to) override { return base_->Rename(from, to); }
+  Status Remove(const std::string& path) override { return base_->Remove(path); }
+  Result<bool> Exists(const std::string& path) override { return base_->Exists(path); }
+  Result<uint64_t> Identity(const std::string& path) override { return base_->Identity(path); }
+  Result<std::vector<std::string>> List(const std::string& dir) override { return base_->List(dir); }
+  Status CreateDir(const std::string& dir) override { return base_->CreateDir(dir); }
+  Status SyncDir(const std::string& dir) override { return base_->SyncDir(dir); }
+  Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) override {
+    return base_->Lock(path, options);
+  }
+  const std::shared_ptr<FileSystem>& base() const { return base_; }
+
+ private:
+  std::shared_ptr<FileSystem> base_;
 };
 
 // The real filesystem. The only code in dbdb that makes file system calls.

@@ -1,0 +1,700 @@
+// Multi-process histories and the multi-process oracle (multiprocess.h).
+#include "faultfs/multiprocess.h"
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "faultfs/rng.h"
+
+namespace faultfs {
+namespace {
+
+constexpr const char* kPath = "db";
+
+dbdb::Options StoreOptions(const MultiWorkload& w, std::shared_ptr<dbdb::FileSystem> fs, bool read_only) {
+  dbdb::Options o;
+  o.file_system = std::move(fs);
+  o.create_if_missing = !read_only;
+  o.read_only = read_only;
+  o.durability = w.durability;
+  o.node_size_target_bytes = w.node_size_target_bytes;
+  o.key_size_max_bytes = std::min<uint32_t>(64, w.node_size_target_bytes / 4);
+  o.value_size_max_bytes = 1 << 16;
+  o.file_size_max_bytes = w.file_size_max_bytes;
+  o.node_cache_bytes = 1 << 20;
+  return o;
+}
+
+std::string Escape(std::string_view bytes) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (char c : bytes) {
+    auto u = static_cast<uint8_t>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
+      out.push_back(c);
+    } else {
+      out += "\\x";
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 15]);
+    }
+  }
+  return out;
+}
+
+// The attempt a state names through its marker (0: none, the empty database).
+std::optional<uint64_t> AttemptOf(const model::State& state) {
+  auto it = state.find(std::string(kAttemptMarkerKey));
+  if (it == state.end()) return uint64_t{0};
+  uint64_t id = 0;
+  auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), id);
+  if (ec != std::errc() || end != it->second.data() + it->second.size()) return std::nullopt;
+  return id;
+}
+
+bool WritePathFailure(const dbdb::Status& s) {
+  const std::string& m = s.message();
+  return m.find("writing commit") != std::string::npos || m.find("syncing commit") != std::string::npos ||
+         m.find("sealing commit") != std::string::npos;
+}
+
+// Reads everything a snapshot (or a transaction) shows.
+template <typename View>
+dbdb::Result<model::State> ReadAll(View& view) {
+  auto all = view.Scan(dbdb::ScanRange{});
+  if (!all.ok()) return all.status();
+  model::State state;
+  for (auto& kv : *all) state.emplace(std::move(kv.key), std::move(kv.value));
+  return state;
+}
+
+}  // namespace
+
+std::string ProcessStep::ToString() const {
+  switch (kind) {
+    case Kind::kOpen: return "open";
+    case Kind::kOpenReadOnly: return "open read-only";
+    case Kind::kClose: return "close";
+    case Kind::kRead: return "read";
+    case Kind::kCompact: return "compact";
+    case Kind::kCommit: break;
+  }
+  std::string out = "commit {";
+  for (size_t i = 0; i < changes.size(); i++) {
+    if (i > 0) out += ", ";
+    const auto& [key, value] = changes[i];
+    out += value ? "put " + Escape(key) + " (" + std::to_string(value->size()) + " bytes)" : "del " + Escape(key);
+  }
+  return out + "}";
+}
+
+std::string MultiWorkload::Describe() const {
+  std::string out = std::string("durability ") + (durability == dbdb::Durability::kSync ? "sync" : "nosync") +
+                    ", node size " + std::to_string(node_size_target_bytes) + "\n";
+  for (size_t p = 0; p < processes.size(); p++) {
+    out += "  process p" + std::to_string(p + 1) + ":";
+    for (const auto& step : processes[p].steps) out += " [" + step.ToString() + "]";
+    for (const auto& f : processes[p].faults) {
+      out += " {fault " + f.point + " after " + std::to_string(f.skip) + " calls" +
+             (f.error_number != 0 ? " errno " + std::to_string(f.error_number) : "") + "}";
+    }
+    out += "\n";
+  }
+  out += "  schedule:";
+  size_t last = schedule.choices.size();
+  while (last > 0 && schedule.choices[last - 1] == 0) last--;
+  for (size_t i = 0; i < last; i++) out += " " + std::to_string(schedule.choices[i]);
+  if (last == 0) out += " (always the first eligible process)";
+  out += "\n  kills at steps:";
+  for (uint64_t k : schedule.kills) out += " " + std::to_string(k);
+  if (schedule.kills.empty()) out += " none";
+  return out + "\n";
+}
+
+MultiOracle::MultiOracle(std::map<uint64_t, CommitAttempt> known, uint64_t floor)
+    : attempts_(std::move(known)), floor_(floor) {
+  if (!attempts_.empty()) next_attempt_ = attempts_.rbegin()->first + 1;
+}
+
+std::optional<model::State> MultiOracle::StateOf(uint64_t id) const {
+  std::vector<const CommitAttempt*> chain;
+  for (uint64_t at = id; at != 0;) {
+    auto it = attempts_.find(at);
+    if (it == attempts_.end() || chain.size() > attempts_.size()) return std::nullopt;
+    chain.push_back(&it->second);
+    at = it->second.parent;
+  }
+  model::State state;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) state = model::Apply(state, (*it)->changes);
+  return state;
+}
+
+uint64_t MultiOracle::DepthOf(uint64_t id) const {
+  uint64_t depth = 0;
+  for (uint64_t at = id; at != 0 && depth <= attempts_.size(); depth++) {
+    auto it = attempts_.find(at);
+    if (it == attempts_.end()) break;
+    at = it->second.parent;
+  }
+  return depth;
+}
+
+bool MultiOracle::IsAncestorOrSelf(uint64_t ancestor, uint64_t id) const {
+  for (uint64_t at = id, hops = 0; hops <= attempts_.size() + 1; hops++) {
+    if (at == ancestor) return true;
+    if (at == 0) return false;
+    auto it = attempts_.find(at);
+    if (it == attempts_.end()) return false;
+    at = it->second.parent;
+  }
+  return false;
+}
+
+namespace {
+
+// One process's script, run inside RunScheduled: only one process runs at a time, so the shared
+// oracle and run are touched by one thread at a time (the scheduler's hand-off orders them).
+class ScriptRunner {
+ public:
+  ScriptRunner(MultiOracle* oracle, std::map<uint64_t, CommitAttempt>* attempts, MultiRun* run,
+               std::vector<Fact>* facts, const MultiWorkload& w,
+               std::shared_ptr<SimFileSystem> fs, uint32_t index)
+      : oracle_(oracle), attempts_(attempts), run_(run), facts_(facts), w_(w), fs_(std::move(fs)), index_(index) {}
+
+  void Run() {
+    for (const ProcessStep& step : w_.processes[index_].steps) {
+      if (fs_->killed()) return;
+      switch (step.kind) {
+        case ProcessStep::Kind::kOpen: Open(false); break;
+        case ProcessStep::Kind::kOpenReadOnly: Open(true); break;
+        case ProcessStep::Kind::kClose: db_.reset(); break;
+        case ProcessStep::Kind::kCommit: Commit(step); break;
+        case ProcessStep::Kind::kRead: Read(); break;
+        case ProcessStep::Kind::kCompact: Compact(); break;
+      }
+    }
+    db_.reset();
+  }
+
+ private:
+  std::string Name() const { return "p" + std::to_string(index_ + 1); }
+  void Violation(const std::string& what) { run_->violations.push_back(Name() + ": " + what); }
+
+  // An error is fine if the process was killed, or a fault fired in it; never Corruption without
+  // a read fault, never an I/O error without any fault.
+  void Judge(const dbdb::Status& s, const std::string& what) {
+    if (s.ok() || fs_->killed()) return;
+    bool faulted = fs_->FaultsFired() > 0;
+    if (s.IsCorruption() && !faulted) Violation(what + " reported Corruption with no fault: " + s.ToString());
+    if ((s.IsIOError() || s.code() == dbdb::StatusCode::kNoSpace) && !faulted) {
+      Violation(what + " failed with no fault injected: " + s.ToString());
+    }
+  }
+
+  bool Open(bool read_only) {
+    db_.reset();
+    read_only_ = read_only;
+    auto opened = dbdb::DB::Open(kPath, StoreOptions(w_, fs_, read_only));
+    if (!opened.ok()) {
+      if (!(read_only && opened.status().code() == dbdb::StatusCode::kNotFound)) Judge(opened.status(), "open");
+      return false;
+    }
+    db_ = std::move(opened).value();
+    return true;
+  }
+
+  bool EnsureWriter() { return (db_ && !read_only_) || Open(false); }
+
+  // Checks a state seen at this point and records it as a fact of the history.
+  void Observe(const model::State& state, uint64_t txn_id, uint64_t started_at, const std::string& what) {
+    auto attempt = AttemptOf(state);
+    if (!attempt) {
+      Violation(what + " shows a damaged attempt marker");
+      return;
+    }
+    auto expected = oracle_->StateOf(*attempt);
+    if (!expected) {
+      Violation(what + " shows attempt " + std::to_string(*attempt) + ", which no process began");
+    } else if (*expected != state || oracle_->DepthOf(*attempt) != txn_id) {
+      Violation(what + " shows commit " + std::to_string(txn_id) + " with attempt " + std::to_string(*attempt) +
+                " but not its state (I1/I3): " + model::Describe(state) + " instead of " + model::Describe(*expected));
+    }
+    uint64_t at = fs_->TraceSize();
+    run_->observations.push_back(Observation{index_ + 1, *attempt, txn_id, started_at, at, what});
+    facts_->push_back(Fact{started_at, at, *attempt, Name() + " " + what + " of commit " + std::to_string(txn_id)});
+  }
+
+  void Read() {
+    if (!db_ && !Open(true)) return;
+    uint64_t started_at = fs_->TraceSize();
+    auto snapshot = db_->GetSnapshot();
+    if (!snapshot.ok()) return Judge(snapshot.status(), "snapshot");
+    auto state = ReadAll(**snapshot);
+    if (!state.ok()) return Judge(state.status(), "reading a snapshot");
+    Observe(*state, (*snapshot)->txn_id(), started_at, "read");
+  }
+
+  void Compact() {
+    if (!EnsureWriter()) return;
+    Judge(db_->Compact(), "compact");
+  }
+
+  void Commit(const ProcessStep& step) {
+    if (!EnsureWriter()) return;
+    uint64_t started_at = fs_->TraceSize();
+    auto txn = db_->BeginWrite();
+    if (!txn.ok()) return Judge(txn.status(), "begin write");
+    auto base = ReadAll(**txn);
+    if (!base.ok()) return Judge(base.status(), "reading the writer's base");
+    Observe(*base, (*txn)->base_txn_id(), started_at, "writer base");
+    auto parent = AttemptOf(*base);
+    if (!parent) return;
+    CommitAttempt attempt;
+    attempt.id = oracle_->TakeAttemptId();
+    attempt.process = index_ + 1;
+    attempt.parent = *parent;
+    for (const auto& [key, value] : step.changes) {
+      dbdb::Status s = value ? (*txn)->Put(key, *value) : (*txn)->Del(key);
+      if (!s.ok()) return Violation("buffering a change failed: " + s.ToString());
+      attempt.changes[key] = value;
+    }
+    std::string marker = std::to_string(attempt.id);
+    if (dbdb::Status s = (*txn)->Put(kAttemptMarkerKey, marker); !s.ok()) return Violation(s.ToString());
+    attempt.changes[std::string(kAttemptMarkerKey)] = marker;
+    attempt.begun_at = fs_->TraceSize();
+    (*attempts_)[attempt.id] = attempt;
+    dbdb::Status s = (*txn)->Commit();
+    if (s.ok()) {
+      CommitAttempt& done = (*attempts_)[attempt.id];
+      done.acknowledged_at = fs_->TraceSize();
+      done.durable = w_.durability == dbdb::Durability::kSync;
+      run_->commits_acknowledged++;
+      facts_->push_back(Fact{done.begun_at, done.acknowledged_at, attempt.id,
+                             Name() + " acknowledged commit " + std::to_string(oracle_->DepthOf(attempt.id))});
+      return;
+    }
+    if (s.code() == dbdb::StatusCode::kLimitExceeded) return;  // a file size limit: nothing written
+    Judge(s, "commit");
+    if (fs_->killed()) return;
+    if (WritePathFailure(s)) {
+      // I7: a handle whose commit failed on the write path refuses writes until reopened.
+      auto again = db_->BeginWrite();
+      if (again.ok() || again.status().code() != dbdb::StatusCode::kFailed) {
+        Violation("after a failed commit (" + s.ToString() + ") the handle still accepts writes (I7)");
+      }
+    }
+    db_.reset();
+  }
+
+ private:
+  MultiOracle* oracle_;
+  std::map<uint64_t, CommitAttempt>* attempts_;
+  MultiRun* run_;
+  std::vector<Fact>* facts_;
+  const MultiWorkload& w_;
+  std::shared_ptr<SimFileSystem> fs_;
+  uint32_t index_;
+  std::unique_ptr<dbdb::DB> db_;
+  bool read_only_ = false;
+};
+
+}  // namespace
+
+MultiRun MultiOracle::Run(const MultiWorkload& workload, const std::shared_ptr<SimFileSystem>& machine) {
+  MultiRun run;
+  run.first_trace_position = machine->TraceSize();
+  run.first_attempt = next_attempt_;
+  std::vector<Fact> facts;
+  std::vector<std::shared_ptr<SimFileSystem>> processes;
+  std::vector<std::unique_ptr<ScriptRunner>> runners;
+  for (size_t i = 0; i < workload.processes.size(); i++) {
+    auto process = machine->NewProcess("p" + std::to_string(i + 1));
+    for (const ArmedFault& fault : workload.processes[i].faults) process->ArmFault(fault);
+    processes.push_back(process);
+    runners.push_back(std::make_unique<ScriptRunner>(this, &attempts_, &run, &facts, workload, process,
+                                                     static_cast<uint32_t>(i)));
+  }
+  std::vector<std::function<void()>> bodies;
+  for (auto& runner : runners) bodies.push_back([r = runner.get()] { r->Run(); });
+  std::string outcome = machine->RunScheduled(processes, bodies, workload.schedule);
+  if (!outcome.empty()) run.violations.push_back(outcome);
+  run.trace = machine->Trace();
+  run.faults_fired = machine->FiredFaults();
+  run.steps = machine->ScheduledSteps();
+  for (const auto& p : processes) run.kills += p->killed() ? 1 : 0;
+  run.attempts = attempts_;
+  // (c) One chain: whatever was seen or acknowledged builds on everything that ended before it
+  // began (reads and commits that overlap may be ordered either way).
+  for (const Fact& later : facts) {
+    if (!IsAncestorOrSelf(floor_, later.attempt)) {
+      run.violations.push_back(later.what + " (attempt " + std::to_string(later.attempt) +
+                               ") does not build on the state this boot started from (I2/I9)");
+      break;
+    }
+    for (const Fact& earlier : facts) {
+      if (earlier.ended_at > later.started_at || IsAncestorOrSelf(earlier.attempt, later.attempt)) continue;
+      run.violations.push_back(
+          "the visible state went back: " + earlier.what + " (attempt " + std::to_string(earlier.attempt) +
+          ", trace positions " + std::to_string(earlier.started_at) + "-" + std::to_string(earlier.ended_at) +
+          "), then " + later.what + " (attempt " + std::to_string(later.attempt) + ", trace positions " +
+          std::to_string(later.started_at) + "-" + std::to_string(later.ended_at) +
+          "), which does not build on it: a commit seen or acknowledged was lost (I2/I4/I9)");
+      break;
+    }
+    if (!run.violations.empty()) break;
+  }
+  return run;
+}
+
+namespace {
+
+// One observer's view of a recovered image.
+struct Seen {
+  std::string who;
+  std::string error;  // how it failed to open or read ("" if it read)
+  bool exists = true;
+  uint64_t txn_id = 0;
+  model::State state;
+};
+
+std::string Show(const Seen& s) {
+  if (!s.error.empty()) return s.who + " failed: " + s.error;
+  if (!s.exists) return s.who + ": no database";
+  auto attempt = AttemptOf(s.state);
+  return s.who + ": commit " + std::to_string(s.txn_id) + " (attempt " +
+         (attempt ? std::to_string(*attempt) : std::string("?")) + ")";
+}
+
+template <typename View>
+Seen SeeThrough(const std::string& who, View& view, uint64_t txn_id) {
+  Seen seen{who, "", true, 0, {}};
+  auto state = ReadAll(view);
+  if (!state.ok()) {
+    seen.error = state.status().ToString();
+    return seen;
+  }
+  seen.state = std::move(state).value();
+  seen.txn_id = txn_id;
+  return seen;
+}
+
+Seen SeeSnapshot(const std::string& who, dbdb::DB& db) {
+  auto snapshot = db.GetSnapshot();
+  if (!snapshot.ok()) return Seen{who, snapshot.status().ToString(), true, 0, {}};
+  return SeeThrough(who, **snapshot, (*snapshot)->txn_id());
+}
+
+// Every observer of one image, in the order a user might run them: a read-only handle, check(),
+// a read-write handle (its first snapshot, its writer's base after settling the tail, a snapshot
+// after that), and a read-only handle again.
+std::vector<Seen> ObserveImage(const MultiWorkload& w, const CrashImage& image, uint64_t seed) {
+  std::vector<Seen> seen;
+  auto machine = SimFileSystem::FromImage(image, seed);
+  auto read_only = [&](const std::string& who) {
+    auto opened = dbdb::DB::Open(kPath, StoreOptions(w, machine, true));
+    if (!opened.ok()) {
+      if (opened.status().code() == dbdb::StatusCode::kNotFound) {
+        seen.push_back(Seen{who, "", false, 0, {}});
+      } else {
+        seen.push_back(Seen{who, opened.status().ToString(), true, 0, {}});
+      }
+      return;
+    }
+    seen.push_back(SeeSnapshot(who, **opened));
+    if (who == "read-only handle") {
+      auto report = (*opened)->Check();
+      if (!report.ok()) seen.push_back(Seen{"check()", report.status().ToString(), true, 0, {}});
+    }
+  };
+  read_only("read-only handle");
+  if (seen.front().exists && seen.front().error.empty()) {
+    dbdb::Options o = StoreOptions(w, machine, false);
+    o.create_if_missing = false;
+    auto opened = dbdb::DB::Open(kPath, o);
+    if (!opened.ok()) {
+      seen.push_back(Seen{"read-write handle", opened.status().ToString(), true, 0, {}});
+    } else {
+      seen.push_back(SeeSnapshot("read-write handle", **opened));
+      auto txn = (*opened)->BeginWrite();
+      if (!txn.ok()) {
+        seen.push_back(Seen{"first writer", txn.status().ToString(), true, 0, {}});
+      } else {
+        seen.push_back(SeeThrough("first writer's base", **txn, (*txn)->base_txn_id()));
+        (*txn)->Abort();
+      }
+      seen.push_back(SeeSnapshot("read-write handle after the writer", **opened));
+    }
+    read_only("second read-only handle");
+  }
+  return seen;
+}
+
+}  // namespace
+
+Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& run, size_t point,
+                                 const CrashImage& image) const {
+  Recovery r;
+  std::vector<Seen> seen = ObserveImage(workload, image, 1);
+  auto all = [&] {
+    std::string out;
+    for (const Seen& s : seen) out += "\n    " + Show(s);
+    return out;
+  };
+  // (c) Stable recovery: every observer recovers the same commit.
+  for (const Seen& s : seen) {
+    if (!s.error.empty()) {
+      r.violation = "recovery failed: " + Show(s) + all();
+      return r;
+    }
+    if (s.exists != seen.front().exists || s.txn_id != seen.front().txn_id || s.state != seen.front().state) {
+      r.violation = "observers of one crash image disagree (I9):" + all();
+      return r;
+    }
+  }
+  const Seen& recovered = seen.front();
+  auto attempt = recovered.exists ? AttemptOf(recovered.state) : std::optional<uint64_t>(0);
+  if (!attempt) {
+    r.violation = "the recovered state has a damaged attempt marker";
+    return r;
+  }
+  r.attempt = *attempt;
+  r.txn_id = recovered.txn_id;
+  // (d) The recovered state is exactly its chain's.
+  auto expected = StateOf(*attempt);
+  if (!expected || *expected != recovered.state || DepthOf(*attempt) != recovered.txn_id) {
+    r.violation = "recovered commit " + std::to_string(recovered.txn_id) + " (attempt " + std::to_string(*attempt) +
+                  ") does not hold its chain's state (I1/I3): " + model::Describe(recovered.state);
+    return r;
+  }
+  auto begun = run.attempts.find(*attempt);
+  if (*attempt >= run.first_attempt && begun != run.attempts.end() && begun->second.begun_at >= point) {
+    r.violation = "recovered attempt " + std::to_string(*attempt) + ", which began after the power cut (I3)";
+    return r;
+  }
+  if (!IsAncestorOrSelf(floor_, *attempt)) {
+    r.violation = "recovered attempt " + std::to_string(*attempt) + " does not build on the state this boot started from (I2)";
+    return r;
+  }
+  // (a) Acknowledged durable commits survive; (b) in kSync, so does what any reader saw.
+  for (const auto& [id, a] : run.attempts) {
+    if (id < run.first_attempt) continue;  // earlier boots: covered by the floor
+    if (a.durable && a.acknowledged_at <= point && !IsAncestorOrSelf(id, *attempt)) {
+      r.violation = "commit " + std::to_string(DepthOf(id)) + " (attempt " + std::to_string(id) + " by p" +
+                    std::to_string(a.process) + ") was acknowledged durable at trace position " +
+                    std::to_string(a.acknowledged_at) + " and is lost after a power cut at " + std::to_string(point) +
+                    ", which recovered commit " + std::to_string(recovered.txn_id) + " (I2)";
+      return r;
+    }
+  }
+  if (workload.durability == dbdb::Durability::kSync) {
+    for (const Observation& o : run.observations) {
+      if (o.at <= point && !IsAncestorOrSelf(o.attempt, *attempt)) {
+        r.violation = "p" + std::to_string(o.process) + " saw commit " + std::to_string(o.txn_id) + " (attempt " +
+                      std::to_string(o.attempt) + ", " + o.what + ") at trace position " + std::to_string(o.at) +
+                      ", and a power cut at " + std::to_string(point) + " recovered commit " +
+                      std::to_string(recovered.txn_id) + ": seen but not durable (I2)";
+        return r;
+      }
+    }
+  }
+  return r;
+}
+
+MultiWorkload GenerateMultiWorkload(uint64_t seed, size_t processes, size_t steps) {
+  Rng rng(seed);
+  MultiWorkload w;
+  w.durability = rng.OneIn(4) ? dbdb::Durability::kNoSync : dbdb::Durability::kSync;
+  static const char* kWriterPoints[] = {"faultfs/write", "faultfs/write/short", "faultfs/sync", "faultfs/sync/lose",
+                                        "faultfs/truncate", "faultfs/syncdir", "faultfs/rename", "faultfs/open",
+                                        "faultfs/lock", "faultfs/read", "faultfs/read/corrupt"};
+  static const char* kReaderPoints[] = {"faultfs/read", "faultfs/read/corrupt", "faultfs/lock", "faultfs/open"};
+  static const int kErrnos[] = {0, ENOSPC, EACCES, EMFILE};
+  uint64_t value_counter = 0;
+  for (size_t p = 0; p < processes; p++) {
+    ProcessScript script;
+    bool reader = rng.OneIn(3);
+    script.steps.push_back(ProcessStep{reader ? ProcessStep::Kind::kOpenReadOnly : ProcessStep::Kind::kOpen, {}});
+    for (size_t i = 0; i < steps; i++) {
+      ProcessStep step;
+      uint64_t roll = rng.Uniform(100);
+      if (reader) {
+        step.kind = roll < 85 ? ProcessStep::Kind::kRead : ProcessStep::Kind::kOpenReadOnly;
+      } else if (roll < 6) {
+        step.kind = ProcessStep::Kind::kCompact;
+      } else if (roll < 10) {
+        step.kind = ProcessStep::Kind::kOpen;
+      } else if (roll < 30) {
+        step.kind = ProcessStep::Kind::kRead;
+      } else {
+        size_t changes = 1 + rng.Uniform(rng.OneIn(5) ? 10 : 3);
+        for (size_t c = 0; c < changes; c++) {
+          std::string key;
+          switch (rng.Uniform(8)) {
+            case 0: key = ""; break;
+            case 1: key = std::string(1 + rng.Uniform(3), '\0'); break;
+            case 2: key = std::string(1 + rng.Uniform(3), '\xff') + "k"; break;
+            case 3: key = std::string(64, static_cast<char>('a' + rng.Uniform(3))); break;
+            default: key = "k" + std::to_string(100 + rng.Uniform(40) * 3); break;
+          }
+          if (rng.OneIn(4)) {
+            step.changes.emplace_back(key, std::nullopt);
+          } else {
+            size_t size = rng.OneIn(12) ? 600 + rng.Uniform(1500) : rng.Uniform(30);
+            std::string value = "v" + std::to_string(value_counter++) + "-" + std::string(size, '\xfe');
+            step.changes.emplace_back(key, value);
+          }
+        }
+      }
+      script.steps.push_back(std::move(step));
+    }
+    if (rng.OneIn(2)) {
+      ArmedFault fault;
+      fault.point = reader ? kReaderPoints[rng.Uniform(std::size(kReaderPoints))]
+                           : kWriterPoints[rng.Uniform(std::size(kWriterPoints))];
+      fault.skip = static_cast<uint32_t>(rng.Uniform(12));
+      fault.error_number = kErrnos[rng.Uniform(std::size(kErrnos))];
+      script.faults.push_back(fault);
+    }
+    w.processes.push_back(std::move(script));
+  }
+  size_t schedule_steps = processes * steps * 40;
+  for (size_t i = 0; i < schedule_steps; i++) {
+    // Runs of the same choice keep one process going for a while, so commits also finish
+    // uninterrupted; sometimes every step switches.
+    w.schedule.choices.push_back(static_cast<uint8_t>(rng.Uniform(256)));
+  }
+  size_t kills = rng.Uniform(3);
+  for (size_t k = 0; k < kills; k++) w.schedule.kills.push_back(rng.Uniform(schedule_steps));
+  std::sort(w.schedule.kills.begin(), w.schedule.kills.end());
+  return w;
+}
+
+MultiExploreResult ExploreMulti(const MultiWorkload& workload, CrashPlan plan, uint64_t states_max, uint64_t seed,
+                                unsigned threads, size_t violations_max) {
+  auto started = std::chrono::steady_clock::now();
+  MultiExploreResult result;
+  MultiOracle oracle;
+  auto machine = std::make_shared<SimFileSystem>(seed);
+  MultiRun run = oracle.Run(workload, machine);
+  result.histories = 1;
+  result.faults_fired = run.faults_fired;
+  result.kills = run.kills;
+  result.commits_acknowledged = run.commits_acknowledged;
+  for (const std::string& v : run.violations) {
+    if (result.violations.size() < violations_max) result.violations.push_back("while running: " + v);
+  }
+  // Crash points: after every mutation.
+  struct Task {
+    size_t point;
+    std::shared_ptr<const PersistenceTracker> tracker;
+    CrashChoice choice;
+  };
+  std::vector<Task> tasks;
+  PersistenceTracker tracker;
+  for (size_t i = 0; i < run.trace.size(); i++) {
+    if (!run.trace[i].IsMutation()) continue;
+    tracker.Apply(run.trace[i]);
+    auto at = std::make_shared<const PersistenceTracker>(tracker);
+    result.crash_points++;
+    size_t before = tasks.size();
+    at->Enumerate(plan, states_max, seed ^ (i * 0x9E3779B97F4A7C15ULL), [&](const CrashChoice& c) {
+      tasks.push_back(Task{i + 1, at, c});
+      return true;
+    });
+    if (tasks.size() == before) tasks.push_back(Task{i + 1, at, PickCrashChoice(*at, CrashPlan::kDrop, seed)});
+  }
+  std::mutex mutex;
+  std::unordered_map<uint64_t, size_t> seen_images;
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t t = next++; t < tasks.size(); t = next++) {
+      const Task& task = tasks[t];
+      CrashImage image = task.tracker->Build(task.choice);
+      {
+        std::lock_guard<std::mutex> guard(mutex);
+        seen_images[image.Hash()]++;
+      }
+      Recovery r = oracle.CheckCrash(workload, run, task.point, image);
+      if (!r.violation.empty()) {
+        std::lock_guard<std::mutex> guard(mutex);
+        if (result.violations.size() < violations_max) {
+          result.violations.push_back("power cut after trace position " + std::to_string(task.point) + " (" +
+                                      run.trace[task.point - 1].ToString() + "), crash state " +
+                                      task.choice.Describe() + ": " + r.violation);
+        }
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < std::max(1u, threads); i++) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  result.states_checked = tasks.size();
+  result.distinct_states = seen_images.size();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+MultiWorkload ShrinkMultiWorkload(MultiWorkload w, const std::function<bool(const MultiWorkload&)>& still_fails) {
+  auto attempt = [&](MultiWorkload candidate) {
+    if (!still_fails(candidate)) return false;
+    w = std::move(candidate);
+    return true;
+  };
+  bool progress = true;
+  while (progress) {
+    progress = false;
+    for (size_t p = w.processes.size(); p-- > 0 && w.processes.size() > 1;) {
+      MultiWorkload c = w;
+      c.processes.erase(c.processes.begin() + static_cast<long>(p));
+      progress |= attempt(std::move(c));
+    }
+    for (size_t p = 0; p < w.processes.size(); p++) {
+      for (size_t i = w.processes[p].steps.size(); i-- > 0;) {
+        MultiWorkload c = w;
+        c.processes[p].steps.erase(c.processes[p].steps.begin() + static_cast<long>(i));
+        progress |= attempt(std::move(c));
+      }
+      for (size_t f = w.processes[p].faults.size(); f-- > 0;) {
+        MultiWorkload c = w;
+        c.processes[p].faults.erase(c.processes[p].faults.begin() + static_cast<long>(f));
+        progress |= attempt(std::move(c));
+      }
+      for (size_t i = 0; i < w.processes[p].steps.size(); i++) {
+        for (size_t k = w.processes[p].steps[i].changes.size(); k-- > 0 && w.processes[p].steps[i].changes.size() > 1;) {
+          MultiWorkload c = w;
+          auto& changes = c.processes[p].steps[i].changes;
+          changes.erase(changes.begin() + static_cast<long>(k));
+          progress |= attempt(std::move(c));
+        }
+      }
+    }
+    for (size_t k = w.schedule.kills.size(); k-- > 0;) {
+      MultiWorkload c = w;
+      c.schedule.kills.erase(c.schedule.kills.begin() + static_cast<long>(k));
+      progress |= attempt(std::move(c));
+    }
+    // The schedule: cut its tail by halves, then zero single choices.
+    for (size_t keep = w.schedule.choices.size() / 2; keep > 0 && keep < w.schedule.choices.size(); keep /= 2) {
+      MultiWorkload c = w;
+      c.schedule.choices.resize(keep);
+      if (attempt(std::move(c))) {
+        progress = true;
+        break;
+      }
+    }
+  }
+  for (size_t i = 0; i < w.schedule.choices.size(); i++) {
+    if (w.schedule.choices[i] == 0) continue;
+    MultiWorkload c = w;
+    c.schedule.choices[i] = 0;
+    attempt(std::move(c));
+  }
+  return w;
+}
+
+}  // namespace faultfs

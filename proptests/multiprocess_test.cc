@@ -1,0 +1,212 @@
+// Multi-process properties (DESIGN.md I1-I9, "the multi-process oracle" in faultfs/multiprocess.h):
+// RapidCheck draws several simulated processes' scripts (opens, read-only handles, commits with
+// keys of any bytes, snapshot reads, compactions), faults armed per process at points their steps
+// reach (lock probes that fail with EACCES or EMFILE, transient read corruption, failed syncs,
+// renames and directory syncs, ...), a schedule that interleaves them one filesystem operation at
+// a time, kills of whichever process runs at chosen steps, and one or two power cuts at any
+// operation boundary under any crash plan. The database does not exist at the start: the
+// processes race to create it. Every live history and every crash image is judged by the oracle;
+// a failure shrinks to the minimal scripts, schedule, kills, faults and crash state, and prints
+// them with the RC_PARAMS line that replays it.
+#include <faultfs/multiprocess.h>
+#include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cerrno>
+#include <iostream>
+#include <mutex>
+
+namespace faultfs {
+void showValue(const ProcessStep& step, std::ostream& os) { os << step.ToString(); }
+void showValue(const ArmedFault& f, std::ostream& os) {
+  os << f.point << " after " << f.skip << " calls" << (f.error_number ? " errno " + std::to_string(f.error_number) : "");
+}
+}  // namespace faultfs
+
+namespace proptests {
+namespace {
+
+using faultfs::ArmedFault;
+using faultfs::CrashPlan;
+using faultfs::MultiWorkload;
+using faultfs::ProcessScript;
+using faultfs::ProcessStep;
+
+// Totals printed at the end: histories per second, crash images judged, and faults by point.
+struct Totals {
+  std::mutex mutex;
+  uint64_t histories = 0, crash_images = 0, commits = 0, kills = 0, steps = 0;
+  double seconds = 0;
+  std::map<std::string, uint64_t> fired;
+};
+Totals totals;
+
+class ReportTotals : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (totals.histories == 0) return;
+    std::cout << "multi-process: " << totals.histories << " histories (" << totals.steps << " scheduled operations, "
+              << totals.commits << " commits acknowledged, " << totals.kills << " processes killed), "
+              << totals.crash_images << " crash images judged by every observer, "
+              << static_cast<uint64_t>(totals.histories / std::max(totals.seconds, 1e-9)) << " histories/s\n"
+              << "faults fired by point:";
+    for (const auto& [point, count] : totals.fired) std::cout << " " << point << "=" << count;
+    std::cout << "\n";
+  }
+};
+const auto* const kReport = ::testing::AddGlobalTestEnvironment(new ReportTotals);
+
+int Draw(int low, int high) { return *rc::gen::resize(100, rc::gen::inRange(low, high)); }
+
+std::string GenKey() {
+  switch (Draw(0, 8)) {
+    case 0: return "";
+    case 1: return std::string(static_cast<size_t>(Draw(1, 4)), '\0');
+    case 2: return std::string(static_cast<size_t>(Draw(1, 4)), '\xff') + "k";
+    case 3: return std::string(64, static_cast<char>('a' + Draw(0, 3)));  // the key size limit
+    default: return "k" + std::to_string(100 + Draw(0, 30) * 3);
+  }
+}
+
+ProcessStep GenStep(bool reader) {
+  ProcessStep step;
+  int kind = Draw(0, 20);
+  if (reader) {
+    step.kind = kind < 17 ? ProcessStep::Kind::kRead : ProcessStep::Kind::kOpenReadOnly;
+    return step;
+  }
+  if (kind < 2) {
+    step.kind = ProcessStep::Kind::kCompact;
+  } else if (kind < 3) {
+    step.kind = ProcessStep::Kind::kOpen;
+  } else if (kind < 4) {
+    step.kind = ProcessStep::Kind::kClose;
+  } else if (kind < 8) {
+    step.kind = ProcessStep::Kind::kRead;
+  } else {
+    step.kind = ProcessStep::Kind::kCommit;
+    int changes = Draw(1, Draw(0, 5) == 0 ? 12 : 3);
+    for (int c = 0; c < changes; c++) {
+      std::string key = GenKey();
+      if (Draw(0, 4) == 0) {
+        step.changes.emplace_back(key, std::nullopt);
+      } else {
+        int size = Draw(0, 12) == 0 ? Draw(500, 2500) : Draw(0, 30);
+        step.changes.emplace_back(key, "v" + std::to_string(Draw(0, 1000000)) + std::string(static_cast<size_t>(size), '\xfe'));
+      }
+    }
+  }
+  return step;
+}
+
+// Only points the process's steps can reach: a reader never writes.
+ArmedFault GenFault(bool reader) {
+  static const std::vector<std::string> kWriter = {"faultfs/write", "faultfs/write/short", "faultfs/sync",
+                                                   "faultfs/sync/lose", "faultfs/truncate", "faultfs/syncdir",
+                                                   "faultfs/rename", "faultfs/open", "faultfs/lock",
+                                                   "faultfs/read", "faultfs/read/corrupt"};
+  static const std::vector<std::string> kReader = {"faultfs/read", "faultfs/read/corrupt", "faultfs/lock",
+                                                   "faultfs/open"};
+  ArmedFault fault;
+  fault.point = *rc::gen::elementOf(reader ? kReader : kWriter);
+  fault.skip = static_cast<uint32_t>(Draw(0, 12));
+  fault.error_number = *rc::gen::element(0, ENOSPC, EACCES, EMFILE);
+  return fault;
+}
+
+MultiWorkload GenWorkload() {
+  MultiWorkload w;
+  w.durability = Draw(0, 4) == 0 ? dbdb::Durability::kNoSync : dbdb::Durability::kSync;
+  // Sometimes a small file size limit, so commits near it fail cleanly (LimitExceeded).
+  if (Draw(0, 6) == 0) w.file_size_max_bytes = static_cast<uint64_t>(Draw(2048, 20000));
+  int processes = Draw(2, 5);
+  for (int p = 0; p < processes; p++) {
+    ProcessScript script;
+    bool reader = Draw(0, 3) == 0;
+    script.steps.push_back(ProcessStep{reader ? ProcessStep::Kind::kOpenReadOnly : ProcessStep::Kind::kOpen, {}});
+    int steps = *rc::gen::inRange(1, 10);
+    for (int i = 0; i < steps; i++) script.steps.push_back(GenStep(reader));
+    if (Draw(0, 2) == 0) script.faults.push_back(GenFault(reader));
+    w.processes.push_back(std::move(script));
+  }
+  w.schedule.choices = *rc::gen::container<std::vector<uint8_t>>(
+      static_cast<size_t>(Draw(0, 600)), rc::gen::weightedOneOf<uint8_t>({{3, rc::gen::just<uint8_t>(0)},
+                                                                           {1, rc::gen::arbitrary<uint8_t>()}}));
+  int kills = Draw(0, 3) == 0 ? Draw(1, 3) : 0;
+  for (int k = 0; k < kills; k++) w.schedule.kills.push_back(static_cast<uint64_t>(Draw(0, 400)));
+  std::sort(w.schedule.kills.begin(), w.schedule.kills.end());
+  return w;
+}
+
+// One boot: run the workload, judge the live history, then cut the power at a drawn boundary and
+// judge every observer of the image. Returns the image and the oracle of the next boot.
+void RunBoots(dbdb::Durability durability_override, bool override_durability) {
+  int boots = Draw(1, 3);
+  auto machine = std::make_shared<faultfs::SimFileSystem>(*rc::gen::arbitrary<uint64_t>());
+  faultfs::MultiOracle oracle;
+  for (int boot = 0; boot < boots; boot++) {
+    MultiWorkload w = GenWorkload();
+    if (override_durability) w.durability = durability_override;
+    RC_LOG() << "boot " << boot + 1 << ":\n" << w.Describe();
+    auto started = std::chrono::steady_clock::now();
+    faultfs::MultiRun run = oracle.Run(w, machine);
+    {
+      std::lock_guard<std::mutex> guard(totals.mutex);
+      totals.histories++;
+      totals.steps += run.steps;
+      totals.commits += run.commits_acknowledged;
+      totals.kills += run.kills;
+      for (const auto& [point, count] : run.faults_fired) totals.fired[point] += count;
+    }
+    auto trace_tail = [&](size_t end) {
+      std::string out;
+      const char* lines_env = std::getenv("DBDB_TRACE_LINES");  // how much of the trace to show
+      size_t lines = lines_env != nullptr ? std::strtoull(lines_env, nullptr, 10) : 80;
+      size_t begin = end > run.first_trace_position + lines ? end - lines : run.first_trace_position;
+      for (size_t i = begin; i < end; i++) out += "    " + std::to_string(i + 1) + ": " + run.trace[i].ToString() + "\n";
+      return out;
+    };
+    if (!run.violations.empty()) {
+      RC_LOG() << "trace of boot " << boot + 1 << " (the last DBDB_TRACE_LINES, default 80, operations):\n" << trace_tail(run.trace.size());
+      RC_FAIL("boot " + std::to_string(boot + 1) + ": " + run.violations.front());
+    }
+    // The power cut: at any mutation boundary of this boot, any crash state of the plan.
+    std::vector<size_t> boundaries;
+    for (size_t i = run.first_trace_position; i < run.trace.size(); i++) {
+      if (run.trace[i].IsMutation()) boundaries.push_back(i + 1);
+    }
+    if (boundaries.empty()) continue;
+    size_t point = boundaries[static_cast<size_t>(Draw(0, static_cast<int>(boundaries.size()) * 2)) % boundaries.size()];
+    if (Draw(0, 2) == 0) point = boundaries.back();  // often after everything
+    CrashPlan plan = *rc::gen::element(CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset, CrashPlan::kTorn);
+    uint64_t choice_seed = *rc::gen::arbitrary<uint64_t>();
+    auto tracker = faultfs::TrackerAt(run.trace, point);
+    faultfs::CrashChoice choice = faultfs::PickCrashChoice(tracker, plan, choice_seed);
+    faultfs::CrashImage image = tracker.Build(choice);
+    RC_LOG() << "power cut after trace position " << point << " (" << run.trace[point - 1].ToString() << ") under "
+             << faultfs::CrashPlanName(plan) << ": " << choice.Describe() << "\n";
+    faultfs::Recovery recovery = oracle.CheckCrash(w, run, point, image);
+    {
+      std::lock_guard<std::mutex> guard(totals.mutex);
+      totals.crash_images++;
+      totals.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    }
+    if (!recovery.violation.empty()) {
+      RC_LOG() << "trace of boot " << boot + 1 << " up to the power cut (the last DBDB_TRACE_LINES, default 80, operations):\n" << trace_tail(point);
+      RC_FAIL("boot " + std::to_string(boot + 1) + ": " + recovery.violation);
+    }
+    oracle = faultfs::MultiOracle(oracle.attempts(), recovery.attempt);
+    machine = faultfs::SimFileSystem::FromImage(image, choice_seed);
+  }
+}
+
+RC_GTEST_PROP(MultiProcess, HistoriesAndPowerCutsKeepEveryInvariant, ()) { RunBoots(dbdb::Durability::kSync, false); }
+
+RC_GTEST_PROP(MultiProcess, NoSyncHistoriesAndPowerCutsKeepEveryInvariant, ()) {
+  RunBoots(dbdb::Durability::kNoSync, true);
+}
+
+}  // namespace
+}  // namespace proptests

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# `dbdb dump`: the worked example of docs/FORMAT.md byte for byte; torn, garbage and unsealed tails;
+# the record chain of a larger database; and bounded memory: a database followed by a 3 GiB sparse
+# tail, or by a record header claiming a 1 GiB record, dumps under a 1 GiB address-space limit.
+#
+#   dump_test.sh PATH_TO_DBDB
+source "$(dirname "$0")/lib.sh"
+docs=$(cd "$(dirname "$0")/../../../docs" && pwd)
+cd "$tmp" || exit 2
+
+# dump under a 1 GiB address-space limit (ulimit -v; hence no sanitizer build runs this test).
+dump_limited() { (ulimit -v 1048576 && exec "$dbdb" dump "$@"); }
+tail_line() { echo "tail    offset $1 length $2: not covered by a valid commit (ignored by readers, truncated by the next writer)"; }
+
+echo "== the worked example of docs/FORMAT.md"
+make_worked_example ex.dbdb || fail "creating the worked example"
+size=$(stat -c %s ex.dbdb)
+[ "$size" = 820 ] && pass "the worked example is 820 bytes" || fail "the worked example is $size bytes, not 820"
+listing=$(awk '/`dbdb dump --values ex.dbdb` shows:/ { found = 1; next }
+               found && /^```/ { if (inside) exit; inside = 1; next }
+               inside { print }' "$docs/FORMAT.md")
+[ "$(wc -l <<<"$listing")" = 10 ] || fail "the dump listing of docs/FORMAT.md not found"
+run "$dbdb" dump --values ex.dbdb
+expect_rc 0 "dump --values of the worked example"
+expect_out "$listing" "dump --values prints exactly the listing of docs/FORMAT.md"
+base=$out  # what the tails below are compared with (whether or not the docs are up to date)
+run "$dbdb" dump ex.dbdb
+expect_rc 0 "dump without --values"
+expect_out "$(sed 's/= red$/= 3 bytes/; s/= yellow$/= 6 bytes/' <<<"$base")" "dump without --values prints value sizes"
+run "$dbdb" stat ex.dbdb
+grep -q '^live_bytes      673$' <<<"$out" && grep -q '^garbage_ratio   0.179$' <<<"$out" &&
+  pass "stat: live_bytes 673 of 820, garbage ratio 0.179, as docs/FORMAT.md says" || fail "stat disagrees with docs/FORMAT.md"
+
+echo "== tails"
+cp ex.dbdb garbage.dbdb && printf 'garbage after the last commit' >>garbage.dbdb
+run "$dbdb" dump --values garbage.dbdb
+expect_rc 0 "dump with a garbage tail"
+expect_out "$base"$'\n'"$(tail_line 820 29)" "a garbage tail is reported as the tail"
+
+# A third transaction (its leaf at 820, then its commit and seal), cut at three places.
+cp ex.dbdb three.dbdb && "$dbdb" put three.dbdb cherry red || fail "third commit"
+leaf3=$("$dbdb" dump three.dbdb | awk '$1 == "leaf" && $3 == 820 { sub(":", "", $5); print $5 }')
+commit3=$((820 + leaf3))
+[ "$leaf3" -gt 0 ] 2>/dev/null && pass "third transaction: leaf at 820 (length $leaf3), commit at $commit3" || fail "no leaf at 820"
+cp three.dbdb torn.dbdb && truncate -s $((commit3 + 50)) torn.dbdb  # a torn commit: its leaf is not printed
+run "$dbdb" dump --values torn.dbdb
+expect_rc 0 "dump with a torn commit"
+expect_out "$base"$'\n'"$(tail_line 820 $((leaf3 + 50)))" "a torn transaction (verified leaf, torn commit) is all tail"
+cp three.dbdb unsealed.dbdb && truncate -s $((commit3 + 96)) unsealed.dbdb  # the commit, not its seal
+run "$dbdb" dump unsealed.dbdb
+expect_rc 0 "dump with an unsealed newest commit"
+last=$(tail -n 1 <<<"$out")
+[[ "$last" == "commit offset $commit3 length 96: txn 3, prev 700, body [796, $commit3)"* ]] && pass "an unsealed commit is printed, with no tail" || fail "unsealed commit: unexpected dump"
+
+cp ex.dbdb past-end.dbdb && printf '\xff\xff\xff\xff\x01\x00\x00\x00some bytes' >>past-end.dbdb
+run dump_limited --values past-end.dbdb
+expect_rc 0 "dump with a record header claiming 4 GiB, past the end"
+expect_out "$base"$'\n'"$(tail_line 820 18)" "a record running past the end is the tail"
+
+cp ex.dbdb claims-1g.dbdb && printf '\x00\x00\x00\x40\x01\x00\x00\x00' >>claims-1g.dbdb && truncate -s +1100M claims-1g.dbdb
+run dump_limited --values claims-1g.dbdb
+expect_rc 0 "dump (ulimit -v 1 GiB) with a record header claiming 1 GiB, inside the file"
+expect_out "$base"$'\n'"$(tail_line 820 $((1100 * 1024 * 1024 + 8)))" "a plausible 1 GiB record that does not verify is the tail"
+
+cp ex.dbdb sparse.dbdb && truncate -s +3G sparse.dbdb
+run dump_limited --values sparse.dbdb
+expect_rc 0 "dump (ulimit -v 1 GiB) of a database followed by a 3 GiB sparse tail"
+expect_out "$base"$'\n'"$(tail_line 820 3221225472)" "a 3 GiB sparse tail is reported as the tail"
+
+echo "== not a database"
+head -c 100 ex.dbdb >short.dbdb
+run "$dbdb" dump short.dbdb
+expect_rc 3 "dump of a 100-byte file"
+[ "$err" = "dbdb: Corruption: short.dbdb: file header is 100 bytes, expected 512" ] && pass "it says why" || fail "message: $err"
+printf 'hello\n' >text.dbdb && truncate -s 600 text.dbdb
+run "$dbdb" dump text.dbdb
+expect_rc 3 "dump of a text file"
+[ "$err" = "dbdb: Corruption: text.dbdb: not a dbdb file (bad magic number)" ] && pass "it says why" || fail "message: $err"
+run "$dbdb" dump missing.dbdb
+expect_rc 1 "dump of a missing file"
+
+echo "== a larger database: the record chain"
+# Every record starts where the previous one ended and the last ends at the end of the file; every
+# seal names the commit right before it; the commits are those stat counts.
+
+check_chain() {
+  local file=$1 dump
+  dump=$("$dbdb" dump "$file") || { fail "dump $file"; return; }
+  awk -v size="$(stat -c %s "$file")" '
+    /^(header|leaf|internal|commit|seal|tail) / {
+      off = $3; len = $5; sub(":", "", len)
+      if (off != next_off) { print "record at " off " does not follow the previous one (" next_off ")"; bad = 1 }
+      next_off = off + len
+      if ($1 == "seal" && $10 != last_commit) { print "seal at " off " names " $10 ", not " last_commit; bad = 1 }
+      if ($1 == "commit") { last_commit = off; commits++ }
+      if ($1 == "internal") internals++
+    }
+    END {
+      if (next_off != size) { print "records end at " next_off ", the file at " size; bad = 1 }
+      print commits " commits, " internals + 0 " internal nodes"
+      exit bad
+    }' <<<"$dump" >chain.out && pass "$file: record chain consistent ($(cat chain.out))" || fail "$file: $(cat chain.out)"
+  local commits
+  commits=$(awk '$1 == "commits_in_file" { print $2 }' <<<"$("$dbdb" stat "$file")")
+  [ "$(grep -c '^commit ' <<<"$dump")" = "$commits" ] && pass "$file: $commits commits, as stat says" ||
+    fail "$file: dump shows $(grep -c '^commit ' <<<"$dump") commits, stat $commits"
+}
+{ echo begin; for i in $(seq 1 3000); do echo "put key$i value-$i"; done; echo commit; } | "$dbdb" shell --create big.dbdb
+for i in 1 2 3; do "$dbdb" put big.dbdb "more$i" "v$i"; done
+"$dbdb" del big.dbdb key17
+check_chain big.dbdb
+"$dbdb" compact big.dbdb >/dev/null || fail "compact"
+"$dbdb" put big.dbdb after compaction || fail "put after compaction"
+check_chain big.dbdb
+run "$dbdb" dump --values big.dbdb
+expect_rc 0 "dump --values of the larger database"
+grep -q '^    key2999 = value-2999$' <<<"$out" && grep -q '^internal offset ' <<<"$out" &&
+  grep -q '^    (first) -> ' <<<"$out" && pass "values and internal nodes printed" || fail "values or internal nodes missing"
+
+finish

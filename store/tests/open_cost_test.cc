@@ -1,0 +1,110 @@
+// What opening and refreshing read: recovery costs O(the unsynced tail), never O(the file).
+// A counting FileSystemWrapper measures the bytes the store reads (not time: these are not timed
+// tests). Found two defects of version 1: no-sync mode walked the whole commit chain on every
+// open and every reader refresh, and a database followed by a sparse tail read the hole byte by
+// byte on every open.
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+
+#include "dbdb/db.h"
+#include "test_util.h"
+
+namespace dbdb {
+namespace {
+
+using testing::TempDir;
+
+class CountingFileSystem final : public FileSystemWrapper {
+ public:
+  CountingFileSystem() : FileSystemWrapper(NewPosixFileSystem()) {}
+  std::atomic<uint64_t> bytes_read{0};
+
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    return std::unique_ptr<File>(new CountingFile(this, std::move(file)));
+  }
+
+ private:
+  class CountingFile final : public FileWrapper {
+   public:
+    CountingFile(CountingFileSystem* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
+    Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
+      auto n = FileWrapper::ReadAt(offset, dst);
+      if (n.ok()) fs_->bytes_read += *n;
+      return n;
+    }
+
+   private:
+    CountingFileSystem* fs_;
+  };
+};
+
+constexpr uint64_t kMiB = 1024 * 1024;
+
+// 12 MiB of no-sync commits; then a new handle opens, and a long-lived reader follows 200 more.
+TEST(OpenCost, NoSyncOpenAndRefreshReadTheUnsyncedTailNotTheFile) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.durability = Durability::kNoSync;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    std::string value(4000, 'v');
+    for (int i = 0; std::filesystem::file_size(path) < 12 * kMiB; i++) {
+      ASSERT_TRUE((*db)->Put("key" + std::to_string(i % 500), value).ok());
+    }
+  }
+  auto counting = std::make_shared<CountingFileSystem>();
+  Options reading = options;
+  reading.file_system = counting;
+  auto reader = DB::Open(path, reading);
+  ASSERT_TRUE(reader.ok());
+  uint64_t open_bytes = counting->bytes_read.load();
+  // The bound: the tail since the last sync (at most unsynced_bytes_max) plus one commit
+  // and the scan window, whatever the file's size.
+  EXPECT_LE(open_bytes, options.unsynced_bytes_max + 2 * kMiB)
+      << "opening a " << std::filesystem::file_size(path) << "-byte no-sync file read " << open_bytes << " bytes";
+
+  auto writer = DB::Open(path, options);
+  ASSERT_TRUE(writer.ok());
+  counting->bytes_read = 0;
+  uint64_t written_before = std::filesystem::file_size(path);
+  for (int i = 0; i < 200; i++) {
+    ASSERT_TRUE((*writer)->Put("new" + std::to_string(i), "x").ok());
+    auto got = (*reader)->Get("new" + std::to_string(i));
+    ASSERT_TRUE(got.ok() && got->has_value());
+  }
+  uint64_t appended = std::filesystem::file_size(path) - written_before;
+  // Each refresh verifies only the commits it has not seen, plus a lookup: linear in what was
+  // appended, not in the file times the refreshes.
+  EXPECT_LE(counting->bytes_read.load(), 4 * appended + 200 * 64 * 1024)
+      << "200 refreshes over " << appended << " appended bytes read " << counting->bytes_read.load() << " bytes";
+}
+
+// A valid database followed by a 2 GiB hole: opening must not read the hole.
+TEST(OpenCost, ASparseTailIsNotReadByteByByte) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  {
+    auto db = DB::Open(path, Options{.create_if_missing = true});
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Put("k", "v").ok());
+  }
+  uint64_t size = std::filesystem::file_size(path);
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(size + 2048 * kMiB)), 0);
+  for (bool read_only : {true, false}) {
+    auto counting = std::make_shared<CountingFileSystem>();
+    auto db = DB::Open(path, Options{.file_system = counting, .read_only = read_only});
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    auto got = (*db)->Get("k");
+    ASSERT_TRUE(got.ok() && *got == std::optional<std::string>("v"));
+    EXPECT_LE(counting->bytes_read.load(), 1 * kMiB) << "read_only=" << read_only;
+  }
+}
+
+}  // namespace
+}  // namespace dbdb
