@@ -38,11 +38,16 @@ echo "== fuzz replay: every regression and seed input through every target"
 replayed=0
 for target in $targets; do
   bin=$build_dir/bin/dbdb_fuzz_$target
+  inputs=()
   for input in "$regressions"/* "$fuzz_dir"/corpus/"$target"/*; do
-    [ -f "$input" ] || continue
-    replayed=$((replayed + 1))
+    if [ -f "$input" ]; then inputs+=("$input"); fi
+  done
+  replayed=$((replayed + ${#inputs[@]}))
+  if [ ${#inputs[@]} -eq 0 ] || "$bin" "${inputs[@]}" > "$build_dir/replay.log" 2>&1; then continue; fi
+  # Something failed: one input at a time, to name every failing one.
+  for input in "${inputs[@]}"; do
     if ! "$bin" "$input" > "$build_dir/replay.log" 2>&1; then
-      grep -E "DBDB FUZZ VIOLATION|ERROR: |SUMMARY: " "$build_dir/replay.log" | head -5 || true
+      grep -E "DBDB FUZZ VIOLATION|ERROR: |SUMMARY: |runtime error" "$build_dir/replay.log" | head -5 || true
       echo "FUZZ FAILURE (replayed input $input)"
       echo "replay: $bin $input"
       status=1
@@ -57,6 +62,8 @@ for target in $targets; do
   work=$build_dir/fuzz/$target
   mkdir -p "$work/corpus" "$work/artifacts"
   rm -f "$work/artifacts"/*
+  # The corpus grown by earlier runs is kept, within reason: loading it is part of the budget.
+  if [ "$(find "$work/corpus" -type f | wc -l)" -gt 2000 ]; then rm -f "$work/corpus"/*; fi
   echo "== fuzz $target: ${seconds} s, seed $seed"
   set +e
   "$bin" -seed="$seed" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
@@ -71,7 +78,7 @@ for target in $targets; do
     status=1
     grep -E "DBDB FUZZ VIOLATION|ERROR: |SUMMARY: |runtime error" "$work/log" | head -8 || true
     found=0
-    for artifact in "$work/artifacts"/*; do
+    for artifact in "$work/artifacts"/{crash,timeout,oom,leak}-*; do
       [ -f "$artifact" ] || continue
       found=1
       kept=$regressions/$target-$(basename "$artifact")

@@ -93,8 +93,11 @@ ProcessStep GenStep(bool reader) {
       if (Draw(0, 4) == 0) {
         step.changes.emplace_back(key, std::nullopt);
       } else {
-        int size = Draw(0, 12) == 0 ? Draw(500, 2500) : Draw(0, 30);
-        step.changes.emplace_back(key, "v" + std::to_string(Draw(0, 1000000)) + std::string(static_cast<size_t>(size), '\xfe'));
+        int roll = Draw(0, 60);  // sometimes exactly the value size limit (64 KiB here)
+        int size = roll == 0 ? 1 << 16 : roll < 6 ? Draw(500, 2500) : Draw(0, 30);
+        std::string value = "v" + std::to_string(Draw(0, 1000000));
+        value.resize(std::max(value.size(), static_cast<size_t>(size)), '\xfe');
+        step.changes.emplace_back(key, std::move(value));
       }
     }
   }

@@ -290,8 +290,8 @@ void RunOracle(const std::string& image) {
     ro.reset();
   }
 
-  // 2. Read-write: open (seals a commit whose writer died), start a write transaction (truncates
-  // the tail) and abort it, read everything again, check() again.
+  // 2. Read-write: open, start a write transaction and abort it (recovery: the tail is cut and a
+  // commit whose writer died is settled), read everything again, check() again.
   std::unique_ptr<DB> rw;
   Reads rw_reads;
   {

@@ -76,7 +76,7 @@ Status DBImpl::Compact() {
     newest_ = commit;
   }
   SetDurable(View{file.value(), commit}, commit.record_end());
-  name_durable_identity_ = file.value()->identity();
+  name_durable_file_ = file.value();
   return Status::Ok();
 }
 

@@ -137,6 +137,7 @@ Status WriteTransactionImpl::Commit() {
   TreeWriter writer(*base_.file, base_.end(), db_->options().node_size_target_bytes);
   DBDB_ASSIGN_OR_RETURN(TreeRoot root, writer.Apply(base_.root(), changes));
   format::Commit commit;
+  if (base_.txn_id() == UINT64_MAX) return Status::LimitExceeded("transaction ids are exhausted");
   commit.txn_id = base_.txn_id() + 1;
   commit.prev_commit_offset = base_.commit ? base_.commit->offset : 0;
   commit.commits_in_file = base_.commit ? base_.commit->commits_in_file + 1 : 1;
@@ -147,6 +148,7 @@ Status WriteTransactionImpl::Commit() {
   commit.tree_bytes = root.tree_bytes;
   Status s = db_->AppendCommit(base_, &writer.buffer(), commit);
   changes_.clear();
+  if (!s.ok()) db_->HoldWriterLockIfRollbackFailed(&lock);
   return s;
 }
 
@@ -187,15 +189,16 @@ Result<View> DBImpl::Refresh(bool writer) {
   std::lock_guard<std::mutex> guard(state_mutex_);
   DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer));
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
+  uint64_t known_offset = newest_ ? newest_->offset : 0;
   if (size < known_end) {
     return Status::Corruption(path_ + " shrank to " + std::to_string(size) +
                               " bytes, below its newest commit ending at " + std::to_string(known_end));
   }
   if (size > known_end) {
     // New commits, or a torn or in-progress tail: look for a newer commit above the known one.
-    DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end));
+    DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end, known_offset));
     if (found && !found->sealed && !writer) {
-      DBDB_ASSIGN_OR_RETURN(found, SettledForReader(*found, known_end));
+      DBDB_ASSIGN_OR_RETURN(found, SettledForReader(known_end, known_offset));
     }
     if (found) newest_ = found;
   }
@@ -222,7 +225,7 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
   return stat.size_bytes;
 }
 
-Result<std::optional<format::Commit>> DBImpl::SettledForReader(const format::Commit& unsealed, uint64_t known_end) {
+Result<std::optional<format::Commit>> DBImpl::SettledForReader(uint64_t known_end, uint64_t known_offset) {
   // Not sealed: either its writer is between writing and sealing it (its sync may yet fail and
   // roll it back), or its writer died. The writer holds the in-flight lock over exactly that
   // window, so the lock tells which. Busy: in flight, and nobody can have seen it yet; the newest
@@ -232,12 +235,17 @@ Result<std::optional<format::Commit>> DBImpl::SettledForReader(const format::Com
   // reader never writes and never creates a file.
   auto in_flight = fs_->Lock(path_, {.wait = false, .create = false, .shared = true});
   if (!in_flight.ok() && in_flight.status().code() == StatusCode::kBusy) {
-    return file_->FindNewestCommit(unsealed.offset, known_end);
+    // Look again: since the first look the unsealed commit may have been sealed and another may
+    // be in flight now. The newest one, if sealed; else (it is the one in flight) the one before.
+    DBDB_ASSIGN_OR_RETURN(uint64_t size, file_->file().Size());
+    DBDB_ASSIGN_OR_RETURN(auto now, file_->FindNewestCommit(size, known_end, known_offset));
+    if (!now || now->sealed) return now;
+    return file_->FindNewestCommit(now->offset, known_end, known_offset);
   }
   if (!in_flight.ok()) return in_flight.status().WithContext("probing the in-flight lock of " + path_);
   // Look again, now that no writer can change it.
   DBDB_ASSIGN_OR_RETURN(uint64_t size, file_->file().Size());
-  DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end));
+  DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end, known_offset));
   if (found && !found->sealed) {
     Status s = file_->file().Sync();
     if (!s.ok()) return s.WithContext("syncing the commit a dead writer left in " + path_);
@@ -315,6 +323,12 @@ Status DBImpl::SettleBase(View& base) {
   // (fsyncgate): writing it again (the same bytes) makes the sync below cover it. The file never
   // shrinks below the base's end, which readers may already know. REQUIRES: the in-flight lock.
   File& file = base.file->file();
+  if (base.commit && !base.commit->sealed) {
+    // Look again before cutting at the record's end: a misread seal must not be cut and
+    // rewritten (with other bytes, which another handle's next body may already cover).
+    DBDB_ASSIGN_OR_RETURN(uint64_t size, file.Size());
+    DBDB_RETURN_IF_ERROR(base.file->ReadSeal(&*base.commit, size));
+  }
   DBDB_RETURN_IF_ERROR(file.Truncate(base.end()));
   if (base.commit && base.commit->sealed) {
     std::string seal;
@@ -338,17 +352,32 @@ void DBImpl::Publish(const View& view) {
   if (file_ == view.file && view.commit && (!newest_ || newest_->offset <= view.commit->offset)) newest_ = view.commit;
 }
 
-Status DBImpl::FailCommit(const View& base, const Status& cause) {
+Status DBImpl::FailCommit(const View& base, const Status& cause, std::unique_ptr<FileLock>* in_flight) {
   // The failed commit may sit complete in the page cache while never reaching the disk (a failed
   // sync may have dropped it). Left there, a later writer could take it for a valid commit and
   // build durable commits on nodes the disk never got: settle the base before failing.
   View settled = base;
   Status rollback = SettleBase(settled);
   if (!rollback.ok()) {
+    // It is still there: keep it in flight for as long as this handle lives, so that no reader
+    // takes it for a dead writer's commit (and no writer starts: see HoldWriterLock).
+    {
+      std::lock_guard<std::mutex> guard(failure_mutex_);
+      held_in_flight_ = std::move(*in_flight);
+      rollback_failed_ = true;
+    }
     return Fail(Status(cause.code(), cause.message() + "; rolling back the failed commit also failed: " +
                                          rollback.ToString()));
   }
   return Fail(cause);
+}
+
+void DBImpl::HoldWriterLockIfRollbackFailed(WriterLock* lock) {
+  std::lock_guard<std::mutex> guard(failure_mutex_);
+  if (!rollback_failed_ || held_writer_lock_) return;
+  // The cross-process lock only: other writers wait until this handle is closed. The in-process
+  // mutex is released (the handle refuses writes before it would take it).
+  held_writer_lock_ = std::move(lock->file_lock);
 }
 
 Result<WriterLock> DBImpl::AcquireWriter() {
@@ -372,12 +401,15 @@ Result<View> DBImpl::PrepareWriterView() {
   // by a compaction, by another handle that may have died before its directory sync): sync the
   // directory before writing anything to it, or a power cut could bring the old name back and
   // lose what this handle acknowledged (I8).
-  if (name_durable_identity_ != view.file->identity()) {
+  if (name_durable_file_.lock() != view.file) {
     Status s = fs_->SyncDir(DirName(path_));
     if (!s.ok()) return Fail(s.WithContext("syncing the directory of " + path_));
-    name_durable_identity_ = view.file->identity();
+    name_durable_file_ = view.file;
   }
   DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
+  // The base's seal as it is on disk now (the next body checksums those bytes; another handle
+  // may have written it since this handle last looked).
+  if (view.commit) DBDB_RETURN_IF_ERROR(view.file->ReadSeal(&*view.commit, size));
   // Torn or abandoned bytes after the newest commit are cut off, durably, before appending (I6).
   // A base this handle did not make durable itself is settled too, so that synced_through
   // (docs/FORMAT.md) is true and the base's seal is on disk under the next commit's body. In
@@ -419,8 +451,11 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   }
   body.Update(*bytes);
   commit.body_checksum = body.Digest();
+  // Everything before the last point this handle synced in this file is durable too.
   uint64_t carried = base.commit ? base.commit->synced_through : format::kFileHeaderSizeBytes;
-  commit.synced_through = KnownDurable(base) ? base.body_start() : std::max(carried, format::kFileHeaderSizeBytes);
+  uint64_t synced = std::min(DurableEndIn(base), base.body_start());
+  commit.synced_through = KnownDurable(base) ? base.body_start()
+                                             : std::max({carried, synced, format::kFileHeaderSizeBytes});
   commit.sealed = true;  // by the time Commit returns
   if (commit.end() > options_.file_size_max_bytes) {
     return Status::LimitExceeded("commit would grow " + path_ + " to " + std::to_string(commit.end()) +
@@ -436,19 +471,19 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
     format::AppendSeal(bytes, commit, false);
     commit.seal_durable = false;
     Status s = file.WriteAt(base.end(), *bytes);
-    if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)));
+    if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)), &in_flight);
   } else {
     Status s = file.WriteAt(base.end(), *bytes);
-    if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)));
+    if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)), &in_flight);
     s = file.Sync();
     // Never retried: after a failed sync the written pages may be gone (fsyncgate).
-    if (!s.ok()) return FailCommit(base, s.WithContext("syncing commit " + std::to_string(commit.txn_id)));
+    if (!s.ok()) return FailCommit(base, s.WithContext("syncing commit " + std::to_string(commit.txn_id)), &in_flight);
     // Durable: seal it, so readers take it. The seal needs no sync of its own (docs/FORMAT.md).
     std::string seal;
     format::AppendSeal(&seal, commit, true);
     commit.seal_durable = true;
     s = file.WriteAt(commit.record_end(), seal);
-    if (!s.ok()) return FailCommit(base, s.WithContext("sealing commit " + std::to_string(commit.txn_id)));
+    if (!s.ok()) return FailCommit(base, s.WithContext("sealing commit " + std::to_string(commit.txn_id)), &in_flight);
     SetDurable(base, commit.record_end());
   }
   in_flight.reset();

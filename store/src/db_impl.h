@@ -64,7 +64,7 @@ class DBImpl final : public DB {
   // in-flight lock: the one before it while its writer is between writing and sealing it, else
   // it (a dead writer's, synced first: the reader's only write-like act, which changes no byte).
   // REQUIRES: state_mutex_ held.
-  Result<std::optional<format::Commit>> SettledForReader(const format::Commit& unsealed, uint64_t known_end);
+  Result<std::optional<format::Commit>> SettledForReader(uint64_t known_end, uint64_t known_offset);
 
   // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
   Result<WriterLock> AcquireWriter();
@@ -86,8 +86,12 @@ class DBImpl final : public DB {
   // before sealing it. REQUIRES: writer lock held (and the in-flight lock
   // when `base` may be unsealed by an in-flight commit of this handle: a rollback).
   Status SettleBase(View& base);
-  // Fail after a commit's write or sync failed: first settle the file back to `base` (I7).
-  Status FailCommit(const View& base, const Status& cause);
+  // Fail after a commit's write or sync failed: first settle the file back to `base` (I7). If
+  // that fails too, the in-flight lock (*in_flight) is kept until the handle is closed.
+  Status FailCommit(const View& base, const Status& cause, std::unique_ptr<FileLock>* in_flight);
+  // After a failed rollback, keeps the writer lock's file lock until the handle is closed, so no
+  // other writer builds on (and seals) a commit whose sync failed while this handle lives.
+  void HoldWriterLockIfRollbackFailed(WriterLock* lock);
   Status CheckWritable();
 
   const Options& options() const { return options_; }
@@ -104,17 +108,19 @@ class DBImpl final : public DB {
   // Under the writer lock: the end of the last commit record this handle knows to be durable in
   // the current file (0 if none), so a kSync writer syncs a base it did not sync itself.
   uint64_t durable_end_ = 0;
-  uint64_t durable_identity_ = 0;  // the file durable_end_ is about
+  // Files are told apart by their TreeFile, never by an inode number, which the filesystem may
+  // give to a new file once the old one is gone.
+  std::weak_ptr<TreeFile> durable_file_;  // the file durable_end_ is about
   // Under the writer lock: the file whose name this handle made durable (synced its directory).
-  uint64_t name_durable_identity_ = 0;
+  std::weak_ptr<TreeFile> name_durable_file_;
   bool KnownDurable(const View& view) const {
-    return durable_identity_ == view.file->identity() && durable_end_ == view.body_start();
+    return durable_file_.lock() == view.file && durable_end_ == view.body_start();
   }
   uint64_t DurableEndIn(const View& view) const {
-    return durable_identity_ == view.file->identity() ? durable_end_ : 0;
+    return durable_file_.lock() == view.file ? durable_end_ : 0;
   }
   void SetDurable(const View& view, uint64_t end) {
-    durable_identity_ = view.file->identity();
+    durable_file_ = view.file;
     durable_end_ = end;
   }
 
@@ -124,7 +130,10 @@ class DBImpl final : public DB {
 
   std::atomic<bool> failed_{false};
   std::mutex failure_mutex_;
-  std::string failure_;
+  std::string failure_;                        // GUARDED_BY(failure_mutex_)
+  bool rollback_failed_ = false;               // GUARDED_BY(failure_mutex_)
+  std::unique_ptr<FileLock> held_in_flight_;   // GUARDED_BY(failure_mutex_)
+  std::unique_ptr<FileLock> held_writer_lock_; // GUARDED_BY(failure_mutex_)
 };
 
 // Iterator adapters (iterators.cc).

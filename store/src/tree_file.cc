@@ -83,15 +83,14 @@ Status TreeFile::VerifyCommitBody(const format::Commit& commit) {
   return Status::Ok();
 }
 
-Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verified_end) {
+Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verified_commit) {
   format::Commit commit = newest;
   while (true) {
     DBDB_RETURN_IF_ERROR(VerifyCommitBody(commit));
     // Everything before synced_through was durable when this commit was written, so the commits
-    // there were complete; and everything before verified_end this handle has verified already
-    // (the file below it does not change while the handle lives). Between those and this body,
-    // each earlier commit must verify too.
-    if (commit.body_offset <= std::max(commit.synced_through, verified_end) || commit.prev_commit_offset == 0) {
+    // there were complete; between it and this body, each earlier commit must verify too —
+    // except the one this handle verified already (with its chain), which stays as it was.
+    if (commit.body_offset <= commit.synced_through || commit.prev_commit_offset == 0) {
       return Status::Ok();
     }
     DBDB_ASSIGN_OR_RETURN(format::Commit prev, ReadCommit(commit.prev_commit_offset));
@@ -99,6 +98,7 @@ Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verifi
       return Status::Corruption("commit at offset " + std::to_string(commit.offset) +
                                 " does not follow the commit it names");
     }
+    if (verified_commit != 0 && prev.offset == verified_commit) return Status::Ok();
     commit = prev;
   }
 }
@@ -151,7 +151,8 @@ Status TreeFile::ScanBackward(uint64_t top_end, uint64_t floor, const std::strin
   }
 }
 
-Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t size, uint64_t floor, bool* skipped) {
+Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t size, uint64_t floor, uint64_t verified_commit,
+                                                                  bool* skipped) {
   floor = std::max(floor, format::kFileHeaderSizeBytes);
   // Nothing lies in a trailing hole: start below it.
   DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd());
@@ -165,16 +166,20 @@ Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t siz
       *skipped = true;  // torn or garbage (or a bad read): keep looking
       return true;
     }
-    Status chain = VerifyCommitChain(commit.value(), floor);
+    Status chain = VerifyCommitChain(commit.value(), verified_commit);
     if (chain.ok()) {
       DBDB_RETURN_IF_ERROR(ReadSeal(&commit.value(), size));
       found = commit.value();
+      // Bytes above it that are not a commit (a torn tail) are read twice, like a candidate
+      // that did not verify: one bad read could have hidden a commit's first bytes.
+      if (found->end() < top_end) *skipped = true;
       return false;
     }
     if (!chain.IsCorruption()) return chain;
     *skipped = true;
     return true;
   }));
+  if (!found && top_end > floor) *skipped = true;
   return found;
 }
 
@@ -200,16 +205,16 @@ Result<std::optional<uint64_t>> TreeFile::DurableSealAbove(uint64_t above, uint6
   return sealed;
 }
 
-Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, uint64_t floor) {
+Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, uint64_t floor, uint64_t verified_commit) {
   // A commit that verifies is real: a bad read can make a good commit look torn, never a torn one
   // look good. So when the scan passed over a candidate that did not verify, it reads again and
   // takes the newer of the two answers: one transient bad read cannot make anyone fall back to an
   // older commit (which a writer would then make permanent by cutting the newer one away).
   bool skipped = false;
-  DBDB_ASSIGN_OR_RETURN(auto found, ScanForNewestCommit(size, floor, &skipped));
+  DBDB_ASSIGN_OR_RETURN(auto found, ScanForNewestCommit(size, floor, verified_commit, &skipped));
   if (skipped) {
     bool again = false;
-    DBDB_ASSIGN_OR_RETURN(auto second, ScanForNewestCommit(size, floor, &again));
+    DBDB_ASSIGN_OR_RETURN(auto second, ScanForNewestCommit(size, floor, verified_commit, &again));
     if (second && (!found || second->offset > found->offset)) found = second;
   }
   // A durable seal above the commit found proves a newer commit was synced. Either a writer
@@ -220,9 +225,9 @@ Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, 
     uint64_t above = found ? found->end() : std::max(floor, format::kFileHeaderSizeBytes);
     DBDB_ASSIGN_OR_RETURN(auto proof, DurableSealAbove(above, size));
     if (!proof) return found;
-    DBDB_ASSIGN_OR_RETURN(auto proven, VerifiedCommitAt(*proof, size, floor));
+    DBDB_ASSIGN_OR_RETURN(auto proven, VerifiedCommitAt(*proof, size, verified_commit));
     if (!proven) {
-      DBDB_ASSIGN_OR_RETURN(proven, VerifiedCommitAt(*proof, size, floor));  // read again
+      DBDB_ASSIGN_OR_RETURN(proven, VerifiedCommitAt(*proof, size, verified_commit));  // read again
     }
     if (!proven) {
       return Status::Corruption(path_ + ": a seal proves the commit at offset " + std::to_string(*proof) +
@@ -233,13 +238,14 @@ Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, 
   return found;
 }
 
-Result<std::optional<format::Commit>> TreeFile::VerifiedCommitAt(uint64_t offset, uint64_t size, uint64_t floor) {
+Result<std::optional<format::Commit>> TreeFile::VerifiedCommitAt(uint64_t offset, uint64_t size,
+                                                               uint64_t verified_commit) {
   auto commit = ReadCommit(offset);
   if (!commit.ok()) {
     if (commit.status().IsCorruption()) return std::optional<format::Commit>();
     return commit.status();
   }
-  Status chain = VerifyCommitChain(commit.value(), floor);
+  Status chain = VerifyCommitChain(commit.value(), verified_commit);
   if (!chain.ok()) {
     if (chain.IsCorruption()) return std::optional<format::Commit>();
     return chain;

@@ -41,32 +41,35 @@ class TreeFile {
   // Ok if the bytes of the commit's body match its body checksum.
   Status VerifyCommitBody(const format::Commit& commit);
 
-  // Ok if the commit's body and, back to the last sync point it names (or to `verified_end`,
-  // below which this handle has verified the file already), its predecessors' bodies match their
-  // checksums; Corruption if not; IOError if the file could not be read.
-  Status VerifyCommitChain(const format::Commit& commit, uint64_t verified_end = 0);
+  // Ok if the commit's body and, back to the last sync point it names (or to the commit at
+  // `verified_commit`, which this handle verified with its chain already; 0: none), its
+  // predecessors' bodies match their checksums; Corruption if not; IOError if unreadable.
+  Status VerifyCommitChain(const format::Commit& commit, uint64_t verified_commit = 0);
 
   // The newest commit starting at or after `floor` whose record and chain verify, in a file of
-  // `size` bytes, with `sealed` set if its seal follows it; nullopt if there is none. `floor` must
-  // be the end of a commit this handle verified (or the header's end). Corruption if a durable
+  // `size` bytes, with `sealed` set if its seal follows it; nullopt if there is none. `floor` is
+  // the end of the commit at `verified_commit` (which this handle verified), or the header's end. Corruption if a durable
   // seal above the commit found names a commit that does not verify (I9: never fall back past a
   // commit proven durable). I/O errors are returned, never skipped.
-  Result<std::optional<format::Commit>> FindNewestCommit(uint64_t size, uint64_t floor);
+  Result<std::optional<format::Commit>> FindNewestCommit(uint64_t size, uint64_t floor, uint64_t verified_commit = 0);
+
+  // Sets commit->sealed and seal_durable from the bytes at its record's end (in a file of `size`).
+  Status ReadSeal(format::Commit* commit, uint64_t size);
 
  private:
   TreeFile(std::unique_ptr<File> file, std::string path, uint64_t identity,
            format::FileHeader header, uint64_t cache_bytes)
       : file_(std::move(file)), path_(std::move(path)), identity_(identity), header_(header),
         cache_(cache_bytes) {}
-  Status ReadSeal(format::Commit* commit, uint64_t size);
   // Calls visit(offset) for each offset in [floor, top_end) where `prefix` starts, highest first,
   // until visit returns false.
   Status ScanBackward(uint64_t top_end, uint64_t floor, const std::string& prefix,
                       const std::function<Result<bool>(uint64_t)>& visit);
   // *skipped: a candidate above the commit found did not verify.
-  Result<std::optional<format::Commit>> ScanForNewestCommit(uint64_t size, uint64_t floor, bool* skipped);
+  Result<std::optional<format::Commit>> ScanForNewestCommit(uint64_t size, uint64_t floor, uint64_t verified_commit,
+                                                            bool* skipped);
   // The commit at `offset` if its record and chain verify (nullopt if not), with its seal read.
-  Result<std::optional<format::Commit>> VerifiedCommitAt(uint64_t offset, uint64_t size, uint64_t floor);
+  Result<std::optional<format::Commit>> VerifiedCommitAt(uint64_t offset, uint64_t size, uint64_t verified_commit);
   // The offset of a commit at or above `above` that a durable seal in [above, size) names.
   Result<std::optional<uint64_t>> DurableSealAbove(uint64_t above, uint64_t size);
   Status ReadExactly(uint64_t offset, uint64_t length, std::string* buffer);
