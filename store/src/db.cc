@@ -483,7 +483,10 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
     format::AppendSeal(&seal, commit, true);
     commit.seal_durable = true;
     s = file.WriteAt(commit.record_end(), seal);
-    if (!s.ok()) return FailCommit(base, s.WithContext("sealing commit " + std::to_string(commit.txn_id)), &in_flight);
+    // The commit is durable (its sync returned): never roll it back, whatever the seal's bytes did
+    // (they may have landed, and a reader may have taken them). Fail the handle (I7); the commit
+    // is a dead writer's now, which the next writer seals.
+    if (!s.ok()) return Fail(s.WithContext("sealing commit " + std::to_string(commit.txn_id)));
     SetDurable(base, commit.record_end());
   }
   in_flight.reset();

@@ -132,8 +132,9 @@ class DBImpl final : public DB {
   std::mutex failure_mutex_;
   std::string failure_;                        // GUARDED_BY(failure_mutex_)
   bool rollback_failed_ = false;               // GUARDED_BY(failure_mutex_)
-  std::unique_ptr<FileLock> held_in_flight_;   // GUARDED_BY(failure_mutex_)
+  // Released in the reverse of the order they were taken: the in-flight lock first.
   std::unique_ptr<FileLock> held_writer_lock_; // GUARDED_BY(failure_mutex_)
+  std::unique_ptr<FileLock> held_in_flight_;   // GUARDED_BY(failure_mutex_)
 };
 
 // Iterator adapters (iterators.cc).
