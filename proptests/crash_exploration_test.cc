@@ -66,6 +66,8 @@ void ExploreProperty(dbdb::Durability durability) {
   options.states_max = 16;
   options.seed = *rc::gen::arbitrary<uint64_t>();
   options.durability = durability;
+  options.fold_threshold_bytes = *rc::gen::element<uint64_t>(0, 256, 1024, uint64_t{1} << 22);
+  options.auto_compact_slack_bytes = *rc::gen::element<uint64_t>(1024, uint64_t{1} << 20);
   options.violations_max = 1;
   auto result = faultfs::Explore(workload, options);
   states_checked_total += result.states_checked;

@@ -124,6 +124,10 @@ MultiWorkload GenWorkload() {
   w.durability = Draw(0, 4) == 0 ? dbdb::Durability::kNoSync : dbdb::Durability::kSync;
   // Sometimes a small file size limit, so commits near it fail cleanly (LimitExceeded).
   if (Draw(0, 6) == 0) w.file_size_max_bytes = static_cast<uint64_t>(Draw(2048, 20000));
+  // Folds every commit (the version-1 path), every few commits, or rarely; compaction by itself
+  // often or hardly ever.
+  w.fold_threshold_bytes = *rc::gen::element<uint64_t>(0, 256, 1024, 8192, uint64_t{1} << 22);
+  w.auto_compact_slack_bytes = *rc::gen::element<uint64_t>(1024, 4096, uint64_t{1} << 20);
   int processes = Draw(2, 5);
   for (int p = 0; p < processes; p++) {
     ProcessScript script;

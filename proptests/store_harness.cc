@@ -15,6 +15,11 @@ Sut::Sut(bool simulated_fs, Durability durability, uint64_t seed_value) : simula
   options.key_size_max_bytes = 64;
   options.value_size_max_bytes = 4096;
   options.node_cache_bytes = 64 * 1024;
+  // The write path varies with the seed: fold every commit, every few, or rarely; compact by
+  // itself often or hardly ever.
+  static const uint64_t kFoldThresholds[] = {0, 300, 2000, uint64_t{1} << 22};
+  options.fold_threshold_bytes = kFoldThresholds[seed % 4];
+  options.auto_compact_slack_bytes = (seed / 4) % 2 == 0 ? 2048 : uint64_t{1} << 20;
   if (simulated) {
     sim = std::make_shared<faultfs::SimFileSystem>(seed);
     options.file_system = sim;

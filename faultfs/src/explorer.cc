@@ -30,6 +30,8 @@ dbdb::Options StoreOptions(const ExploreOptions& options, std::shared_ptr<SimFil
   o.durability = options.durability;
   o.node_size_target_bytes = options.node_size_target_bytes;
   o.key_size_max_bytes = std::min<uint32_t>(64, options.node_size_target_bytes / 4);
+  o.fold_threshold_bytes = options.fold_threshold_bytes;
+  o.auto_compact_slack_bytes = options.auto_compact_slack_bytes;
   o.value_size_max_bytes = 1 << 16;
   o.node_cache_bytes = 1 << 20;
   return o;

@@ -26,6 +26,8 @@ dbdb::Options StoreOptions(const MultiWorkload& w, std::shared_ptr<dbdb::FileSys
   o.key_size_max_bytes = std::min<uint32_t>(64, w.node_size_target_bytes / 4);
   o.value_size_max_bytes = 1 << 16;
   o.file_size_max_bytes = w.file_size_max_bytes;
+  o.fold_threshold_bytes = w.fold_threshold_bytes;
+  o.auto_compact_slack_bytes = w.auto_compact_slack_bytes;
   o.node_cache_bytes = 1 << 20;
   return o;
 }
@@ -94,7 +96,9 @@ std::string ProcessStep::ToString() const {
 
 std::string MultiWorkload::Describe() const {
   std::string out = std::string("durability ") + (durability == dbdb::Durability::kSync ? "sync" : "nosync") +
-                    ", node size " + std::to_string(node_size_target_bytes) + "\n";
+                    ", node size " + std::to_string(node_size_target_bytes) + ", fold threshold " +
+                    std::to_string(fold_threshold_bytes) + ", compaction slack " +
+                    std::to_string(auto_compact_slack_bytes) + "\n";
   for (size_t p = 0; p < processes.size(); p++) {
     out += "  process p" + std::to_string(p + 1) + ":";
     for (const auto& step : processes[p].steps) out += " [" + step.ToString() + "]";
@@ -508,6 +512,9 @@ MultiWorkload GenerateMultiWorkload(uint64_t seed, size_t processes, size_t step
   Rng rng(seed);
   MultiWorkload w;
   w.durability = rng.OneIn(4) ? dbdb::Durability::kNoSync : dbdb::Durability::kSync;
+  static const uint64_t kFoldThresholds[] = {0, 256, 1024, 8192, uint64_t{1} << 22};
+  w.fold_threshold_bytes = kFoldThresholds[rng.Uniform(5)];
+  w.auto_compact_slack_bytes = rng.OneIn(2) ? 2048 : uint64_t{1} << 20;
   static const char* kWriterPoints[] = {"faultfs/write", "faultfs/write/short", "faultfs/sync", "faultfs/sync/lose",
                                         "faultfs/truncate", "faultfs/syncdir", "faultfs/rename", "faultfs/open",
                                         "faultfs/lock", "faultfs/read", "faultfs/read/corrupt"};

@@ -19,10 +19,10 @@ using faultfs::CrashPlan;
 namespace {
 
 std::string ReplayCommand(uint64_t seed, size_t ops, const std::string& plan, uint64_t states_max,
-                          const std::string& durability, uint32_t node_size) {
+                          const std::string& durability, uint32_t node_size, uint64_t fold_threshold) {
   return "dbdb-crash --seed " + std::to_string(seed) + " --workloads 1 --ops " + std::to_string(ops) + " --plan " +
          plan + " --states-max " + std::to_string(states_max) + " --durability " + durability + " --node-size " +
-         std::to_string(node_size);
+         std::to_string(node_size) + " --fold-threshold " + std::to_string(fold_threshold);
 }
 
 // --processes N: multi-process histories (faultfs/multiprocess.h) instead of one handle's workload.
@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   double duration_seconds = 0;
   std::string plan_name = "all", durability_name = "sync", report_path;
   uint32_t node_size = 512;
+  uint64_t fold_threshold = 1024;
   auto* seed_option = app.add_option("--seed", seed, "seed (default: random, printed first)");
   app.add_option("--ops", ops, "steps per workload")->check(CLI::Range(1, 100000));
   app.add_option("--workloads", workloads, "workloads to run (seeds seed, seed+1, ...)")->check(CLI::Range(1, 1000000));
@@ -116,6 +117,9 @@ int main(int argc, char** argv) {
   app.add_option("--plan", plan_name, "crash plan")->check(CLI::IsMember({"all", "drop", "prefix", "subset", "torn"}));
   app.add_option("--durability", durability_name, "store durability mode")->check(CLI::IsMember({"sync", "nosync"}));
   app.add_option("--node-size", node_size, "B+tree node size target in bytes")->check(CLI::Range(512, 65536));
+  app.add_option("--fold-threshold", fold_threshold,
+                 "fold the batches into the tree once they pass this many bytes (0: every commit folds)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 30));
   app.add_option("--report", report_path, "write a JSON report here");
   size_t processes = 0;
   app.add_option("--processes", processes,
@@ -143,6 +147,7 @@ int main(int argc, char** argv) {
   options.threads = threads;
   options.durability = durability_name == "sync" ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
   options.node_size_target_bytes = node_size;
+  options.fold_threshold_bytes = fold_threshold;
 
   auto started = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
@@ -180,7 +185,7 @@ int main(int argc, char** argv) {
     faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, options);
     const faultfs::Violation& v = minimal_result.violations.empty() ? result.violations.front()
                                                                      : minimal_result.violations.front();
-    std::string replay = ReplayCommand(workload_seed, ops, plan_name, states_max, durability_name, node_size);
+    std::string replay = ReplayCommand(workload_seed, ops, plan_name, states_max, durability_name, node_size, fold_threshold);
     std::cout << "VIOLATION in workload seed " << workload_seed << ": " << v.message << "\n"
               << "  crash after " << v.crash_point << " operations (last: " << v.last_operation << ")\n"
               << "  crash state: " << v.crash_state << "\n"

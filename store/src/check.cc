@@ -16,6 +16,7 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
   std::string buffer;
   uint64_t offset = format::kFileHeaderSizeBytes;
   std::optional<format::Commit> previous;
+  uint64_t last_batch = 0;  // the offset of the batch record just walked, if the last record was one
   while (offset < newest.end()) {
     buffer.resize(format::kRecordHeaderSizeBytes);
     DBDB_ASSIGN_OR_RETURN(size_t n, file.file().ReadAt(offset, buffer));
@@ -25,8 +26,20 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
       return Bad("record at offset " + std::to_string(offset) + " runs past the newest commit");
     }
     DBDB_ASSIGN_OR_RETURN(auto record, file.ReadRecord(offset, length, &buffer));
-    if (record.type == format::RecordType::kCommit) {
-      DBDB_ASSIGN_OR_RETURN(auto commit, format::DecodeCommitPayload(offset, record.payload));
+    uint64_t batch_before = last_batch;
+    last_batch = 0;
+    if (record.type == format::RecordType::kBatch) {
+      DBDB_RETURN_IF_ERROR(format::DecodeBatch(offset, record.payload).status());
+      last_batch = offset;
+    } else if (record.type == format::RecordType::kCommit) {
+      DBDB_ASSIGN_OR_RETURN(auto commit, format::DecodeCommitPayload(offset, record.payload, file.version()));
+      if (commit.batch_offset != batch_before) {
+        return Bad("commit at offset " + std::to_string(offset) + " does not name the batch record before it");
+      }
+      // A commit that does not fold builds on its predecessor's fold.
+      if (!commit.folded() && (!previous || commit.fold_offset != previous->fold_offset)) {
+        return Bad("commit at offset " + std::to_string(offset) + " names a fold its predecessor does not");
+      }
       uint64_t expected_prev = previous ? previous->offset : 0;
       if (commit.prev_commit_offset != expected_prev) {
         return Bad("commit at offset " + std::to_string(offset) + " names the wrong previous commit");
@@ -96,6 +109,18 @@ struct TreeCheck {
 
 }  // namespace
 
+static Result<uint64_t> CountKeys(const View& view) {
+  uint64_t keys = view.commit ? view.commit->key_count : 0;
+  if (!view.overlay) return keys;
+  // The tree's keys, plus the overlay's puts of new keys, minus its deletes of the tree's keys.
+  for (const auto& [key, value] : view.overlay->LatestChanges(view.txn_id())) {
+    DBDB_ASSIGN_OR_RETURN(auto in_tree, TreeGet(*view.file, view.root(), key));
+    if (value && !in_tree) keys++;
+    if (!value && in_tree) keys--;
+  }
+  return keys;
+}
+
 Result<CheckReport> DBImpl::Check() {
   DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
   CheckReport report;
@@ -114,6 +139,7 @@ Result<CheckReport> DBImpl::Check() {
     return Bad("the tree holds " + std::to_string(report.keys) + " keys, the commit says " +
                std::to_string(newest.key_count));
   }
+  DBDB_ASSIGN_OR_RETURN(report.keys, CountKeys(view));
   if (tree.tree_bytes != newest.tree_bytes) {
     return Bad("the tree takes " + std::to_string(tree.tree_bytes) + " bytes, the commit says " +
                std::to_string(newest.tree_bytes));
@@ -132,11 +158,12 @@ Result<Stats> DBImpl::GetStats() {
   stats.generation = view.file->header().generation;
   stats.live_bytes = format::kFileHeaderSizeBytes;
   if (view.commit) {
-    stats.keys = view.commit->key_count;
+    DBDB_ASSIGN_OR_RETURN(stats.keys, CountKeys(view));
+    stats.unfolded_bytes = view.log_bytes();
     stats.txn_id = view.commit->txn_id;
     stats.commits_in_file = view.commit->commits_in_file;
     stats.tree_height = view.commit->tree_height;
-    stats.live_bytes += view.commit->tree_bytes + (view.commit->end() - view.commit->offset);
+    stats.live_bytes += view.commit->tree_bytes + view.log_bytes() + (view.commit->end() - view.commit->offset);
   }
   stats.garbage_ratio = stats.file_size_bytes == 0 ? 0.0
                                                    : 1.0 - static_cast<double>(stats.live_bytes) /

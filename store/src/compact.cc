@@ -3,6 +3,7 @@
 // Readers keep reading the old file (their snapshots hold it open); other handles notice the new
 // file by its identity and follow it. A crash at any step leaves the old file or the new one
 // under the name, both holding the same newest commit.
+#include "dbdb_assert.h"
 #include "checksum.h"
 #include "db_impl.h"
 
@@ -10,8 +11,12 @@ namespace dbdb {
 
 Status DBImpl::Compact() {
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
-  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
+  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView(false));
   if (!view.commit) return Status::Ok();  // nothing committed, nothing to compact
+  return CompactLocked(view).status();
+}
+
+Result<View> DBImpl::CompactLocked(const View& view) {
   const std::string temp = path_ + ".compact";
   const format::Commit& old = *view.commit;
 
@@ -21,6 +26,7 @@ Status DBImpl::Compact() {
     DBDB_ASSIGN_OR_RETURN(auto out, fs_->Open(temp, OpenOptions{.create = true}));
     DBDB_RETURN_IF_ERROR(out->Truncate(0));
     format::FileHeader header = view.file->header();
+    header.version = format::kFormatVersion;  // compaction is also how a version-1 file is upgraded
     header.generation++;
     DBDB_RETURN_IF_ERROR(out->WriteAt(0, format::EncodeFileHeader(header)));
     BodyHasher body_hash(format::kFileHeaderSizeBytes);
@@ -32,14 +38,15 @@ Status DBImpl::Compact() {
                         write_offset += bytes.size();
                         return s;
                       });
-    TreeIterator it(view.file, RootOf(old));
-    DBDB_RETURN_IF_ERROR(it.SeekToFirst());
-    while (it.Valid()) {
-      DBDB_RETURN_IF_ERROR(loader.Add(it.key(), it.value()));
-      DBDB_RETURN_IF_ERROR(it.Next());
+    // The view's keys: the fold's tree with the unfolded log over it, so compaction also folds.
+    auto it = NewViewIterator(view);
+    DBDB_RETURN_IF_ERROR(it->SeekToFirst());
+    while (it->Valid()) {
+      DBDB_RETURN_IF_ERROR(loader.Add(it->key(), it->value()));
+      DBDB_RETURN_IF_ERROR(it->Next());
     }
     DBDB_ASSIGN_OR_RETURN(TreeRoot root, loader.Finish());
-    if (root.key_count != old.key_count) {
+    if (view.log_bytes() == 0 && root.key_count != old.key_count) {
       return Status::Corruption("compaction copied " + std::to_string(root.key_count) + " keys, the commit holds " +
                                 std::to_string(old.key_count));
     }
@@ -54,9 +61,12 @@ Status DBImpl::Compact() {
     commit.key_count = root.key_count;
     commit.tree_bytes = root.tree_bytes;
     commit.commits_in_file = 1;
+    commit.fold_offset = commit.offset;  // a fold: nothing to replay
     commit.sealed = true;
     std::string record;
-    format::AppendRecord(&record, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
+    const std::string payload = format::EncodeCommitPayload(commit);
+    DBDB_ASSERT(format::DecodeCommitPayload(commit.offset, payload).ok());
+    format::AppendRecord(&record, commit.offset, format::RecordType::kCommit, payload);
     // Synced with the file below, before its name exists: the seal proves the commit durable.
     format::AppendSeal(&record, commit, true);
     commit.seal_durable = true;
@@ -70,14 +80,17 @@ Status DBImpl::Compact() {
   if (!s.ok()) return Fail(s.WithContext("syncing the directory after compacting " + path_));
   auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes);
   if (!file.ok()) return Fail(file.status().WithContext("reopening " + path_ + " after compaction"));
+  View compacted;
   {
     std::lock_guard<std::mutex> guard(state_mutex_);
     file_ = file.value();
     newest_ = commit;
+    overlay_ = std::make_shared<LogOverlay>(commit.offset);
+    compacted = CurrentView();
   }
-  SetDurable(View{file.value(), commit}, commit.record_end());
+  SetDurable(compacted, commit.record_end());
   name_durable_file_ = file.value();
-  return Status::Ok();
+  return compacted;
 }
 
 }  // namespace dbdb

@@ -1,6 +1,7 @@
 // DB: opening and creating, following the newest commit, snapshots and write transactions.
 #include <algorithm>
 
+#include "dbdb_assert.h"
 #include "checksum.h"
 #include "db_impl.h"
 
@@ -24,6 +25,9 @@ Status ValidateOptions(const Options& o) {
   if (o.file_size_max_bytes < format::kFileHeaderSizeBytes + format::kCommitRecordSizeBytes) {
     return Status::InvalidArgument("file_size_max_bytes is too small to hold a commit");
   }
+  if (o.fold_threshold_bytes > kTransactionBytesMax) {
+    return Status::InvalidArgument("fold_threshold_bytes must be at most 1073741824");
+  }
   return Status::Ok();
 }
 
@@ -46,10 +50,8 @@ class SnapshotImpl final : public Snapshot {
  public:
   explicit SnapshotImpl(View view) : view_(std::move(view)) {}
   uint64_t txn_id() const override { return view_.txn_id(); }
-  Result<std::optional<std::string>> Get(std::string_view key) override {
-    return TreeGet(*view_.file, view_.root(), key);
-  }
-  std::unique_ptr<Iterator> NewIterator() override { return NewTreeIterator(view_.file, view_.root()); }
+  Result<std::optional<std::string>> Get(std::string_view key) override { return view_.Get(key); }
+  std::unique_ptr<Iterator> NewIterator() override { return NewViewIterator(view_); }
   Result<std::vector<KeyValue>> Scan(const ScanRange& range) override {
     auto it = NewIterator();
     return ScanWith(*it, range);
@@ -70,11 +72,9 @@ class WriteTransactionImpl final : public WriteTransaction {
     DBDB_RETURN_IF_ERROR(CheckOpen());
     auto it = changes_.find(key);
     if (it != changes_.end()) return it->second;
-    return TreeGet(*base_.file, base_.root(), key);
+    return base_.Get(key);
   }
-  std::unique_ptr<Iterator> NewIterator() override {
-    return NewMergedIterator(base_.file, base_.root(), &changes_);
-  }
+  std::unique_ptr<Iterator> NewIterator() override { return NewChangesIterator(NewViewIterator(base_), &changes_); }
   Result<std::vector<KeyValue>> Scan(const ScanRange& range) override {
     DBDB_RETURN_IF_ERROR(CheckOpen());
     auto it = NewIterator();
@@ -131,22 +131,8 @@ Status WriteTransactionImpl::Commit() {
   WriterLock lock = std::move(lock_);  // released when Commit returns, whatever happens
   if (changes_.empty()) return Status::Ok();
   DBDB_RETURN_IF_ERROR(db_->CheckWritable());
-  std::vector<Change> changes;
-  changes.reserve(changes_.size());
-  for (const auto& [key, value] : changes_) changes.push_back(Change{key, &value});
-  TreeWriter writer(*base_.file, base_.end(), db_->options().node_size_target_bytes);
-  DBDB_ASSIGN_OR_RETURN(TreeRoot root, writer.Apply(base_.root(), changes));
-  format::Commit commit;
   if (base_.txn_id() == UINT64_MAX) return Status::LimitExceeded("transaction ids are exhausted");
-  commit.txn_id = base_.txn_id() + 1;
-  commit.prev_commit_offset = base_.commit ? base_.commit->offset : 0;
-  commit.commits_in_file = base_.commit ? base_.commit->commits_in_file + 1 : 1;
-  commit.root_offset = root.ref.offset;
-  commit.root_length = root.ref.length;
-  commit.tree_height = root.height;
-  commit.key_count = root.key_count;
-  commit.tree_bytes = root.tree_bytes;
-  Status s = db_->AppendCommit(base_, &writer.buffer(), commit);
+  Status s = db_->CommitChanges(base_, changes_);
   changes_.clear();
   if (!s.ok()) db_->HoldWriterLockIfRollbackFailed(&lock);
   return s;
@@ -155,11 +141,29 @@ Status WriteTransactionImpl::Commit() {
 }  // namespace
 
 DBImpl::DBImpl(std::string path, const Options& options, std::shared_ptr<FileSystem> fs,
-               std::shared_ptr<TreeFile> file, std::optional<format::Commit> newest)
+               std::shared_ptr<TreeFile> file, bool upgrading)
     : path_(std::move(path)), lock_path_(path_ + ".lock"), options_(options), fs_(std::move(fs)),
-      file_(std::move(file)), newest_(newest) {}
+      file_(std::move(file)), upgrading_(upgrading) {}
 
 Result<std::unique_ptr<DB>> DB::Open(const std::string& path, const Options& options) {
+  DBDB_ASSIGN_OR_RETURN(auto db, DBImpl::OpenImpl(path, options, false));
+  return std::unique_ptr<DB>(std::move(db));
+}
+
+Status DB::Upgrade(const std::string& path, const Options& options) {
+  Options o = options;
+  o.read_only = false;
+  o.create_if_missing = false;
+  DBDB_ASSIGN_OR_RETURN(auto db, DBImpl::OpenImpl(path, o, true));
+  // Compaction always writes the current version; a current file is left as it is.
+  DBDB_ASSIGN_OR_RETURN(WriterLock lock, db->AcquireWriter());
+  DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView(false));
+  if (view.file->version() == format::kFormatVersion) return Status::Ok();
+  DBDB_ASSIGN_OR_RETURN(view, db->CompactLocked(view));
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const Options& options, bool upgrading) {
   DBDB_RETURN_IF_ERROR(ValidateOptions(options));
   if (path.empty()) return Status::InvalidArgument("empty database path");
   std::shared_ptr<FileSystem> fs = options.file_system ? options.file_system : NewPosixFileSystem();
@@ -177,13 +181,72 @@ Result<std::unique_ptr<DB>> DB::Open(const std::string& path, const Options& opt
   }
   auto file = TreeFile::Open(*fs, path, options.read_only, options.node_cache_bytes);
   if (!file.ok()) return file.status().WithContext("opening " + path);
+  if (!options.read_only && !upgrading) DBDB_RETURN_IF_ERROR(WritableVersion(*file.value()));
   // The newest commit is found as every snapshot finds it (Refresh): a new handle must not take a
   // commit that is still in flight any more than an old one.
-  auto db = std::make_unique<DBImpl>(path, options, fs, file.value(), std::nullopt);
+  auto db = std::make_unique<DBImpl>(path, options, fs, file.value(), upgrading);
   auto view = db->Refresh(false);
   if (!view.ok()) return view.status().WithContext("opening " + path);
-  return std::unique_ptr<DB>(std::move(db));
+  return db;
 }
+
+Result<std::optional<std::string>> View::Get(std::string_view key) const {
+  if (overlay) {
+    auto change = overlay->Get(key, txn_id());
+    if (change) return *change;
+  }
+  return TreeGet(*file, root(), key);
+}
+
+Status DBImpl::CatchUpOverlay() {
+  if (!newest_) {
+    overlay_.reset();
+    return Status::Ok();
+  }
+  const format::Commit newest = *newest_;
+  // An overlay of another fold (or past the newest commit: never expected) is replaced.
+  if (overlay_ && (overlay_->fold_offset() != newest.fold_offset || overlay_->through_offset() > newest.offset)) {
+    overlay_.reset();
+  }
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (!overlay_) overlay_ = std::make_shared<LogOverlay>(newest.fold_offset);
+    const uint64_t through = overlay_->through_offset();
+    if (through == newest.offset) return Status::Ok();
+    // The commits after `through`, newest first, read back along the chain.
+    std::vector<format::Commit> chain{newest};
+    bool reached = true;
+    while (chain.back().prev_commit_offset != through) {
+      const format::Commit& at = chain.back();
+      if (at.prev_commit_offset < through || at.prev_commit_offset < newest.fold_offset) {
+        reached = false;
+        break;
+      }
+      DBDB_ASSIGN_OR_RETURN(format::Commit prev, file_->ReadCommit(at.prev_commit_offset));
+      if (prev.txn_id + 1 != at.txn_id || prev.fold_offset != newest.fold_offset) {
+        return Status::Corruption(path_ + ": commit at offset " + std::to_string(prev.offset) +
+                                  " does not belong to the chain of the fold at offset " +
+                                  std::to_string(newest.fold_offset));
+      }
+      chain.push_back(prev);
+    }
+    if (!reached) {
+      // The overlay's newest commit is not on this chain: replay from the fold instead.
+      if (through == newest.fold_offset) break;
+      overlay_.reset();
+      continue;
+    }
+    std::string buffer;
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+      DBDB_ASSIGN_OR_RETURN(auto batch, file_->ReadBatch(*it, &buffer));
+      overlay_->Apply(it->offset, it->txn_id, batch, LogRecordBytes(*it));
+    }
+    return Status::Ok();
+  }
+  return Status::Corruption(path_ + ": the commit chain from offset " + std::to_string(newest.offset) +
+                            " does not reach its fold at offset " + std::to_string(newest.fold_offset));
+}
+
+View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
 
 Result<View> DBImpl::Refresh(bool writer) {
   std::lock_guard<std::mutex> guard(state_mutex_);
@@ -202,7 +265,8 @@ Result<View> DBImpl::Refresh(bool writer) {
     }
     if (found) newest_ = found;
   }
-  return View{file_, newest_};
+  DBDB_RETURN_IF_ERROR(CatchUpOverlay());
+  return CurrentView();
 }
 
 Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
@@ -221,6 +285,7 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
   if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
   file_ = file.value();
   newest_.reset();
+  overlay_.reset();
   DBDB_ASSIGN_OR_RETURN(stat, file_->file().Stat());
   return stat.size_bytes;
 }
@@ -261,7 +326,7 @@ Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight() {
 
 Result<std::optional<std::string>> DBImpl::Get(std::string_view key) {
   DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
-  return TreeGet(*view.file, view.root(), key);
+  return view.Get(key);
 }
 
 Status DBImpl::Put(std::string_view key, std::string_view value) {
@@ -347,9 +412,21 @@ Status DBImpl::SettleBase(View& base) {
   return Status::Ok();
 }
 
-void DBImpl::Publish(const View& view) {
+void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* changes) {
   std::lock_guard<std::mutex> guard(state_mutex_);
-  if (file_ == view.file && view.commit && (!newest_ || newest_->offset <= view.commit->offset)) newest_ = view.commit;
+  if (file_ != view.file || !view.commit || (newest_ && newest_->offset > view.commit->offset)) return;
+  bool newer = !newest_ || newest_->offset < view.commit->offset;
+  newest_ = view.commit;
+  if (!newer) return;
+  const format::Commit& c = *newest_;
+  if (c.folded()) {
+    overlay_ = std::make_shared<LogOverlay>(c.offset);
+  } else if (changes != nullptr && overlay_ && overlay_->fold_offset() == c.fold_offset &&
+             overlay_->through_offset() == c.prev_commit_offset) {
+    overlay_->Apply(c.offset, c.txn_id, *changes, LogRecordBytes(c));  // this handle's own commit
+  } else {
+    overlay_.reset();  // the next Refresh replays from the file
+  }
 }
 
 Status DBImpl::FailCommit(const View& base, const Status& cause, std::unique_ptr<FileLock>* in_flight) {
@@ -394,9 +471,44 @@ Result<WriterLock> DBImpl::AcquireWriter() {
   return lock;
 }
 
-Result<View> DBImpl::PrepareWriterView() {
+Status WritableVersion(const TreeFile& file) {
+  if (file.version() == format::kFormatVersion) return Status::Ok();
+  return Status::ReadOnly(file.path() + " is a dbdb format " + std::to_string(file.version()) +
+                          " file, which this build (format " + std::to_string(format::kFormatVersion) +
+                          ") reads but does not write: open it read-only, or convert it with `dbdb upgrade " +
+                          file.path() + "`");
+}
+
+bool DBImpl::CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const {
+  if (!options_.auto_compact || !view.commit) return false;
+  // Live: the header, the fold's tree, the unfolded log, and the newest commit and seal. After a
+  // fold (fold_bytes > 0: the nodes it would write, about as many as it replaces) the log is
+  // garbage too.
+  uint64_t log = fold_bytes > 0 ? 0 : view.log_bytes();
+  uint64_t live = format::kFileHeaderSizeBytes + view.commit->tree_bytes + log +
+                  (view.commit->end() - view.commit->offset);
+  uint64_t total = size + fold_bytes;
+  uint64_t garbage = total - std::min(total, live);
+  return garbage > live + std::max(options_.fold_threshold_bytes, options_.auto_compact_slack_bytes);
+}
+
+bool DBImpl::FoldDue(const View& view, uint64_t batch_bytes) const {
+  return !view.commit || options_.fold_threshold_bytes == 0 ||
+         view.log_bytes() + batch_bytes > options_.fold_threshold_bytes;
+}
+
+uint64_t DBImpl::FoldEstimate(const View& view, uint64_t new_keys) const {
+  // Each changed key rewrites at most its leaf and the path above it; never more than the tree
+  // and the log hold.
+  uint64_t keys = new_keys + (view.overlay ? view.overlay->key_count() : 0);
+  uint64_t tree = view.commit ? view.commit->tree_bytes : 0;
+  return std::max<uint64_t>(1, std::min(tree + view.log_bytes(), keys * options_.node_size_target_bytes));
+}
+
+Result<View> DBImpl::PrepareWriterView(bool allow_compaction) {
   // The writer always starts from the newest commit, read after taking the lock (I4).
   DBDB_ASSIGN_OR_RETURN(View view, Refresh(true));
+  if (!upgrading_) DBDB_RETURN_IF_ERROR(WritableVersion(*view.file));
   // A file this handle did not see made durable under its name (created, or renamed into place
   // by a compaction, by another handle that may have died before its directory sync): sync the
   // directory before writing anything to it, or a power cut could bring the old name back and
@@ -429,20 +541,74 @@ Result<View> DBImpl::PrepareWriterView() {
     SetDurable(view, view.body_start());
     Publish(view);
   }
+  // Space reclaims itself: once the garbage passes the live data plus the slack, the transaction
+  // starts on a compacted file (which also folds the log).
+  // So does a log a commit left unfolded because folding it in place would have made compaction
+  // due (CommitChanges).
+  if (allow_compaction && (CompactionDue(view, view.end(), 0) ||
+                           (view.commit && FoldDue(view, 0) && CompactionDue(view, view.end(), FoldEstimate(view, 0))))) {
+    return CompactLocked(view);
+  }
   return view;
 }
 
 Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
-  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
+  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView(true));
   return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
 }
 
-Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit commit) {
-  // `bytes` holds the nodes, to be appended after the base commit (and its seal). The body the
-  // commit checksums starts at the base commit record's end: the base's seal, then the nodes.
+Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
+  DBDB_RETURN_IF_ERROR(WritableVersion(*base.file));
+  std::vector<format::BatchChange> batch;
+  batch.reserve(changes.size());
+  for (const auto& [key, value] : changes) {
+    batch.push_back({key, value ? std::optional<std::string_view>(*value) : std::nullopt});
+  }
+  const std::string payload = format::EncodeBatch(batch);
+  const uint64_t batch_record_bytes = payload.size() + format::kRecordOverheadBytes;
+  // Fold once the unfolded log passes the threshold (the first commit always folds: there is no
+  // tree before it). Unless the fold's nodes would make compaction due at once: then the next
+  // transaction compacts, which folds everything into the fresh file and writes the tree once.
+  bool fold = FoldDue(base, batch_record_bytes);
+  if (fold && base.commit &&
+      CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, changes.size()))) {
+    fold = false;
+  }
+  TreeWriter writer(*base.file, base.end(), options_.node_size_target_bytes);
+  TreeRoot root = base.root();
+  if (fold) {
+    Overlay all = base.overlay ? base.overlay->LatestChanges(base.txn_id()) : Overlay();
+    for (const auto& [key, value] : changes) all.insert_or_assign(key, value);
+    std::vector<Change> tree_changes;
+    tree_changes.reserve(all.size());
+    for (const auto& [key, value] : all) tree_changes.push_back(Change{key, &value});
+    DBDB_ASSIGN_OR_RETURN(root, writer.Apply(base.root(), tree_changes));
+  }
+  std::string& bytes = writer.buffer();
+  format::Commit commit;
+  commit.batch_offset = base.end() + bytes.size();
+  format::AppendRecord(&bytes, commit.batch_offset, format::RecordType::kBatch, payload);
+  commit.txn_id = base.txn_id() + 1;
+  commit.prev_commit_offset = base.commit ? base.commit->offset : 0;
+  commit.commits_in_file = base.commit ? base.commit->commits_in_file + 1 : 1;
+  commit.root_offset = root.ref.offset;
+  commit.root_length = root.ref.length;
+  commit.tree_height = root.height;
+  commit.key_count = root.key_count;
+  commit.tree_bytes = root.tree_bytes;
+  commit.fold_offset = fold ? base.end() + bytes.size() : base.commit->fold_offset;
+  return AppendCommit(base, &bytes, commit, &batch);
+}
+
+Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit commit,
+                            const std::vector<format::BatchChange>* batch) {
+  // `bytes` holds the fold's nodes and the batch, to be appended after the base commit (and its
+  // seal). The body the commit checksums starts at the base commit record's end: the base's seal,
+  // then those records.
   commit.body_offset = base.body_start();
   commit.offset = base.end() + bytes->size();
+  DBDB_ASSERT(commit.batch_offset == 0 || commit.batch_offset < commit.offset);
   BodyHasher body(commit.body_offset);
   if (base.commit && base.commit->sealed) {
     std::string seal;
@@ -462,7 +628,10 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
                                  " bytes, past file_size_max_bytes (" +
                                  std::to_string(options_.file_size_max_bytes) + "); compact or raise the limit");
   }
-  format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, format::EncodeCommitPayload(commit));
+  const std::string payload = format::EncodeCommitPayload(commit);
+  // Paired with the decoder's checks on every read: never write a commit a reader would reject.
+  DBDB_ASSERT(format::DecodeCommitPayload(commit.offset, payload).ok());
+  format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, payload);
   File& file = base.file->file();
   // Readers that find this commit unsealed wait for this lock instead of guessing.
   DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight());
@@ -490,7 +659,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
     SetDurable(base, commit.record_end());
   }
   in_flight.reset();
-  Publish(View{base.file, commit});
+  Publish(View{base.file, commit, nullptr}, batch);
   return Status::Ok();
 }
 

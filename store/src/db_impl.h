@@ -12,15 +12,18 @@
 
 #include "dbdb/db.h"
 #include "format.h"
+#include "log_overlay.h"
 #include "tree.h"
 #include "tree_file.h"
 
 namespace dbdb {
 
-// What a snapshot pins: a file and one of its commits (none for an empty new database).
+// What a snapshot pins: a file, one of its commits (none for an empty new database), and the
+// overlay of the commits since that commit's fold (versions after the commit are not seen).
 struct View {
   std::shared_ptr<TreeFile> file;
   std::optional<format::Commit> commit;
+  std::shared_ptr<const LogOverlay> overlay;  // null when nothing was committed since the fold
 
   uint64_t txn_id() const { return commit ? commit->txn_id : 0; }
   TreeRoot root() const { return commit ? RootOf(*commit) : TreeRoot{}; }
@@ -29,7 +32,22 @@ struct View {
   // Where the next transaction's body starts: the newest commit record's end, so that body
   // covers the seal, which is never synced by itself.
   uint64_t body_start() const { return commit ? commit->record_end() : format::kFileHeaderSizeBytes; }
+  uint64_t log_bytes() const { return overlay ? overlay->log_bytes() : 0; }
+  // The value of `key` in this view: the overlay's newest change at or before the commit, else the
+  // fold's tree.
+  Result<std::optional<std::string>> Get(std::string_view key) const;
 };
+
+// A write transaction's own changes: a put (a value) or a delete (nullopt) per key.
+using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
+
+// The bytes a commit adds to the unfolded log: its batch, commit and seal records.
+inline uint64_t LogRecordBytes(const format::Commit& c) {
+  return c.batch_offset == 0 ? 0 : c.record_end() + format::kSealRecordSizeBytes - c.batch_offset;
+}
+
+// Ok when this build writes `file`'s format; ReadOnly with what to do otherwise.
+Status WritableVersion(const TreeFile& file);
 
 // Held for the life of a write transaction or a compaction: the in-process mutex and the
 // cross-process lock file.
@@ -41,7 +59,11 @@ struct WriterLock {
 class DBImpl final : public DB {
  public:
   DBImpl(std::string path, const Options& options, std::shared_ptr<FileSystem> fs,
-         std::shared_ptr<TreeFile> file, std::optional<format::Commit> newest);
+         std::shared_ptr<TreeFile> file, bool upgrading);
+
+  // Opens the database at `path`; `upgrading`: a handle that may write to a version-1 file, only
+  // to compact it into the current version (DB::Upgrade).
+  static Result<std::unique_ptr<DBImpl>> OpenImpl(const std::string& path, const Options& options, bool upgrading);
 
   Result<std::optional<std::string>> Get(std::string_view key) override;
   Status Put(std::string_view key, std::string_view value) override;
@@ -49,6 +71,16 @@ class DBImpl final : public DB {
   Result<std::unique_ptr<WriteTransaction>> BeginWrite() override;
   Result<std::unique_ptr<Snapshot>> GetSnapshot() override;
   Status Compact() override;
+  // Compacts the writer's view into a fresh file (I8) and returns the new view.
+  // REQUIRES: writer lock held.
+  Result<View> CompactLocked(const View& view);
+  // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
+  // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
+  bool CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const;
+  // True when a commit appending `batch_bytes` on `view` folds (the log passes the threshold).
+  bool FoldDue(const View& view, uint64_t batch_bytes) const;
+  // About how many bytes of nodes a fold of `view`'s log plus `new_keys` more keys writes.
+  uint64_t FoldEstimate(const View& view, uint64_t new_keys) const;
   Result<CheckReport> Check() override;
   Result<Stats> GetStats() override;
   const std::string& path() const override { return path_; }
@@ -68,17 +100,32 @@ class DBImpl final : public DB {
 
   // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
   Result<WriterLock> AcquireWriter();
-  Result<View> PrepareWriterView();  // REQUIRES: writer lock held
+  // The writer's base: the newest commit, its tail cut and base settled, and the file compacted
+  // first when automatic compaction is due (`allow_compaction`). REQUIRES: writer lock held.
+  Result<View> PrepareWriterView(bool allow_compaction);
 
-  // Appends `bytes` (nodes then the commit record) at commit.body_offset, syncs in kSync mode,
-  // and publishes the commit. REQUIRES: writer lock held.
-  Status AppendCommit(const View& base, std::string* bytes, format::Commit commit);
+  // The one commit builder: the transaction's batch record (after the nodes of a fold, when the
+  // unfolded log passes fold_threshold_bytes), then its commit record, appended on `base`.
+  // REQUIRES: writer lock held.
+  Status CommitChanges(const View& base, const Overlay& changes);
+  // Appends `bytes` (a fold's nodes, the batch) and then the commit record after `base`, syncs in
+  // kSync mode, seals, and publishes the commit (`batch`: its changes, for the handle's overlay).
+  // REQUIRES: writer lock held.
+  Status AppendCommit(const View& base, std::string* bytes, format::Commit commit,
+                      const std::vector<format::BatchChange>* batch);
 
   // The in-flight lock (flock of the database file itself): held by a writer from the first byte
   // of a commit to its seal or rollback, never across a transaction; a reader probes it.
   Result<std::unique_ptr<FileLock>> LockInFlight();
-  // Makes `view`'s commit the handle's newest if it is newer. REQUIRES: state_mutex_ not held.
-  void Publish(const View& view);
+  // Makes `view`'s commit the handle's newest if it is newer; `changes` (when given) are the
+  // commit's batch, applied to the handle's overlay without reading them back.
+  // REQUIRES: state_mutex_ not held.
+  void Publish(const View& view, const std::vector<format::BatchChange>* changes = nullptr);
+  // Brings overlay_ up to newest_: replays the batches of the commits after the overlay's newest
+  // (or after the fold, for a new overlay). REQUIRES: state_mutex_ held.
+  Status CatchUpOverlay();
+  // The view of the handle's newest commit. REQUIRES: state_mutex_ held, overlay caught up.
+  View CurrentView() const;
 
   // Marks the handle failed after an I/O error on the write path (I7) and returns the error.
   Status Fail(const Status& cause);
@@ -127,6 +174,9 @@ class DBImpl final : public DB {
   std::mutex state_mutex_;
   std::shared_ptr<TreeFile> file_;           // GUARDED_BY(state_mutex_)
   std::optional<format::Commit> newest_;     // GUARDED_BY(state_mutex_)
+  // The changes since newest_'s fold, through newest_ (null until caught up, or with no changes).
+  std::shared_ptr<LogOverlay> overlay_;      // GUARDED_BY(state_mutex_)
+  const bool upgrading_;
 
   std::atomic<bool> failed_{false};
   std::mutex failure_mutex_;
@@ -138,9 +188,10 @@ class DBImpl final : public DB {
 };
 
 // Iterator adapters (iterators.cc).
-std::unique_ptr<Iterator> NewTreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root);
-using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
-std::unique_ptr<Iterator> NewMergedIterator(std::shared_ptr<TreeFile> file, TreeRoot root, const Overlay* overlay);
+// The view's keys in order: the fold's tree with the overlay's changes (at the view's commit) over it.
+std::unique_ptr<Iterator> NewViewIterator(const View& view);
+// `base` with a write transaction's own changes over it. `changes` must outlive the iterator.
+std::unique_ptr<Iterator> NewChangesIterator(std::unique_ptr<Iterator> base, const Overlay* changes);
 Result<std::vector<KeyValue>> ScanWith(Iterator& iterator, const ScanRange& range);
 
 }  // namespace dbdb

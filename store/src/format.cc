@@ -4,6 +4,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "coding.h"
@@ -40,9 +41,10 @@ Result<FileHeader> DecodeFileHeader(std::string_view bytes) {
   }
   FileHeader header;
   header.version = DecodeFixed32(bytes.data() + 8);
-  if (header.version != kFormatVersion) {
+  if (header.version < kFormatVersionMin || header.version > kFormatVersion) {
     return Status::Corruption("unsupported format version " + std::to_string(header.version) +
-                              " (this build reads version " + std::to_string(kFormatVersion) + ")");
+                              " (this build reads versions " + std::to_string(kFormatVersionMin) + " to " +
+                              std::to_string(kFormatVersion) + ")");
   }
   if (DecodeFixed32(bytes.data() + 12) != kFileHeaderSizeBytes) {
     return Status::Corruption("unexpected file header size");
@@ -77,9 +79,9 @@ void AppendRecord(std::string* dst, uint64_t offset, RecordType type, std::strin
   PutFixed64(dst, checksum);
 }
 
-std::string CommitRecordPrefix() {
+std::string CommitRecordPrefix(uint32_t version) {
   std::string out;
-  PutFixed32(&out, static_cast<uint32_t>(kCommitPayloadSizeBytes));
+  PutFixed32(&out, static_cast<uint32_t>(CommitPayloadSize(version)));
   out.push_back(static_cast<char>(RecordType::kCommit));
   out.append(3, '\0');
   return out;
@@ -98,15 +100,20 @@ std::string EncodeCommitPayload(const Commit& c) {
   PutFixed64(&out, c.key_count);
   PutFixed64(&out, c.tree_bytes);
   PutFixed64(&out, c.commits_in_file);
+  if (c.version >= 2) {
+    PutFixed64(&out, c.fold_offset);
+    PutFixed64(&out, c.batch_offset);
+  }
   return out;
 }
 
-Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p) {
+Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p, uint32_t version) {
   auto bad = [offset](const std::string& why) {
     return Status::Corruption("commit record at offset " + std::to_string(offset) + ": " + why);
   };
-  if (p.size() != kCommitPayloadSizeBytes) return bad("wrong payload size");
+  if (p.size() != CommitPayloadSize(version)) return bad("wrong payload size");
   Commit c;
+  c.version = version;
   c.offset = offset;
   c.txn_id = DecodeFixed64(p.data() + 0);
   c.prev_commit_offset = DecodeFixed64(p.data() + 8);
@@ -119,13 +126,16 @@ Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p) {
   c.key_count = DecodeFixed64(p.data() + 56);
   c.tree_bytes = DecodeFixed64(p.data() + 64);
   c.commits_in_file = DecodeFixed64(p.data() + 72);
+  c.fold_offset = version >= 2 ? DecodeFixed64(p.data() + 80) : offset;  // version 1: every commit folds
+  c.batch_offset = version >= 2 ? DecodeFixed64(p.data() + 88) : 0;
+  const uint64_t record_size = CommitRecordSize(version);
   // Structural checks: everything a commit names lies before it, in the order it was written.
   if (c.txn_id == 0) return bad("transaction id 0");
   if (c.body_offset < kFileHeaderSizeBytes || c.body_offset > offset) return bad("body outside the file");
   if (c.prev_commit_offset != 0 && c.prev_commit_offset < kFileHeaderSizeBytes) return bad("bad previous commit");
   // The body starts where the previous commit record ends (so it covers the previous seal).
   uint64_t expected_body = c.prev_commit_offset == 0 ? kFileHeaderSizeBytes
-                                                     : c.prev_commit_offset + kCommitRecordSizeBytes;
+                                                     : c.prev_commit_offset + record_size;
   if (c.body_offset != expected_body) return bad("body does not start where the previous commit ends");
   if (c.tree_height > kTreeHeightMax) return bad("tree height " + std::to_string(c.tree_height));
   if ((c.root_offset == 0) != (c.tree_height == 0)) return bad("root and height disagree");
@@ -143,7 +153,7 @@ Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p) {
   // The counts are bounded by the bytes before the commit, so that the next commit's counts (these
   // plus what one transaction adds) cannot wrap: each commit record takes 96 bytes, every
   // reachable node is a distinct record before the commit, and every key at least two bytes of one.
-  if (c.commits_in_file - 1 > (offset - kFileHeaderSizeBytes) / kCommitRecordSizeBytes) {
+  if (c.commits_in_file - 1 > (offset - kFileHeaderSizeBytes) / record_size) {
     return bad("more commits than fit before it");
   }
   if (c.tree_bytes > offset - kFileHeaderSizeBytes) return bad("tree larger than the file before it");
@@ -152,6 +162,22 @@ Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p) {
     return bad("key count, tree size and height disagree");
   }
   if (c.synced_through > offset) return bad("synced_through past the commit");
+  // The tree is the fold's: it lies before the fold commit, which is this one or an earlier one
+  // (at or before the previous commit). The batch, when there is one, ends where the commit starts.
+  if (c.fold_offset != offset) {
+    if (c.fold_offset < kFileHeaderSizeBytes || c.prev_commit_offset == 0 || c.fold_offset > c.prev_commit_offset) {
+      return bad("fold point outside the commits before it");
+    }
+    if (c.root_offset != 0 && c.root_length > c.fold_offset - c.root_offset) return bad("root after its fold");
+    if (c.batch_offset == 0) return bad("a commit that does not fold has no batch");
+  }
+  if (c.batch_offset != 0 &&
+      (c.batch_offset < c.body_offset || offset - c.batch_offset < kRecordOverheadBytes)) {
+    return bad("batch outside the commit's body");
+  }
+  if (c.root_offset != 0 && c.batch_offset != 0 && c.root_length > c.batch_offset - std::min(c.batch_offset, c.root_offset)) {
+    return bad("root overlaps the batch");
+  }
   return c;
 }
 
@@ -191,10 +217,58 @@ Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes) {
   if (stored != RecordChecksum(offset, bytes.substr(0, kRecordHeaderSizeBytes + length))) {
     return Status::Corruption("checksum mismatch in record" + where());
   }
-  if (type < 1 || type > 4 || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
+  if (type < 1 || type > kRecordTypeMax || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
     return Status::Corruption("unknown record type " + std::to_string(type) + where());
   }
   return RecordView{static_cast<RecordType>(type), bytes.substr(kRecordHeaderSizeBytes, length)};
+}
+
+std::string EncodeBatch(const std::vector<BatchChange>& changes) {
+  std::string out;
+  coding::PutVarint(&out, changes.size());
+  for (const auto& c : changes) {
+    out.push_back(static_cast<char>(c.value ? kBatchPut : kBatchDelete));
+    coding::PutVarint(&out, c.key.size());
+    out.append(c.key);
+    if (c.value) {
+      coding::PutVarint(&out, c.value->size());
+      out.append(*c.value);
+    }
+  }
+  return out;
+}
+
+Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view payload) {
+  auto bad = [offset](const std::string& why) {
+    return Status::Corruption("batch record at offset " + std::to_string(offset) + ": " + why);
+  };
+  coding::Reader in(payload);
+  uint64_t count = 0;
+  if (!in.GetVarint(&count)) return bad("truncated count");
+  // Every change takes at least two bytes (op, key length): a count above that is a lie.
+  if (count == 0 || count > payload.size() / 2) return bad("change count " + std::to_string(count));
+  std::vector<BatchChange> changes;
+  changes.reserve(count);
+  for (uint64_t i = 0; i < count; i++) {
+    std::string_view op, key;
+    uint64_t length = 0;
+    if (!in.GetBytes(1, &op) || (op[0] != kBatchPut && op[0] != kBatchDelete)) return bad("bad change type");
+    if (!in.GetVarint(&length) || length > kKeySizeHardMaxBytes || !in.GetBytes(length, &key)) {
+      return bad("truncated or oversized key");
+    }
+    if (!changes.empty() && !(changes.back().key < key)) return bad("keys out of order");
+    BatchChange change{key, std::nullopt};
+    if (op[0] == kBatchPut) {
+      std::string_view value;
+      if (!in.GetVarint(&length) || length > kValueSizeHardMaxBytes || !in.GetBytes(length, &value)) {
+        return bad("truncated or oversized value");
+      }
+      change.value = value;
+    }
+    changes.push_back(change);
+  }
+  if (!in.done()) return bad("trailing bytes");
+  return changes;
 }
 
 std::string_view RecordTypeName(RecordType type) {
@@ -203,6 +277,7 @@ std::string_view RecordTypeName(RecordType type) {
     case RecordType::kInternal: return "internal";
     case RecordType::kCommit: return "commit";
     case RecordType::kSeal: return "seal";
+    case RecordType::kBatch: return "batch";
   }
   return "unknown";
 }

@@ -6,15 +6,20 @@
 //   record := u32 payload_length | u8 type | 3 zero bytes | payload | u64 checksum
 // The checksum is XXH3-64, seeded with the record's file offset, of everything before it in the
 // record; a record copied to another offset, or a stale one left behind, does not verify.
-// Transactions append their tree nodes (leaf to root), then one commit record, then — once the
-// commit is durable — a seal record naming it. Readers take the newest commit only when it is
-// sealed or no writer is active, so they never see a commit whose sync may still fail.
+// Version 2: a transaction appends one batch record (its puts and deletes), then one commit record,
+// then — once the commit is durable — a seal record naming it. A commit names the tree of the last
+// fold; the batches of the commits since that fold are replayed on top of it. A fold (once the
+// unfolded batches pass Options::fold_threshold_bytes) also writes the changed tree nodes, leaf to
+// root, before its batch. Readers take the newest commit only when it is sealed or no writer is
+// active, so they never see a commit whose sync may still fail. Version 1 (every commit a fold,
+// no batches, an 80-byte commit payload) is still read, read-only.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "dbdb/status.h"
 
@@ -22,7 +27,8 @@ namespace dbdb::format {
 
 // "dbdb" then 0x00 0x0d 0x0a 0x1a, so text-mode transfers and NUL truncation break it visibly.
 inline constexpr char kFileMagic[8] = {'d', 'b', 'd', 'b', 0x00, 0x0d, 0x0a, 0x1a};
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kFormatVersionMin = 1;  // read (read-only) and upgraded by `dbdb upgrade`
 inline constexpr uint64_t kFileHeaderSizeBytes = 512;  // one sector: written whole or not at all
 inline constexpr uint64_t kFileHeaderChecksumOffset = 56;
 // Bytes [24, 56) and [64, 512) of the header are reserved: zero, and checked to be.
@@ -37,12 +43,23 @@ enum class RecordType : uint8_t {
   kInternal = 2,
   kCommit = 3,
   kSeal = 4,  // payload: the offset of the commit it seals, which it directly follows
+  kBatch = 5,  // (version 2) a transaction's puts and deletes; ends where its commit record starts
 };
+inline constexpr uint8_t kRecordTypeMax = 5;
 
-inline constexpr uint64_t kCommitPayloadSizeBytes = 80;
+inline constexpr uint64_t kCommitPayloadSizeBytes = 96;    // version 2
+inline constexpr uint64_t kCommitPayloadSizeBytesV1 = 80;  // version 1: no fold or batch fields
 inline constexpr uint64_t kCommitRecordSizeBytes = kRecordOverheadBytes + kCommitPayloadSizeBytes;
+constexpr uint64_t CommitPayloadSize(uint32_t version) {
+  return version == 1 ? kCommitPayloadSizeBytesV1 : kCommitPayloadSizeBytes;
+}
+constexpr uint64_t CommitRecordSize(uint32_t version) { return kRecordOverheadBytes + CommitPayloadSize(version); }
+static_assert(kCommitRecordSizeBytes == 112, "docs/FORMAT.md: a version-2 commit record is 112 bytes");
+static_assert(CommitRecordSize(1) == 96, "docs/FORMAT.md: a version-1 commit record is 96 bytes");
 inline constexpr uint64_t kSealPayloadSizeBytes = 8;
 inline constexpr uint64_t kSealRecordSizeBytes = kRecordOverheadBytes + kSealPayloadSizeBytes;
+static_assert(kSealRecordSizeBytes == 24, "docs/FORMAT.md: a seal record is 24 bytes");
+static_assert(kRecordOverheadBytes == 16, "docs/FORMAT.md: record framing is 16 bytes");
 
 // Hard limits of the encoding, above any configurable limit (Options).
 inline constexpr uint64_t kRecordPayloadSizeMaxBytes = 1u << 30;  // a node may not exceed 1 GiB
@@ -69,10 +86,16 @@ struct Commit {
   uint64_t key_count = 0;
   uint64_t tree_bytes = 0;        // record bytes of all nodes reachable from the root
   uint64_t commits_in_file = 0;   // commit records in this file up to and including this one
+  // (version 2) The commit whose fold wrote the tree named above: this one when it folded (and in
+  // a compacted file), else an earlier one; the batches of the commits after it are replayed.
+  uint64_t fold_offset = 0;
+  uint64_t batch_offset = 0;      // (version 2) this commit's batch record, which ends at `offset`; 0: none
+  uint32_t version = kFormatVersion;  // (not stored) the file's format version
   bool sealed = false;            // (not stored) a seal record follows the commit record
   bool seal_durable = false;      // (not stored) ... with kSealDurableBit set
 
-  uint64_t record_end() const { return offset + kCommitRecordSizeBytes; }
+  uint64_t record_end() const { return offset + CommitRecordSize(version); }
+  bool folded() const { return fold_offset == offset; }
   // Where the next transaction starts: after the seal, if there is one.
   uint64_t end() const { return record_end() + (sealed ? kSealRecordSizeBytes : 0); }
 };
@@ -94,9 +117,9 @@ uint64_t BodyChecksum(uint64_t body_offset, std::string_view body);
 // Appends a whole record (header, payload, trailer) for a record at file offset `offset`.
 void AppendRecord(std::string* dst, uint64_t offset, RecordType type, std::string_view payload);
 
-// The first 8 bytes of every commit record, which the backward scan for the newest commit looks
-// for: u32 kCommitPayloadSizeBytes | u8 kCommit | 3 zero bytes.
-std::string CommitRecordPrefix();
+// The first 8 bytes of every commit record of a file of `version`, which the backward scan for the
+// newest commit looks for: u32 CommitPayloadSize(version) | u8 kCommit | 3 zero bytes.
+std::string CommitRecordPrefix(uint32_t version = kFormatVersion);
 
 std::string EncodeCommitPayload(const Commit& commit);
 // Bit 63 of a seal's payload: the seal was written after a sync of its commit succeeded, so it
@@ -114,8 +137,22 @@ struct SealInfo {
   bool durable;
 };
 SealInfo DecodeSeal(const RecordView& record);
-// Decodes a commit payload read at record offset `offset`; structural checks included.
-Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view payload);
+// Decodes a commit payload read at record offset `offset` in a file of `version`; structural
+// checks included.
+Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view payload, uint32_t version = kFormatVersion);
+
+// A batch record's payload: count:varint then, per change, op:u8 (1 put, 2 delete)
+// key_len:varint key [value_len:varint value]. Keys are strictly increasing.
+struct BatchChange {
+  std::string_view key;
+  std::optional<std::string_view> value;  // nullopt: a delete
+};
+inline constexpr uint8_t kBatchPut = 1;
+inline constexpr uint8_t kBatchDelete = 2;
+// The payload of a batch record holding `changes` (sorted by key, distinct).
+std::string EncodeBatch(const std::vector<BatchChange>& changes);
+// Decodes a verified batch payload read at record offset `offset`; the views point into `payload`.
+Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view payload);
 
 
 // Parses and verifies a whole record held in `bytes` (which start at file offset `offset`).

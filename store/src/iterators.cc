@@ -1,5 +1,5 @@
-// Iterators over a snapshot's tree, and over a write transaction's view (its own changes merged
-// over the tree it started from), plus range and prefix scans on top of either.
+// Iterators over a view (the fold's tree with the overlay's changes merged over it) and over a
+// write transaction (its own changes merged over its base view), plus range and prefix scans.
 #include <cassert>
 
 #include "db_impl.h"
@@ -26,76 +26,123 @@ class TreeIteratorAdapter final : public Iterator {
   bool ok_ = true;
 };
 
-// The transaction's own changes win over the base tree; deletions hide base keys.
+// Ordered changes (puts and deletes) to merge over a base iterator.
+class ChangeCursor {
+ public:
+  virtual ~ChangeCursor() = default;
+  virtual void Seek(std::string_view key) = 0;  // the first change at or after key
+  virtual void Next() = 0;                      // REQUIRES: Valid()
+  virtual bool Valid() const = 0;
+  virtual std::string_view key() const = 0;
+  virtual const std::optional<std::string>& value() const = 0;  // nullopt: a delete
+};
+
+// A write transaction's own changes.
+class MapCursor final : public ChangeCursor {
+ public:
+  explicit MapCursor(const Overlay* changes) : changes_(changes), position_(changes->end()) {}
+  void Seek(std::string_view key) override { position_ = changes_->lower_bound(key); }
+  void Next() override { ++position_; }
+  bool Valid() const override { return position_ != changes_->end(); }
+  std::string_view key() const override { return position_->first; }
+  const std::optional<std::string>& value() const override { return position_->second; }
+
+ private:
+  const Overlay* changes_;
+  Overlay::const_iterator position_;
+};
+
+// The overlay's changes as of one commit. Each step looks the next key up (the overlay may grow
+// meanwhile: later versions are not seen), holding a copy of the current change.
+class LogCursor final : public ChangeCursor {
+ public:
+  LogCursor(std::shared_ptr<const LogOverlay> overlay, uint64_t txn_id) : overlay_(std::move(overlay)), txn_id_(txn_id) {}
+  void Seek(std::string_view key) override { valid_ = overlay_->Seek(key, true, txn_id_, &key_, &value_); }
+  void Next() override {
+    std::string from = std::move(key_);
+    valid_ = overlay_->Seek(from, false, txn_id_, &key_, &value_);
+  }
+  bool Valid() const override { return valid_; }
+  std::string_view key() const override { return key_; }
+  const std::optional<std::string>& value() const override { return value_; }
+
+ private:
+  std::shared_ptr<const LogOverlay> overlay_;
+  uint64_t txn_id_;
+  bool valid_ = false;
+  std::string key_;
+  std::optional<std::string> value_;
+};
+
+// The changes win over the base; deletions hide base keys.
 class MergedIterator final : public Iterator {
  public:
-  MergedIterator(std::shared_ptr<TreeFile> file, TreeRoot root, const Overlay* overlay)
-      : base_(std::move(file), root), overlay_(overlay), position_(overlay->end()) {}
+  MergedIterator(std::unique_ptr<Iterator> base, std::unique_ptr<ChangeCursor> changes)
+      : base_(std::move(base)), changes_(std::move(changes)) {}
 
   Status SeekToFirst() override {
-    position_ = overlay_->begin();
-    return Settle(base_.SeekToFirst());
+    changes_->Seek(std::string_view());
+    return Settle(base_->SeekToFirst());
   }
   Status Seek(std::string_view key) override {
-    position_ = overlay_->lower_bound(key);
-    return Settle(base_.Seek(key));
+    changes_->Seek(key);
+    return Settle(base_->Seek(key));
   }
   Status Next() override {
     assert(Valid());
-    if (on_overlay_) {
-      ++position_;
+    if (on_changes_) {
+      changes_->Next();
       return Settle(Status::Ok());
     }
-    return Settle(base_.Next());
+    return Settle(base_->Next());
   }
   bool Valid() const override { return valid_; }
-  std::string_view key() const override { return on_overlay_ ? std::string_view(position_->first) : base_.key(); }
-  std::string_view value() const override {
-    return on_overlay_ ? std::string_view(*position_->second) : base_.value();
-  }
+  std::string_view key() const override { return on_changes_ ? changes_->key() : base_->key(); }
+  std::string_view value() const override { return on_changes_ ? std::string_view(*changes_->value()) : base_->value(); }
 
  private:
   Status Settle(Status s) {
     valid_ = false;
     while (s.ok()) {
-      bool has_base = base_.Valid();
-      bool has_overlay = position_ != overlay_->end();
-      if (!has_base && !has_overlay) return s;
-      if (has_overlay && (!has_base || position_->first <= base_.key())) {
-        if (has_base && position_->first == base_.key()) {
-          s = base_.Next();  // shadowed by the transaction's change
+      bool has_base = base_->Valid();
+      bool has_change = changes_->Valid();
+      if (!has_base && !has_change) return s;
+      if (has_change && (!has_base || changes_->key() <= base_->key())) {
+        if (has_base && changes_->key() == base_->key()) {
+          s = base_->Next();  // shadowed by the change
           if (!s.ok()) break;
         }
-        if (position_->second.has_value()) {
-          on_overlay_ = true;
+        if (changes_->value().has_value()) {
+          on_changes_ = true;
           valid_ = true;
           return s;
         }
-        ++position_;  // a deletion
+        changes_->Next();  // a deletion
         continue;
       }
-      on_overlay_ = false;
+      on_changes_ = false;
       valid_ = true;
       return s;
     }
     return s;
   }
 
-  TreeIterator base_;
-  const Overlay* overlay_;
-  Overlay::const_iterator position_;
-  bool on_overlay_ = false;
+  std::unique_ptr<Iterator> base_;
+  std::unique_ptr<ChangeCursor> changes_;
+  bool on_changes_ = false;
   bool valid_ = false;
 };
 
 }  // namespace
 
-std::unique_ptr<Iterator> NewTreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root) {
-  return std::make_unique<TreeIteratorAdapter>(std::move(file), root);
+std::unique_ptr<Iterator> NewViewIterator(const View& view) {
+  auto tree = std::make_unique<TreeIteratorAdapter>(view.file, view.root());
+  if (!view.overlay) return tree;
+  return std::make_unique<MergedIterator>(std::move(tree), std::make_unique<LogCursor>(view.overlay, view.txn_id()));
 }
 
-std::unique_ptr<Iterator> NewMergedIterator(std::shared_ptr<TreeFile> file, TreeRoot root, const Overlay* overlay) {
-  return std::make_unique<MergedIterator>(std::move(file), root, overlay);
+std::unique_ptr<Iterator> NewChangesIterator(std::unique_ptr<Iterator> base, const Overlay* changes) {
+  return std::make_unique<MergedIterator>(std::move(base), std::make_unique<MapCursor>(changes));
 }
 
 Result<std::vector<KeyValue>> ScanWith(Iterator& iterator, const ScanRange& range) {

@@ -60,11 +60,22 @@ Result<std::shared_ptr<const Node>> TreeFile::ReadNode(NodeRef ref) {
 
 Result<format::Commit> TreeFile::ReadCommit(uint64_t offset) {
   std::string buffer;
-  DBDB_ASSIGN_OR_RETURN(auto record, ReadRecord(offset, format::kCommitRecordSizeBytes, &buffer));
+  DBDB_ASSIGN_OR_RETURN(auto record, ReadRecord(offset, commit_record_size(), &buffer));
   if (record.type != format::RecordType::kCommit) {
     return Status::Corruption("record at offset " + std::to_string(offset) + " is not a commit");
   }
-  return format::DecodeCommitPayload(offset, record.payload);
+  return format::DecodeCommitPayload(offset, record.payload, header_.version);
+}
+
+Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commit& commit, std::string* buffer) {
+  if (commit.batch_offset == 0) return std::vector<format::BatchChange>();
+  // DecodeCommitPayload checked that the batch lies inside the body, ending at the commit.
+  DBDB_ASSIGN_OR_RETURN(auto record, ReadRecord(commit.batch_offset, commit.offset - commit.batch_offset, buffer));
+  if (record.type != format::RecordType::kBatch) {
+    return Status::Corruption("record at offset " + std::to_string(commit.batch_offset) + " named by commit " +
+                              std::to_string(commit.txn_id) + " is not a batch");
+  }
+  return format::DecodeBatch(commit.batch_offset, record.payload);
 }
 
 Status TreeFile::VerifyCommitBody(const format::Commit& commit) {
@@ -158,8 +169,8 @@ Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t siz
   DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd());
   uint64_t top_end = std::min(size, data_end);
   std::optional<format::Commit> found;
-  DBDB_RETURN_IF_ERROR(ScanBackward(top_end, floor, format::CommitRecordPrefix(), [&](uint64_t p) -> Result<bool> {
-    if (p + format::kCommitRecordSizeBytes > size) return true;
+  DBDB_RETURN_IF_ERROR(ScanBackward(top_end, floor, format::CommitRecordPrefix(header_.version), [&](uint64_t p) -> Result<bool> {
+    if (p > size || size - p < commit_record_size()) return true;
     auto commit = ReadCommit(p);
     if (!commit.ok()) {
       if (!commit.status().IsCorruption()) return commit.status();
@@ -196,7 +207,7 @@ Result<std::optional<uint64_t>> TreeFile::DurableSealAbove(uint64_t above, uint6
     }
     if (record->type != format::RecordType::kSeal) return true;
     format::SealInfo seal = format::DecodeSeal(record.value());
-    if (!seal.durable || seal.commit_offset + format::kCommitRecordSizeBytes != p || seal.commit_offset < above) {
+    if (!seal.durable || seal.commit_offset < above || p - seal.commit_offset != commit_record_size()) {
       return true;
     }
     sealed = seal.commit_offset;

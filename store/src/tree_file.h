@@ -35,8 +35,14 @@ class TreeFile {
   // The same, always from the file, bypassing the cache (for check()).
   Result<std::shared_ptr<const Node>> ReadNodeUncached(NodeRef ref);
 
+  uint32_t version() const { return header_.version; }
+  uint64_t commit_record_size() const { return format::CommitRecordSize(header_.version); }
+
   // The verified commit record at `offset` (its body is not checked).
   Result<format::Commit> ReadCommit(uint64_t offset);
+
+  // The verified batch record of `commit` (none: an empty list), decoded into views of *buffer.
+  Result<std::vector<format::BatchChange>> ReadBatch(const format::Commit& commit, std::string* buffer);
 
   // Ok if the bytes of the commit's body match its body checksum.
   Status VerifyCommitBody(const format::Commit& commit);

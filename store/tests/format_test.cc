@@ -82,6 +82,7 @@ Commit SampleCommit() {
   c.key_count = 42;
   c.tree_bytes = 4096;
   c.commits_in_file = 5;
+  c.fold_offset = c.offset;  // it folds: its tree includes its own changes
   return c;
 }
 
@@ -103,6 +104,70 @@ TEST(Format, CommitRoundTripsAndChecksStructure) {
   bad = c;
   bad.txn_id = 0;
   EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+
+  // Version 2: a commit that does not fold names an earlier fold and has a batch ending at it.
+  Commit logged = c;
+  logged.fold_offset = 600;
+  logged.root_offset = 520;
+  logged.root_length = 80;
+  logged.batch_offset = 9800;
+  decoded = DecodeCommitPayload(logged.offset, EncodeCommitPayload(logged));
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(decoded->fold_offset, 600u);
+  EXPECT_EQ(decoded->batch_offset, 9800u);
+  EXPECT_FALSE(decoded->folded());
+  bad = logged;
+  bad.batch_offset = 0;  // no fold and no batch: nothing to replay
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+  bad = logged;
+  bad.fold_offset = c.prev_commit_offset + 1;  // a fold after the previous commit
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+  bad = logged;
+  bad.root_offset = 590;  // the fold's tree lies before the fold
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+  bad = logged;
+  bad.batch_offset = c.offset - 8;  // too short for a record
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+  bad = logged;
+  bad.batch_offset = c.body_offset - 1;  // before the body
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+
+  // Version 1: 80 bytes, every commit a fold, no batch.
+  Commit v1 = c;
+  v1.version = 1;
+  v1.body_offset = c.prev_commit_offset + CommitRecordSize(1);
+  std::string v1_payload = EncodeCommitPayload(v1);
+  ASSERT_EQ(v1_payload.size(), kCommitPayloadSizeBytesV1);
+  decoded = DecodeCommitPayload(c.offset, v1_payload, 1);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_TRUE(decoded->folded());
+  EXPECT_EQ(decoded->batch_offset, 0u);
+  EXPECT_EQ(decoded->end(), c.offset + 96);
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, v1_payload).status().IsCorruption()) << "a v1 payload in a v2 file";
+}
+
+TEST(Format, BatchRoundTripsAndRejectsMalformedPayloads) {
+  std::vector<BatchChange> changes{{"a", "1"}, {"b", std::nullopt}, {std::string_view("c\0", 2), ""}};
+  std::string payload = EncodeBatch(changes);
+  auto decoded = DecodeBatch(4096, payload);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  ASSERT_EQ(decoded->size(), 3u);
+  EXPECT_EQ((*decoded)[0].key, "a");
+  EXPECT_EQ(*(*decoded)[0].value, "1");
+  EXPECT_FALSE((*decoded)[1].value.has_value());
+  EXPECT_EQ((*decoded)[2].key.size(), 2u);
+  EXPECT_EQ(*(*decoded)[2].value, "");
+  EXPECT_TRUE(DecodeBatch(4096, payload.substr(0, payload.size() - 1)).status().IsCorruption());
+  EXPECT_TRUE(DecodeBatch(4096, payload + "x").status().IsCorruption());
+  std::vector<BatchChange> unsorted{{"b", "1"}, {"a", "2"}};
+  EXPECT_TRUE(DecodeBatch(4096, EncodeBatch(unsorted)).status().IsCorruption());
+  std::vector<BatchChange> repeated{{"a", "1"}, {"a", "2"}};
+  EXPECT_TRUE(DecodeBatch(4096, EncodeBatch(repeated)).status().IsCorruption());
+  std::string bad_op = payload;
+  bad_op[1] = 3;  // the first change's type
+  EXPECT_TRUE(DecodeBatch(4096, bad_op).status().IsCorruption());
+  EXPECT_TRUE(DecodeBatch(4096, std::string("\x00", 1)).status().IsCorruption()) << "an empty batch";
+  EXPECT_TRUE(DecodeBatch(4096, std::string("\xff\x01", 2)).status().IsCorruption()) << "a count no payload holds";
 }
 
 // Found by dbdb_fuzz_structured (proptests/fuzz/regressions/structured-crash-6ea7bc3c...): a commit
@@ -273,6 +338,7 @@ TEST(TreeWriter, RefusesToMergeANodeHoldingAKeyOutsideItsRange) {
   options.create_if_missing = true;
   options.node_size_target_bytes = 512;
   options.key_size_max_bytes = 128;
+  options.fold_threshold_bytes = 0;  // every commit applies its changes to the tree
   {
     auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok()) << db.status().ToString();

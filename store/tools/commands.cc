@@ -143,6 +143,7 @@ int Stat(DB& db, std::ostream& out, std::ostream& err) {
       << "commits_in_file " << stats->commits_in_file << "\n"
       << "file_size_bytes " << stats->file_size_bytes << "\n"
       << "live_bytes      " << stats->live_bytes << "\n"
+      << "unfolded_bytes  " << stats->unfolded_bytes << "\n"
       << "garbage_ratio   " << std::fixed << std::setprecision(3) << stats->garbage_ratio << "\n"
       << "tree_height     " << stats->tree_height << "\n"
       << "generation      " << stats->generation << "\n";
@@ -265,12 +266,29 @@ int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream
     uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
     out << format::RecordTypeName(record.type) << " offset " << offset << " length " << length;
     if (record.type == format::RecordType::kCommit) {
-      auto c = format::DecodeCommitPayload(offset, record.payload);
+      auto c = format::DecodeCommitPayload(offset, record.payload, header->version);
       if (!c.ok()) return;  // not reached: the scan stopped before a commit that does not decode
       out << ": txn " << c->txn_id << ", prev " << c->prev_commit_offset << ", body [" << c->body_offset << ", "
           << offset << ") checksum " << std::hex << c->body_checksum << std::dec << ", synced_through "
           << c->synced_through << ", root " << c->root_offset << "+" << c->root_length << ", height "
-          << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes << "\n";
+          << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes;
+      if (header->version >= 2) {
+        if (c->folded()) out << ", folds";
+        else out << ", fold " << c->fold_offset;
+        if (c->batch_offset != 0) out << ", batch " << c->batch_offset;
+      }
+      out << "\n";
+    } else if (record.type == format::RecordType::kBatch) {
+      auto batch = format::DecodeBatch(offset, record.payload);
+      if (!batch.ok()) {
+        out << ": " << batch.status().ToString() << "\n";
+        return;
+      }
+      out << ": " << batch->size() << " changes\n";
+      for (const auto& change : *batch) {
+        if (change.value) out << "    put " << Escape(change.key) << " = " << show(*change.value) << "\n";
+        else out << "    del " << Escape(change.key) << "\n";
+      }
     } else if (record.type == format::RecordType::kSeal) {
       auto seal = format::DecodeSeal(record);
       out << ": seals the commit at " << seal.commit_offset
@@ -305,7 +323,10 @@ int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream
     if (!record->has_value()) break;
     auto type = (*record)->type;
     uint64_t end = offset + (*record)->payload.size() + format::kRecordOverheadBytes;
-    if (type == format::RecordType::kCommit && !format::DecodeCommitPayload(offset, (*record)->payload).ok()) break;
+    if (type == format::RecordType::kCommit &&
+        !format::DecodeCommitPayload(offset, (*record)->payload, header->version).ok()) {
+      break;
+    }
     if (type == format::RecordType::kCommit || type == format::RecordType::kSeal) {
       for (uint64_t at = committed_end; at < end;) {
         auto again = ReadRecordAt(reader, at);

@@ -2,7 +2,7 @@
 //
 //   dbdb get DB KEY | put DB KEY VALUE | del DB KEY | incr DB KEY [--by N]
 //   dbdb scan DB [--prefix P] [--from A] [--to B] [--limit N]
-//   dbdb stat DB | check DB | compact DB | dump DB [--values] | shell DB
+//   dbdb stat DB | check DB | compact DB | upgrade DB | dump DB [--values] | shell DB
 // Exit codes: see commands.h (0 ok/found, 1 not found, 2 usage, 3 corruption, 4 I/O, 5 locked,
 // 6 other).
 #include <unistd.h>
@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
   add_common(check, false);
   auto* compact = app.add_subcommand("compact", "rewrite the newest commit into a fresh file");
   add_common(compact, true);
+  auto* upgrade = app.add_subcommand("upgrade", "convert a format-1 file to the current format (a compaction)");
+  upgrade->add_option("DB", path, "database file")->required();
+  upgrade->add_flag("--no-wait", no_wait, "fail with exit code 5 instead of waiting for another writer");
   auto* dump = app.add_subcommand("dump", "print every record of the file: nodes, commits, tail");
   dump->add_option("DB", path, "database file")->required();
   dump->add_flag("--values", show_values, "print values, not only their sizes");
@@ -85,6 +88,15 @@ int main(int argc, char** argv) {
   }
   auto fs = NewPosixFileSystem();
   if (dump->parsed()) return cli::Dump(path, *fs, show_values, std::cout, std::cerr);
+  if (upgrade->parsed()) {
+    Options options;
+    options.file_system = fs;
+    options.wait_for_writer = !no_wait;
+    Status s = DB::Upgrade(path, options);
+    if (!s.ok()) return cli::Report(s, std::cerr);
+    std::cout << path << ": upgraded (or already) in the current format\n";
+    return cli::kExitOk;
+  }
 
   bool writes = put->parsed() || del->parsed() || incr->parsed() || compact->parsed() || shell->parsed();
   Options options;

@@ -39,6 +39,9 @@ struct ExploreOptions {
   unsigned threads = 1;
   dbdb::Durability durability = dbdb::Durability::kSync;
   uint32_t node_size_target_bytes = 512;
+  // Small by default, so that short workloads fold and compact by themselves.
+  uint64_t fold_threshold_bytes = 1024;
+  uint64_t auto_compact_slack_bytes = 4096;
   size_t violations_max = 5;  // stop collecting after this many
 };
 

@@ -53,6 +53,9 @@ struct MultiWorkload {
   dbdb::Durability durability = dbdb::Durability::kSync;
   uint32_t node_size_target_bytes = 512;
   uint64_t file_size_max_bytes = uint64_t{1} << 40;
+  // Small by default, so that short histories fold and compact by themselves.
+  uint64_t fold_threshold_bytes = 1024;
+  uint64_t auto_compact_slack_bytes = 4096;
   std::string Describe() const;
 };
 

@@ -50,6 +50,17 @@ struct Options {
   // kNoSync: a writer syncs once this many bytes were appended since the last sync, so that
   // opening and recovery verify at most about this much of the file (docs/FORMAT.md).
   uint64_t unsynced_bytes_max = 4 * 1024 * 1024;
+  // A commit appends only its changes (a batch record). Once the batches since the last fold pass
+  // this many bytes, a commit folds them into the B+tree, writing each changed node once. Opening a
+  // handle, and a reader catching up, replay at most about this much. 0: every commit folds (the
+  // version-1 write path). At most 1 GiB.
+  uint64_t fold_threshold_bytes = 4 * 1024 * 1024;
+  // Compact automatically, at the start of a write transaction, once the garbage passes the live
+  // bytes plus max(fold_threshold_bytes, auto_compact_slack_bytes): the file stays within about
+  // twice its live data plus that slack. The transaction that compacts waits for it (readers do
+  // not). false: only Compact() (or `dbdb compact`) compacts.
+  bool auto_compact = true;
+  uint64_t auto_compact_slack_bytes = 1024 * 1024;
 };
 
 // Ordered iteration over one snapshot (or a write transaction's view). Starts unpositioned.
@@ -118,10 +129,11 @@ struct CheckReport {
 
 struct Stats {
   uint64_t keys = 0;
+  uint64_t unfolded_bytes = 0;    // batch, commit and seal bytes since the last fold (replayed on open)
   uint64_t txn_id = 0;            // the newest commit's id
   uint64_t commits_in_file = 0;   // commit records in this file (reset by compaction)
   uint64_t file_size_bytes = 0;
-  uint64_t live_bytes = 0;        // bytes of the records reachable from the newest commit
+  uint64_t live_bytes = 0;        // the header, the fold's tree, the unfolded log, the newest commit
   double garbage_ratio = 0;       // 1 - live_bytes / file_size_bytes
   uint32_t tree_height = 0;
   uint64_t generation = 0;        // compactions this file has been through
@@ -146,6 +158,11 @@ class DB {
   // Rewrites the newest commit into a fresh file and atomically replaces the old one (I8).
   // Readers keep reading; writers wait for it (or get Busy with wait_for_writer=false).
   virtual Status Compact() = 0;
+
+  // Converts a version-1 file (which this build opens read-only) into the current format by
+  // compacting it, under the writer lock. A current file is left as it is. Do not run a build
+  // that only knows version 1 on the file at the same time.
+  static Status Upgrade(const std::string& path, const Options& options);
 
   // Verifies every record of the committed region, the commit chain and every tree invariant.
   virtual Result<CheckReport> Check() = 0;

@@ -1,0 +1,70 @@
+// LogOverlay: the changes of the commits since the last fold, replayed over the fold's tree
+// (docs/FORMAT.md, "Batches and folds"). One overlay serves every snapshot of one fold epoch of one
+// file: it keeps each key's versions tagged with the commit's txn id, and a snapshot at txn T sees
+// the newest version at or before T. A fold (or a compaction) starts a new, empty overlay; snapshots
+// of the old epoch keep the old one alive.
+//
+// Thread safety: Apply takes the lock exclusively; every read takes it shared. Values are copied
+// out under the lock, so nothing a reader holds can change under it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format.h"
+
+namespace dbdb {
+
+class LogOverlay {
+ public:
+  // An empty overlay over the tree the fold commit at `fold_offset` wrote (in one file: the caller
+  // keeps overlays of different files apart).
+  explicit LogOverlay(uint64_t fold_offset) : fold_offset_(fold_offset), through_offset_(fold_offset) {}
+  LogOverlay(const LogOverlay&) = delete;
+  LogOverlay& operator=(const LogOverlay&) = delete;
+
+  uint64_t fold_offset() const { return fold_offset_; }
+  // The newest commit whose batch is applied (the fold commit itself when none is).
+  uint64_t through_offset() const;
+  // Record bytes of the commits applied (batch, commit and seal records): the unfolded log.
+  uint64_t log_bytes() const;
+  size_t key_count() const;  // distinct keys with a change
+
+  // Applies the changes of the commit at `commit_offset` (txn `txn_id`, newer than every applied
+  // one), whose records took `record_bytes`. REQUIRES: commit_offset > through_offset().
+  void Apply(uint64_t commit_offset, uint64_t txn_id, const std::vector<format::BatchChange>& changes,
+             uint64_t record_bytes);
+
+  // What the overlay holds for `key` as of txn `txn_id`: nullopt when nothing (read the tree);
+  // otherwise the value, or nullopt inside when the key was deleted.
+  std::optional<std::optional<std::string>> Get(std::string_view key, uint64_t txn_id) const;
+
+  // The first key >= `key` (> when !inclusive) with a change at or before `txn_id`, and that change.
+  bool Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,
+            std::optional<std::string>* value) const;
+
+  // Every key's newest change at or before `txn_id`, sorted: what a fold applies to the tree.
+  using Latest = std::map<std::string, std::optional<std::string>, std::less<>>;
+  Latest LatestChanges(uint64_t txn_id) const;
+
+ private:
+  struct Version {
+    uint64_t txn_id;
+    std::optional<std::string> value;
+  };
+  using Entries = std::map<std::string, std::vector<Version>, std::less<>>;
+  static const Version* VisibleAt(const std::vector<Version>& versions, uint64_t txn_id);
+
+  const uint64_t fold_offset_;
+  mutable std::shared_mutex mutex_;
+  uint64_t through_offset_;  // GUARDED_BY(mutex_)
+  uint64_t log_bytes_ = 0;   // GUARDED_BY(mutex_)
+  Entries entries_;          // GUARDED_BY(mutex_)
+};
+
+}  // namespace dbdb

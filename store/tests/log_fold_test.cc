@@ -1,0 +1,236 @@
+// Version 2's write path: commits append batches, folds write the tree lazily, other handles replay
+// the batches since the fold, automatic compaction keeps the file bounded, and version-1 files
+// open read-only until `DB::Upgrade` converts them.
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+
+#include "coding.h"
+#include "dbdb/db.h"
+#include "format.h"
+#include "node.h"
+#include "test_util.h"
+
+namespace dbdb {
+namespace {
+
+using testing::TempDir;
+
+std::unique_ptr<DB> OpenOrDie(const std::string& path, Options options) {
+  options.create_if_missing = true;
+  auto db = DB::Open(path, options);
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  return std::move(db).value();
+}
+
+std::string Key(int i) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "key%06d", i);
+  return buf;
+}
+
+// Commits without a fold append a batch and a commit, nothing else; another handle (opened
+// before or after) replays them; a snapshot keeps its commit while the overlay grows past it.
+TEST(LogFold, BatchesAreReplayedByOtherHandlesAndSnapshotsStayPut) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;
+  auto writer = OpenOrDie(path, options);
+  ASSERT_TRUE(writer->Put(Key(0), "first").ok());  // the first commit folds (there is no tree)
+  auto reader = OpenOrDie(path, options);
+  auto early = reader->GetSnapshot();
+  ASSERT_TRUE(early.ok());
+  uint64_t size_before = std::filesystem::file_size(path);
+  ASSERT_TRUE(writer->Put(Key(1), "one").ok());
+  // A batch record (16 bytes of framing; count, type, key length, key, value length, value:
+  // 1 + 1 + 1 + 9 + 1 + 3), a commit and a seal: no nodes.
+  EXPECT_EQ(std::filesystem::file_size(path) - size_before,
+            16 + 16 + format::kCommitRecordSizeBytes + format::kSealRecordSizeBytes);
+  for (int i = 2; i < 100; i++) ASSERT_TRUE(writer->Put(Key(i), "v" + std::to_string(i)).ok());
+  ASSERT_TRUE(writer->Del(Key(0)).ok());
+  ASSERT_TRUE(writer->Put(Key(1), "changed").ok());
+  auto mid = reader->GetSnapshot();  // the reader catches up
+  ASSERT_TRUE(mid.ok());
+  EXPECT_EQ((*mid)->txn_id(), 102u);
+  ASSERT_TRUE(writer->Put(Key(1), "later").ok());
+  ASSERT_TRUE(writer->Put(Key(200), "later").ok());
+  EXPECT_EQ(**(*early)->Get(Key(0)), "first");
+  EXPECT_FALSE((*early)->Get(Key(1))->has_value());
+  EXPECT_FALSE((*mid)->Get(Key(0))->has_value());
+  EXPECT_EQ(**(*mid)->Get(Key(1)), "changed");
+  EXPECT_FALSE((*mid)->Get(Key(200))->has_value());
+  auto rows = (*mid)->Scan(ScanRange{});
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 99u);
+  EXPECT_EQ((*rows)[0].key, Key(1));
+  EXPECT_EQ((*rows)[0].value, "changed");
+  auto fresh = OpenOrDie(path, options);
+  EXPECT_EQ(**fresh->Get(Key(1)), "later");
+  auto stats = fresh->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->keys, 100u);
+  EXPECT_GT(stats->unfolded_bytes, 0u);
+  auto report = fresh->Check();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->keys, 100u);
+}
+
+// Passing the threshold folds: the log resets, the tree holds everything, and a snapshot of the
+// old fold epoch still reads its own commit.
+TEST(LogFold, PassingTheThresholdFoldsAndOldSnapshotsStillRead) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 64 * 1024;
+  options.auto_compact = false;
+  auto db = OpenOrDie(path, options);
+  auto other = OpenOrDie(path, options);
+  std::map<std::string, std::string> model;
+  std::unique_ptr<Snapshot> old;
+  uint64_t old_txn = 0;
+  std::map<std::string, std::string> old_model;
+  int folds = 0;
+  uint64_t last_unfolded = 0;
+  for (int t = 0; t < 400; t++) {
+    auto txn = db->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    for (int i = 0; i < 5; i++) {
+      std::string key = Key((t * 7 + i * 131) % 900);
+      std::string value(200, static_cast<char>('a' + t % 26));
+      ASSERT_TRUE((*txn)->Put(key, value).ok());
+      model[key] = value;
+    }
+    ASSERT_TRUE((*txn)->Commit().ok());
+    auto stats = db->GetStats();
+    ASSERT_TRUE(stats.ok());
+    if (stats->unfolded_bytes < last_unfolded) folds++;
+    last_unfolded = stats->unfolded_bytes;
+    EXPECT_LE(stats->unfolded_bytes, options.fold_threshold_bytes);
+    if (t == 100) {
+      auto snap = other->GetSnapshot();
+      ASSERT_TRUE(snap.ok());
+      old = std::move(snap).value();
+      old_txn = old->txn_id();
+      old_model = model;
+    }
+  }
+  EXPECT_GE(folds, 5);
+  EXPECT_EQ(old->txn_id(), old_txn);
+  auto rows = old->Scan(ScanRange{});
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), old_model.size());
+  for (const auto& row : *rows) EXPECT_EQ(old_model[row.key], row.value);
+  auto snap = other->GetSnapshot();
+  rows = (*snap)->Scan(ScanRange{});
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), model.size());
+  for (const auto& row : *rows) EXPECT_EQ(model[row.key], row.value);
+  EXPECT_TRUE(db->Check().ok());
+}
+
+// Automatic compaction: overwriting the same keys forever keeps the file within twice the live
+// data plus the slack, without anyone calling Compact().
+TEST(LogFold, AutomaticCompactionBoundsTheFile) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 256 * 1024;
+  options.node_size_target_bytes = 1024;
+  options.key_size_max_bytes = 256;
+  auto db = OpenOrDie(path, options);
+  uint64_t largest = 0;
+  uint64_t bound_exceeded = 0;
+  std::mt19937_64 rng(7);
+  for (int t = 0; t < 800; t++) {
+    auto txn = db->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    for (int i = 0; i < 50; i++) {
+      ASSERT_TRUE((*txn)->Put(Key(static_cast<int>(rng() % 2000)), std::string(100, 'x')).ok());
+    }
+    ASSERT_TRUE((*txn)->Commit().ok());
+    auto stats = db->GetStats();
+    ASSERT_TRUE(stats.ok());
+    uint64_t size = std::filesystem::file_size(path);
+    largest = std::max(largest, size);
+    // The bound FORMAT.md states: twice the live bytes plus the slack, plus one transaction.
+    uint64_t bound = 2 * stats->live_bytes + std::max<uint64_t>(options.fold_threshold_bytes, 1 << 20) + 64 * 1024;
+    if (size > bound) bound_exceeded++;
+    EXPECT_LE(stats->unfolded_bytes, options.fold_threshold_bytes + 64 * 1024) << "the log is folded or compacted";
+  }
+  auto stats = db->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(bound_exceeded, 0u) << "largest file " << largest << " bytes";
+  EXPECT_GE(stats->generation, 1u) << "it compacted by itself";
+  EXPECT_TRUE(db->Check().ok());
+  // Turned off, nothing compacts.
+  Options manual = options;
+  manual.auto_compact = false;
+  auto db2 = OpenOrDie(dir.Path("db2"), manual);
+  for (int t = 0; t < 300; t++) {
+    ASSERT_TRUE(db2->Put(Key(t % 10), std::string(4000, 'y')).ok());
+  }
+  EXPECT_EQ(db2->GetStats()->generation, 0u);
+}
+
+// A version-1 file, as the version-1 writer left it: a leaf, an 80-byte commit, a durable seal.
+std::string VersionOneFile() {
+  std::string file = format::EncodeFileHeader(format::FileHeader{1, 0});
+  std::vector<LeafEntry> entries{{"apple", "red"}, {"banana", "yellow"}};
+  std::string leaf = EncodeLeaf(entries, 0, entries.size());
+  const uint64_t leaf_offset = format::kFileHeaderSizeBytes;
+  format::AppendRecord(&file, leaf_offset, format::RecordType::kLeaf, leaf);
+  format::Commit c;
+  c.version = 1;
+  c.offset = file.size();
+  c.txn_id = 1;
+  c.body_offset = format::kFileHeaderSizeBytes;
+  c.body_checksum = format::BodyChecksum(c.body_offset, std::string_view(file).substr(c.body_offset));
+  c.synced_through = format::kFileHeaderSizeBytes;
+  c.root_offset = leaf_offset;
+  c.root_length = static_cast<uint32_t>(c.offset - leaf_offset);
+  c.tree_height = 1;
+  c.key_count = 2;
+  c.tree_bytes = c.root_length;
+  c.commits_in_file = 1;
+  c.fold_offset = c.offset;
+  format::AppendRecord(&file, c.offset, format::RecordType::kCommit, format::EncodeCommitPayload(c));
+  format::AppendSeal(&file, c, true);
+  return file;
+}
+
+TEST(LogFold, VersionOneFilesOpenReadOnlyUntilUpgraded) {
+  TempDir dir;
+  const std::string path = dir.Path("old.dbdb");
+  std::ofstream(path, std::ios::binary) << VersionOneFile();
+  Options options;
+  auto rw = DB::Open(path, options);
+  ASSERT_FALSE(rw.ok());
+  EXPECT_EQ(rw.status().code(), StatusCode::kReadOnly);
+  EXPECT_NE(rw.status().message().find("dbdb upgrade"), std::string::npos) << rw.status().ToString();
+  Options ro = options;
+  ro.read_only = true;
+  {
+    auto db = DB::Open(path, ro);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_EQ(**(*db)->Get("banana"), "yellow");
+    auto report = (*db)->Check();
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    EXPECT_EQ(report->keys, 2u);
+  }
+  ASSERT_TRUE(DB::Upgrade(path, options).ok());
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(**(*db)->Get("apple"), "red");
+  auto stats = (*db)->GetStats();
+  EXPECT_EQ(stats->txn_id, 1u) << "the same commit, in the new format";
+  EXPECT_EQ(stats->generation, 1u);
+  ASSERT_TRUE((*db)->Put("cherry", "dark").ok());
+  EXPECT_TRUE((*db)->Check().ok());
+  EXPECT_TRUE(DB::Upgrade(path, options).ok()) << "a current file is left as it is";
+  EXPECT_EQ((*db)->GetStats()->generation, 1u);
+}
+
+}  // namespace
+}  // namespace dbdb
