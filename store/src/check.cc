@@ -37,7 +37,7 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
         return Bad("commit at offset " + std::to_string(offset) + " does not name the batch record before it");
       }
       // A commit that does not fold builds on its predecessor's fold.
-      if (!commit.folded() && (!previous || commit.fold_offset != previous->fold_offset)) {
+      if (!commit.folded() && (!previous || commit.fold_offset != previous->fold_offset || !SameTree(commit, *previous))) {
         return Bad("commit at offset " + std::to_string(offset) + " names a fold its predecessor does not");
       }
       uint64_t expected_prev = previous ? previous->offset : 0;
@@ -163,7 +163,8 @@ Result<Stats> DBImpl::GetStats() {
     stats.txn_id = view.commit->txn_id;
     stats.commits_in_file = view.commit->commits_in_file;
     stats.tree_height = view.commit->tree_height;
-    stats.live_bytes += view.commit->tree_bytes + view.log_bytes() + (view.commit->end() - view.commit->offset);
+    uint64_t log = view.log_bytes();  // the unfolded log holds the newest commit and its seal
+    stats.live_bytes += view.commit->tree_bytes + (log > 0 ? log : view.commit->end() - view.commit->offset);
   }
   stats.garbage_ratio = stats.file_size_bytes == 0 ? 0.0
                                                    : 1.0 - static_cast<double>(stats.live_bytes) /

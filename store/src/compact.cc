@@ -16,10 +16,8 @@ Status DBImpl::Compact() {
   return CompactLocked(view).status();
 }
 
-Result<View> DBImpl::CompactLocked(const View& view) {
-  const std::string temp = path_ + ".compact";
+Result<format::Commit> DBImpl::WriteCompactedFile(const View& view, const std::string& temp) {
   const format::Commit& old = *view.commit;
-
   format::Commit commit;
   {
     // Any error before the rename leaves the database untouched: report it, keep the handle.
@@ -73,7 +71,24 @@ Result<View> DBImpl::CompactLocked(const View& view) {
     DBDB_RETURN_IF_ERROR(out->WriteAt(commit.offset, record));
     DBDB_RETURN_IF_ERROR(out->Sync());  // the new file is durable before its name is
   }
-  DBDB_RETURN_IF_ERROR(fs_->Rename(temp, path_));
+  return commit;
+}
+
+Result<View> DBImpl::CompactLocked(const View& view) {
+  const std::string temp = path_ + ".compact";
+  auto written = WriteCompactedFile(view, temp);
+  if (!written.ok()) {
+    // Before the rename: the database is untouched. Free the space the partial file took (best
+    // effort: a leftover one is truncated and rewritten by the next compaction anyway).
+    (void)fs_->Remove(temp);
+    return written.status();
+  }
+  const format::Commit commit = written.value();
+  // A failed rename may still have happened (or happen at the next crash): this handle must not
+  // go on appending to a file that may no longer have the name. Fail it (I7); a new handle finds
+  // whichever file the name holds, both with the same newest commit.
+  Status renamed = fs_->Rename(temp, path_);
+  if (!renamed.ok()) return Fail(renamed.WithContext("renaming the compacted file over " + path_));
   // Until the directory is synced the rename may be lost in a crash; commits appended to the new
   // file before that could vanish with it. A failure here fails the handle (I7).
   Status s = fs_->SyncDir(DirName(path_));

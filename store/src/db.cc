@@ -222,7 +222,7 @@ Status DBImpl::CatchUpOverlay() {
         break;
       }
       DBDB_ASSIGN_OR_RETURN(format::Commit prev, file_->ReadCommit(at.prev_commit_offset));
-      if (prev.txn_id + 1 != at.txn_id || prev.fold_offset != newest.fold_offset) {
+      if (prev.txn_id + 1 != at.txn_id || prev.fold_offset != newest.fold_offset || !SameTree(prev, newest)) {
         return Status::Corruption(path_ + ": commit at offset " + std::to_string(prev.offset) +
                                   " does not belong to the chain of the fold at offset " +
                                   std::to_string(newest.fold_offset));
@@ -485,8 +485,8 @@ bool DBImpl::CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes)
   // fold (fold_bytes > 0: the nodes it would write, about as many as it replaces) the log is
   // garbage too.
   uint64_t log = fold_bytes > 0 ? 0 : view.log_bytes();
-  uint64_t live = format::kFileHeaderSizeBytes + view.commit->tree_bytes + log +
-                  (view.commit->end() - view.commit->offset);
+  uint64_t live = format::kFileHeaderSizeBytes + view.commit->tree_bytes +
+                  (log > 0 ? log : view.commit->end() - view.commit->offset);  // the log holds the newest commit
   uint64_t total = size + fold_bytes;
   uint64_t garbage = total - std::min(total, live);
   return garbage > live + std::max(options_.fold_threshold_bytes, options_.auto_compact_slack_bytes);
@@ -545,9 +545,13 @@ Result<View> DBImpl::PrepareWriterView(bool allow_compaction) {
   // starts on a compacted file (which also folds the log).
   // So does a log a commit left unfolded because folding it in place would have made compaction
   // due (CommitChanges).
+  // Automatic compaction is best effort: if it fails before its rename (a full disk, say), the
+  // database is as it was, and the transaction goes on without it rather than every write failing
+  // until space is freed (a failure after the rename fails the handle, I7).
   if (allow_compaction && (CompactionDue(view, view.end(), 0) ||
                            (view.commit && FoldDue(view, 0) && CompactionDue(view, view.end(), FoldEstimate(view, 0))))) {
-    return CompactLocked(view);
+    auto compacted = CompactLocked(view);
+    if (compacted.ok() || failed_.load()) return compacted;
   }
   return view;
 }

@@ -46,6 +46,12 @@ inline uint64_t LogRecordBytes(const format::Commit& c) {
   return c.batch_offset == 0 ? 0 : c.record_end() + format::kSealRecordSizeBytes - c.batch_offset;
 }
 
+// True when two commits name the same fold's tree (every commit after a fold repeats its fields).
+inline bool SameTree(const format::Commit& a, const format::Commit& b) {
+  return a.root_offset == b.root_offset && a.root_length == b.root_length && a.tree_height == b.tree_height &&
+         a.key_count == b.key_count && a.tree_bytes == b.tree_bytes;
+}
+
 // Ok when this build writes `file`'s format; ReadOnly with what to do otherwise.
 Status WritableVersion(const TreeFile& file);
 
@@ -74,6 +80,8 @@ class DBImpl final : public DB {
   // Compacts the writer's view into a fresh file (I8) and returns the new view.
   // REQUIRES: writer lock held.
   Result<View> CompactLocked(const View& view);
+  // Writes and syncs the compacted file `temp` of `view`; returns its commit. Touches nothing else.
+  Result<format::Commit> WriteCompactedFile(const View& view, const std::string& temp);
   // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
   // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
   bool CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const;

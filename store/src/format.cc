@@ -168,11 +168,13 @@ Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p, uint32_t
     if (c.fold_offset < kFileHeaderSizeBytes || c.prev_commit_offset == 0 || c.fold_offset > c.prev_commit_offset) {
       return bad("fold point outside the commits before it");
     }
-    if (c.root_offset != 0 && c.root_length > c.fold_offset - c.root_offset) return bad("root after its fold");
+    if (c.root_offset != 0 && (c.root_offset > c.fold_offset || c.root_length > c.fold_offset - c.root_offset)) {
+      return bad("root after its fold");
+    }
     if (c.batch_offset == 0) return bad("a commit that does not fold has no batch");
   }
   if (c.batch_offset != 0 &&
-      (c.batch_offset < c.body_offset || offset - c.batch_offset < kRecordOverheadBytes)) {
+      (c.batch_offset < c.body_offset || c.batch_offset > offset || offset - c.batch_offset < kRecordOverheadBytes)) {
     return bad("batch outside the commit's body");
   }
   if (c.root_offset != 0 && c.batch_offset != 0 && c.root_length > c.batch_offset - std::min(c.batch_offset, c.root_offset)) {
@@ -248,7 +250,7 @@ Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view p
   // Every change takes at least two bytes (op, key length): a count above that is a lie.
   if (count == 0 || count > payload.size() / 2) return bad("change count " + std::to_string(count));
   std::vector<BatchChange> changes;
-  changes.reserve(count);
+  changes.reserve(std::min<uint64_t>(count, payload.size() / 16));  // not what a damaged count claims
   for (uint64_t i = 0; i < count; i++) {
     std::string_view op, key;
     uint64_t length = 0;

@@ -131,6 +131,14 @@ TEST(Format, CommitRoundTripsAndChecksStructure) {
   bad = logged;
   bad.batch_offset = c.body_offset - 1;  // before the body
   EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+  // Found by review: subtractions that wrapped. A batch past the commit, and a root past its fold
+  // (but before the commit), passed as plausible.
+  bad = logged;
+  bad.batch_offset = UINT64_MAX - 1000;
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
+  bad = logged;
+  bad.root_offset = 700;  // after the fold at 600, before the batch
+  EXPECT_TRUE(DecodeCommitPayload(c.offset, EncodeCommitPayload(bad)).status().IsCorruption());
 
   // Version 1: 80 bytes, every commit a fold, no batch.
   Commit v1 = c;

@@ -1,6 +1,7 @@
 // Version 2's write path: commits append batches, folds write the tree lazily, other handles replay
 // the batches since the fold, automatic compaction keeps the file bounded, and version-1 files
 // open read-only until `DB::Upgrade` converts them.
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -172,6 +173,49 @@ TEST(LogFold, AutomaticCompactionBoundsTheFile) {
     ASSERT_TRUE(db2->Put(Key(t % 10), std::string(4000, 'y')).ok());
   }
   EXPECT_EQ(db2->GetStats()->generation, 0u);
+}
+
+// A file system whose compaction files cannot be written (a full disk for them only).
+class NoRoomToCompact final : public FileSystemWrapper {
+ public:
+  NoRoomToCompact() : FileSystemWrapper(NewPosixFileSystem()) {}
+  std::atomic<int> refused{0};
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    if (path.size() > 8 && path.compare(path.size() - 8, 8, ".compact") == 0) {
+      refused++;
+      return Status::NoSpace("no space left on device (test)");
+    }
+    return FileSystemWrapper::Open(path, options);
+  }
+};
+
+// Automatic compaction is best effort: when it cannot write its file, writes go on (folding in
+// place), and the database stays correct.
+TEST(LogFold, AFailingAutomaticCompactionDoesNotStopWrites) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<NoRoomToCompact>();
+  Options options;
+  options.file_system = fs;
+  options.fold_threshold_bytes = 16 * 1024;
+  options.auto_compact_slack_bytes = 16 * 1024;
+  auto db = OpenOrDie(path, options);
+  std::map<std::string, std::string> model;
+  for (int t = 0; t < 300; t++) {
+    std::string key = Key(t % 50), value(500, static_cast<char>('a' + t % 26));
+    ASSERT_TRUE(db->Put(key, value).ok()) << "commit " << t;
+    model[key] = value;
+  }
+  EXPECT_GT(fs->refused.load(), 0) << "compaction was due and tried";
+  EXPECT_EQ(db->GetStats()->generation, 0u);
+  EXPECT_FALSE(std::filesystem::exists(path + ".compact"));
+  auto rows = (*db->GetSnapshot())->Scan(ScanRange{});
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), model.size());
+  for (const auto& row : *rows) EXPECT_EQ(model[row.key], row.value);
+  EXPECT_TRUE(db->Check().ok());
+  // Manual compaction reports the error.
+  EXPECT_EQ(db->Compact().code(), StatusCode::kNoSpace);
 }
 
 // A version-1 file, as the version-1 writer left it: a leaf, an 80-byte commit, a durable seal.
