@@ -121,6 +121,27 @@ std::map<std::string, std::string> Seeds() {
     seeds["tail-garbage"] = after + std::string(100, '\xff');
   }
   {
+    // Version 2's log: a small fold threshold, so the file holds a fold in the middle, batches
+    // replayed over it, deletes of folded keys, and an unfolded tail of batches.
+    dbdb::Options options;
+    options.fold_threshold_bytes = 200;
+    options.auto_compact = false;
+    Maker m(options);
+    for (int i = 0; i < 8; i++) m.Put(Key(i), "logged" + std::to_string(i));
+    m.Del(Key(1));
+    m.Txn({{Key(2), "changed"}, {Key(20), "new"}});
+    seeds["folds-and-batches"] = m.Image();
+  }
+  {
+    // Automatic compaction: a tiny slack, so the history compacts by itself in the middle.
+    dbdb::Options options;
+    options.fold_threshold_bytes = 300;
+    options.auto_compact_slack_bytes = 256;
+    Maker m(options);
+    for (int i = 0; i < 30; i++) m.Put(Key(i % 5), std::string(60, static_cast<char>('a' + i % 26)));
+    seeds["auto-compacted"] = m.Image();
+  }
+  {
     Maker m;
     m.Put("big", std::string(6000, 'B'));
     m.Txn({{"medium", std::string(3000, 'M')}, {"small", "s"}});

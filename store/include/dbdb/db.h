@@ -13,6 +13,11 @@
 // file; writers are serialized by an advisory lock (file "<path>.lock", created by the first
 // writer), and a commit is in flight while its writer holds a flock of the database file itself.
 //
+// Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
+// log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its
+// DB (it holds the handle's writer lock). An Iterator must not outlive the Snapshot or
+// WriteTransaction it came from, and the string_views it returns are valid only until it moves.
+//
 // Errors are values; no exception crosses this API. The invariants the store keeps (I1-I8) are
 // listed in DESIGN.md; the file format is docs/FORMAT.md; the disk assumptions docs/PERSISTENCE.md.
 #pragma once
