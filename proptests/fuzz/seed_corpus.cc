@@ -92,8 +92,8 @@ std::map<std::string, std::string> Seeds() {
     Maker m(options);
     auto long_key = [](int i) { return Key(i) + std::string(88, '.'); };
     std::map<std::string, std::string> first, second;
-    for (int i = 0; i < 72; i += 1) first[long_key(i)] = "v" + std::to_string(i);
-    for (int i = 1; i < 72; i += 16) second[long_key(i)] = "w" + std::to_string(i);
+    for (int i = 0; i < 56; i += 1) first[long_key(i)] = "v" + std::to_string(i);
+    for (int i = 1; i < 56; i += 16) second[long_key(i)] = "w" + std::to_string(i);
     m.Txn(first);
     m.Txn(second, {long_key(10), long_key(12)});
     seeds["deep-tree"] = m.Image();

@@ -155,6 +155,13 @@ Status DB::Upgrade(const std::string& path, const Options& options) {
   o.read_only = false;
   o.create_if_missing = false;
   DBDB_ASSIGN_OR_RETURN(auto db, DBImpl::OpenImpl(path, o, true));
+  // Verify every record and tree invariant first: compaction rewrites what a scan reads, and a
+  // damaged tree (a key outside its node's range, say) would be silently "repaired" into a file
+  // that reads differently from the original. A file that does not verify is not converted.
+  if (db->file_version() != format::kFormatVersion) {
+    auto report = db->Check();
+    if (!report.ok()) return report.status().WithContext("verifying " + path + " before upgrading it");
+  }
   // Compaction always writes the current version; a current file is left as it is.
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, db->AcquireWriter());
   DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView(false));

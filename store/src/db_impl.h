@@ -92,6 +92,10 @@ class DBImpl final : public DB {
   Result<CheckReport> Check() override;
   Result<Stats> GetStats() override;
   const std::string& path() const override { return path_; }
+  uint32_t file_version() {
+    std::lock_guard<std::mutex> guard(state_mutex_);
+    return file_->version();
+  }
 
   // The newest commit of the file the path names now (following a compaction's replacement).
   // For a reader, the newest *settled* commit (SettledForReader); `writer` (holding the lock)

@@ -219,11 +219,17 @@ TEST(LogFold, AFailingAutomaticCompactionDoesNotStopWrites) {
 }
 
 // A version-1 file, as the version-1 writer left it: a leaf, an 80-byte commit, a durable seal.
-std::string VersionOneFile() {
+// `damaged_garbage`: a record no commit reaches (an old leaf) lies before the live one, and its
+// checksum does not match: check() reads it, reads and compaction never do.
+std::string VersionOneFile(bool damaged_garbage = false) {
   std::string file = format::EncodeFileHeader(format::FileHeader{1, 0});
   std::vector<LeafEntry> entries{{"apple", "red"}, {"banana", "yellow"}};
   std::string leaf = EncodeLeaf(entries, 0, entries.size());
-  const uint64_t leaf_offset = format::kFileHeaderSizeBytes;
+  if (damaged_garbage) {
+    format::AppendRecord(&file, file.size(), format::RecordType::kLeaf, leaf);
+    file.back() ^= 1;
+  }
+  const uint64_t leaf_offset = file.size();
   format::AppendRecord(&file, leaf_offset, format::RecordType::kLeaf, leaf);
   format::Commit c;
   c.version = 1;
@@ -274,6 +280,28 @@ TEST(LogFold, VersionOneFilesOpenReadOnlyUntilUpgraded) {
   EXPECT_TRUE((*db)->Check().ok());
   EXPECT_TRUE(DB::Upgrade(path, options).ok()) << "a current file is left as it is";
   EXPECT_EQ((*db)->GetStats()->generation, 1u);
+}
+
+// A version-1 file that does not verify (a damaged record no read reaches) is not converted: compaction would turn a damaged file into one that reads differently
+// (the fuzzer's finding was a key outside its leaf's range: Get missed it, a scan found it).
+TEST(LogFold, UpgradeRefusesAFileThatDoesNotVerify) {
+  TempDir dir;
+  const std::string path = dir.Path("damaged.dbdb");
+  const std::string bytes = VersionOneFile(true);
+  std::ofstream(path, std::ios::binary) << bytes;
+  Options ro;
+  ro.read_only = true;
+  {
+    auto db = DB::Open(path, ro);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_EQ(**(*db)->Get("apple"), "red") << "reads do not notice";
+    EXPECT_TRUE((*db)->Check().status().IsCorruption());
+  }
+  Status s = DB::Upgrade(path, Options{});
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), bytes)
+      << "the file is left as it was";
 }
 
 }  // namespace

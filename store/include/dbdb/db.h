@@ -165,7 +165,8 @@ class DB {
   virtual Status Compact() = 0;
 
   // Converts a version-1 file (which this build opens read-only) into the current format by
-  // compacting it, under the writer lock. A current file is left as it is. Do not run a build
+  // verifying it (as Check() does: a file that does not verify is Corruption, and is left as it
+  // is) and compacting it, under the writer lock. A current file is left as it is. Do not run a build
   // that only knows version 1 on the file at the same time.
   static Status Upgrade(const std::string& path, const Options& options);
 
