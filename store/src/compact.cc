@@ -97,7 +97,7 @@ Result<View> DBImpl::CompactLocked(const View& view) {
   if (!file.ok()) return Fail(file.status().WithContext("reopening " + path_ + " after compaction"));
   View compacted;
   {
-    std::lock_guard<std::mutex> guard(state_mutex_);
+    MutexLock guard(&state_mutex_);
     file_ = file.value();
     newest_ = commit;
     overlay_ = std::make_shared<LogOverlay>(commit.offset);

@@ -256,7 +256,7 @@ Status DBImpl::CatchUpOverlay() {
 View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
 
 Result<View> DBImpl::Refresh(bool writer) {
-  std::lock_guard<std::mutex> guard(state_mutex_);
+  MutexLock guard(&state_mutex_);
   DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer));
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
   uint64_t known_offset = newest_ ? newest_->offset : 0;
@@ -373,7 +373,7 @@ Status DBImpl::ValidateValue(std::string_view value) const {
 Status DBImpl::CheckWritable() {
   if (options_.read_only) return Status::ReadOnly(path_ + " is open read-only");
   if (failed_.load()) {
-    std::lock_guard<std::mutex> guard(failure_mutex_);
+    MutexLock guard(&failure_mutex_);
     return Status::Failed("handle refuses writes after an earlier I/O error (reopen to recover): " + failure_);
   }
   return Status::Ok();
@@ -381,7 +381,7 @@ Status DBImpl::CheckWritable() {
 
 Status DBImpl::Fail(const Status& cause) {
   {
-    std::lock_guard<std::mutex> guard(failure_mutex_);
+    MutexLock guard(&failure_mutex_);
     if (!failed_.load()) failure_ = cause.ToString();
   }
   failed_.store(true);
@@ -420,7 +420,7 @@ Status DBImpl::SettleBase(View& base) {
 }
 
 void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* changes) {
-  std::lock_guard<std::mutex> guard(state_mutex_);
+  MutexLock guard(&state_mutex_);
   if (file_ != view.file || !view.commit || (newest_ && newest_->offset > view.commit->offset)) return;
   bool newer = !newest_ || newest_->offset < view.commit->offset;
   newest_ = view.commit;
@@ -446,7 +446,7 @@ Status DBImpl::FailCommit(const View& base, const Status& cause, std::unique_ptr
     // It is still there: keep it in flight for as long as this handle lives, so that no reader
     // takes it for a dead writer's commit (and no writer starts: see HoldWriterLock).
     {
-      std::lock_guard<std::mutex> guard(failure_mutex_);
+      MutexLock guard(&failure_mutex_);
       held_in_flight_ = std::move(*in_flight);
       rollback_failed_ = true;
     }
@@ -457,7 +457,7 @@ Status DBImpl::FailCommit(const View& base, const Status& cause, std::unique_ptr
 }
 
 void DBImpl::HoldWriterLockIfRollbackFailed(WriterLock* lock) {
-  std::lock_guard<std::mutex> guard(failure_mutex_);
+  MutexLock guard(&failure_mutex_);
   if (!rollback_failed_ || held_writer_lock_) return;
   // The cross-process lock only: other writers wait until this handle is closed. The in-process
   // mutex is released (the handle refuses writes before it would take it).

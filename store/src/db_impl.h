@@ -1,6 +1,8 @@
 // DBImpl: the state shared by a DB handle's snapshots and write transactions. Private.
 //
-// Locking order: writer_mutex_ -> the cross-process FileLock -> state_mutex_.
+// Locking order: writer_mutex_ -> the cross-process FileLock -> state_mutex_ -> an overlay's lock.
+// failure_mutex_ is taken alone. Checked by clang's -Wthread-safety where annotated; writer_mutex_
+// (held through a movable std::unique_lock for a whole transaction) is not.
 #pragma once
 
 #include <atomic>
@@ -13,6 +15,7 @@
 #include "dbdb/db.h"
 #include "format.h"
 #include "log_overlay.h"
+#include "thread_annotations.h"
 #include "tree.h"
 #include "tree_file.h"
 
@@ -92,23 +95,22 @@ class DBImpl final : public DB {
   Result<CheckReport> Check() override;
   Result<Stats> GetStats() override;
   const std::string& path() const override { return path_; }
-  uint32_t file_version() {
-    std::lock_guard<std::mutex> guard(state_mutex_);
+  uint32_t file_version() EXCLUDES(state_mutex_) {
+    MutexLock guard(&state_mutex_);
     return file_->version();
   }
 
   // The newest commit of the file the path names now (following a compaction's replacement).
   // For a reader, the newest *settled* commit (SettledForReader); `writer` (holding the lock)
   // takes an unsealed newest commit as is. Never writes to the file.
-  Result<View> Refresh(bool writer);
+  Result<View> Refresh(bool writer) EXCLUDES(state_mutex_);
   // Switches to the file the path names now if compaction replaced ours; returns its size.
-  // REQUIRES: state_mutex_ held.
-  Result<uint64_t> FollowReplacedFile(bool writer);
+  Result<uint64_t> FollowReplacedFile(bool writer) REQUIRES(state_mutex_);
   // The commit a reader may show when the newest one, `unsealed`, is not sealed, decided by the
   // in-flight lock: the one before it while its writer is between writing and sealing it, else
   // it (a dead writer's, synced first: the reader's only write-like act, which changes no byte).
-  // REQUIRES: state_mutex_ held.
-  Result<std::optional<format::Commit>> SettledForReader(uint64_t known_end, uint64_t known_offset);
+  Result<std::optional<format::Commit>> SettledForReader(uint64_t known_end, uint64_t known_offset)
+      REQUIRES(state_mutex_);
 
   // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
   Result<WriterLock> AcquireWriter();
@@ -131,16 +133,15 @@ class DBImpl final : public DB {
   Result<std::unique_ptr<FileLock>> LockInFlight();
   // Makes `view`'s commit the handle's newest if it is newer; `changes` (when given) are the
   // commit's batch, applied to the handle's overlay without reading them back.
-  // REQUIRES: state_mutex_ not held.
-  void Publish(const View& view, const std::vector<format::BatchChange>* changes = nullptr);
+  void Publish(const View& view, const std::vector<format::BatchChange>* changes = nullptr) EXCLUDES(state_mutex_);
   // Brings overlay_ up to newest_: replays the batches of the commits after the overlay's newest
-  // (or after the fold, for a new overlay). REQUIRES: state_mutex_ held.
-  Status CatchUpOverlay();
-  // The view of the handle's newest commit. REQUIRES: state_mutex_ held, overlay caught up.
-  View CurrentView() const;
+  // (or after the fold, for a new overlay).
+  Status CatchUpOverlay() REQUIRES(state_mutex_);
+  // The view of the handle's newest commit (the overlay caught up).
+  View CurrentView() const REQUIRES(state_mutex_);
 
   // Marks the handle failed after an I/O error on the write path (I7) and returns the error.
-  Status Fail(const Status& cause);
+  Status Fail(const Status& cause) EXCLUDES(failure_mutex_);
   // Truncates to the end of `base`, re-writes its seal and syncs; seals it if its writer died
   // before sealing it. REQUIRES: writer lock held (and the in-flight lock
   // when `base` may be unsealed by an in-flight commit of this handle: a rollback).
@@ -150,8 +151,8 @@ class DBImpl final : public DB {
   Status FailCommit(const View& base, const Status& cause, std::unique_ptr<FileLock>* in_flight);
   // After a failed rollback, keeps the writer lock's file lock until the handle is closed, so no
   // other writer builds on (and seals) a commit whose sync failed while this handle lives.
-  void HoldWriterLockIfRollbackFailed(WriterLock* lock);
-  Status CheckWritable();
+  void HoldWriterLockIfRollbackFailed(WriterLock* lock) EXCLUDES(failure_mutex_);
+  Status CheckWritable() EXCLUDES(failure_mutex_);
 
   const Options& options() const { return options_; }
   Status ValidateKey(std::string_view key) const;
@@ -183,20 +184,20 @@ class DBImpl final : public DB {
     durable_end_ = end;
   }
 
-  std::mutex state_mutex_;
-  std::shared_ptr<TreeFile> file_;           // GUARDED_BY(state_mutex_)
-  std::optional<format::Commit> newest_;     // GUARDED_BY(state_mutex_)
+  mutable Mutex state_mutex_;
+  std::shared_ptr<TreeFile> file_ GUARDED_BY(state_mutex_);
+  std::optional<format::Commit> newest_ GUARDED_BY(state_mutex_);
   // The changes since newest_'s fold, through newest_ (null until caught up, or with no changes).
-  std::shared_ptr<LogOverlay> overlay_;      // GUARDED_BY(state_mutex_)
+  std::shared_ptr<LogOverlay> overlay_ GUARDED_BY(state_mutex_);
   const bool upgrading_;
 
   std::atomic<bool> failed_{false};
-  std::mutex failure_mutex_;
-  std::string failure_;                        // GUARDED_BY(failure_mutex_)
-  bool rollback_failed_ = false;               // GUARDED_BY(failure_mutex_)
+  Mutex failure_mutex_;
+  std::string failure_ GUARDED_BY(failure_mutex_);
+  bool rollback_failed_ GUARDED_BY(failure_mutex_) = false;
   // Released in the reverse of the order they were taken: the in-flight lock first.
-  std::unique_ptr<FileLock> held_writer_lock_; // GUARDED_BY(failure_mutex_)
-  std::unique_ptr<FileLock> held_in_flight_;   // GUARDED_BY(failure_mutex_)
+  std::unique_ptr<FileLock> held_writer_lock_ GUARDED_BY(failure_mutex_);
+  std::unique_ptr<FileLock> held_in_flight_ GUARDED_BY(failure_mutex_);
 };
 
 // Iterator adapters (iterators.cc).

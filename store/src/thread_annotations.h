@@ -1,0 +1,46 @@
+// Clang's thread-safety analysis (-Wthread-safety, on for clang builds of the store): which mutex
+// guards which member, and which functions must hold or must not hold it. The annotations are
+// checked at compile time by clang (the fuzz build, ci/fuzz.sh) and are comments to gcc.
+// libstdc++'s std::mutex is not annotated, so the store's mutexes that guard state are dbdb::Mutex.
+#pragma once
+
+#include <mutex>
+
+#if defined(__clang__)
+#define DBDB_THREAD_ANNOTATION(x) __attribute__((x))
+#else
+#define DBDB_THREAD_ANNOTATION(x)
+#endif
+
+#define CAPABILITY(x) DBDB_THREAD_ANNOTATION(capability(x))
+#define SCOPED_CAPABILITY DBDB_THREAD_ANNOTATION(scoped_lockable)
+#define GUARDED_BY(x) DBDB_THREAD_ANNOTATION(guarded_by(x))
+#define REQUIRES(...) DBDB_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
+#define EXCLUDES(...) DBDB_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
+#define ACQUIRE(...) DBDB_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
+#define RELEASE(...) DBDB_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+
+namespace dbdb {
+
+class CAPABILITY("mutex") Mutex {
+ public:
+  void Lock() ACQUIRE() { mutex_.lock(); }
+  void Unlock() RELEASE() { mutex_.unlock(); }
+
+ private:
+  std::mutex mutex_;
+};
+
+// Holds a Mutex for its scope.
+class SCOPED_CAPABILITY MutexLock {
+ public:
+  explicit MutexLock(Mutex* mutex) ACQUIRE(mutex) : mutex_(mutex) { mutex_->Lock(); }
+  ~MutexLock() RELEASE() { mutex_->Unlock(); }
+  MutexLock(const MutexLock&) = delete;
+  MutexLock& operator=(const MutexLock&) = delete;
+
+ private:
+  Mutex* mutex_;
+};
+
+}  // namespace dbdb
