@@ -13,17 +13,18 @@ class TreeIteratorAdapter final : public Iterator {
   Status SeekToFirst() override { return Check(it_.SeekToFirst()); }
   Status Seek(std::string_view key) override { return Check(it_.Seek(key)); }
   Status Next() override { return Check(it_.Next()); }
-  bool Valid() const override { return ok_ && it_.Valid(); }
+  bool Valid() const override { return status_.ok() && it_.Valid(); }
+  Status status() const override { return status_; }
   std::string_view key() const override { return it_.key(); }
   std::string_view value() const override { return it_.value(); }
 
  private:
   Status Check(Status s) {
-    ok_ = s.ok();
+    status_ = s;
     return s;
   }
   TreeIterator it_;
-  bool ok_ = true;
+  Status status_;
 };
 
 // Ordered changes (puts and deletes) to merge over a base iterator.
@@ -97,11 +98,18 @@ class MergedIterator final : public Iterator {
     return Settle(base_->Next());
   }
   bool Valid() const override { return valid_; }
+  Status status() const override { return status_; }
   std::string_view key() const override { return on_changes_ ? changes_->key() : base_->key(); }
   std::string_view value() const override { return on_changes_ ? std::string_view(*changes_->value()) : base_->value(); }
 
  private:
   Status Settle(Status s) {
+    s = SettleOn(s);
+    status_ = s;
+    if (!s.ok()) valid_ = false;
+    return s;
+  }
+  Status SettleOn(Status s) {
     valid_ = false;
     while (s.ok()) {
       bool has_base = base_->Valid();
@@ -131,6 +139,7 @@ class MergedIterator final : public Iterator {
   std::unique_ptr<ChangeCursor> changes_;
   bool on_changes_ = false;
   bool valid_ = false;
+  Status status_;
 };
 
 }  // namespace

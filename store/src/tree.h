@@ -1,6 +1,6 @@
-// The copy-on-write B+tree over a TreeFile: lookups, ordered iteration, applying a transaction's
-// sorted changes (writing new nodes leaf to root into an append buffer), and bulk loading a fresh
-// tree for compaction. Nodes are split and merged by encoded bytes (docs/FORMAT.md, "Nodes").
+// The copy-on-write B+tree over a TreeFile: lookups, ordered iteration (tree_reader.cc), applying a
+// transaction's sorted changes (writing new nodes leaf to root into an append buffer:
+// tree_writer.cc), and bulk loading a fresh tree for compaction (bulk_loader.cc). Nodes are split and merged by encoded bytes (docs/FORMAT.md, "Nodes").
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,12 @@ struct TreeRoot {
 };
 
 TreeRoot RootOf(const format::Commit& commit);
+
+// Corruption: the node at `ref` is a leaf where the tree's height says internal, or the reverse.
+inline Status WrongNodeKind(NodeRef ref, uint32_t height) {
+  return Status::Corruption("node at offset " + std::to_string(ref.offset) +
+                            (height == 1 ? " should be a leaf" : " should be an internal node"));
+}
 
 // Looks `key` up in the tree. nullopt when absent.
 Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key);

@@ -1,6 +1,7 @@
 // The store's API: reads, writes, transactions, snapshots, iteration, limits, concurrency.
 #include "dbdb/db.h"
 
+#include <fstream>
 #include <map>
 #include <random>
 #include <thread>
@@ -137,6 +138,43 @@ TEST(DB, IterationAndScansAreOrdered) {
   ASSERT_EQ(range->size(), 3u);
   EXPECT_EQ((*snapshot)->Scan(ScanRange{"b", std::nullopt, 2})->size(), 2u);
   EXPECT_TRUE((*snapshot)->Scan(ScanRange{"d", std::nullopt, 100})->empty());
+}
+
+// An iterator that hits a damaged node stops, and says why in status(): the end of a loop that
+// checks only Valid() is told apart from a failure.
+TEST(DB, IteratorStatusTellsAFailureFromTheEnd) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.node_size_target_bytes = 512;
+  options.key_size_max_bytes = 64;
+  options.fold_threshold_bytes = 0;  // commits write their nodes: the first leaf lies at 512
+  {
+    auto db = OpenOrDie(path, options);
+    auto txn = db->BeginWrite();
+    for (int i = 0; i < 100; i++) ASSERT_TRUE((*txn)->Put("key" + std::to_string(1000 + i), "value").ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+    ASSERT_TRUE(db->Put("key1099", "changed").ok());  // rewrites the last leaf only
+  }
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(512 + 12);
+    f.put('\x7f');
+  }
+  auto db = OpenOrDie(path, options);
+  auto snapshot = db->GetSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status().ToString();
+  auto it = (*snapshot)->NewIterator();
+  size_t seen = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) seen++;
+  EXPECT_EQ(seen, 0u);
+  EXPECT_TRUE(it->status().IsCorruption()) << it->status().ToString();
+  auto clean = (*snapshot)->NewIterator();
+  EXPECT_TRUE(clean->status().ok()) << "a new iterator has no error";
+  ASSERT_TRUE(clean->Seek("key1099").ok());
+  ASSERT_TRUE(clean->Valid());
+  EXPECT_EQ(clean->value(), "changed");
+  EXPECT_TRUE(clean->status().ok());
 }
 
 TEST(DB, TransactionIteratorMergesItsChanges) {

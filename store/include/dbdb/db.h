@@ -69,6 +69,9 @@ struct Options {
 };
 
 // Ordered iteration over one snapshot (or a write transaction's view). Starts unpositioned.
+// Every move returns its error; an error also makes the iterator invalid and is kept in status(),
+// so a loop `for (it->SeekToFirst(); it->Valid(); it->Next()) {...}` checks `it->status()` after
+// it to tell the end from a failure (LevelDB's pattern).
 class Iterator {
  public:
   virtual ~Iterator() = default;
@@ -76,6 +79,7 @@ class Iterator {
   virtual Status Seek(std::string_view key) = 0;  // the first key >= key
   virtual Status Next() = 0;                      // REQUIRES: Valid()
   virtual bool Valid() const = 0;
+  virtual Status status() const = 0;  // the error of the last move, Ok if none
   virtual std::string_view key() const = 0;    // REQUIRES: Valid(); valid until the next move
   virtual std::string_view value() const = 0;  // REQUIRES: Valid(); valid until the next move
 };

@@ -1,88 +1,11 @@
-// The copy-on-write B+tree: lookup, iteration, change application and bulk loading.
+// The B+tree's writer: applies a transaction's (or a fold's) sorted changes copy-on-write, splitting
+// and merging nodes by encoded bytes (docs/FORMAT.md, "Nodes").
 #include "tree.h"
 
 #include <algorithm>
 #include <cassert>
 
 namespace dbdb {
-
-TreeRoot RootOf(const format::Commit& commit) {
-  return TreeRoot{NodeRef{commit.root_offset, commit.root_length}, commit.tree_height,
-                  commit.key_count, commit.tree_bytes};
-}
-
-namespace {
-Status WrongKind(NodeRef ref, uint32_t height) {
-  return Status::Corruption("node at offset " + std::to_string(ref.offset) +
-                            (height == 1 ? " should be a leaf" : " should be an internal node"));
-}
-}  // namespace
-
-Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key) {
-  NodeRef ref = root.ref;
-  for (uint32_t height = root.height; height > 0; height--) {
-    DBDB_ASSIGN_OR_RETURN(auto node, file.ReadNode(ref));
-    if (node->is_leaf != (height == 1)) return WrongKind(ref, height);
-    if (height == 1) {
-      size_t i = node->LowerBound(key);
-      if (i < node->size() && node->keys[i] == key) return std::optional<std::string>(std::string(node->values[i]));
-      break;
-    }
-    ref = node->children[node->ChildFor(key)];
-  }
-  return std::optional<std::string>();
-}
-
-// ---------------------------------------------------------------------------------------------
-// TreeIterator
-
-Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost) {
-  for (; height > 0; height--) {
-    DBDB_ASSIGN_OR_RETURN(auto node, file_->ReadNode(ref));
-    if (node->is_leaf != (height == 1)) return WrongKind(ref, height);
-    size_t index = height == 1 ? (leftmost ? 0 : node->LowerBound(key)) : (leftmost ? 0 : node->ChildFor(key));
-    if (height > 1) ref = node->children[index];
-    stack_.push_back(Level{std::move(node), index});
-  }
-  return Status::Ok();
-}
-
-Status TreeIterator::Seek(std::string_view key) {
-  stack_.clear();
-  if (root_.height == 0) return Status::Ok();
-  DBDB_RETURN_IF_ERROR(Descend(root_.ref, root_.height, key, false));
-  // The leaf may hold only smaller keys: move on to the next leaf.
-  if (stack_.back().index >= stack_.back().node->size()) {
-    stack_.back().index = stack_.back().node->size() - (stack_.back().node->size() > 0 ? 1 : 0);
-    if (stack_.back().node->size() == 0) {
-      stack_.clear();
-      return Status::Ok();
-    }
-    return Next();
-  }
-  return Status::Ok();
-}
-
-Status TreeIterator::Next() {
-  assert(Valid());
-  if (++stack_.back().index < stack_.back().node->size()) return Status::Ok();
-  // Climb to the first ancestor with a next child, then descend to its leftmost leaf.
-  stack_.pop_back();
-  while (!stack_.empty() && stack_.back().index + 1 >= stack_.back().node->children.size()) stack_.pop_back();
-  if (stack_.empty()) return Status::Ok();
-  Level& level = stack_.back();
-  level.index++;
-  uint32_t height = root_.height - static_cast<uint32_t>(stack_.size());
-  Status s = Descend(level.node->children[level.index], height, std::string_view(), true);
-  if (!s.ok()) {
-    stack_.clear();
-    return s;
-  }
-  if (stack_.back().node->size() == 0) {  // only an empty root leaf can be empty
-    stack_.clear();
-  }
-  return Status::Ok();
-}
 
 // ---------------------------------------------------------------------------------------------
 // TreeWriter
@@ -198,7 +121,7 @@ Result<std::vector<TreeWriter::Pending>> TreeWriter::ApplyNode(NodeRef ref, uint
                                                                std::optional<std::string_view> upper,
                                                                const Change* begin, const Change* end) {
   DBDB_ASSIGN_OR_RETURN(auto node, Load(ref));
-  if (node->is_leaf != (height == 1)) return WrongKind(ref, height);
+  if (node->is_leaf != (height == 1)) return WrongNodeKind(ref, height);
   DBDB_RETURN_IF_ERROR(CheckRange(ref, *node, lower, upper));
   bytes_delta_ -= ref.length;
   if (node->is_leaf) {
@@ -264,7 +187,7 @@ Status TreeWriter::FixUnderflow(std::vector<Item>* items, uint32_t child_height,
         continue;
       }
       DBDB_ASSIGN_OR_RETURN(auto node, Load(it.ref));
-      if (node->is_leaf != (child_height == 1)) return WrongKind(it.ref, child_height);
+      if (node->is_leaf != (child_height == 1)) return WrongNodeKind(it.ref, child_height);
       // An unchanged neighbour: its range ends where the next item's begins.
       std::optional<std::string_view> it_upper = j + 1 < items->size() ? std::optional((*items)[j + 1].key) : upper;
       DBDB_RETURN_IF_ERROR(CheckRange(it.ref, *node, it.key, it_upper));
@@ -364,85 +287,6 @@ Result<TreeRoot> TreeWriter::Apply(const TreeRoot& base, const std::vector<Chang
   if (root.height > format::kTreeHeightMax) return Status::LimitExceeded("tree height limit reached");
   root.key_count = static_cast<uint64_t>(static_cast<int64_t>(base.key_count) + key_delta_);
   root.tree_bytes = static_cast<uint64_t>(static_cast<int64_t>(base.tree_bytes) + bytes_delta_);
-  return root;
-}
-
-// ---------------------------------------------------------------------------------------------
-// BulkLoader
-
-NodeRef BulkLoader::Append(format::RecordType type, const std::string& payload) {
-  NodeRef ref{end_offset(), static_cast<uint32_t>(payload.size() + format::kRecordOverheadBytes)};
-  format::AppendRecord(&buffer_, ref.offset, type, payload);
-  tree_bytes_ += ref.length;
-  return ref;
-}
-
-Status BulkLoader::MaybeFlush(bool force) {
-  if (buffer_.empty() || (!force && buffer_.size() < (1u << 20))) return Status::Ok();
-  DBDB_RETURN_IF_ERROR(flush_(buffer_));
-  next_offset_ += buffer_.size();
-  buffer_.clear();
-  return Status::Ok();
-}
-
-Status BulkLoader::FlushLeaf() {
-  if (leaf_keys_.empty()) return Status::Ok();
-  std::vector<LeafEntry> entries;
-  for (size_t i = 0; i < leaf_keys_.size(); i++) entries.push_back({leaf_keys_[i], leaf_values_[i]});
-  NodeRef ref = Append(format::RecordType::kLeaf, EncodeLeaf(entries, 0, entries.size()));
-  slots_.push_back(Slot{leaf_keys_[0], ref});
-  leaf_keys_.clear();
-  leaf_values_.clear();
-  leaf_bytes_ = 0;
-  return MaybeFlush(false);
-}
-
-Status BulkLoader::Add(std::string_view key, std::string_view value) {
-  size_t size = LeafEntrySize(key, value);
-  if (!leaf_keys_.empty() && leaf_bytes_ + size > target_bytes_) DBDB_RETURN_IF_ERROR(FlushLeaf());
-  leaf_keys_.emplace_back(key);
-  leaf_values_.emplace_back(value);
-  leaf_bytes_ += size;
-  key_count_++;
-  return Status::Ok();
-}
-
-Result<TreeRoot> BulkLoader::Finish() {
-  DBDB_RETURN_IF_ERROR(FlushLeaf());
-  TreeRoot root;
-  root.key_count = key_count_;
-  if (slots_.empty()) {
-    DBDB_RETURN_IF_ERROR(MaybeFlush(true));
-    return root;
-  }
-  uint32_t height = 1;
-  std::vector<Slot> level = std::move(slots_);
-  while (level.size() > 1) {
-    std::vector<Slot> parents;
-    std::vector<ChildEntry> children;
-    size_t bytes = 0;
-    auto emit = [&] {
-      parents.push_back(Slot{std::string(children[0].key), Append(format::RecordType::kInternal,
-                                                                   EncodeInternal(children, 0, children.size()))});
-      children.clear();
-      bytes = 0;
-    };
-    for (size_t i = 0; i < level.size(); i++) {
-      size_t s = InternalEntrySize(level[i].key);
-      // Keep at least two children per node so the tree always narrows.
-      if (children.size() >= 2 && bytes + s > target_bytes_ && level.size() - i >= 2) emit();
-      children.push_back(ChildEntry{level[i].key, level[i].ref});
-      bytes += s;
-    }
-    emit();
-    level = std::move(parents);
-    height++;
-    DBDB_RETURN_IF_ERROR(MaybeFlush(false));
-  }
-  DBDB_RETURN_IF_ERROR(MaybeFlush(true));
-  root.ref = level[0].ref;
-  root.height = height;
-  root.tree_bytes = tree_bytes_;
   return root;
 }
 

@@ -1,0 +1,88 @@
+// The bulk loader: builds a packed tree from keys in order (compaction).
+#include "tree.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace dbdb {
+
+// ---------------------------------------------------------------------------------------------
+// BulkLoader
+
+NodeRef BulkLoader::Append(format::RecordType type, const std::string& payload) {
+  NodeRef ref{end_offset(), static_cast<uint32_t>(payload.size() + format::kRecordOverheadBytes)};
+  format::AppendRecord(&buffer_, ref.offset, type, payload);
+  tree_bytes_ += ref.length;
+  return ref;
+}
+
+Status BulkLoader::MaybeFlush(bool force) {
+  if (buffer_.empty() || (!force && buffer_.size() < (1u << 20))) return Status::Ok();
+  DBDB_RETURN_IF_ERROR(flush_(buffer_));
+  next_offset_ += buffer_.size();
+  buffer_.clear();
+  return Status::Ok();
+}
+
+Status BulkLoader::FlushLeaf() {
+  if (leaf_keys_.empty()) return Status::Ok();
+  std::vector<LeafEntry> entries;
+  for (size_t i = 0; i < leaf_keys_.size(); i++) entries.push_back({leaf_keys_[i], leaf_values_[i]});
+  NodeRef ref = Append(format::RecordType::kLeaf, EncodeLeaf(entries, 0, entries.size()));
+  slots_.push_back(Slot{leaf_keys_[0], ref});
+  leaf_keys_.clear();
+  leaf_values_.clear();
+  leaf_bytes_ = 0;
+  return MaybeFlush(false);
+}
+
+Status BulkLoader::Add(std::string_view key, std::string_view value) {
+  size_t size = LeafEntrySize(key, value);
+  if (!leaf_keys_.empty() && leaf_bytes_ + size > target_bytes_) DBDB_RETURN_IF_ERROR(FlushLeaf());
+  leaf_keys_.emplace_back(key);
+  leaf_values_.emplace_back(value);
+  leaf_bytes_ += size;
+  key_count_++;
+  return Status::Ok();
+}
+
+Result<TreeRoot> BulkLoader::Finish() {
+  DBDB_RETURN_IF_ERROR(FlushLeaf());
+  TreeRoot root;
+  root.key_count = key_count_;
+  if (slots_.empty()) {
+    DBDB_RETURN_IF_ERROR(MaybeFlush(true));
+    return root;
+  }
+  uint32_t height = 1;
+  std::vector<Slot> level = std::move(slots_);
+  while (level.size() > 1) {
+    std::vector<Slot> parents;
+    std::vector<ChildEntry> children;
+    size_t bytes = 0;
+    auto emit = [&] {
+      parents.push_back(Slot{std::string(children[0].key), Append(format::RecordType::kInternal,
+                                                                   EncodeInternal(children, 0, children.size()))});
+      children.clear();
+      bytes = 0;
+    };
+    for (size_t i = 0; i < level.size(); i++) {
+      size_t s = InternalEntrySize(level[i].key);
+      // Keep at least two children per node so the tree always narrows.
+      if (children.size() >= 2 && bytes + s > target_bytes_ && level.size() - i >= 2) emit();
+      children.push_back(ChildEntry{level[i].key, level[i].ref});
+      bytes += s;
+    }
+    emit();
+    level = std::move(parents);
+    height++;
+    DBDB_RETURN_IF_ERROR(MaybeFlush(false));
+  }
+  DBDB_RETURN_IF_ERROR(MaybeFlush(true));
+  root.ref = level[0].ref;
+  root.height = height;
+  root.tree_bytes = tree_bytes_;
+  return root;
+}
+
+}  // namespace dbdb
