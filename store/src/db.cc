@@ -155,6 +155,9 @@ Status DB::Upgrade(const std::string& path, const Options& options) {
   o.read_only = false;
   o.create_if_missing = false;
   DBDB_ASSIGN_OR_RETURN(auto db, DBImpl::OpenImpl(path, o, true));
+  // Under the writer lock (which version-1 writers take too), so that nothing is appended between
+  // the verification and the compaction.
+  DBDB_ASSIGN_OR_RETURN(WriterLock lock, db->AcquireWriter());
   // Verify every record and tree invariant first: compaction rewrites what a scan reads, and a
   // damaged tree (a key outside its node's range, say) would be silently "repaired" into a file
   // that reads differently from the original. A file that does not verify is not converted.
@@ -163,7 +166,6 @@ Status DB::Upgrade(const std::string& path, const Options& options) {
     if (!report.ok()) return report.status().WithContext("verifying " + path + " before upgrading it");
   }
   // Compaction always writes the current version; a current file is left as it is.
-  DBDB_ASSIGN_OR_RETURN(WriterLock lock, db->AcquireWriter());
   DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView(false));
   if (view.file->version() == format::kFormatVersion) return Status::Ok();
   DBDB_ASSIGN_OR_RETURN(view, db->CompactLocked(view));

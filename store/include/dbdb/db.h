@@ -170,8 +170,8 @@ class DB {
 
   // Converts a version-1 file (which this build opens read-only) into the current format by
   // verifying it (as Check() does: a file that does not verify is Corruption, and is left as it
-  // is) and compacting it, under the writer lock. A current file is left as it is. Do not run a build
-  // that only knows version 1 on the file at the same time.
+  // is) and compacting it, both under the writer lock (which version-1 writers take too). A current
+  // file is left as it is. Afterwards a build that only knows version 1 refuses the file.
   static Status Upgrade(const std::string& path, const Options& options);
 
   // Verifies every record of the committed region, the commit chain and every tree invariant.
