@@ -6,6 +6,7 @@
 #include <faultfs/multiprocess.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -65,6 +66,16 @@ int RunMultiProcess(uint64_t seed, size_t workloads, size_t ops, size_t processe
     std::string message = minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
     std::cout << "VIOLATION in workload seed " << workload_seed << ": " << message << "\n"
               << "  minimal workload:\n" << minimal.Describe() << "  replay: " << replay(workload_seed) << "\n";
+    if (const char* lines_env = std::getenv("DBDB_TRACE_LINES")) {
+      // The minimal workload's trace (as the multi-process property prints it): the last N operations.
+      faultfs::MultiOracle oracle;
+      faultfs::MultiRun trace_run = oracle.Run(minimal, std::make_shared<faultfs::SimFileSystem>(workload_seed));
+      size_t lines = std::strtoull(lines_env, nullptr, 10), end = trace_run.trace.size();
+      std::cout << "  trace of the minimal workload (DBDB_TRACE_LINES=" << lines << "):\n";
+      for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
+        std::cout << "    " << i + 1 << ": " << trace_run.trace[i].ToString() << "\n";
+      }
+    }
     violations.push_back({{"workload_seed", workload_seed}, {"message", message},
                           {"minimal_workload", minimal.Describe()}, {"replay", replay(workload_seed)}});
     break;

@@ -77,12 +77,12 @@ Result<format::Commit> DBImpl::WriteCompactedFile(const View& view, const std::s
 Result<View> DBImpl::CompactLocked(const View& view) {
   const std::string temp = path_ + ".compact";
   auto written = WriteCompactedFile(view, temp);
-  if (!written.ok()) {
-    // Before the rename: the database is untouched. Free the space the partial file took (best
-    // effort: a leftover one is truncated and rewritten by the next compaction anyway).
-    (void)fs_->Remove(temp);
-    return written.status();
-  }
+  // Before the rename: the database is untouched. The partial file is left for the next compaction
+  // to truncate and rewrite: removing it would let that compaction create a new file under the same
+  // name, and a power cut that keeps the rename but not the create (names are volatile until the
+  // directory is synced, docs/PERSISTENCE.md) would then rename the old, partial file over the
+  // database. (Found by `dbdb-crash --processes 3`.)
+  if (!written.ok()) return written.status();
   const format::Commit commit = written.value();
   // A failed rename may still have happened (or happen at the next crash): this handle must not
   // go on appending to a file that may no longer have the name. Fail it (I7); a new handle finds

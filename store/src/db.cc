@@ -623,11 +623,17 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   commit.offset = base.end() + bytes->size();
   DBDB_ASSERT(commit.batch_offset == 0 || commit.batch_offset < commit.offset);
   BodyHasher body(commit.body_offset);
-  if (base.commit && base.commit->sealed) {
-    std::string seal;
-    format::AppendSeal(&seal, *base.commit, base.commit->seal_durable);
-    body.Update(seal);
-  }
+  // The base's seal (the same bytes as on the file) is written again, in the commit's own write,
+  // so that the commit's sync covers it: it was never synced by itself, and a failed sync of
+  // another handle or process since may have dropped its page while reads still return it
+  // (fsyncgate). The commit's body checksum covers the seal; without this, the commit could be
+  // acknowledged durable over a seal the disk never got, and be lost in a power cut. (Found by
+  // `dbdb-crash --processes 3`: a second writer's failed settle dropped the first writer's seal.)
+  // Safe to rewrite: the file ends at the seal (PrepareWriterView cut any tail), under the locks.
+  std::string out;
+  if (base.commit && base.commit->sealed) format::AppendSeal(&out, *base.commit, base.commit->seal_durable);
+  const uint64_t write_at = base.end() - out.size();
+  body.Update(out);
   body.Update(*bytes);
   commit.body_checksum = body.Digest();
   // Everything before the last point this handle synced in this file is durable too.
@@ -645,17 +651,18 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   // Paired with the decoder's checks on every read: never write a commit a reader would reject.
   DBDB_ASSERT(format::DecodeCommitPayload(commit.offset, payload).ok());
   format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, payload);
+  out.append(*bytes);
   File& file = base.file->file();
   // Readers that find this commit unsealed wait for this lock instead of guessing.
   DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight());
   if (options_.durability == Durability::kNoSync) {
     // Nothing to wait for: nodes, commit and seal in one write; the seal proves nothing durable.
-    format::AppendSeal(bytes, commit, false);
+    format::AppendSeal(&out, commit, false);
     commit.seal_durable = false;
-    Status s = file.WriteAt(base.end(), *bytes);
+    Status s = file.WriteAt(write_at, out);
     if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)), &in_flight);
   } else {
-    Status s = file.WriteAt(base.end(), *bytes);
+    Status s = file.WriteAt(write_at, out);
     if (!s.ok()) return FailCommit(base, s.WithContext("writing commit " + std::to_string(commit.txn_id)), &in_flight);
     s = file.Sync();
     // Never retried: after a failed sync the written pages may be gone (fsyncgate).
