@@ -156,15 +156,13 @@ Result<Stats> DBImpl::GetStats() {
   Stats stats;
   DBDB_ASSIGN_OR_RETURN(stats.file_size_bytes, view.file->file().Size());
   stats.generation = view.file->header().generation;
-  stats.live_bytes = format::kFileHeaderSizeBytes;
+  stats.live_bytes = view.live_bytes();
   if (view.commit) {
     DBDB_ASSIGN_OR_RETURN(stats.keys, CountKeys(view));
     stats.unfolded_bytes = view.log_bytes();
     stats.txn_id = view.commit->txn_id;
     stats.commits_in_file = view.commit->commits_in_file;
     stats.tree_height = view.commit->tree_height;
-    uint64_t log = view.log_bytes();  // the unfolded log holds the newest commit and its seal
-    stats.live_bytes += view.commit->tree_bytes + (log > 0 ? log : view.commit->end() - view.commit->offset);
   }
   stats.garbage_ratio = stats.file_size_bytes == 0 ? 0.0
                                                    : 1.0 - static_cast<double>(stats.live_bytes) /

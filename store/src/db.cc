@@ -168,8 +168,7 @@ Status DB::Upgrade(const std::string& path, const Options& options) {
   // Compaction always writes the current version; a current file is left as it is.
   DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView(false));
   if (view.file->version() == format::kFormatVersion) return Status::Ok();
-  DBDB_ASSIGN_OR_RETURN(view, db->CompactLocked(view));
-  return Status::Ok();
+  return db->CompactLocked(view).status();
 }
 
 Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const Options& options, bool upgrading) {
@@ -490,15 +489,16 @@ Status WritableVersion(const TreeFile& file) {
 
 bool DBImpl::CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const {
   if (!options_.auto_compact || !view.commit) return false;
-  // Live: the header, the fold's tree, the unfolded log, and the newest commit and seal. After a
-  // fold (fold_bytes > 0: the nodes it would write, about as many as it replaces) the log is
-  // garbage too.
-  uint64_t log = fold_bytes > 0 ? 0 : view.log_bytes();
-  uint64_t live = format::kFileHeaderSizeBytes + view.commit->tree_bytes +
-                  (log > 0 ? log : view.commit->end() - view.commit->offset);  // the log holds the newest commit
+  // After a fold (fold_bytes > 0: the nodes it would write, about as many as it replaces) the log
+  // is garbage too.
+  uint64_t live = view.live_bytes(fold_bytes > 0);
   uint64_t total = size + fold_bytes;
   uint64_t garbage = total - std::min(total, live);
-  return garbage > live + std::max(options_.fold_threshold_bytes, options_.auto_compact_slack_bytes);
+  return garbage > live + CompactionSlack();
+}
+
+uint64_t DBImpl::CompactionSlack() const {
+  return std::max(options_.fold_threshold_bytes, options_.auto_compact_slack_bytes);
 }
 
 bool DBImpl::FoldDue(const View& view, uint64_t batch_bytes) const {
@@ -557,10 +557,17 @@ Result<View> DBImpl::PrepareWriterView(bool allow_compaction) {
   // Automatic compaction is best effort: if it fails before its rename (a full disk, say), the
   // database is as it was, and the transaction goes on without it rather than every write failing
   // until space is freed (a failure after the rename fails the handle, I7).
-  if (allow_compaction && (CompactionDue(view, view.end(), 0) ||
-                           (view.commit && FoldDue(view, 0) && CompactionDue(view, view.end(), FoldEstimate(view, 0))))) {
+  // After a failure it waits until the file has grown by the slack again, rather than rewriting
+  // the whole database at every transaction; damage (Corruption) is reported, never skipped.
+  bool backing_off = compaction_failed_file_.lock() == view.file &&
+                     view.end() < compaction_failed_end_ + CompactionSlack();
+  if (allow_compaction && !backing_off &&
+      (CompactionDue(view, view.end(), 0) ||
+       (view.commit && FoldDue(view, 0) && CompactionDue(view, view.end(), FoldEstimate(view, 0))))) {
     auto compacted = CompactLocked(view);
-    if (compacted.ok() || failed_.load()) return compacted;
+    if (compacted.ok() || failed_.load() || !compacted.status().IsIOError()) return compacted;
+    compaction_failed_file_ = view.file;
+    compaction_failed_end_ = view.end();
   }
   return view;
 }
@@ -572,7 +579,6 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
 }
 
 Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
-  DBDB_RETURN_IF_ERROR(WritableVersion(*base.file));
   std::vector<format::BatchChange> batch;
   batch.reserve(changes.size());
   for (const auto& [key, value] : changes) {

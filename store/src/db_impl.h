@@ -36,6 +36,14 @@ struct View {
   // covers the seal, which is never synced by itself.
   uint64_t body_start() const { return commit ? commit->record_end() : format::kFileHeaderSizeBytes; }
   uint64_t log_bytes() const { return overlay ? overlay->log_bytes() : 0; }
+  // The bytes a copy of this view needs: the header, the fold's tree, and the unfolded log (which
+  // ends with the newest commit and its seal), or the newest commit and seal when nothing is
+  // unfolded; with `log_is_garbage`, as after a fold.
+  uint64_t live_bytes(bool log_is_garbage = false) const {
+    if (!commit) return format::kFileHeaderSizeBytes;
+    uint64_t log = log_is_garbage ? 0 : log_bytes();
+    return format::kFileHeaderSizeBytes + commit->tree_bytes + (log > 0 ? log : commit->end() - commit->offset);
+  }
   // The value of `key` in this view: the overlay's newest change at or before the commit, else the
   // fold's tree.
   Result<std::optional<std::string>> Get(std::string_view key) const;
@@ -85,9 +93,11 @@ class DBImpl final : public DB {
   Result<View> CompactLocked(const View& view);
   // Writes and syncs the compacted file `temp` of `view`; returns its commit. Touches nothing else.
   Result<format::Commit> WriteCompactedFile(const View& view, const std::string& temp);
+  Result<format::Commit> WriteCompactedInto(const View& view, File& out);  // (its body)
   // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
   // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
   bool CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const;
+  uint64_t CompactionSlack() const;  // max(fold_threshold_bytes, auto_compact_slack_bytes)
   // True when a commit appending `batch_bytes` on `view` folds (the log passes the threshold).
   bool FoldDue(const View& view, uint64_t batch_bytes) const;
   // About how many bytes of nodes a fold of `view`'s log plus `new_keys` more keys writes.
@@ -173,6 +183,10 @@ class DBImpl final : public DB {
   std::weak_ptr<TreeFile> durable_file_;  // the file durable_end_ is about
   // Under the writer lock: the file whose name this handle made durable (synced its directory).
   std::weak_ptr<TreeFile> name_durable_file_;
+  // Under the writer lock: where an automatic compaction of this file last failed with an I/O
+  // error; the next waits until the file has grown by the slack.
+  std::weak_ptr<TreeFile> compaction_failed_file_;
+  uint64_t compaction_failed_end_ = 0;
   bool KnownDurable(const View& view) const {
     return durable_file_.lock() == view.file && durable_end_ == view.body_start();
   }
