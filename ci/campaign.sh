@@ -3,60 +3,123 @@
 # stress campaign on an embedded store in a temporary directory: about a minute of dbdb-crash
 # (every crash state of generated workloads, checked against the oracle) and about a minute of
 # dbdb-stress --workload mixed (writers and readers SIGKILLed at random, I/O faults injected with
-# fiu-run). Prints a short summary and where the JSON reports are; exits non-zero on any violation.
+# fiu-run). Prints a short summary and where the reports are; exits non-zero on any violation.
 #
-#   ci/campaign.sh [--crash-seconds N] [--stress-seconds N] [--seed S] [--faults SPEC]
-#                  [--kill-interval-ms MS] [--dir DIR]
-#   Environment: the same as CAMPAIGN_CRASH_SECONDS, CAMPAIGN_STRESS_SECONDS, CAMPAIGN_SEED,
-#   CAMPAIGN_FAULTS, CAMPAIGN_KILL_INTERVAL_MS, CAMPAIGN_DIR; BUILD_DIR (default build-release).
+#   ci/campaign.sh [--crash-seconds N] [--crash-workloads M] [--stress-seconds N]
+#                  [--seed S | --campaign-seed S] [--shard I/N] [--faults SPEC]
+#                  [--kill-interval-ms MS] [--dir DIR] [--html FILE]
+#   ci/campaign.sh merge [--html FILE] [--out FILE] [--partial] DIR_OR_CASES_FILE...
+#
+#   --shard I/N          this machine's share of an N-shard campaign (docs/CAMPAIGNS.md): crash
+#                        workloads k with k % N == I (seed S + k), one stress run with seed S + I.
+#                        --shard N takes I from JOB_COMPLETION_INDEX or GTEST_SHARD_INDEX.
+#   --crash-workloads M  the campaign's workloads (default 1000000, bounded by --crash-seconds);
+#                        with --crash-seconds 0 the campaign is exactly M workloads, so its shards
+#                        merge to the figures of the unsharded run
+#   --stress-seconds 0   no stress run
+#   --html FILE          a self-contained HTML report of this run (its shard alone)
+#   merge                checks every shard 0..N-1 is there once, removes repeated violations,
+#                        sums the figures; exits 1 on a violation, 3 on a missing or repeated shard
+#   Every run writes DIR/cases.jsonl (one line per case, each with its replay command).
+#   Environment: CAMPAIGN_CRASH_SECONDS, CAMPAIGN_CRASH_WORKLOADS, CAMPAIGN_STRESS_SECONDS,
+#   CAMPAIGN_SEED, CAMPAIGN_SHARD, CAMPAIGN_FAULTS, CAMPAIGN_KILL_INTERVAL_MS, CAMPAIGN_DIR;
+#   BUILD_DIR (default build-release).
 #   A longer campaign: ci/campaign.sh --crash-seconds 600 --stress-seconds 600
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build() {
+  bash ci/deps.sh
+  build_dir=${BUILD_DIR:-build-release}
+  echo "== build ($build_dir, release)"
+  bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=Release
+}
+
+if [ "${1:-}" = "merge" ]; then
+  shift
+  args=()
+  inputs=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --html|--out) args+=("$1" "$2"); shift 2 ;;
+      --partial) args+=("$1"); shift ;;
+      -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+      -*) echo "campaign merge: unknown argument $1 (try --help)" >&2; exit 2 ;;
+      *) if [ -d "$1" ]; then inputs+=("$1/cases.jsonl"); else inputs+=("$1"); fi; shift ;;
+    esac
+  done
+  if [ ${#inputs[@]} -eq 0 ]; then echo "campaign merge: no shard given" >&2; exit 2; fi
+  build >&2
+  exec "$build_dir/bin/dbdb-campaign" merge --bench-svg docs/bench-1m.svg "${args[@]}" "${inputs[@]}"
+fi
+
 crash_seconds=${CAMPAIGN_CRASH_SECONDS:-60}
+crash_workloads=${CAMPAIGN_CRASH_WORKLOADS:-1000000}
 stress_seconds=${CAMPAIGN_STRESS_SECONDS:-60}
 seed=${CAMPAIGN_SEED:-}
+shard=${CAMPAIGN_SHARD:-}
 faults=${CAMPAIGN_FAULTS:-default}
 kill_interval_ms=${CAMPAIGN_KILL_INTERVAL_MS:-200}
 work=${CAMPAIGN_DIR:-}
+html=
 while [ $# -gt 0 ]; do
   case "$1" in
     --crash-seconds) crash_seconds=$2; shift 2 ;;
+    --crash-workloads) crash_workloads=$2; shift 2 ;;
     --stress-seconds) stress_seconds=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
+    --seed|--campaign-seed) seed=$2; shift 2 ;;
+    --shard) shard=$2; shift 2 ;;
     --faults) faults=$2; shift 2 ;;
     --kill-interval-ms) kill_interval_ms=$2; shift 2 ;;
     --dir) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --html) html=$2; shift 2 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "campaign: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
 if [ -z "$seed" ]; then seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); fi
-echo "campaign seed: $seed"
+echo "campaign seed: $seed${shard:+, shard $shard}"
 
-bash ci/deps.sh
-build_dir=${BUILD_DIR:-build-release}
-echo "== build ($build_dir, release)"
-bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=Release
+build
 if [ -z "$work" ]; then work=$(mktemp -d "${TMPDIR:-/tmp}/dbdb-campaign-XXXXXX"); fi
 mkdir -p "$work"
+shard_args=()
+if [ -n "$shard" ]; then shard_args=(--shard "$shard"); fi
 
 status=0
-echo "== crash exploration: ${crash_seconds} s"
-"$build_dir/bin/dbdb-crash" --seed "$seed" --workloads 1000000 --duration "$crash_seconds" --ops 100 \
-  --threads "$(nproc)" --report "$work/crash.json" > "$work/crash.log" || status=1
-echo "== multiprocess stress: ${stress_seconds} s, kills every ~${kill_interval_ms} ms, faults: $faults"
-"$build_dir/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration "$stress_seconds" \
-  --kill-interval-ms "$kill_interval_ms" --faults "$faults" --seed "$seed" --dir "$work/stress" \
-  --report "$work/stress.json" > "$work/stress.log" 2> "$work/stress.progress" || status=1
+echo "== crash exploration: ${crash_seconds} s (0: no limit), up to ${crash_workloads} workloads"
+"$build_dir/bin/dbdb-crash" --campaign-seed "$seed" "${shard_args[@]}" --workloads "$crash_workloads" \
+  --duration "$crash_seconds" --ops 100 --threads "$(nproc)" --max-violations 10 --report "$work/crash.json" \
+  --cases-out "$work/crash.jsonl" > "$work/crash.log" || status=$?
+if [ "$status" -eq 2 ]; then cat "$work/crash.log"; exit 2; fi
+cases=("$work/crash.jsonl")
+if [ "$stress_seconds" != "0" ]; then
+  echo "== multiprocess stress: ${stress_seconds} s, kills every ~${kill_interval_ms} ms, faults: $faults"
+  "$build_dir/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration "$stress_seconds" \
+    --kill-interval-ms "$kill_interval_ms" --faults "$faults" --campaign-seed "$seed" "${shard_args[@]}" \
+    --dir "$work/stress" --report "$work/stress.json" --cases-out "$work/stress.jsonl" \
+    > "$work/stress.log" 2> "$work/stress.progress" || status=1
+  cases+=("$work/stress.jsonl")
+fi
+cat "${cases[@]}" > "$work/cases.jsonl"
 
 echo
-echo "== campaign summary (seed $seed)"
+echo "== campaign summary (seed $seed${shard:+, shard $shard})"
 grep -E "^(workloads run|crash points|crash states checked|states per second|sync epochs|violations):" "$work/crash.log" | sed 's/^/crash   /'
 grep -E "^VIOLATION|replay:" "$work/crash.log" | sed 's/^/crash   /' || true
-grep -E "^(history|commits|kills|faults|compaction|violations|replay):" "$work/stress.log" | sed 's/^/stress  /'
-grep -E "^  " "$work/stress.log" | sed 's/^/stress  /' || true
-echo "reports: $work/crash.json $work/stress.json (logs beside them)"
+if [ "$stress_seconds" != "0" ]; then
+  grep -E "^(history|commits|kills|faults|compaction|violations|replay):" "$work/stress.log" | sed 's/^/stress  /'
+  grep -E "^  " "$work/stress.log" | sed 's/^/stress  /' || true
+fi
+if [ -n "$html" ]; then
+  "$build_dir/bin/dbdb-campaign" merge --partial --bench-svg docs/bench-1m.svg --title "dbdb campaign, seed $seed${shard:+, shard $shard}" \
+    --html "$html" "$work/cases.jsonl" > /dev/null || true
+  echo "html report: $html"
+fi
+echo "cases: $work/cases.jsonl (one line per case; merge shards with: ci/campaign.sh merge DIR...)"
+reports="$work/crash.json"
+if [ "$stress_seconds" != "0" ]; then reports="$reports $work/stress.json"; fi
+echo "reports: $reports (logs beside them)"
 if [ $status -ne 0 ]; then
   echo "campaign: VIOLATIONS FOUND (replay commands above)"
 else

@@ -12,6 +12,7 @@ packages=(
   libbenchmark-dev                                  # microbenchmarks
   clang libclang-rt-14-dev                          # the libFuzzer targets (ci/fuzz.sh)
   liblmdb-dev libleveldb-dev librocksdb-dev libsqlite3-dev  # the peers of dbdb-bench
+  jq chromium fonts-dejavu-core                     # campaign merges and the HTML report's browser test
 )
 
 missing=()

@@ -2,6 +2,7 @@
 #include "runner.h"
 
 #include <dbdb/db.h>
+#include <faultfs/campaign.h>
 #include <faultfs/rng.h>
 #include <fcntl.h>
 #include <model/history.h>
@@ -35,6 +36,7 @@ struct Op {  // one write transaction as the parent saw it
 };
 
 struct Child {
+  Child(int child_id, bool is_writer) : id(child_id), writer(is_writer) {}
   int id;
   bool writer;
   uint64_t incarnation = 0;
@@ -59,7 +61,13 @@ class Runner {
   void Verify(const char* when, bool final_check);
   void Violation(const std::string& what);
   void CheckHistory();
-  void Progress(bool final_line);
+  void ShowProgress();
+  void Loop();
+  void StopChildren();
+  void PrintSummary(double seconds);
+  nlohmann::json Figures() const;
+  void WriteReport(double seconds);
+  void LogCase(double seconds);
   double Elapsed() const { return (MonotonicNanos() - start_ns_) / 1e9; }
 
   const RunOptions& o_;
@@ -75,6 +83,7 @@ class Runner {
   uint64_t commits_ = 0, kills_ = 0, faults_ = 0, restarts_ = 0, reads_ = 0, compactions_ = 0, verifications_ = 0;
   std::map<int, int64_t> counter_acknowledged_, counter_maybe_;
   std::vector<std::string> ledger_acknowledged_;  // in acknowledgement order
+  faultfs::campaign::Progress progress_;
 };
 
 void Runner::Violation(const std::string& what) {
@@ -109,8 +118,8 @@ bool Runner::Setup() {
     std::cerr << "dbdb-stress: setup commit failed: " << s.ToString() << "\n";
     return false;
   }
-  for (int i = 0; i < o_.writers; i++) children_.push_back(Child{i, true});
-  for (int i = 0; i < o_.readers; i++) children_.push_back(Child{o_.writers + i, false});
+  for (int i = 0; i < o_.writers; i++) children_.emplace_back(i, true);
+  for (int i = 0; i < o_.readers; i++) children_.emplace_back(o_.writers + i, false);
   return true;
 }
 
@@ -385,16 +394,16 @@ void Runner::CheckHistory() {
             << (verdict.ok ? "serializable" : "NOT serializable") << "\n";
 }
 
-void Runner::Progress(bool final_line) {
-  std::cerr << "\r" << static_cast<int>(Elapsed()) << " s: " << commits_ << " commits, " << reads_ << " snapshots, "
-            << kills_ << " kills, " << faults_ << " faults, " << compactions_ << " compactions, "
-            << violations_.size() << " violations   " << (final_line ? "\n" : "") << std::flush;
+void Runner::ShowProgress() {
+  progress_.Update(std::to_string(static_cast<int>(Elapsed())) + " s: " + std::to_string(commits_) + " commits, " +
+                   std::to_string(reads_) + " snapshots, " + std::to_string(kills_) + " kills, " +
+                   std::to_string(faults_) + " faults, " + std::to_string(compactions_) + " compactions, " +
+                   std::to_string(violations_.size()) + " violations");
 }
 
-int Runner::Run() {
-  if (!Setup()) return 2;
-  start_ns_ = MonotonicNanos();
-  for (auto& c : children_) Spawn(c);
+// Until the duration passes: drain the children, restart those that stopped, kill one at random
+// every kill interval (checking the database after each kill), show progress every second.
+void Runner::Loop() {
   const uint64_t end_ns = start_ns_ + static_cast<uint64_t>(o_.duration_seconds * 1e9);
   auto next_kill = [&] {
     if (o_.kill_interval_ms <= 0) return UINT64_MAX;
@@ -441,12 +450,14 @@ int Runner::Run() {
       kill_at = next_kill();
     }
     if (now >= progress_at) {
-      Progress(false);
+      ShowProgress();
       progress_at = now + 1000000000ull;
     }
   }
-  const double run_seconds = Elapsed();  // the run itself, without the final checks below
-  // Stop: children finish their current operation and exit.
+}
+
+// Children finish their current operation and exit; those that do not within 10 s are killed.
+void Runner::StopChildren() {
   for (auto& c : children_) {
     if (c.pid > 0) ::kill(c.pid, SIGTERM);
   }
@@ -464,10 +475,9 @@ int Runner::Run() {
     }
     Reap(c, status, false, true);
   }
-  Progress(true);
-  Verify("at the end", true);
-  CheckHistory();
-  double seconds = run_seconds;
+}
+
+void Runner::PrintSummary(double seconds) {
   double ops_per_second = static_cast<double>(commits_ + reads_) / std::max(seconds, 1e-9);
   std::cout << "seed:       " << o_.seed << "\n"
             << "workload:   " << o_.workload << ", " << o_.writers << " writers, " << o_.readers << " readers, "
@@ -480,27 +490,62 @@ int Runner::Run() {
             << "compaction: " << compactions_ << " completed\n"
             << "violations: " << violations_.size() << "\n";
   for (const auto& v : violations_) std::cout << "  " << v << "\n";
-  if (!o_.report_path.empty()) {
-    nlohmann::json report = {{"seed", o_.seed},
-                             {"workload", o_.workload},
-                             {"writers", o_.writers},
-                             {"readers", o_.readers},
-                             {"duration_seconds", seconds},
-                             {"kill_interval_ms", o_.kill_interval_ms},
-                             {"faults", o_.faults_text},
-                             {"commits", commits_},
-                             {"snapshots", reads_},
-                             {"kills", kills_},
-                             {"faults_injected", faults_},
-                             {"restarts", restarts_},
-                             {"compactions", compactions_},
-                             {"verifications", verifications_},
-                             {"ops_per_second", ops_per_second},
-                             {"violations", violations_},
-                             {"replay", replay_}};
-    std::ofstream(o_.report_path) << report.dump(2) << "\n";
-    std::cout << "report:     " << o_.report_path << "\n";
+}
+
+nlohmann::json Runner::Figures() const {
+  return {{"commits", commits_},         {"snapshots", reads_},       {"kills", kills_},
+          {"faults_injected", faults_},  {"restarts", restarts_},     {"compactions", compactions_},
+          {"verifications", verifications_}};
+}
+
+void Runner::WriteReport(double seconds) {
+  if (o_.report_path.empty()) return;
+  nlohmann::json report = Figures();
+  report.update({{"seed", o_.seed},
+                 {"workload", o_.workload},
+                 {"writers", o_.writers},
+                 {"readers", o_.readers},
+                 {"duration_seconds", seconds},
+                 {"kill_interval_ms", o_.kill_interval_ms},
+                 {"faults", o_.faults_text},
+                 {"ops_per_second", static_cast<double>(commits_ + reads_) / std::max(seconds, 1e-9)},
+                 {"violations", violations_},
+                 {"replay", replay_}});
+  std::ofstream(o_.report_path) << report.dump(2) << "\n";
+  std::cout << "report:     " << o_.report_path << "\n";
+}
+
+// The run as one case of a campaign (faultfs/campaign.h): case index = the shard index.
+void Runner::LogCase(double seconds) {
+  if (o_.cases_path.empty()) return;
+  nlohmann::json config = {{"workload", o_.workload}, {"writers", o_.writers}, {"readers", o_.readers},
+                           {"duration_seconds", o_.duration_seconds}, {"kill_interval_ms", o_.kill_interval_ms},
+                           {"faults", o_.faults_text}};
+  faultfs::campaign::CaseLog log(o_.cases_path, "dbdb-stress", o_.campaign_seed, o_.shard, config);
+  nlohmann::json extra = nlohmann::json::object();
+  if (!violations_.empty()) {
+    std::string all;
+    for (const auto& v : violations_) all += v + "\n";
+    extra["violation"] = {{"message", violations_.front()}, {"counterexample", all}, {"replay", replay_}};
   }
+  log.Case(o_.shard.index, o_.seed, violations_.empty(), Figures(), seconds, replay_, extra);
+  log.Finish("duration");
+}
+
+int Runner::Run() {
+  if (!Setup()) return 2;
+  start_ns_ = MonotonicNanos();
+  for (auto& c : children_) Spawn(c);
+  Loop();
+  const double run_seconds = Elapsed();  // the run itself, without the final checks below
+  StopChildren();
+  ShowProgress();
+  progress_.Done();
+  Verify("at the end", true);
+  CheckHistory();
+  PrintSummary(run_seconds);
+  WriteReport(run_seconds);
+  LogCase(run_seconds);
   if (!violations_.empty()) {
     std::cout << "replay:     " << replay_ << "\n";
     return 1;

@@ -7,6 +7,8 @@
 //   ledger  (I2)  every acknowledged entry survives every kill
 #pragma once
 
+#include <faultfs/campaign.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,7 +34,10 @@ struct RunOptions {
   double kill_interval_ms = 200;
   std::vector<FaultSpec> faults;
   std::string faults_text;
-  uint64_t seed = 0;
+  uint64_t seed = 0;           // this run's seed: the campaign seed + the shard index
+  uint64_t campaign_seed = 0;
+  faultfs::campaign::Shard shard;
+  std::string cases_path;      // one case line and a shard line for `dbdb-campaign merge`
   std::string dir;
   std::string report_path;
   std::string self_path;  // this executable, for re-executing children

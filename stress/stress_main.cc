@@ -16,7 +16,13 @@ int main(int argc, char** argv) {
                "faults, and check atomic commit (bank), serialized writers (counter) and durability (ledger)"};
   stress::RunOptions o;
   std::string faults;
-  auto* seed_option = app.add_option("--seed", o.seed, "seed (default: random, printed first)");
+  auto* seed_option = app.add_option("--seed,--campaign-seed", o.campaign_seed,
+                                     "seed; shard I of a campaign runs with seed + I (default: random, printed first)");
+  std::string shard_text;
+  app.add_option("--shard", shard_text,
+                 "I/N: this run is case I of an N-shard campaign (N alone: I from JOB_COMPLETION_INDEX or "
+                 "GTEST_SHARD_INDEX)");
+  app.add_option("--cases-out", o.cases_path, "write this run's case line and shard line here (for merge)");
   app.add_option("--workload", o.workload, "bank, counter, ledger or mixed")
       ->check(CLI::IsMember({"bank", "counter", "ledger", "mixed"}));
   app.add_option("--writers", o.writers, "writer processes")->check(CLI::Range(1, 64));
@@ -42,16 +48,24 @@ int main(int argc, char** argv) {
   }
   if (child_option->count() > 0) {
     child.workload = o.workload;
-    child.seed = o.seed;
+    child.seed = o.campaign_seed;
     return stress::RunChild(child);
   }
   if (o.dir.empty()) {
     std::cerr << "dbdb-stress: --dir is required\n" << app.help();
     return 2;
   }
-  if (seed_option->count() == 0) o.seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
-  std::cout << "seed: " << o.seed << std::endl;
+  if (seed_option->count() == 0) o.campaign_seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
   std::string error;
+  if (!faultfs::campaign::ResolveShard(shard_text, &o.shard, &error)) {
+    std::cerr << "dbdb-stress: " << error << "\n";
+    return 2;
+  }
+  o.seed = faultfs::campaign::CaseSeed(o.campaign_seed, o.shard.index);
+  std::cout << "seed: " << o.seed << std::endl;
+  if (o.shard.count > 1) {
+    std::cout << "shard: " << o.shard.ToString() << " of campaign seed " << o.campaign_seed << std::endl;
+  }
   if (!stress::ParseFaults(faults, &o.faults, &error)) {
     std::cerr << "dbdb-stress: --faults: " << error << "\n";
     return 2;

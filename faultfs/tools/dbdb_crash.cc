@@ -2,13 +2,19 @@
 // each on the simulated filesystem, checks every crash state at every operation boundary against
 // the crash oracle, and reports what it checked, how fast, and any violation — shrunk to a minimal
 // workload, with the command that replays it. Exit codes: 0 no violation, 1 violation, 2 usage.
+//
+// Campaigns (docs/CAMPAIGNS.md): workload k of a run with seed S has seed S + k; --shard I/N runs
+// the workloads k with k % N == I, and --cases-out writes one JSON line per workload and a final
+// shard line for `dbdb-campaign merge`.
+#include <faultfs/campaign.h>
 #include <faultfs/explorer.h>
 #include <faultfs/multiprocess.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -16,234 +22,317 @@
 #include <thread>
 
 using faultfs::CrashPlan;
+namespace campaign = faultfs::campaign;
 
 namespace {
 
-std::string ReplayCommand(uint64_t seed, size_t ops, const std::string& plan, uint64_t states_max,
-                          const std::string& durability, uint32_t node_size, uint64_t fold_threshold) {
-  return "dbdb-crash --seed " + std::to_string(seed) + " --workloads 1 --ops " + std::to_string(ops) + " --plan " +
-         plan + " --states-max " + std::to_string(states_max) + " --durability " + durability + " --node-size " +
-         std::to_string(node_size) + " --fold-threshold " + std::to_string(fold_threshold);
+struct Cli {
+  uint64_t seed = 0;
+  size_t ops = 100, workloads = 10, processes = 0, max_violations = 1;
+  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  uint64_t states_max = 64;
+  double duration_seconds = 0;
+  std::string plan_name = "all", durability_name = "sync", report_path, shard_text, cases_path;
+  uint32_t node_size = 512;
+  uint64_t fold_threshold = 1024;
+  campaign::Shard shard;
+};
+
+// What one workload (a case) produced.
+struct CaseOutcome {
+  bool passed = true;
+  nlohmann::json figures = nlohmann::json::object();  // deterministic counts, summed by merge
+  nlohmann::json extra = nlohmann::json::object();    // epochs, faults_fired, violation
+  std::string replay;
+};
+
+std::string ShardFlags(const Cli& c) {
+  return c.shard.count > 1 ? " (shard " + c.shard.ToString() + " of campaign seed " + std::to_string(c.seed) + ")" : "";
+}
+
+// The case loop shared by both modes: runs the shard's workloads until they are done, the duration
+// passes or max_violations were found; logs every case; returns why it stopped.
+std::string RunCases(const Cli& cli, campaign::CaseLog& log, campaign::Progress& progress, nlohmann::json& totals,
+                     nlohmann::json& violations, const std::function<CaseOutcome(uint64_t seed)>& run_case,
+                     const std::function<std::string(double elapsed)>& progress_text) {
+  auto started = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
+  for (uint64_t k = 0; k < cli.workloads; k++) {
+    if (!cli.shard.Owns(k)) continue;
+    if (cli.duration_seconds > 0 && elapsed() >= cli.duration_seconds) return "duration";
+    uint64_t workload_seed = campaign::CaseSeed(cli.seed, k);
+    double case_started = elapsed();
+    CaseOutcome outcome = run_case(workload_seed);
+    totals["workloads"] = totals.value("workloads", uint64_t{0}) + 1;
+    for (const auto& [key, value] : outcome.figures.items()) {
+      totals[key] = totals.value(key, uint64_t{0}) + value.get<uint64_t>();
+    }
+    log.Case(k, workload_seed, outcome.passed, outcome.figures, elapsed() - case_started, outcome.replay, outcome.extra);
+    progress.Update(progress_text(elapsed()));
+    if (!outcome.passed) {
+      violations.push_back(outcome.extra["violation"]);
+      if (violations.size() >= cli.max_violations) return "violations";
+    }
+  }
+  return "all cases";
+}
+
+void WriteReport(const std::string& path, const nlohmann::json& report) {
+  if (path.empty()) return;
+  std::ofstream(path) << report.dump(2) << "\n";
+  std::cout << "report: " << path << "\n";
+}
+
+// Prints the minimal multi-process workload's trace, the last DBDB_TRACE_LINES operations.
+void PrintTrace(const faultfs::MultiWorkload& minimal, uint64_t workload_seed) {
+  const char* lines_env = std::getenv("DBDB_TRACE_LINES");
+  if (lines_env == nullptr) return;
+  faultfs::MultiOracle oracle;
+  faultfs::MultiRun trace_run = oracle.Run(minimal, std::make_shared<faultfs::SimFileSystem>(workload_seed));
+  size_t lines = std::strtoull(lines_env, nullptr, 10), end = trace_run.trace.size();
+  std::cout << "  trace of the minimal workload (DBDB_TRACE_LINES=" << lines << "):\n";
+  for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
+    std::cout << "    " << i + 1 << ": " << trace_run.trace[i].ToString() << "\n";
+  }
 }
 
 // --processes N: multi-process histories (faultfs/multiprocess.h) instead of one handle's workload.
-int RunMultiProcess(uint64_t seed, size_t workloads, size_t ops, size_t processes, double duration_seconds,
-                    CrashPlan plan, const std::string& plan_name, uint64_t states_max, unsigned threads,
-                    const std::string& report_path) {
+int RunMultiProcess(const Cli& cli) {
+  CrashPlan plan;
+  faultfs::ParseCrashPlan(cli.plan_name, &plan);
+  nlohmann::json config = {{"mode", "multi-process"}, {"processes", cli.processes}, {"ops", cli.ops},
+                           {"plan", cli.plan_name},   {"states_max", cli.states_max}, {"workloads", cli.workloads}};
+  campaign::CaseLog log(cli.cases_path, "dbdb-crash-multiprocess", cli.seed, cli.shard, config);
+  if (!log.ok()) {
+    std::cerr << "dbdb-crash: cannot write " << cli.cases_path << "\n";
+    return 2;
+  }
+  campaign::Progress progress;
   auto started = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
-  uint64_t run = 0, histories = 0, crash_points = 0, checked = 0, distinct = 0, kills = 0, commits = 0;
+  nlohmann::json totals = nlohmann::json::object(), violations = nlohmann::json::array();
   std::map<std::string, uint64_t> fired;
-  nlohmann::json violations = nlohmann::json::array();
   auto replay = [&](uint64_t s) {
-    return "dbdb-crash --processes " + std::to_string(processes) + " --seed " + std::to_string(s) +
-           " --workloads 1 --ops " + std::to_string(ops) + " --plan " + plan_name + " --states-max " +
-           std::to_string(states_max);
+    return "dbdb-crash --processes " + std::to_string(cli.processes) + " --seed " + std::to_string(s) +
+           " --workloads 1 --ops " + std::to_string(cli.ops) + " --plan " + cli.plan_name + " --states-max " +
+           std::to_string(cli.states_max);
   };
-  for (uint64_t w = 0; w < workloads; w++) {
-    if (duration_seconds > 0 && elapsed() >= duration_seconds) break;
-    uint64_t workload_seed = seed + w;
-    faultfs::MultiWorkload workload = faultfs::GenerateMultiWorkload(workload_seed, processes, ops);
-    faultfs::MultiExploreResult result = faultfs::ExploreMulti(workload, plan, states_max, workload_seed, threads);
-    run++;
-    histories += result.histories;
-    crash_points += result.crash_points;
-    checked += result.states_checked;
-    distinct += result.distinct_states;
-    kills += result.kills;
-    commits += result.commits_acknowledged;
+  auto run_case = [&](uint64_t workload_seed) {
+    faultfs::MultiWorkload workload = faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops);
+    faultfs::MultiExploreResult result = faultfs::ExploreMulti(workload, plan, cli.states_max, workload_seed, cli.threads);
+    CaseOutcome o;
+    o.replay = replay(workload_seed);
+    o.figures = {{"histories", result.histories},          {"crash_points", result.crash_points},
+                 {"states_checked", result.states_checked}, {"distinct_states", result.distinct_states},
+                 {"kills", result.kills},                   {"commits_acknowledged", result.commits_acknowledged}};
+    o.extra["faults_fired"] = result.faults_fired;
     for (const auto& [point, count] : result.faults_fired) fired[point] += count;
-    std::cerr << "\r[" << run << "/" << workloads << "] " << static_cast<int>(elapsed()) << " s, " << histories
-              << " histories, " << checked << " crash states checked (" << distinct << " distinct), "
-              << static_cast<uint64_t>(checked / std::max(elapsed(), 1e-9)) << " states/s" << std::flush;
-    if (result.violations.empty()) continue;
-    std::cerr << "\n";
+    if (result.violations.empty()) return o;
     auto still_fails = [&](const faultfs::MultiWorkload& candidate) {
-      return !faultfs::ExploreMulti(candidate, plan, states_max, workload_seed, threads, 1).violations.empty();
+      return !faultfs::ExploreMulti(candidate, plan, cli.states_max, workload_seed, cli.threads, 1).violations.empty();
     };
     faultfs::MultiWorkload minimal = faultfs::ShrinkMultiWorkload(workload, still_fails);
-    auto minimal_result = faultfs::ExploreMulti(minimal, plan, states_max, workload_seed, threads, 1);
+    auto minimal_result = faultfs::ExploreMulti(minimal, plan, cli.states_max, workload_seed, cli.threads, 1);
     std::string message = minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
+    progress.Done();
     std::cout << "VIOLATION in workload seed " << workload_seed << ": " << message << "\n"
-              << "  minimal workload:\n" << minimal.Describe() << "  replay: " << replay(workload_seed) << "\n";
-    if (const char* lines_env = std::getenv("DBDB_TRACE_LINES")) {
-      // The minimal workload's trace (as the multi-process property prints it): the last N operations.
-      faultfs::MultiOracle oracle;
-      faultfs::MultiRun trace_run = oracle.Run(minimal, std::make_shared<faultfs::SimFileSystem>(workload_seed));
-      size_t lines = std::strtoull(lines_env, nullptr, 10), end = trace_run.trace.size();
-      std::cout << "  trace of the minimal workload (DBDB_TRACE_LINES=" << lines << "):\n";
-      for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
-        std::cout << "    " << i + 1 << ": " << trace_run.trace[i].ToString() << "\n";
-      }
-    }
-    violations.push_back({{"workload_seed", workload_seed}, {"message", message},
-                          {"minimal_workload", minimal.Describe()}, {"replay", replay(workload_seed)}});
-    break;
-  }
-  std::cerr << "\n";
+              << "  minimal workload:\n" << minimal.Describe() << "  replay: " << o.replay << "\n";
+    PrintTrace(minimal, workload_seed);
+    o.passed = false;
+    o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", message},
+                            {"counterexample", minimal.Describe()}, {"minimal_workload", minimal.Describe()},
+                            {"replay", o.replay}};
+    return o;
+  };
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
+  auto progress_text = [&](double seconds) {
+    uint64_t checked = totals.value("states_checked", uint64_t{0});
+    return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
+           std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("histories", uint64_t{0})) +
+           " histories, " + std::to_string(checked) + " crash states checked (" +
+           std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
+           std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s";
+  };
+  std::string stopped_by = RunCases(cli, log, progress, totals, violations, run_case, progress_text);
+  progress.Done();
+  log.Finish(stopped_by);
   double seconds = elapsed();
-  std::cout << "multi-process histories: " << histories << " (" << processes << " processes, about " << ops
-            << " steps each, plan " << plan_name << "), " << static_cast<uint64_t>(histories / std::max(seconds, 1e-9))
-            << " histories/s\n"
-            << "commits acknowledged:    " << commits << ", processes killed: " << kills << "\n"
-            << "crash points:            " << crash_points << "\n"
-            << "crash states checked:    " << checked << " (" << distinct << " distinct), "
-            << static_cast<uint64_t>(checked / std::max(seconds, 1e-9)) << " states/s (" << threads << " threads, "
-            << seconds << " s)\n"
+  uint64_t histories = totals.value("histories", uint64_t{0}), checked = totals.value("states_checked", uint64_t{0});
+  std::cout << "multi-process histories: " << histories << " (" << cli.processes << " processes, about " << cli.ops
+            << " steps each, plan " << cli.plan_name << ")" << ShardFlags(cli) << ", "
+            << static_cast<uint64_t>(histories / std::max(seconds, 1e-9)) << " histories/s\n"
+            << "commits acknowledged:    " << totals.value("commits_acknowledged", uint64_t{0})
+            << ", processes killed: " << totals.value("kills", uint64_t{0}) << "\n"
+            << "crash points:            " << totals.value("crash_points", uint64_t{0}) << "\n"
+            << "crash states checked:    " << checked << " (" << totals.value("distinct_states", uint64_t{0})
+            << " distinct), " << static_cast<uint64_t>(checked / std::max(seconds, 1e-9)) << " states/s ("
+            << cli.threads << " threads, " << seconds << " s)\n"
             << "faults fired by point:  ";
   for (const auto& [point, count] : fired) std::cout << " " << point << "=" << count;
   std::cout << "\nviolations:              " << violations.size() << "\n";
-  if (!report_path.empty()) {
-    nlohmann::json report = {{"seed", seed}, {"processes", processes}, {"workloads", run}, {"histories", histories},
-                             {"ops_per_process", ops}, {"plan", plan_name}, {"crash_points", crash_points},
-                             {"states_checked", checked}, {"distinct_states", distinct}, {"kills", kills},
-                             {"commits_acknowledged", commits}, {"faults_fired", fired}, {"seconds", seconds},
-                             {"histories_per_second", histories / std::max(seconds, 1e-9)},
-                             {"states_per_second", checked / std::max(seconds, 1e-9)}, {"violations", violations}};
-    std::ofstream(report_path) << report.dump(2) << "\n";
-    std::cout << "report: " << report_path << "\n";
-  }
+  nlohmann::json report = totals;
+  report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"processes", cli.processes},
+                 {"ops_per_process", cli.ops}, {"plan", cli.plan_name}, {"faults_fired", fired}, {"seconds", seconds},
+                 {"histories_per_second", histories / std::max(seconds, 1e-9)},
+                 {"states_per_second", checked / std::max(seconds, 1e-9)}, {"violations", violations}});
+  WriteReport(cli.report_path, report);
   return violations.empty() ? 0 : 1;
+}
+
+std::string ReplayCommand(const Cli& c, uint64_t seed) {
+  return "dbdb-crash --seed " + std::to_string(seed) + " --workloads 1 --ops " + std::to_string(c.ops) + " --plan " +
+         c.plan_name + " --states-max " + std::to_string(c.states_max) + " --durability " + c.durability_name +
+         " --node-size " + std::to_string(c.node_size) + " --fold-threshold " + std::to_string(c.fold_threshold);
+}
+
+uint64_t SaturatingAdd(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
+
+// One handle's workloads, every crash state of each (faultfs/explorer.h).
+int RunSingleProcess(const Cli& cli) {
+  faultfs::ExploreOptions options;
+  faultfs::ParseCrashPlan(cli.plan_name, &options.plan);
+  options.states_max = cli.states_max;
+  options.threads = cli.threads;
+  options.durability = cli.durability_name == "sync" ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
+  options.node_size_target_bytes = cli.node_size;
+  options.fold_threshold_bytes = cli.fold_threshold;
+  nlohmann::json config = {{"mode", "single-process"}, {"ops", cli.ops},
+                           {"plan", cli.plan_name},    {"states_max", cli.states_max},
+                           {"durability", cli.durability_name}, {"node_size", cli.node_size},
+                           {"fold_threshold", cli.fold_threshold}, {"workloads", cli.workloads}};
+  campaign::CaseLog log(cli.cases_path, "dbdb-crash", cli.seed, cli.shard, config);
+  if (!log.ok()) {
+    std::cerr << "dbdb-crash: cannot write " << cli.cases_path << "\n";
+    return 2;
+  }
+  campaign::Progress progress;
+  auto started = std::chrono::steady_clock::now();
+  nlohmann::json totals = nlohmann::json::object(), violations = nlohmann::json::array();
+  uint64_t exist = 0, epochs = 0, epochs_complete = 0, epoch_checked = 0, epoch_exist = 0;
+  auto run_case = [&](uint64_t workload_seed) {
+    faultfs::ExploreOptions o_options = options;
+    o_options.seed = workload_seed;
+    faultfs::Workload workload = faultfs::GenerateWorkload(workload_seed, cli.ops);
+    faultfs::ExploreResult result = faultfs::Explore(workload, o_options);
+    CaseOutcome o;
+    o.replay = ReplayCommand(cli, workload_seed);
+    o.figures = {{"crash_points", result.crash_points}, {"states_checked", result.states_checked},
+                 {"distinct_states", result.distinct_states}, {"recoveries", result.recoveries}};
+    exist = SaturatingAdd(exist, result.states_exist);
+    nlohmann::json epoch_lines = nlohmann::json::array();
+    for (const auto& e : result.epochs) {
+      epochs++;
+      if (e.states_checked >= e.states_exist) epochs_complete++;
+      epoch_checked += e.states_checked;
+      epoch_exist = SaturatingAdd(epoch_exist, e.states_exist);
+      epoch_lines.push_back({e.states_checked, e.states_exist});
+    }
+    o.extra["epochs"] = epoch_lines;
+    if (result.violations.empty()) return o;
+    auto still_fails = [&](const faultfs::Workload& candidate) {
+      return !faultfs::Explore(candidate, o_options).violations.empty();
+    };
+    faultfs::Workload minimal = faultfs::ShrinkWorkload(workload, still_fails);
+    faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, o_options);
+    const faultfs::Violation& v =
+        minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
+    progress.Done();
+    std::cout << "VIOLATION in workload seed " << workload_seed << ": " << v.message << "\n"
+              << "  crash after " << v.crash_point << " operations (last: " << v.last_operation << ")\n"
+              << "  crash state: " << v.crash_state << "\n"
+              << "  minimal workload (" << minimal.size() << " of " << workload.size() << " steps):\n"
+              << faultfs::DescribeWorkload(minimal) << "  replay: " << o.replay << "\n";
+    o.passed = false;
+    o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", v.message},
+                            {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
+                            {"crash_state", v.crash_state},   {"counterexample", faultfs::DescribeWorkload(minimal)},
+                            {"minimal_workload", faultfs::DescribeWorkload(minimal)}, {"replay", o.replay}};
+    return o;
+  };
+  auto progress_text = [&](double seconds) {
+    uint64_t checked = totals.value("states_checked", uint64_t{0});
+    return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
+           std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("crash_points", uint64_t{0})) +
+           " crash points, " + std::to_string(checked) + " states checked (" +
+           std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
+           std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s, " +
+           std::to_string(violations.size()) + " violations";
+  };
+  std::string stopped_by = RunCases(cli, log, progress, totals, violations, run_case, progress_text);
+  progress.Done();
+  log.Finish(stopped_by);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  uint64_t checked = totals.value("states_checked", uint64_t{0}), recoveries = totals.value("recoveries", uint64_t{0});
+  double coverage = epoch_exist == 0 ? 1.0 : static_cast<double>(epoch_checked) / static_cast<double>(epoch_exist);
+  std::cout << "workloads run:        " << totals.value("workloads", uint64_t{0}) << " (" << cli.ops
+            << " steps each, plan " << cli.plan_name << ", " << cli.durability_name << ")" << ShardFlags(cli) << "\n"
+            << "crash points:         " << totals.value("crash_points", uint64_t{0}) << "\n"
+            << "crash states checked: " << checked << " (" << totals.value("distinct_states", uint64_t{0})
+            << " distinct, " << recoveries << " recoveries run)\n"
+            << "states per second:    " << static_cast<uint64_t>(checked / std::max(seconds, 1e-9)) << " ("
+            << static_cast<uint64_t>(recoveries / std::max(seconds, 1e-9)) << " recoveries/s, " << cli.threads
+            << " threads, " << seconds << " s)\n"
+            << "sync epochs:          " << epochs << ", " << epochs_complete
+            << " covered exhaustively; states checked / states that exist = " << coverage << "\n"
+            << "violations:           " << violations.size() << "\n";
+  nlohmann::json report = totals;
+  report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"ops_per_workload", cli.ops},
+                 {"plan", cli.plan_name}, {"durability", cli.durability_name}, {"threads", cli.threads},
+                 {"states_max", cli.states_max}, {"states_that_exist", exist}, {"seconds", seconds},
+                 {"states_per_second", checked / std::max(seconds, 1e-9)},
+                 {"recoveries_per_second", recoveries / std::max(seconds, 1e-9)}, {"sync_epochs", epochs},
+                 {"sync_epochs_covered_exhaustively", epochs_complete}, {"epoch_coverage", coverage},
+                 {"violations", violations}});
+  WriteReport(cli.report_path, report);
+  return violations.empty() ? 0 : 1;
+}
+
+void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
+  *seed_option = app.add_option("--seed,--campaign-seed", c.seed,
+                                "seed: workload k runs with seed + k (default: random, printed first)");
+  app.add_option("--ops", c.ops, "steps per workload")->check(CLI::Range(1, 100000));
+  app.add_option("--workloads", c.workloads, "workloads in the campaign (seeds seed, seed+1, ...; a shard runs its share)")
+      ->check(CLI::Range(1, 1000000000));
+  app.add_option("--duration", c.duration_seconds, "stop starting workloads after this many seconds (0: no limit)");
+  app.add_option("--threads", c.threads, "threads checking crash states")->check(CLI::Range(1, 256));
+  app.add_option("--states-max", c.states_max, "crash states per crash point: all up to this, sampled beyond")
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--plan", c.plan_name, "crash plan")->check(CLI::IsMember({"all", "drop", "prefix", "subset", "torn"}));
+  app.add_option("--durability", c.durability_name, "store durability mode")->check(CLI::IsMember({"sync", "nosync"}));
+  app.add_option("--node-size", c.node_size, "B+tree node size target in bytes")->check(CLI::Range(512, 65536));
+  app.add_option("--fold-threshold", c.fold_threshold,
+                 "fold the batches into the tree once they pass this many bytes (0: every commit folds)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 30));
+  app.add_option("--report", c.report_path, "write a JSON report here");
+  app.add_option("--processes", c.processes,
+                 "run multi-process histories of this many simulated processes (kills, faults, schedules), "
+                 "each process about --ops steps")
+      ->check(CLI::Range(2, 16));
+  app.add_option("--shard", c.shard_text,
+                 "I/N: run the workloads k with k % N == I (N alone: I from JOB_COMPLETION_INDEX or GTEST_SHARD_INDEX)");
+  app.add_option("--cases-out", c.cases_path, "write one JSON line per workload and a shard line here (for merge)");
+  app.add_option("--max-violations", c.max_violations, "stop after this many violating workloads")
+      ->check(CLI::Range(1, 1000000));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"dbdb-crash: explore every crash state of generated workloads on the simulated filesystem"};
-  uint64_t seed = 0;
-  size_t ops = 100, workloads = 10;
-  unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  uint64_t states_max = 64;
-  double duration_seconds = 0;
-  std::string plan_name = "all", durability_name = "sync", report_path;
-  uint32_t node_size = 512;
-  uint64_t fold_threshold = 1024;
-  auto* seed_option = app.add_option("--seed", seed, "seed (default: random, printed first)");
-  app.add_option("--ops", ops, "steps per workload")->check(CLI::Range(1, 100000));
-  app.add_option("--workloads", workloads, "workloads to run (seeds seed, seed+1, ...)")->check(CLI::Range(1, 1000000));
-  app.add_option("--duration", duration_seconds, "stop starting workloads after this many seconds (0: no limit)");
-  app.add_option("--threads", threads, "threads checking crash states")->check(CLI::Range(1, 256));
-  app.add_option("--states-max", states_max, "crash states per crash point: all up to this, sampled beyond")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--plan", plan_name, "crash plan")->check(CLI::IsMember({"all", "drop", "prefix", "subset", "torn"}));
-  app.add_option("--durability", durability_name, "store durability mode")->check(CLI::IsMember({"sync", "nosync"}));
-  app.add_option("--node-size", node_size, "B+tree node size target in bytes")->check(CLI::Range(512, 65536));
-  app.add_option("--fold-threshold", fold_threshold,
-                 "fold the batches into the tree once they pass this many bytes (0: every commit folds)")
-      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 30));
-  app.add_option("--report", report_path, "write a JSON report here");
-  size_t processes = 0;
-  app.add_option("--processes", processes,
-                 "run multi-process histories of this many simulated processes (kills, faults, schedules), "
-                 "each process about --ops steps")
-      ->check(CLI::Range(2, 16));
+  Cli cli;
+  CLI::Option* seed_option = nullptr;
+  AddOptions(app, cli, &seed_option);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (seed_option->count() == 0) seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
-  std::cout << "seed: " << seed << std::endl;
-
-  if (processes > 0) {
-    CrashPlan plan;
-    faultfs::ParseCrashPlan(plan_name, &plan);
-    return RunMultiProcess(seed, workloads, ops, processes, duration_seconds, plan, plan_name, states_max, threads,
-                           report_path);
+  if (seed_option->count() == 0) cli.seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
+  std::cout << "seed: " << cli.seed << std::endl;
+  std::string error;
+  if (!campaign::ResolveShard(cli.shard_text, &cli.shard, &error)) {
+    std::cerr << "dbdb-crash: " << error << "\n";
+    return 2;
   }
-
-  faultfs::ExploreOptions options;
-  faultfs::ParseCrashPlan(plan_name, &options.plan);
-  options.states_max = states_max;
-  options.threads = threads;
-  options.durability = durability_name == "sync" ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
-  options.node_size_target_bytes = node_size;
-  options.fold_threshold_bytes = fold_threshold;
-
-  auto started = std::chrono::steady_clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
-  uint64_t run = 0, crash_points = 0, checked = 0, distinct = 0, recoveries = 0, exist = 0;
-  uint64_t epochs = 0, epochs_complete = 0, epoch_checked = 0, epoch_exist = 0;
-  nlohmann::json violations = nlohmann::json::array();
-  int exit_code = 0;
-  for (uint64_t w = 0; w < workloads; w++) {
-    if (duration_seconds > 0 && elapsed() >= duration_seconds) break;
-    uint64_t workload_seed = seed + w;
-    options.seed = workload_seed;
-    faultfs::Workload workload = faultfs::GenerateWorkload(workload_seed, ops);
-    faultfs::ExploreResult result = faultfs::Explore(workload, options);
-    run++;
-    crash_points += result.crash_points;
-    checked += result.states_checked;
-    distinct += result.distinct_states;
-    recoveries += result.recoveries;
-    exist = result.states_exist > UINT64_MAX - exist ? UINT64_MAX : exist + result.states_exist;
-    for (const auto& e : result.epochs) {
-      epochs++;
-      if (e.states_checked >= e.states_exist) epochs_complete++;
-      epoch_checked += e.states_checked;
-      epoch_exist = e.states_exist > UINT64_MAX - epoch_exist ? UINT64_MAX : epoch_exist + e.states_exist;
-    }
-    std::cerr << "\r[" << run << "/" << workloads << "] " << static_cast<int>(elapsed()) << " s, " << crash_points
-              << " crash points, " << checked << " states checked (" << distinct << " distinct), "
-              << static_cast<uint64_t>(checked / std::max(elapsed(), 1e-9)) << " states/s, " << violations.size()
-              << " violations" << std::flush;
-    if (result.violations.empty()) continue;
-    std::cerr << "\n";
-    // Shrink to a minimal workload that still has a violation.
-    auto still_fails = [&](const faultfs::Workload& candidate) { return !faultfs::Explore(candidate, options).violations.empty(); };
-    faultfs::Workload minimal = faultfs::ShrinkWorkload(workload, still_fails);
-    faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, options);
-    const faultfs::Violation& v = minimal_result.violations.empty() ? result.violations.front()
-                                                                     : minimal_result.violations.front();
-    std::string replay = ReplayCommand(workload_seed, ops, plan_name, states_max, durability_name, node_size, fold_threshold);
-    std::cout << "VIOLATION in workload seed " << workload_seed << ": " << v.message << "\n"
-              << "  crash after " << v.crash_point << " operations (last: " << v.last_operation << ")\n"
-              << "  crash state: " << v.crash_state << "\n"
-              << "  minimal workload (" << minimal.size() << " of " << workload.size() << " steps):\n"
-              << faultfs::DescribeWorkload(minimal) << "  replay: " << replay << "\n";
-    violations.push_back({{"workload_seed", workload_seed}, {"message", v.message}, {"crash_point", v.crash_point},
-                          {"last_operation", v.last_operation}, {"crash_state", v.crash_state},
-                          {"minimal_workload", faultfs::DescribeWorkload(minimal)}, {"replay", replay}});
-    exit_code = 1;
-    break;
-  }
-  std::cerr << "\n";
-  double seconds = elapsed();
-  double coverage = epoch_exist == 0 ? 1.0 : static_cast<double>(epoch_checked) / static_cast<double>(epoch_exist);
-  std::cout << "workloads run:        " << run << " (" << ops << " steps each, plan " << plan_name << ", "
-            << durability_name << ")\n"
-            << "crash points:         " << crash_points << "\n"
-            << "crash states checked: " << checked << " (" << distinct << " distinct, " << recoveries
-            << " recoveries run)\n"
-            << "states per second:    " << static_cast<uint64_t>(checked / std::max(seconds, 1e-9)) << " ("
-            << static_cast<uint64_t>(recoveries / std::max(seconds, 1e-9)) << " recoveries/s, " << threads
-            << " threads, " << seconds << " s)\n"
-            << "sync epochs:          " << epochs << ", " << epochs_complete
-            << " covered exhaustively; states checked / states that exist = " << coverage << "\n"
-            << "violations:           " << violations.size() << "\n";
-  if (!report_path.empty()) {
-    nlohmann::json report = {{"seed", seed},
-                             {"workloads", run},
-                             {"ops_per_workload", ops},
-                             {"plan", plan_name},
-                             {"durability", durability_name},
-                             {"threads", threads},
-                             {"states_max", states_max},
-                             {"crash_points", crash_points},
-                             {"states_checked", checked},
-                             {"distinct_states", distinct},
-                             {"recoveries", recoveries},
-                             {"states_that_exist", exist},
-                             {"seconds", seconds},
-                             {"states_per_second", checked / std::max(seconds, 1e-9)},
-                             {"recoveries_per_second", recoveries / std::max(seconds, 1e-9)},
-                             {"sync_epochs", epochs},
-                             {"sync_epochs_covered_exhaustively", epochs_complete},
-                             {"epoch_coverage", coverage},
-                             {"violations", violations}};
-    std::ofstream(report_path) << report.dump(2) << "\n";
-    std::cout << "report: " << report_path << "\n";
-  }
-  return exit_code;
+  if (cli.shard.count > 1) std::cout << "shard: " << cli.shard.ToString() << std::endl;
+  return cli.processes > 0 ? RunMultiProcess(cli) : RunSingleProcess(cli);
 }

@@ -1,0 +1,395 @@
+// Campaigns: shards, case lines, merge and progress (campaign.h, docs/CAMPAIGNS.md).
+#include "faultfs/campaign.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <regex>
+#include <set>
+
+#include "dbdb_build_commit.h"
+
+namespace faultfs::campaign {
+
+namespace {
+
+double MonotonicSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// A whole decimal number that fits in 64 bits; nothing else.
+bool ParseCount(const std::string& text, uint64_t* value) {
+  if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string::npos) return false;
+  *value = std::stoull(text);
+  return true;
+}
+
+const char* Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && value[0] != '\0' ? value : nullptr;
+}
+
+bool EnvCount(const char* name, std::optional<uint64_t>* value, std::string* error) {
+  const char* text = Env(name);
+  if (text == nullptr) return true;
+  uint64_t v;
+  if (!ParseCount(text, &v)) {
+    *error = std::string(name) + "='" + text + "' is not a whole number";
+    return false;
+  }
+  *value = v;
+  return true;
+}
+
+}  // namespace
+
+bool ResolveShard(const std::string& flag, Shard* shard, std::string* error) {
+  std::optional<uint64_t> job_index, gtest_index, gtest_total;
+  if (!EnvCount("JOB_COMPLETION_INDEX", &job_index, error) || !EnvCount("GTEST_SHARD_INDEX", &gtest_index, error) ||
+      !EnvCount("GTEST_TOTAL_SHARDS", &gtest_total, error)) {
+    return false;
+  }
+  if (job_index && gtest_index && *job_index != *gtest_index) {
+    *error = "JOB_COMPLETION_INDEX and GTEST_SHARD_INDEX disagree";
+    return false;
+  }
+  std::optional<uint64_t> env_index = job_index ? job_index : gtest_index;
+  Shard s;
+  size_t slash = flag.find('/');
+  if (!flag.empty() && slash != std::string::npos) {
+    if (!ParseCount(flag.substr(0, slash), &s.index) || !ParseCount(flag.substr(slash + 1), &s.count)) {
+      *error = "--shard '" + flag + "' is not I/N (two whole numbers)";
+      return false;
+    }
+    if (env_index && *env_index != s.index) {
+      *error = "--shard " + flag + " disagrees with the environment's shard index " + std::to_string(*env_index);
+      return false;
+    }
+  } else if (!flag.empty()) {
+    if (!ParseCount(flag, &s.count)) {
+      *error = "--shard '" + flag + "' is not I/N or N";
+      return false;
+    }
+    if (!env_index) {
+      *error = "--shard " + flag + " takes the shard index from JOB_COMPLETION_INDEX or GTEST_SHARD_INDEX; neither is set";
+      return false;
+    }
+    s.index = *env_index;
+  } else if (gtest_index || gtest_total) {
+    if (!gtest_index || !gtest_total) {
+      *error = "GTEST_SHARD_INDEX and GTEST_TOTAL_SHARDS must be set together";
+      return false;
+    }
+    s.index = *gtest_index;
+    s.count = *gtest_total;
+  } else if (job_index) {
+    *error = "JOB_COMPLETION_INDEX is set but not the shard count: pass --shard N (the Job's completions)";
+    return false;
+  }
+  if (gtest_total && *gtest_total != s.count) {
+    *error = "the shard count " + std::to_string(s.count) + " disagrees with GTEST_TOTAL_SHARDS=" + std::to_string(*gtest_total);
+    return false;
+  }
+  if (s.count == 0 || s.index >= s.count) {
+    *error = "shard " + s.ToString() + " does not exist: the index must be below the count, the count above 0";
+    return false;
+  }
+  *shard = s;
+  return true;
+}
+
+std::string BuildCommit() { return DBDB_BUILD_COMMIT; }
+
+std::string InvariantOf(const std::string& message) {
+  static const std::regex kGroup(R"(\((I[0-9][^)]*)\))");
+  std::string found = "other";
+  for (auto it = std::sregex_iterator(message.begin(), message.end(), kGroup); it != std::sregex_iterator(); ++it) {
+    found = (*it)[1].str();
+    size_t space = found.find(' ');  // "I1 atomic commit" -> "I1"
+    if (space != std::string::npos) found.resize(space);
+  }
+  return found;
+}
+
+CaseLog::CaseLog(std::string path, std::string tool, uint64_t campaign_seed, Shard shard, nlohmann::json config)
+    : path_(std::move(path)), tool_(std::move(tool)), campaign_seed_(campaign_seed), shard_(shard),
+      config_(std::move(config)), started_(MonotonicSeconds()) {
+  if (!path_.empty()) out_.open(path_, std::ios::out | std::ios::trunc);
+}
+
+void CaseLog::Case(uint64_t case_index, uint64_t seed, bool passed, const nlohmann::json& figures, double seconds,
+                   const std::string& replay, nlohmann::json extra) {
+  cases_++;
+  if (path_.empty()) return;
+  nlohmann::json line = {{"kind", "case"},
+                         {"tool", tool_},
+                         {"campaign_seed", campaign_seed_},
+                         {"shard_index", shard_.index},
+                         {"shard_count", shard_.count},
+                         {"case", case_index},
+                         {"seed", seed},
+                         {"verdict", passed ? "pass" : "violation"},
+                         {"figures", figures},
+                         {"seconds", seconds},
+                         {"t", MonotonicSeconds() - started_},
+                         {"replay", replay}};
+  if (extra.contains("violation") && !extra["violation"].contains("invariant")) {
+    extra["violation"]["invariant"] = InvariantOf(extra["violation"].value("message", ""));
+  }
+  line.update(extra);
+  out_ << line.dump() << "\n" << std::flush;
+}
+
+void CaseLog::Finish(const std::string& stopped_by) {
+  if (path_.empty()) return;
+  nlohmann::json line = {{"kind", "shard"},
+                         {"tool", tool_},
+                         {"campaign_seed", campaign_seed_},
+                         {"shard_index", shard_.index},
+                         {"shard_count", shard_.count},
+                         {"config", config_},
+                         {"commit", BuildCommit()},
+                         {"cases", cases_},
+                         {"stopped_by", stopped_by},
+                         {"seconds", MonotonicSeconds() - started_}};
+  out_ << line.dump() << "\n" << std::flush;
+}
+
+// ---- merge ----
+
+namespace {
+
+void AddFigures(nlohmann::json& sum, const nlohmann::json& figures) {
+  for (const auto& [key, value] : figures.items()) {
+    if (value.is_number_unsigned() || value.is_number_integer()) {
+      uint64_t add = value.get<uint64_t>(), have = sum.value(key, uint64_t{0});
+      sum[key] = add > UINT64_MAX - have ? UINT64_MAX : have + add;  // saturating, like states_exist
+    } else if (value.is_number()) {
+      sum[key] = sum.value(key, 0.0) + value.get<double>();
+    }
+  }
+}
+
+struct ToolMerge {
+  std::vector<nlohmann::json> shards;
+  std::vector<nlohmann::json> cases;
+};
+
+void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult* result, nlohmann::json* out) {
+  auto problem = [&](const std::string& what) { result->problems.push_back(tool + ": " + what); };
+  uint64_t count = 0;
+  nlohmann::json config;
+  std::map<uint64_t, int> present;
+  double seconds_total = 0, seconds_max = 0;
+  for (const auto& s : m.shards) {
+    if (count == 0) {
+      count = s.value("shard_count", uint64_t{0});
+      config = s.value("config", nlohmann::json::object());
+    } else if (s.value("shard_count", uint64_t{0}) != count) {
+      problem("shards of different counts (" + std::to_string(count) + " and " +
+              std::to_string(s.value("shard_count", uint64_t{0})) + ") in one merge");
+    } else if (s.value("config", nlohmann::json::object()) != config) {
+      problem("shard " + std::to_string(s.value("shard_index", uint64_t{0})) +
+              " ran a different configuration: " + s.value("config", nlohmann::json::object()).dump() + " vs " +
+              config.dump());
+    }
+    present[s.value("shard_index", uint64_t{0})]++;
+    seconds_total += s.value("seconds", 0.0);
+    seconds_max = std::max(seconds_max, s.value("seconds", 0.0));
+  }
+  if (m.shards.empty()) {
+    problem("case lines but no shard line: no shard finished");
+    count = 0;
+  }
+  for (uint64_t i = 0; i < count; i++) {
+    int n = present.count(i) ? present[i] : 0;
+    std::string missing = "shard " + std::to_string(i) + "/" + std::to_string(count) + " is missing (no shard line)";
+    if (n == 0 && partial) result->notes.push_back(tool + ": " + missing);
+    if (n == 0 && !partial) problem(missing);
+    if (n > 1) problem("shard " + std::to_string(i) + "/" + std::to_string(count) + " appears " + std::to_string(n) + " times");
+  }
+  for (const auto& [i, n] : present) {
+    if (count != 0 && i >= count) problem("shard " + std::to_string(i) + " is beyond the count " + std::to_string(count));
+  }
+  std::map<uint64_t, uint64_t> cases_per_shard;
+  std::set<uint64_t> seen_cases;
+  nlohmann::json figures = nlohmann::json::object(), faults = nlohmann::json::object();
+  std::vector<std::pair<uint64_t, uint64_t>> epochs;  // per sync epoch index: checked, exist
+  std::map<std::string, size_t> violation_index;
+  nlohmann::json violations = nlohmann::json::array();
+  uint64_t passed = 0, duplicates = 0;
+  std::sort(m.cases.begin(), m.cases.end(),
+            [](const nlohmann::json& a, const nlohmann::json& b) { return a.value("case", 0ull) < b.value("case", 0ull); });
+  for (const auto& c : m.cases) {
+    uint64_t k = c.value("case", uint64_t{0}), shard = c.value("shard_index", uint64_t{0});
+    if (!seen_cases.insert(k).second) {
+      problem("case " + std::to_string(k) + " appears more than once");
+      continue;
+    }
+    cases_per_shard[shard]++;
+    if (count != 0 && (c.value("shard_count", uint64_t{0}) != count || k % count != shard)) {
+      problem("case " + std::to_string(k) + " does not belong to shard " + std::to_string(shard) + "/" +
+              std::to_string(count));
+    }
+    AddFigures(figures, c.value("figures", nlohmann::json::object()));
+    AddFigures(faults, c.value("faults_fired", nlohmann::json::object()));
+    if (c.contains("epochs") && c["epochs"].is_array()) {
+      const auto& e = c["epochs"];
+      if (epochs.size() < e.size()) epochs.resize(e.size());
+      for (size_t i = 0; i < e.size(); i++) {
+        uint64_t checked = e[i].at(0).get<uint64_t>(), exist = e[i].at(1).get<uint64_t>();
+        epochs[i].first += checked;
+        epochs[i].second = exist > UINT64_MAX - epochs[i].second ? UINT64_MAX : epochs[i].second + exist;
+      }
+    }
+    if (c.value("verdict", "") == "pass") {
+      passed++;
+      continue;
+    }
+    nlohmann::json v = c.value("violation", nlohmann::json::object());
+    v["case"] = k;
+    v["seed"] = c.value("seed", uint64_t{0});
+    if (!v.contains("replay")) v["replay"] = c.value("replay", "");
+    if (!v.contains("invariant")) v["invariant"] = InvariantOf(v.value("message", ""));
+    std::string key = v.value("invariant", "") + "\n" + v.value("counterexample", v.value("message", ""));
+    auto [it, fresh] = violation_index.emplace(key, violations.size());
+    if (fresh) {
+      v["repeats"] = 0;
+      violations.push_back(v);
+    } else {
+      violations[it->second]["repeats"] = violations[it->second]["repeats"].get<uint64_t>() + 1;
+      duplicates++;
+    }
+  }
+  for (const auto& s : m.shards) {
+    uint64_t i = s.value("shard_index", uint64_t{0}), claimed = s.value("cases", uint64_t{0});
+    if (cases_per_shard[i] != claimed && present[i] == 1) {
+      problem("shard " + std::to_string(i) + "/" + std::to_string(count) + " says it ran " + std::to_string(claimed) +
+              " cases; " + std::to_string(cases_per_shard[i]) + " case lines are here");
+    }
+  }
+  nlohmann::json epoch_json = nlohmann::json::array();
+  for (const auto& [checked, exist] : epochs) epoch_json.push_back({checked, exist});
+  result->violations += violations.size();
+  *out = {{"shard_count", count},
+          {"shards_present", present.size()},
+          {"config", config},
+          {"cases", seen_cases.size()},
+          {"passed", passed},
+          {"figures", figures},
+          {"epochs", epoch_json},
+          {"faults_fired", faults},
+          {"violations", violations},
+          {"duplicate_violations_removed", duplicates},
+          {"seconds_total", seconds_total},
+          {"seconds_max", seconds_max}};
+  if (figures.contains("states_checked") && seconds_total > 0) {
+    (*out)["states_per_second"] = figures["states_checked"].get<double>() / seconds_total;
+  }
+}
+
+}  // namespace
+
+MergeResult MergeLines(const std::vector<std::string>& lines, bool partial) {
+  MergeResult result;
+  std::map<std::string, ToolMerge> tools;
+  std::set<uint64_t> campaign_seeds;
+  std::set<std::string> commits;
+  for (size_t i = 0; i < lines.size(); i++) {
+    if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j = nlohmann::json::parse(lines[i], nullptr, /*allow_exceptions=*/false);
+    std::string kind = j.is_object() ? j.value("kind", "") : "";
+    if (kind != "case" && kind != "shard") {
+      result.problems.push_back("line " + std::to_string(i + 1) + " is not a case or shard line: " +
+                                lines[i].substr(0, 120));
+      continue;
+    }
+    try {
+      campaign_seeds.insert(j.at("campaign_seed").get<uint64_t>());
+      j.at("shard_index").get<uint64_t>();
+      j.at("shard_count").get<uint64_t>();
+      if (kind == "shard") {
+        commits.insert(j.value("commit", "unknown"));
+        tools[j.at("tool").get<std::string>()].shards.push_back(j);
+      } else {
+        j.at("case").get<uint64_t>();
+        tools[j.at("tool").get<std::string>()].cases.push_back(j);
+      }
+    } catch (const nlohmann::json::exception& e) {
+      result.problems.push_back("line " + std::to_string(i + 1) + ": " + e.what());
+    }
+  }
+  if (campaign_seeds.size() > 1) result.problems.push_back("lines from more than one campaign seed");
+  if (commits.size() > 1) result.problems.push_back("shards built from different commits");
+  if (tools.empty()) result.problems.push_back("no case or shard line at all");
+  nlohmann::json tools_json = nlohmann::json::object();
+  for (auto& [tool, m] : tools) MergeTool(tool, m, partial, &result, &tools_json[tool]);
+  result.report = {{"campaign_seed", campaign_seeds.size() == 1 ? nlohmann::json(*campaign_seeds.begin()) : nullptr},
+                   {"commit", commits.size() == 1 ? *commits.begin() : std::string("mixed")},
+                   {"tools", tools_json},
+                   {"violations", result.violations},
+                   {"problems", result.problems},
+                   {"notes", result.notes}};
+  return result;
+}
+
+MergeResult Merge(const std::vector<std::string>& input_paths, bool partial) {
+  std::vector<std::string> lines;
+  MergeResult unreadable;
+  for (const auto& path : input_paths) {
+    std::ifstream in(path);
+    if (!in) {
+      unreadable.problems.push_back(path + ": cannot be read");
+      continue;
+    }
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+  }
+  MergeResult result = MergeLines(lines, partial);
+  result.problems.insert(result.problems.begin(), unreadable.problems.begin(), unreadable.problems.end());
+  result.report["problems"] = result.problems;
+  return result;
+}
+
+// ---- progress ----
+
+Progress::Progress(int fd, double interval_seconds) : fd_(fd), terminal_(::isatty(fd) == 1), interval_(interval_seconds) {
+  if (const char* env = Env("DBDB_PROGRESS_SECONDS")) interval_ = std::atof(env);
+}
+
+Progress::~Progress() { Done(); }
+
+void Progress::Write(const std::string& s) {
+  size_t done = 0;
+  while (done < s.size()) {
+    ssize_t n = ::write(fd_, s.data() + done, s.size() - done);
+    if (n <= 0) return;  // progress is best effort: a closed stream loses it
+    done += static_cast<size_t>(n);
+  }
+}
+
+void Progress::Update(const std::string& text) {
+  if (terminal_) {
+    Write("\r\033[K" + text);
+    drawn_ = true;
+    return;
+  }
+  double now = MonotonicSeconds();
+  if (now - last_ >= interval_) {
+    Write(text + "\n");
+    last_ = now;
+    pending_.clear();
+  } else {
+    pending_ = text;
+  }
+}
+
+void Progress::Done() {
+  if (terminal_ && drawn_) Write("\n");
+  if (!terminal_ && !pending_.empty()) Write(pending_ + "\n");
+  drawn_ = false;
+  pending_.clear();
+}
+
+}  // namespace faultfs::campaign
