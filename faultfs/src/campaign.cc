@@ -215,7 +215,7 @@ void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult*
   }
   std::map<uint64_t, uint64_t> cases_per_shard;
   std::set<uint64_t> seen_cases;
-  nlohmann::json figures = nlohmann::json::object(), faults = nlohmann::json::object();
+  nlohmann::json figures = nlohmann::json::object(), work = nlohmann::json::object(), faults = nlohmann::json::object();
   std::vector<std::pair<uint64_t, uint64_t>> epochs;  // per sync epoch index: checked, exist
   std::map<std::string, size_t> violation_index;
   nlohmann::json violations = nlohmann::json::array();
@@ -234,6 +234,7 @@ void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult*
               std::to_string(count));
     }
     AddFigures(figures, c.value("figures", nlohmann::json::object()));
+    AddFigures(work, c.value("work", nlohmann::json::object()));
     AddFigures(faults, c.value("faults_fired", nlohmann::json::object()));
     if (c.contains("epochs") && c["epochs"].is_array()) {
       const auto& e = c["epochs"];
@@ -279,6 +280,7 @@ void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult*
           {"cases", seen_cases.size()},
           {"passed", passed},
           {"figures", figures},
+          {"work", work},
           {"epochs", epoch_json},
           {"faults_fired", faults},
           {"violations", violations},

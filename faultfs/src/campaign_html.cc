@@ -158,6 +158,11 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
     s << "<tr><th>" << Escape(key) << "</th><td data-figure='" << Escape(key) << "'>" << Number(value.get<double>())
       << "</td></tr>";
   }
+  const nlohmann::json work = t.value("work", nlohmann::json::object());
+  for (const auto& [key, value] : work.items()) {
+    s << "<tr><th>" << Escape(key) << " (work: varies with threads)</th><td data-work='" << Escape(key) << "'>"
+      << Number(value.get<double>()) << "</td></tr>";
+  }
   if (t.contains("states_per_second")) {
     s << "<tr><th>states per second</th><td data-figure='states_per_second'>"
       << Number(std::round(t["states_per_second"].get<double>())) << " (over " << Number(t.value("seconds_total", 0.0))

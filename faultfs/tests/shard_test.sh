@@ -36,7 +36,7 @@ same_as_unsharded() {  # NAME SHARDS -- COMMAND... (the command takes --shard an
   echo "ok: $name, $shards shards merge to the unsharded run ($cases cases, $(jq -c '[.tools[].figures]' "$name-all.json"))"
 }
 
-same_as_unsharded crash 4 -- "$bin/dbdb-crash" --campaign-seed 4242 --workloads 10 --ops 30 --threads 1
+same_as_unsharded crash 4 -- "$bin/dbdb-crash" --campaign-seed 4242 --workloads 10 --ops 30 --threads 2
 same_as_unsharded multiprocess 3 -- "$bin/dbdb-crash" --processes 3 --campaign-seed 77 --workloads 5 --ops 8 \
   --states-max 8 --threads 1
 RC_PARAMS="max_success=10 max_size=30" same_as_unsharded proptests 3 -- "$bin/proptests" --campaign-seed 99 \

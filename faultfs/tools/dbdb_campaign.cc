@@ -28,6 +28,9 @@ void PrintSummary(const faultfs::campaign::MergeResult& merged) {
               << " cases (" << t["passed"] << " passed), " << t["violations"].size() << " distinct violations ("
               << t["duplicate_violations_removed"] << " repeats removed)\n";
     for (const auto& [key, value] : t["figures"].items()) std::cout << "  " << key << ": " << value.dump() << "\n";
+    for (const auto& [key, value] : t["work"].items()) {
+      std::cout << "  " << key << " (work, varies with threads): " << value.dump() << "\n";
+    }
     if (!t["faults_fired"].empty()) std::cout << "  faults_fired: " << t["faults_fired"].dump() << "\n";
     for (const auto& v : t["violations"]) {
       std::cout << "  VIOLATION (" << v.value("invariant", "other") << ") case " << v.value("case", 0) << ": "

@@ -53,8 +53,9 @@ class CaseLog {
   const std::string& path() const { return path_; }
 
   // One case. `figures` are deterministic counts (summed by merge and compared across shardings);
-  // `extra` may hold "epochs" ([[checked, exist], ...]), "faults_fired" ({point: count}) and
-  // "violation" ({"message", "counterexample", ...}); `seconds` is the case's run time.
+  // `extra` may hold "work" (counts that depend on threads or timing, summed but not compared),
+  // "epochs" ([[checked, exist], ...]), "faults_fired" ({point: count}) and "violation"
+  // ({"message", "counterexample", ...}); `seconds` is the case's run time.
   void Case(uint64_t case_index, uint64_t seed, bool passed, const nlohmann::json& figures, double seconds,
             const std::string& replay, nlohmann::json extra = nlohmann::json::object());
   // The shard line: how many cases ran and why the shard stopped ("all cases", "duration",
