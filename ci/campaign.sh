@@ -29,10 +29,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build() {
-  bash ci/deps.sh
   build_dir=${BUILD_DIR:-build-release}
+  mkdir -p "$build_dir"
+  # Shards started side by side on one machine share the build tree: one builds, the others wait
+  # (two cmake or ninja runs in one tree at once corrupt it).
+  exec 9> "$build_dir/.campaign-build.lock"
+  flock 9
+  bash ci/deps.sh
   echo "== build ($build_dir, release)"
   bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=Release
+  flock -u 9
 }
 
 if [ "${1:-}" = "merge" ]; then

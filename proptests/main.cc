@@ -21,6 +21,15 @@
 #include <string>
 #include <vector>
 
+#include <rapidcheck/gtest.h>
+
+// A property that fails on purpose, disabled: the campaign tests run it (with
+// --gtest_also_run_disabled_tests) to check that a failing property becomes a violation line with
+// RapidCheck's counterexample and a replay command that fails the same way.
+RC_GTEST_PROP(DISABLED_CampaignSelfTest, AFailingPropertyIsReportedWithItsCounterexample, (int x)) {
+  RC_ASSERT(x < 10);
+}
+
 namespace {
 
 namespace campaign = faultfs::campaign;
@@ -56,7 +65,8 @@ bool MatchesFilter(const std::string& filter, const std::string& name) {
   return (positive.empty() || any(positive)) && !any(negative);
 }
 
-// Numbers the properties the filter selects (disabled ones aside) in googletest's order, narrows
+// Numbers the properties the filter selects (disabled ones only with --gtest_also_run_disabled_tests)
+// in googletest's order, narrows
 // the filter to this shard's (k % N == I), and returns the numbering.
 std::map<std::string, uint64_t> ShardTheFilter(const campaign::Shard& shard) {
   std::map<std::string, uint64_t> index;
@@ -68,8 +78,9 @@ std::map<std::string, uint64_t> ShardTheFilter(const campaign::Shard& shard) {
     for (int j = 0; j < suite->total_test_count(); j++) {
       const ::testing::TestInfo& info = *suite->GetTestInfo(j);
       std::string name = Name(info);
-      if (std::string(info.test_suite_name()).rfind("DISABLED_", 0) == 0 ||
-          std::string(info.name()).rfind("DISABLED_", 0) == 0 || !MatchesFilter(filter, name)) {
+      bool disabled = std::string(info.test_suite_name()).rfind("DISABLED_", 0) == 0 ||
+                      std::string(info.name()).rfind("DISABLED_", 0) == 0;
+      if ((disabled && !::testing::GTEST_FLAG(also_run_disabled_tests)) || !MatchesFilter(filter, name)) {
         continue;
       }
       index[name] = k;
@@ -104,7 +115,8 @@ class CaseListener : public ::testing::EmptyTestEventListener {
     }
     bool passed = !info.result()->Failed();
     nlohmann::json figures = {{"properties", 1}, {"cases_passed", passed ? ParamValue(params_, "max_success", 100) : 0}};
-    std::string replay = "RC_PARAMS='seed=" + std::to_string(seed_) + "' proptests --gtest_filter=" + name;
+    std::string replay = "RC_PARAMS='seed=" + std::to_string(seed_) + "' proptests --gtest_filter=" + name +
+                         (name.find("DISABLED_") != std::string::npos ? " --gtest_also_run_disabled_tests" : "");
     nlohmann::json extra = nlohmann::json::object();
     if (!passed) {
       extra["violation"] = {{"message", failures_.substr(0, failures_.find('\n'))},

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -67,7 +68,8 @@ class Runner {
   void PrintSummary(double seconds);
   nlohmann::json Figures() const;
   void WriteReport(double seconds);
-  void LogCase(double seconds);
+  std::unique_ptr<faultfs::campaign::CaseLog> OpenCaseLog() const;
+  void LogCase(faultfs::campaign::CaseLog* log, double seconds);
   double Elapsed() const { return (MonotonicNanos() - start_ns_) / 1e9; }
 
   const RunOptions& o_;
@@ -515,24 +517,34 @@ void Runner::WriteReport(double seconds) {
   std::cout << "report:     " << o_.report_path << "\n";
 }
 
-// The run as one case of a campaign (faultfs/campaign.h): case index = the shard index.
-void Runner::LogCase(double seconds) {
-  if (o_.cases_path.empty()) return;
+// The run as one case of a campaign (faultfs/campaign.h): case index = the shard index. The log
+// is opened before the run (its clock times the case) and written after the final checks.
+std::unique_ptr<faultfs::campaign::CaseLog> Runner::OpenCaseLog() const {
+  if (o_.cases_path.empty()) return nullptr;
   nlohmann::json config = {{"workload", o_.workload}, {"writers", o_.writers}, {"readers", o_.readers},
                            {"duration_seconds", o_.duration_seconds}, {"kill_interval_ms", o_.kill_interval_ms},
                            {"faults", o_.faults_text}};
-  faultfs::campaign::CaseLog log(o_.cases_path, "dbdb-stress", o_.campaign_seed, o_.shard, config);
+  return std::make_unique<faultfs::campaign::CaseLog>(o_.cases_path, "dbdb-stress", o_.campaign_seed, o_.shard, config);
+}
+
+void Runner::LogCase(faultfs::campaign::CaseLog* log, double seconds) {
+  if (log == nullptr) return;
   nlohmann::json extra = nlohmann::json::object();
   if (!violations_.empty()) {
     std::string all;
     for (const auto& v : violations_) all += v + "\n";
     extra["violation"] = {{"message", violations_.front()}, {"counterexample", all}, {"replay", replay_}};
   }
-  log.Case(o_.shard.index, o_.seed, violations_.empty(), Figures(), seconds, replay_, extra);
-  log.Finish("duration");
+  log->Case(o_.shard.index, o_.seed, violations_.empty(), Figures(), seconds, replay_, extra);
+  log->Finish("duration");
 }
 
 int Runner::Run() {
+  std::unique_ptr<faultfs::campaign::CaseLog> log = OpenCaseLog();
+  if (log != nullptr && !log->ok()) {
+    std::cerr << "dbdb-stress: cannot write " << o_.cases_path << "\n";
+    return 2;
+  }
   if (!Setup()) return 2;
   start_ns_ = MonotonicNanos();
   for (auto& c : children_) Spawn(c);
@@ -545,7 +557,7 @@ int Runner::Run() {
   CheckHistory();
   PrintSummary(run_seconds);
   WriteReport(run_seconds);
-  LogCase(run_seconds);
+  LogCase(log.get(), run_seconds);
   if (!violations_.empty()) {
     std::cout << "replay:     " << replay_ << "\n";
     return 1;

@@ -172,6 +172,20 @@ void AddFigures(nlohmann::json& sum, const nlohmann::json& figures) {
   }
 }
 
+// A counterexample with its numbers taken out: the same steps with other key names, value sizes
+// or seeds ("put k244 (34 bytes)" and "put k184 (5 bytes)") are one counterexample.
+std::string Shape(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); i++) {
+    if (text[i] >= '0' && text[i] <= '9') {
+      if (out.empty() || out.back() != '#') out += '#';
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
 struct ToolMerge {
   std::vector<nlohmann::json> shards;
   std::vector<nlohmann::json> cases;
@@ -254,13 +268,16 @@ void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult*
     v["seed"] = c.value("seed", uint64_t{0});
     if (!v.contains("replay")) v["replay"] = c.value("replay", "");
     if (!v.contains("invariant")) v["invariant"] = InvariantOf(v.value("message", ""));
-    std::string key = v.value("invariant", "") + "\n" + v.value("counterexample", v.value("message", ""));
+    std::string key = v.value("invariant", "") + "\n" + Shape(v.value("counterexample", v.value("message", "")));
     auto [it, fresh] = violation_index.emplace(key, violations.size());
     if (fresh) {
       v["repeats"] = 0;
+      v["repeat_cases"] = nlohmann::json::array();
       violations.push_back(v);
     } else {
-      violations[it->second]["repeats"] = violations[it->second]["repeats"].get<uint64_t>() + 1;
+      nlohmann::json& first = violations[it->second];
+      first["repeats"] = first["repeats"].get<uint64_t>() + 1;
+      if (first["repeat_cases"].size() < 20) first["repeat_cases"].push_back(k);
       duplicates++;
     }
   }

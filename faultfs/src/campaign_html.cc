@@ -131,10 +131,12 @@ std::string BarChart(const std::string& id, const std::vector<std::string>& labe
 
 // States checked per second over the campaign: the states of the cases that ended in each time
 // bucket (shards side by side, so a bucket sums every machine's work), over the bucket's width.
-std::vector<std::pair<double, double>> RateOverTime(const std::vector<nlohmann::json>& cases, const std::string& figure) {
+std::vector<std::pair<double, double>> RateOverTime(const std::vector<nlohmann::json>& cases, const std::string& figure,
+                                                    size_t shards) {
   double t_max = 0;
   for (const auto& c : cases) t_max = std::max(t_max, c.value("t", 0.0));
-  if (cases.empty() || t_max <= 0) return {};
+  // One case per shard (dbdb-stress runs one) is no curve.
+  if (cases.size() < 4 || cases.size() <= shards || t_max <= 0) return {};
   int buckets = static_cast<int>(std::min<size_t>(40, std::max<size_t>(2, cases.size() / 2)));
   double width = t_max / buckets;
   std::vector<double> sums(buckets, 0);
@@ -174,11 +176,13 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
   std::string figure = figures.contains("states_checked") ? "states_checked"
                        : figures.contains("commits")      ? "commits"
                                                           : "";
-  if (!figure.empty()) {
+  std::vector<std::pair<double, double>> rate = figure.empty() ? std::vector<std::pair<double, double>>{}
+                                                                 : RateOverTime(cases, figure, t.value("shard_count", size_t{1}));
+  if (!rate.empty()) {
     s << "<figure><figcaption>" << Escape(figure == "states_checked" ? "crash states checked per second"
                                                                         : "acknowledged commits per second")
       << " over time</figcaption>"
-      << LineChart(tool + "-rate", RateOverTime(cases, figure), "seconds into the shards", "per second") << "</figure>";
+      << LineChart(tool + "-rate", rate, "seconds into the shards", "per second") << "</figure>";
   }
   const auto& epochs = t.value("epochs", nlohmann::json::array());
   if (!epochs.empty()) {
@@ -214,9 +218,16 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
   }
   s << "</h3>";
   for (const auto& v : violations) {
+    std::string repeats;
+    if (v.value("repeats", 0) > 0) {
+      repeats = ", and in " + std::to_string(v.value("repeats", 0)) + " more cases with the same steps (";
+      const nlohmann::json cases_json = v.value("repeat_cases", nlohmann::json::array());
+      for (size_t i = 0; i < cases_json.size(); i++) repeats += (i ? ", " : "") + cases_json[i].dump();
+      repeats += cases_json.size() < v.value("repeats", size_t{0}) ? ", …)" : ")";
+    }
     s << "<div class='violation'><p><b>" << Escape(v.value("invariant", "other")) << "</b> in case "
-      << v.value("case", 0) << " (seed " << v.value("seed", uint64_t{0}) << ", repeated "
-      << v.value("repeats", 0) << " more times): " << Escape(v.value("message", "")) << "</p>";
+      << v.value("case", 0) << " (seed " << v.value("seed", uint64_t{0}) << Escape(repeats)
+      << "): " << Escape(v.value("message", "")) << "</p>";
     if (v.contains("crash_state")) s << "<p>crash state: <code>" << Escape(v.value("crash_state", "")) << "</code></p>";
     s << "<pre class='counterexample'>" << Escape(v.value("counterexample", "")) << "</pre><p>replay: <code class='replay'>"
       << Escape(v.value("replay", "")) << "</code></p></div>";

@@ -173,8 +173,10 @@ TEST(Campaign, MergeRefusesMissingRepeatedAndForeignShards) {
 }
 
 TEST(Campaign, MergeKeepsEachViolationOnce) {
-  std::vector<std::string> lines = {CaseLine("t", 0, 2, false, 1, "put a\ncrash"), CaseLine("t", 1, 2, false, 1, "put a\ncrash"),
-                                    CaseLine("t", 2, 2, false, 1, "put b\ncrash"), CaseLine("t", 3, 2, true, 1),
+  // Cases 0 and 1: the same steps with another key and size (one counterexample); case 2: a delete.
+  std::vector<std::string> lines = {CaseLine("t", 0, 2, false, 1, "0: commit {put k244 (34 bytes)}"),
+                                    CaseLine("t", 1, 2, false, 1, "0: commit {put k7 (5 bytes)}"),
+                                    CaseLine("t", 2, 2, false, 1, "0: commit {del k244}"), CaseLine("t", 3, 2, true, 1),
                                     ShardLine("t", 0, 2, 2), ShardLine("t", 1, 2, 2)};
   MergeResult r = MergeLines(lines);
   EXPECT_TRUE(r.problems.empty()) << AllProblems(r);
@@ -184,6 +186,8 @@ TEST(Campaign, MergeKeepsEachViolationOnce) {
   ASSERT_EQ(t["violations"].size(), 2u);
   EXPECT_EQ(t["violations"][0]["case"], 0);  // the lowest case is kept
   EXPECT_EQ(t["violations"][0]["repeats"], 1);
+  EXPECT_EQ(t["violations"][0]["repeat_cases"], nlohmann::json::array({1}));
+  EXPECT_EQ(t["violations"][1]["case"], 2);
   EXPECT_EQ(t["violations"][0]["invariant"], "I2");
   EXPECT_EQ(t["violations"][0]["replay"], "dbdb-crash --seed 9");
   EXPECT_EQ(t["duplicate_violations_removed"], 1);
@@ -251,8 +255,11 @@ TEST(Campaign, ProgressWritesLinesWhenNotATerminal) {
 }
 
 TEST(Campaign, HtmlReportShowsFiguresChartsAndEscapedViolations) {
-  std::vector<std::string> lines = {CaseLine("t", 0, 1, true, 1000), CaseLine("t", 1, 1, false, 500, "put <script>alert(1)</script>"),
-                                    ShardLine("t", 0, 1, 2)};
+  std::vector<std::string> lines = {CaseLine("t", 0, 1, true, 1000), CaseLine("t", 1, 1, false, 500, "put <script>alert(1)</script>")};
+  // One rate point per case: a chart only from 4 cases on (one case per shard is no curve).
+  EXPECT_EQ(HtmlReport(MergeLines(lines), lines, "x", "").find("id='t-rate'"), std::string::npos);
+  for (uint64_t k = 2; k < 5; k++) lines.push_back(CaseLine("t", k, 1, true, 0));
+  lines.push_back(ShardLine("t", 0, 1, 5));
   MergeResult r = MergeLines(lines);
   std::string html = HtmlReport(r, lines, "A & B", "<?xml version='1.0'?><svg id='bench'></svg>");
   EXPECT_NE(html.find("<title>A &amp; B</title>"), std::string::npos);

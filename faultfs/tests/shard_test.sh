@@ -84,3 +84,22 @@ rc=0
 [ "$(jq -r '.tools["dbdb-crash"].violations[0].invariant' bad.json)" = I3 ] || fail "the invariant was not named"
 grep -q "replay: dbdb-crash --seed 4242 " bad.log || fail "no replay line: $(cat bad.log)"
 echo "ok: one violation from two shards is reported once, with its replay line"
+
+# A failing property becomes a violation line: RapidCheck's counterexample and a replay command
+# that fails the same way (DISABLED_CampaignSelfTest fails on purpose; it runs only when asked).
+rc=0
+RC_PARAMS="max_success=100" "$bin/proptests" --gtest_also_run_disabled_tests --campaign-seed 5 \
+  '--gtest_filter=DISABLED_CampaignSelfTest.*' --cases-out selftest.jsonl > selftest.log 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "the failing self-test property passed"
+[ "$(jq -r 'select(.kind == "case") | .verdict' selftest.jsonl)" = violation ] || fail "no violation line: $(cat selftest.jsonl)"
+jq -r 'select(.kind == "case") | .violation.counterexample' selftest.jsonl | grep -q "Falsifiable" ||
+  fail "no counterexample in the violation line: $(cat selftest.jsonl)"
+replay=$(jq -r 'select(.kind == "case") | .replay' selftest.jsonl)
+[[ "$replay" == "RC_PARAMS='seed=5' proptests --gtest_filter=DISABLED_CampaignSelfTest."* ]] || fail "replay: $replay"
+rc=0
+(PATH="$bin:$PATH" && unset RC_PARAMS && eval "$replay") > replay.log 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && grep -q "Falsifiable" replay.log || fail "the replay did not fail the same way: $(tail -5 replay.log)"
+rc=0
+"$bin/dbdb-campaign" merge selftest.jsonl > selftest-merge.log || rc=$?
+[ "$rc" -eq 1 ] || fail "merge of a failing property exited $rc, not 1"
+echo "ok: a failing property is a violation line with its counterexample, and its replay fails the same way"

@@ -85,7 +85,8 @@ struct MergeResult {
 // shard lines agree on the campaign seed, the shard count and the configuration, that every shard
 // 0..N-1 is present exactly once and finished, and that every case belongs to its shard and appears
 // once; sums the figures, the epoch coverage and the faults fired; keeps each violation once per
-// (invariant, counterexample), counting the repeats it removed. `partial` (a report of the shards
+// (invariant, counterexample up to its numbers: key names, sizes, seeds), the lowest case first,
+// counting the repeats it removed and naming the first 20 of their cases. `partial` (a report of the shards
 // that are done so far) notes missing shards instead of failing on them.
 MergeResult Merge(const std::vector<std::string>& input_paths, bool partial = false);
 MergeResult MergeLines(const std::vector<std::string>& lines, bool partial = false);
