@@ -20,6 +20,7 @@
 #   --html FILE          a self-contained HTML report of this run (its shard alone)
 #   merge                checks every shard 0..N-1 is there once, removes repeated violations,
 #                        sums the figures; exits 1 on a violation, 3 on a missing or repeated shard
+#   Exit status: 0 no violation, 1 violations, 2 the campaign could not run (usage, build, setup).
 #   Every run writes DIR/cases.jsonl (one line per case, each with its replay command).
 #   Environment: CAMPAIGN_CRASH_SECONDS, CAMPAIGN_CRASH_WORKLOADS, CAMPAIGN_STRESS_SECONDS,
 #   CAMPAIGN_SEED, CAMPAIGN_SHARD, CAMPAIGN_FAULTS, CAMPAIGN_KILL_INTERVAL_MS, CAMPAIGN_DIR;
@@ -35,11 +36,13 @@ build() {
   # (two cmake or ninja runs in one tree at once corrupt it).
   exec 9> "$build_dir/.campaign-build.lock"
   flock 9
-  bash ci/deps.sh
+  bash ci/deps.sh || { echo "campaign: installing the dependencies failed" >&2; exit 2; }
   echo "== build ($build_dir, release)"
-  bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=Release
+  bash ci/build.sh "$build_dir" -DCMAKE_BUILD_TYPE=Release || { echo "campaign: the build failed" >&2; exit 2; }
   flock -u 9
 }
+# Exit statuses: 0 no violation, 1 violations, 2 the campaign could not run (usage, build, setup).
+need_value() { if [ "$2" -lt 2 ]; then echo "campaign: $1 needs a value (try --help)" >&2; exit 2; fi; }
 
 if [ "${1:-}" = "merge" ]; then
   shift
@@ -47,9 +50,9 @@ if [ "${1:-}" = "merge" ]; then
   inputs=()
   while [ $# -gt 0 ]; do
     case "$1" in
-      --html|--out) args+=("$1" "$2"); shift 2 ;;
+      --html|--out) need_value "$1" $#; args+=("$1" "$2"); shift 2 ;;
       --partial) args+=("$1"); shift ;;
-      -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+      -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p}' "$0"; exit 0 ;;
       -*) echo "campaign merge: unknown argument $1 (try --help)" >&2; exit 2 ;;
       *) if [ -d "$1" ]; then inputs+=("$1/cases.jsonl"); else inputs+=("$1"); fi; shift ;;
     esac
@@ -70,16 +73,16 @@ work=${CAMPAIGN_DIR:-}
 html=
 while [ $# -gt 0 ]; do
   case "$1" in
-    --crash-seconds) crash_seconds=$2; shift 2 ;;
-    --crash-workloads) crash_workloads=$2; shift 2 ;;
-    --stress-seconds) stress_seconds=$2; shift 2 ;;
-    --seed|--campaign-seed) seed=$2; shift 2 ;;
-    --shard) shard=$2; shift 2 ;;
-    --faults) faults=$2; shift 2 ;;
-    --kill-interval-ms) kill_interval_ms=$2; shift 2 ;;
-    --dir) work=$2; shift 2 ;;
-    --html) html=$2; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --crash-seconds) need_value "$1" $#; crash_seconds=$2; shift 2 ;;
+    --crash-workloads) need_value "$1" $#; crash_workloads=$2; shift 2 ;;
+    --stress-seconds) need_value "$1" $#; stress_seconds=$2; shift 2 ;;
+    --seed|--campaign-seed) need_value "$1" $#; seed=$2; shift 2 ;;
+    --shard) need_value "$1" $#; shard=$2; shift 2 ;;
+    --faults) need_value "$1" $#; faults=$2; shift 2 ;;
+    --kill-interval-ms) need_value "$1" $#; kill_interval_ms=$2; shift 2 ;;
+    --dir) need_value "$1" $#; work=$2; shift 2 ;;
+    --html) need_value "$1" $#; html=$2; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p}' "$0"; exit 0 ;;
     *) echo "campaign: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -94,27 +97,43 @@ if [ -n "$shard" ]; then shard_args=(--shard "$shard"); fi
 
 status=0
 echo "== crash exploration: ${crash_seconds} s (0: no limit), up to ${crash_workloads} workloads"
+rc=0
 "$build_dir/bin/dbdb-crash" --campaign-seed "$seed" "${shard_args[@]}" --workloads "$crash_workloads" \
   --duration "$crash_seconds" --ops 100 --threads "$(nproc)" --max-violations 10 --report "$work/crash.json" \
-  --cases-out "$work/crash.jsonl" > "$work/crash.log" || status=$?
-if [ "$status" -eq 2 ]; then cat "$work/crash.log"; exit 2; fi
-cases=("$work/crash.jsonl")
+  --cases-out "$work/crash.jsonl" > "$work/crash.log" || rc=$?
+case $rc in
+  0) ;;
+  1) status=1 ;;
+  *) cat "$work/crash.log" >&2; echo "campaign: dbdb-crash could not run (exit $rc)" >&2; exit 2 ;;
+esac
+# This shard's manifest: the tools it runs, so that merge misses a tool that never finished anywhere.
+tools='"dbdb-crash"'
+if [ "$stress_seconds" != "0" ]; then tools="$tools,\"dbdb-stress\""; fi
+jq -c --argjson tools "[$tools]" 'select(.kind == "shard") |
+  {kind: "manifest", campaign_seed, shard_index, shard_count, tools: $tools}' "$work/crash.jsonl" > "$work/manifest.jsonl"
+cases=("$work/manifest.jsonl" "$work/crash.jsonl")
 if [ "$stress_seconds" != "0" ]; then
   echo "== multiprocess stress: ${stress_seconds} s, kills every ~${kill_interval_ms} ms, faults: $faults"
+  rc=0
   "$build_dir/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration "$stress_seconds" \
     --kill-interval-ms "$kill_interval_ms" --faults "$faults" --campaign-seed "$seed" "${shard_args[@]}" \
     --dir "$work/stress" --report "$work/stress.json" --cases-out "$work/stress.jsonl" \
-    > "$work/stress.log" 2> "$work/stress.progress" || status=1
+    > "$work/stress.log" 2> "$work/stress.progress" || rc=$?
+  case $rc in
+    0) ;;
+    1) status=1 ;;
+    *) cat "$work/stress.log" "$work/stress.progress" >&2; echo "campaign: dbdb-stress could not run (exit $rc)" >&2; exit 2 ;;
+  esac
   cases+=("$work/stress.jsonl")
 fi
 cat "${cases[@]}" > "$work/cases.jsonl"
 
 echo
 echo "== campaign summary (seed $seed${shard:+, shard $shard})"
-grep -E "^(workloads run|crash points|crash states checked|states per second|sync epochs|violations):" "$work/crash.log" | sed 's/^/crash   /'
+grep -E "^(workloads run|crash points|crash states checked|states per second|sync epochs|violations):" "$work/crash.log" | sed 's/^/crash   /' || true
 grep -E "^VIOLATION|replay:" "$work/crash.log" | sed 's/^/crash   /' || true
 if [ "$stress_seconds" != "0" ]; then
-  grep -E "^(history|commits|kills|faults|compaction|violations|replay):" "$work/stress.log" | sed 's/^/stress  /'
+  grep -E "^(history|commits|kills|faults|compaction|violations|replay):" "$work/stress.log" | sed 's/^/stress  /' || true
   grep -E "^  " "$work/stress.log" | sed 's/^/stress  /' || true
 fi
 if [ -n "$html" ]; then

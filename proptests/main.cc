@@ -48,10 +48,12 @@ bool Glob(const char* pattern, const char* name) {
   return *name != '\0' && (*pattern == '?' || *pattern == *name) && Glob(pattern + 1, name + 1);
 }
 
-// googletest's --gtest_filter: "POS1:POS2-NEG1:NEG2" (an empty positive part means '*').
+// googletest's --gtest_filter: "POS1:POS2-NEG1:NEG2". An empty positive part before a '-' means
+// '*'; an empty filter without one matches nothing (as in googletest 1.12).
 bool MatchesFilter(const std::string& filter, const std::string& name) {
   size_t dash = filter.find('-');
   std::string positive = filter.substr(0, dash), negative = dash == std::string::npos ? "" : filter.substr(dash + 1);
+  if (dash == std::string::npos && positive.empty()) return false;
   auto any = [&](const std::string& patterns) {
     size_t start = 0;
     while (true) {
@@ -78,8 +80,9 @@ std::map<std::string, uint64_t> ShardTheFilter(const campaign::Shard& shard) {
     for (int j = 0; j < suite->total_test_count(); j++) {
       const ::testing::TestInfo& info = *suite->GetTestInfo(j);
       std::string name = Name(info);
-      bool disabled = std::string(info.test_suite_name()).rfind("DISABLED_", 0) == 0 ||
-                      std::string(info.name()).rfind("DISABLED_", 0) == 0;
+      // googletest's rule: a suite or test name matching "DISABLED_*:*/DISABLED_*".
+      bool disabled = MatchesFilter("DISABLED_*:*/DISABLED_*", info.test_suite_name()) ||
+                      MatchesFilter("DISABLED_*:*/DISABLED_*", info.name());
       if ((disabled && !::testing::GTEST_FLAG(also_run_disabled_tests)) || !MatchesFilter(filter, name)) {
         continue;
       }
@@ -115,9 +118,14 @@ class CaseListener : public ::testing::EmptyTestEventListener {
     }
     bool passed = !info.result()->Failed();
     nlohmann::json figures = {{"properties", 1}, {"cases_passed", passed ? ParamValue(params_, "max_success", 100) : 0}};
-    std::string replay = "RC_PARAMS='seed=" + std::to_string(seed_) + "' proptests --gtest_filter=" + name +
+    // The replay names the budget too: the same seed with another max_success or max_size runs
+    // other cases.
+    std::string replay = "RC_PARAMS='seed=" + std::to_string(seed_) +
+                         " max_success=" + std::to_string(ParamValue(params_, "max_success", 100)) +
+                         " max_size=" + std::to_string(ParamValue(params_, "max_size", 100)) +
+                         "' proptests --gtest_filter=" + name +
                          (name.find("DISABLED_") != std::string::npos ? " --gtest_also_run_disabled_tests" : "");
-    nlohmann::json extra = nlohmann::json::object();
+    nlohmann::json extra = {{"property", name}};
     if (!passed) {
       extra["violation"] = {{"message", failures_.substr(0, failures_.find('\n'))},
                             {"counterexample", failures_},
@@ -211,6 +219,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     nlohmann::json config = {{"filter", filter},
+                             {"also_run_disabled_tests", ::testing::GTEST_FLAG(also_run_disabled_tests)},
                              {"max_success", ParamValue(params, "max_success", 100)},
                              {"max_size", ParamValue(params, "max_size", 100)}};
     auto log = std::make_unique<campaign::CaseLog>(cases_path, "proptests", seed, shard, config);

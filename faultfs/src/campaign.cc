@@ -172,18 +172,12 @@ void AddFigures(nlohmann::json& sum, const nlohmann::json& figures) {
   }
 }
 
-// A counterexample with its numbers taken out: the same steps with other key names, value sizes
-// or seeds ("put k244 (34 bytes)" and "put k184 (5 bytes)") are one counterexample.
+// A counterexample with its key names and value sizes taken out: the shrinker minimizes steps, not
+// names or sizes, so "put k244 (34 bytes)" and "put k184 (5 bytes)" are one counterexample. Every
+// other number (an errno, a schedule, a kill step, a threshold) still tells counterexamples apart.
 std::string Shape(const std::string& text) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); i++) {
-    if (text[i] >= '0' && text[i] <= '9') {
-      if (out.empty() || out.back() != '#') out += '#';
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
+  static const std::regex kKey(R"(\bk[0-9]+\b)"), kSize(R"(\b[0-9]+ bytes\b)");
+  return std::regex_replace(std::regex_replace(text, kKey, "k#"), kSize, "# bytes");
 }
 
 struct ToolMerge {
@@ -236,12 +230,14 @@ void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult*
   uint64_t passed = 0, duplicates = 0;
   std::sort(m.cases.begin(), m.cases.end(),
             [](const nlohmann::json& a, const nlohmann::json& b) { return a.value("case", 0ull) < b.value("case", 0ull); });
+  std::vector<nlohmann::json> unique_cases;
   for (const auto& c : m.cases) {
     uint64_t k = c.value("case", uint64_t{0}), shard = c.value("shard_index", uint64_t{0});
     if (!seen_cases.insert(k).second) {
       problem("case " + std::to_string(k) + " appears more than once");
       continue;
     }
+    unique_cases.push_back(c);
     cases_per_shard[shard]++;
     if (count != 0 && (c.value("shard_count", uint64_t{0}) != count || k % count != shard)) {
       problem("case " + std::to_string(k) + " does not belong to shard " + std::to_string(shard) + "/" +
@@ -288,6 +284,7 @@ void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult*
               " cases; " + std::to_string(cases_per_shard[i]) + " case lines are here");
     }
   }
+  m.cases = std::move(unique_cases);
   nlohmann::json epoch_json = nlohmann::json::array();
   for (const auto& [checked, exist] : epochs) epoch_json.push_back({checked, exist});
   result->violations += violations.size();
@@ -311,40 +308,125 @@ void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult*
 
 }  // namespace
 
+namespace {
+
+bool IsCount(const nlohmann::json& j) { return j.is_number_unsigned() || (j.is_number_integer() && j.get<int64_t>() >= 0); }
+
+// An object of counts ({"name": n, ...}), as figures, work and faults_fired are.
+bool IsCounts(const nlohmann::json& j) {
+  if (!j.is_object()) return false;
+  for (const auto& [key, value] : j.items()) {
+    if (!IsCount(value)) return false;
+  }
+  return true;
+}
+
+// Why a parsed line cannot be merged ("" when it can): the merge's input is files from many
+// machines, so every field it reads is checked here, once, before anything reads it.
+std::string Invalid(const nlohmann::json& j, const std::string& kind) {
+  auto has = [&](const char* key, bool (*ok)(const nlohmann::json&)) { return j.contains(key) && ok(j[key]); };
+  auto is_string = [](const nlohmann::json& v) { return v.is_string(); };
+  auto is_number = [](const nlohmann::json& v) { return v.is_number() && v.get<double>() >= 0; };
+  if (!has("campaign_seed", IsCount) || !has("shard_index", IsCount) || !has("shard_count", IsCount)) {
+    return "campaign_seed, shard_index and shard_count must be whole numbers";
+  }
+  if (j["shard_count"].get<uint64_t>() == 0 || j["shard_index"].get<uint64_t>() >= j["shard_count"].get<uint64_t>()) {
+    return "shard " + j["shard_index"].dump() + "/" + j["shard_count"].dump() + " does not exist";
+  }
+  if (kind == "manifest") {
+    if (!j.contains("tools") || !j["tools"].is_array()) return "a manifest names its tools in an array";
+    for (const auto& t : j["tools"]) {
+      if (!t.is_string()) return "a manifest's tools are names";
+    }
+    return "";
+  }
+  if (!has("tool", is_string)) return "no tool name";
+  if (kind == "shard") {
+    if (!has("cases", IsCount) || !has("seconds", is_number) || !has("commit", is_string) || !has("stopped_by", is_string)) {
+      return "a shard line has cases, seconds, commit and stopped_by";
+    }
+    return "";
+  }
+  if (!has("case", IsCount) || !has("seed", IsCount) || !has("figures", IsCounts) || !has("seconds", is_number) ||
+      !has("t", is_number) || !has("replay", is_string) || !has("verdict", is_string)) {
+    return "a case line has case, seed, verdict, figures (counts), seconds, t and replay";
+  }
+  if (j["verdict"] != "pass" && j["verdict"] != "violation") return "verdict is pass or violation";
+  if (j.contains("work") && !IsCounts(j["work"])) return "work must be counts";
+  if (j.contains("faults_fired") && !IsCounts(j["faults_fired"])) return "faults_fired must be counts";
+  if (j.contains("epochs")) {
+    if (!j["epochs"].is_array()) return "epochs must be an array";
+    for (const auto& e : j["epochs"]) {
+      if (!e.is_array() || e.size() != 2 || !IsCount(e[0]) || !IsCount(e[1])) return "each epoch is [checked, exist]";
+    }
+  }
+  if (j["verdict"] == "violation") {
+    if (!j.contains("violation") || !j["violation"].is_object()) return "a violation line describes its violation";
+    for (const auto& [key, value] : j["violation"].items()) {
+      if (key != "case" && key != "seed" && key != "repeats" && key != "repeat_cases" && key != "workload_seed" &&
+          key != "crash_point" && !value.is_string()) {
+        return "the violation's " + key + " must be text";
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 MergeResult MergeLines(const std::vector<std::string>& lines, bool partial) {
   MergeResult result;
   std::map<std::string, ToolMerge> tools;
   std::set<uint64_t> campaign_seeds;
-  std::set<std::string> commits;
+  std::set<std::string> commits, required_tools;
+  std::map<uint64_t, int> manifests;  // shard index -> manifest lines
+  uint64_t manifest_count = 0;
   for (size_t i = 0; i < lines.size(); i++) {
     if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json j = nlohmann::json::parse(lines[i], nullptr, /*allow_exceptions=*/false);
-    std::string kind = j.is_object() ? j.value("kind", "") : "";
-    if (kind != "case" && kind != "shard") {
-      result.problems.push_back("line " + std::to_string(i + 1) + " is not a case or shard line: " +
-                                lines[i].substr(0, 120));
+    std::string kind = j.is_object() && j.contains("kind") && j["kind"].is_string() ? j["kind"].get<std::string>() : "";
+    std::string why = kind == "case" || kind == "shard" || kind == "manifest" ? Invalid(j, kind)
+                                                                              : "not a case, shard or manifest line";
+    if (!why.empty()) {
+      result.problems.push_back("line " + std::to_string(i + 1) + ": " + why + ": " + lines[i].substr(0, 120));
       continue;
     }
-    try {
-      campaign_seeds.insert(j.at("campaign_seed").get<uint64_t>());
-      j.at("shard_index").get<uint64_t>();
-      j.at("shard_count").get<uint64_t>();
-      if (kind == "shard") {
-        commits.insert(j.value("commit", "unknown"));
-        tools[j.at("tool").get<std::string>()].shards.push_back(j);
-      } else {
-        j.at("case").get<uint64_t>();
-        tools[j.at("tool").get<std::string>()].cases.push_back(j);
+    campaign_seeds.insert(j["campaign_seed"].get<uint64_t>());
+    if (kind == "manifest") {
+      manifests[j["shard_index"].get<uint64_t>()]++;
+      if (manifest_count != 0 && manifest_count != j["shard_count"].get<uint64_t>()) {
+        result.problems.push_back("manifests of different shard counts");
       }
-    } catch (const nlohmann::json::exception& e) {
-      result.problems.push_back("line " + std::to_string(i + 1) + ": " + e.what());
+      manifest_count = j["shard_count"].get<uint64_t>();
+      for (const auto& t : j["tools"]) required_tools.insert(t.get<std::string>());
+    } else if (kind == "shard") {
+      commits.insert(j["commit"].get<std::string>());
+      tools[j["tool"].get<std::string>()].shards.push_back(j);
+    } else {
+      tools[j["tool"].get<std::string>()].cases.push_back(j);
     }
   }
   if (campaign_seeds.size() > 1) result.problems.push_back("lines from more than one campaign seed");
   if (commits.size() > 1) result.problems.push_back("shards built from different commits");
+  if (commits.count("unknown") > 0) result.notes.push_back("a shard's commit is unknown (built outside a git checkout)");
   if (tools.empty()) result.problems.push_back("no case or shard line at all");
+  // ci/campaign.sh's manifest: the tools every shard was to run. A tool that left no line at all
+  // (it failed to start on every shard) is missing, not absent.
+  for (uint64_t i = 0; i < manifest_count; i++) {
+    int n = manifests.count(i) ? manifests[i] : 0;
+    std::string shard = "shard " + std::to_string(i) + "/" + std::to_string(manifest_count);
+    if (n == 0 && partial) result.notes.push_back(shard + " has no manifest line");
+    if (n == 0 && !partial) result.problems.push_back(shard + " has no manifest line (it never started)");
+    if (n > 1) result.problems.push_back(shard + " has " + std::to_string(n) + " manifest lines");
+  }
+  for (const auto& tool : required_tools) {
+    if (tools.count(tool) == 0) result.problems.push_back(tool + ": named in the manifests, but no shard of it finished");
+  }
   nlohmann::json tools_json = nlohmann::json::object();
-  for (auto& [tool, m] : tools) MergeTool(tool, m, partial, &result, &tools_json[tool]);
+  for (auto& [tool, m] : tools) {
+    MergeTool(tool, m, partial, &result, &tools_json[tool]);
+    result.cases[tool] = std::move(m.cases);
+  }
   result.report = {{"campaign_seed", campaign_seeds.size() == 1 ? nlohmann::json(*campaign_seeds.begin()) : nullptr},
                    {"commit", commits.size() == 1 ? *commits.begin() : std::string("mixed")},
                    {"tools", tools_json},

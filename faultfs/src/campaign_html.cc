@@ -20,6 +20,7 @@ std::string Escape(const std::string& s) {
       case '<': out += "&lt;"; break;
       case '>': out += "&gt;"; break;
       case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
       default: out += c;
     }
   }
@@ -28,7 +29,11 @@ std::string Escape(const std::string& s) {
 
 std::string Number(double v) {
   std::ostringstream s;
-  if (std::fabs(v - std::round(v)) < 1e-9 && std::fabs(v) < 1e15) {
+  if (!(std::fabs(v) < 1e15)) {  // huge (a saturated sum), infinite or not a number
+    s << std::setprecision(4) << v;
+    return s.str();
+  }
+  if (std::fabs(v - std::round(v)) < 1e-9) {
     // Thousands separators for whole numbers.
     std::string digits = std::to_string(static_cast<long long>(std::llround(v)));
     std::string out;
@@ -90,7 +95,7 @@ std::string LineChart(const std::string& id, const std::vector<std::pair<double,
   if (y_max <= 0) y_max = 1;
   int plot_w = kWidth - kLeft - kRight, plot_h = kHeight - kTop - kBottom;
   std::ostringstream s;
-  s << "<svg id='" << id << "' class='chart' data-points='" << points.size() << "' width='" << kWidth << "' height='"
+  s << "<svg id='" << Escape(id) << "' class='chart' data-points='" << points.size() << "' width='" << kWidth << "' height='"
     << kHeight << "' viewBox='0 0 " << kWidth << " " << kHeight << "' xmlns='http://www.w3.org/2000/svg'>"
     << Axes(x_max, y_max, x_label, y_label) << "<polyline fill='none' stroke='#1f6feb' stroke-width='2' points='";
   for (const auto& [x, y] : points) {
@@ -111,7 +116,7 @@ std::string BarChart(const std::string& id, const std::vector<std::string>& labe
   int plot_w = kWidth - kLeft - kRight, plot_h = kHeight - kTop - kBottom;
   if (y_max <= 0) y_max = 1;
   std::ostringstream s;
-  s << "<svg id='" << id << "' class='chart' data-bars='" << values.size() << "' width='" << kWidth << "' height='"
+  s << "<svg id='" << Escape(id) << "' class='chart' data-bars='" << values.size() << "' width='" << kWidth << "' height='"
     << kHeight << "' viewBox='0 0 " << kWidth << " " << kHeight << "' xmlns='http://www.w3.org/2000/svg'>"
     << Axes(0, y_max, x_label, y_label);
   double slot = values.empty() ? plot_w : static_cast<double>(plot_w) / values.size();
@@ -238,13 +243,8 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
 
 }  // namespace
 
-std::string HtmlReport(const MergeResult& merged, const std::vector<std::string>& lines, const std::string& title,
-                       const std::string& bench_svg) {
-  std::map<std::string, std::vector<nlohmann::json>> cases;
-  for (const auto& line : lines) {
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object() && j.value("kind", "") == "case") cases[j.value("tool", "")].push_back(j);
-  }
+std::string HtmlReport(const MergeResult& merged, const std::string& title, const std::string& bench_svg) {
+  std::map<std::string, std::vector<nlohmann::json>> cases = merged.cases;
   const nlohmann::json& r = merged.report;
   bool clean = merged.ExitCode() == 0;
   std::ostringstream s;

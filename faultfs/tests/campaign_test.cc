@@ -188,10 +188,79 @@ TEST(Campaign, MergeKeepsEachViolationOnce) {
   EXPECT_EQ(t["violations"][0]["repeats"], 1);
   EXPECT_EQ(t["violations"][0]["repeat_cases"], nlohmann::json::array({1}));
   EXPECT_EQ(t["violations"][1]["case"], 2);
+  // Other numbers still tell counterexamples apart: an errno, a kill step.
+  MergeResult errnos = MergeLines({CaseLine("t", 0, 1, false, 1, "write fails with errno 5"),
+                                   CaseLine("t", 1, 1, false, 1, "write fails with errno 28"), ShardLine("t", 0, 1, 2)});
+  EXPECT_EQ(errnos.violations, 2u);
   EXPECT_EQ(t["violations"][0]["invariant"], "I2");
   EXPECT_EQ(t["violations"][0]["replay"], "dbdb-crash --seed 9");
   EXPECT_EQ(t["duplicate_violations_removed"], 1);
   EXPECT_EQ(t["passed"], 1);
+}
+
+TEST(Campaign, MalformedLinesAreProblemsNotCrashes) {
+  std::string good = CaseLine("t", 0, 1, true, 1);
+  auto with = [&](const std::string& field, nlohmann::json value) {
+    auto j = nlohmann::json::parse(good);
+    j[field] = value;
+    return j.dump();
+  };
+  auto without = [&](const std::string& field) {
+    auto j = nlohmann::json::parse(good);
+    j.erase(field);
+    return j.dump();
+  };
+  std::vector<std::string> bad = {
+      with("figures", {{"states_checked", -1}}), with("figures", "many"), with("figures", {{"x", "1"}}),
+      with("epochs", {{1}}), with("epochs", {1, 2}), with("epochs", "x"), with("verdict", 3), with("verdict", "maybe"),
+      with("t", "soon"), with("seconds", -2), with("faults_fired", {{"p", -3}}), with("work", {1}),
+      with("shard_count", 0), with("shard_index", 5), with("case", "zero"), with("tool", 7),
+      with("verdict", "violation"), without("figures"), without("replay"), without("seed"),
+      [] {
+        auto j = nlohmann::json::parse(CaseLine("t", 0, 1, false, 1, "x"));
+        j["violation"]["counterexample"] = nlohmann::json::array({1});
+        return j.dump();
+      }(),
+      [] {
+        auto j = nlohmann::json::parse(CaseLine("t", 0, 1, false, 1, "x"));
+        j["violation"] = "lost";
+        return j.dump();
+      }(),
+      nlohmann::json{{"kind", "shard"}, {"tool", "t"}, {"campaign_seed", 9}, {"shard_index", 0}, {"shard_count", 1},
+                     {"cases", "1"}, {"seconds", 1.0}, {"commit", "a"}, {"stopped_by", "x"}}.dump(),
+      nlohmann::json{{"kind", "manifest"}, {"campaign_seed", 9}, {"shard_index", 0}, {"shard_count", 1}, {"tools", "t"}}.dump(),
+      R"({"kind": 5})", "null", "\"text\""};
+  for (const auto& line : bad) {
+    MergeResult r = MergeLines({line, ShardLine("t", 0, 1, 1)});
+    EXPECT_EQ(r.ExitCode(), 3) << line;
+    ASSERT_FALSE(r.problems.empty()) << line;
+    EXPECT_EQ(r.problems.front().rfind("line 1: ", 0), 0u) << line << " -> " << AllProblems(r);  // refused itself
+    EXPECT_NO_THROW(HtmlReport(r, "t", "")) << line;
+  }
+  MergeResult fine = MergeLines({good, ShardLine("t", 0, 1, 1)});  // the line they were made from
+  EXPECT_EQ(fine.ExitCode(), 0) << AllProblems(fine);
+  // A saturated sum (two huge counts) formats instead of recursing.
+  MergeResult huge = MergeLines({with("figures", {{"states_exist", UINT64_MAX}}), ShardLine("t", 0, 1, 1)});
+  EXPECT_EQ(huge.ExitCode(), 0) << AllProblems(huge);
+  EXPECT_NE(HtmlReport(huge, "t", "").find("1.845e+19"), std::string::npos);
+}
+
+TEST(Campaign, ManifestsRequireEveryToolOfEveryShard) {
+  auto manifest = [](uint64_t i, uint64_t n) {
+    return nlohmann::json{{"kind", "manifest"}, {"campaign_seed", 9}, {"shard_index", i}, {"shard_count", n},
+                          {"tools", {"t", "stress"}}}
+        .dump();
+  };
+  // The stress tool failed to start on both shards: no line of it at all.
+  MergeResult r = MergeLines({manifest(0, 2), manifest(1, 2), ShardLine("t", 0, 2, 0), ShardLine("t", 1, 2, 0)});
+  EXPECT_EQ(r.ExitCode(), 3);
+  EXPECT_NE(AllProblems(r).find("stress: named in the manifests"), std::string::npos) << AllProblems(r);
+  MergeResult no_manifest = MergeLines({manifest(0, 2), ShardLine("t", 0, 2, 0), ShardLine("t", 1, 2, 0),
+                                        ShardLine("stress", 0, 2, 0), ShardLine("stress", 1, 2, 0)});
+  EXPECT_NE(AllProblems(no_manifest).find("shard 1/2 has no manifest line"), std::string::npos) << AllProblems(no_manifest);
+  MergeResult whole = MergeLines({manifest(0, 2), manifest(1, 2), ShardLine("t", 0, 2, 0), ShardLine("t", 1, 2, 0),
+                                  ShardLine("stress", 0, 2, 0), ShardLine("stress", 1, 2, 0)});
+  EXPECT_EQ(whole.ExitCode(), 0) << AllProblems(whole);
 }
 
 TEST(Campaign, CaseLogLinesMergeBack) {
@@ -257,17 +326,22 @@ TEST(Campaign, ProgressWritesLinesWhenNotATerminal) {
 TEST(Campaign, HtmlReportShowsFiguresChartsAndEscapedViolations) {
   std::vector<std::string> lines = {CaseLine("t", 0, 1, true, 1000), CaseLine("t", 1, 1, false, 500, "put <script>alert(1)</script>")};
   // One rate point per case: a chart only from 4 cases on (one case per shard is no curve).
-  EXPECT_EQ(HtmlReport(MergeLines(lines), lines, "x", "").find("id='t-rate'"), std::string::npos);
+  EXPECT_EQ(HtmlReport(MergeLines(lines), "x", "").find("id='t-rate'"), std::string::npos);
   for (uint64_t k = 2; k < 5; k++) lines.push_back(CaseLine("t", k, 1, true, 0));
   lines.push_back(ShardLine("t", 0, 1, 5));
   MergeResult r = MergeLines(lines);
-  std::string html = HtmlReport(r, lines, "A & B", "<?xml version='1.0'?><svg id='bench'></svg>");
+  std::string html = HtmlReport(r, "A & B", "<?xml version='1.0'?><svg id='bench'></svg>");
   EXPECT_NE(html.find("<title>A &amp; B</title>"), std::string::npos);
   EXPECT_NE(html.find("data-figure='states_checked'>1,500<"), std::string::npos) << html;
   EXPECT_NE(html.find("id='t-rate'"), std::string::npos);
   EXPECT_NE(html.find("id='t-epochs'"), std::string::npos);
   EXPECT_NE(html.find("id='t-faults'"), std::string::npos);
   EXPECT_EQ(html.find("<script>alert"), std::string::npos);
+  // A tool name cannot leave its (single-quoted) attribute.
+  std::vector<std::string> odd = {CaseLine("a' onmouseover='x", 0, 1, true, 1), ShardLine("a' onmouseover='x", 0, 1, 1)};
+  std::string odd_html = HtmlReport(MergeLines(odd), "t", "");
+  EXPECT_EQ(odd_html.find("' onmouseover='"), std::string::npos);
+  EXPECT_NE(odd_html.find("a&#39; onmouseover=&#39;x"), std::string::npos);
   EXPECT_NE(html.find("put &lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
   EXPECT_NE(html.find("dbdb-crash --seed 10"), std::string::npos);  // the violation's replay line
   EXPECT_NE(html.find("<svg id='bench'>"), std::string::npos);

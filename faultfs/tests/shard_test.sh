@@ -95,7 +95,8 @@ RC_PARAMS="max_success=100" "$bin/proptests" --gtest_also_run_disabled_tests --c
 jq -r 'select(.kind == "case") | .violation.counterexample' selftest.jsonl | grep -q "Falsifiable" ||
   fail "no counterexample in the violation line: $(cat selftest.jsonl)"
 replay=$(jq -r 'select(.kind == "case") | .replay' selftest.jsonl)
-[[ "$replay" == "RC_PARAMS='seed=5' proptests --gtest_filter=DISABLED_CampaignSelfTest."* ]] || fail "replay: $replay"
+[[ "$replay" == "RC_PARAMS='seed=5 max_success=100 max_size="*"' proptests --gtest_filter=DISABLED_CampaignSelfTest."* ]] ||
+  fail "replay: $replay"
 rc=0
 (PATH="$bin:$PATH" && unset RC_PARAMS && eval "$replay") > replay.log 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && grep -q "Falsifiable" replay.log || fail "the replay did not fail the same way: $(tail -5 replay.log)"

@@ -83,13 +83,8 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
-    std::vector<std::string> lines;
-    for (const auto& path : inputs) {
-      std::ifstream in(path);
-      for (std::string line; std::getline(in, line);) lines.push_back(line);
-    }
     std::ofstream out(html_path);
-    out << faultfs::campaign::HtmlReport(merged, lines, title, bench_svg);
+    out << faultfs::campaign::HtmlReport(merged, title, bench_svg);
     if (!out) {
       std::cerr << "dbdb-campaign: cannot write " << html_path << "\n";
       return 2;

@@ -76,26 +76,29 @@ class CaseLog {
 struct MergeResult {
   nlohmann::json report;              // {"campaign_seed", "tools": {tool: {...}}, "problems": [...]}
   std::vector<std::string> problems;  // missing, repeated or mismatched shards, unreadable lines
-  std::vector<std::string> notes;     // with `partial`: the shards not (yet) there
+  std::vector<std::string> notes;     // with `partial`: the shards not (yet) there; unknown commits
+  std::map<std::string, std::vector<nlohmann::json>> cases;  // per tool: the valid case lines, each once
   uint64_t violations = 0;            // after removing duplicates
   int ExitCode() const { return !problems.empty() ? 3 : violations > 0 ? 1 : 0; }
 };
 
-// Reads JSON lines from every input (files of case and shard lines) and, per tool: checks that the
-// shard lines agree on the campaign seed, the shard count and the configuration, that every shard
-// 0..N-1 is present exactly once and finished, and that every case belongs to its shard and appears
-// once; sums the figures, the epoch coverage and the faults fired; keeps each violation once per
-// (invariant, counterexample up to its numbers: key names, sizes, seeds), the lowest case first,
-// counting the repeats it removed and naming the first 20 of their cases. `partial` (a report of the shards
-// that are done so far) notes missing shards instead of failing on them.
+// Reads JSON lines from every input (case, shard and manifest lines; every field type-checked, a
+// bad line is a problem, never a crash) and, per tool: checks that the shard lines agree on the
+// campaign seed, the shard count, the configuration and the commit, that every shard 0..N-1 is
+// present exactly once and finished, and that every case belongs to its shard and appears once;
+// that every tool a manifest names (ci/campaign.sh writes one per shard) left its shards; sums the
+// figures, the work, the epoch coverage and the faults fired; keeps each violation once per
+// (invariant, counterexample up to key names and value sizes), the lowest case first, counting the
+// repeats it removed and naming the first 20 of their cases. `partial` (a report of the shards done
+// so far) notes missing shards instead of failing on them.
 MergeResult Merge(const std::vector<std::string>& input_paths, bool partial = false);
 MergeResult MergeLines(const std::vector<std::string>& lines, bool partial = false);
 
-// The self-contained HTML report of a merge (or of one shard's lines): the figures, states per
-// second over time, coverage per sync epoch, faults fired by point and every violation with its
-// counterexample and replay line; `bench_svg` (an SVG document, may be empty) is shown beside them.
-std::string HtmlReport(const MergeResult& merged, const std::vector<std::string>& lines, const std::string& title,
-                       const std::string& bench_svg);
+// The self-contained HTML report of a merge: the figures, states per second over time (from the
+// merge's valid case lines), coverage per sync epoch, faults fired by point and every violation
+// with its counterexample and replay line; `bench_svg` (an SVG document of ours, inserted as it
+// is; may be empty) is shown beside them.
+std::string HtmlReport(const MergeResult& merged, const std::string& title, const std::string& bench_svg);
 
 // Progress on a stream: redrawn in place when it is a terminal, otherwise one plain line every
 // `interval_seconds` (DBDB_PROGRESS_SECONDS overrides; default 10), so a log file gets lines.
