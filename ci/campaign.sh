@@ -54,7 +54,7 @@ if [ "${1:-}" = "merge" ]; then
       --partial) args+=("$1"); shift ;;
       -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p}' "$0"; exit 0 ;;
       -*) echo "campaign merge: unknown argument $1 (try --help)" >&2; exit 2 ;;
-      *) if [ -d "$1" ]; then inputs+=("$1/cases.jsonl"); else inputs+=("$1"); fi; shift ;;
+      *) inputs+=("$1"); shift ;;
     esac
   done
   if [ ${#inputs[@]} -eq 0 ]; then echo "campaign merge: no shard given" >&2; exit 2; fi

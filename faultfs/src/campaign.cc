@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cstdlib>
 #include <regex>
 #include <set>
@@ -439,13 +440,17 @@ MergeResult MergeLines(const std::vector<std::string>& lines, bool partial) {
 MergeResult Merge(const std::vector<std::string>& input_paths, bool partial) {
   std::vector<std::string> lines;
   MergeResult unreadable;
-  for (const auto& path : input_paths) {
+  for (const auto& input : input_paths) {
+    // A shard's directory (ci/campaign.sh --dir) stands for the cases.jsonl in it.
+    std::error_code ec;
+    const std::string path = std::filesystem::is_directory(input, ec) ? input + "/cases.jsonl" : input;
     std::ifstream in(path);
-    if (!in) {
+    if (!in || std::filesystem::is_directory(path, ec)) {
       unreadable.problems.push_back(path + ": cannot be read");
       continue;
     }
     for (std::string line; std::getline(in, line);) lines.push_back(line);
+    if (in.bad()) unreadable.problems.push_back(path + ": reading failed");
   }
   MergeResult result = MergeLines(lines, partial);
   result.problems.insert(result.problems.begin(), unreadable.problems.begin(), unreadable.problems.end());

@@ -170,6 +170,10 @@ TEST(Campaign, MergeRefusesMissingRepeatedAndForeignShards) {
   EXPECT_EQ(problems_of({}).ExitCode(), 3);
   MergeResult unreadable = Merge({"/nonexistent/cases.jsonl"});
   EXPECT_NE(AllProblems(unreadable).find("cannot be read"), std::string::npos);
+  const std::string empty = ::testing::TempDir() + "/campaign_empty_shard";
+  std::filesystem::create_directories(empty);
+  MergeResult empty_dir = Merge({empty});  // a directory without cases.jsonl
+  EXPECT_NE(AllProblems(empty_dir).find("cases.jsonl: cannot be read"), std::string::npos) << AllProblems(empty_dir);
 }
 
 TEST(Campaign, MergeKeepsEachViolationOnce) {
@@ -277,7 +281,11 @@ TEST(Campaign, CaseLogLinesMergeBack) {
     }
     log.Finish("all cases");
   }
-  MergeResult r = Merge({dir + "/s0.jsonl", dir + "/s1.jsonl", dir + "/s2.jsonl"});
+  // A shard's directory stands for its cases.jsonl.
+  std::filesystem::create_directories(dir + "/shard-2");
+  std::filesystem::copy_file(dir + "/s2.jsonl", dir + "/shard-2/cases.jsonl",
+                             std::filesystem::copy_options::overwrite_existing);
+  MergeResult r = Merge({dir + "/s0.jsonl", dir + "/s1.jsonl", dir + "/shard-2"});
   EXPECT_TRUE(r.problems.empty()) << AllProblems(r);
   EXPECT_EQ(r.report["tools"]["tool"]["cases"], 10);
   EXPECT_EQ(r.report["tools"]["tool"]["figures"]["states_checked"], 45);

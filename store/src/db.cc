@@ -61,6 +61,9 @@ class SnapshotImpl final : public Snapshot {
   View view_;
 };
 
+}  // namespace
+
+// Outside the unnamed namespace: DBImpl names it as the one friend that reaches its write path.
 class WriteTransactionImpl final : public WriteTransaction {
  public:
   WriteTransactionImpl(DBImpl* db, WriterLock lock, View base)
@@ -138,8 +141,6 @@ Status WriteTransactionImpl::Commit() {
   return s;
 }
 
-}  // namespace
-
 DBImpl::DBImpl(std::string path, const Options& options, std::shared_ptr<FileSystem> fs,
                std::shared_ptr<TreeFile> file, bool upgrading)
     : path_(std::move(path)), lock_path_(path_ + ".lock"), options_(options), fs_(std::move(fs)),
@@ -150,7 +151,9 @@ Result<std::unique_ptr<DB>> DB::Open(const std::string& path, const Options& opt
   return std::unique_ptr<DB>(std::move(db));
 }
 
-Status DB::Upgrade(const std::string& path, const Options& options) {
+Status DB::Upgrade(const std::string& path, const Options& options) { return DBImpl::UpgradeImpl(path, options); }
+
+Status DBImpl::UpgradeImpl(const std::string& path, const Options& options) {
   Options o = options;
   o.read_only = false;
   o.create_if_missing = false;

@@ -73,6 +73,8 @@ struct WriterLock {
   std::unique_ptr<FileLock> file_lock;
 };
 
+class WriteTransactionImpl;
+
 class DBImpl final : public DB {
  public:
   DBImpl(std::string path, const Options& options, std::shared_ptr<FileSystem> fs,
@@ -81,6 +83,9 @@ class DBImpl final : public DB {
   // Opens the database at `path`; `upgrading`: a handle that may write to a version-1 file, only
   // to compact it into the current version (DB::Upgrade).
   static Result<std::unique_ptr<DBImpl>> OpenImpl(const std::string& path, const Options& options, bool upgrading);
+  // DB::Upgrade: verifies a version-1 file under the writer lock, then compacts it into the
+  // current version (a current file is left as it is).
+  static Status UpgradeImpl(const std::string& path, const Options& options);
 
   Result<std::optional<std::string>> Get(std::string_view key) override;
   Status Put(std::string_view key, std::string_view value) override;
@@ -88,6 +93,15 @@ class DBImpl final : public DB {
   Result<std::unique_ptr<WriteTransaction>> BeginWrite() override;
   Result<std::unique_ptr<Snapshot>> GetSnapshot() override;
   Status Compact() override;
+  Result<CheckReport> Check() override;
+  Result<Stats> GetStats() override;
+  const std::string& path() const override { return path_; }
+
+ private:
+  // The write path of a transaction: CheckWritable, ValidateKey/Value, CommitChanges and
+  // HoldWriterLockIfRollbackFailed. Nothing else outside DBImpl reaches its internals.
+  friend class WriteTransactionImpl;
+
   // Compacts the writer's view into a fresh file (I8) and returns the new view.
   // REQUIRES: writer lock held.
   Result<View> CompactLocked(const View& view);
@@ -102,9 +116,6 @@ class DBImpl final : public DB {
   bool FoldDue(const View& view, uint64_t batch_bytes) const;
   // About how many bytes of nodes a fold of `view`'s log plus `new_keys` more keys writes.
   uint64_t FoldEstimate(const View& view, uint64_t new_keys) const;
-  Result<CheckReport> Check() override;
-  Result<Stats> GetStats() override;
-  const std::string& path() const override { return path_; }
   uint32_t file_version() EXCLUDES(state_mutex_) {
     MutexLock guard(&state_mutex_);
     return file_->version();
@@ -168,7 +179,7 @@ class DBImpl final : public DB {
   Status ValidateKey(std::string_view key) const;
   Status ValidateValue(std::string_view value) const;
 
- private:
+
   const std::string path_;
   const std::string lock_path_;
   const Options options_;

@@ -82,7 +82,7 @@ struct MergeResult {
   int ExitCode() const { return !problems.empty() ? 3 : violations > 0 ? 1 : 0; }
 };
 
-// Reads JSON lines from every input (case, shard and manifest lines; every field type-checked, a
+// Reads JSON lines from every input (a file, or a shard's directory holding cases.jsonl: case, shard and manifest lines; every field type-checked, a
 // bad line is a problem, never a crash) and, per tool: checks that the shard lines agree on the
 // campaign seed, the shard count, the configuration and the commit, that every shard 0..N-1 is
 // present exactly once and finished, and that every case belongs to its shard and appears once;
