@@ -27,7 +27,10 @@
 #   BUILD_DIR (default build-release).
 #   A longer campaign: ci/campaign.sh --crash-seconds 600 --stress-seconds 600
 set -euo pipefail
+caller_dir=$PWD
 cd "$(dirname "$0")/.."
+# Paths on the command line are the caller's, not the repository's.
+abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$caller_dir/$1" ;; esac; }
 
 build() {
   build_dir=${BUILD_DIR:-build-release}
@@ -50,11 +53,11 @@ if [ "${1:-}" = "merge" ]; then
   inputs=()
   while [ $# -gt 0 ]; do
     case "$1" in
-      --html|--out) need_value "$1" $#; args+=("$1" "$2"); shift 2 ;;
+      --html|--out) need_value "$1" $#; args+=("$1" "$(abs "$2")"); shift 2 ;;
       --partial) args+=("$1"); shift ;;
       -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p}' "$0"; exit 0 ;;
       -*) echo "campaign merge: unknown argument $1 (try --help)" >&2; exit 2 ;;
-      *) inputs+=("$1"); shift ;;
+      *) inputs+=("$(abs "$1")"); shift ;;
     esac
   done
   if [ ${#inputs[@]} -eq 0 ]; then echo "campaign merge: no shard given" >&2; exit 2; fi
@@ -69,7 +72,7 @@ seed=${CAMPAIGN_SEED:-}
 shard=${CAMPAIGN_SHARD:-}
 faults=${CAMPAIGN_FAULTS:-default}
 kill_interval_ms=${CAMPAIGN_KILL_INTERVAL_MS:-200}
-work=${CAMPAIGN_DIR:-}
+work=${CAMPAIGN_DIR:+$(abs "$CAMPAIGN_DIR")}
 html=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -80,8 +83,8 @@ while [ $# -gt 0 ]; do
     --shard) need_value "$1" $#; shard=$2; shift 2 ;;
     --faults) need_value "$1" $#; faults=$2; shift 2 ;;
     --kill-interval-ms) need_value "$1" $#; kill_interval_ms=$2; shift 2 ;;
-    --dir) need_value "$1" $#; work=$2; shift 2 ;;
-    --html) need_value "$1" $#; html=$2; shift 2 ;;
+    --dir) need_value "$1" $#; work=$(abs "$2"); shift 2 ;;
+    --html) need_value "$1" $#; html=$(abs "$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo pipefail/{/^#/p}' "$0"; exit 0 ;;
     *) echo "campaign: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
