@@ -383,126 +383,162 @@ const char* kShellHelp =
     "  begin | commit | abort   a write transaction: get/put/del/scan then act inside it\n"
     "  stat | check | compact | help | quit\n";
 
-}  // namespace
+// One shell session: the open transaction (if any) and the exit status of the last command.
+class ShellSession {
+ public:
+  ShellSession(DB& db, std::ostream& out, std::ostream& err) : db_(db), out_(out), err_(err) {}
+  ~ShellSession() {
+    if (txn_) {
+      txn_->Abort();
+      err_ << "the open transaction was aborted\n";
+    }
+  }
+  bool in_transaction() const { return txn_ != nullptr; }
+  int last() const { return last_; }
 
-int Shell(DB& db, std::istream& in, std::ostream& out, std::ostream& err, bool interactive) {
-  std::unique_ptr<WriteTransaction> txn;
-  std::string line;
-  int last = kExitOk;
-  while (true) {
-    if (interactive) out << (txn ? "dbdb(txn)> " : "dbdb> ") << std::flush;
-    if (!std::getline(in, line)) break;
+  // Runs one input line; false on quit.
+  bool Line(const std::string& line) {
     bool ok;
     auto raw = Tokenize(line, &ok);
     if (!ok) {
-      err << "error: unterminated quote\n";
-      last = kExitUsage;
-      continue;
+      err_ << "error: unterminated quote\n";
+      last_ = kExitUsage;
+      return true;
     }
-    if (raw.empty() || raw[0][0] == '#') continue;
+    if (raw.empty() || raw[0][0] == '#') return true;
     std::vector<std::string> args;
     for (size_t i = 1; i < raw.size(); i++) {
       auto u = Unescape(raw[i]);
       if (!u) {
-        ok = false;
-        break;
+        last_ = Usage("bad escape (use \\xNN, \\\\, \\n or \\t)");
+        return true;
       }
       args.push_back(*u);
     }
     const std::string& cmd = raw[0];
-    auto usage = [&](const char* text) {
-      err << "usage: " << text << "\n";
-      return kExitUsage;
-    };
-    if (!ok) {
-      last = usage("bad escape (use \\xNN, \\\\, \\n or \\t)");
-      continue;
-    }
-    auto fail = [&](const Status& s) { return Report(s, err); };
-    if (cmd == "quit" || cmd == "exit") break;
+    if (cmd == "quit" || cmd == "exit") return false;
+    last_ = Command(cmd, args);
+    return true;
+  }
+
+ private:
+  int Usage(const char* text) {
+    err_ << "usage: " << text << "\n";
+    return kExitUsage;
+  }
+  int Fail(const Status& s) { return Report(s, err_); }
+
+  int Command(const std::string& cmd, const std::vector<std::string>& args) {
     if (cmd == "help") {
-      out << kShellHelp;
-      last = kExitOk;
-    } else if (cmd == "begin") {
-      if (txn) {
-        last = usage("a transaction is already open (commit or abort it)");
-        continue;
-      }
-      auto t = db.BeginWrite();
-      if (!t.ok()) last = fail(t.status());
-      else {
-        txn = std::move(t).value();
-        last = kExitOk;
-      }
-    } else if (cmd == "commit" || cmd == "abort") {
-      if (!txn) {
-        last = usage("no transaction is open (begin one)");
-        continue;
-      }
-      Status s = cmd == "commit" ? txn->Commit() : Status::Ok();
-      if (cmd == "abort") txn->Abort();
-      txn.reset();
-      last = s.ok() ? kExitOk : fail(s);
-    } else if (cmd == "get") {
-      if (args.size() != 1) { last = usage("get KEY"); continue; }
-      if (txn) {
-        auto v = txn->Get(args[0]);
-        if (!v.ok()) last = fail(v.status());
-        else if (!v->has_value()) { out << "(not found)\n"; last = kExitNotFound; }
-        else { out << Escape(**v) << "\n"; last = kExitOk; }
-      } else {
-        last = Get(db, args[0], out, err);
-        if (last == kExitNotFound) out << "(not found)\n";
-      }
-    } else if (cmd == "put") {
-      if (args.size() != 2) { last = usage("put KEY VALUE"); continue; }
-      Status s = txn ? txn->Put(args[0], args[1]) : db.Put(args[0], args[1]);
-      last = s.ok() ? kExitOk : fail(s);
-    } else if (cmd == "del") {
-      if (args.size() != 1) { last = usage("del KEY"); continue; }
-      Status s = txn ? txn->Del(args[0]) : db.Del(args[0]);
-      last = s.ok() ? kExitOk : fail(s);
-    } else if (cmd == "incr") {
-      if (args.empty() || args.size() > 2) { last = usage("incr KEY [BY]"); continue; }
-      int64_t by = 1;
-      if (args.size() == 2) {
-        auto [p, ec] = std::from_chars(args[1].data(), args[1].data() + args[1].size(), by);
-        if (ec != std::errc() || p != args[1].data() + args[1].size()) { last = usage("incr KEY [BY]: BY is an integer"); continue; }
-      }
-      if (txn) { last = usage("incr runs as its own transaction: commit or abort first"); continue; }
-      last = Incr(db, args[0], by, out, err);
-    } else if (cmd == "scan" || cmd == "range") {
-      ScanRange range;
-      if (cmd == "scan") {
-        if (args.size() > 1) { last = usage("scan [PREFIX]"); continue; }
-        if (args.size() == 1) range = ScanRange::Prefix(args[0]);
-      } else {
-        if (args.size() != 2) { last = usage("range FROM TO"); continue; }
-        range.begin = args[0];
-        range.end = args[1];
-      }
-      Result<std::vector<KeyValue>> rows = Status::Aborted("unset");
-      if (txn) rows = txn->Scan(range);
-      else {
-        auto snapshot = db.GetSnapshot();
-        rows = snapshot.ok() ? (*snapshot)->Scan(range) : Result<std::vector<KeyValue>>(snapshot.status());
-      }
-      if (!rows.ok()) { last = fail(rows.status()); continue; }
-      for (const auto& kv : *rows) out << Escape(kv.key) << "\t" << Escape(kv.value) << "\n";
-      last = kExitOk;
-    } else if (cmd == "stat" || cmd == "check" || cmd == "compact") {
-      if (txn) { last = usage("commit or abort the open transaction first"); continue; }
-      last = cmd == "stat" ? Stat(db, out, err) : cmd == "check" ? Check(db, out, err) : Compact(db, out, err);
-    } else {
-      err << "unknown command '" << Escape(cmd) << "' (try help)\n";
-      last = kExitUsage;
+      out_ << kShellHelp;
+      return kExitOk;
     }
+    if (cmd == "begin") return Begin();
+    if (cmd == "commit" || cmd == "abort") return End(cmd == "commit");
+    if (cmd == "get") return GetKey(args);
+    if (cmd == "put" || cmd == "del") return Change(cmd == "put", args);
+    if (cmd == "incr") return Increment(args);
+    if (cmd == "scan" || cmd == "range") return ScanKeys(cmd == "scan", args);
+    if (cmd == "stat" || cmd == "check" || cmd == "compact") {
+      if (txn_) return Usage("commit or abort the open transaction first");
+      return cmd == "stat" ? Stat(db_, out_, err_) : cmd == "check" ? Check(db_, out_, err_) : Compact(db_, out_, err_);
+    }
+    err_ << "unknown command '" << Escape(cmd) << "' (try help)\n";
+    return kExitUsage;
   }
-  if (txn) {
-    txn->Abort();
-    err << "the open transaction was aborted\n";
+
+  int Begin() {
+    if (txn_) return Usage("a transaction is already open (commit or abort it)");
+    auto t = db_.BeginWrite();
+    if (!t.ok()) return Fail(t.status());
+    txn_ = std::move(t).value();
+    return kExitOk;
   }
-  return last;
+
+  int End(bool commit) {
+    if (!txn_) return Usage("no transaction is open (begin one)");
+    Status s = commit ? txn_->Commit() : Status::Ok();
+    if (!commit) txn_->Abort();
+    txn_.reset();
+    return s.ok() ? kExitOk : Fail(s);
+  }
+
+  int GetKey(const std::vector<std::string>& args) {
+    if (args.size() != 1) return Usage("get KEY");
+    if (!txn_) {
+      int rc = Get(db_, args[0], out_, err_);
+      if (rc == kExitNotFound) out_ << "(not found)\n";
+      return rc;
+    }
+    auto v = txn_->Get(args[0]);
+    if (!v.ok()) return Fail(v.status());
+    if (!v->has_value()) {
+      out_ << "(not found)\n";
+      return kExitNotFound;
+    }
+    out_ << Escape(**v) << "\n";
+    return kExitOk;
+  }
+
+  int Change(bool put, const std::vector<std::string>& args) {
+    if (put && args.size() != 2) return Usage("put KEY VALUE");
+    if (!put && args.size() != 1) return Usage("del KEY");
+    Status s = put ? (txn_ ? txn_->Put(args[0], args[1]) : db_.Put(args[0], args[1]))
+                   : (txn_ ? txn_->Del(args[0]) : db_.Del(args[0]));
+    return s.ok() ? kExitOk : Fail(s);
+  }
+
+  int Increment(const std::vector<std::string>& args) {
+    if (args.empty() || args.size() > 2) return Usage("incr KEY [BY]");
+    int64_t by = 1;
+    if (args.size() == 2) {
+      auto [p, ec] = std::from_chars(args[1].data(), args[1].data() + args[1].size(), by);
+      if (ec != std::errc() || p != args[1].data() + args[1].size()) return Usage("incr KEY [BY]: BY is an integer");
+    }
+    if (txn_) return Usage("incr runs as its own transaction: commit or abort first");
+    return Incr(db_, args[0], by, out_, err_);
+  }
+
+  int ScanKeys(bool prefix, const std::vector<std::string>& args) {
+    ScanRange range;
+    if (prefix) {
+      if (args.size() > 1) return Usage("scan [PREFIX]");
+      if (args.size() == 1) range = ScanRange::Prefix(args[0]);
+    } else {
+      if (args.size() != 2) return Usage("range FROM TO");
+      range.begin = args[0];
+      range.end = args[1];
+    }
+    Result<std::vector<KeyValue>> rows = Status::Aborted("unset");
+    if (txn_) {
+      rows = txn_->Scan(range);
+    } else {
+      auto snapshot = db_.GetSnapshot();
+      rows = snapshot.ok() ? (*snapshot)->Scan(range) : Result<std::vector<KeyValue>>(snapshot.status());
+    }
+    if (!rows.ok()) return Fail(rows.status());
+    for (const auto& kv : *rows) out_ << Escape(kv.key) << "\t" << Escape(kv.value) << "\n";
+    return kExitOk;
+  }
+
+  DB& db_;
+  std::ostream& out_;
+  std::ostream& err_;
+  std::unique_ptr<WriteTransaction> txn_;
+  int last_ = kExitOk;
+};
+
+}  // namespace
+
+int Shell(DB& db, std::istream& in, std::ostream& out, std::ostream& err, bool interactive) {
+  ShellSession session(db, out, err);
+  std::string line;
+  while (true) {
+    if (interactive) out << (session.in_transaction() ? "dbdb(txn)> " : "dbdb> ") << std::flush;
+    if (!std::getline(in, line) || !session.Line(line)) break;
+  }
+  int last = session.last();
+  return last;  // the session's destructor aborts an open transaction (and says so)
 }
 
 }  // namespace dbdb::cli
