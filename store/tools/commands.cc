@@ -245,6 +245,113 @@ Result<MaybeRecord> ReadRecordAt(WindowReader& reader, uint64_t offset) {
   return MaybeRecord(*record);
 }
 
+// Prints verified records as `dbdb dump` shows them: a line per record, then a batch's changes,
+// a leaf's entries or a branch's children.
+class RecordPrinter {
+ public:
+  RecordPrinter(std::ostream& out, uint32_t version, bool show_values)
+      : out_(out), version_(version), show_values_(show_values) {}
+
+  void Print(uint64_t offset, const format::RecordView& record) {
+    uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
+    out_ << format::RecordTypeName(record.type) << " offset " << offset << " length " << length;
+    if (record.type == format::RecordType::kCommit) {
+      Commit(offset, record);
+    } else if (record.type == format::RecordType::kBatch) {
+      Batch(offset, record);
+    } else if (record.type == format::RecordType::kSeal) {
+      auto seal = format::DecodeSeal(record);
+      out_ << ": seals the commit at " << seal.commit_offset
+           << (seal.durable ? " (it is durable)" : " (written with it, not synced: no-sync mode)") << "\n";
+    } else {
+      Node(offset, record);
+    }
+  }
+
+ private:
+  std::string Show(std::string_view s) const { return show_values_ ? Escape(s) : std::to_string(s.size()) + " bytes"; }
+
+  void Commit(uint64_t offset, const format::RecordView& record) {
+    auto c = format::DecodeCommitPayload(offset, record.payload, version_);
+    if (!c.ok()) return;  // not reached: the scan stopped before a commit that does not decode
+    out_ << ": txn " << c->txn_id << ", prev " << c->prev_commit_offset << ", body [" << c->body_offset << ", "
+         << offset << ") checksum " << std::hex << c->body_checksum << std::dec << ", synced_through "
+         << c->synced_through << ", root " << c->root_offset << "+" << c->root_length << ", height "
+         << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes;
+    if (version_ >= 2) {
+      if (c->folded()) out_ << ", folds";
+      else out_ << ", fold " << c->fold_offset;
+      if (c->batch_offset != 0) out_ << ", batch " << c->batch_offset;
+    }
+    out_ << "\n";
+  }
+
+  void Batch(uint64_t offset, const format::RecordView& record) {
+    auto batch = format::DecodeBatch(offset, record.payload);
+    if (!batch.ok()) {
+      out_ << ": " << batch.status().ToString() << "\n";
+      return;
+    }
+    out_ << ": " << batch->size() << " changes\n";
+    for (const auto& change : *batch) {
+      if (change.value) out_ << "    put " << Escape(change.key) << " = " << Show(*change.value) << "\n";
+      else out_ << "    del " << Escape(change.key) << "\n";
+    }
+  }
+
+  void Node(uint64_t offset, const format::RecordView& record) {
+    auto node = DecodeNode(offset, record.type, std::string(record.payload));
+    if (!node.ok()) {
+      out_ << ": " << node.status().ToString() << "\n";
+    } else if ((*node)->is_leaf) {
+      out_ << ": " << (*node)->size() << " entries\n";
+      for (size_t i = 0; i < (*node)->size(); i++) {
+        out_ << "    " << Escape((*node)->keys[i]) << " = " << Show((*node)->values[i]) << "\n";
+      }
+    } else {
+      out_ << ": " << (*node)->children.size() << " children\n";
+      for (size_t i = 0; i < (*node)->children.size(); i++) {
+        out_ << "    " << (i == 0 ? std::string("(first)") : ">= " + Escape((*node)->keys[i])) << " -> "
+             << (*node)->children[i].offset << "+" << (*node)->children[i].length << "\n";
+      }
+    }
+  }
+
+  std::ostream& out_;
+  uint32_t version_;
+  bool show_values_;
+};
+
+// Prints every record a commit or a seal covers and returns where they end (the tail, if any,
+// starts there). Nodes after the last commit or seal are part of the tail, so the scan verifies
+// records up to the next commit or seal, then goes back and prints them (usually from the same
+// window), holding no more than one record at a time.
+Result<uint64_t> PrintCommittedRecords(WindowReader& reader, uint32_t version, RecordPrinter& printer) {
+  uint64_t committed_end = format::kFileHeaderSizeBytes;  // printed up to here
+  uint64_t offset = committed_end;
+  while (true) {
+    DBDB_ASSIGN_OR_RETURN(MaybeRecord record, ReadRecordAt(reader, offset));
+    if (!record) break;
+    uint64_t end = offset + record->payload.size() + format::kRecordOverheadBytes;
+    if (record->type == format::RecordType::kCommit &&
+        !format::DecodeCommitPayload(offset, record->payload, version).ok()) {
+      break;
+    }
+    if (record->type == format::RecordType::kCommit || record->type == format::RecordType::kSeal) {
+      for (uint64_t at = committed_end; at < end;) {
+        DBDB_ASSIGN_OR_RETURN(MaybeRecord again, ReadRecordAt(reader, at));
+        if (!again) break;  // the file was cut meanwhile; the tail starts here
+        printer.Print(at, *again);
+        at += again->payload.size() + format::kRecordOverheadBytes;
+        committed_end = at;
+      }
+      if (committed_end != end) break;
+    }
+    offset = end;
+  }
+  return committed_end;
+}
+
 }  // namespace
 
 int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream& out, std::ostream& err) {
@@ -259,89 +366,11 @@ int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream
   if (!header.ok()) return Report(header.status().WithContext(path), err);
   out << "header  offset 0 length " << format::kFileHeaderSizeBytes << ": dbdb format " << header->version
       << ", generation " << header->generation << "\n";
-  auto show = [&](std::string_view s) { return show_values ? Escape(s) : std::to_string(s.size()) + " bytes"; };
-
-  // Prints the verified record at `offset`: its line, and a node's entries or children.
-  auto print = [&](uint64_t offset, const format::RecordView& record) {
-    uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
-    out << format::RecordTypeName(record.type) << " offset " << offset << " length " << length;
-    if (record.type == format::RecordType::kCommit) {
-      auto c = format::DecodeCommitPayload(offset, record.payload, header->version);
-      if (!c.ok()) return;  // not reached: the scan stopped before a commit that does not decode
-      out << ": txn " << c->txn_id << ", prev " << c->prev_commit_offset << ", body [" << c->body_offset << ", "
-          << offset << ") checksum " << std::hex << c->body_checksum << std::dec << ", synced_through "
-          << c->synced_through << ", root " << c->root_offset << "+" << c->root_length << ", height "
-          << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes;
-      if (header->version >= 2) {
-        if (c->folded()) out << ", folds";
-        else out << ", fold " << c->fold_offset;
-        if (c->batch_offset != 0) out << ", batch " << c->batch_offset;
-      }
-      out << "\n";
-    } else if (record.type == format::RecordType::kBatch) {
-      auto batch = format::DecodeBatch(offset, record.payload);
-      if (!batch.ok()) {
-        out << ": " << batch.status().ToString() << "\n";
-        return;
-      }
-      out << ": " << batch->size() << " changes\n";
-      for (const auto& change : *batch) {
-        if (change.value) out << "    put " << Escape(change.key) << " = " << show(*change.value) << "\n";
-        else out << "    del " << Escape(change.key) << "\n";
-      }
-    } else if (record.type == format::RecordType::kSeal) {
-      auto seal = format::DecodeSeal(record);
-      out << ": seals the commit at " << seal.commit_offset
-          << (seal.durable ? " (it is durable)" : " (written with it, not synced: no-sync mode)") << "\n";
-    } else {
-      auto node = DecodeNode(offset, record.type, std::string(record.payload));
-      if (!node.ok()) {
-        out << ": " << node.status().ToString() << "\n";
-      } else if ((*node)->is_leaf) {
-        out << ": " << (*node)->size() << " entries\n";
-        for (size_t i = 0; i < (*node)->size(); i++) {
-          out << "    " << Escape((*node)->keys[i]) << " = " << show((*node)->values[i]) << "\n";
-        }
-      } else {
-        out << ": " << (*node)->children.size() << " children\n";
-        for (size_t i = 0; i < (*node)->children.size(); i++) {
-          out << "    " << (i == 0 ? std::string("(first)") : ">= " + Escape((*node)->keys[i])) << " -> "
-              << (*node)->children[i].offset << "+" << (*node)->children[i].length << "\n";
-        }
-      }
-    }
-  };
-
-  // Records are printed only once a commit or a seal covers them: nodes after the last one are
-  // part of the tail. So the scan verifies records up to the next commit or seal, then goes back
-  // and prints them (usually from the same window), holding no more than one record at a time.
-  uint64_t committed_end = format::kFileHeaderSizeBytes;  // printed up to here
-  uint64_t offset = committed_end;
-  while (true) {
-    auto record = ReadRecordAt(reader, offset);
-    if (!record.ok()) return Report(record.status().WithContext(path), err);
-    if (!record->has_value()) break;
-    auto type = (*record)->type;
-    uint64_t end = offset + (*record)->payload.size() + format::kRecordOverheadBytes;
-    if (type == format::RecordType::kCommit &&
-        !format::DecodeCommitPayload(offset, (*record)->payload, header->version).ok()) {
-      break;
-    }
-    if (type == format::RecordType::kCommit || type == format::RecordType::kSeal) {
-      for (uint64_t at = committed_end; at < end;) {
-        auto again = ReadRecordAt(reader, at);
-        if (!again.ok()) return Report(again.status().WithContext(path), err);
-        if (!again->has_value()) break;  // the file was cut meanwhile; the tail starts here
-        print(at, **again);
-        at += (*again)->payload.size() + format::kRecordOverheadBytes;
-        committed_end = at;
-      }
-      if (committed_end != end) break;
-    }
-    offset = end;
-  }
-  if (committed_end < reader.size()) {
-    out << "tail    offset " << committed_end << " length " << reader.size() - committed_end
+  RecordPrinter printer(out, header->version, show_values);
+  auto committed_end = PrintCommittedRecords(reader, header->version, printer);
+  if (!committed_end.ok()) return Report(committed_end.status().WithContext(path), err);
+  if (*committed_end < reader.size()) {
+    out << "tail    offset " << *committed_end << " length " << reader.size() - *committed_end
         << ": not covered by a valid commit (ignored by readers, truncated by the next writer)\n";
   }
   return kExitOk;
