@@ -120,42 +120,41 @@ CaseLog::CaseLog(std::string path, std::string tool, uint64_t campaign_seed, Sha
   if (!path_.empty()) out_.open(path_, std::ios::out | std::ios::trunc);
 }
 
+void CaseLog::Write(const char* kind, nlohmann::json fields) {
+  nlohmann::json line = {{"kind", kind},
+                         {"tool", tool_},
+                         {"campaign_seed", campaign_seed_},
+                         {"shard_index", shard_.index},
+                         {"shard_count", shard_.count}};
+  line.update(fields);
+  out_ << line.dump() << "\n" << std::flush;
+}
+
 void CaseLog::Case(uint64_t case_index, uint64_t seed, bool passed, const nlohmann::json& figures, double seconds,
                    const std::string& replay, nlohmann::json extra) {
   cases_++;
   if (path_.empty()) return;
-  nlohmann::json line = {{"kind", "case"},
-                         {"tool", tool_},
-                         {"campaign_seed", campaign_seed_},
-                         {"shard_index", shard_.index},
-                         {"shard_count", shard_.count},
-                         {"case", case_index},
-                         {"seed", seed},
-                         {"verdict", passed ? "pass" : "violation"},
-                         {"figures", figures},
-                         {"seconds", seconds},
-                         {"t", MonotonicSeconds() - started_},
-                         {"replay", replay}};
   if (extra.contains("violation") && !extra["violation"].contains("invariant")) {
     extra["violation"]["invariant"] = InvariantOf(extra["violation"].value("message", ""));
   }
-  line.update(extra);
-  out_ << line.dump() << "\n" << std::flush;
+  nlohmann::json fields = {{"case", case_index},
+                           {"seed", seed},
+                           {"verdict", passed ? "pass" : "violation"},
+                           {"figures", figures},
+                           {"seconds", seconds},
+                           {"t", MonotonicSeconds() - started_},
+                           {"replay", replay}};
+  fields.update(extra);
+  Write("case", std::move(fields));
 }
 
 void CaseLog::Finish(const std::string& stopped_by) {
   if (path_.empty()) return;
-  nlohmann::json line = {{"kind", "shard"},
-                         {"tool", tool_},
-                         {"campaign_seed", campaign_seed_},
-                         {"shard_index", shard_.index},
-                         {"shard_count", shard_.count},
-                         {"config", config_},
-                         {"commit", BuildCommit()},
-                         {"cases", cases_},
-                         {"stopped_by", stopped_by},
-                         {"seconds", MonotonicSeconds() - started_}};
-  out_ << line.dump() << "\n" << std::flush;
+  Write("shard", {{"config", config_},
+                  {"commit", BuildCommit()},
+                  {"cases", cases_},
+                  {"stopped_by", stopped_by},
+                  {"seconds", MonotonicSeconds() - started_}});
 }
 
 // ---- merge ----

@@ -244,7 +244,6 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
 }  // namespace
 
 std::string HtmlReport(const MergeResult& merged, const std::string& title, const std::string& bench_svg) {
-  std::map<std::string, std::vector<nlohmann::json>> cases = merged.cases;
   const nlohmann::json& r = merged.report;
   bool clean = merged.ExitCode() == 0;
   std::ostringstream s;
@@ -274,7 +273,9 @@ std::string HtmlReport(const MergeResult& merged, const std::string& title, cons
   }
   const nlohmann::json tools = r.value("tools", nlohmann::json::object());
   for (const auto& [tool, t] : tools.items()) {
-    s << ToolSection(tool, t, cases[tool]) << "\n";
+    static const std::vector<nlohmann::json> kNoCases;
+    auto found = merged.cases.find(tool);
+    s << ToolSection(tool, t, found == merged.cases.end() ? kNoCases : found->second) << "\n";
   }
   if (!bench_svg.empty()) {
     size_t start = bench_svg.find("<svg");

@@ -17,6 +17,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -44,37 +45,69 @@ struct CaseOutcome {
   nlohmann::json figures = nlohmann::json::object();  // deterministic counts, summed by merge
   nlohmann::json extra = {{"work", nlohmann::json::object()}};  // work, epochs, faults_fired, violation
   std::string replay;
+  std::string report;  // for a violation: what to print (the minimal workload, the replay line)
+};
+
+// A shard's cases as they ran: why they stopped, for how long, and the sums of their counts.
+struct CasesRun {
+  std::string stopped_by;
+  double seconds = 0;
+  nlohmann::json totals = nlohmann::json::object();       // figures and work, summed; "workloads"
+  nlohmann::json violations = nlohmann::json::array();
 };
 
 std::string ShardFlags(const Cli& c) {
   return c.shard.count > 1 ? " (shard " + c.shard.ToString() + " of campaign seed " + std::to_string(c.seed) + ")" : "";
 }
 
-// The case loop shared by both modes: runs the shard's workloads until they are done, the duration
-// passes or max_violations were found; logs every case; returns why it stopped.
-std::string RunCases(const Cli& cli, campaign::CaseLog& log, campaign::Progress& progress, nlohmann::json& totals,
-                     nlohmann::json& violations, const std::function<CaseOutcome(uint64_t seed)>& run_case,
-                     const std::function<std::string(double elapsed)>& progress_text) {
+// The case loop shared by both modes: opens the case log (`tool`, `config`), runs the shard's
+// workloads until they are done, the duration passes or max_violations were found, logs each case,
+// shows progress, prints each violation's report, and writes the shard line. nullopt (reported)
+// when the case log cannot be written.
+std::optional<CasesRun> RunCases(const Cli& cli, const std::string& tool, const nlohmann::json& config,
+                                 const std::function<CaseOutcome(uint64_t seed)>& run_case,
+                                 const std::function<std::string(const CasesRun& run, double elapsed)>& progress_text) {
+  campaign::CaseLog log(cli.cases_path, tool, cli.seed, cli.shard, config);
+  if (!log.ok()) {
+    std::cerr << "dbdb-crash: cannot write " << cli.cases_path << "\n";
+    return std::nullopt;
+  }
+  campaign::Progress progress;
   auto started = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
+  CasesRun run;
+  run.stopped_by = "all cases";
   for (uint64_t k = 0; k < cli.workloads; k++) {
     if (!cli.shard.Owns(k)) continue;
-    if (cli.duration_seconds > 0 && elapsed() >= cli.duration_seconds) return "duration";
+    if (cli.duration_seconds > 0 && elapsed() >= cli.duration_seconds) {
+      run.stopped_by = "duration";
+      break;
+    }
     uint64_t workload_seed = campaign::CaseSeed(cli.seed, k);
     double case_started = elapsed();
     CaseOutcome outcome = run_case(workload_seed);
-    totals["workloads"] = totals.value("workloads", uint64_t{0}) + 1;
+    run.totals["workloads"] = run.totals.value("workloads", uint64_t{0}) + 1;
     for (const auto* counts : {&outcome.figures, &outcome.extra["work"]}) {
-      for (const auto& [key, value] : counts->items()) totals[key] = totals.value(key, uint64_t{0}) + value.get<uint64_t>();
+      for (const auto& [key, value] : counts->items()) {
+        run.totals[key] = run.totals.value(key, uint64_t{0}) + value.get<uint64_t>();
+      }
     }
     log.Case(k, workload_seed, outcome.passed, outcome.figures, elapsed() - case_started, outcome.replay, outcome.extra);
-    progress.Update(progress_text(elapsed()));
     if (!outcome.passed) {
-      violations.push_back(outcome.extra["violation"]);
-      if (violations.size() >= cli.max_violations) return "violations";
+      progress.Done();
+      std::cout << outcome.report;
+      run.violations.push_back(outcome.extra["violation"]);
+    }
+    progress.Update(progress_text(run, elapsed()));
+    if (run.violations.size() >= cli.max_violations) {
+      run.stopped_by = "violations";
+      break;
     }
   }
-  return "all cases";
+  progress.Done();
+  log.Finish(run.stopped_by);
+  run.seconds = elapsed();
+  return run;
 }
 
 void WriteReport(const std::string& path, const nlohmann::json& report) {
@@ -83,17 +116,18 @@ void WriteReport(const std::string& path, const nlohmann::json& report) {
   std::cout << "report: " << path << "\n";
 }
 
-// Prints the minimal multi-process workload's trace, the last DBDB_TRACE_LINES operations.
-void PrintTrace(const faultfs::MultiWorkload& minimal, uint64_t workload_seed) {
+// The minimal multi-process workload's trace, the last DBDB_TRACE_LINES operations ("" unset).
+std::string TraceText(const faultfs::MultiWorkload& minimal, uint64_t workload_seed) {
   const char* lines_env = std::getenv("DBDB_TRACE_LINES");
-  if (lines_env == nullptr) return;
+  if (lines_env == nullptr) return "";
   faultfs::MultiOracle oracle;
   faultfs::MultiRun trace_run = oracle.Run(minimal, std::make_shared<faultfs::SimFileSystem>(workload_seed));
   size_t lines = std::strtoull(lines_env, nullptr, 10), end = trace_run.trace.size();
-  std::cout << "  trace of the minimal workload (DBDB_TRACE_LINES=" << lines << "):\n";
+  std::string text = "  trace of the minimal workload (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
   for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
-    std::cout << "    " << i + 1 << ": " << trace_run.trace[i].ToString() << "\n";
+    text += "    " + std::to_string(i + 1) + ": " + trace_run.trace[i].ToString() + "\n";
   }
+  return text;
 }
 
 // --processes N: multi-process histories (faultfs/multiprocess.h) instead of one handle's workload.
@@ -102,14 +136,6 @@ int RunMultiProcess(const Cli& cli) {
   faultfs::ParseCrashPlan(cli.plan_name, &plan);
   nlohmann::json config = {{"mode", "multi-process"}, {"processes", cli.processes}, {"ops", cli.ops},
                            {"plan", cli.plan_name},   {"states_max", cli.states_max}, {"workloads", cli.workloads}};
-  campaign::CaseLog log(cli.cases_path, "dbdb-crash-multiprocess", cli.seed, cli.shard, config);
-  if (!log.ok()) {
-    std::cerr << "dbdb-crash: cannot write " << cli.cases_path << "\n";
-    return 2;
-  }
-  campaign::Progress progress;
-  auto started = std::chrono::steady_clock::now();
-  nlohmann::json totals = nlohmann::json::object(), violations = nlohmann::json::array();
   std::map<std::string, uint64_t> fired;
   auto replay = [&](uint64_t s) {
     return "dbdb-crash --processes " + std::to_string(cli.processes) + " --seed " + std::to_string(s) +
@@ -133,18 +159,17 @@ int RunMultiProcess(const Cli& cli) {
     faultfs::MultiWorkload minimal = faultfs::ShrinkMultiWorkload(workload, still_fails);
     auto minimal_result = faultfs::ExploreMulti(minimal, plan, cli.states_max, workload_seed, cli.threads, 1);
     std::string message = minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
-    progress.Done();
-    std::cout << "VIOLATION in workload seed " << workload_seed << ": " << message << "\n"
-              << "  minimal workload:\n" << minimal.Describe() << "  replay: " << o.replay << "\n";
-    PrintTrace(minimal, workload_seed);
+    o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + message + "\n" +
+               "  minimal workload:\n" + minimal.Describe() + "  replay: " + o.replay + "\n" +
+               TraceText(minimal, workload_seed);
     o.passed = false;
     o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", message},
                             {"counterexample", minimal.Describe()}, {"minimal_workload", minimal.Describe()},
                             {"replay", o.replay}};
     return o;
   };
-  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
-  auto progress_text = [&](double seconds) {
+  auto progress_text = [&](const CasesRun& run, double seconds) {
+    const nlohmann::json& totals = run.totals;
     uint64_t checked = totals.value("states_checked", uint64_t{0});
     return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
            std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("histories", uint64_t{0})) +
@@ -152,10 +177,11 @@ int RunMultiProcess(const Cli& cli) {
            std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
            std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s";
   };
-  std::string stopped_by = RunCases(cli, log, progress, totals, violations, run_case, progress_text);
-  progress.Done();
-  log.Finish(stopped_by);
-  double seconds = elapsed();
+  std::optional<CasesRun> run = RunCases(cli, "dbdb-crash-multiprocess", config, run_case, progress_text);
+  if (!run) return 2;
+  const nlohmann::json& totals = run->totals;
+  const nlohmann::json& violations = run->violations;
+  double seconds = run->seconds;
   uint64_t histories = totals.value("histories", uint64_t{0}), checked = totals.value("states_checked", uint64_t{0});
   std::cout << "multi-process histories: " << histories << " (" << cli.processes << " processes, about " << cli.ops
             << " steps each, plan " << cli.plan_name << ")" << ShardFlags(cli) << ", "
@@ -199,14 +225,6 @@ int RunSingleProcess(const Cli& cli) {
                            {"plan", cli.plan_name},    {"states_max", cli.states_max},
                            {"durability", cli.durability_name}, {"node_size", cli.node_size},
                            {"fold_threshold", cli.fold_threshold}, {"workloads", cli.workloads}};
-  campaign::CaseLog log(cli.cases_path, "dbdb-crash", cli.seed, cli.shard, config);
-  if (!log.ok()) {
-    std::cerr << "dbdb-crash: cannot write " << cli.cases_path << "\n";
-    return 2;
-  }
-  campaign::Progress progress;
-  auto started = std::chrono::steady_clock::now();
-  nlohmann::json totals = nlohmann::json::object(), violations = nlohmann::json::array();
   uint64_t exist = 0, epochs = 0, epochs_complete = 0, epoch_checked = 0, epoch_exist = 0;
   auto run_case = [&](uint64_t workload_seed) {
     faultfs::ExploreOptions o_options = options;
@@ -237,12 +255,11 @@ int RunSingleProcess(const Cli& cli) {
     faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, o_options);
     const faultfs::Violation& v =
         minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
-    progress.Done();
-    std::cout << "VIOLATION in workload seed " << workload_seed << ": " << v.message << "\n"
-              << "  crash after " << v.crash_point << " operations (last: " << v.last_operation << ")\n"
-              << "  crash state: " << v.crash_state << "\n"
-              << "  minimal workload (" << minimal.size() << " of " << workload.size() << " steps):\n"
-              << faultfs::DescribeWorkload(minimal) << "  replay: " << o.replay << "\n";
+    o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + v.message + "\n" +
+               "  crash after " + std::to_string(v.crash_point) + " operations (last: " + v.last_operation + ")\n" +
+               "  crash state: " + v.crash_state + "\n" + "  minimal workload (" + std::to_string(minimal.size()) +
+               " of " + std::to_string(workload.size()) + " steps):\n" + faultfs::DescribeWorkload(minimal) +
+               "  replay: " + o.replay + "\n";
     o.passed = false;
     o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", v.message},
                             {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
@@ -250,19 +267,21 @@ int RunSingleProcess(const Cli& cli) {
                             {"minimal_workload", faultfs::DescribeWorkload(minimal)}, {"replay", o.replay}};
     return o;
   };
-  auto progress_text = [&](double seconds) {
+  auto progress_text = [&](const CasesRun& run, double seconds) {
+    const nlohmann::json& totals = run.totals;
     uint64_t checked = totals.value("states_checked", uint64_t{0});
     return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
            std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("crash_points", uint64_t{0})) +
            " crash points, " + std::to_string(checked) + " states checked (" +
            std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
            std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s, " +
-           std::to_string(violations.size()) + " violations";
+           std::to_string(run.violations.size()) + " violations";
   };
-  std::string stopped_by = RunCases(cli, log, progress, totals, violations, run_case, progress_text);
-  progress.Done();
-  log.Finish(stopped_by);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::optional<CasesRun> run = RunCases(cli, "dbdb-crash", config, run_case, progress_text);
+  if (!run) return 2;
+  const nlohmann::json& totals = run->totals;
+  const nlohmann::json& violations = run->violations;
+  double seconds = run->seconds;
   uint64_t checked = totals.value("states_checked", uint64_t{0}), recoveries = totals.value("recoveries", uint64_t{0});
   double coverage = epoch_exist == 0 ? 1.0 : static_cast<double>(epoch_checked) / static_cast<double>(epoch_exist);
   std::cout << "workloads run:        " << totals.value("workloads", uint64_t{0}) << " (" << cli.ops

@@ -12,9 +12,7 @@
 #include <cstdint>
 #include <fstream>
 #include <map>
-#include <memory>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,6 +61,7 @@ class CaseLog {
   void Finish(const std::string& stopped_by);
 
  private:
+  void Write(const char* kind, nlohmann::json fields);  // the line: kind, tool, seed, shard, then fields
   std::string path_, tool_;
   uint64_t campaign_seed_;
   Shard shard_;
