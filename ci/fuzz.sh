@@ -57,6 +57,10 @@ done
 echo "replayed $replayed inputs"
 if [ $status -ne 0 ]; then exit $status; fi
 
+# The targets fuzz at the same time, one process each (the budget is wall time per target, so on 2
+# cores this halves the layer's time); each writes its own log and grows its own corpus, and the
+# shared seed, regression and dictionary inputs are only read.
+declare -A pids
 for target in $targets; do
   bin=$build_dir/bin/dbdb_fuzz_$target
   work=$build_dir/fuzz/$target
@@ -65,12 +69,19 @@ for target in $targets; do
   # The corpus grown by earlier runs is kept, within reason: loading it is part of the budget.
   if [ "$(find "$work/corpus" -type f | wc -l)" -gt 2000 ]; then rm -f "$work/corpus"/*; fi
   echo "== fuzz $target: ${seconds} s, seed $seed"
-  set +e
   "$bin" -seed="$seed" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
     -dict="$fuzz_dir/dbdb.dict" -artifact_prefix="$work/artifacts/" -print_final_stats=1 \
-    "$work/corpus" "$fuzz_dir/corpus/$target" "$regressions" > "$work/log" 2>&1
+    "$work/corpus" "$fuzz_dir/corpus/$target" "$regressions" > "$work/log" 2>&1 &
+  pids[$target]=$!
+done
+for target in $targets; do
+  bin=$build_dir/bin/dbdb_fuzz_$target
+  work=$build_dir/fuzz/$target
+  set +e
+  wait "${pids[$target]}"
   rc=$?
   set -e
+  echo "== fuzz $target: exit $rc"
   grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)" "$work/log" |
     sed 's/^stat::/  /' || true
   grep -E "^#[0-9]+ +DONE" "$work/log" | tail -1 | sed 's/^/  /' || true
