@@ -3,8 +3,8 @@
 // from the newest root, bypassing the cache, checking every B+tree invariant.
 #include <functional>
 
-#include "coding.h"
 #include "db_impl.h"
+#include "record_walker.h"
 
 namespace dbdb {
 namespace {
@@ -13,19 +13,18 @@ Status Bad(const std::string& why) { return Status::Corruption(why); }
 
 // Walks the records of [header end, end) in order.
 Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* report) {
-  std::string buffer;
+  RecordWalker walker(file.file(), newest.end());
   uint64_t offset = format::kFileHeaderSizeBytes;
   std::optional<format::Commit> previous;
   uint64_t last_batch = 0;  // the offset of the batch record just walked, if the last record was one
   while (offset < newest.end()) {
-    buffer.resize(format::kRecordHeaderSizeBytes);
-    DBDB_ASSIGN_OR_RETURN(size_t n, file.file().ReadAt(offset, buffer));
-    if (n != buffer.size()) return Bad("record header at offset " + std::to_string(offset) + " is cut off");
-    uint64_t length = coding::DecodeFixed32(buffer.data()) + format::kRecordOverheadBytes;
-    if (length > newest.end() - offset) {  // (offset < newest.end(): no wrap past 2^64)
-      return Bad("record at offset " + std::to_string(offset) + " runs past the newest commit");
+    DBDB_ASSIGN_OR_RETURN(auto walked, walker.At(offset));
+    if (!walked) {
+      return Bad("record at offset " + std::to_string(offset) +
+                 " does not verify (its length, its checksum, or it runs past the newest commit)");
     }
-    DBDB_ASSIGN_OR_RETURN(auto record, file.ReadRecord(offset, length, &buffer));
+    const format::RecordView& record = *walked;
+    const uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
     uint64_t batch_before = last_batch;
     last_batch = 0;
     if (record.type == format::RecordType::kBatch) {

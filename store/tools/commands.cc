@@ -6,10 +6,7 @@
 #include <iomanip>
 #include <iostream>
 
-#include "checksum.h"
-#include "coding.h"
-#include "format.h"
-#include "node.h"
+#include "dbdb/dump.h"
 
 namespace dbdb::cli {
 
@@ -31,21 +28,7 @@ int Report(const Status& status, std::ostream& err) {
   return ExitCodeFor(status);
 }
 
-std::string Escape(std::string_view bytes) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (char c : bytes) {
-    auto u = static_cast<uint8_t>(c);
-    if (u >= 0x20 && u < 0x7f && c != '\\') {
-      out.push_back(c);
-    } else {
-      out += "\\x";
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 15]);
-    }
-  }
-  return out;
-}
+std::string Escape(std::string_view bytes) { return EscapeBytes(bytes); }
 
 std::optional<std::string> Unescape(std::string_view text) {
   std::string out;
@@ -170,210 +153,10 @@ int Compact(DB& db, std::ostream& out, std::ostream& err) {
   return kExitOk;
 }
 
-namespace {
-
-// Reads a file front to back through a window, so that dumping it costs about one pread per window
-// and holds at most one window (or one verified record, if larger) in memory.
-class WindowReader {
- public:
-  static constexpr uint64_t kWindowBytes = 1 << 20;
-
-  WindowReader(File& file, uint64_t size) : file_(file), size_(size) {}
-
-  // The bytes [offset, offset + n), fewer if the file ends first. Valid until the next Read.
-  Result<std::string_view> Read(uint64_t offset, uint64_t n) {
-    if (offset < start_ || offset + n > start_ + filled_) {
-      uint64_t want = std::max(n, kWindowBytes);
-      if (buffer_.size() != want) std::string(want, '\0').swap(buffer_);  // a big record's buffer is freed
-      start_ = offset;
-      filled_ = 0;
-      auto got = file_.ReadAt(offset, buffer_);
-      if (!got.ok()) return got.status();
-      filled_ = *got;
-      // A short read inside the size seen at the start: the file was cut meanwhile (a writer's
-      // rollback). Its end is here now.
-      if (*got < want && offset + *got < size_) size_ = offset + *got;
-    }
-    uint64_t available = start_ + filled_ - std::min(offset, start_ + filled_);
-    return std::string_view(buffer_).substr(offset - start_, std::min(n, available));
-  }
-
-  uint64_t size() const { return size_; }
-
- private:
-  File& file_;
-  uint64_t size_;  // the file's size when the dump started, lowered if reads find it shorter
-  std::string buffer_;
-  uint64_t start_ = 0, filled_ = 0;
-};
-
-using MaybeRecord = std::optional<format::RecordView>;
-
-// The record at `offset` if one that verifies starts there; nullopt if not (too few bytes left, a
-// length running past the end or above the format's limit, a checksum that does not match): that
-// is where the records end and the tail, if any, begins. An error only for a failed read.
-// A record larger than the window is verified piecewise before it is read whole, so garbage that
-// looks like the header of a huge record costs reading it, never holding it.
-Result<MaybeRecord> ReadRecordAt(WindowReader& reader, uint64_t offset) {
-  if (offset + format::kRecordOverheadBytes > reader.size()) return MaybeRecord();
-  auto header = reader.Read(offset, format::kRecordHeaderSizeBytes);
-  if (!header.ok()) return header.status();
-  if (header->size() < format::kRecordHeaderSizeBytes) return MaybeRecord();
-  uint64_t length = coding::DecodeFixed32(header->data()) + format::kRecordOverheadBytes;
-  if (length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) return MaybeRecord();
-  if (offset + length > reader.size()) return MaybeRecord();
-  if (length > WindowReader::kWindowBytes) {
-    BodyHasher hasher(offset);  // the record checksum: XXH3-64 seeded with the record's offset
-    uint64_t hashed_end = offset + length - format::kRecordTrailerSizeBytes;
-    for (uint64_t at = offset; at < hashed_end;) {
-      auto piece = reader.Read(at, std::min(WindowReader::kWindowBytes, hashed_end - at));
-      if (!piece.ok()) return piece.status();
-      if (piece->empty()) return MaybeRecord();
-      hasher.Update(*piece);
-      at += piece->size();
-    }
-    auto trailer = reader.Read(hashed_end, format::kRecordTrailerSizeBytes);
-    if (!trailer.ok()) return trailer.status();
-    if (trailer->size() < format::kRecordTrailerSizeBytes || coding::DecodeFixed64(trailer->data()) != hasher.Digest()) {
-      return MaybeRecord();
-    }
-  }
-  auto bytes = reader.Read(offset, length);
-  if (!bytes.ok()) return bytes.status();
-  auto record = format::VerifyRecord(offset, *bytes);  // also rejects a short read
-  if (!record.ok()) return MaybeRecord();
-  return MaybeRecord(*record);
-}
-
-// Prints verified records as `dbdb dump` shows them: a line per record, then a batch's changes,
-// a leaf's entries or a branch's children.
-class RecordPrinter {
- public:
-  RecordPrinter(std::ostream& out, uint32_t version, bool show_values)
-      : out_(out), version_(version), show_values_(show_values) {}
-
-  void Print(uint64_t offset, const format::RecordView& record) {
-    uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
-    out_ << format::RecordTypeName(record.type) << " offset " << offset << " length " << length;
-    if (record.type == format::RecordType::kCommit) {
-      Commit(offset, record);
-    } else if (record.type == format::RecordType::kBatch) {
-      Batch(offset, record);
-    } else if (record.type == format::RecordType::kSeal) {
-      auto seal = format::DecodeSeal(record);
-      out_ << ": seals the commit at " << seal.commit_offset
-           << (seal.durable ? " (it is durable)" : " (written with it, not synced: no-sync mode)") << "\n";
-    } else {
-      Node(offset, record);
-    }
-  }
-
- private:
-  std::string Show(std::string_view s) const { return show_values_ ? Escape(s) : std::to_string(s.size()) + " bytes"; }
-
-  void Commit(uint64_t offset, const format::RecordView& record) {
-    auto c = format::DecodeCommitPayload(offset, record.payload, version_);
-    if (!c.ok()) return;  // not reached: the scan stopped before a commit that does not decode
-    out_ << ": txn " << c->txn_id << ", prev " << c->prev_commit_offset << ", body [" << c->body_offset << ", "
-         << offset << ") checksum " << std::hex << c->body_checksum << std::dec << ", synced_through "
-         << c->synced_through << ", root " << c->root_offset << "+" << c->root_length << ", height "
-         << c->tree_height << ", keys " << c->key_count << ", tree_bytes " << c->tree_bytes;
-    if (version_ >= 2) {
-      if (c->folded()) out_ << ", folds";
-      else out_ << ", fold " << c->fold_offset;
-      if (c->batch_offset != 0) out_ << ", batch " << c->batch_offset;
-    }
-    out_ << "\n";
-  }
-
-  void Batch(uint64_t offset, const format::RecordView& record) {
-    auto batch = format::DecodeBatch(offset, record.payload);
-    if (!batch.ok()) {
-      out_ << ": " << batch.status().ToString() << "\n";
-      return;
-    }
-    out_ << ": " << batch->size() << " changes\n";
-    for (const auto& change : *batch) {
-      if (change.value) out_ << "    put " << Escape(change.key) << " = " << Show(*change.value) << "\n";
-      else out_ << "    del " << Escape(change.key) << "\n";
-    }
-  }
-
-  void Node(uint64_t offset, const format::RecordView& record) {
-    auto node = DecodeNode(offset, record.type, std::string(record.payload));
-    if (!node.ok()) {
-      out_ << ": " << node.status().ToString() << "\n";
-    } else if ((*node)->is_leaf) {
-      out_ << ": " << (*node)->size() << " entries\n";
-      for (size_t i = 0; i < (*node)->size(); i++) {
-        out_ << "    " << Escape((*node)->keys[i]) << " = " << Show((*node)->values[i]) << "\n";
-      }
-    } else {
-      out_ << ": " << (*node)->children.size() << " children\n";
-      for (size_t i = 0; i < (*node)->children.size(); i++) {
-        out_ << "    " << (i == 0 ? std::string("(first)") : ">= " + Escape((*node)->keys[i])) << " -> "
-             << (*node)->children[i].offset << "+" << (*node)->children[i].length << "\n";
-      }
-    }
-  }
-
-  std::ostream& out_;
-  uint32_t version_;
-  bool show_values_;
-};
-
-// Prints every record a commit or a seal covers and returns where they end (the tail, if any,
-// starts there). Nodes after the last commit or seal are part of the tail, so the scan verifies
-// records up to the next commit or seal, then goes back and prints them (usually from the same
-// window), holding no more than one record at a time.
-Result<uint64_t> PrintCommittedRecords(WindowReader& reader, uint32_t version, RecordPrinter& printer) {
-  uint64_t committed_end = format::kFileHeaderSizeBytes;  // printed up to here
-  uint64_t offset = committed_end;
-  while (true) {
-    DBDB_ASSIGN_OR_RETURN(MaybeRecord record, ReadRecordAt(reader, offset));
-    if (!record) break;
-    uint64_t end = offset + record->payload.size() + format::kRecordOverheadBytes;
-    if (record->type == format::RecordType::kCommit &&
-        !format::DecodeCommitPayload(offset, record->payload, version).ok()) {
-      break;
-    }
-    if (record->type == format::RecordType::kCommit || record->type == format::RecordType::kSeal) {
-      for (uint64_t at = committed_end; at < end;) {
-        DBDB_ASSIGN_OR_RETURN(MaybeRecord again, ReadRecordAt(reader, at));
-        if (!again) break;  // the file was cut meanwhile; the tail starts here
-        printer.Print(at, *again);
-        at += again->payload.size() + format::kRecordOverheadBytes;
-        committed_end = at;
-      }
-      if (committed_end != end) break;
-    }
-    offset = end;
-  }
-  return committed_end;
-}
-
-}  // namespace
-
 int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream& out, std::ostream& err) {
-  auto file = fs.Open(path, OpenOptions{.read_only = true});
-  if (!file.ok()) return Report(file.status(), err);
-  auto size = (*file)->Size();
-  if (!size.ok()) return Report(size.status(), err);
-  WindowReader reader(**file, *size);
-  auto header_bytes = reader.Read(0, format::kFileHeaderSizeBytes);
-  if (!header_bytes.ok()) return Report(header_bytes.status(), err);
-  auto header = format::DecodeFileHeader(*header_bytes);
-  if (!header.ok()) return Report(header.status().WithContext(path), err);
-  out << "header  offset 0 length " << format::kFileHeaderSizeBytes << ": dbdb format " << header->version
-      << ", generation " << header->generation << "\n";
-  RecordPrinter printer(out, header->version, show_values);
-  auto committed_end = PrintCommittedRecords(reader, header->version, printer);
-  if (!committed_end.ok()) return Report(committed_end.status().WithContext(path), err);
-  if (*committed_end < reader.size()) {
-    out << "tail    offset " << *committed_end << " length " << reader.size() - *committed_end
-        << ": not covered by a valid commit (ignored by readers, truncated by the next writer)\n";
-  }
-  return kExitOk;
+  std::shared_ptr<FileSystem> borrowed(std::shared_ptr<FileSystem>(), &fs);  // not owned: outlives the call
+  Status s = DumpFile(path, DumpOptions{.show_values = show_values, .file_system = borrowed}, out);
+  return s.ok() ? kExitOk : Report(s, err);
 }
 
 namespace {

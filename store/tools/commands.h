@@ -49,10 +49,7 @@ int Incr(DB& db, const std::string& key, int64_t by, std::ostream& out, std::ost
 int Stat(DB& db, std::ostream& out, std::ostream& err);
 int Check(DB& db, std::ostream& out, std::ostream& err);
 int Compact(DB& db, std::ostream& out, std::ostream& err);
-// Every record of the file, in order, with its fields; what follows the newest commit is shown as
-// the tail. Reads the file directly, read-only, front to back in bounded memory (a window of 1 MiB,
-// or one verified record if larger); a record length past the end or above the format's limit is
-// where the tail starts.
+// `dbdb dump`: the library's DumpFile (dbdb/dump.h), its errors reported as exit codes.
 int Dump(const std::string& path, FileSystem& fs, bool show_values, std::ostream& out, std::ostream& err);
 // The interactive shell: one command a line (see `help`), a prompt when `interactive`.
 int Shell(DB& db, std::istream& in, std::ostream& out, std::ostream& err, bool interactive);
