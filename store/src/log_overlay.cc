@@ -1,7 +1,11 @@
 // LogOverlay: versioned changes since the last fold.
 #include "log_overlay.h"
 
+#include <cstring>
 #include <mutex>
+#include <new>
+
+#include "dbdb_assert.h"
 
 namespace dbdb {
 
@@ -20,26 +24,39 @@ size_t LogOverlay::key_count() const {
   return entries_.size();
 }
 
+std::string_view LogOverlay::Copy(std::string_view bytes) {
+  if (bytes.empty()) return {};
+  char* to = static_cast<char*>(arena_.allocate(bytes.size(), 1));
+  std::memcpy(to, bytes.data(), bytes.size());
+  return {to, bytes.size()};
+}
+
 void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vector<format::BatchChange>& changes,
                        uint64_t record_bytes) {
   std::unique_lock<std::shared_mutex> guard(mutex_);
   for (const auto& change : changes) {
-    auto it = entries_.find(change.key);
-    if (it == entries_.end()) it = entries_.emplace(std::string(change.key), std::vector<Version>()).first;
-    std::optional<std::string> value;
-    if (change.value) value.emplace(*change.value);
-    it->second.push_back(Version{txn_id, std::move(value)});
+    auto it = entries_.lower_bound(change.key);
+    if (it == entries_.end() || it->first != change.key) it = entries_.emplace_hint(it, Copy(change.key), nullptr);
+    auto* version = static_cast<Version*>(arena_.allocate(sizeof(Version), alignof(Version)));
+    new (version) Version{txn_id, it->second, change.value ? Copy(*change.value) : std::string_view(), !change.value};
+    DBDB_ASSERT(it->second == nullptr || it->second->txn_id < txn_id);  // commits are applied in order
+    it->second = version;
   }
   through_offset_ = commit_offset;
   log_bytes_ += record_bytes;
 }
 
-const LogOverlay::Version* LogOverlay::VisibleAt(const std::vector<Version>& versions, uint64_t txn_id) {
-  // Versions are appended in txn order; the newest visible one is the last at or before txn_id.
-  for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
-    if (it->txn_id <= txn_id) return &*it;
+const LogOverlay::Version* LogOverlay::VisibleAt(const Version* newest, uint64_t txn_id) {
+  // The newest visible version is the first at or before txn_id, going back from the newest.
+  for (const Version* v = newest; v != nullptr; v = v->older) {
+    if (v->txn_id <= txn_id) return v;
   }
   return nullptr;
+}
+
+std::optional<std::string> LogOverlay::ValueOf(const Version& v) {
+  if (v.deleted) return std::nullopt;
+  return std::string(v.value);
 }
 
 std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, uint64_t txn_id) const {
@@ -48,7 +65,7 @@ std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, 
   if (it == entries_.end()) return std::nullopt;
   const Version* v = VisibleAt(it->second, txn_id);
   if (v == nullptr) return std::nullopt;
-  return v->value;
+  return ValueOf(*v);
 }
 
 bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,
@@ -58,8 +75,8 @@ bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std
   for (; it != entries_.end(); ++it) {
     const Version* v = VisibleAt(it->second, txn_id);
     if (v == nullptr) continue;  // changed only after the snapshot
-    *found_key = it->first;
-    *value = v->value;
+    found_key->assign(it->first);
+    *value = ValueOf(*v);
     return true;
   }
   return false;
@@ -68,8 +85,8 @@ bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std
 LogOverlay::Latest LogOverlay::LatestChanges(uint64_t txn_id) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   Latest out;
-  for (const auto& [key, versions] : entries_) {
-    if (const Version* v = VisibleAt(versions, txn_id)) out.emplace_hint(out.end(), key, v->value);
+  for (const auto& [key, newest] : entries_) {
+    if (const Version* v = VisibleAt(newest, txn_id)) out.emplace_hint(out.end(), std::string(key), ValueOf(*v));
   }
   return out;
 }
