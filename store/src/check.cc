@@ -18,11 +18,9 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
   std::optional<format::Commit> previous;
   uint64_t last_batch = 0;  // the offset of the batch record just walked, if the last record was one
   while (offset < newest.end()) {
-    DBDB_ASSIGN_OR_RETURN(auto walked, walker.At(offset));
-    if (!walked) {
-      return Bad("record at offset " + std::to_string(offset) +
-                 " does not verify (its length, its checksum, or it runs past the newest commit)");
-    }
+    std::string why;
+    DBDB_ASSIGN_OR_RETURN(auto walked, walker.At(offset, &why));
+    if (!walked) return Bad(why + ", below the newest commit's end (" + std::to_string(newest.end()) + ")");
     const format::RecordView& record = *walked;
     const uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
     uint64_t batch_before = last_batch;

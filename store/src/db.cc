@@ -246,6 +246,13 @@ Status DBImpl::CatchUpOverlay() {
       overlay_.reset();
       continue;
     }
+    // The oldest new commit must follow the overlay's newest one (each older link is checked
+    // above): a commit that repeats or goes back in txn ids is a damaged or foreign file.
+    const uint64_t through_txn = overlay_->through_txn_id();
+    if (through_txn != 0 && chain.back().txn_id != through_txn + 1) {
+      return Status::Corruption(path_ + ": commit at offset " + std::to_string(chain.back().offset) + " has txn " +
+                                std::to_string(chain.back().txn_id) + " after txn " + std::to_string(through_txn));
+    }
     std::string buffer;
     for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
       DBDB_ASSIGN_OR_RETURN(auto batch, file_->ReadBatch(*it, &buffer));

@@ -14,6 +14,11 @@ uint64_t LogOverlay::through_offset() const {
   return through_offset_;
 }
 
+uint64_t LogOverlay::through_txn_id() const {
+  std::shared_lock<std::shared_mutex> guard(mutex_);
+  return through_txn_id_;
+}
+
 uint64_t LogOverlay::log_bytes() const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   return log_bytes_;
@@ -34,6 +39,7 @@ std::string_view LogOverlay::Copy(std::string_view bytes) {
 void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vector<format::BatchChange>& changes,
                        uint64_t record_bytes) {
   std::unique_lock<std::shared_mutex> guard(mutex_);
+  DBDB_ASSERT(commit_offset > through_offset_ && txn_id > through_txn_id_);
   for (const auto& change : changes) {
     auto it = entries_.lower_bound(change.key);
     if (it == entries_.end() || it->first != change.key) it = entries_.emplace_hint(it, Copy(change.key), nullptr);
@@ -43,6 +49,7 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
     it->second = version;
   }
   through_offset_ = commit_offset;
+  through_txn_id_ = txn_id;
   log_bytes_ += record_bytes;
 }
 

@@ -38,12 +38,16 @@ class LogOverlay {
   uint64_t fold_offset() const { return fold_offset_; }
   // The newest commit whose batch is applied (the fold commit itself when none is).
   uint64_t through_offset() const;
+  // That commit's txn id; 0 while none is applied (the fold commit's is not known here).
+  uint64_t through_txn_id() const;
   // Record bytes of the commits applied (batch, commit and seal records): the unfolded log.
   uint64_t log_bytes() const;
   size_t key_count() const;  // distinct keys with a change
 
   // Applies the changes of the commit at `commit_offset` (txn `txn_id`, newer than every applied
-  // one), whose records took `record_bytes`. REQUIRES: commit_offset > through_offset().
+  // one), whose records took `record_bytes`. REQUIRES: commit_offset > through_offset() and
+  // txn_id > through_txn_id() (the caller checks the file's commits link up: a file that says
+  // otherwise is Corruption, never this assertion).
   void Apply(uint64_t commit_offset, uint64_t txn_id, const std::vector<format::BatchChange>& changes,
              uint64_t record_bytes);
 
@@ -76,6 +80,7 @@ class LogOverlay {
   const uint64_t fold_offset_;
   mutable std::shared_mutex mutex_;
   uint64_t through_offset_;                  // GUARDED_BY(mutex_)
+  uint64_t through_txn_id_ = 0;              // GUARDED_BY(mutex_)
   uint64_t log_bytes_ = 0;                   // GUARDED_BY(mutex_)
   std::pmr::monotonic_buffer_resource arena_;  // GUARDED_BY(mutex_) for allocation
   // In the arena too, and never destroyed: everything it holds is trivially destructible and the

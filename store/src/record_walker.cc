@@ -25,31 +25,43 @@ Result<std::string_view> RecordWalker::Read(uint64_t offset, uint64_t n) {
   return std::string_view(buffer_).substr(offset - start_, std::min(n, available));
 }
 
-Result<std::optional<format::RecordView>> RecordWalker::At(uint64_t offset) {
+Result<std::optional<format::RecordView>> RecordWalker::At(uint64_t offset, std::string* why) {
   using Maybe = std::optional<format::RecordView>;
-  if (offset > end_ || end_ - offset < format::kRecordOverheadBytes) return Maybe();
+  auto stop = [&](const std::string& reason) {
+    if (why != nullptr) *why = reason + " at offset " + std::to_string(offset);
+    return Maybe();
+  };
+  if (offset > end_ || end_ - offset < format::kRecordOverheadBytes) {
+    return stop("a record cut off by the end (" + std::to_string(end_) + ")");
+  }
   DBDB_ASSIGN_OR_RETURN(std::string_view header, Read(offset, format::kRecordHeaderSizeBytes));
-  if (header.size() < format::kRecordHeaderSizeBytes) return Maybe();
+  if (header.size() < format::kRecordHeaderSizeBytes) return stop("a record header cut off by the file's end");
   uint64_t length = coding::DecodeFixed32(header.data()) + format::kRecordOverheadBytes;
-  if (length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) return Maybe();
-  if (length > end_ - offset) return Maybe();  // (offset <= end_: no wrap)
+  if (length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) {
+    return stop("record length " + std::to_string(length) + " above the format's limit");
+  }
+  if (length > end_ - offset) {  // (offset <= end_: no wrap)
+    return stop("record length " + std::to_string(length) + " running past the end (" + std::to_string(end_) + ")");
+  }
   if (length > kWindowBytes) {
     BodyHasher hasher(offset);  // the record checksum: XXH3-64 seeded with the record's offset
     uint64_t hashed_end = offset + length - format::kRecordTrailerSizeBytes;
     for (uint64_t at = offset; at < hashed_end;) {
       DBDB_ASSIGN_OR_RETURN(std::string_view piece, Read(at, std::min(kWindowBytes, hashed_end - at)));
-      if (piece.empty()) return Maybe();
+      if (piece.empty()) return stop("a record cut off by the file's end");
       hasher.Update(piece);
       at += piece.size();
     }
     DBDB_ASSIGN_OR_RETURN(std::string_view trailer, Read(hashed_end, format::kRecordTrailerSizeBytes));
-    if (trailer.size() < format::kRecordTrailerSizeBytes || coding::DecodeFixed64(trailer.data()) != hasher.Digest()) {
-      return Maybe();
-    }
+    if (trailer.size() < format::kRecordTrailerSizeBytes) return stop("a record cut off by the file's end");
+    if (coding::DecodeFixed64(trailer.data()) != hasher.Digest()) return stop("checksum mismatch in record");
   }
   DBDB_ASSIGN_OR_RETURN(std::string_view bytes, Read(offset, length));
   auto record = format::VerifyRecord(offset, bytes);  // also rejects a short read
-  if (!record.ok()) return Maybe();
+  if (!record.ok()) {
+    if (why != nullptr) *why = record.status().message();
+    return Maybe();
+  }
   return Maybe(*record);
 }
 

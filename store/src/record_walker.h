@@ -27,9 +27,10 @@ class RecordWalker {
   Result<std::string_view> Read(uint64_t offset, uint64_t n);
 
   // The record at `offset` if one that verifies (framing, length limit, checksum) starts there
-  // and ends at or before end(); nullopt if not: that is where the records end. An error only
-  // for a failed read. The view is valid until the next call.
-  Result<std::optional<format::RecordView>> At(uint64_t offset);
+  // and ends at or before end(); nullopt if not: that is where the records end, and `why` (if
+  // given) says what did not verify, naming the offset. An error only for a failed read. The
+  // view is valid until the next call.
+  Result<std::optional<format::RecordView>> At(uint64_t offset, std::string* why = nullptr);
 
   // The walk's end: lowered if a read finds the file shorter than it was (a writer's rollback
   // cut it meanwhile).

@@ -12,6 +12,7 @@
 #include "format.h"
 #include "node.h"
 #include "test_util.h"
+#include "tree_file.h"
 
 namespace dbdb {
 namespace {
@@ -317,6 +318,62 @@ TEST(LogFold, UpgradeRefusesAFileThatDoesNotVerify) {
   std::ifstream in(path, std::ios::binary);
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), bytes)
       << "the file is left as it was";
+}
+
+// A commit that repeats the txn id of the commit before it (prev names it, every checksum holds: a
+// buggy writer or a crafted file) is Corruption for a handle that already replayed that commit,
+// as it is for a fresh open; never a failed assertion (found by review: the link from a handle's
+// overlay to the first new commit was not checked).
+TEST(LogFold, ACommitRepeatingATxnIdIsCorruptionForAnOpenHandle) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;  // the first commit folds, the second does not
+  auto writer = OpenOrDie(path, options);
+  ASSERT_TRUE(writer->Put("a", "1").ok());
+  ASSERT_TRUE(writer->Put("k", "2").ok());
+  writer.reset();
+  auto reader = OpenOrDie(path, options);
+  ASSERT_EQ(reader->Get("k").value(), std::optional<std::string>("2"));  // replayed: txn 2 put k
+
+  // Forge commit 3 after commit 2, with txn id 2 again, putting k = 3, sealed as durable.
+  auto fs = NewPosixFileSystem();
+  auto tree = TreeFile::Open(*fs, path, false, 0);
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  uint64_t size = (*tree)->file().Size().value();
+  auto found = (*tree)->FindNewestCommit(size, format::kFileHeaderSizeBytes);
+  ASSERT_TRUE(found.ok() && found->has_value() && (*found)->sealed);
+  const format::Commit c2 = **found;
+  ASSERT_EQ(c2.txn_id, 2u);
+  ASSERT_FALSE(c2.folded());
+  std::string records;
+  format::Commit c3 = c2;
+  c3.batch_offset = c2.end();
+  format::AppendRecord(&records, c3.batch_offset, format::RecordType::kBatch,
+                       format::EncodeBatch({{"k", std::optional<std::string_view>("3")}}));
+  c3.offset = c2.end() + records.size();
+  c3.prev_commit_offset = c2.offset;
+  c3.commits_in_file = c2.commits_in_file + 1;
+  c3.body_offset = c2.record_end();
+  c3.synced_through = c3.body_offset;
+  std::string body(c2.end() - c2.record_end(), '\0');  // commit 2's seal, as on the file
+  ASSERT_EQ((*tree)->file().ReadAt(c2.record_end(), body).value(), body.size());
+  body += records;
+  c3.body_checksum = format::BodyChecksum(c3.body_offset, body);
+  format::AppendRecord(&records, c3.offset, format::RecordType::kCommit, format::EncodeCommitPayload(c3));
+  c3.sealed = true;
+  format::AppendSeal(&records, c3, true);
+  ASSERT_TRUE((*tree)->file().WriteAt(c2.end(), records).ok());
+
+  auto got = reader->Get("k");
+  ASSERT_FALSE(got.ok()) << "read " << got->value_or("(none)");
+  EXPECT_TRUE(got.status().IsCorruption()) << got.status().ToString();
+  EXPECT_NE(got.status().ToString().find("has txn 2 after txn 2"), std::string::npos) << got.status().ToString();
+  Options read_only;
+  read_only.read_only = true;
+  auto fresh = DB::Open(path, read_only);
+  ASSERT_FALSE(fresh.ok());
+  EXPECT_TRUE(fresh.status().IsCorruption()) << fresh.status().ToString();
 }
 
 }  // namespace
