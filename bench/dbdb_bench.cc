@@ -30,10 +30,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// The bytes of every file under `dir`. The peers delete files while it looks (LevelDB's and
+// RocksDB's background compactions): a file gone between listing and sizing counts as nothing.
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) total += e.file_size();
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code size_ec;
+    if (!it->is_regular_file(size_ec)) continue;
+    uint64_t size = it->file_size(size_ec);
+    if (!size_ec) total += size;
   }
   return total;
 }

@@ -119,7 +119,7 @@ static Result<uint64_t> CountKeys(const View& view) {
 }
 
 Result<CheckReport> DBImpl::Check() {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
+  DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   CheckReport report;
   DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
   report.tail_bytes = size - view.end();
@@ -149,7 +149,7 @@ Result<CheckReport> DBImpl::Check() {
 }
 
 Result<Stats> DBImpl::GetStats() {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
+  DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   Stats stats;
   DBDB_ASSIGN_OR_RETURN(stats.file_size_bytes, view.file->file().Size());
   stats.generation = view.file->header().generation;

@@ -193,10 +193,10 @@ Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const 
   auto file = TreeFile::Open(*fs, path, options.read_only, options.node_cache_bytes);
   if (!file.ok()) return file.status().WithContext("opening " + path);
   if (!options.read_only && !upgrading) DBDB_RETURN_IF_ERROR(WritableVersion(*file.value()));
-  // The newest commit is found as every snapshot finds it (Refresh): a new handle must not take a
+  // The newest commit is found as every snapshot finds it (ReaderView): a new handle must not take a
   // commit that is still in flight any more than an old one.
   auto db = std::make_unique<DBImpl>(path, options, fs, file.value(), upgrading);
-  auto view = db->Refresh(false);
+  auto view = db->ReaderView();
   if (!view.ok()) return view.status().WithContext("opening " + path);
   return db;
 }
@@ -266,7 +266,7 @@ Status DBImpl::CatchUpOverlay() {
 
 View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
 
-Result<View> DBImpl::Refresh(bool writer) {
+Result<View> DBImpl::NewestView(bool writer) {
   MutexLock guard(&state_mutex_);
   DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer));
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
@@ -279,7 +279,7 @@ Result<View> DBImpl::Refresh(bool writer) {
     // New commits, or a torn or in-progress tail: look for a newer commit above the known one.
     DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end, known_offset));
     if (found && !found->sealed && !writer) {
-      DBDB_ASSIGN_OR_RETURN(found, SettledForReader(known_end, known_offset));
+      DBDB_ASSIGN_OR_RETURN(found, SettledForReaderSyncingADeadWriter(known_end, known_offset));
     }
     if (found) newest_ = found;
   }
@@ -308,7 +308,8 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
   return stat.size_bytes;
 }
 
-Result<std::optional<format::Commit>> DBImpl::SettledForReader(uint64_t known_end, uint64_t known_offset) {
+Result<std::optional<format::Commit>> DBImpl::SettledForReaderSyncingADeadWriter(uint64_t known_end,
+                                                                               uint64_t known_offset) {
   // Not sealed: either its writer is between writing and sealing it (its sync may yet fail and
   // roll it back), or its writer died. The writer holds the in-flight lock over exactly that
   // window, so the lock tells which. Busy: in flight, and nobody can have seen it yet; the newest
@@ -343,7 +344,7 @@ Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight() {
 }
 
 Result<std::optional<std::string>> DBImpl::Get(std::string_view key) {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
+  DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   return view.Get(key);
 }
 
@@ -360,7 +361,7 @@ Status DBImpl::Del(std::string_view key) {
 }
 
 Result<std::unique_ptr<Snapshot>> DBImpl::GetSnapshot() {
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh(false));
+  DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   return std::unique_ptr<Snapshot>(new SnapshotImpl(std::move(view)));
 }
 
@@ -443,7 +444,7 @@ void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* c
              overlay_->through_offset() == c.prev_commit_offset) {
     overlay_->Apply(c.offset, c.txn_id, *changes, LogRecordBytes(c));  // this handle's own commit
   } else {
-    overlay_.reset();  // the next Refresh replays from the file
+    overlay_.reset();  // the next ReaderView or WriterView replays from the file
   }
 }
 
@@ -526,7 +527,7 @@ uint64_t DBImpl::FoldEstimate(const View& view, uint64_t new_keys) const {
 
 Result<View> DBImpl::PrepareWriterView(bool allow_compaction) {
   // The writer always starts from the newest commit, read after taking the lock (I4).
-  DBDB_ASSIGN_OR_RETURN(View view, Refresh(true));
+  DBDB_ASSIGN_OR_RETURN(View view, WriterView());
   if (!upgrading_) DBDB_RETURN_IF_ERROR(WritableVersion(*view.file));
   // A file this handle did not see made durable under its name (created, or renamed into place
   // by a compaction, by another handle that may have died before its directory sync): sync the
@@ -547,7 +548,7 @@ Result<View> DBImpl::PrepareWriterView(bool allow_compaction) {
   // no-sync mode the base is synced too once unsynced_bytes_max were appended since the last
   // sync, which bounds what opening must verify.
   // A base its writer left unsealed is sealed too, so that only a commit in flight is ever
-  // unsealed while a writer holds the in-flight lock (SettledForReader relies on it).
+  // unsealed while a writer holds the in-flight lock (SettledForReaderSyncingADeadWriter relies on it).
   bool tail = size > view.end();
   bool unsealed = view.commit && !view.commit->sealed;
   bool unsynced = !KnownDurable(view);

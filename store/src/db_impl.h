@@ -121,16 +121,24 @@ class DBImpl final : public DB {
     return file_->version();
   }
 
-  // The newest commit of the file the path names now (following a compaction's replacement).
-  // For a reader, the newest *settled* commit (SettledForReader); `writer` (holding the lock)
-  // takes an unsealed newest commit as is. Never writes to the file.
-  Result<View> Refresh(bool writer) EXCLUDES(state_mutex_);
+  // What a reader shows (gets, snapshots, check, stat, open): the newest *settled* commit of the
+  // file the path names now (SettledForReaderSyncingADeadWriter decides an unsealed one), with
+  // the overlay caught up. Writes no byte; its one write-like act is that function's sync.
+  Result<View> ReaderView() EXCLUDES(state_mutex_) { return NewestView(/*writer=*/false); }
+  // What the writer starts from (REQUIRES: the writer lock): the newest commit of the file the
+  // path itself names, sealed or not, taken as is (PrepareWriterView then settles it: the
+  // writer's writes are there, in SettleBase).
+  Result<View> WriterView() EXCLUDES(state_mutex_) { return NewestView(/*writer=*/true); }
+  // Both views: follow a replaced file, find the newest commit above the one known, decide it
+  // (reader) or take it (writer), catch the overlay up.
+  Result<View> NewestView(bool writer) EXCLUDES(state_mutex_);
   // Switches to the file the path names now if compaction replaced ours; returns its size.
   Result<uint64_t> FollowReplacedFile(bool writer) REQUIRES(state_mutex_);
-  // The commit a reader may show when the newest one, `unsealed`, is not sealed, decided by the
-  // in-flight lock: the one before it while its writer is between writing and sealing it, else
-  // it (a dead writer's, synced first: the reader's only write-like act, which changes no byte).
-  Result<std::optional<format::Commit>> SettledForReader(uint64_t known_end, uint64_t known_offset)
+  // The commit a reader may show when the newest one is not sealed, decided by the in-flight
+  // lock: the one before it while its writer is between writing and sealing it; else it, a dead
+  // writer's, after syncing the file (the reader's only write-like act: it changes no byte, and
+  // makes the commit durable before anyone is shown it).
+  Result<std::optional<format::Commit>> SettledForReaderSyncingADeadWriter(uint64_t known_end, uint64_t known_offset)
       REQUIRES(state_mutex_);
 
   // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
