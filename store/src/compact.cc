@@ -3,7 +3,6 @@
 // Readers keep reading the old file (their snapshots hold it open); other handles notice the new
 // file by its identity and follow it. A crash at any step leaves the old file or the new one
 // under the name, both holding the same newest commit.
-#include "dbdb_assert.h"
 #include "checksum.h"
 #include "db_impl.h"
 
@@ -62,18 +61,12 @@ Result<format::Commit> DBImpl::WriteCompactedInto(const View& view, File& out) {
   commit.body_offset = format::kFileHeaderSizeBytes;
   commit.body_checksum = body_hash.Digest();
   commit.synced_through = format::kFileHeaderSizeBytes;
-  commit.root_offset = root.ref.offset;
-  commit.root_length = root.ref.length;
-  commit.tree_height = root.height;
-  commit.key_count = root.key_count;
-  commit.tree_bytes = root.tree_bytes;
+  SetRoot(&commit, root);
   commit.commits_in_file = 1;
   commit.fold_offset = commit.offset;  // a fold: nothing to replay
   commit.sealed = true;
   std::string record;
-  const std::string payload = format::EncodeCommitPayload(commit);
-  DBDB_ASSERT(format::DecodeCommitPayload(commit.offset, payload).ok());
-  format::AppendRecord(&record, commit.offset, format::RecordType::kCommit, payload);
+  AppendCommitRecord(&record, commit);
   // Synced with the file below, before its name exists: the seal proves the commit durable.
   format::AppendSeal(&record, commit, true);
   commit.seal_durable = true;

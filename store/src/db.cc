@@ -490,6 +490,12 @@ Result<WriterLock> DBImpl::AcquireWriter() {
   return lock;
 }
 
+void AppendCommitRecord(std::string* bytes, const format::Commit& commit) {
+  const std::string payload = format::EncodeCommitPayload(commit);
+  DBDB_ASSERT(format::DecodeCommitPayload(commit.offset, payload).ok());
+  format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, payload);
+}
+
 Status WritableVersion(const TreeFile& file) {
   if (file.version() == format::kFormatVersion) return Status::Ok();
   return Status::ReadOnly(file.path() + " is a dbdb format " + std::to_string(file.version()) +
@@ -622,11 +628,7 @@ Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
   commit.txn_id = base.txn_id() + 1;
   commit.prev_commit_offset = base.commit ? base.commit->offset : 0;
   commit.commits_in_file = base.commit ? base.commit->commits_in_file + 1 : 1;
-  commit.root_offset = root.ref.offset;
-  commit.root_length = root.ref.length;
-  commit.tree_height = root.height;
-  commit.key_count = root.key_count;
-  commit.tree_bytes = root.tree_bytes;
+  SetRoot(&commit, root);
   commit.fold_offset = fold ? base.end() + bytes.size() : base.commit->fold_offset;
   return AppendCommit(base, &bytes, commit, &batch);
 }
@@ -664,10 +666,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
                                  " bytes, past file_size_max_bytes (" +
                                  std::to_string(options_.file_size_max_bytes) + "); compact or raise the limit");
   }
-  const std::string payload = format::EncodeCommitPayload(commit);
-  // Paired with the decoder's checks on every read: never write a commit a reader would reject.
-  DBDB_ASSERT(format::DecodeCommitPayload(commit.offset, payload).ok());
-  format::AppendRecord(bytes, commit.offset, format::RecordType::kCommit, payload);
+  AppendCommitRecord(bytes, commit);
   out.append(*bytes);
   File& file = base.file->file();
   // Readers that find this commit unsealed wait for this lock instead of guessing.

@@ -63,6 +63,11 @@ inline bool SameTree(const format::Commit& a, const format::Commit& b) {
          a.key_count == b.key_count && a.tree_bytes == b.tree_bytes;
 }
 
+// The one way a commit record is made, for commits, folds and compaction: appends the record of
+// `commit` (at commit.offset) to `bytes`, once the decoder accepts it (paired with the decoder's
+// checks on every read: never write a commit a reader would reject).
+void AppendCommitRecord(std::string* bytes, const format::Commit& commit);
+
 // Ok when this build writes `file`'s format; ReadOnly with what to do otherwise.
 Status WritableVersion(const TreeFile& file);
 

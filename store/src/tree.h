@@ -24,6 +24,8 @@ struct TreeRoot {
 };
 
 TreeRoot RootOf(const format::Commit& commit);
+// Names `root` as `commit`'s tree (the inverse of RootOf).
+void SetRoot(format::Commit* commit, const TreeRoot& root);
 
 // Corruption: the node at `ref` is a leaf where the tree's height says internal, or the reverse.
 inline Status WrongNodeKind(NodeRef ref, uint32_t height) {

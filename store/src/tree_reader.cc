@@ -12,6 +12,14 @@ TreeRoot RootOf(const format::Commit& commit) {
                   commit.key_count, commit.tree_bytes};
 }
 
+void SetRoot(format::Commit* commit, const TreeRoot& root) {
+  commit->root_offset = root.ref.offset;
+  commit->root_length = root.ref.length;
+  commit->tree_height = root.height;
+  commit->key_count = root.key_count;
+  commit->tree_bytes = root.tree_bytes;
+}
+
 
 Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key) {
   NodeRef ref = root.ref;
