@@ -11,6 +11,8 @@
 #include <rocksdb/write_batch.h>
 #include <sqlite3.h>
 
+#include <mutex>
+
 #include <filesystem>
 #include <iostream>
 
@@ -238,6 +240,7 @@ class SqliteStore final : public Store {
     db_ = nullptr;
   }
   void WriteBatch(const KeyValues& batch) override {
+    std::lock_guard<std::mutex> guard(write_mutex_);  // one connection: its statements are not shared
     Exec("BEGIN");
     for (const auto& [k, v] : batch) {
       sqlite3_bind_blob(put_, 1, k.data(), static_cast<int>(k.size()), SQLITE_STATIC);
@@ -275,6 +278,7 @@ class SqliteStore final : public Store {
   }
   void Exec(const char* sql) { Check(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), sql); }
   sqlite3* db_ = nullptr;
+  std::mutex write_mutex_;
   sqlite3_stmt* put_ = nullptr;
   sqlite3_stmt* get_ = nullptr;
 };

@@ -19,7 +19,9 @@ class Store {
   virtual std::string name() const = 0;
   virtual void Open(const std::string& dir) = 0;  // creates it if missing
   virtual void Close() = 0;
-  // Writes `batch` as one commit, durable before it returns.
+  // Writes `batch` as one commit, durable before it returns. Safe to call from several threads
+  // at once (fillsync4): each store as it is meant to be shared (dbdb, LevelDB, RocksDB: one
+  // handle; LMDB: one environment; SQLite: one connection, its commits taken one at a time).
   virtual void WriteBatch(const KeyValues& batch) = 0;
   virtual bool Get(const std::string& key, std::string* value) = 0;
   // Iterates every key in order; returns how many.
