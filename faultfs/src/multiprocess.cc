@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "dbdb/dump.h"
 #include "faultfs/rng.h"
 
 namespace faultfs {
@@ -30,22 +31,6 @@ dbdb::Options StoreOptions(const MultiWorkload& w, std::shared_ptr<dbdb::FileSys
   o.auto_compact_slack_bytes = w.auto_compact_slack_bytes;
   o.node_cache_bytes = 1 << 20;
   return o;
-}
-
-std::string Escape(std::string_view bytes) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (char c : bytes) {
-    auto u = static_cast<uint8_t>(c);
-    if (u >= 0x20 && u < 0x7f && c != '\\') {
-      out.push_back(c);
-    } else {
-      out += "\\x";
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 15]);
-    }
-  }
-  return out;
 }
 
 // The attempt a state names through its marker (0: none, the empty database).
@@ -89,7 +74,8 @@ std::string ProcessStep::ToString() const {
   for (size_t i = 0; i < changes.size(); i++) {
     if (i > 0) out += ", ";
     const auto& [key, value] = changes[i];
-    out += value ? "put " + Escape(key) + " (" + std::to_string(value->size()) + " bytes)" : "del " + Escape(key);
+    out += value ? "put " + dbdb::EscapeBytes(key) + " (" + std::to_string(value->size()) + " bytes)"
+                 : "del " + dbdb::EscapeBytes(key);
   }
   return out + "}";
 }
