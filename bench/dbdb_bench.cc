@@ -61,8 +61,9 @@ std::string RandomBytes(faultfs::Rng& rng, size_t n) {
 const std::vector<std::string> kWorkloads = {"fillbatch", "fillsync", "fillsync4", "readrandom",
                                              "scan",      "reopen",   "size",      "peak"};
 constexpr int kCommitThreads = 4;  // fillsync4's writers
-const std::map<std::string, std::string> kUnits = {{"fillbatch", "ops/s"}, {"fillsync", "ops/s"}, {"fillsync4", "ops/s"},
-                                                   {"readrandom", "ops/s"}, {"scan", "keys/s"},
+const std::map<std::string, std::string> kUnits = {{"fillbatch", "ops/s"},  {"fillsync", "ops/s"},
+                                                   {"fillsync4", "ops/s"},  {"readrandom", "ops/s"},
+                                                   {"scan", "keys/s"},
                                                    {"reopen", "opens/s"}, {"size", "MB"}, {"peak", "MB"}};
 
 double Median(std::vector<double> v) {
@@ -204,7 +205,9 @@ int main(int argc, char** argv) {
         std::vector<std::thread> writers;
         for (int w = 0; w < kCommitThreads; w++) {
           writers.emplace_back([&, w] {
-            for (size_t i = w; i < concurrent.size(); i += kCommitThreads) store->WriteBatch(bench::KeyValues{concurrent[i]});
+            for (size_t i = w; i < concurrent.size(); i += kCommitThreads) {
+              store->WriteBatch(bench::KeyValues{concurrent[i]});
+            }
           });
         }
         for (auto& writer : writers) writer.join();

@@ -44,7 +44,7 @@ if [ "${DBDB_SKIP_SANITIZERS:-0}" != "1" ]; then
 
   echo "== build ($build_dir-tsan: TSan)"
   # TSan is here for the threads: the tests labelled `threads` and the targets they run.
-  BUILD_TARGETS="store_test faultfs_test dbdb-crash" \
+  BUILD_TARGETS=threads_tests \
     bash ci/build.sh "$build_dir-tsan" -DCMAKE_BUILD_TYPE=Debug -DDBDB_SANITIZE=thread -DDBDB_BUILD_BENCH=OFF
   echo "== tests under TSan (label threads)"
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \

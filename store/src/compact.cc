@@ -96,7 +96,7 @@ Result<View> DBImpl::CompactLocked(const View& view) {
     MutexLock guard(&state_mutex_);
     file_ = file.value();
     newest_ = commit;
-    overlay_ = std::make_shared<LogOverlay>(commit.offset);
+    overlay_ = std::make_shared<LogOverlay>(commit.offset, commit.txn_id);
     compacted = CurrentView();
   }
   SetDurable(compacted, commit.record_end());

@@ -220,7 +220,9 @@ Status DBImpl::CatchUpOverlay() {
     overlay_.reset();
   }
   for (int attempt = 0; attempt < 2; attempt++) {
-    if (!overlay_) overlay_ = std::make_shared<LogOverlay>(newest.fold_offset);
+    if (!overlay_) {
+      DBDB_ASSIGN_OR_RETURN(overlay_, OverlayAtFold(newest));
+    }
     const uint64_t through = overlay_->through_offset();
     if (through == newest.offset) return Status::Ok();
     // The commits after `through`, newest first, read back along the chain.
@@ -246,10 +248,11 @@ Status DBImpl::CatchUpOverlay() {
       overlay_.reset();
       continue;
     }
-    // The oldest new commit must follow the overlay's newest one (each older link is checked
-    // above): a commit that repeats or goes back in txn ids is a damaged or foreign file.
+    // The oldest new commit must follow the overlay's newest one, or the fold commit (each newer
+    // link is checked above): a commit that repeats or goes back in txn ids is a damaged or
+    // foreign file, and applying it would change what snapshots already taken read.
     const uint64_t through_txn = overlay_->through_txn_id();
-    if (through_txn != 0 && chain.back().txn_id != through_txn + 1) {
+    if (chain.back().txn_id != through_txn + 1) {
       return Status::Corruption(path_ + ": commit at offset " + std::to_string(chain.back().offset) + " has txn " +
                                 std::to_string(chain.back().txn_id) + " after txn " + std::to_string(through_txn));
     }
@@ -262,6 +265,17 @@ Status DBImpl::CatchUpOverlay() {
   }
   return Status::Corruption(path_ + ": the commit chain from offset " + std::to_string(newest.offset) +
                             " does not reach its fold at offset " + std::to_string(newest.fold_offset));
+}
+
+Result<std::shared_ptr<LogOverlay>> DBImpl::OverlayAtFold(const format::Commit& newest) {
+  if (newest.folded()) return std::make_shared<LogOverlay>(newest.offset, newest.txn_id);
+  DBDB_ASSIGN_OR_RETURN(format::Commit fold, file_->ReadCommit(newest.fold_offset));
+  if (!fold.folded() || !SameTree(fold, newest) || fold.txn_id >= newest.txn_id) {
+    return Status::Corruption(path_ + ": the commit at offset " + std::to_string(newest.offset) +
+                              " names a fold at offset " + std::to_string(newest.fold_offset) +
+                              " that is not its fold");
+  }
+  return std::make_shared<LogOverlay>(fold.offset, fold.txn_id);
 }
 
 View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
@@ -439,7 +453,7 @@ void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* c
   if (!newer) return;
   const format::Commit& c = *newest_;
   if (c.folded()) {
-    overlay_ = std::make_shared<LogOverlay>(c.offset);
+    overlay_ = std::make_shared<LogOverlay>(c.offset, c.txn_id);
   } else if (changes != nullptr && overlay_ && overlay_->fold_offset() == c.fold_offset &&
              overlay_->through_offset() == c.prev_commit_offset) {
     overlay_->Apply(c.offset, c.txn_id, *changes, LogRecordBytes(c));  // this handle's own commit

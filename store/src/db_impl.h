@@ -171,6 +171,9 @@ class DBImpl final : public DB {
   // Brings overlay_ up to newest_: replays the batches of the commits after the overlay's newest
   // (or after the fold, for a new overlay).
   Status CatchUpOverlay() REQUIRES(state_mutex_);
+  // A new, empty overlay over the fold `newest` builds on, from the fold commit's txn id (read and
+  // checked against `newest`: a fold commit with the same tree and an older txn id).
+  Result<std::shared_ptr<LogOverlay>> OverlayAtFold(const format::Commit& newest) REQUIRES(state_mutex_);
   // The view of the handle's newest commit (the overlay caught up).
   View CurrentView() const REQUIRES(state_mutex_);
 

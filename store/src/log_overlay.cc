@@ -39,13 +39,14 @@ std::string_view LogOverlay::Copy(std::string_view bytes) {
 void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vector<format::BatchChange>& changes,
                        uint64_t record_bytes) {
   std::unique_lock<std::shared_mutex> guard(mutex_);
+  // Every version held is through_txn_id_'s or older (and the fold's txn is older than them all),
+  // so each key's list stays newest first.
   DBDB_ASSERT(commit_offset > through_offset_ && txn_id > through_txn_id_);
   for (const auto& change : changes) {
     auto it = entries_.lower_bound(change.key);
     if (it == entries_.end() || it->first != change.key) it = entries_.emplace_hint(it, Copy(change.key), nullptr);
     auto* version = static_cast<Version*>(arena_.allocate(sizeof(Version), alignof(Version)));
     new (version) Version{txn_id, it->second, change.value ? Copy(*change.value) : std::string_view(), !change.value};
-    DBDB_ASSERT(it->second == nullptr || it->second->txn_id < txn_id);  // commits are applied in order
     it->second = version;
   }
   through_offset_ = commit_offset;

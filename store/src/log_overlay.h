@@ -1,7 +1,7 @@
 // LogOverlay: the changes of the commits since the last fold, replayed over the fold's tree
-// (docs/FORMAT.md, "Batches and folds"). One overlay serves every snapshot of one fold epoch of one
-// file: it keeps each key's versions tagged with the commit's txn id, and a snapshot at txn T sees
-// the newest version at or before T. A fold (or a compaction) starts a new, empty overlay; snapshots
+// (docs/FORMAT.md, "Commits, batches and folds"). One overlay serves every snapshot of one fold
+// epoch of one file: it keeps each key's versions tagged with the commit's txn id, and a snapshot
+// at txn T sees the newest version at or before T. A fold (or a compaction) starts a new, empty overlay; snapshots
 // of the old epoch keep the old one alive.
 //
 // Thread safety: Apply takes the lock exclusively; every read takes it shared. Values are copied
@@ -10,7 +10,7 @@
 // Memory: an overlay only grows until it is dropped (versions are never removed), so its keys,
 // values and tree nodes come from one arena, freed at once with the overlay. Replaying a commit
 // costs one tree lookup per change and a few bump allocations, no allocation per key or value:
-// opening a file replays the whole unfolded tail (docs/FORMAT.md, "Batches and folds").
+// opening a file replays the whole unfolded tail (docs/FORMAT.md, "Commits, batches and folds").
 #pragma once
 
 #include <cstdint>
@@ -29,16 +29,17 @@ namespace dbdb {
 
 class LogOverlay {
  public:
-  // An empty overlay over the tree the fold commit at `fold_offset` wrote (in one file: the caller
-  // keeps overlays of different files apart).
-  explicit LogOverlay(uint64_t fold_offset) : fold_offset_(fold_offset), through_offset_(fold_offset) {}
+  // An empty overlay over the tree the fold commit at `fold_offset` (txn `fold_txn_id`) wrote (in
+  // one file: the caller keeps overlays of different files apart).
+  LogOverlay(uint64_t fold_offset, uint64_t fold_txn_id)
+      : fold_offset_(fold_offset), through_offset_(fold_offset), through_txn_id_(fold_txn_id) {}
   LogOverlay(const LogOverlay&) = delete;
   LogOverlay& operator=(const LogOverlay&) = delete;
 
   uint64_t fold_offset() const { return fold_offset_; }
   // The newest commit whose batch is applied (the fold commit itself when none is).
   uint64_t through_offset() const;
-  // That commit's txn id; 0 while none is applied (the fold commit's is not known here).
+  // That commit's txn id (the fold commit's while none is applied).
   uint64_t through_txn_id() const;
   // Record bytes of the commits applied (batch, commit and seal records): the unfolded log.
   uint64_t log_bytes() const;
@@ -80,7 +81,7 @@ class LogOverlay {
   const uint64_t fold_offset_;
   mutable std::shared_mutex mutex_;
   uint64_t through_offset_;                  // GUARDED_BY(mutex_)
-  uint64_t through_txn_id_ = 0;              // GUARDED_BY(mutex_)
+  uint64_t through_txn_id_;                  // GUARDED_BY(mutex_)
   uint64_t log_bytes_ = 0;                   // GUARDED_BY(mutex_)
   std::pmr::monotonic_buffer_resource arena_;  // GUARDED_BY(mutex_) for allocation
   // In the arena too, and never destroyed: everything it holds is trivially destructible and the
