@@ -1,33 +1,87 @@
-// Compaction (I8): the newest commit is rewritten, packed, into "<path>.compact", which is synced,
-// renamed over the database and made durable with a directory sync, all under the writer lock.
-// Readers keep reading the old file (their snapshots hold it open); other handles notice the new
-// file by its identity and follow it. A crash at any step leaves the old file or the new one
-// under the name, both holding the same newest commit.
+// Compaction (I8), online: the newest commit is rewritten, packed, into "<path>.compact", which is
+// synced, renamed over the database and made durable with a directory sync.
+//
+// The tree is written from a reader's snapshot without the writer lock, so writers go on
+// committing meanwhile; their commits are then copied after it, batch by batch, in passes: up to
+// kUnlockedPassesMax without the writer lock, and a last one under it (with the rename and the
+// directory sync), so a writer waits only for the commits made during the pass before. One
+// compaction runs at a time ("<path>.compact.lock", across threads and processes). Readers keep
+// reading the old file (their snapshots hold it open); other handles notice the new file by its
+// identity and follow it. A crash at any step leaves the old file or the new one under the name,
+// both holding the same newest commit, or the new one holding a commit the old one holds too.
 #include "checksum.h"
 #include "db_impl.h"
 
 namespace dbdb {
+namespace {
+
+// The passes without the writer lock end when one copies less than this, or after
+// kUnlockedPassesMax of them: the pass under the lock copies what was committed during the last.
+constexpr uint64_t kLockedPassBytesMax = uint64_t{1} << 20;
+constexpr int kUnlockedPassesMax = 4;
+
+}  // namespace
 
 Status DBImpl::Compact() {
-  DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
-  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView(false));
-  if (!view.commit) return Status::Ok();  // nothing committed, nothing to compact
-  return CompactLocked(view).status();
+  DBDB_RETURN_IF_ERROR(CheckWritable());
+  return CompactOnline(options_.wait_for_writer).status();
 }
 
-Result<format::Commit> DBImpl::WriteCompactedFile(const View& view, const std::string& temp) {
-  // Any error before the rename leaves the database untouched: report it, keep the handle.
+Result<std::unique_ptr<FileLock>> DBImpl::LockCompaction(bool wait) {
+  auto lock = fs_->Lock(path_ + ".compact.lock", {.wait = wait});
+  if (!lock.ok() && lock.status().code() == StatusCode::kBusy) {
+    return Status::Busy("another compaction of " + path_ + " is running");
+  }
+  if (!lock.ok()) return lock.status().WithContext("the compaction lock of " + path_);
+  return lock;
+}
+
+Result<std::optional<DBImpl::Compacted>> DBImpl::CompactOnline(bool wait) {
+  DBDB_ASSIGN_OR_RETURN(auto compaction_lock, LockCompaction(wait));
+  DBDB_ASSIGN_OR_RETURN(View start, ReaderView());
+  if (!start.commit) return std::optional<Compacted>();  // nothing committed, nothing to compact
+  DBDB_RETURN_IF_ERROR(WritableVersion(*start.file));
+  DBDB_ASSIGN_OR_RETURN(Compacted compacted, CompactFrom(start, wait, nullptr));
+  return std::optional<Compacted>(std::move(compacted));
+}
+
+Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, bool wait, WriterLock* held) {
+  const std::string temp = path_ + ".compact";
   DBDB_ASSIGN_OR_RETURN(auto out, fs_->Open(temp, OpenOptions{.create = true}));
-  auto written = WriteCompactedInto(view, *out);
-  // A partial file gives its space back (a full disk must not stay full) but keeps its name and
+  auto written = WriteCompacted(start, *out, wait, held);
+  // Any error before the rename leaves the database untouched: report it, keep the handle. A
+  // partial file gives its space back (a full disk must not stay full) but keeps its name and
   // inode: removing it would let the next compaction create a new file under that name, and a
   // power cut that kept the rename but not the create would rename this partial file over the
   // database (found by `dbdb-crash --processes 3`; mutant 35).
-  if (!written.ok()) (void)out->Truncate(0);
-  return written;
+  if (!written.ok()) {
+    (void)out->Truncate(0);
+    return written.status();
+  }
+  out.reset();
+  DBDB_ASSIGN_OR_RETURN(View view, InstallCompacted(temp, written->log.last));
+  return Compacted{std::move(written->lock), std::move(view)};
 }
 
-Result<format::Commit> DBImpl::WriteCompactedInto(const View& view, File& out) {
+Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, bool wait, WriterLock* held) {
+  DBDB_ASSIGN_OR_RETURN(format::Commit fold, WriteCompactedTree(start, out));
+  CopiedLog log{*start.commit, fold, fold.record_end()};
+  if (held != nullptr) return LockedLog{std::move(*held), log};  // nothing can have been committed since
+  for (int pass = 0; pass < kUnlockedPassesMax; pass++) {
+    DBDB_ASSIGN_OR_RETURN(View now, ReaderView());
+    if (now.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
+    DBDB_ASSIGN_OR_RETURN(uint64_t copied, CopyLog(now, &log, out));
+    if (copied < kLockedPassBytesMax) break;
+  }
+  // The last pass, under the writer lock: the newest commit, settled as a writer settles it.
+  DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
+  DBDB_ASSIGN_OR_RETURN(View newest, PrepareWriterView());
+  if (newest.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
+  DBDB_RETURN_IF_ERROR(CopyLog(newest, &log, out).status());
+  return LockedLog{std::move(lock), log};
+}
+
+Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
   const format::Commit& old = *view.commit;
   format::Commit commit;
   DBDB_RETURN_IF_ERROR(out.Truncate(0));
@@ -75,11 +129,68 @@ Result<format::Commit> DBImpl::WriteCompactedInto(const View& view, File& out) {
   return commit;
 }
 
-Result<View> DBImpl::CompactLocked(const View& view) {
-  const std::string temp = path_ + ".compact";
-  auto written = WriteCompactedFile(view, temp);
-  if (!written.ok()) return written.status();  // the database is untouched
-  const format::Commit commit = written.value();
+Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
+  const format::Commit& newest = *upto.commit;
+  if (newest.offset == log->source.offset) return 0;
+  // The commits after the last one copied, newest first, read back along the chain.
+  std::vector<format::Commit> chain{newest};
+  while (chain.back().prev_commit_offset != log->source.offset) {
+    const format::Commit& at = chain.back();
+    if (at.prev_commit_offset < log->source.offset || at.prev_commit_offset == 0) {
+      // The commit copied last is gone from the chain (a no-sync commit rolled back after a
+      // failed write): give up; the database is untouched.
+      return Status::Aborted(path_ + ": commit " + std::to_string(log->source.txn_id) +
+                             " left the chain while the file was being compacted");
+    }
+    DBDB_ASSIGN_OR_RETURN(format::Commit prev, upto.file->ReadCommit(at.prev_commit_offset));
+    if (prev.txn_id + 1 != at.txn_id) {
+      return Status::Corruption(path_ + ": commit at offset " + std::to_string(at.offset) + " has txn " +
+                                std::to_string(at.txn_id) + " after txn " + std::to_string(prev.txn_id));
+    }
+    chain.push_back(prev);
+  }
+  if (chain.back().txn_id != log->source.txn_id + 1) {
+    return Status::Corruption(path_ + ": commit at offset " + std::to_string(chain.back().offset) + " has txn " +
+                              std::to_string(chain.back().txn_id) + " after txn " +
+                              std::to_string(log->source.txn_id));
+  }
+  // Each is copied as a commit of the new file: its batch, then its record (the same txn id, over
+  // the compacted tree), sealed; durable with the file, which is synced before it has the name.
+  const uint64_t start = log->last.record_end();
+  uint64_t at = start;
+  std::string buffer;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    if (it->batch_offset == 0) {
+      return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has no batch");
+    }
+    DBDB_ASSIGN_OR_RETURN(auto batch, upto.file->ReadBatch(*it, &buffer));
+    format::Commit c;
+    c.txn_id = it->txn_id;
+    c.prev_commit_offset = log->last.offset;
+    c.commits_in_file = log->last.commits_in_file + 1;
+    SetRoot(&c, RootOf(log->last));
+    c.fold_offset = log->last.fold_offset;
+    c.synced_through = log->synced_end;
+    c.batch_offset = log->last.end();
+    c.sealed = true;
+    c.seal_durable = true;
+    std::string records;
+    format::AppendRecord(&records, c.batch_offset, format::RecordType::kBatch, format::EncodeBatch(batch));
+    std::string bytes = AssembleCommit(log->last, records, &c);
+    DBDB_RETURN_IF_ERROR(out.WriteAt(at, bytes));
+    at += bytes.size();
+    log->last = c;
+    log->source = *it;
+  }
+  std::string seal;
+  format::AppendSeal(&seal, log->last, true);
+  DBDB_RETURN_IF_ERROR(out.WriteAt(at, seal));
+  DBDB_RETURN_IF_ERROR(out.Sync());  // before the name, and before the next pass says synced_through
+  log->synced_end = log->last.record_end();
+  return at + seal.size() - start;
+}
+
+Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Commit& newest) {
   // A failed rename may still have happened (or happen at the next crash): this handle must not
   // go on appending to a file that may no longer have the name. Fail it (I7); a new handle finds
   // whichever file the name holds, both with the same newest commit.
@@ -95,11 +206,13 @@ Result<View> DBImpl::CompactLocked(const View& view) {
   {
     MutexLock guard(&state_mutex_);
     file_ = file.value();
-    newest_ = commit;
-    overlay_ = std::make_shared<LogOverlay>(commit.offset, commit.txn_id);
+    newest_ = newest;
+    overlay_.reset();
+    s = CatchUpOverlay();  // the commits copied after the compacted tree
     compacted = CurrentView();
   }
-  SetDurable(compacted, commit.record_end());
+  if (!s.ok()) return Fail(s.WithContext("reading " + path_ + " after compaction"));
+  SetDurable(compacted, newest.record_end());
   name_durable_file_ = file.value();
   return compacted;
 }

@@ -158,8 +158,9 @@ Status DBImpl::UpgradeImpl(const std::string& path, const Options& options) {
   o.read_only = false;
   o.create_if_missing = false;
   DBDB_ASSIGN_OR_RETURN(auto db, DBImpl::OpenImpl(path, o, true));
-  // Under the writer lock (which version-1 writers take too), so that nothing is appended between
-  // the verification and the compaction.
+  // Under the compaction lock, then the writer lock (which version-1 writers take too), so that
+  // nothing is appended between the verification and the compaction.
+  DBDB_ASSIGN_OR_RETURN(auto compaction_lock, db->LockCompaction(options.wait_for_writer));
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, db->AcquireWriter());
   // Verify every record and tree invariant first: compaction rewrites what a scan reads, and a
   // damaged tree (a key outside its node's range, say) would be silently "repaired" into a file
@@ -169,9 +170,9 @@ Status DBImpl::UpgradeImpl(const std::string& path, const Options& options) {
     if (!report.ok()) return report.status().WithContext("verifying " + path + " before upgrading it");
   }
   // Compaction always writes the current version; a current file is left as it is.
-  DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView(false));
+  DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView());
   if (view.file->version() == format::kFormatVersion) return Status::Ok();
-  return db->CompactLocked(view).status();
+  return db->CompactFrom(view, options.wait_for_writer, &lock).status();
 }
 
 Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const Options& options, bool upgrading) {
@@ -545,7 +546,7 @@ uint64_t DBImpl::FoldEstimate(const View& view, uint64_t new_keys) const {
   return std::max<uint64_t>(1, std::min(tree + view.log_bytes(), keys * options_.node_size_target_bytes));
 }
 
-Result<View> DBImpl::PrepareWriterView(bool allow_compaction) {
+Result<View> DBImpl::PrepareWriterView() {
   // The writer always starts from the newest commit, read after taking the lock (I4).
   DBDB_ASSIGN_OR_RETURN(View view, WriterView());
   if (!upgrading_) DBDB_RETURN_IF_ERROR(WritableVersion(*view.file));
@@ -581,31 +582,49 @@ Result<View> DBImpl::PrepareWriterView(bool allow_compaction) {
     SetDurable(view, view.body_start());
     Publish(view);
   }
+  return view;
+}
+
+bool DBImpl::AutoCompactionDue(const View& view) const {
   // Space reclaims itself: once the garbage passes the live data plus the slack, the transaction
-  // starts on a compacted file (which also folds the log).
-  // So does a log a commit left unfolded because folding it in place would have made compaction
-  // due (CommitChanges).
-  // Automatic compaction is best effort: if it fails before its rename (a full disk, say), the
-  // database is as it was, and the transaction goes on without it rather than every write failing
-  // until space is freed (a failure after the rename fails the handle, I7).
-  // After a failure it waits until the file has grown by the slack again, rather than rewriting
-  // the whole database at every transaction; damage (Corruption) is reported, never skipped.
+  // compacts before it starts (which also folds the log). So does a log a commit left unfolded
+  // because folding it in place would have made compaction due (CommitChanges).
+  // After a failed automatic compaction it waits until the file has grown by the slack again,
+  // rather than rewriting the whole database at every transaction.
   bool backing_off = compaction_failed_file_.lock() == view.file &&
                      view.end() < compaction_failed_end_ + CompactionSlack();
-  if (allow_compaction && !backing_off &&
-      (CompactionDue(view, view.end(), 0) ||
-       (view.commit && FoldDue(view, 0) && CompactionDue(view, view.end(), FoldEstimate(view, 0))))) {
-    auto compacted = CompactLocked(view);
-    if (compacted.ok() || failed_.load() || !compacted.status().IsIOError()) return compacted;
-    compaction_failed_file_ = view.file;
-    compaction_failed_end_ = view.end();
-  }
-  return view;
+  return !backing_off && (CompactionDue(view, view.end(), 0) ||
+                          (view.commit && FoldDue(view, 0) && CompactionDue(view, view.end(), FoldEstimate(view, 0))));
 }
 
 Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
-  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView(true));
+  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
+  if (AutoCompactionDue(view)) {
+    // Compact online, as the thread that found it due (SQLite's automatic checkpoint runs in the
+    // committing connection too): the writer lock is released while the tree is written, so other
+    // writers wait only for the compaction's last pass. Best effort: a compaction that fails
+    // before its rename (a full disk, say) leaves the database as it was, and the transaction
+    // goes on without it rather than every write failing until space is freed; so does one that
+    // finds another compaction running. Damage (Corruption) is reported, never skipped; a
+    // failure after the rename has failed the handle (I7).
+    lock = WriterLock{};
+    auto compacted = CompactOnline(/*wait=*/false);
+    if (compacted.ok() && compacted.value()) {
+      lock = std::move(compacted.value()->lock);
+      view = std::move(compacted.value()->view);
+    } else {
+      const Status& s = compacted.status();
+      bool skipped = s.ok() || s.IsIOError() || s.code() == StatusCode::kBusy || s.code() == StatusCode::kAborted;
+      if (failed_.load() || !skipped) return s;
+      DBDB_ASSIGN_OR_RETURN(lock, AcquireWriter());
+      DBDB_ASSIGN_OR_RETURN(view, PrepareWriterView());
+      if (s.IsIOError()) {
+        compaction_failed_file_ = view.file;
+        compaction_failed_end_ = view.end();
+      }
+    }
+  }
   return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
 }
 
@@ -647,41 +666,46 @@ Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
   return AppendCommit(base, &bytes, commit, &batch);
 }
 
-Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit commit,
-                            const std::vector<format::BatchChange>* batch) {
-  // `bytes` holds the fold's nodes and the batch, to be appended after the base commit (and its
-  // seal). The body the commit checksums starts at the base commit record's end: the base's seal,
-  // then those records.
-  commit.body_offset = base.body_start();
-  commit.offset = base.end() + bytes->size();
-  DBDB_ASSERT(commit.batch_offset == 0 || commit.batch_offset < commit.offset);
-  BodyHasher body(commit.body_offset);
+std::string AssembleCommit(const std::optional<format::Commit>& base, std::string_view records,
+                           format::Commit* commit) {
+  const uint64_t base_end = base ? base->end() : format::kFileHeaderSizeBytes;
+  commit->body_offset = base ? base->record_end() : format::kFileHeaderSizeBytes;
+  commit->offset = base_end + records.size();
+  DBDB_ASSERT(commit->batch_offset == 0 || commit->batch_offset < commit->offset);
   // The base's seal (the same bytes as on the file) is written again, in the commit's own write,
   // so that the commit's sync covers it: it was never synced by itself, and a failed sync of
   // another handle or process since may have dropped its page while reads still return it
   // (fsyncgate). The commit's body checksum covers the seal; without this, the commit could be
   // acknowledged durable over a seal the disk never got, and be lost in a power cut. (Found by
   // `dbdb-crash --processes 3`: a second writer's failed settle dropped the first writer's seal.)
-  // Safe to rewrite: the file ends at the seal (PrepareWriterView cut any tail), under the locks.
   std::string out;
-  if (base.commit && base.commit->sealed) format::AppendSeal(&out, *base.commit, base.commit->seal_durable);
-  const uint64_t write_at = base.end() - out.size();
-  body.Update(out);
-  body.Update(*bytes);
-  commit.body_checksum = body.Digest();
+  if (base && base->sealed) format::AppendSeal(&out, *base, base->seal_durable);
+  DBDB_ASSERT(base_end - out.size() == commit->body_offset);
+  out.append(records);
+  commit->body_checksum = format::BodyChecksum(commit->body_offset, out);
+  AppendCommitRecord(&out, *commit);
+  return out;
+}
+
+Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit commit,
+                            const std::vector<format::BatchChange>* batch) {
+  // `bytes` holds the fold's nodes and the batch, to be appended after the base commit (and its
+  // seal). The body the commit checksums starts at the base commit record's end: the base's seal,
+  // then those records. Safe to rewrite the seal: the file ends at it (PrepareWriterView cut any
+  // tail), under the locks.
   // Everything before the last point this handle synced in this file is durable too.
   uint64_t carried = base.commit ? base.commit->synced_through : format::kFileHeaderSizeBytes;
   uint64_t synced = std::min(DurableEndIn(base), base.body_start());
   commit.synced_through = KnownDurable(base) ? base.body_start()
                                              : std::max({carried, synced, format::kFileHeaderSizeBytes});
   commit.sealed = true;  // by the time Commit returns
+  std::string out = AssembleCommit(base.commit, *bytes, &commit);
+  const uint64_t write_at = base.body_start();
   if (commit.end() > options_.file_size_max_bytes) {
     return Status::LimitExceeded("commit would grow " + path_ + " to " + std::to_string(commit.end()) +
                                  " bytes, past file_size_max_bytes (" +
                                  std::to_string(options_.file_size_max_bytes) + "); compact or raise the limit");
   }
-  AppendCommitRecord(bytes, commit);
-  out.append(*bytes);
   File& file = base.file->file();
   // Readers that find this commit unsealed wait for this lock instead of guessing.
   DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight());

@@ -68,6 +68,14 @@ inline bool SameTree(const format::Commit& a, const format::Commit& b) {
 // checks on every read: never write a commit a reader would reject).
 void AppendCommitRecord(std::string* bytes, const format::Commit& commit);
 
+// The one way a commit's bytes are assembled (commits, folds, and the log a compaction copies):
+// `base`'s seal again (when sealed; none for a file's first commit), then `records` (a fold's
+// nodes, the batch), then the record of *commit, whose offset, body_offset and body_checksum this
+// sets (the caller sets the rest). The bytes are written at the base's record end (the header's
+// end for a first commit); the new commit's seal is not included.
+std::string AssembleCommit(const std::optional<format::Commit>& base, std::string_view records,
+                           format::Commit* commit);
+
 // Ok when this build writes `file`'s format; ReadOnly with what to do otherwise.
 Status WritableVersion(const TreeFile& file);
 
@@ -107,12 +115,42 @@ class DBImpl final : public DB {
   // HoldWriterLockIfRollbackFailed. Nothing else outside DBImpl reaches its internals.
   friend class WriteTransactionImpl;
 
-  // Compacts the writer's view into a fresh file (I8) and returns the new view.
-  // REQUIRES: writer lock held.
-  Result<View> CompactLocked(const View& view);
-  // Writes and syncs the compacted file `temp` of `view`; returns its commit. Touches nothing else.
-  Result<format::Commit> WriteCompactedFile(const View& view, const std::string& temp);
-  Result<format::Commit> WriteCompactedInto(const View& view, File& out);  // (its body)
+  // Compaction (compact.cc, I8). What a compaction hands back: the writer lock (taken for its
+  // last pass) and the view of the compacted file.
+  struct Compacted {
+    WriterLock lock;
+    View view;
+  };
+  // The log a compaction has copied into its new file so far.
+  struct CopiedLog {
+    format::Commit source;  // the newest commit copied, as the old file holds it
+    format::Commit last;    // ... as the new file holds it (at first, the compacted tree's commit)
+    uint64_t synced_end;    // the new file is durable below this
+  };
+  struct LockedLog {
+    WriterLock lock;
+    CopiedLog log;
+  };
+  // Online compaction: the tree of a reader's snapshot written without the writer lock, the
+  // commits since copied in passes, the last under the writer lock, which it returns held.
+  // nullopt: nothing committed. Busy: another compaction is running (and !wait). An error before
+  // the rename leaves the database and the handle as they were; one after it fails the handle.
+  Result<std::optional<Compacted>> CompactOnline(bool wait);
+  // The one compaction, from `start`: into "<path>.compact", then renamed over the database.
+  // With `held` (the writer lock, held since `start` was taken), no pass runs without it.
+  Result<Compacted> CompactFrom(const View& start, bool wait, WriterLock* held);
+  Result<LockedLog> WriteCompacted(const View& start, File& out, bool wait, WriterLock* held);  // (its writes)
+  // Truncates `out`, writes the header, `view`'s keys as a packed tree and its commit, and syncs.
+  Result<format::Commit> WriteCompactedTree(const View& view, File& out);
+  // Copies the commits after log->source through `upto`'s commit (same file) into `out` after
+  // log->last, and syncs; returns the bytes written (0: nothing new).
+  Result<uint64_t> CopyLog(const View& upto, CopiedLog* log, File& out);
+  // Renames the written file over the database, syncs the directory and follows the new file.
+  Result<View> InstallCompacted(const std::string& temp, const format::Commit& newest);
+  // The lock one compaction at a time holds ("<path>.compact.lock").
+  Result<std::unique_ptr<FileLock>> LockCompaction(bool wait);
+  // True when a write transaction should compact before it starts (REQUIRES: the writer lock).
+  bool AutoCompactionDue(const View& view) const;
   // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
   // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
   bool CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const;
@@ -148,9 +186,8 @@ class DBImpl final : public DB {
 
   // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
   Result<WriterLock> AcquireWriter();
-  // The writer's base: the newest commit, its tail cut and base settled, and the file compacted
-  // first when automatic compaction is due (`allow_compaction`). REQUIRES: writer lock held.
-  Result<View> PrepareWriterView(bool allow_compaction);
+  // The writer's base: the newest commit, its tail cut and base settled. REQUIRES: writer lock held.
+  Result<View> PrepareWriterView();
 
   // The one commit builder: the transaction's batch record (after the nodes of a fold, when the
   // unfolded log passes fold_threshold_bytes), then its commit record, appended on `base`.
@@ -211,7 +248,8 @@ class DBImpl final : public DB {
   // Under the writer lock: the file whose name this handle made durable (synced its directory).
   std::weak_ptr<TreeFile> name_durable_file_;
   // Under the writer lock: where an automatic compaction of this file last failed with an I/O
-  // error; the next waits until the file has grown by the slack.
+  // error (set by BeginWrite once it holds the lock again); the next waits until the file has
+  // grown by the slack.
   std::weak_ptr<TreeFile> compaction_failed_file_;
   uint64_t compaction_failed_end_ = 0;
   bool KnownDurable(const View& view) const {

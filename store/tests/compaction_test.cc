@@ -2,6 +2,7 @@
 // handles follow the new file, and stats report the garbage before and after.
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 
 #include "dbdb/db.h"
 #include "test_util.h"
@@ -117,6 +118,156 @@ TEST(Compaction, StaleTempFileFromACrashIsReplaced) {
   ASSERT_TRUE(db->Compact().ok());
   EXPECT_EQ(**db->Get("a"), "1");
   EXPECT_TRUE(db->Check().ok());
+}
+
+// A file system that calls `after_sync(n, bytes)` after the n-th sync of a compaction's file
+// (the tree, then each pass of the log), with the bytes written to it since the sync before, so a
+// test can act while a compaction runs.
+class WatchedCompactionFs final : public FileSystemWrapper {
+ public:
+  WatchedCompactionFs() : FileSystemWrapper(NewPosixFileSystem()) {}
+  std::function<void(int, uint64_t)> after_sync;
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    if (path.size() < 8 || path.compare(path.size() - 8, 8, ".compact") != 0) return file;
+    return std::unique_ptr<File>(new WatchedFile(this, std::move(file)));
+  }
+
+ private:
+  class WatchedFile final : public FileWrapper {
+   public:
+    WatchedFile(WatchedCompactionFs* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
+    Status WriteAt(uint64_t offset, std::span<const char> data) override {
+      written_ += data.size();
+      return FileWrapper::WriteAt(offset, data);
+    }
+    Status Sync() override {
+      DBDB_RETURN_IF_ERROR(FileWrapper::Sync());
+      uint64_t written = written_;
+      written_ = 0;
+      if (fs_->after_sync) fs_->after_sync(++syncs_, written);
+      return Status::Ok();
+    }
+
+   private:
+    WatchedCompactionFs* fs_;
+    uint64_t written_ = 0;
+    int syncs_ = 0;
+  };
+};
+
+// Online compaction (I8 with a bounded writer pause): the tree is written without the writer
+// lock, so another handle commits meanwhile (its BeginWrite would be Busy otherwise); its commits
+// are copied after the tree in passes, the last one under the writer lock, which copies only what
+// was committed during the pass before; nothing committed meanwhile is lost.
+TEST(Compaction, WritersCommitWhileTheTreeIsWrittenAndPauseOnlyForTheLastPass) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<WatchedCompactionFs>();
+  Options options;
+  options.create_if_missing = true;
+  options.fold_threshold_bytes = 0;
+  options.auto_compact = false;
+  options.file_system = fs;
+  auto a = DB::Open(path, options);
+  ASSERT_TRUE(a.ok());
+  Options other = options;
+  other.file_system = nullptr;
+  other.wait_for_writer = false;  // Busy, never a wait, while someone holds the writer lock
+  auto b = DB::Open(path, other);
+  ASSERT_TRUE(b.ok());
+  for (int round = 0; round < 3; round++) {
+    auto txn = (*a)->BeginWrite();
+    for (int i = 0; i < 2000; i++) ASSERT_TRUE((*txn)->Put("key" + std::to_string(i), std::to_string(round)).ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+  }
+  auto before = (*a)->GetStats();
+  std::vector<std::pair<int, uint64_t>> syncs;
+  std::vector<Status> during;
+  fs->after_sync = [&](int n, uint64_t bytes) {
+    syncs.push_back({n, bytes});
+    if (n == 1) {
+      // The tree is written: more than a pass's worth of commits, so a second pass runs.
+      for (int i = 0; i < 12; i++) during.push_back((*b)->Put("big" + std::to_string(i), std::string(100000, 'b')));
+      during.push_back((*b)->Del("key1"));
+    } else if (n == 2) {
+      during.push_back((*b)->Put("late", "1"));  // the second pass (still without the lock) copies it
+    } else if (n == 3) {
+      during.push_back((*b)->Put("last", "1"));  // the pass under the lock copies it
+    } else if (n == 4) {
+      Status s = (*b)->Put("locked", "1");
+      EXPECT_EQ(s.code(), StatusCode::kBusy) << "the last pass holds the writer lock: " << s.ToString();
+    }
+  };
+  auto snapshot = (*a)->GetSnapshot();
+  ASSERT_TRUE((*a)->Compact().ok());
+  fs->after_sync = nullptr;
+  for (const Status& s : during) EXPECT_TRUE(s.ok()) << "a commit while the tree was written: " << s.ToString();
+  ASSERT_EQ(syncs.size(), 4u) << "the tree, two passes without the lock, the last pass under it";
+  EXPECT_GT(syncs[0].second, 10000u) << "the tree";
+  EXPECT_LT(syncs[0].second, before->file_size_bytes / 4) << "the tree, packed";
+  EXPECT_GT(syncs[1].second, 1000000u) << "the first pass copies the twelve big commits";
+  EXPECT_LT(syncs[2].second, 1000u) << "the second copies the one commit made during the first";
+  EXPECT_LT(syncs[3].second, 1000u) << "the pass under the lock copies only the one commit made since";
+  auto after = (*a)->GetStats();
+  EXPECT_EQ(after->generation, 1u);
+  EXPECT_EQ(after->txn_id, before->txn_id + 15) << "every commit made meanwhile, with its own txn id";
+  EXPECT_EQ(after->commits_in_file, 16u) << "the compacted tree's commit, then the 15 copied";
+  EXPECT_EQ(after->keys, 2000u + 12u + 2u - 1u);
+  EXPECT_EQ(**(*snapshot)->Get("key1"), "2") << "a snapshot taken before reads the old file";
+  EXPECT_FALSE((*snapshot)->Get("late")->has_value());
+  auto report = (*a)->Check();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  a->reset();
+  b->reset();
+  auto reopened = DB::Open(path, Options{.read_only = true});
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_FALSE((*reopened)->Get("key1")->has_value());
+  EXPECT_EQ(**(*reopened)->Get("key2"), "2");
+  EXPECT_EQ(**(*reopened)->Get("late"), "1");
+  EXPECT_EQ(**(*reopened)->Get("last"), "1");
+  EXPECT_FALSE((*reopened)->Get("locked")->has_value());
+  EXPECT_EQ((*(*reopened)->Get("big11"))->size(), 100000u);
+  EXPECT_EQ((*reopened)->GetStats()->txn_id, before->txn_id + 15);
+}
+
+// One compaction at a time, across handles and processes: they would share "<path>.compact".
+// Automatic compaction starts from BeginWrite, and lets other writers commit while it runs.
+TEST(Compaction, OneAtATimeAndAutomaticOnesLetOthersCommit) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<WatchedCompactionFs>();
+  Options options;
+  options.create_if_missing = true;
+  options.fold_threshold_bytes = 0;
+  options.auto_compact_slack_bytes = 64 * 1024;
+  options.file_system = fs;
+  auto a = DB::Open(path, options);
+  ASSERT_TRUE(a.ok());
+  Options other = options;
+  other.file_system = nullptr;
+  other.auto_compact = false;
+  other.wait_for_writer = false;
+  auto b = DB::Open(path, other);
+  ASSERT_TRUE(b.ok());
+  int compactions = 0;
+  fs->after_sync = [&](int n, uint64_t) {
+    if (n != 1) return;
+    compactions++;
+    EXPECT_EQ((*b)->Compact().code(), StatusCode::kBusy) << "a second compaction while one runs";
+    Status s = (*b)->Put("from-b-" + std::to_string(compactions), "1");
+    EXPECT_TRUE(s.ok()) << "a commit while an automatic compaction writes its tree: " << s.ToString();
+  };
+  for (int t = 0; t < 400; t++) {
+    ASSERT_TRUE((*a)->Put("key" + std::to_string(t % 40), std::string(200, static_cast<char>('a' + t % 26))).ok());
+  }
+  fs->after_sync = nullptr;
+  EXPECT_GT(compactions, 0) << "automatic compaction ran";
+  EXPECT_EQ((*a)->GetStats()->generation, static_cast<uint64_t>(compactions));
+  for (int c = 1; c <= compactions; c++) {
+    EXPECT_EQ(**(*a)->Get("from-b-" + std::to_string(c)), "1") << "commit " << c << " of b";
+  }
+  EXPECT_TRUE((*a)->Check().ok());
 }
 
 // Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys

@@ -11,7 +11,8 @@
 // Thread safety: a DB may be used from many threads. Snapshots, iterators and write
 // transactions each belong to one thread at a time. Any number of processes may open the same
 // file; writers are serialized by an advisory lock (file "<path>.lock", created by the first
-// writer), and a commit is in flight while its writer holds a flock of the database file itself.
+// writer), a commit is in flight while its writer holds a flock of the database file itself, and
+// one compaction at a time holds "<path>.compact.lock" while it writes "<path>.compact".
 //
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
 // log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its
@@ -46,7 +47,8 @@ struct Options {
   bool create_if_missing = false;
   bool read_only = false;           // never writes or creates a file (needs read access only); no
                                     // recovery truncation; probes the in-flight lock (FORMAT.md)
-  bool wait_for_writer = true;      // BeginWrite/Compact block for the writer lock; false: Busy
+  bool wait_for_writer = true;      // BeginWrite/Compact block for the writer (and compaction)
+                                    // lock; false: Busy
   uint32_t key_size_max_bytes = 1024;              // at most node_size_target_bytes / 4
   uint32_t value_size_max_bytes = 1024 * 1024;     // at most 64 MiB
   uint64_t file_size_max_bytes = uint64_t{1} << 40;  // a commit that would pass it fails
@@ -62,8 +64,10 @@ struct Options {
   uint64_t fold_threshold_bytes = 4 * 1024 * 1024;
   // Compact automatically, at the start of a write transaction, once the garbage passes the live
   // bytes plus max(fold_threshold_bytes, auto_compact_slack_bytes): the file stays within about
-  // twice its live data plus that slack. The transaction that compacts waits for it (readers do
-  // not). false: only Compact() (or `dbdb compact`) compacts.
+  // twice its live data plus that slack. The thread whose BeginWrite finds it due runs it, online
+  // as Compact() does (other writers pause only for its last pass; readers never); one that finds
+  // another compaction running, or fails before its rename, goes on without it. false: only
+  // Compact() (or `dbdb compact`) compacts.
   bool auto_compact = true;
   uint64_t auto_compact_slack_bytes = 1024 * 1024;
 };
@@ -164,14 +168,19 @@ class DB {
   virtual Result<std::unique_ptr<WriteTransaction>> BeginWrite() = 0;
   virtual Result<std::unique_ptr<Snapshot>> GetSnapshot() = 0;
 
-  // Rewrites the newest commit into a fresh file and atomically replaces the old one (I8).
-  // Readers keep reading; writers wait for it (or get Busy with wait_for_writer=false).
+  // Rewrites the newest commit into a fresh file and atomically replaces the old one (I8), online:
+  // the tree is written from a snapshot without the writer lock, then the commits made meanwhile
+  // are copied after it in passes, the last under the writer lock (with the rename), so writers
+  // pause only for the commits of the pass before it (at most 4 passes without the lock, ending
+  // early once one copies less than 1 MiB). Readers keep reading. Busy with
+  // wait_for_writer=false when another compaction or the writer lock is held.
   virtual Status Compact() = 0;
 
   // Converts a version-1 file (which this build opens read-only) into the current format by
   // verifying it (as Check() does: a file that does not verify is Corruption, and is left as it
-  // is) and compacting it, both under the writer lock (which version-1 writers take too). A current
-  // file is left as it is. Afterwards a build that only knows version 1 refuses the file.
+  // is) and compacting it, both under the compaction lock and the writer lock (which version-1
+  // writers take too). A current file is left as it is. Afterwards a build that only knows
+  // version 1 refuses the file.
   static Status Upgrade(const std::string& path, const Options& options);
 
   // Verifies every record of the committed region, the commit chain and every tree invariant.
