@@ -158,6 +158,8 @@ int main(int argc, char** argv) {
     }
   }
   const double raw_mb = static_cast<double>(keys) * (16 + 100) / 1e6;
+  // After both single-put phases (when dbdb compacts) the stores hold their keys too.
+  const double final_raw_mb = static_cast<double>(keys + 2 * fillsync) * (16 + 100) / 1e6;
 
   // results[store][workload] = one value per run
   std::map<std::string, std::map<std::string, std::vector<double>>> results;
@@ -261,9 +263,9 @@ int main(int argc, char** argv) {
   if (dbdb_compacted_mb.count("dbdb")) {
     double m = Median(dbdb_compacted_mb["dbdb"]);
     report["dbdb_size_after_compact_mb"] = m;
-    report["dbdb_size_after_compact_over_raw"] = m / raw_mb;
-    std::cout << "dbdb size after compact: " << Human(m) << " MB = " << std::setprecision(3) << m / raw_mb
-              << "x the raw data (" << Human(raw_mb) << " MB)\n";
+    report["dbdb_size_after_compact_over_raw"] = m / final_raw_mb;
+    std::cout << "dbdb size after compact: " << Human(m) << " MB = " << std::setprecision(3) << m / final_raw_mb
+              << "x the raw data (" << Human(final_raw_mb) << " MB, the fill's keys and the single-put phases')\n";
     if (!stores.empty() && results.count("dbdb")) ratios.emplace_back("size, compacted", [&] {
       double best = 0;
       for (const auto& s : stores) {

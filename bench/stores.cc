@@ -41,12 +41,10 @@ class DbdbStore final : public Store {
   }
   void Close() override { db_.reset(); }
   void WriteBatch(const KeyValues& batch) override {
-    auto txn = db_->BeginWrite();
-    if (!txn.ok()) Die("dbdb begin: " + txn.status().ToString());
-    for (const auto& [k, v] : batch) {
-      if (auto s = (*txn)->Put(k, v); !s.ok()) Die("dbdb put: " + s.ToString());
-    }
-    if (auto s = (*txn)->Commit(); !s.ok()) Die("dbdb commit: " + s.ToString());
+    // DB::Write, as LevelDB's and RocksDB's adapters use theirs: blind writes, group committed.
+    dbdb::WriteBatch b;
+    for (const auto& [k, v] : batch) b.Put(k, v);
+    if (auto s = db_->Write(b); !s.ok()) Die("dbdb write: " + s.ToString());
   }
   bool Get(const std::string& key, std::string* value) override {
     auto v = db_->Get(key);

@@ -8,7 +8,7 @@
 # patch is a failure to fix, not to skip), or a mutant does not build.
 #   MUTANTS_DIR   work directory with the tree copy and its build (a cache reused between runs;
 #                 default ${TMPDIR:-/tmp}/dbdb-mutants)
-#   MUTANTS_ONLY  a substring: run only the mutants whose file name contains it
+#   MUTANTS_ONLY  substrings, comma-separated: run only the mutants whose file name contains one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -54,7 +54,12 @@ json="["
 failures=0
 for patch in "$repo"/ci/mutants/*.patch; do
   name=$(basename "$patch" .patch)
-  if [ -n "${MUTANTS_ONLY:-}" ] && [[ "$name" != *"$MUTANTS_ONLY"* ]]; then continue; fi
+  if [ -n "${MUTANTS_ONLY:-}" ]; then
+    selected=false
+    IFS=, read -ra wanted <<<"$MUTANTS_ONLY"
+    for w in "${wanted[@]}"; do [[ "$name" == *"$w"* ]] && selected=true; done
+    $selected || continue
+  fi
   description=$(head -1 "$patch" | sed 's/^Mutant: //')
   files=$(git apply --numstat "$patch" | awk '{print $3}')
   caught="SURVIVED"

@@ -364,14 +364,64 @@ Result<std::optional<std::string>> DBImpl::Get(std::string_view key) {
 }
 
 Status DBImpl::Put(std::string_view key, std::string_view value) {
-  DBDB_ASSIGN_OR_RETURN(auto txn, BeginWrite());
-  DBDB_RETURN_IF_ERROR(txn->Put(key, value));
-  return txn->Commit();
+  WriteBatch batch;
+  batch.Put(key, value);
+  return Write(batch);
 }
 
 Status DBImpl::Del(std::string_view key) {
+  WriteBatch batch;
+  batch.Del(key);
+  return Write(batch);
+}
+
+namespace {
+// A group takes the Writes queued behind its first up to about this many bytes (LevelDB's bound):
+// enough to share a sync among many small writes, without making the first wait for a big one.
+constexpr uint64_t kGroupBytesMax = uint64_t{1} << 20;
+}  // namespace
+
+Status DBImpl::Write(const WriteBatch& batch) {
+  DBDB_RETURN_IF_ERROR(CheckWritable());
+  for (const WriteBatch::Change& change : batch.changes()) {
+    DBDB_RETURN_IF_ERROR(ValidateKey(change.key));
+    if (change.value) DBDB_RETURN_IF_ERROR(ValidateValue(*change.value));
+  }
+  if (batch.changes().empty()) return Status::Ok();
+  PendingWrite self{&batch};
+  std::unique_lock<std::mutex> queue_lock(write_queue_mutex_);
+  write_queue_.push_back(&self);
+  self.ready.wait(queue_lock, [&] { return self.done || write_queue_.front() == &self; });
+  if (self.done) return self.status;  // committed (or failed) in another thread's group
+  // At the front: commit this batch and those queued behind it, in order.
+  std::vector<PendingWrite*> group;
+  uint64_t bytes = 0;
+  for (PendingWrite* pending : write_queue_) {
+    if (!group.empty() && bytes + pending->batch->bytes() > kGroupBytesMax) break;
+    group.push_back(pending);
+    bytes += pending->batch->bytes();
+  }
+  queue_lock.unlock();
+  Status s = CommitGroup(group);
+  queue_lock.lock();
+  for (PendingWrite* member : group) {
+    DBDB_ASSERT(write_queue_.front() == member);
+    write_queue_.pop_front();
+    member->status = s;
+    member->done = true;
+    if (member != &self) member->ready.notify_one();
+  }
+  if (!write_queue_.empty()) write_queue_.front()->ready.notify_one();
+  return s;
+}
+
+Status DBImpl::CommitGroup(const std::vector<PendingWrite*>& group) {
   DBDB_ASSIGN_OR_RETURN(auto txn, BeginWrite());
-  DBDB_RETURN_IF_ERROR(txn->Del(key));
+  for (const PendingWrite* member : group) {
+    for (const WriteBatch::Change& change : member->batch->changes()) {
+      DBDB_RETURN_IF_ERROR(change.value ? txn->Put(change.key, *change.value) : txn->Del(change.key));
+    }
+  }
   return txn->Commit();
 }
 

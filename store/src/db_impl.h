@@ -6,6 +6,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -103,6 +105,7 @@ class DBImpl final : public DB {
   Result<std::optional<std::string>> Get(std::string_view key) override;
   Status Put(std::string_view key, std::string_view value) override;
   Status Del(std::string_view key) override;
+  Status Write(const WriteBatch& batch) override;
   Result<std::unique_ptr<WriteTransaction>> BeginWrite() override;
   Result<std::unique_ptr<Snapshot>> GetSnapshot() override;
   Status Compact() override;
@@ -228,6 +231,17 @@ class DBImpl final : public DB {
   void HoldWriterLockIfRollbackFailed(WriterLock* lock) EXCLUDES(failure_mutex_);
   Status CheckWritable() EXCLUDES(failure_mutex_);
 
+  // Group commit (DB::Write): a Write waiting in the queue; the one at the front commits the
+  // batches queued behind it too (CommitGroup) and hands each its status.
+  struct PendingWrite {
+    const WriteBatch* batch;
+    Status status;
+    bool done = false;
+    std::condition_variable ready;  // done, or at the front of the queue
+  };
+  // Commits the batches of `group` (in order) as one write transaction.
+  Status CommitGroup(const std::vector<PendingWrite*>& group);
+
   const Options& options() const { return options_; }
   Status ValidateKey(std::string_view key) const;
   Status ValidateValue(std::string_view value) const;
@@ -237,6 +251,10 @@ class DBImpl final : public DB {
   const std::string lock_path_;
   const Options options_;
   const std::shared_ptr<FileSystem> fs_;
+
+  // The queue of Writes (DB::Write); taken alone.
+  std::mutex write_queue_mutex_;
+  std::deque<PendingWrite*> write_queue_;
 
   std::mutex writer_mutex_;
   // Under the writer lock: the end of the last commit record this handle knows to be durable in

@@ -130,6 +130,33 @@ class WriteTransaction {
   virtual void Abort() = 0;
 };
 
+// Blind puts and deletes for DB::Write, applied in order (a later change to a key wins).
+class WriteBatch {
+ public:
+  struct Change {
+    std::string key;
+    std::optional<std::string> value;  // nullopt: a delete
+  };
+  void Put(std::string_view key, std::string_view value) {
+    bytes_ += key.size() + value.size();
+    changes_.push_back({std::string(key), std::string(value)});
+  }
+  void Del(std::string_view key) {
+    bytes_ += key.size();
+    changes_.push_back({std::string(key), std::nullopt});
+  }
+  void Clear() {
+    changes_.clear();
+    bytes_ = 0;
+  }
+  const std::vector<Change>& changes() const { return changes_; }
+  uint64_t bytes() const { return bytes_; }  // of its keys and values
+
+ private:
+  std::vector<Change> changes_;
+  uint64_t bytes_ = 0;
+};
+
 struct CheckReport {
   uint64_t commits = 0;          // commit records verified along the chain
   uint64_t records = 0;          // records verified in the committed region
@@ -160,10 +187,20 @@ class DB {
   // the file; a torn tail is truncated by the first write transaction (I6).
   static Result<std::unique_ptr<DB>> Open(const std::string& path, const Options& options);
 
-  // Auto-commit conveniences: each is one read snapshot or one write transaction.
+  // Auto-commit conveniences: Get is one read snapshot; Put and Del are a Write of one change.
   virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
   virtual Status Put(std::string_view key, std::string_view value) = 0;
   virtual Status Del(std::string_view key) = 0;
+
+  // Commits `batch` atomically (all of it or none; durable when it returns OK in kSync), without
+  // reading anything first. Group commit: Writes from several threads of this handle that arrive
+  // while one is committing are committed together by the next, as one transaction (in the order
+  // they arrived, up to about 1 MiB beyond the first), with one sync; so concurrent Writes may
+  // share a txn id, and a snapshot sees each batch whole, never a part. Each call returns once
+  // its own batch is committed, with that commit's status (an error: as Commit's). A batch whose
+  // key or value breaks a limit is refused whole (LimitExceeded) before it joins a group. An empty
+  // batch commits nothing. Transactions that read (BeginWrite) are never grouped.
+  virtual Status Write(const WriteBatch& batch) = 0;
 
   virtual Result<std::unique_ptr<WriteTransaction>> BeginWrite() = 0;
   virtual Result<std::unique_ptr<Snapshot>> GetSnapshot() = 0;
