@@ -97,7 +97,7 @@ bool Runner::Setup() {
   std::error_code ec;
   std::filesystem::create_directories(o_.dir, ec);
   path_ = o_.dir + "/stress.dbdb";
-  for (const char* suffix : {"", ".lock", ".compact", ".compact.lock", ".create"}) std::filesystem::remove(path_ + suffix, ec);
+  for (const char* suffix : {"", ".lock", ".compact", ".compacting", ".compacting.lock", ".create"}) std::filesystem::remove(path_ + suffix, ec);
   dbdb::Options options;
   options.create_if_missing = true;
   auto db = dbdb::DB::Open(path_, options);

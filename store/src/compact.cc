@@ -1,11 +1,11 @@
-// Compaction (I8), online: the newest commit is rewritten, packed, into "<path>.compact", which is
+// Compaction (I8), online: the newest commit is rewritten, packed, into "<path>.compacting", which is
 // synced, renamed over the database and made durable with a directory sync.
 //
 // The tree is written from a reader's snapshot without the writer lock, so writers go on
 // committing meanwhile; their commits are then copied after it, batch by batch, in passes: up to
 // kUnlockedPassesMax without the writer lock, and a last one under it (with the rename and the
 // directory sync), so a writer waits only for the commits made during the pass before. One
-// compaction runs at a time ("<path>.compact.lock", across threads and processes). Readers keep
+// compaction runs at a time ("<path>.compacting.lock", across threads and processes). Readers keep
 // reading the old file (their snapshots hold it open); other handles notice the new file by its
 // identity and follow it. A crash at any step leaves the old file or the new one under the name,
 // both holding the same newest commit, or the new one holding a commit the old one holds too.
@@ -24,11 +24,12 @@ constexpr int kUnlockedPassesMax = 4;
 
 Status DBImpl::Compact() {
   DBDB_RETURN_IF_ERROR(CheckWritable());
+  DBDB_ASSIGN_OR_RETURN(auto compaction_lock, LockCompaction(options_.wait_for_writer));
   return CompactOnline(options_.wait_for_writer).status();
 }
 
 Result<std::unique_ptr<FileLock>> DBImpl::LockCompaction(bool wait) {
-  auto lock = fs_->Lock(path_ + ".compact.lock", {.wait = wait});
+  auto lock = fs_->Lock(path_ + ".compacting.lock", {.wait = wait});
   if (!lock.ok() && lock.status().code() == StatusCode::kBusy) {
     return Status::Busy("another compaction of " + path_ + " is running");
   }
@@ -37,7 +38,6 @@ Result<std::unique_ptr<FileLock>> DBImpl::LockCompaction(bool wait) {
 }
 
 Result<std::optional<DBImpl::Compacted>> DBImpl::CompactOnline(bool wait) {
-  DBDB_ASSIGN_OR_RETURN(auto compaction_lock, LockCompaction(wait));
   DBDB_ASSIGN_OR_RETURN(View start, ReaderView());
   if (!start.commit) return std::optional<Compacted>();  // nothing committed, nothing to compact
   DBDB_RETURN_IF_ERROR(WritableVersion(*start.file));
@@ -46,7 +46,7 @@ Result<std::optional<DBImpl::Compacted>> DBImpl::CompactOnline(bool wait) {
 }
 
 Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, bool wait, WriterLock* held) {
-  const std::string temp = path_ + ".compact";
+  const std::string temp = path_ + ".compacting";
   DBDB_ASSIGN_OR_RETURN(auto out, fs_->Open(temp, OpenOptions{.create = true}));
   auto written = WriteCompacted(start, *out, wait, held);
   // Any error before the rename leaves the database untouched: report it, keep the handle. A
@@ -131,17 +131,27 @@ Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
 
 Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   const format::Commit& newest = *upto.commit;
+  // The commit copied last is gone from the chain (a no-sync commit rolled back after a failed
+  // write; another may even have taken its offset and txn id since): give up, the database is
+  // untouched.
+  auto left = [&] {
+    return Status::Aborted(path_ + ": commit " + std::to_string(log->source.txn_id) +
+                           " left the chain while the file was being compacted");
+  };
+  auto is_source = [&](const format::Commit& c) {
+    return c.offset == log->source.offset && c.txn_id == log->source.txn_id &&
+           c.body_checksum == log->source.body_checksum;
+  };
+  // Read back, not trusted from memory: a commit rolled back and replaced by one of the same size
+  // leaves the file's size, and so every handle's view of its newest commit, as it was.
+  DBDB_ASSIGN_OR_RETURN(format::Commit at_source, upto.file->ReadCommit(log->source.offset));
+  if (!is_source(at_source)) return left();
   if (newest.offset == log->source.offset) return 0;
   // The commits after the last one copied, newest first, read back along the chain.
   std::vector<format::Commit> chain{newest};
   while (chain.back().prev_commit_offset != log->source.offset) {
     const format::Commit& at = chain.back();
-    if (at.prev_commit_offset < log->source.offset || at.prev_commit_offset == 0) {
-      // The commit copied last is gone from the chain (a no-sync commit rolled back after a
-      // failed write): give up; the database is untouched.
-      return Status::Aborted(path_ + ": commit " + std::to_string(log->source.txn_id) +
-                             " left the chain while the file was being compacted");
-    }
+    if (at.prev_commit_offset < log->source.offset || at.prev_commit_offset == 0) return left();
     DBDB_ASSIGN_OR_RETURN(format::Commit prev, upto.file->ReadCommit(at.prev_commit_offset));
     if (prev.txn_id + 1 != at.txn_id) {
       return Status::Corruption(path_ + ": commit at offset " + std::to_string(at.offset) + " has txn " +

@@ -346,8 +346,11 @@ Result<std::optional<format::Commit>> DBImpl::SettledForReaderSyncingADeadWriter
   DBDB_ASSIGN_OR_RETURN(uint64_t size, file_->file().Size());
   DBDB_ASSIGN_OR_RETURN(auto found, file_->FindNewestCommit(size, known_end, known_offset));
   if (found && !found->sealed) {
+    // After a failed sync (this one, or any of this handle's) a later sync of the same file may
+    // return OK without the dropped pages (fsyncgate): never show the commit on its word.
+    DBDB_RETURN_IF_ERROR(CheckNotFailed());
     Status s = file_->file().Sync();
-    if (!s.ok()) return s.WithContext("syncing the commit a dead writer left in " + path_);
+    if (!s.ok()) return Fail(s.WithContext("syncing the commit a dead writer left in " + path_));
   }
   return found;
 }
@@ -390,6 +393,9 @@ Status DBImpl::Write(const WriteBatch& batch) {
   if (batch.changes().empty()) return Status::Ok();
   PendingWrite self{&batch};
   std::unique_lock<std::mutex> queue_lock(write_queue_mutex_);
+  if (!options_.wait_for_writer && !write_queue_.empty()) {
+    return Status::Busy("another write of this handle is committing");  // never wait
+  }
   write_queue_.push_back(&self);
   self.ready.wait(queue_lock, [&] { return self.done || write_queue_.front() == &self; });
   if (self.done) return self.status;  // committed (or failed) in another thread's group
@@ -402,20 +408,29 @@ Status DBImpl::Write(const WriteBatch& batch) {
     bytes += pending->batch->bytes();
   }
   queue_lock.unlock();
-  Status s = CommitGroup(group);
+  Status s = CommitGroup(group);  // Ok: each member's status is its own
   queue_lock.lock();
   for (PendingWrite* member : group) {
     DBDB_ASSERT(write_queue_.front() == member);
     write_queue_.pop_front();
-    member->status = s;
+    if (!s.ok()) member->status = s;
     member->done = true;
     if (member != &self) member->ready.notify_one();
   }
   if (!write_queue_.empty()) write_queue_.front()->ready.notify_one();
-  return s;
+  return self.status;
 }
 
 Status DBImpl::CommitGroup(const std::vector<PendingWrite*>& group) {
+  Status s = CommitBatches(group);
+  if (s.code() != StatusCode::kLimitExceeded || group.size() == 1) return s;
+  // Together they pass a limit (file_size_max_bytes, say) that each alone might not: one
+  // member's batch must not fail the others. Each is committed alone, with its own status.
+  for (PendingWrite* member : group) member->status = CommitBatches({member});
+  return Status::Ok();
+}
+
+Status DBImpl::CommitBatches(const std::vector<PendingWrite*>& group) {
   DBDB_ASSIGN_OR_RETURN(auto txn, BeginWrite());
   for (const PendingWrite* member : group) {
     for (const WriteBatch::Change& change : member->batch->changes()) {
@@ -449,6 +464,10 @@ Status DBImpl::ValidateValue(std::string_view value) const {
 
 Status DBImpl::CheckWritable() {
   if (options_.read_only) return Status::ReadOnly(path_ + " is open read-only");
+  return CheckNotFailed();
+}
+
+Status DBImpl::CheckNotFailed() {
   if (failed_.load()) {
     MutexLock guard(&failure_mutex_);
     return Status::Failed("handle refuses writes after an earlier I/O error (reopen to recover): " + failure_);
@@ -650,32 +669,57 @@ bool DBImpl::AutoCompactionDue(const View& view) const {
 Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
   DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
-  if (AutoCompactionDue(view)) {
-    // Compact online, as the thread that found it due (SQLite's automatic checkpoint runs in the
-    // committing connection too): the writer lock is released while the tree is written, so other
-    // writers wait only for the compaction's last pass. Best effort: a compaction that fails
-    // before its rename (a full disk, say) leaves the database as it was, and the transaction
-    // goes on without it rather than every write failing until space is freed; so does one that
-    // finds another compaction running. Damage (Corruption) is reported, never skipped; a
-    // failure after the rename has failed the handle (I7).
-    lock = WriterLock{};
-    auto compacted = CompactOnline(/*wait=*/false);
-    if (compacted.ok() && compacted.value()) {
-      lock = std::move(compacted.value()->lock);
-      view = std::move(compacted.value()->view);
-    } else {
-      const Status& s = compacted.status();
-      bool skipped = s.ok() || s.IsIOError() || s.code() == StatusCode::kBusy || s.code() == StatusCode::kAborted;
-      if (failed_.load() || !skipped) return s;
-      DBDB_ASSIGN_OR_RETURN(lock, AcquireWriter());
-      DBDB_ASSIGN_OR_RETURN(view, PrepareWriterView());
-      if (s.IsIOError()) {
-        compaction_failed_file_ = view.file;
-        compaction_failed_end_ = view.end();
+  if (AutoCompactionDue(view)) DBDB_RETURN_IF_ERROR(AutoCompact(&lock, &view));
+  return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
+}
+
+Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
+  // Compact as the thread that found it due (SQLite's automatic checkpoint runs in the committing
+  // connection too). The compaction lock is only tried, while the writer lock is held: that never
+  // waits (so it cannot deadlock with the compaction-then-writer order), and a compaction already
+  // running costs this transaction nothing.
+  auto compaction_lock = LockCompaction(/*wait=*/false);
+  Status s = compaction_lock.status();
+  if (s.code() == StatusCode::kBusy) return Status::Ok();
+  if (s.ok()) {
+    if (options_.wait_for_writer) {
+      // Online: the writer lock is released while the tree is written, so other writers wait only
+      // for the compaction's last pass, which takes the lock back for this transaction.
+      *lock = WriterLock{};
+      auto compacted = CompactOnline(/*wait=*/true);
+      if (compacted.ok() && compacted.value()) {
+        *lock = std::move(compacted.value()->lock);
+        *view = std::move(compacted.value()->view);
+        return Status::Ok();
       }
+      s = compacted.status();
+    } else {
+      auto compacted = CompactFrom(*view, /*wait=*/false, lock);
+      if (compacted.ok()) {
+        *lock = std::move(compacted->lock);
+        *view = std::move(compacted->view);
+        return Status::Ok();
+      }
+      s = compacted.status();
     }
   }
-  return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
+  // Best effort: a compaction that fails before its rename (a full disk, say) or gives up (the
+  // file replaced, a copied commit rolled back) leaves the database as it was, and the
+  // transaction goes on without it rather than every write failing until space is freed; it is
+  // not tried again until the file has grown by the slack. Damage (Corruption) is reported, never
+  // skipped; a failure after the rename, or of a sync of the database file, has failed the handle
+  // (I7).
+  bool skipped = s.ok() || s.IsIOError() || s.code() == StatusCode::kAborted;
+  if (failed_.load() || !skipped) return s;
+  if (!lock->mutex.owns_lock()) {
+    DBDB_ASSIGN_OR_RETURN(*lock, AcquireWriter());
+    DBDB_ASSIGN_OR_RETURN(*view, PrepareWriterView());
+  }
+  if (!s.ok()) {
+    compaction_failed_file_ = view->file;
+    compaction_failed_end_ = view->end();
+  }
+  return Status::Ok();
 }
 
 Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {

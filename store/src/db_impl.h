@@ -1,7 +1,7 @@
 // DBImpl: the state shared by a DB handle's snapshots and write transactions. Private.
 //
 // Locking order: writer_mutex_ -> the cross-process FileLock -> state_mutex_ -> an overlay's lock.
-// failure_mutex_ is taken alone. Checked by clang's -Wthread-safety where annotated; writer_mutex_
+// failure_mutex_ is taken last, and nothing while holding it. Checked by clang's -Wthread-safety where annotated; writer_mutex_
 // (held through a movable std::unique_lock for a whole transaction) is not.
 #pragma once
 
@@ -136,10 +136,10 @@ class DBImpl final : public DB {
   };
   // Online compaction: the tree of a reader's snapshot written without the writer lock, the
   // commits since copied in passes, the last under the writer lock, which it returns held.
-  // nullopt: nothing committed. Busy: another compaction is running (and !wait). An error before
-  // the rename leaves the database and the handle as they were; one after it fails the handle.
+  // nullopt: nothing committed. An error before the rename leaves the database and the handle as
+  // they were; one after it fails the handle. REQUIRES: the compaction lock, not the writer lock.
   Result<std::optional<Compacted>> CompactOnline(bool wait);
-  // The one compaction, from `start`: into "<path>.compact", then renamed over the database.
+  // The one compaction, from `start`: into "<path>.compacting", then renamed over the database.
   // With `held` (the writer lock, held since `start` was taken), no pass runs without it.
   Result<Compacted> CompactFrom(const View& start, bool wait, WriterLock* held);
   Result<LockedLog> WriteCompacted(const View& start, File& out, bool wait, WriterLock* held);  // (its writes)
@@ -150,10 +150,14 @@ class DBImpl final : public DB {
   Result<uint64_t> CopyLog(const View& upto, CopiedLog* log, File& out);
   // Renames the written file over the database, syncs the directory and follows the new file.
   Result<View> InstallCompacted(const std::string& temp, const format::Commit& newest);
-  // The lock one compaction at a time holds ("<path>.compact.lock").
+  // The lock one compaction at a time holds ("<path>.compacting.lock").
   Result<std::unique_ptr<FileLock>> LockCompaction(bool wait);
   // True when a write transaction should compact before it starts (REQUIRES: the writer lock).
   bool AutoCompactionDue(const View& view) const;
+  // The automatic compaction BeginWrite starts (best effort): online with wait_for_writer, under
+  // the writer lock it holds without (waiting for that lock again is what the option forbids).
+  // Returns with *lock held again and *view the transaction's base.
+  Status AutoCompact(WriterLock* lock, View* view);
   // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
   // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
   bool CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const;
@@ -230,6 +234,7 @@ class DBImpl final : public DB {
   // other writer builds on (and seals) a commit whose sync failed while this handle lives.
   void HoldWriterLockIfRollbackFailed(WriterLock* lock) EXCLUDES(failure_mutex_);
   Status CheckWritable() EXCLUDES(failure_mutex_);
+  Status CheckNotFailed() EXCLUDES(failure_mutex_);  // Failed after an earlier write-path error
 
   // Group commit (DB::Write): a Write waiting in the queue; the one at the front commits the
   // batches queued behind it too (CommitGroup) and hands each its status.
@@ -239,8 +244,10 @@ class DBImpl final : public DB {
     bool done = false;
     std::condition_variable ready;  // done, or at the front of the queue
   };
-  // Commits the batches of `group` (in order) as one write transaction.
+  // Commits the batches of `group` (in order) as one write transaction; the status of all, or Ok
+  // with each member's own status set when they were committed one by one (a limit together).
   Status CommitGroup(const std::vector<PendingWrite*>& group);
+  Status CommitBatches(const std::vector<PendingWrite*>& group);  // one write transaction
 
   const Options& options() const { return options_; }
   Status ValidateKey(std::string_view key) const;

@@ -441,6 +441,32 @@ TEST(DB, WritesArrivingDuringACommitShareTheNextOne) {
   EXPECT_TRUE(db->Check().ok());
 }
 
+// With wait_for_writer=false a Write never waits: while another thread's Write commits, Busy.
+TEST(DB, AWriteThatWouldWaitIsBusyWhenNotWaitingForTheWriter) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<GatedSyncFs>(path);
+  Options options;
+  options.create_if_missing = true;
+  options.file_system = fs;
+  options.wait_for_writer = false;
+  auto db = OpenOrDie(path, options);
+  ASSERT_TRUE(db->Put("warm", "1").ok());
+  fs->armed = true;
+  std::thread first([&] { EXPECT_TRUE(db->Put("first", "1").ok()); });
+  while (!fs->waiting.load()) std::this_thread::yield();
+  // Released later in any case, so that a Write that does wait fails this test, not hangs it.
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    fs->Release();
+  });
+  EXPECT_EQ(db->Put("second", "1").code(), StatusCode::kBusy);
+  releaser.join();
+  first.join();
+  EXPECT_TRUE(db->Put("second", "1").ok());
+  EXPECT_EQ(db->GetStats()->txn_id, 3u);
+}
+
 // Many threads writing at once through group commit (run under TSan too): every write lands
 // once, whole, and the commits number no more than the writes.
 TEST(DB, ManyThreadsWritingAtOnce) {

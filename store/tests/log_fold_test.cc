@@ -184,7 +184,7 @@ class NoRoomToCompact final : public FileSystemWrapper {
   std::atomic<int> refused{0};
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
-    if (path.size() < 8 || path.compare(path.size() - 8, 8, ".compact") != 0) return file;
+    if (path.size() < 11 || path.compare(path.size() - 11, 11, ".compacting") != 0) return file;
     return std::unique_ptr<File>(new FullFile(this, std::move(file)));
   }
 
@@ -224,7 +224,7 @@ TEST(LogFold, AFailingAutomaticCompactionDoesNotStopWrites) {
   EXPECT_GT(fs->refused.load(), 0) << "compaction was due and tried";
   EXPECT_LT(fs->refused.load(), 100) << "it backs off instead of trying at every commit";
   EXPECT_EQ(db->GetStats()->generation, 0u);
-  EXPECT_EQ(std::filesystem::file_size(path + ".compact"), 0u) << "the partial file gives its space back";
+  EXPECT_EQ(std::filesystem::file_size(path + ".compacting"), 0u) << "the partial file gives its space back";
   auto rows = (*db->GetSnapshot())->Scan(ScanRange{});
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), model.size());

@@ -145,6 +145,30 @@ TEST(Seal, AnUnsealedCommitIsInFlightWhileAWriterHoldsTheLockAndTakenWhenNoneDoe
   EXPECT_EQ(f.Reader(/*read_only=*/true)->GetStats()->txn_id, 3u);
 }
 
+// A reader syncs a dead writer's unsealed commit before showing it. If that sync fails, the
+// commit's pages may be gone while a later sync of the same file returns OK (fsyncgate): the
+// handle fails (I7) and never shows the commit on the word of a second sync; a new handle, whose
+// own sync succeeds, shows it.
+TEST(Seal, AReaderWhoseSyncOfADeadWritersCommitFailedNeverShowsIt) {
+  Fixture f;
+  auto reader = f.Reader();
+  EXPECT_EQ(**reader->Get("k"), "1");
+  f.hooked->drop_seals = true;  // the writer "dies" between its sync and its seal
+  ASSERT_TRUE(f.writer->Put("k", "2").ok());
+  f.hooked->drop_seals = false;
+  f.writer.reset();
+  int failures = 1;
+  f.hooked->before_sync = [&] { return failures-- > 0 ? Status::IOError("injected: fsync: EIO") : Status::Ok(); };
+  auto first = reader->Get("k");
+  EXPECT_TRUE(!first.ok() && first.status().IsIOError()) << (first.ok() ? "no error" : first.status().ToString());
+  auto second = reader->Get("k");
+  ASSERT_FALSE(second.ok()) << "showed the commit after its sync failed: " << (second->has_value() ? **second : "");
+  EXPECT_EQ(second.status().code(), StatusCode::kFailed) << second.status().ToString();
+  EXPECT_EQ(reader->Put("x", "1").code(), StatusCode::kFailed);
+  f.hooked->before_sync = nullptr;
+  EXPECT_EQ(**f.Reader()->Get("k"), "2");
+}
+
 // A lock probe that fails for another reason than Busy (EACCES, EMFILE) says nothing about a
 // writer: the reader must neither take the unsealed commit (its writer may still be syncing it)
 // nor fall back to an older one (another reader may have shown it): it reports the error.

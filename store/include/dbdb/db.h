@@ -12,7 +12,7 @@
 // transactions each belong to one thread at a time. Any number of processes may open the same
 // file; writers are serialized by an advisory lock (file "<path>.lock", created by the first
 // writer), a commit is in flight while its writer holds a flock of the database file itself, and
-// one compaction at a time holds "<path>.compact.lock" while it writes "<path>.compact".
+// one compaction at a time holds "<path>.compacting.lock" while it writes "<path>.compacting".
 //
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
 // log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its

@@ -60,6 +60,6 @@ finish() {
 
 # The two-commit database of docs/FORMAT.md's worked example, at path $1.
 make_worked_example() {
-  rm -f "$1" "$1.lock" "$1.compact.lock"
+  rm -f "$1" "$1.lock" "$1.compacting.lock"
   "$dbdb" put --create "$1" apple red && "$dbdb" put "$1" banana yellow
 }
