@@ -62,6 +62,9 @@ for patch in "$repo"/ci/mutants/*.patch; do
   fi
   description=$(head -1 "$patch" | sed 's/^Mutant: //')
   files=$(git apply --numstat "$patch" | awk '{print $3}')
+  # The files as copied at the start, to put back after (not the working tree's: it may have
+  # changed since, and a file edited mid-run would leak into the next mutants' builds).
+  for f in $files; do mkdir -p "$work/pristine/$(dirname "$f")"; cp -p "$src/$f" "$work/pristine/$f"; done
   caught="SURVIVED"
   seconds=0
   if ! (cd "$src" && git apply "$patch" 2>"$work/$name.apply.log"); then
@@ -79,7 +82,7 @@ for patch in "$repo"/ci/mutants/*.patch; do
     tenths=$(( ($(date +%s%N) - start) / 100000000 ))
     seconds="$((tenths / 10)).$((tenths % 10))"
   fi
-  for f in $files; do cp -p "$repo/$f" "$src/$f"; done  # back to the pristine tree
+  for f in $files; do cp -p "$work/pristine/$f" "$src/$f"; done  # back to the pristine tree
   touch -c $(for f in $files; do echo "$src/$f"; done)
   case "$caught" in unit|proptest|crash|stress) ;; *) failures=$((failures + 1)) ;; esac
   seconds_text=$seconds

@@ -65,9 +65,10 @@ struct Options {
   // Compact automatically, at the start of a write transaction, once the garbage passes the live
   // bytes plus max(fold_threshold_bytes, auto_compact_slack_bytes): the file stays within about
   // twice its live data plus that slack. The thread whose BeginWrite finds it due runs it, online
-  // as Compact() does (other writers pause only for its last pass; readers never); one that finds
-  // another compaction running, or fails before its rename, goes on without it. false: only
-  // Compact() (or `dbdb compact`) compacts.
+  // as Compact() does (other writers pause only for its last pass; readers never), or with
+  // wait_for_writer=false under the writer lock it holds; one that finds another compaction
+  // running, or fails before its rename, goes on without it. false: only Compact() (or `dbdb
+  // compact`) compacts.
   bool auto_compact = true;
   uint64_t auto_compact_slack_bytes = 1024 * 1024;
 };
