@@ -25,7 +25,7 @@ constexpr int kUnlockedPassesMax = 4;
 Status DBImpl::Compact() {
   DBDB_RETURN_IF_ERROR(CheckWritable());
   DBDB_ASSIGN_OR_RETURN(auto compaction_lock, LockCompaction(options_.wait_for_writer));
-  return CompactOnline(options_.wait_for_writer).status();
+  return CompactOnline().status();
 }
 
 Result<std::unique_ptr<FileLock>> DBImpl::LockCompaction(bool wait) {
@@ -37,18 +37,18 @@ Result<std::unique_ptr<FileLock>> DBImpl::LockCompaction(bool wait) {
   return lock;
 }
 
-Result<std::optional<DBImpl::Compacted>> DBImpl::CompactOnline(bool wait) {
+Result<std::optional<DBImpl::Compacted>> DBImpl::CompactOnline() {
   DBDB_ASSIGN_OR_RETURN(View start, ReaderView());
   if (!start.commit) return std::optional<Compacted>();  // nothing committed, nothing to compact
   DBDB_RETURN_IF_ERROR(WritableVersion(*start.file));
-  DBDB_ASSIGN_OR_RETURN(Compacted compacted, CompactFrom(start, wait, nullptr));
+  DBDB_ASSIGN_OR_RETURN(Compacted compacted, CompactFrom(start, nullptr));
   return std::optional<Compacted>(std::move(compacted));
 }
 
-Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, bool wait, WriterLock* held) {
+Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, WriterLock* held) {
   const std::string temp = path_ + ".compacting";
   DBDB_ASSIGN_OR_RETURN(auto out, fs_->Open(temp, OpenOptions{.create = true}));
-  auto written = WriteCompacted(start, *out, wait, held);
+  auto written = WriteCompacted(start, *out, held);
   // Any error before the rename leaves the database untouched: report it, keep the handle. A
   // partial file gives its space back (a full disk must not stay full) but keeps its name and
   // inode: removing it would let the next compaction create a new file under that name, and a
@@ -63,7 +63,7 @@ Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, bool wait, Writ
   return Compacted{std::move(written->lock), std::move(view)};
 }
 
-Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, bool wait, WriterLock* held) {
+Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, WriterLock* held) {
   DBDB_ASSIGN_OR_RETURN(format::Commit fold, WriteCompactedTree(start, out));
   CopiedLog log{*start.commit, fold, fold.record_end()};
   if (held != nullptr) return LockedLog{std::move(*held), log};  // nothing can have been committed since

@@ -172,7 +172,7 @@ Status DBImpl::UpgradeImpl(const std::string& path, const Options& options) {
   // Compaction always writes the current version; a current file is left as it is.
   DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView());
   if (view.file->version() == format::kFormatVersion) return Status::Ok();
-  return db->CompactFrom(view, options.wait_for_writer, &lock).status();
+  return db->CompactFrom(view, &lock).status();
 }
 
 Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const Options& options, bool upgrading) {
@@ -686,7 +686,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
       // Online: the writer lock is released while the tree is written, so other writers wait only
       // for the compaction's last pass, which takes the lock back for this transaction.
       *lock = WriterLock{};
-      auto compacted = CompactOnline(/*wait=*/true);
+      auto compacted = CompactOnline();
       if (compacted.ok() && compacted.value()) {
         *lock = std::move(compacted.value()->lock);
         *view = std::move(compacted.value()->view);
@@ -694,7 +694,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
       }
       s = compacted.status();
     } else {
-      auto compacted = CompactFrom(*view, /*wait=*/false, lock);
+      auto compacted = CompactFrom(*view, lock);
       if (compacted.ok()) {
         *lock = std::move(compacted->lock);
         *view = std::move(compacted->view);

@@ -136,13 +136,14 @@ class DBImpl final : public DB {
   };
   // Online compaction: the tree of a reader's snapshot written without the writer lock, the
   // commits since copied in passes, the last under the writer lock, which it returns held.
-  // nullopt: nothing committed. An error before the rename leaves the database and the handle as
-  // they were; one after it fails the handle. REQUIRES: the compaction lock, not the writer lock.
-  Result<std::optional<Compacted>> CompactOnline(bool wait);
+  // The last pass waits for the writer lock as the handle's wait_for_writer says. nullopt: nothing
+  // committed. An error before the rename leaves the database and the handle as they were; one
+  // after it fails the handle. REQUIRES: the compaction lock, not the writer lock.
+  Result<std::optional<Compacted>> CompactOnline();
   // The one compaction, from `start`: into "<path>.compacting", then renamed over the database.
   // With `held` (the writer lock, held since `start` was taken), no pass runs without it.
-  Result<Compacted> CompactFrom(const View& start, bool wait, WriterLock* held);
-  Result<LockedLog> WriteCompacted(const View& start, File& out, bool wait, WriterLock* held);  // (its writes)
+  Result<Compacted> CompactFrom(const View& start, WriterLock* held);
+  Result<LockedLog> WriteCompacted(const View& start, File& out, WriterLock* held);  // (its writes)
   // Truncates `out`, writes the header, `view`'s keys as a packed tree and its commit, and syncs.
   Result<format::Commit> WriteCompactedTree(const View& view, File& out);
   // Copies the commits after log->source through `upto`'s commit (same file) into `out` after

@@ -129,7 +129,7 @@ class WatchedCompactionFs final : public FileSystemWrapper {
   std::function<void(int, uint64_t)> after_sync;
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
-    if (path.size() < 11 || path.compare(path.size() - 11, 11, ".compacting") != 0) return file;
+    if (!testing::IsCompactionFile(path)) return file;
     return std::unique_ptr<File>(new WatchedFile(this, std::move(file)));
   }
 
@@ -231,43 +231,57 @@ TEST(Compaction, WritersCommitWhileTheTreeIsWrittenAndPauseOnlyForTheLastPass) {
   EXPECT_EQ((*reopened)->GetStats()->txn_id, before->txn_id + 15);
 }
 
-// One compaction at a time, across handles and processes: they would share "<path>.compact".
-// Automatic compaction starts from BeginWrite, and lets other writers commit while it runs.
-TEST(Compaction, OneAtATimeAndAutomaticOnesLetOthersCommit) {
+// Two handles on one database for automatic compaction: `a`, whose compactions are watched (every
+// commit folds, so garbage grows; compaction after 64 KiB of slack), and `b`, which never
+// compacts by itself and never waits for the writer lock (Busy instead).
+struct AutoCompactionPair {
   TempDir dir;
   const std::string path = dir.Path("db");
-  auto fs = std::make_shared<WatchedCompactionFs>();
-  Options options;
-  options.create_if_missing = true;
-  options.fold_threshold_bytes = 0;
-  options.auto_compact_slack_bytes = 64 * 1024;
-  options.file_system = fs;
-  auto a = DB::Open(path, options);
-  ASSERT_TRUE(a.ok());
-  Options other = options;
-  other.file_system = nullptr;
-  other.auto_compact = false;
-  other.wait_for_writer = false;
-  auto b = DB::Open(path, other);
-  ASSERT_TRUE(b.ok());
+  std::shared_ptr<WatchedCompactionFs> fs = std::make_shared<WatchedCompactionFs>();
+  std::unique_ptr<DB> a, b;
+
+  explicit AutoCompactionPair(bool a_waits_for_writer) {
+    Options options;
+    options.create_if_missing = true;
+    options.fold_threshold_bytes = 0;
+    options.auto_compact_slack_bytes = 64 * 1024;
+    options.wait_for_writer = a_waits_for_writer;
+    options.file_system = fs;
+    a = std::move(DB::Open(path, options)).value();
+    Options other = options;
+    other.file_system = nullptr;
+    other.auto_compact = false;
+    other.wait_for_writer = false;
+    b = std::move(DB::Open(path, other)).value();
+  }
+  // Overwrites 40 keys 400 times through `a`, which compacts by itself along the way.
+  void Churn() {
+    for (int t = 0; t < 400; t++) {
+      ASSERT_TRUE(a->Put("key" + std::to_string(t % 40), std::string(200, static_cast<char>('a' + t % 26))).ok());
+    }
+    fs->after_sync = nullptr;
+  }
+};
+
+// One compaction at a time, across handles and processes: they would share "<path>.compacting".
+// Automatic compaction starts from BeginWrite, and lets other writers commit while it runs.
+TEST(Compaction, OneAtATimeAndAutomaticOnesLetOthersCommit) {
+  AutoCompactionPair f(/*a_waits_for_writer=*/true);
   int compactions = 0;
-  fs->after_sync = [&](int n, uint64_t) {
+  f.fs->after_sync = [&](int n, uint64_t) {
     if (n != 1) return;
     compactions++;
-    EXPECT_EQ((*b)->Compact().code(), StatusCode::kBusy) << "a second compaction while one runs";
-    Status s = (*b)->Put("from-b-" + std::to_string(compactions), "1");
+    EXPECT_EQ(f.b->Compact().code(), StatusCode::kBusy) << "a second compaction while one runs";
+    Status s = f.b->Put("from-b-" + std::to_string(compactions), "1");
     EXPECT_TRUE(s.ok()) << "a commit while an automatic compaction writes its tree: " << s.ToString();
   };
-  for (int t = 0; t < 400; t++) {
-    ASSERT_TRUE((*a)->Put("key" + std::to_string(t % 40), std::string(200, static_cast<char>('a' + t % 26))).ok());
-  }
-  fs->after_sync = nullptr;
+  f.Churn();
   EXPECT_GT(compactions, 0) << "automatic compaction ran";
-  EXPECT_EQ((*a)->GetStats()->generation, static_cast<uint64_t>(compactions));
+  EXPECT_EQ(f.a->GetStats()->generation, static_cast<uint64_t>(compactions));
   for (int c = 1; c <= compactions; c++) {
-    EXPECT_EQ(**(*a)->Get("from-b-" + std::to_string(c)), "1") << "commit " << c << " of b";
+    EXPECT_EQ(**f.a->Get("from-b-" + std::to_string(c)), "1") << "commit " << c << " of b";
   }
-  EXPECT_TRUE((*a)->Check().ok());
+  EXPECT_TRUE(f.a->Check().ok());
 }
 
 // A compaction recognizes the commit it copied last by its bytes, not its offset: here a no-sync
@@ -315,35 +329,17 @@ TEST(Compaction, ACopiedCommitRolledBackAndReplacedIsNotTakenForTheOneCopied) {
 // back would mean waiting, or failing the transaction with Busy after rewriting the database):
 // it runs under the lock, and another writer is Busy meanwhile, as always while the lock is held.
 TEST(Compaction, WithoutWaitingForTheWriterAnAutomaticCompactionKeepsTheLock) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  auto fs = std::make_shared<WatchedCompactionFs>();
-  Options options;
-  options.create_if_missing = true;
-  options.fold_threshold_bytes = 0;
-  options.auto_compact_slack_bytes = 64 * 1024;
-  options.wait_for_writer = false;
-  options.file_system = fs;
-  auto a = DB::Open(path, options);
-  ASSERT_TRUE(a.ok());
-  Options other = options;
-  other.file_system = nullptr;
-  other.auto_compact = false;
-  auto b = DB::Open(path, other);
-  ASSERT_TRUE(b.ok());
+  AutoCompactionPair f(/*a_waits_for_writer=*/false);
   int compactions = 0;
-  fs->after_sync = [&](int n, uint64_t) {
+  f.fs->after_sync = [&](int n, uint64_t) {
     if (n != 1) return;
     compactions++;
-    EXPECT_EQ((*b)->Put("from-b", "1").code(), StatusCode::kBusy) << "the compaction holds the writer lock";
+    EXPECT_EQ(f.b->Put("from-b", "1").code(), StatusCode::kBusy) << "the compaction holds the writer lock";
   };
-  for (int t = 0; t < 400; t++) {
-    ASSERT_TRUE((*a)->Put("key" + std::to_string(t % 40), std::string(200, static_cast<char>('a' + t % 26))).ok());
-  }
-  fs->after_sync = nullptr;
+  f.Churn();
   EXPECT_GT(compactions, 0);
-  EXPECT_EQ((*a)->GetStats()->generation, static_cast<uint64_t>(compactions)) << "each one finished";
-  EXPECT_TRUE((*a)->Check().ok());
+  EXPECT_EQ(f.a->GetStats()->generation, static_cast<uint64_t>(compactions)) << "each one finished";
+  EXPECT_TRUE(f.a->Check().ok());
 }
 
 // Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys

@@ -389,19 +389,30 @@ class GatedSyncFs final : public FileSystemWrapper {
   bool released_ = false;
 };
 
+// A database on a GatedSyncFs with one commit (txn 1), its next sync gated.
+struct GatedDb {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  std::shared_ptr<GatedSyncFs> fs = std::make_shared<GatedSyncFs>(path);
+  std::unique_ptr<DB> db;
+
+  explicit GatedDb(bool wait_for_writer) {
+    Options options;
+    options.file_system = fs;
+    options.wait_for_writer = wait_for_writer;
+    db = OpenOrDie(path, options);
+    EXPECT_TRUE(db->Put("warm", "1").ok());  // txn 1
+    fs->armed = true;
+  }
+};
+
 // Group commit: Writes from other threads that arrive while one commits (here: while its sync
 // waits) are committed together by the next, as one commit with one sync; each returns only once
 // its own batch is committed (readable), and each batch is applied whole.
 TEST(DB, WritesArrivingDuringACommitShareTheNextOne) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  auto fs = std::make_shared<GatedSyncFs>(path);
-  Options options;
-  options.create_if_missing = true;
-  options.file_system = fs;
-  auto db = OpenOrDie(path, options);
-  ASSERT_TRUE(db->Put("warm", "1").ok());  // txn 1
-  fs->armed = true;
+  GatedDb f(/*wait_for_writer=*/true);
+  auto& db = f.db;
+  auto& fs = f.fs;
   std::atomic<int> failures{0};
   auto write = [&](int id) {
     WriteBatch batch;
@@ -443,16 +454,9 @@ TEST(DB, WritesArrivingDuringACommitShareTheNextOne) {
 
 // With wait_for_writer=false a Write never waits: while another thread's Write commits, Busy.
 TEST(DB, AWriteThatWouldWaitIsBusyWhenNotWaitingForTheWriter) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  auto fs = std::make_shared<GatedSyncFs>(path);
-  Options options;
-  options.create_if_missing = true;
-  options.file_system = fs;
-  options.wait_for_writer = false;
-  auto db = OpenOrDie(path, options);
-  ASSERT_TRUE(db->Put("warm", "1").ok());
-  fs->armed = true;
+  GatedDb f(/*wait_for_writer=*/false);
+  auto& db = f.db;
+  auto& fs = f.fs;
   std::thread first([&] { EXPECT_TRUE(db->Put("first", "1").ok()); });
   while (!fs->waiting.load()) std::this_thread::yield();
   // Released later in any case, so that a Write that does wait fails this test, not hangs it.

@@ -184,7 +184,7 @@ class NoRoomToCompact final : public FileSystemWrapper {
   std::atomic<int> refused{0};
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
-    if (path.size() < 11 || path.compare(path.size() - 11, 11, ".compacting") != 0) return file;
+    if (!testing::IsCompactionFile(path)) return file;
     return std::unique_ptr<File>(new FullFile(this, std::move(file)));
   }
 

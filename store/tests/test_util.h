@@ -25,4 +25,10 @@ class TempDir {
   std::string path_;
 };
 
+// True for the file a compaction writes ("<path>.compacting"), which test file systems single out.
+inline bool IsCompactionFile(const std::string& path) {
+  const std::string suffix = ".compacting";
+  return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 }  // namespace dbdb::testing
