@@ -70,8 +70,15 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, W
   for (int pass = 0; pass < kUnlockedPassesMax; pass++) {
     DBDB_ASSIGN_OR_RETURN(View now, ReaderView());
     if (now.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
-    DBDB_ASSIGN_OR_RETURN(uint64_t copied, CopyLog(now, &log, out));
-    if (copied < kLockedPassBytesMax) break;
+    auto copied = CopyLog(now, &log, out);
+    // Without the writer lock the log may change under a pass (a no-sync commit rolled back), so
+    // a record that does not verify gives the compaction up; the pass under the lock, where the
+    // log holds still, reports damage as Corruption.
+    if (!copied.ok() && copied.status().IsCorruption()) {
+      return Status::Aborted(copied.status().message() + " (read without the writer lock; compaction abandoned)");
+    }
+    if (!copied.ok()) return copied.status();
+    if (copied.value() < kLockedPassBytesMax) break;
   }
   // The last pass, under the writer lock: the newest commit, settled as a writer settles it.
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
@@ -131,12 +138,14 @@ Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
 
 Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   const format::Commit& newest = *upto.commit;
-  // The commit copied last is gone from the chain (a no-sync commit rolled back after a failed
-  // write; another may even have taken its offset and txn id since): give up, the database is
-  // untouched.
+  // The commit copied last no longer reads back as it was copied: gone from the chain (a no-sync
+  // commit rolled back after a failed write; another may even have taken its offset and txn id
+  // since), or one bad read. Either way, give up: the database is untouched, and abandoning a
+  // compaction is always safe.
   auto left = [&] {
     return Status::Aborted(path_ + ": commit " + std::to_string(log->source.txn_id) +
-                           " left the chain while the file was being compacted");
+                           " no longer reads back as copied (rolled back, replaced, or a bad read); "
+                           "compaction abandoned");
   };
   auto is_source = [&](const format::Commit& c) {
     return c.offset == log->source.offset && c.txn_id == log->source.txn_id &&
@@ -144,8 +153,9 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   };
   // Read back, not trusted from memory: a commit rolled back and replaced by one of the same size
   // leaves the file's size, and so every handle's view of its newest commit, as it was.
-  DBDB_ASSIGN_OR_RETURN(format::Commit at_source, upto.file->ReadCommit(log->source.offset));
-  if (!is_source(at_source)) return left();
+  auto at_source = upto.file->ReadCommit(log->source.offset);
+  if (!at_source.ok() && !at_source.status().IsCorruption()) return at_source.status();  // I/O
+  if (!at_source.ok() || !is_source(*at_source)) return left();
   if (newest.offset == log->source.offset) return 0;
   // The commits after the last one copied, newest first, read back along the chain.
   std::vector<format::Commit> chain{newest};

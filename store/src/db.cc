@@ -710,7 +710,8 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   // skipped; a failure after the rename, or of a sync of the database file, has failed the handle
   // (I7).
   bool skipped = s.ok() || s.IsIOError() || s.code() == StatusCode::kAborted;
-  if (failed_.load() || !skipped) return s;
+  if (!skipped) return s;
+  if (failed_.load()) return s.ok() ? CheckNotFailed() : s;  // never Ok without the lock
   if (!lock->mutex.owns_lock()) {
     DBDB_ASSIGN_OR_RETURN(*lock, AcquireWriter());
     DBDB_ASSIGN_OR_RETURN(*view, PrepareWriterView());
@@ -719,6 +720,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
     compaction_failed_file_ = view->file;
     compaction_failed_end_ = view->end();
   }
+  DBDB_ASSERT(lock->mutex.owns_lock());
   return Status::Ok();
 }
 
