@@ -231,7 +231,8 @@ int FailAfterSkipping(const char*, int*, void** failinfo, unsigned int*) {
 // no store can detect when it happens, so no oracle of acknowledged commits can include it.)
 struct InjectFault : Command {
   bool read_op = *rc::gen::arbitrary<bool>();
-  std::string point = read_op ? *rc::gen::element<std::string>("faultfs/read", "faultfs/read/corrupt")
+  std::string point = read_op ? *rc::gen::element<std::string>("faultfs/read", "faultfs/read/corrupt", "faultfs/map",
+                                                                      "faultfs/map/fault", "faultfs/map/corrupt")
                               : *rc::gen::element<std::string>("faultfs/write", "faultfs/write/short", "faultfs/sync",
                                                                "faultfs/sync/lose", "faultfs/read",
                                                                "faultfs/read/corrupt", "faultfs/truncate",

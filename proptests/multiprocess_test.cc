@@ -109,9 +109,11 @@ ArmedFault GenFault(bool reader) {
   static const std::vector<std::string> kWriter = {"faultfs/write", "faultfs/write/short", "faultfs/sync",
                                                    "faultfs/sync/lose", "faultfs/truncate", "faultfs/syncdir",
                                                    "faultfs/rename", "faultfs/open", "faultfs/lock",
-                                                   "faultfs/read", "faultfs/read/corrupt"};
+                                                   "faultfs/read", "faultfs/read/corrupt", "faultfs/map",
+                                                   "faultfs/map/fault", "faultfs/map/corrupt"};
   static const std::vector<std::string> kReader = {"faultfs/read", "faultfs/read/corrupt", "faultfs/lock",
-                                                   "faultfs/open"};
+                                                   "faultfs/open", "faultfs/map", "faultfs/map/fault",
+                                                   "faultfs/map/corrupt"};
   ArmedFault fault;
   fault.point = *rc::gen::elementOf(reader ? kReader : kWriter);
   fault.skip = static_cast<uint32_t>(Draw(0, 12));

@@ -503,8 +503,10 @@ MultiWorkload GenerateMultiWorkload(uint64_t seed, size_t processes, size_t step
   w.auto_compact_slack_bytes = rng.OneIn(2) ? 2048 : uint64_t{1} << 20;
   static const char* kWriterPoints[] = {"faultfs/write", "faultfs/write/short", "faultfs/sync", "faultfs/sync/lose",
                                         "faultfs/truncate", "faultfs/syncdir", "faultfs/rename", "faultfs/open",
-                                        "faultfs/lock", "faultfs/read", "faultfs/read/corrupt"};
-  static const char* kReaderPoints[] = {"faultfs/read", "faultfs/read/corrupt", "faultfs/lock", "faultfs/open"};
+                                        "faultfs/lock", "faultfs/read", "faultfs/read/corrupt",
+                                        "faultfs/map", "faultfs/map/fault", "faultfs/map/corrupt"};
+  static const char* kReaderPoints[] = {"faultfs/read", "faultfs/read/corrupt", "faultfs/lock", "faultfs/open",
+                                        "faultfs/map", "faultfs/map/fault", "faultfs/map/corrupt"};
   static const int kErrnos[] = {0, ENOSPC, EACCES, EMFILE};
   uint64_t value_counter = 0;
   for (size_t p = 0; p < processes; p++) {

@@ -3,10 +3,13 @@
 #include "faultfs/sim_file_system.h"
 
 #include <fiu.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <condition_variable>
 #include <mutex>
 #include <set>
@@ -25,6 +28,29 @@ struct Inode {
   uint64_t id;
   std::string data;
   int links = 1;  // names referring to it
+  // Once the file is mapped: a memfd holding the same bytes as `data`, kept equal by every write
+  // and truncate, which the mappings map (so they see later writes, and fault past the end, as a
+  // shared page cache does). -1 until then.
+  int mirror_fd = -1;
+  ~Inode() {
+    if (mirror_fd >= 0) ::close(mirror_fd);
+  }
+  // Makes the mirror hold `data` from `offset` on (after a write or a truncate).
+  void Mirror(uint64_t offset) {
+    if (mirror_fd < 0) return;
+    if (::ftruncate(mirror_fd, static_cast<off_t>(data.size())) != 0) std::abort();
+    for (uint64_t at = offset; at < data.size();) {
+      ssize_t n = ::pwrite(mirror_fd, data.data() + at, data.size() - at, static_cast<off_t>(at));
+      if (n <= 0) std::abort();  // a memfd write fails only without memory
+      at += static_cast<uint64_t>(n);
+    }
+  }
+};
+
+class SimMapping final : public dbdb::FileMapping {
+ public:
+  SimMapping(void* address, uint64_t length) : FileMapping(static_cast<const char*>(address), length) {}
+  ~SimMapping() override { ::munmap(const_cast<char*>(data()), size()); }
 };
 
 Status InjectedError(const std::string& what, int error_number) {
@@ -200,6 +226,7 @@ class SimFile final : public dbdb::File {
       std::string& file = inode_->data;
       if (file.size() < offset + bytes.size()) file.resize(offset + bytes.size(), '\0');
       std::copy(bytes.begin(), bytes.end(), file.begin() + static_cast<long>(offset));
+      inode_->Mirror(std::min<uint64_t>(offset, file.size()));
       state_->Record(TraceOp{TraceOp::Kind::kWrite, inode_->id, "", "", offset, bytes.size(), std::move(bytes)},
                      process_);
     }
@@ -225,9 +252,50 @@ class SimFile final : public dbdb::File {
     DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
     int error_number;
     if (state_->Fires(process_, "faultfs/truncate", &error_number)) return InjectedError("truncate", error_number);
+    uint64_t old_size = inode_->data.size();
     inode_->data.resize(size_bytes, '\0');
+    inode_->Mirror(std::min<uint64_t>(old_size, size_bytes));
     state_->Record(TraceOp{TraceOp::Kind::kTruncate, inode_->id, "", "", size_bytes, 0, ""}, process_);
     return Status::Ok();
+  }
+
+  Result<std::shared_ptr<const dbdb::FileMapping>> Map(uint64_t length) override {
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+    int error_number;
+    if (state_->Fires(process_, "faultfs/map", &error_number)) return InjectedError("mmap", error_number);
+    bool fault = state_->Fires(process_, "faultfs/map/fault", &error_number);
+    bool corrupt = !fault && !inode_->data.empty() && state_->Fires(process_, "faultfs/map/corrupt", &error_number);
+    int fd;
+    if (fault) {
+      // An empty file of its own: every read of this mapping raises SIGBUS, as reads of pages the
+      // disk cannot deliver do.
+      fd = ::memfd_create("faultfs-map-fault", MFD_CLOEXEC);
+    } else {
+      if (inode_->mirror_fd < 0) {
+        inode_->mirror_fd = ::memfd_create("faultfs-mirror", MFD_CLOEXEC);
+        if (inode_->mirror_fd < 0) return Status::IOError("memfd_create failed");
+        inode_->Mirror(0);
+      }
+      fd = inode_->mirror_fd;
+    }
+    if (fd < 0) return Status::IOError("memfd_create failed");
+    // A corrupt mapping is private, so the flipped bit is this mapping's alone (one bad read of
+    // a page, not damage to the file).
+    void* address = ::mmap(nullptr, length, PROT_READ, corrupt ? MAP_PRIVATE : MAP_SHARED, fd, 0);
+    if (fault) ::close(fd);
+    if (address == MAP_FAILED) return Status::IOError("mmap failed");
+    if (corrupt) {
+      uint64_t bit = (state_->seed + state_->flip_counter++) % (inode_->data.size() * 8);
+      uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      char* at = static_cast<char*>(address) + bit / 8;
+      char* page_start = static_cast<char*>(address) + (bit / 8) / page * page;
+      if (::mprotect(page_start, page, PROT_READ | PROT_WRITE) != 0) std::abort();
+      *at = static_cast<char>(*at ^ (1 << (bit % 8)));
+      if (::mprotect(page_start, page, PROT_READ) != 0) std::abort();
+    }
+    state_->Record(TraceOp{TraceOp::Kind::kRead, inode_->id, "", "", 0, 0, ""}, process_);
+    return std::shared_ptr<const dbdb::FileMapping>(std::make_shared<SimMapping>(address, length));
   }
 
   Status Sync() override {

@@ -290,18 +290,18 @@ void RunOracle(const std::string& image) {
     ro.reset();
   }
 
-  // 1b. A version-1 file opens read-only only (ReadOnly for writing, saying to upgrade), and
-  // DB::Upgrade converts it: Ok or Corruption, never anything else; the steps below then run on
-  // the converted file, which must read exactly as the version-1 file did.
+  // 1b. A file of an older version (1 or 2) opens read-only only (ReadOnly for writing, saying to
+  // upgrade), and DB::Upgrade converts it: Ok or Corruption, never anything else; the steps below
+  // then run on the converted file, which must read exactly as the older file did.
   const bool version1 = ro_open.ok() && format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes)).ok() &&
-                        format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes))->version == 1;
+                        format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes))->version < format::kFormatVersion;
   if (version1) {
     auto refused = DB::Open("db", rw_options);
     if (refused.ok() || refused.status().code() != dbdb::StatusCode::kReadOnly) {
-      Violation("read-write Open of a version-1 file " + Describe(refused.status()) + ", not ReadOnly");
+      Violation("read-write Open of an older-version file " + Describe(refused.status()) + ", not ReadOnly");
     }
     Status upgraded = DB::Upgrade("db", rw_options);
-    ExpectClean(upgraded, "Upgrade of a version-1 file");
+    ExpectClean(upgraded, "Upgrade of an older-version file");
     if (!upgraded.ok()) return;
   }
 
@@ -326,7 +326,7 @@ void RunOracle(const std::string& image) {
     ExpectSameReads(ro_reads, "read-only view", rw_reads, "read-write view after recovery");
     auto check = rw->Check();
     ExpectClean(check.status(), "read-write Check");
-    // (A converted version-1 file is checked afresh: the conversion left its garbage behind.)
+    // (A converted older file is checked afresh: the conversion left its garbage behind.)
     if (!version1 && check.ok() != report.has_value()) {
       Violation("check() " + std::string(report ? "succeeded" : "failed") + " read-only but " +
                 Describe(check.status()) + " read-write after recovery");

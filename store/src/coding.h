@@ -86,6 +86,7 @@ class Reader {
     return true;
   }
   bool done() const { return pos_ == data_.size(); }
+  size_t remaining() const { return data_.size() - pos_; }
 
  private:
   std::string_view data_;

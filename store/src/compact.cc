@@ -220,7 +220,7 @@ Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Com
   // file before that could vanish with it. A failure here fails the handle (I7).
   Status s = fs_->SyncDir(DirName(path_));
   if (!s.ok()) return Fail(s.WithContext("syncing the directory after compacting " + path_));
-  auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes);
+  auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes, options_.mmap_reads);
   if (!file.ok()) return Fail(file.status().WithContext("reopening " + path_ + " after compaction"));
   View compacted;
   {

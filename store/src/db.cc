@@ -191,7 +191,7 @@ Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const 
       if (!s.ok()) return s.WithContext("creating " + path);
     }
   }
-  auto file = TreeFile::Open(*fs, path, options.read_only, options.node_cache_bytes);
+  auto file = TreeFile::Open(*fs, path, options.read_only, options.node_cache_bytes, options.mmap_reads);
   if (!file.ok()) return file.status().WithContext("opening " + path);
   if (!options.read_only && !upgrading) DBDB_RETURN_IF_ERROR(WritableVersion(*file.value()));
   // The newest commit is found as every snapshot finds it (ReaderView): a new handle must not take a
@@ -314,7 +314,7 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
   }
   if (!replaced) return stat.size_bytes;
   // Follow the new file. Snapshots on the old file keep it open.
-  auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes);
+  auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes, options_.mmap_reads);
   if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
   file_ = file.value();
   newest_.reset();

@@ -83,7 +83,7 @@ class RecordPrinter {
   }
 
   void Node(uint64_t offset, const format::RecordView& record) {
-    auto node = DecodeNode(offset, record.type, std::string(record.payload));
+    auto node = DecodeNode(offset, record.type, std::string(record.payload), version_);
     if (!node.ok()) {
       out_ << ": " << node.status().ToString() << "\n";
     } else if ((*node)->is_leaf) {

@@ -207,22 +207,40 @@ bool IsSealOf(const RecordView& record, const Commit& commit) {
          DecodeSeal(record).commit_offset == commit.offset;
 }
 
-Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes) {
-  auto where = [offset] { return " at offset " + std::to_string(offset); };
-  if (bytes.size() < kRecordOverheadBytes) return Status::Corruption("truncated record" + where());
+RecordCheck CheckRecord(uint64_t offset, std::string_view bytes) {
+  if (bytes.size() < kRecordOverheadBytes) return RecordCheck::kTruncated;
   uint32_t length = DecodeFixed32(bytes.data());
   uint8_t type = static_cast<uint8_t>(bytes[4]);
-  if (bytes.size() != kRecordOverheadBytes + length) {
-    return Status::Corruption("record length " + std::to_string(length) + " does not match" + where());
-  }
+  if (bytes.size() != kRecordOverheadBytes + length) return RecordCheck::kLengthMismatch;
   uint64_t stored = DecodeFixed64(bytes.data() + kRecordHeaderSizeBytes + length);
-  if (stored != RecordChecksum(offset, bytes.substr(0, kRecordHeaderSizeBytes + length))) {
-    return Status::Corruption("checksum mismatch in record" + where());
-  }
+  if (stored != RecordChecksum(offset, bytes.substr(0, kRecordHeaderSizeBytes + length))) return RecordCheck::kChecksum;
   if (type < 1 || type > kRecordTypeMax || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
-    return Status::Corruption("unknown record type " + std::to_string(type) + where());
+    return RecordCheck::kType;
   }
-  return RecordView{static_cast<RecordType>(type), bytes.substr(kRecordHeaderSizeBytes, length)};
+  return RecordCheck::kOk;
+}
+
+Status RecordCheckStatus(RecordCheck check, uint64_t offset, std::string_view bytes) {
+  std::string where = " at offset " + std::to_string(offset);
+  switch (check) {
+    case RecordCheck::kOk:
+      return Status::Ok();
+    case RecordCheck::kTruncated:
+      return Status::Corruption("truncated record" + where);
+    case RecordCheck::kLengthMismatch:
+      return Status::Corruption("record length " + std::to_string(DecodeFixed32(bytes.data())) + " does not match" + where);
+    case RecordCheck::kChecksum:
+      return Status::Corruption("checksum mismatch in record" + where);
+    case RecordCheck::kType:
+      return Status::Corruption("unknown record type " + std::to_string(static_cast<uint8_t>(bytes[4])) + where);
+  }
+  return Status::Corruption("record" + where);
+}
+
+Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes) {
+  RecordCheck check = CheckRecord(offset, bytes);
+  if (check != RecordCheck::kOk) return RecordCheckStatus(check, offset, bytes);
+  return RecordView{static_cast<RecordType>(bytes[4]), bytes.substr(kRecordHeaderSizeBytes, bytes.size() - kRecordOverheadBytes)};
 }
 
 std::string EncodeBatch(const std::vector<BatchChange>& changes) {

@@ -27,7 +27,7 @@ namespace dbdb::format {
 
 // "dbdb" then 0x00 0x0d 0x0a 0x1a, so text-mode transfers and NUL truncation break it visibly.
 inline constexpr char kFileMagic[8] = {'d', 'b', 'd', 'b', 0x00, 0x0d, 0x0a, 0x1a};
-inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kFormatVersion = 3;  // 3: nodes laid out to be searched in place
 inline constexpr uint32_t kFormatVersionMin = 1;  // read (read-only) and upgraded by `dbdb upgrade`
 inline constexpr uint64_t kFileHeaderSizeBytes = 512;  // one sector: written whole or not at all
 inline constexpr uint64_t kFileHeaderChecksumOffset = 56;
@@ -154,6 +154,12 @@ std::string EncodeBatch(const std::vector<BatchChange>& changes);
 // Decodes a verified batch payload read at record offset `offset`; the views point into `payload`.
 Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view payload);
 
+
+// The checks of VerifyRecord without building a Status (no allocation: it runs on mapped memory
+// under a fault guard); RecordCheckStatus turns a failed one into VerifyRecord's Corruption.
+enum class RecordCheck : uint8_t { kOk, kTruncated, kLengthMismatch, kChecksum, kType };
+RecordCheck CheckRecord(uint64_t offset, std::string_view bytes);
+Status RecordCheckStatus(RecordCheck check, uint64_t offset, std::string_view bytes);
 
 // Parses and verifies a whole record held in `bytes` (which start at file offset `offset`).
 // Returns the payload view into `bytes` and the type.

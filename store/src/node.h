@@ -1,5 +1,9 @@
-// B+tree nodes as they sit in the file (docs/FORMAT.md, "Nodes"), decoded without copying keys
-// or values: a Node owns its payload bytes and holds views into them. Nodes are immutable.
+// B+tree nodes as they sit in the file (docs/FORMAT.md, "Nodes").
+//
+// Version 3 lays a node out to be searched in place: a count, a slot array of entry offsets, then
+// the entries, so a lookup binary-searches the slots without decoding the node (NodeView). Files
+// of versions 1 and 2 (read-only until upgraded) hold the older sequential layout; DecodeNode
+// reads both. Nodes are immutable.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +23,52 @@ struct NodeRef {
   uint32_t length = 0;  // whole record bytes, header and checksum included
 };
 
+// The first format version whose nodes have the slotted layout.
+inline constexpr uint32_t kSlottedNodeVersion = 3;
+
+// A version-3 node payload read in place (from a file mapping or a buffer), without copying or
+// decoding it. Every accessor stays inside the payload whatever its bytes say: on bytes that do
+// not validate (ValidateNode) they return empty keys and null child references, never read
+// outside [data, data + size). Cheap to copy; does not own the bytes.
+class NodeView {
+ public:
+  NodeView() = default;
+  NodeView(const char* data, uint32_t size, bool leaf) : data_(data), size_(size), leaf_(leaf) {}
+
+  bool is_leaf() const { return leaf_; }
+  uint32_t count() const;
+  std::string_view key(uint32_t i) const;    // child 0's key is empty in an internal node
+  std::string_view value(uint32_t i) const;  // leaves
+  NodeRef child(uint32_t i) const;           // internal nodes
+  // The first index i with key(i) >= key (leaves).
+  uint32_t LowerBound(std::string_view key) const;
+  // The index of the child whose range holds `key` (internal nodes).
+  uint32_t ChildFor(std::string_view key) const;
+
+  const char* data() const { return data_; }
+  uint32_t size() const { return size_; }
+  // Entry i's bytes, from its slot to the next slot (or the payload's end); a null view if the
+  // slots point outside the payload.
+  std::string_view Entry(uint32_t i) const;
+
+ private:
+
+  const char* data_ = nullptr;
+  uint32_t size_ = 0;
+  bool leaf_ = true;
+};
+
+// Checks that a version-3 node payload is well formed: the count, the slots (each entry starting
+// exactly where the one before ends, the last ending at the payload's end), strictly increasing
+// keys, and child references lying before the node at `offset`. nullptr if it is; else what is
+// wrong, as a static string (no allocation: it runs on mapped memory under a fault guard).
+const char* ValidateNode(uint64_t offset, format::RecordType type, std::string_view payload);
+
+// Corruption naming the node at `offset` and `why`.
+Status BadNode(uint64_t offset, const char* why);
+
+// A node decoded into vectors, for the writer, check() and dump. Owns its payload bytes; the
+// views point into them.
 struct Node {
   bool is_leaf = true;
   std::string payload;
@@ -34,17 +84,21 @@ struct Node {
   size_t ChildFor(std::string_view key) const;
   // The first index i with keys[i] >= key (leaves).
   size_t LowerBound(std::string_view key) const;
+  // The payload in the version-3 layout, to read in place (a version-3 node's own payload; a
+  // version-1 or -2 node's re-encoded when decoded).
+  NodeView view() const;
 };
 
-// Decodes a node payload. Corruption (naming `offset`) if it is malformed: truncated, trailing
-// bytes, unsorted keys, a child that does not lie before the node, an empty internal node.
-Result<std::shared_ptr<const Node>> DecodeNode(uint64_t offset, format::RecordType type,
-                                               std::string payload);
+// Decodes a node payload of a file of `version`. Corruption (naming `offset`) if it is malformed:
+// truncated, trailing bytes, unsorted keys, a child that does not lie before the node, an empty
+// node. A version-1 or -2 node's payload is re-encoded in the version-3 layout.
+Result<std::shared_ptr<const Node>> DecodeNode(uint64_t offset, format::RecordType type, std::string payload,
+                                               uint32_t version = format::kFormatVersion);
 
-// Encoded sizes, for splitting nodes by bytes.
+// Encoded sizes (version 3, the slot included), for splitting nodes by bytes.
 size_t LeafEntrySize(std::string_view key, std::string_view value);
 size_t InternalEntrySize(std::string_view key);  // child 0's key is not stored: subtract its size
-inline constexpr size_t kNodeCountSizeBytes = 4;  // upper bound of the count varint we budget
+inline constexpr size_t kNodeCountSizeBytes = 4;  // the count
 
 struct LeafEntry {
   std::string_view key;
@@ -55,6 +109,7 @@ struct ChildEntry {
   NodeRef ref;
 };
 
+// Version-3 encodings.
 std::string EncodeLeaf(const std::vector<LeafEntry>& entries, size_t begin, size_t end);
 std::string EncodeInternal(const std::vector<ChildEntry>& children, size_t begin, size_t end);
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,12 @@ uint64_t IdentityOf(const struct stat& st) {
   // Distinct for two files existing at once: (device, inode) mixed into 64 bits.
   return (static_cast<uint64_t>(st.st_dev) * 0x9E3779B97F4A7C15ULL) ^ static_cast<uint64_t>(st.st_ino);
 }
+
+class PosixMapping final : public FileMapping {
+ public:
+  PosixMapping(void* address, uint64_t length) : FileMapping(static_cast<const char*>(address), length) {}
+  ~PosixMapping() override { ::munmap(const_cast<char*>(data()), size()); }
+};
 
 class PosixFile final : public File {
  public:
@@ -93,6 +100,15 @@ class PosixFile final : public File {
     struct stat st;
     if (::fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat " + path_);
     return IdentityOf(st);
+  }
+
+  Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override {
+    if (length == 0 || length > static_cast<uint64_t>(SIZE_MAX)) {
+      return Status::InvalidArgument("mmap " + path_ + ": length " + std::to_string(length));
+    }
+    void* address = ::mmap(nullptr, static_cast<size_t>(length), PROT_READ, MAP_SHARED, fd_, 0);
+    if (address == MAP_FAILED) return ErrnoStatus(errno, "mmap " + path_ + " (" + std::to_string(length) + " bytes)");
+    return std::shared_ptr<const FileMapping>(std::make_shared<PosixMapping>(address, length));
   }
 
   Result<uint64_t> DataEnd() override {

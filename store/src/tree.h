@@ -36,8 +36,8 @@ inline Status WrongNodeKind(NodeRef ref, uint32_t height) {
 // Looks `key` up in the tree. nullopt when absent.
 Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key);
 
-// Ordered iteration over one tree. Holds the nodes on its path, so it stays valid while the
-// database moves on.
+// Ordered iteration over one tree. Holds the nodes on its path (and the file), so it stays valid
+// while the database moves on; key() and value() are copies, never views into a mapping.
 class TreeIterator {
  public:
   TreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root) : file_(std::move(file)), root_(root) {}
@@ -45,18 +45,23 @@ class TreeIterator {
   Status Seek(std::string_view key);  // first key >= key
   Status Next();
   bool Valid() const { return !stack_.empty(); }
-  std::string_view key() const { return stack_.back().node->keys[stack_.back().index]; }
-  std::string_view value() const { return stack_.back().node->values[stack_.back().index]; }
+  std::string_view key() const { return key_; }
+  std::string_view value() const { return value_; }
 
  private:
   struct Level {
-    std::shared_ptr<const Node> node;
-    size_t index;
+    TreeFile::NodeHandle node;
+    NodeRef ref;
+    uint32_t index;
+    uint32_t count;
   };
   Status Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost);
+  Status LoadEntry();         // copies the current leaf entry into key_ and value_
+  Status Settle(Status s);    // an error leaves the iterator invalid
   std::shared_ptr<TreeFile> file_;
   TreeRoot root_;
   std::vector<Level> stack_;
+  std::string key_, value_;
 };
 
 // One change of a write transaction: a put (value set) or a delete (nullopt).

@@ -2,6 +2,7 @@
 #include "tree_file.h"
 
 #include "checksum.h"
+#include "map_guard.h"
 
 #include <string.h>
 
@@ -11,7 +12,7 @@
 namespace dbdb {
 
 Result<std::shared_ptr<TreeFile>> TreeFile::Open(FileSystem& fs, const std::string& path,
-                                                 bool read_only, uint64_t cache_bytes) {
+                                                 bool read_only, uint64_t cache_bytes, bool map_reads) {
   DBDB_ASSIGN_OR_RETURN(auto file, fs.Open(path, OpenOptions{.create = false, .read_only = read_only}));
   DBDB_ASSIGN_OR_RETURN(uint64_t identity, file->Identity());
   std::string bytes(format::kFileHeaderSizeBytes, '\0');
@@ -19,7 +20,7 @@ Result<std::shared_ptr<TreeFile>> TreeFile::Open(FileSystem& fs, const std::stri
   bytes.resize(n);
   auto header = format::DecodeFileHeader(bytes);
   if (!header.ok()) return header.status().WithContext(path);
-  return std::shared_ptr<TreeFile>(new TreeFile(std::move(file), path, identity, header.value(), cache_bytes));
+  return std::shared_ptr<TreeFile>(new TreeFile(std::move(file), path, identity, header.value(), cache_bytes, map_reads));
 }
 
 Status TreeFile::ReadExactly(uint64_t offset, uint64_t length, std::string* buffer) {
@@ -48,7 +49,7 @@ Result<std::shared_ptr<const Node>> TreeFile::ReadNodeUncached(NodeRef ref) {
   auto type = record.type;
   buffer.erase(0, format::kRecordHeaderSizeBytes);
   buffer.resize(payload_size);
-  return DecodeNode(ref.offset, type, std::move(buffer));
+  return DecodeNode(ref.offset, type, std::move(buffer), header_.version);
 }
 
 Result<std::shared_ptr<const Node>> TreeFile::ReadNode(NodeRef ref) {
@@ -56,6 +57,96 @@ Result<std::shared_ptr<const Node>> TreeFile::ReadNode(NodeRef ref) {
   DBDB_ASSIGN_OR_RETURN(auto node, ReadNodeUncached(ref));
   cache_.Insert(ref.offset, node);
   return node;
+}
+
+Result<const FileMapping*> TreeFile::MappingCovering(uint64_t end) {
+  const FileMapping* mapping = mapping_.load(std::memory_order_acquire);
+  if (mapping != nullptr && end <= mapping->size()) return mapping;
+  if (unmappable_.load(std::memory_order_relaxed)) return nullptr;
+  std::lock_guard<std::mutex> lock(map_mutex_);
+  mapping = mapping_.load(std::memory_order_acquire);
+  if (mapping != nullptr && end <= mapping->size()) return mapping;
+  // Map past the end, so that the file can grow a while before the next mapping: twice its size,
+  // at least 64 MiB of address space (pages past the end are never read: see ReadNodeView).
+  DBDB_ASSIGN_OR_RETURN(uint64_t size, file_->Size());
+  if (end > size) {
+    return Status::Corruption("record at offset below " + std::to_string(end) + " extends past the end of the file");
+  }
+  constexpr uint64_t kMinimumMapBytes = uint64_t{64} << 20;
+  uint64_t length = std::max({kMinimumMapBytes, 2 * size, end});
+  InstallMapFaultHandler();
+  DBDB_ASSIGN_OR_RETURN(auto fresh, file_->Map(length));
+  if (fresh == nullptr) {
+    unmappable_.store(true, std::memory_order_relaxed);
+    return nullptr;
+  }
+  mappings_.push_back(fresh);
+  mapping_.store(fresh.get(), std::memory_order_release);
+  return fresh.get();
+}
+
+Status TreeFile::MapFault(uint64_t offset) const {
+  return Status::IOError("I/O error reading " + path_ + " through its mapping at offset " + std::to_string(offset) +
+                         " (SIGBUS: the page could not be read, or the file was cut short under it)");
+}
+
+uint8_t TreeFile::VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) {
+  Shard& shard = ShardFor(ref.offset);
+  std::lock_guard<std::mutex> lock(shard.mutex);
+  auto it = shard.nodes.find(ref.offset);
+  if (it == shard.nodes.end() || it->second.mapping != mapping || it->second.length != ref.length) return 0;
+  return it->second.type;
+}
+
+void TreeFile::VerifiedNodes::Insert(NodeRef ref, const FileMapping* mapping, uint8_t type) {
+  Shard& shard = ShardFor(ref.offset);
+  std::lock_guard<std::mutex> lock(shard.mutex);
+  shard.nodes[ref.offset] = Verified{mapping, ref.length, type};
+}
+
+Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
+  const FileMapping* mapping = nullptr;
+  if (map_reads_) {
+    if (ref.length < format::kRecordOverheadBytes ||
+        ref.length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) {
+      return Status::Corruption("record length " + std::to_string(ref.length) + " at offset " + std::to_string(ref.offset));
+    }
+    DBDB_ASSIGN_OR_RETURN(mapping, MappingCovering(ref.offset + ref.length));
+  }
+  if (mapping == nullptr) {
+    DBDB_ASSIGN_OR_RETURN(auto node, ReadNode(ref));
+    return NodeHandle{node->view(), node};
+  }
+  std::string_view record(mapping->data() + ref.offset, ref.length);
+  std::string_view payload = record.substr(format::kRecordHeaderSizeBytes, ref.length - format::kRecordOverheadBytes);
+  uint8_t type = verified_.Find(ref, mapping);
+  if (type == 0) {
+    // First use in this process: the record's checksum and the node's structure (I5), read in
+    // place. Nothing in here allocates, so a fault may abandon it (map_guard.h).
+    format::RecordCheck check = format::RecordCheck::kOk;
+    const char* why = nullptr;
+    uint8_t read_type = 0;
+    if (!ReadMapped([&] {
+          check = format::CheckRecord(ref.offset, record);
+          if (check != format::RecordCheck::kOk) return;
+          read_type = static_cast<uint8_t>(record[4]);
+          why = ValidateNode(ref.offset, static_cast<format::RecordType>(read_type), payload);
+        })) {
+      return MapFault(ref.offset);
+    }
+    if (check != format::RecordCheck::kOk) {
+      // Build the message from a copy: the mapped bytes may fault again.
+      std::string header(format::kRecordHeaderSizeBytes, '\0');  // ref.length covers at least this
+      if (!ReadMapped([&] { record.copy(header.data(), header.size()); })) return MapFault(ref.offset);
+      return format::RecordCheckStatus(check, ref.offset, header);
+    }
+    if (why != nullptr) return BadNode(ref.offset, why);
+    type = read_type;
+    verified_.Insert(ref, mapping, type);
+  }
+  return NodeHandle{NodeView(payload.data(), static_cast<uint32_t>(payload.size()),
+                             type == static_cast<uint8_t>(format::RecordType::kLeaf)),
+                    nullptr};
 }
 
 Result<format::Commit> TreeFile::ReadCommit(uint64_t offset) {

@@ -7,6 +7,10 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 #include <string>
 
 #include "dbdb/file_system.h"
@@ -19,8 +23,11 @@ namespace dbdb {
 class TreeFile {
  public:
   // Opens an existing dbdb file and verifies its header.
+  // With `map_reads`, a version-3 file's nodes are read in place through a read-only mapping of
+  // the file (when the file system maps files), each verified once by this TreeFile before its
+  // first use; else (and for older versions) read, verified and decoded into the node cache.
   static Result<std::shared_ptr<TreeFile>> Open(FileSystem& fs, const std::string& path,
-                                                bool read_only, uint64_t cache_bytes);
+                                                bool read_only, uint64_t cache_bytes, bool map_reads);
 
   File& file() { return *file_; }
   uint64_t identity() const { return identity_; }
@@ -30,8 +37,18 @@ class TreeFile {
   // Reads and verifies the record [offset, offset + length).
   Result<format::RecordView> ReadRecord(uint64_t offset, uint64_t length, std::string* buffer);
 
-  // A verified, decoded node (from the cache when there).
+  // A verified, decoded node (from the cache when there), for the tree's writer.
   Result<std::shared_ptr<const Node>> ReadNode(NodeRef ref);
+  // A verified node to search in place, for the tree's readers: through the mapping (verified
+  // once), or a cached decoded node's view. Read the view only inside ReadMapped (map_guard.h):
+  // a mapped page the disk cannot deliver raises SIGBUS.
+  struct NodeHandle {
+    NodeView view;
+    std::shared_ptr<const Node> owner;  // null when the view lies in the mapping (alive with this TreeFile)
+  };
+  Result<NodeHandle> ReadNodeView(NodeRef ref);
+  // The IOError for a read of the node at `offset` that ReadMapped abandoned.
+  Status MapFault(uint64_t offset) const;
   // The same, always from the file, bypassing the cache (for check()).
   Result<std::shared_ptr<const Node>> ReadNodeUncached(NodeRef ref);
 
@@ -64,9 +81,12 @@ class TreeFile {
 
  private:
   TreeFile(std::unique_ptr<File> file, std::string path, uint64_t identity,
-           format::FileHeader header, uint64_t cache_bytes)
+           format::FileHeader header, uint64_t cache_bytes, bool map_reads)
       : file_(std::move(file)), path_(std::move(path)), identity_(identity), header_(header),
-        cache_(cache_bytes) {}
+        cache_(cache_bytes), map_reads_(map_reads && header.version >= kSlottedNodeVersion) {}
+  // The mapping holding [0, end), mapping the file anew (larger) when the current one is shorter;
+  // null if the file system does not map files.
+  Result<const FileMapping*> MappingCovering(uint64_t end);
   // Calls visit(offset) for each offset in [floor, top_end) where `prefix` starts, highest first,
   // until visit returns false.
   Status ScanBackward(uint64_t top_end, uint64_t floor, const std::string& prefix,
@@ -85,6 +105,38 @@ class TreeFile {
   uint64_t identity_;
   format::FileHeader header_;
   NodeCache cache_;
+
+  // Reads through mappings (map_reads_): every mapping made stays until this TreeFile is
+  // destroyed, so a view into an older, shorter one stays valid while a reader uses it.
+  const bool map_reads_;
+  std::mutex map_mutex_;
+  std::vector<std::shared_ptr<const FileMapping>> mappings_;  // guarded by map_mutex_
+  std::atomic<const FileMapping*> mapping_{nullptr};          // the newest (largest)
+  std::atomic<bool> unmappable_{false};                       // Map returned no mapping
+  // The nodes verified in a mapping, so each is checked once per mapping (a new, larger mapping
+  // of the file verifies again what it reads: cheap, since it is made only when the file has
+  // doubled, and it never trusts bytes it did not check itself).
+  class VerifiedNodes {
+   public:
+    // The record type verified at `ref` in `mapping`, or 0 if none.
+    uint8_t Find(NodeRef ref, const FileMapping* mapping);
+    void Insert(NodeRef ref, const FileMapping* mapping, uint8_t type);
+
+   private:
+    static constexpr int kShardCount = 16;
+    struct Verified {
+      const FileMapping* mapping;
+      uint32_t length;
+      uint8_t type;
+    };
+    struct Shard {
+      std::mutex mutex;
+      std::unordered_map<uint64_t, Verified> nodes;  // by offset
+    };
+    Shard& ShardFor(uint64_t offset) { return shards_[(offset >> 6) % kShardCount]; }
+    Shard shards_[kShardCount];
+  };
+  VerifiedNodes verified_;
 };
 
 }  // namespace dbdb

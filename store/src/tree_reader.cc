@@ -2,6 +2,8 @@
 // of compaction: bulk_loader.cc).
 #include "tree.h"
 
+#include "map_guard.h"
+
 #include <algorithm>
 #include <cassert>
 
@@ -21,19 +23,34 @@ void SetRoot(format::Commit* commit, const TreeRoot& root) {
 }
 
 
+// Every read of a node's bytes below is inside ReadMapped (a mapped page may fault) and owns
+// nothing there; what outlives it is copied out.
+
 Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key) {
   NodeRef ref = root.ref;
-  for (uint32_t height = root.height; height > 0; height--) {
-    DBDB_ASSIGN_OR_RETURN(auto node, file.ReadNode(ref));
-    if (node->is_leaf != (height == 1)) return WrongNodeKind(ref, height);
-    if (height == 1) {
-      size_t i = node->LowerBound(key);
-      if (i < node->size() && node->keys[i] == key) return std::optional<std::string>(std::string(node->values[i]));
-      break;
-    }
-    ref = node->children[node->ChildFor(key)];
+  for (uint32_t height = root.height; height > 1; height--) {
+    DBDB_ASSIGN_OR_RETURN(auto node, file.ReadNodeView(ref));
+    if (node.view.is_leaf()) return WrongNodeKind(ref, height);
+    NodeRef child;
+    if (!ReadMapped([&] { child = node.view.child(node.view.ChildFor(key)); })) return file.MapFault(ref.offset);
+    ref = child;
   }
-  return std::optional<std::string>();
+  if (root.height == 0) return std::optional<std::string>();
+  DBDB_ASSIGN_OR_RETURN(auto leaf, file.ReadNodeView(ref));
+  if (!leaf.view.is_leaf()) return WrongNodeKind(ref, 1);
+  std::string_view value;
+  bool found = false;
+  if (!ReadMapped([&] {
+        uint32_t i = leaf.view.LowerBound(key);
+        found = i < leaf.view.count() && leaf.view.key(i) == key;
+        if (found) value = leaf.view.value(i);
+      })) {
+    return file.MapFault(ref.offset);
+  }
+  if (!found) return std::optional<std::string>();
+  std::optional<std::string> out(std::in_place, value.size(), '\0');  // allocated before the copy
+  if (!ReadMapped([&] { value.copy(out->data(), value.size()); })) return file.MapFault(ref.offset);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -41,50 +58,76 @@ Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root,
 
 Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost) {
   for (; height > 0; height--) {
-    DBDB_ASSIGN_OR_RETURN(auto node, file_->ReadNode(ref));
-    if (node->is_leaf != (height == 1)) return WrongNodeKind(ref, height);
-    size_t index = height == 1 ? (leftmost ? 0 : node->LowerBound(key)) : (leftmost ? 0 : node->ChildFor(key));
-    if (height > 1) ref = node->children[index];
-    stack_.push_back(Level{std::move(node), index});
+    DBDB_ASSIGN_OR_RETURN(auto node, file_->ReadNodeView(ref));
+    if (node.view.is_leaf() != (height == 1)) return WrongNodeKind(ref, height);
+    uint32_t count = 0, index = 0;
+    NodeRef child;
+    if (!ReadMapped([&] {
+          count = node.view.count();
+          if (!leftmost) index = height == 1 ? node.view.LowerBound(key) : node.view.ChildFor(key);
+          if (height > 1) child = node.view.child(index);
+        })) {
+      return file_->MapFault(ref.offset);
+    }
+    stack_.push_back(Level{std::move(node), ref, index, count});
+    ref = child;
   }
   return Status::Ok();
+}
+
+Status TreeIterator::LoadEntry() {
+  const Level& leaf = stack_.back();
+  std::string_view key, value;
+  if (!ReadMapped([&] {
+        key = leaf.node.view.key(leaf.index);
+        value = leaf.node.view.value(leaf.index);
+      })) {
+    return file_->MapFault(leaf.ref.offset);
+  }
+  key_.resize(key.size());  // allocated before the copy
+  value_.resize(value.size());
+  if (!ReadMapped([&] {
+        key.copy(key_.data(), key.size());
+        value.copy(value_.data(), value.size());
+      })) {
+    return file_->MapFault(leaf.ref.offset);
+  }
+  return Status::Ok();
+}
+
+Status TreeIterator::Settle(Status s) {
+  if (!s.ok()) stack_.clear();
+  return s;
 }
 
 Status TreeIterator::Seek(std::string_view key) {
   stack_.clear();
   if (root_.height == 0) return Status::Ok();
-  DBDB_RETURN_IF_ERROR(Descend(root_.ref, root_.height, key, false));
+  DBDB_RETURN_IF_ERROR(Settle(Descend(root_.ref, root_.height, key, false)));
   // The leaf may hold only smaller keys: move on to the next leaf.
-  if (stack_.back().index >= stack_.back().node->size()) {
-    stack_.back().index = stack_.back().node->size() - (stack_.back().node->size() > 0 ? 1 : 0);
-    if (stack_.back().node->size() == 0) {
-      stack_.clear();
-      return Status::Ok();
-    }
+  if (stack_.back().index >= stack_.back().count) {
+    stack_.back().index = stack_.back().count - 1;  // leaves are never empty
     return Next();
   }
-  return Status::Ok();
+  return Settle(LoadEntry());
 }
 
 Status TreeIterator::Next() {
   assert(Valid());
-  if (++stack_.back().index < stack_.back().node->size()) return Status::Ok();
+  if (++stack_.back().index < stack_.back().count) return Settle(LoadEntry());
   // Climb to the first ancestor with a next child, then descend to its leftmost leaf.
   stack_.pop_back();
-  while (!stack_.empty() && stack_.back().index + 1 >= stack_.back().node->children.size()) stack_.pop_back();
+  while (!stack_.empty() && stack_.back().index + 1 >= stack_.back().count) stack_.pop_back();
   if (stack_.empty()) return Status::Ok();
   Level& level = stack_.back();
   level.index++;
+  NodeRef child;
+  if (!ReadMapped([&] { child = level.node.view.child(level.index); })) {
+    return Settle(file_->MapFault(level.ref.offset));
+  }
   uint32_t height = root_.height - static_cast<uint32_t>(stack_.size());
-  Status s = Descend(level.node->children[level.index], height, std::string_view(), true);
-  if (!s.ok()) {
-    stack_.clear();
-    return s;
-  }
-  if (stack_.back().node->size() == 0) {  // only an empty root leaf can be empty
-    stack_.clear();
-  }
-  return Status::Ok();
+  DBDB_RETURN_IF_ERROR(Settle(Descend(child, height, std::string_view(), true)));
+  return Settle(LoadEntry());
 }
 
 }  // namespace dbdb

@@ -372,8 +372,9 @@ TEST(TreeWriter, RefusesToMergeANodeHoldingAKeyOutsideItsRange) {
   };
   auto left = leaf(first);
   ASSERT_GT(left->size(), 2u);
-  ASSERT_EQ(leaf(second)->keys[0].size(), 4u);
-  file[second + kRecordHeaderSizeBytes + 3] = 'a';  // count, key length, value length, then the key
+  auto right = leaf(second);
+  ASSERT_EQ(right->keys[0].size(), 4u);
+  file[second + kRecordHeaderSizeBytes + (right->keys[0].data() - right->payload.data())] = 'a';  // "k040" -> "a040"
   WriteFile(path, Rechecksum(file));
 
   auto db = DB::Open(path, options);

@@ -239,8 +239,8 @@ TEST(LogFold, AFailingAutomaticCompactionDoesNotStopWrites) {
 // checksum does not match: check() reads it, reads and compaction never do.
 std::string VersionOneFile(bool damaged_garbage = false) {
   std::string file = format::EncodeFileHeader(format::FileHeader{1, 0});
-  std::vector<LeafEntry> entries{{"apple", "red"}, {"banana", "yellow"}};
-  std::string leaf = EncodeLeaf(entries, 0, entries.size());
+  // The sequential leaf of versions 1 and 2: count, then key length, value length, key, value.
+  std::string leaf = "\x02\x05\x03" "apple" "red" "\x06\x06" "banana" "yellow";
   if (damaged_garbage) {
     format::AppendRecord(&file, file.size(), format::RecordType::kLeaf, leaf);
     file.back() ^= 1;
@@ -325,7 +325,7 @@ TEST(LogFold, UpgradeRefusesAFileThatDoesNotVerify) {
 // `key` = `value`: every checksum holds, so only the chain's rules can refuse it.
 void ForgeNextCommit(const std::string& path, uint64_t txn_id, std::string_view key, std::string_view value) {
   auto fs = NewPosixFileSystem();
-  auto tree = TreeFile::Open(*fs, path, false, 0);
+  auto tree = TreeFile::Open(*fs, path, false, 0, false);
   ASSERT_TRUE(tree.ok()) << tree.status().ToString();
   uint64_t size = (*tree)->file().Size().value();
   auto found = (*tree)->FindNewestCommit(size, format::kFileHeaderSizeBytes);

@@ -34,6 +34,15 @@
 //     stay readable until a crash but no later sync makes them durable.
 //   faultfs/read/corrupt: the read succeeds but one bit of the returned data is flipped.
 //   faultfs/write/misdirect: the data lands 4096 bytes further than asked; the call succeeds.
+//   faultfs/map: File::Map fails with EIO (or the failinfo's errno).
+//   faultfs/map/fault: File::Map succeeds, but every read of the mapping raises SIGBUS (pages
+//     the disk cannot deliver).
+//   faultfs/map/corrupt: File::Map succeeds, but one bit of the file is flipped in this mapping
+//     only (a private copy of that page).
+// Mappings (File::Map) are real: a memfd mirrors each mapped file's bytes, updated by every write
+// and truncate, so a mapping sees later writes from any process and faults past the end of the
+// file, as a shared page cache does. Reads of a mapping are not operations (no scheduling point,
+// no trace entry): only Map is.
 // Every injected error message starts with "injected:" so a test can tell it from a real one.
 // FiredFaults() counts, per point, how often a fault fired.
 #pragma once

@@ -43,6 +43,25 @@ struct FileStat {
   bool unlinked = false;  // renamed over or removed: the path, if any, names another file now
 };
 
+// A read-only view of a file's bytes in memory (mmap(PROT_READ, MAP_SHARED)): it shows every
+// write to the file through any handle, as reads do (contract item 6), and stays valid after the
+// file is renamed over or removed (item 5) until the mapping is destroyed. Reading a byte at or
+// past the file's current end, or one the disk cannot deliver, raises SIGBUS: dbdb reads mappings
+// only under its fault guard (store/src/map_guard.h), which turns that into an IOError.
+class FileMapping {
+ public:
+  virtual ~FileMapping() = default;
+  const char* data() const { return data_; }
+  uint64_t size() const { return size_; }  // may exceed the file's size (see above)
+
+ protected:
+  FileMapping(const char* data, uint64_t size) : data_(data), size_(size) {}
+
+ private:
+  const char* data_;
+  uint64_t size_;
+};
+
 class File {
  public:
   virtual ~File() = default;
@@ -76,6 +95,13 @@ class File {
   // being stored), so a backward scan for records may start there instead of at the end. A file
   // system that cannot tell returns Size(), which is always correct.
   virtual Result<uint64_t> DataEnd() { return Size(); }
+
+  // Maps the first `length` bytes of the file (which may run past its end) read-only and shared.
+  // A null mapping if this file system does not map files: the caller then reads with ReadAt.
+  virtual Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) {
+    (void)length;
+    return std::shared_ptr<const FileMapping>();
+  }
 };
 
 // An advisory, whole-file, exclusive lock that excludes other holders in this and in other
@@ -147,6 +173,7 @@ class FileWrapper : public File {
   Status Sync() override { return base_->Sync(); }
   Result<uint64_t> Identity() override { return base_->Identity(); }
   Result<uint64_t> DataEnd() override { return base_->DataEnd(); }
+  Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override { return base_->Map(length); }
   File& base() { return *base_; }
 
  private:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A version-1 file (the fuzz corpus keeps some, written by the version-1 store): every reading
 # command works; every writing command is refused with exit 6 and a message that says to run
-# `dbdb upgrade`, leaving the file as it was; `dbdb upgrade` converts it to format 2 with the same
+# `dbdb upgrade`, leaving the file as it was; `dbdb upgrade` converts it to format 3 with the same
 # contents; after that, writes work and `dbdb check` passes; a second upgrade changes nothing. A
-# damaged version-1 file is refused by `dbdb upgrade` (exit 3) and left as it was.
+# damaged version-1 file is refused by `dbdb upgrade` (exit 3) and left as it was. A version-2 file
+# (a tree of a deep seed) is read and upgraded the same way.
 #
 #   upgrade_test.sh PATH_TO_DBDB
 source "$(dirname "$0")/lib.sh"
@@ -27,8 +28,8 @@ done
 run "$dbdb" upgrade old.dbdb
 expect_rc 0 "dbdb upgrade"
 run "$dbdb" dump old.dbdb
-[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 2, generation 1" ]] &&
-  pass "the file is format 2 now" || fail "after upgrade: $(head -1 <<<"$out")"
+[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 3, generation 1" ]] &&
+  pass "the file is format 3 now" || fail "after upgrade: $(head -1 <<<"$out")"
 run "$dbdb" scan old.dbdb
 expect_out "$before_scan" "the upgraded file holds the same keys and values"
 run "$dbdb" put old.dbdb k v
@@ -53,4 +54,23 @@ if [ "$rc" = 3 ]; then
 else
   fail "the damaged copy unexpectedly verifies (exit $rc): the test needs another byte"
 fi
+
+# A version-2 file (nodes without slot arrays): read, refused for writing, upgraded the same way.
+cp "$corpus/v2-seed-deep-tree" two.dbdb
+run "$dbdb" dump two.dbdb
+[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 2, generation 0" ]] &&
+  pass "the second input is a format-2 file" || fail "not a format-2 file: $(head -1 <<<"$out")"
+before_scan=$("$dbdb" scan two.dbdb)
+[ "$(wc -l <<<"$before_scan")" = 54 ] && pass "scan reads the format-2 file's 54 keys" || fail "scan of the format-2 file: $(wc -l <<<"$before_scan") lines"
+run "$dbdb" put two.dbdb k v
+expect_rc 6 "dbdb put on a format-2 file is refused"
+run "$dbdb" upgrade two.dbdb
+expect_rc 0 "dbdb upgrade of the format-2 file"
+run "$dbdb" dump two.dbdb
+[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 3, generation 1" ]] &&
+  pass "the format-2 file is format 3 now" || fail "after upgrade: $(head -1 <<<"$out")"
+run "$dbdb" scan two.dbdb
+expect_out "$before_scan" "the upgraded format-2 file holds the same keys and values"
+run "$dbdb" check two.dbdb
+expect_rc 0 "check after upgrading the format-2 file"
 finish

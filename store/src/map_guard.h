@@ -1,0 +1,43 @@
+// Reading a file mapping without dying of it. A read of a mapped page that the disk cannot
+// deliver (or that lies past the file's end, after a truncation) raises SIGBUS; inside ReadMapped
+// that abandons the read and returns false, which the caller reports as an IOError. The handler
+// is installed once per process (InstallMapFaultHandler) and passes every SIGBUS raised outside
+// ReadMapped on to the handler installed before it (or the default action, which kills).
+#pragma once
+
+#include <setjmp.h>
+
+namespace dbdb {
+
+struct MapFaultGuard {
+  sigjmp_buf env;
+  MapFaultGuard* outer;
+};
+
+// The innermost ReadMapped of this thread (initial-exec: the signal handler reads it, and a
+// dynamically allocated TLS block could allocate there).
+extern thread_local MapFaultGuard* t_map_fault_guard __attribute__((tls_model("initial-exec")));
+
+// Installs the SIGBUS handler (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) once; later calls do nothing.
+void InstallMapFaultHandler();
+
+// Runs fn(). If a read of mapped memory inside it raises SIGBUS, fn is abandoned at that point
+// (siglongjmp) and ReadMapped returns false. So fn must own nothing while it reads mapped
+// memory: no std::string or vector it builds, no lock it holds, nothing whose destructor must
+// run (an abandoned fn's destructors do not). Views, integers and writes into storage the caller
+// owns are fine; so is allocating before the mapped bytes are touched. Nestable.
+template <typename Fn>
+[[nodiscard]] bool ReadMapped(Fn&& fn) {
+  MapFaultGuard guard;
+  guard.outer = t_map_fault_guard;
+  if (sigsetjmp(guard.env, 0) != 0) {
+    t_map_fault_guard = guard.outer;
+    return false;
+  }
+  t_map_fault_guard = &guard;
+  fn();
+  t_map_fault_guard = guard.outer;
+  return true;
+}
+
+}  // namespace dbdb
