@@ -6,7 +6,11 @@
 #include <fiu.h>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
 #include <cerrno>
+#include <cstdlib>
 #include <thread>
 
 #include "faultfs/crash_state.h"
@@ -158,6 +162,62 @@ TEST_F(SimFileSystemTest, CorruptReadFlipsOneBit) {
   for (char c : got) differing_bits += __builtin_popcount(static_cast<uint8_t>(c ^ 'a'));
   EXPECT_EQ(differing_bits, 1);
   EXPECT_EQ(ReadAll(**file), std::string(16, 'a')) << "the stored bytes are intact";
+}
+
+// A mapping is a shared page cache: it shows later writes and truncates through any handle and
+// from any process, and stays with the file after its name is renamed over.
+TEST_F(SimFileSystemTest, MappingsSeeEveryLaterWrite) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  ASSERT_TRUE((*file)->WriteAt(0, std::string(100, 'a')).ok());
+  auto mapping = (*file)->Map(1 << 20);
+  ASSERT_TRUE(mapping.ok() && *mapping != nullptr) << mapping.status().ToString();
+  EXPECT_EQ(std::string((*mapping)->data(), 100), std::string(100, 'a'));
+  auto other = fs.NewProcess("p1")->Open("f", OpenOptions{});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->WriteAt(50, std::string(100, 'b')).ok());
+  EXPECT_EQ(std::string((*mapping)->data(), 150), std::string(50, 'a') + std::string(100, 'b'));
+  ASSERT_TRUE((*file)->Truncate(10).ok());
+  ASSERT_TRUE((*file)->WriteAt(10, std::string("c")).ok());
+  EXPECT_EQ(std::string((*mapping)->data(), 12), std::string(10, 'a') + std::string("c\0", 2))
+      << "the bytes past the end of the file read as zeros up to its last page";
+  auto replacement = fs.Open("g", OpenOptions{.create = true});
+  ASSERT_TRUE((*replacement)->WriteAt(0, std::string("zzz")).ok());
+  ASSERT_TRUE(fs.Rename("g", "f").ok());
+  EXPECT_EQ(std::string((*mapping)->data(), 3), "aaa") << "the mapping stays with the file, not the name";
+}
+
+TEST_F(SimFileSystemTest, MapFaultsFailTheMapFlipABitOfOneMappingOrFaultEveryRead) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  ASSERT_TRUE((*file)->WriteAt(0, std::string(5000, 'a')).ok());
+  fiu_enable("faultfs/map", 1, nullptr, FIU_ONETIME);
+  auto failed = (*file)->Map(8192);
+  EXPECT_TRUE(failed.status().IsIOError());
+  EXPECT_EQ(failed.status().message().rfind("injected:", 0), 0u) << failed.status().ToString();
+
+  fiu_enable("faultfs/map/corrupt", 1, nullptr, FIU_ONETIME);
+  auto corrupt = (*file)->Map(8192);
+  ASSERT_TRUE(corrupt.ok() && *corrupt != nullptr);
+  int differing_bits = 0;
+  for (int i = 0; i < 5000; i++) differing_bits += __builtin_popcount(static_cast<uint8_t>((*corrupt)->data()[i] ^ 'a'));
+  EXPECT_EQ(differing_bits, 1);
+  auto clean = (*file)->Map(8192);
+  ASSERT_TRUE(clean.ok());
+  EXPECT_EQ(std::string((*clean)->data(), 5000), std::string(5000, 'a')) << "the flip is in that mapping only";
+  EXPECT_EQ(ReadAll(**file), std::string(5000, 'a'));
+
+  fiu_enable("faultfs/map/fault", 1, nullptr, FIU_ONETIME);
+  auto faulty = (*file)->Map(8192);
+  ASSERT_TRUE(faulty.ok() && *faulty != nullptr);
+  const char* data = (*faulty)->data();
+  // Killed by SIGBUS (or, in a sanitizer build, reported by the sanitizer's handler, which exits
+  // with its exit code: ASan and UBSan 1, TSan 66).
+  auto died_of_sigbus = [](int status) {
+    return WIFSIGNALED(status) ? WTERMSIG(status) == SIGBUS
+                               : WIFEXITED(status) && (WEXITSTATUS(status) == 1 || WEXITSTATUS(status) == 66);
+  };
+  EXPECT_EXIT({ std::_Exit(70 + data[0]); }, died_of_sigbus, "") << "every read of it faults";
 }
 
 TEST_F(SimFileSystemTest, MisdirectedWriteLandsElsewhere) {

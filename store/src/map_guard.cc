@@ -1,6 +1,7 @@
 // The SIGBUS handler behind ReadMapped (map_guard.h).
 #include "map_guard.h"
 
+#include <pthread.h>
 #include <signal.h>
 
 #include <mutex>
@@ -36,6 +37,13 @@ void OnSigbus(int signal_number, siginfo_t* info, void* context) {
 }
 
 }  // namespace
+
+void UnblockMapFaults() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGBUS);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
 
 void InstallMapFaultHandler() {
   static std::once_flag once;

@@ -18,6 +18,11 @@ struct MapFaultGuard {
 // dynamically allocated TLS block could allocate there).
 extern thread_local MapFaultGuard* t_map_fault_guard __attribute__((tls_model("initial-exec")));
 
+// Unblocks SIGBUS in this thread after a fault was caught (the handler runs with SA_NODEFER, but
+// an interposed handler such as ThreadSanitizer's may block it while ours runs, and siglongjmp
+// without a saved mask does not undo that).
+void UnblockMapFaults();
+
 // Installs the SIGBUS handler (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) once; later calls do nothing.
 void InstallMapFaultHandler();
 
@@ -30,8 +35,9 @@ template <typename Fn>
 [[nodiscard]] bool ReadMapped(Fn&& fn) {
   MapFaultGuard guard;
   guard.outer = t_map_fault_guard;
-  if (sigsetjmp(guard.env, 0) != 0) {
+  if (sigsetjmp(guard.env, 0) != 0) {  // 0: no signal mask saved, so no system call here
     t_map_fault_guard = guard.outer;
+    UnblockMapFaults();
     return false;
   }
   t_map_fault_guard = &guard;

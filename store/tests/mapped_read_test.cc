@@ -1,0 +1,222 @@
+// Reads through the file mapping (docs/FORMAT.md, "Nodes"): a page the disk cannot deliver is an
+// IOError and not a crash, and not sticky; a node damaged in the mapping is Corruption; a SIGBUS
+// outside dbdb's reads still reaches the default action; a snapshot keeps reading the file a
+// compaction replaced.
+//
+// The faulting and damaged pages are made real: the database file is mapped from a side copy the
+// test truncates or edits, so the reader's view of the file itself (its size, its commits) stays
+// as it is.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "dbdb/db.h"
+#include "test_util.h"
+
+namespace dbdb {
+namespace {
+
+using testing::TempDir;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+class RawMapping final : public FileMapping {
+ public:
+  RawMapping(void* address, uint64_t length) : FileMapping(static_cast<const char*>(address), length) {}
+  ~RawMapping() override { ::munmap(const_cast<char*>(data()), size()); }
+};
+
+// Maps `side` wherever the database file is mapped.
+class SideMapFile final : public FileWrapper {
+ public:
+  SideMapFile(std::unique_ptr<File> base, std::string side) : FileWrapper(std::move(base)), side_(std::move(side)) {}
+  Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override {
+    int fd = ::open(side_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::IOError("open " + side_);
+    void* address = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (address == MAP_FAILED) return Status::IOError("mmap " + side_);
+    return std::shared_ptr<const FileMapping>(std::make_shared<RawMapping>(address, length));
+  }
+
+ private:
+  std::string side_;
+};
+
+class SideMapFs final : public FileSystemWrapper {
+ public:
+  SideMapFs(std::string db, std::string side)
+      : FileSystemWrapper(NewPosixFileSystem()), db_(std::move(db)), side_(std::move(side)) {}
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    if (path != db_) return file;
+    return std::unique_ptr<File>(std::make_unique<SideMapFile>(std::move(file), side_));
+  }
+
+ private:
+  std::string db_, side_;
+};
+
+std::string Key(int i) {
+  char key[16];
+  std::snprintf(key, sizeof(key), "k%05d", i);
+  return key;
+}
+
+constexpr int kKeys = 3000;
+
+// A database whose 3,000 keys are all in the tree (small nodes: many pages of them).
+Options SmallNodes() {
+  Options options;
+  options.create_if_missing = true;
+  options.node_size_target_bytes = 512;
+  options.key_size_max_bytes = 128;
+  options.fold_threshold_bytes = 0;
+  return options;
+}
+
+void Fill(const std::string& path, const std::string& prefix) {
+  auto db = DB::Open(path, SmallNodes());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto txn = (*db)->BeginWrite();
+  ASSERT_TRUE(txn.ok());
+  for (int i = 0; i < kKeys; i++) ASSERT_TRUE((*txn)->Put(Key(i), prefix + Key(i)).ok());
+  ASSERT_TRUE((*txn)->Commit().ok());
+}
+
+TEST(MappedReads, APageTheDiskCannotDeliverIsAnIOErrorNotACrashAndNotSticky) {
+  TempDir dir;
+  const std::string path = dir.Path("db"), side = dir.Path("side");
+  Fill(path, "v-");
+  const std::string bytes = ReadAll(path);
+  ASSERT_GT(bytes.size(), 16384u);
+  WriteAll(side, bytes);
+  Options options = SmallNodes();
+  options.file_system = std::make_shared<SideMapFs>(path, side);
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto got = (*db)->Get(Key(kKeys - 1));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(**got, "v-" + Key(kKeys - 1));
+
+  // Every page past the first now faults (SIGBUS): the root lies at the end of the file.
+  ASSERT_EQ(::truncate(side.c_str(), 4096), 0);
+  got = (*db)->Get(Key(kKeys - 1));
+  ASSERT_FALSE(got.ok());
+  EXPECT_TRUE(got.status().IsIOError()) << got.status().ToString();
+  EXPECT_NE(got.status().ToString().find("SIGBUS"), std::string::npos) << got.status().ToString();
+  auto snapshot = (*db)->GetSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  auto scan = (*snapshot)->Scan(ScanRange{});
+  EXPECT_TRUE(scan.status().IsIOError()) << scan.status().ToString();
+  auto it = (*snapshot)->NewIterator();
+  EXPECT_TRUE(it->SeekToFirst().IsIOError());
+  EXPECT_FALSE(it->Valid());
+  EXPECT_TRUE(it->status().IsIOError());
+
+  // The pages come back: so do the reads, on the same handle and mapping.
+  WriteAll(side, bytes);
+  got = (*db)->Get(Key(kKeys - 1));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(**got, "v-" + Key(kKeys - 1));
+  scan = (*snapshot)->Scan(ScanRange{});
+  ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+  EXPECT_EQ(scan->size(), static_cast<size_t>(kKeys));
+  EXPECT_TRUE((*db)->Put("another", "commit").ok()) << "a failed read does not fail the handle";
+}
+
+TEST(MappedReads, ANodeDamagedInTheMappingIsCorruptionNeverWrongData) {
+  TempDir dir;
+  const std::string path = dir.Path("db"), side = dir.Path("side");
+  Fill(path, "v-");
+  std::string bytes = ReadAll(path);
+  // The first copy of the last key is in its leaf (nodes come before the commit's batch).
+  size_t at = bytes.find(Key(kKeys - 1));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 3] ^= 0x01;  // "k02999" -> "k03999" in the mapping only
+  WriteAll(side, bytes);
+  Options options = SmallNodes();
+  options.file_system = std::make_shared<SideMapFs>(path, side);
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(**(*db)->Get(Key(0)), "v-" + Key(0)) << "the other leaves read";
+  auto got = (*db)->Get(Key(kKeys - 1));
+  EXPECT_TRUE(got.status().IsCorruption()) << (got.ok() ? "read: " + got->value_or("(absent)") : got.status().ToString());
+  auto scan = (*(*db)->GetSnapshot())->Scan(ScanRange{});
+  EXPECT_TRUE(scan.status().IsCorruption()) << scan.status().ToString();
+}
+
+TEST(MappedReads, ASnapshotKeepsReadingTheFileACompactionReplaced) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Fill(path, "old-");
+  auto db = DB::Open(path, SmallNodes());
+  ASSERT_TRUE(db.ok());
+  auto before = (*db)->GetSnapshot();
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(**(*before)->Get(Key(7)), "old-" + Key(7));  // its file is mapped now
+  {
+    auto other = DB::Open(path, SmallNodes());
+    ASSERT_TRUE(other.ok());
+    auto txn = (*other)->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    for (int i = 0; i < kKeys; i++) ASSERT_TRUE((*txn)->Put(Key(i), "new-" + Key(i)).ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+    ASSERT_TRUE((*other)->Compact().ok());
+  }
+  auto scan = (*before)->Scan(ScanRange{});
+  ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+  ASSERT_EQ(scan->size(), static_cast<size_t>(kKeys));
+  for (int i = 0; i < kKeys; i++) ASSERT_EQ((*scan)[i].value, "old-" + Key(i));
+  auto after = (*db)->GetSnapshot();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(**(*after)->Get(Key(7)), "new-" + Key(7));
+}
+
+// Killed by SIGBUS; or, in a sanitizer build, ended by the sanitizer's own SIGBUS handler (the one
+// installed before dbdb's, so the one dbdb hands a foreign SIGBUS to), which reports and exits
+// with its exit code (ASan and UBSan 1, TSan 66).
+bool DiedOfSigbus(int status) {
+  if (WIFSIGNALED(status)) return WTERMSIG(status) == SIGBUS;
+  return WIFEXITED(status) && (WEXITSTATUS(status) == 1 || WEXITSTATUS(status) == 66);
+}
+
+// dbdb's SIGBUS handler catches only its own reads: any other SIGBUS in the process still ends it
+// as it would have without dbdb.
+TEST(MappedReadsDeathTest, ASigbusOutsideDbdbsReadsStillKills) {
+  TempDir dir;
+  const std::string path = dir.Path("db"), other = dir.Path("other");
+  Fill(path, "v-");
+  WriteAll(other, std::string(8192, 'x'));
+  EXPECT_EXIT(
+      {
+        auto db = DB::Open(path, SmallNodes());
+        if (!db.ok() || !(*db)->Get(Key(1)).ok()) std::_Exit(71);  // maps: the handler is installed
+        int fd = ::open(other.c_str(), O_RDONLY);
+        auto* page = static_cast<volatile const char*>(::mmap(nullptr, 8192, PROT_READ, MAP_SHARED, fd, 0));
+        if (::truncate(other.c_str(), 0) != 0) std::_Exit(72);
+        std::printf("%d\n", page[4096]);  // past the end: SIGBUS
+        std::_Exit(73);
+      },
+      DiedOfSigbus, "");
+}
+
+}  // namespace
+}  // namespace dbdb
