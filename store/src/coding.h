@@ -2,6 +2,7 @@
 // format (docs/FORMAT.md).
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -22,13 +23,22 @@ inline void PutFixed64(std::string* dst, uint64_t v) {
 inline void EncodeFixed64(char* dst, uint64_t v) {
   for (int i = 0; i < 8; i++) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
 }
+// One load on a little-endian machine (node searches decode a slot per key compared).
 inline uint32_t DecodeFixed32(const char* p) {
   uint32_t v = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
   for (int i = 0; i < 4; i++) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
   return v;
 }
 inline uint64_t DecodeFixed64(const char* p) {
   uint64_t v = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
   for (int i = 0; i < 8; i++) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
   return v;
 }

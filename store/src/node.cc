@@ -77,29 +77,67 @@ std::string_view NodeView::Entry(uint32_t i) const {
   return std::string_view(data_ + begin, end - begin);
 }
 
-std::string_view NodeView::key(uint32_t i) const {
-  std::string_view key, value;
-  NodeRef ref;
-  bool ok = leaf_ ? ParseLeafEntry(Entry(i), &key, &value) : ParseInternalEntry(Entry(i), &ref, &key);
-  return ok ? key : std::string_view();
+// The hot path of a lookup: one slot and one or two varints per key compared, every read bounded
+// by the payload (not by the entry, which only ValidateNode needs to pin down).
+
+uint32_t NodeView::Slot(uint32_t i) const {
+  uint32_t at = DecodeFixed32(data_ + kNodeCountSizeBytes + kSlotSizeBytes * i);
+  return at < size_ ? at : size_;
 }
 
+bool NodeView::Varint(uint32_t* at, uint64_t* v) const {
+  if (*at < size_ && static_cast<uint8_t>(data_[*at]) < 0x80) {  // one byte: almost every length
+    *v = static_cast<uint8_t>(data_[(*at)++]);
+    return true;
+  }
+  coding::Reader reader(std::string_view(data_ + *at, size_ - *at));
+  if (!reader.GetVarint(v)) return false;
+  *at = size_ - static_cast<uint32_t>(reader.remaining());
+  return true;
+}
+
+// Where the key of the entry at `at` starts, and its size; false if it runs past the payload.
+bool NodeView::KeyAt(uint32_t at, uint32_t* key_at, uint64_t* key_size, uint64_t* value_size) const {
+  *value_size = 0;
+  if (!leaf_) {
+    if (size_ - at < kChildRefSizeBytes) return false;
+    at += kChildRefSizeBytes;
+  }
+  if (!Varint(&at, key_size) || (leaf_ && !Varint(&at, value_size))) return false;
+  if (*key_size > size_ - at) return false;
+  *key_at = at;
+  return true;
+}
+
+std::string_view NodeView::KeyOfSlot(uint32_t i) const {
+  uint32_t at;
+  uint64_t key_size, value_size;
+  if (!KeyAt(Slot(i), &at, &key_size, &value_size)) return {};
+  return std::string_view(data_ + at, key_size);
+}
+
+std::string_view NodeView::key(uint32_t i) const { return i < count() ? KeyOfSlot(i) : std::string_view(); }
+
 std::string_view NodeView::value(uint32_t i) const {
-  std::string_view key, value;
-  return leaf_ && ParseLeafEntry(Entry(i), &key, &value) ? value : std::string_view();
+  uint32_t at;
+  uint64_t key_size, value_size;
+  if (!leaf_ || i >= count() || !KeyAt(Slot(i), &at, &key_size, &value_size)) return {};
+  if (value_size > size_ - at - key_size) return {};
+  return std::string_view(data_ + at + key_size, value_size);
 }
 
 NodeRef NodeView::child(uint32_t i) const {
-  NodeRef ref;
-  std::string_view key;
-  return !leaf_ && ParseInternalEntry(Entry(i), &ref, &key) ? ref : NodeRef{};
+  if (leaf_ || i >= count()) return NodeRef{};
+  uint32_t at = Slot(i);
+  if (size_ - at < kChildRefSizeBytes) return NodeRef{};
+  return NodeRef{DecodeFixed64(data_ + at), DecodeFixed32(data_ + at + 8)};
 }
 
 uint32_t NodeView::LowerBound(std::string_view key) const {
   uint32_t lo = 0, hi = count();
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (this->key(mid) < key) {
+    if (KeyOfSlot(mid) < key) {
       lo = mid + 1;
     } else {
       hi = mid;
@@ -113,7 +151,7 @@ uint32_t NodeView::ChildFor(std::string_view key) const {
   uint32_t lo = 1, hi = count();
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (this->key(mid) <= key) {
+    if (KeyOfSlot(mid) <= key) {
       lo = mid + 1;
     } else {
       hi = mid;

@@ -52,6 +52,10 @@ class NodeView {
   std::string_view Entry(uint32_t i) const;
 
  private:
+  uint32_t Slot(uint32_t i) const;  // REQUIRES: i < count(); at most size_
+  bool Varint(uint32_t* at, uint64_t* v) const;
+  bool KeyAt(uint32_t at, uint32_t* key_at, uint64_t* key_size, uint64_t* value_size) const;
+  std::string_view KeyOfSlot(uint32_t i) const;  // REQUIRES: i < count()
 
   const char* data_ = nullptr;
   uint32_t size_ = 0;
