@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
+#include <random>
 #include <iterator>
 
 #include "coding.h"
@@ -244,6 +247,93 @@ TEST(Nodes, LeafRoundTripAndDamage) {
   EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, huge_count).status().IsCorruption());
 }
 
+// Version 3: count, slots, entries (docs/FORMAT.md, "Nodes"), searched in place by NodeView; the
+// one encoding of a node is the only one ValidateNode accepts.
+TEST(Nodes, SlottedLayoutIsSearchedInPlaceAndHasOneEncoding) {
+  std::vector<LeafEntry> entries = {{"a", "1"}, {"b", ""}, {"c", "333"}};
+  std::string payload = EncodeLeaf(entries, 0, entries.size());
+  ASSERT_EQ(payload.size(), 4u + 3 * 4 + (4 + 3 + 6));  // count, slots, then 2 varints and the bytes each
+  EXPECT_EQ(coding::DecodeFixed32(payload.data()), 3u);
+  EXPECT_EQ(coding::DecodeFixed32(payload.data() + 4), 16u) << "entry 0 right after the slots";
+  EXPECT_EQ(ValidateNode(4096, RecordType::kLeaf, payload), nullptr);
+  NodeView view(payload.data(), static_cast<uint32_t>(payload.size()), true);
+  EXPECT_EQ(view.count(), 3u);
+  EXPECT_EQ(view.key(1), "b");
+  EXPECT_EQ(view.value(1), "");
+  EXPECT_EQ(view.value(2), "333");
+  EXPECT_EQ(view.LowerBound(""), 0u);
+  EXPECT_EQ(view.LowerBound("bb"), 2u);
+  EXPECT_EQ(view.LowerBound("z"), 3u);
+
+  auto damaged = [&](size_t at, uint32_t v) {
+    std::string bad = payload;
+    char b[4];
+    for (int i = 0; i < 4; i++) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+    bad.replace(at, 4, b, 4);
+    return bad;
+  };
+  // A slot one byte off, slots swapped, a count of zero, a gap before the first entry (every
+  // entry still well formed and sorted: only the slots' rule refuses it).
+  EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, damaged(8, 21)), "truncated leaf entry");
+  std::string gap = payload;
+  gap.insert(16, 1, 'x');
+  for (size_t at = 4; at < 16; at += 4) {
+    uint32_t slot = coding::DecodeFixed32(gap.data() + at) + 1;
+    for (int i = 0; i < 4; i++) gap[at + i] = static_cast<char>((slot >> (8 * i)) & 0xff);
+  }
+  EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, gap), "slot does not point where the entry before it ends");
+  std::string swapped = payload;
+  std::swap_ranges(swapped.begin() + 8, swapped.begin() + 12, swapped.begin() + 12);  // slots 1 and 2
+  EXPECT_NE(ValidateNode(4096, RecordType::kLeaf, swapped), nullptr);
+  EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, damaged(0, 0)), "empty leaf");
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, damaged(8, 21)).status().IsCorruption());
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, std::string(4, '\0')).status().IsCorruption());
+
+  // An internal node whose first child carries a separator key.
+  std::string internal;
+  coding::PutFixed32(&internal, 2);
+  coding::PutFixed32(&internal, 12);
+  coding::PutFixed32(&internal, 12 + 14);
+  for (std::string key : {"a", "m"}) {
+    coding::PutFixed64(&internal, 512);
+    coding::PutFixed32(&internal, 100);
+    coding::PutVarint(&internal, 1);
+    internal += key;
+  }
+  EXPECT_STREQ(ValidateNode(4096, RecordType::kInternal, internal), "first child has a separator key");
+  internal[12 + 12 + 0] = 0;  // key_len 0 for child 0, and its key byte now trails...
+  EXPECT_NE(ValidateNode(4096, RecordType::kInternal, internal), nullptr) << "...which the slots do not allow";
+}
+
+// NodeView never reads outside its payload, whatever the bytes (what ValidateNode checks is what
+// makes the answers right; the bounds make them safe). Run under ASan in CI.
+TEST(Nodes, NodeViewStaysInsideGarbage) {
+  std::mt19937_64 rng(99);
+  for (int round = 0; round < 2000; round++) {
+    std::string garbage(rng() % 64, '\0');
+    for (char& c : garbage) c = static_cast<char>(rng() % 4 == 0 ? rng() % 8 : rng());
+    if (garbage.size() >= 4 && rng() % 2) garbage[0] = static_cast<char>(rng() % 6), garbage[1] = garbage[2] = garbage[3] = 0;
+    auto copy = std::make_unique<char[]>(garbage.size() + 1);  // exact size: ASan sees any overrun
+    std::memcpy(copy.get(), garbage.data(), garbage.size());
+    for (bool leaf : {true, false}) {
+      NodeView view(copy.get(), static_cast<uint32_t>(garbage.size()), leaf);
+      uint32_t n = view.count();
+      ASSERT_LE(4u + 4u * n, std::max<size_t>(garbage.size(), 4));
+      for (uint32_t i = 0; i <= n; i++) {
+        for (std::string_view part : {view.key(i), view.value(i)}) {
+          if (!part.empty()) {
+            ASSERT_GE(part.data(), copy.get());
+            ASSERT_LE(part.data() + part.size(), copy.get() + garbage.size());
+          }
+        }
+        (void)view.child(i);
+      }
+      (void)view.LowerBound("m");
+      (void)view.ChildFor("m");
+    }
+  }
+}
+
 TEST(Nodes, InternalRoutesKeysAndChildrenPointBackwards) {
   std::vector<ChildEntry> children = {{"", {512, 100}}, {"m", {612, 100}}, {"t", {712, 100}}};
   auto node = DecodeNode(2000, RecordType::kInternal, EncodeInternal(children, 0, 3));
@@ -289,7 +379,8 @@ TEST(Format, RootReferenceWrappingPast2To64IsCorruption) {
 // A leaf is never empty; an empty one in a damaged (checksum-valid) file ended a scan early
 // without an error, dropping every key after it. (Found reading the iterator for the oracle.)
 TEST(Nodes, EmptyLeafIsCorruption) {
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, std::string(1, '\0')).status().IsCorruption());
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, std::string(4, '\0')).status().IsCorruption());
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, std::string(1, '\0'), 2).status().IsCorruption()) << "version 2";
 }
 
 TEST(Coding, VarintRejectsOverflowAndTruncation) {
