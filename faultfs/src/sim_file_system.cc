@@ -265,7 +265,11 @@ class SimFile final : public dbdb::File {
     int error_number;
     if (state_->Fires(process_, "faultfs/map", &error_number)) return InjectedError("mmap", error_number);
     bool fault = state_->Fires(process_, "faultfs/map/fault", &error_number);
-    bool corrupt = !fault && !inode_->data.empty() && state_->Fires(process_, "faultfs/map/corrupt", &error_number);
+    // A flip lands only in a whole page below the end of the file (and of the mapping): a page
+    // no append reaches, since a private page no longer follows the file's later writes.
+    const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t corruptible = std::min<uint64_t>(inode_->data.size(), length) / page * page;
+    bool corrupt = !fault && corruptible > 0 && state_->Fires(process_, "faultfs/map/corrupt", &error_number);
     int fd;
     if (fault) {
       // An empty file of its own: every read of this mapping raises SIGBUS, as reads of pages the
@@ -286,8 +290,7 @@ class SimFile final : public dbdb::File {
     if (fault) ::close(fd);
     if (address == MAP_FAILED) return Status::IOError("mmap failed");
     if (corrupt) {
-      uint64_t bit = (state_->seed + state_->flip_counter++) % (inode_->data.size() * 8);
-      uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      uint64_t bit = (state_->seed + state_->flip_counter++) % (corruptible * 8);
       char* at = static_cast<char*>(address) + bit / 8;
       char* page_start = static_cast<char*>(address) + (bit / 8) / page * page;
       if (::mprotect(page_start, page, PROT_READ | PROT_WRITE) != 0) std::abort();

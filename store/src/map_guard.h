@@ -7,6 +7,8 @@
 
 #include <setjmp.h>
 
+#include <atomic>
+
 namespace dbdb {
 
 struct MapFaultGuard {
@@ -24,6 +26,9 @@ extern thread_local MapFaultGuard* t_map_fault_guard __attribute__((tls_model("i
 void UnblockMapFaults();
 
 // Installs the SIGBUS handler (SA_SIGINFO | SA_NODEFER | SA_ONSTACK) once; later calls do nothing.
+// A handler another library installs after it replaces it (and mapped reads that fault then end
+// the process); a program that installs its own SIGBUS handler should do so before opening a
+// database, so that dbdb's passes foreign faults on to it.
 void InstallMapFaultHandler();
 
 // Runs fn(). If a read of mapped memory inside it raises SIGBUS, fn is abandoned at that point
@@ -41,7 +46,9 @@ template <typename Fn>
     return false;
   }
   t_map_fault_guard = &guard;
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // the guard is up before fn reads
   fn();
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // and stays up until fn has read
   t_map_fault_guard = guard.outer;
   return true;
 }

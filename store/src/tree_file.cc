@@ -74,20 +74,42 @@ Result<const FileMapping*> TreeFile::MappingCovering(uint64_t end) {
   }
   constexpr uint64_t kMinimumMapBytes = uint64_t{64} << 20;
   uint64_t length = std::max({kMinimumMapBytes, 2 * size, end});
-  InstallMapFaultHandler();
-  DBDB_ASSIGN_OR_RETURN(auto fresh, file_->Map(length));
+  // A file system that cannot map (NotSupported: a null mapping), or a map that fails (mmap's
+  // ENODEV, ENOMEM: no address space), or too many mappings made after faults: this file is read
+  // with ReadAt into the node cache from now on, which reads the same bytes.
+  std::shared_ptr<const FileMapping> fresh;
+  if (mappings_.size() < kMappingsMax) {
+    InstallMapFaultHandler();
+    auto mapped = file_->Map(length);
+    if (mapped.ok()) fresh = std::move(mapped).value();
+  }
   if (fresh == nullptr) {
     unmappable_.store(true, std::memory_order_relaxed);
     return nullptr;
   }
+  if (fresh->size() < end) {  // a FileSystem that mapped less than asked: never read past a mapping
+    return Status::IOError("mapping " + path_ + " gave " + std::to_string(fresh->size()) + " bytes, not " +
+                           std::to_string(length));
+  }
   mappings_.push_back(fresh);
   mapping_.store(fresh.get(), std::memory_order_release);
+  verified_.Clear();  // what the older mappings verified is checked again in this one
   return fresh.get();
 }
 
-Status TreeFile::MapFault(uint64_t offset) const {
+Status TreeFile::MapFault(uint64_t offset) {
+  // The next read maps the file anew (the fault may have been the mapping's, not the file's);
+  // the faulted mapping stays until this TreeFile goes, as a reader may still hold a view into it.
+  mapping_.store(nullptr, std::memory_order_release);
   return Status::IOError("I/O error reading " + path_ + " through its mapping at offset " + std::to_string(offset) +
                          " (SIGBUS: the page could not be read, or the file was cut short under it)");
+}
+
+void TreeFile::VerifiedNodes::Clear() {
+  for (Shard& shard : shards_) {
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    shard.nodes.clear();
+  }
 }
 
 uint8_t TreeFile::VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) {
@@ -101,6 +123,9 @@ uint8_t TreeFile::VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) {
 void TreeFile::VerifiedNodes::Insert(NodeRef ref, const FileMapping* mapping, uint8_t type) {
   Shard& shard = ShardFor(ref.offset);
   std::lock_guard<std::mutex> lock(shard.mutex);
+  // Bounded like the node cache it replaces: past its share, a shard starts over (the nodes it
+  // forgets are verified again at their next use).
+  if (shard.nodes.size() >= shard_capacity_) shard.nodes.clear();
   shard.nodes[ref.offset] = Verified{mapping, ref.length, type};
 }
 
@@ -110,6 +135,9 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
     if (ref.length < format::kRecordOverheadBytes ||
         ref.length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) {
       return Status::Corruption("record length " + std::to_string(ref.length) + " at offset " + std::to_string(ref.offset));
+    }
+    if (ref.offset > UINT64_MAX - ref.length) {
+      return Status::Corruption("record at offset " + std::to_string(ref.offset) + " runs past 2^64");
     }
     DBDB_ASSIGN_OR_RETURN(mapping, MappingCovering(ref.offset + ref.length));
   }

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <unordered_map>
@@ -47,8 +48,9 @@ class TreeFile {
     std::shared_ptr<const Node> owner;  // null when the view lies in the mapping (alive with this TreeFile)
   };
   Result<NodeHandle> ReadNodeView(NodeRef ref);
-  // The IOError for a read of the node at `offset` that ReadMapped abandoned.
-  Status MapFault(uint64_t offset) const;
+  // The IOError for a read of the node at `offset` that ReadMapped abandoned; the next read maps
+  // the file anew.
+  Status MapFault(uint64_t offset);
   // The same, always from the file, bypassing the cache (for check()).
   Result<std::shared_ptr<const Node>> ReadNodeUncached(NodeRef ref);
 
@@ -83,7 +85,8 @@ class TreeFile {
   TreeFile(std::unique_ptr<File> file, std::string path, uint64_t identity,
            format::FileHeader header, uint64_t cache_bytes, bool map_reads)
       : file_(std::move(file)), path_(std::move(path)), identity_(identity), header_(header),
-        cache_(cache_bytes), map_reads_(map_reads && header.version >= kSlottedNodeVersion) {}
+        cache_(cache_bytes), map_reads_(map_reads && header.version >= kSlottedNodeVersion),
+        verified_(cache_bytes) {}
   // The mapping holding [0, end), mapping the file anew (larger) when the current one is shorter;
   // null if the file system does not map files.
   Result<const FileMapping*> MappingCovering(uint64_t end);
@@ -112,15 +115,20 @@ class TreeFile {
   std::mutex map_mutex_;
   std::vector<std::shared_ptr<const FileMapping>> mappings_;  // guarded by map_mutex_
   std::atomic<const FileMapping*> mapping_{nullptr};          // the newest (largest)
-  std::atomic<bool> unmappable_{false};                       // Map returned no mapping
+  std::atomic<bool> unmappable_{false};                       // read with ReadAt from now on
+  static constexpr size_t kMappingsMax = 16;                  // then unmappable_
   // The nodes verified in a mapping, so each is checked once per mapping (a new, larger mapping
   // of the file verifies again what it reads: cheap, since it is made only when the file has
   // doubled, and it never trusts bytes it did not check itself).
   class VerifiedNodes {
    public:
+    // Holds about budget_bytes / 64 nodes (an entry's cost), at least 1,024.
+    explicit VerifiedNodes(uint64_t budget_bytes)
+        : shard_capacity_(std::max<uint64_t>(1024, budget_bytes / 64) / kShardCount) {}
     // The record type verified at `ref` in `mapping`, or 0 if none.
     uint8_t Find(NodeRef ref, const FileMapping* mapping);
     void Insert(NodeRef ref, const FileMapping* mapping, uint8_t type);
+    void Clear();
 
    private:
     static constexpr int kShardCount = 16;
@@ -134,6 +142,7 @@ class TreeFile {
       std::unordered_map<uint64_t, Verified> nodes;  // by offset
     };
     Shard& ShardFor(uint64_t offset) { return shards_[(offset >> 6) % kShardCount]; }
+    const uint64_t shard_capacity_;
     Shard shards_[kShardCount];
   };
   VerifiedNodes verified_;

@@ -38,43 +38,52 @@ void WriteAll(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
 }
 
+// `shown` of the `length` bytes mapped at `address`.
 class RawMapping final : public FileMapping {
  public:
-  RawMapping(void* address, uint64_t length) : FileMapping(static_cast<const char*>(address), length) {}
-  ~RawMapping() override { ::munmap(const_cast<char*>(data()), size()); }
+  RawMapping(void* address, uint64_t length, uint64_t shown)
+      : FileMapping(static_cast<const char*>(address), shown), length_(length) {}
+  ~RawMapping() override { ::munmap(const_cast<char*>(data()), length_); }
+
+ private:
+  uint64_t length_;
 };
 
-// Maps `side` wherever the database file is mapped, and only as far as `side` reaches then (so
-// the database maps again, with what `side` holds then, as soon as it reads past that).
+// Maps `side` wherever the database file is mapped. With `short_mappings`, a mapping says it
+// holds only as far as `side` reached when it was made (so the database maps again, with what
+// `side` holds then, as soon as it reads past that).
 class SideMapFile final : public FileWrapper {
  public:
-  SideMapFile(std::unique_ptr<File> base, std::string side) : FileWrapper(std::move(base)), side_(std::move(side)) {}
+  SideMapFile(std::unique_ptr<File> base, std::string side, bool short_mappings)
+      : FileWrapper(std::move(base)), side_(std::move(side)), short_(short_mappings) {}
   Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override {
     int fd = ::open(side_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return Status::IOError("open " + side_);
-    length = std::min<uint64_t>(length, std::filesystem::file_size(side_));
     void* address = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);
     ::close(fd);
     if (address == MAP_FAILED) return Status::IOError("mmap " + side_);
-    return std::shared_ptr<const FileMapping>(std::make_shared<RawMapping>(address, length));
+    uint64_t shown = short_ ? std::min<uint64_t>(length, std::filesystem::file_size(side_)) : length;
+    return std::shared_ptr<const FileMapping>(std::make_shared<RawMapping>(address, length, shown));
   }
 
  private:
   std::string side_;
+  bool short_;
 };
 
 class SideMapFs final : public FileSystemWrapper {
  public:
-  SideMapFs(std::string db, std::string side)
-      : FileSystemWrapper(NewPosixFileSystem()), db_(std::move(db)), side_(std::move(side)) {}
+  SideMapFs(std::string db, std::string side, bool short_mappings = false)
+      : FileSystemWrapper(NewPosixFileSystem()), db_(std::move(db)), side_(std::move(side)), short_(short_mappings) {}
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
     if (path != db_) return file;
-    return std::unique_ptr<File>(std::make_unique<SideMapFile>(std::move(file), side_));
+    return std::unique_ptr<File>(std::make_unique<SideMapFile>(std::move(file), side_, short_));
   }
 
  private:
   std::string db_, side_;
+  bool short_;
 };
 
 std::string Key(int i) {
@@ -174,7 +183,7 @@ TEST(MappedReads, ANewMappingVerifiesAgainWhatItReads) {
   Fill(path, "v-");
   WriteAll(side, ReadAll(path));
   Options options = SmallNodes();
-  options.file_system = std::make_shared<SideMapFs>(path, side);
+  options.file_system = std::make_shared<SideMapFs>(path, side, /*short_mappings=*/true);
   auto db = DB::Open(path, options);
   ASSERT_TRUE(db.ok()) << db.status().ToString();
   EXPECT_EQ(**(*db)->Get(Key(1000)), "v-" + Key(1000));  // its leaf verified in the first mapping
@@ -188,6 +197,40 @@ TEST(MappedReads, ANewMappingVerifiesAgainWhatItReads) {
   WriteAll(side, bytes);
   auto got = (*db)->Get(Key(1000));
   EXPECT_TRUE(got.status().IsCorruption()) << (got.ok() ? "read: " + got->value_or("(absent)") : got.status().ToString());
+}
+
+// A file system whose Map fails (a mount without mmap: ENODEV; no address space left: ENOMEM).
+class NoMapFs final : public FileSystemWrapper {
+ public:
+  NoMapFs() : FileSystemWrapper(NewPosixFileSystem()) {}
+  class NoMapFile final : public FileWrapper {
+   public:
+    using FileWrapper::FileWrapper;
+    Result<std::shared_ptr<const FileMapping>> Map(uint64_t) override {
+      maps++;
+      return Status::IOError("mmap: No such device");
+    }
+    static inline int maps = 0;
+  };
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    return std::unique_ptr<File>(std::make_unique<NoMapFile>(std::move(file)));
+  }
+};
+
+TEST(MappedReads, AFileThatCannotBeMappedIsReadWithReadAt) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Fill(path, "v-");
+  Options options = SmallNodes();
+  options.file_system = std::make_shared<NoMapFs>();
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  for (int i = 0; i < kKeys; i += 97) ASSERT_EQ(**(*db)->Get(Key(i)), "v-" + Key(i));
+  auto scan = (*(*db)->GetSnapshot())->Scan(ScanRange{});
+  ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+  EXPECT_EQ(scan->size(), static_cast<size_t>(kKeys));
+  EXPECT_EQ(NoMapFs::NoMapFile::maps, 1) << "tried once, then read with ReadAt";
 }
 
 TEST(MappedReads, ASnapshotKeepsReadingTheFileACompactionReplaced) {

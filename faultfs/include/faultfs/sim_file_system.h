@@ -37,8 +37,10 @@
 //   faultfs/map: File::Map fails with EIO (or the failinfo's errno).
 //   faultfs/map/fault: File::Map succeeds, but every read of the mapping raises SIGBUS (pages
 //     the disk cannot deliver).
-//   faultfs/map/corrupt: File::Map succeeds, but one bit of the file is flipped in this mapping
-//     only (a private copy of that page).
+//   faultfs/map/corrupt: File::Map succeeds, but one bit of a whole page below the end of the
+//     file is flipped in this mapping only (a private copy of that page, which no longer follows
+//     the file's writes: hence a whole page, which appends never reach). Does not fire for a file
+//     shorter than a page.
 // Mappings (File::Map) are real: a memfd mirrors each mapped file's bytes, updated by every write
 // and truncate, so a mapping sees later writes from any process and faults past the end of the
 // file, as a shared page cache does. Reads of a mapping are not operations (no scheduling point,

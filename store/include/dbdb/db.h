@@ -53,14 +53,17 @@ struct Options {
   uint32_t value_size_max_bytes = 1024 * 1024;     // at most 64 MiB
   uint64_t file_size_max_bytes = uint64_t{1} << 40;  // a commit that would pass it fails
   uint32_t node_size_target_bytes = 4096;          // B+tree nodes are split at about this size
-  uint64_t node_cache_bytes = 64 * 1024 * 1024;    // per open file (the writer's, and reads without a mapping)
+  // Per open file: the node cache (the writer's, and reads without a mapping), and as much again
+  // for the record of which mapped nodes were verified (about 64 bytes a node).
+  uint64_t node_cache_bytes = 64 * 1024 * 1024;
   // Readers search the tree's nodes in place through a read-only shared mapping of the file
-  // (mmap), each node's checksum verified once per open file before its first use. A page the
-  // disk cannot deliver is an IOError, not a crash: dbdb installs a SIGBUS handler the first time
-  // it maps a file, which passes every SIGBUS raised outside its own reads on to the handler
-  // installed before it. false (or a FileSystem that does not map files, or a file of format 1
-  // or 2): nodes are read with ReadAt into the node cache. A snapshot's mapping stays valid
-  // while the snapshot lives, even after a compaction replaced the file.
+  // (mmap), each node's checksum and structure verified once per mapping before its first use. A
+  // page the disk cannot deliver is an IOError, not a crash: dbdb installs a SIGBUS handler the
+  // first time it maps a file, which passes every SIGBUS raised outside its own reads on to the
+  // handler installed before it (install your own before opening a database; one installed after
+  // replaces dbdb's). false (or a FileSystem that does not map files, or a map that fails, or a
+  // file of format 1 or 2): nodes are read with ReadAt into the node cache. A snapshot's mapping
+  // stays valid while the snapshot lives, even after a compaction replaced the file.
   bool mmap_reads = true;
   // kNoSync: a writer syncs once this many bytes were appended since the last sync, so that
   // opening and recovery verify at most about this much of the file (docs/FORMAT.md).
