@@ -293,8 +293,20 @@ void RunOracle(const std::string& image) {
   // 1b. A file of an older version (1 or 2) opens read-only only (ReadOnly for writing, saying to
   // upgrade), and DB::Upgrade converts it: Ok or Corruption, never anything else; the steps below
   // then run on the converted file, which must read exactly as the older file did.
-  const bool version1 = ro_open.ok() && format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes)).ok() &&
-                        format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes))->version < format::kFormatVersion;
+  auto header = format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes));
+  const bool older = header.ok() && header->version < format::kFormatVersion;
+  const bool version1 = ro_open.ok() && older;
+  if (older && !ro_open.ok()) {
+    // An older file that does not open even read-only (damaged): a read-write Open refuses it for
+    // its version before reading anything else (ReadOnly), or fails cleanly; nothing below
+    // applies. (Found by the fuzzer on a damaged format-2 seed.)
+    auto refused = DB::Open("db", rw_options);
+    if (refused.ok()) Violation("read-write Open of an older-version file that fails read-only succeeded");
+    if (refused.status().code() != dbdb::StatusCode::kReadOnly) {
+      ExpectClean(refused.status(), "read-write Open", Call::kOpen);
+    }
+    return;
+  }
   if (version1) {
     auto refused = DB::Open("db", rw_options);
     if (refused.ok() || refused.status().code() != dbdb::StatusCode::kReadOnly) {

@@ -149,7 +149,7 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
   std::string_view payload = record.substr(format::kRecordHeaderSizeBytes, ref.length - format::kRecordOverheadBytes);
   uint8_t type = verified_.Find(ref, mapping);
   if (type == 0) {
-    // First use in this process: the record's checksum and the node's structure (I5), read in
+    // First use in this mapping: the record's checksum and the node's structure (I5), read in
     // place. Nothing in here allocates, so a fault may abandon it (map_guard.h).
     format::RecordCheck check = format::RecordCheck::kOk;
     const char* why = nullptr;
