@@ -211,10 +211,10 @@ TEST_F(SimFileSystemTest, MapFaultsFailTheMapFlipABitOfOneMappingOrFaultEveryRea
   auto faulty = (*file)->Map(8192);
   ASSERT_TRUE(faulty.ok() && *faulty != nullptr);
   const char* data = (*faulty)->data();
-  // Killed by SIGBUS (or, in a sanitizer build, reported by the sanitizer's handler, which exits
-  // with its exit code: ASan and UBSan 1, TSan 66).
+  // Killed by SIGBUS (or, in a sanitizer build, reported by the sanitizer's handler, which then
+  // exits with its exit code, ASan and UBSan 1, TSan 66, or aborts with abort_on_error=1).
   auto died_of_sigbus = [](int status) {
-    return WIFSIGNALED(status) ? WTERMSIG(status) == SIGBUS
+    return WIFSIGNALED(status) ? WTERMSIG(status) == SIGBUS || WTERMSIG(status) == SIGABRT
                                : WIFEXITED(status) && (WEXITSTATUS(status) == 1 || WEXITSTATUS(status) == 66);
   };
   EXPECT_EXIT({ std::_Exit(70 + data[0]); }, died_of_sigbus, "") << "every read of it faults";
