@@ -32,11 +32,21 @@ Status TreeFile::ReadExactly(uint64_t offset, uint64_t length, std::string* buff
   return Status::Ok();
 }
 
-Result<format::RecordView> TreeFile::ReadRecord(uint64_t offset, uint64_t length, std::string* buffer) {
+namespace {
+
+// Corruption if no record can have `length` bytes (read or mapped, nothing is touched before this).
+Status CheckRecordLength(uint64_t offset, uint64_t length) {
   if (length < format::kRecordOverheadBytes ||
       length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) {
     return Status::Corruption("record length " + std::to_string(length) + " at offset " + std::to_string(offset));
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<format::RecordView> TreeFile::ReadRecord(uint64_t offset, uint64_t length, std::string* buffer) {
+  DBDB_RETURN_IF_ERROR(CheckRecordLength(offset, length));
   DBDB_RETURN_IF_ERROR(ReadExactly(offset, length, buffer));
   return format::VerifyRecord(offset, *buffer);
 }
@@ -132,10 +142,7 @@ void TreeFile::VerifiedNodes::Insert(NodeRef ref, const FileMapping* mapping, ui
 Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
   const FileMapping* mapping = nullptr;
   if (map_reads_) {
-    if (ref.length < format::kRecordOverheadBytes ||
-        ref.length > format::kRecordPayloadSizeMaxBytes + format::kRecordOverheadBytes) {
-      return Status::Corruption("record length " + std::to_string(ref.length) + " at offset " + std::to_string(ref.offset));
-    }
+    DBDB_RETURN_IF_ERROR(CheckRecordLength(ref.offset, ref.length));
     if (ref.offset > UINT64_MAX - ref.length) {
       return Status::Corruption("record at offset " + std::to_string(ref.offset) + " runs past 2^64");
     }

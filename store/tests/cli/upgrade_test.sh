@@ -11,10 +11,15 @@ source "$(dirname "$0")/lib.sh"
 corpus=$(cd "$(dirname "$0")/../../../proptests/fuzz/corpus/raw" && pwd)
 cd "$tmp" || exit 2
 
+# expect_header FILE FORMAT GENERATION WHAT: `dbdb dump FILE` starts with that header line.
+expect_header() {
+  run "$dbdb" dump "$1"
+  [[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format $2, generation $3" ]] &&
+    pass "$4" || fail "$4: $(head -1 <<<"$out")"
+}
+
 cp "$corpus/v1-seed-several-commits" old.dbdb
-run "$dbdb" dump old.dbdb
-[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 1, generation 0" ]] &&
-  pass "the input is a format-1 file" || fail "the input is not a format-1 file: $(head -1 <<<"$out")"
+expect_header old.dbdb 1 0 "the input is a format-1 file"
 before_scan=$("$dbdb" scan old.dbdb)
 [ -n "$before_scan" ] && pass "scan reads the format-1 file" || fail "scan of the format-1 file is empty"
 sum=$(md5sum <old.dbdb)
@@ -27,9 +32,7 @@ done
 [ "$(md5sum <old.dbdb)" = "$sum" ] && pass "the refused writes left the file as it was" || fail "the file changed"
 run "$dbdb" upgrade old.dbdb
 expect_rc 0 "dbdb upgrade"
-run "$dbdb" dump old.dbdb
-[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 3, generation 1" ]] &&
-  pass "the file is format 3 now" || fail "after upgrade: $(head -1 <<<"$out")"
+expect_header old.dbdb 3 1 "the file is format 3 now"
 run "$dbdb" scan old.dbdb
 expect_out "$before_scan" "the upgraded file holds the same keys and values"
 run "$dbdb" put old.dbdb k v
@@ -57,18 +60,14 @@ fi
 
 # A version-2 file (nodes without slot arrays): read, refused for writing, upgraded the same way.
 cp "$corpus/v2-seed-deep-tree" two.dbdb
-run "$dbdb" dump two.dbdb
-[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 2, generation 0" ]] &&
-  pass "the second input is a format-2 file" || fail "not a format-2 file: $(head -1 <<<"$out")"
+expect_header two.dbdb 2 0 "the second input is a format-2 file"
 before_scan=$("$dbdb" scan two.dbdb)
 [ "$(wc -l <<<"$before_scan")" = 54 ] && pass "scan reads the format-2 file's 54 keys" || fail "scan of the format-2 file: $(wc -l <<<"$before_scan") lines"
 run "$dbdb" put two.dbdb k v
 expect_rc 6 "dbdb put on a format-2 file is refused"
 run "$dbdb" upgrade two.dbdb
 expect_rc 0 "dbdb upgrade of the format-2 file"
-run "$dbdb" dump two.dbdb
-[[ "$(head -1 <<<"$out")" == "header  offset 0 length 512: dbdb format 3, generation 1" ]] &&
-  pass "the format-2 file is format 3 now" || fail "after upgrade: $(head -1 <<<"$out")"
+expect_header two.dbdb 3 1 "the format-2 file is format 3 now"
 run "$dbdb" scan two.dbdb
 expect_out "$before_scan" "the upgraded format-2 file holds the same keys and values"
 run "$dbdb" check two.dbdb
