@@ -13,6 +13,7 @@ packages=(
   clang libclang-rt-14-dev                          # the libFuzzer targets (ci/fuzz.sh)
   liblmdb-dev libleveldb-dev librocksdb-dev libsqlite3-dev  # the peers of dbdb-bench
   jq chromium fonts-dejavu-core                     # campaign merges and the HTML report's browser test
+  fuse3 libfuse3-dev sqlite3                        # dbdb-powerfs (FUSE) and the unmodified-programs recipe
 )
 
 missing=()

@@ -375,6 +375,24 @@ void PersistenceTracker::Enumerate(CrashPlan plan, uint64_t states_max, uint64_t
   }
 }
 
+bool CrashChoiceAt(const PersistenceTracker& tracker, CrashPlan plan, uint64_t index, uint64_t seed,
+                   CrashChoice* choice) {
+  constexpr uint64_t kListable = 4096;
+  uint64_t count = tracker.CountStates(plan);
+  if (count > kListable || index >= std::max<uint64_t>(count, 1)) return false;
+  choice->writes.assign(tracker.volatile_write_count(), WriteFate{});
+  choice->name_ops_kept.assign(tracker.volatile_name_op_count(), false);
+  choice->garbage_seed = seed;
+  if (count == 0) return true;
+  uint64_t n = 0;
+  tracker.Enumerate(plan, kListable, seed, [&](const CrashChoice& c) {
+    if (n++ < index) return true;
+    *choice = c;
+    return false;
+  });
+  return true;
+}
+
 CrashChoice PickCrashChoice(const PersistenceTracker& tracker, CrashPlan plan, uint64_t seed) {
   constexpr uint64_t kListable = 4096;
   uint64_t count = tracker.CountStates(plan);
@@ -407,6 +425,28 @@ PersistenceTracker TrackerAt(const std::vector<TraceOp>& trace, size_t op_count)
     if (trace[i].IsMutation()) tracker.Apply(trace[i]);
   }
   return tracker;
+}
+
+dbdb::Result<PowerCut> CutPower(const SimFileSystem& fs, CrashPlan plan, uint64_t seed, const uint64_t* state_index) {
+  PowerCut cut;
+  CrashImage image;
+  bool in_range = true;
+  fs.WithTracker([&](const PersistenceTracker& tracker) {
+    cut.states = tracker.CountStates(plan);
+    if (state_index != nullptr) {
+      in_range = CrashChoiceAt(tracker, plan, *state_index, seed, &cut.choice);
+    } else {
+      cut.choice = PickCrashChoice(tracker, plan, seed);
+    }
+    if (in_range) image = tracker.Build(cut.choice);
+  });
+  if (!in_range) {
+    return dbdb::Status::InvalidArgument("crash state " + std::to_string(*state_index) + " of plan " +
+                                         CrashPlanName(plan) + ": the plan has " + std::to_string(cut.states) +
+                                         " states here" + (cut.states > 4096 ? " (more than 4096 cannot be listed)" : ""));
+  }
+  cut.rebooted = SimFileSystem::FromImage(image, seed, fs.Dirs());
+  return cut;
 }
 
 }  // namespace faultfs

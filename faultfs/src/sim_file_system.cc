@@ -346,8 +346,10 @@ SimFileSystem::SimFileSystem(std::shared_ptr<State> state, uint32_t process)
     : state_(std::move(state)), process_(process) {}
 SimFileSystem::~SimFileSystem() = default;
 
-std::shared_ptr<SimFileSystem> SimFileSystem::FromImage(const CrashImage& image, uint64_t seed) {
+std::shared_ptr<SimFileSystem> SimFileSystem::FromImage(const CrashImage& image, uint64_t seed,
+                                                        const std::vector<std::string>& dirs) {
   auto fs = std::make_shared<SimFileSystem>(seed);
+  fs->state_->dirs.insert(dirs.begin(), dirs.end());
   for (const auto& [path, bytes] : image.files) {
     auto inode = std::make_shared<Inode>(Inode{fs->state_->next_inode++, bytes});
     fs->state_->names[path] = inode;
@@ -595,6 +597,58 @@ Result<std::unique_ptr<dbdb::FileLock>> SimFileSystem::Lock(const std::string& p
   holders.ids.insert(id);
   s.locks[id] = State::Held{inode, process_};
   return std::unique_ptr<dbdb::FileLock>(new SimLock(state_, inode, id));
+}
+
+SimFileSystem::PathInfo SimFileSystem::Lookup(const std::string& path) const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  PathInfo info;
+  if (auto it = state_->names.find(path); it != state_->names.end()) {
+    info.exists = true;
+    info.size = it->second->data.size();
+    info.inode = it->second->id;
+  } else if (state_->dirs.count(path) != 0) {
+    info.exists = true;
+    info.is_dir = true;
+  }
+  return info;
+}
+
+Result<std::vector<std::pair<std::string, bool>>> SimFileSystem::ListEntries(const std::string& dir) const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  if (state_->dirs.count(dir) == 0) return Status::NotFound("list " + dir + ": no such directory");
+  std::vector<std::pair<std::string, bool>> out;
+  auto base = [](const std::string& p) { return p.substr(p.find_last_of('/') + 1); };
+  for (const auto& [path, inode] : state_->names) {
+    if (dbdb::DirName(path) == dir) out.emplace_back(base(path), false);
+  }
+  for (const auto& d : state_->dirs) {
+    if (d != dir && d != "." && d != "/" && dbdb::DirName(d) == dir) out.emplace_back(base(d), true);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Status SimFileSystem::RemoveDir(const std::string& dir) {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  if (state_->dirs.count(dir) == 0 || dir == "/" || dir == ".") return Status::NotFound("rmdir " + dir + ": no such directory");
+  for (const auto& [path, inode] : state_->names) {
+    if (dbdb::DirName(path) == dir) return Status::Busy("rmdir " + dir + ": not empty");
+  }
+  for (const auto& d : state_->dirs) {
+    if (d != dir && dbdb::DirName(d) == dir) return Status::Busy("rmdir " + dir + ": not empty");
+  }
+  state_->dirs.erase(dir);
+  return Status::Ok();
+}
+
+std::vector<std::string> SimFileSystem::Dirs() const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  return {state_->dirs.begin(), state_->dirs.end()};
+}
+
+void SimFileSystem::WithTracker(const std::function<void(const PersistenceTracker&)>& f) const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  f(state_->tracker);
 }
 
 uint64_t SimFileSystem::seed() const { return state_->seed; }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,24 @@ class PersistenceTracker {
 // One crash choice of the plan picked by `seed`: uniformly among all of them when they can be
 // counted and listed (up to 4096), else one seeded sample.
 CrashChoice PickCrashChoice(const PersistenceTracker& tracker, CrashPlan plan, uint64_t seed);
+
+// The index-th crash choice of the plan (0 <= index < CountStates(plan)), in the order Enumerate
+// lists them; only for plans with at most 4096 states (an exhaustive walk over a cut's states).
+// False if out of range.
+bool CrashChoiceAt(const PersistenceTracker& tracker, CrashPlan plan, uint64_t index, uint64_t seed,
+                   CrashChoice* choice);
+
+// A power cut of a whole simulated machine, then a reboot: the crash state the plan picks with
+// `seed` (PickCrashChoice), or, when `state_index` is given, the state_index-th of the plan's states
+// (CrashChoiceAt; fails beyond 4096 states). `rebooted` holds that state, all durable, with every
+// directory the machine had.
+struct PowerCut {
+  std::shared_ptr<SimFileSystem> rebooted;
+  CrashChoice choice;
+  uint64_t states = 0;  // how many states the plan allowed at the cut (saturating)
+};
+dbdb::Result<PowerCut> CutPower(const SimFileSystem& fs, CrashPlan plan, uint64_t seed,
+                                const uint64_t* state_index = nullptr);
 
 // The tracker after replaying the first `op_count` operations of `trace`.
 PersistenceTracker TrackerAt(const std::vector<TraceOp>& trace, size_t op_count);

@@ -60,6 +60,8 @@
 
 namespace faultfs {
 
+class PersistenceTracker;
+
 // One operation as the trace records it. Reads are recorded for the record; only mutations
 // change what a crash can leave.
 struct TraceOp {
@@ -113,7 +115,10 @@ class SimFileSystem final : public dbdb::FileSystem {
  public:
   explicit SimFileSystem(uint64_t seed);
   // A filesystem whose files are exactly those of `image`, all durable (as after a reboot).
-  static std::shared_ptr<SimFileSystem> FromImage(const CrashImage& image, uint64_t seed);
+  // `dirs`: directories that exist besides the files' parents (directories are not in the crash
+  // model: once created they exist).
+  static std::shared_ptr<SimFileSystem> FromImage(const CrashImage& image, uint64_t seed,
+                                                  const std::vector<std::string>& dirs = {});
   ~SimFileSystem() override;
 
   // dbdb::FileSystem
@@ -158,6 +163,23 @@ class SimFileSystem final : public dbdb::FileSystem {
   CrashImage LiveImage() const;
   // The contents a crash right now would leave if every volatile operation were lost.
   CrashImage DurableImage() const;
+
+  // For a front end that serves this machine to real processes (dbdb-powerfs, FUSE). Not
+  // operations: no trace entry, no scheduling point, no fault.
+  struct PathInfo {
+    bool exists = false;
+    bool is_dir = false;
+    uint64_t size = 0;
+    uint64_t inode = 0;  // files only
+  };
+  PathInfo Lookup(const std::string& path) const;
+  // The entries of `dir`, sorted: names and whether each is a directory.
+  dbdb::Result<std::vector<std::pair<std::string, bool>>> ListEntries(const std::string& dir) const;
+  // Removes an empty directory (ENOTEMPTY: Busy; no such directory: NotFound).
+  dbdb::Status RemoveDir(const std::string& dir);
+  std::vector<std::string> Dirs() const;
+  // Calls f with the persistence tracker of the trace so far, under the filesystem's lock.
+  void WithTracker(const std::function<void(const PersistenceTracker&)>& f) const;
 
   struct State;  // shared with open files and other processes
 

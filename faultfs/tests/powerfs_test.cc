@@ -1,0 +1,704 @@
+// Trust in the injector for real processes: dbdb-powerfs checked against a reference model of the
+// persistence rules of docs/PERSISTENCE.md, through real system calls (open, pwrite, ftruncate,
+// fsync, fdatasync, rename, unlink, fsync of a directory) on a mount.
+//
+// After every power cut, what the mount holds must be exactly what the reference model builds for
+// the crash choice the daemon reports, and that choice must be one the plan allows (drop: nothing
+// volatile kept; prefix: a prefix; subset: any subset; torn: a prefix, then one write torn or only
+// extended). The reference model is written from the rules alone, independently of
+// PersistenceTracker, and it also decides how many volatile operations there are: so a system call
+// the mount turned into the wrong operation (or into none, or two) fails the check too.
+//
+// Needs /dev/fuse and the right to mount (CI runs as root). Without them every test FAILS with the
+// reason: a skipped injector check would be a hole in CI that looks green.
+#include <dirent.h>
+#include <fcntl.h>
+#include <faultfs/powerfs_client.h>
+#include <faultfs/rng.h>
+#include <gtest/gtest.h>
+#include <rapidcheck.h>
+#include <rapidcheck/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#ifndef DBDB_POWERFS_BIN
+#error "DBDB_POWERFS_BIN: the dbdb-powerfs executable"
+#endif
+
+namespace {
+
+// One mount for the whole test program.
+class Mount {
+ public:
+  static Mount& Get() {
+    static Mount mount;
+    return mount;
+  }
+  const std::string& dir() const { return dir_; }
+  const std::string& error() const { return error_; }
+
+  ~Mount() {
+    if (mounted_) {
+      std::string command = std::string(DBDB_POWERFS_BIN) + " unmount " + dir_;
+      if (std::system(command.c_str()) != 0) std::fprintf(stderr, "powerfs_test: could not unmount %s\n", dir_.c_str());
+    }
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+  }
+
+ private:
+  Mount() {
+    if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+      error_ = "/dev/fuse is not usable (" + std::string(std::strerror(errno)) +
+               "): dbdb-powerfs needs FUSE (CI has it, as root)";
+      return;
+    }
+    char templ[] = "/tmp/dbdb-powerfs-test-XXXXXX";
+    if (::mkdtemp(templ) == nullptr) {
+      error_ = "mkdtemp failed";
+      return;
+    }
+    dir_ = templ;
+    std::string command = std::string(DBDB_POWERFS_BIN) + " mount " + dir_ + " --seed 7 > /dev/null";
+    if (std::system(command.c_str()) != 0) {
+      error_ = "dbdb-powerfs mount " + dir_ + " failed (root, or fusermount3, is needed to mount)";
+      return;
+    }
+    mounted_ = true;
+  }
+  std::string dir_, error_;
+  bool mounted_ = false;
+};
+
+#define REQUIRE_MOUNT()                                            \
+  do {                                                             \
+    if (!Mount::Get().error().empty()) FAIL() << Mount::Get().error(); \
+  } while (0)
+
+std::string Command(const std::string& command) {
+  auto reply = faultfs::PowerFsCommand(Mount::Get().dir(), command);
+  if (!reply.ok()) throw std::runtime_error(reply.status().message());
+  return *reply;
+}
+
+std::string DirOf(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// ---- The reference model ----------------------------------------------------------------------
+
+struct Choice {  // what a crash kept, parsed from the daemon's description
+  enum Fate { kLost, kKept, kTorn, kExtended };
+  struct Write {
+    Fate fate = kLost;
+    uint64_t mask = 0;
+    bool garbage = false;
+  };
+  std::vector<Write> writes;
+  std::vector<bool> names;
+  uint64_t garbage_seed = 0;
+};
+
+// "... writes KLT(5,z)Eg names KL garbage_seed 9; ..."
+std::optional<Choice> ParseChoice(const std::string& reply) {
+  Choice c;
+  size_t at = reply.find("writes ");
+  size_t names_at = reply.find(" names ");
+  size_t seed_at = reply.find(" garbage_seed ");
+  if (at == std::string::npos || names_at == std::string::npos || seed_at == std::string::npos) return std::nullopt;
+  std::string w = reply.substr(at + 7, names_at - at - 7);
+  std::string n = reply.substr(names_at + 7, seed_at - names_at - 7);
+  c.garbage_seed = std::strtoull(reply.c_str() + seed_at + 14, nullptr, 10);
+  for (size_t i = 0; w != "-" && i < w.size();) {
+    Choice::Write write;
+    if (w[i] == 'L') {
+      i++;
+    } else if (w[i] == 'K') {
+      write.fate = Choice::kKept, i++;
+    } else if (w[i] == 'E' && i + 1 < w.size()) {
+      write.fate = Choice::kExtended, write.garbage = w[i + 1] == 'g', i += 2;
+    } else if (w[i] == 'T') {
+      size_t close = w.find(')', i);
+      if (close == std::string::npos) return std::nullopt;
+      write.fate = Choice::kTorn;
+      write.mask = std::strtoull(w.c_str() + i + 2, nullptr, 10);
+      write.garbage = w[close - 1] == 'g';
+      i = close + 1;
+    } else {
+      return std::nullopt;
+    }
+    c.writes.push_back(write);
+  }
+  for (char k : n) {
+    if (k == '-') break;
+    if (k != 'K' && k != 'L') return std::nullopt;
+    c.names.push_back(k == 'K');
+  }
+  return c;
+}
+
+// Whether the choice is one the plan allows (docs/PERSISTENCE.md, crash_state.h). A plan with no
+// state here (torn, with nothing to tear) loses everything volatile.
+bool PlanAllows(const std::string& plan, uint64_t states, const Choice& c) {
+  auto names_prefix = [&] {
+    for (size_t i = 1; i < c.names.size(); i++) {
+      if (c.names[i] && !c.names[i - 1]) return false;
+    }
+    return true;
+  };
+  auto kept_then_lost_from = [&](size_t from) {
+    for (size_t i = from; i < c.writes.size(); i++) {
+      if (c.writes[i].fate != Choice::kLost) return false;
+    }
+    return true;
+  };
+  auto all_lost = [&] {
+    for (bool k : c.names) {
+      if (k) return false;
+    }
+    return kept_then_lost_from(0);
+  };
+  auto prefix = [&] {
+    size_t k = 0;
+    while (k < c.writes.size() && c.writes[k].fate == Choice::kKept) k++;
+    return kept_then_lost_from(k) && names_prefix();
+  };
+  auto subset = [&] {
+    for (const auto& w : c.writes) {
+      if (w.fate != Choice::kKept && w.fate != Choice::kLost) return false;
+    }
+    return true;
+  };
+  auto torn = [&] {
+    size_t k = 0;
+    while (k < c.writes.size() && c.writes[k].fate == Choice::kKept) k++;
+    if (k == c.writes.size()) return false;
+    const auto& w = c.writes[k];
+    if (w.fate != Choice::kTorn && w.fate != Choice::kExtended) return false;
+    return kept_then_lost_from(k + 1) && names_prefix();
+  };
+  if (plan == "drop") return all_lost();
+  if (plan == "prefix") return prefix();
+  if (plan == "subset") return subset();
+  if (plan == "torn") return torn() || (states == 0 && all_lost());
+  if (plan == "all") return all_lost() || prefix() || subset() || torn();
+  return false;
+}
+
+class Reference {
+ public:
+  void Create(const std::string& p) {
+    if (live_names_.count(p) != 0) return;  // an open of an existing file creates nothing
+    uint64_t id = next_id_++;
+    live_names_[p] = id;
+    live_[id];
+    names_.push_back(NameOp{NameOp::kCreate, p, "", id, DirOf(p)});
+  }
+  void Write(const std::string& p, uint64_t offset, const std::string& data) {
+    uint64_t id = live_names_.at(p);
+    Apply(&live_[id], offset, data);
+    writes_.push_back(WriteOp{id, false, offset, data});
+  }
+  void Truncate(const std::string& p, uint64_t size) {
+    uint64_t id = live_names_.at(p);
+    live_[id].resize(size, '\0');
+    writes_.push_back(WriteOp{id, true, size, ""});
+  }
+  // Rule 1: every earlier write of the file becomes durable.
+  void Sync(const std::string& p) {
+    uint64_t id = live_names_.at(p);
+    std::vector<WriteOp> rest;
+    for (auto& w : writes_) {
+      if (w.id != id) {
+        rest.push_back(std::move(w));
+      } else if (w.truncate) {
+        durable_[id].resize(w.offset, '\0');
+      } else {
+        Apply(&durable_[id], w.offset, w.data);
+      }
+    }
+    writes_ = std::move(rest);
+  }
+  void Rename(const std::string& from, const std::string& to) {
+    live_names_[to] = live_names_.at(from);
+    live_names_.erase(from);
+    names_.push_back(NameOp{NameOp::kRename, from, to, 0, DirOf(to)});
+  }
+  void Unlink(const std::string& p) {
+    live_names_.erase(p);
+    names_.push_back(NameOp{NameOp::kRemove, p, "", 0, DirOf(p)});
+  }
+  // Rule 2: every earlier name operation in the directory becomes durable (a rename: in the
+  // directory of its destination).
+  void SyncDir(const std::string& dir) {
+    std::vector<NameOp> rest;
+    for (auto& n : names_) {
+      if (n.dir == dir) {
+        ApplyName(&durable_names_, n);
+      } else {
+        rest.push_back(std::move(n));
+      }
+    }
+    names_ = std::move(rest);
+  }
+
+  bool Exists(const std::string& p) const { return live_names_.count(p) != 0; }
+  std::map<std::string, std::string> Live() const {
+    std::map<std::string, std::string> out;
+    for (const auto& [p, id] : live_names_) out[p] = live_.at(id);
+    return out;
+  }
+  size_t volatile_writes() const { return writes_.size(); }
+  size_t volatile_names() const { return names_.size(); }
+
+  // Rules 4-7: the durable state, then the kept name operations in order, then each write's fate.
+  std::map<std::string, std::string> Crash(const Choice& c) const {
+    std::map<std::string, uint64_t> names = durable_names_;
+    for (size_t i = 0; i < names_.size(); i++) {
+      if (c.names[i]) ApplyName(&names, names_[i]);
+    }
+    std::map<uint64_t, std::string> contents;
+    for (const auto& [p, id] : names) {
+      auto it = durable_.find(id);
+      contents[id] = it == durable_.end() ? std::string() : it->second;
+    }
+    for (size_t i = 0; i < writes_.size(); i++) {
+      const WriteOp& w = writes_[i];
+      const Choice::Write& fate = c.writes[i];
+      auto file = contents.find(w.id);
+      if (file == contents.end() || fate.fate == Choice::kLost) continue;
+      std::string& bytes = file->second;
+      const uint64_t seed = c.garbage_seed + i;
+      if (w.truncate) {
+        bytes.resize(w.offset, '\0');
+        continue;
+      }
+      const uint64_t end = w.offset + w.data.size();
+      if (fate.fate == Choice::kKept) {
+        Grow(&bytes, end, fate.garbage, seed);
+        bytes.replace(w.offset, w.data.size(), w.data);
+      } else if (fate.fate == Choice::kExtended) {
+        Grow(&bytes, end, fate.garbage, seed);  // rule 6: the size persisted, the data did not
+      } else {
+        // Rule 5: whole 512-byte sectors of the write (these writes touch at most 64 sectors, so
+        // bit i of the mask is the write's i-th sector).
+        const uint64_t first = w.offset / 512;
+        for (uint64_t s = 0; s < 64; s++) {
+          if ((fate.mask >> s & 1) == 0) continue;
+          uint64_t begin = std::max(w.offset, (first + s) * 512), stop = std::min(end, (first + s + 1) * 512);
+          if (begin >= stop) continue;
+          Grow(&bytes, stop, fate.garbage, seed);
+          bytes.replace(begin, stop - begin, w.data.substr(begin - w.offset, stop - begin));
+        }
+      }
+    }
+    std::map<std::string, std::string> out;
+    for (const auto& [p, id] : names) out[p] = contents[id];
+    return out;
+  }
+
+ private:
+  struct WriteOp {
+    uint64_t id;
+    bool truncate;
+    uint64_t offset;  // truncate: the size
+    std::string data;
+  };
+  struct NameOp {
+    enum Kind { kCreate, kRename, kRemove } kind;
+    std::string path, path2;
+    uint64_t id;
+    std::string dir;
+  };
+  static void Apply(std::string* bytes, uint64_t offset, const std::string& data) {
+    if (bytes->size() < offset + data.size()) bytes->resize(offset + data.size(), '\0');
+    bytes->replace(offset, data.size(), data);
+  }
+  static void Grow(std::string* bytes, uint64_t size, bool garbage, uint64_t seed) {
+    for (uint64_t i = bytes->size(); i < size; i++) {
+      bytes->push_back(garbage ? static_cast<char>(faultfs::GarbageByte(seed, i)) : '\0');
+    }
+  }
+  static void ApplyName(std::map<std::string, uint64_t>* names, const NameOp& n) {
+    if (n.kind == NameOp::kCreate) {
+      (*names)[n.path] = n.id;
+    } else if (n.kind == NameOp::kRemove) {
+      names->erase(n.path);
+    } else if (auto it = names->find(n.path); it != names->end()) {  // a rename of a name that is there
+      uint64_t id = it->second;
+      names->erase(it);
+      (*names)[n.path2] = id;
+    }
+  }
+
+  std::map<std::string, uint64_t> live_names_, durable_names_;
+  std::map<uint64_t, std::string> live_, durable_;
+  std::vector<WriteOp> writes_;
+  std::vector<NameOp> names_;
+  uint64_t next_id_ = 1;
+};
+
+// ---- Operations through real system calls -------------------------------------------------------
+
+struct Op {
+  enum Kind { kCreate, kWrite, kTruncate, kFsync, kFdatasync, kRename, kUnlink, kSyncDir } kind;
+  std::string path, path2;
+  uint64_t offset = 0;  // write offset, truncate size
+  std::string data;
+};
+
+void showValue(const Op& op, std::ostream& os) {
+  const char* names[] = {"create", "write", "truncate", "fsync", "fdatasync", "rename", "unlink", "syncdir"};
+  os << names[op.kind] << " " << op.path;
+  if (op.kind == Op::kRename) os << " -> " << op.path2;
+  if (op.kind == Op::kWrite) os << " [" << op.offset << ", " << op.offset + op.data.size() << ")";
+  if (op.kind == Op::kTruncate) os << " to " << op.offset;
+}
+
+std::string OnMount(const std::string& path) { return Mount::Get().dir() + path; }
+
+// Runs one operation on the mount and in the reference; an operation on a missing file must fail
+// with ENOENT on the mount and changes nothing. Returns "" or what went wrong.
+std::string RunOp(const Op& op, Reference* ref) {
+  const std::string path = OnMount(op.path);
+  const bool exists = ref->Exists(op.path);
+  auto fail = [&](const char* what) { return std::string(what) + " " + op.path + ": " + std::strerror(errno); };
+  switch (op.kind) {
+    case Op::kCreate: {
+      int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+      if (fd < 0) return fail("open(O_CREAT)");
+      ::close(fd);
+      ref->Create(op.path);
+      return "";
+    }
+    case Op::kSyncDir: {
+      int fd = ::open(OnMount(op.path == "/" ? "" : op.path).c_str(), O_RDONLY | O_DIRECTORY);
+      if (fd < 0) return fail("open directory");
+      int rc = ::fsync(fd);
+      ::close(fd);
+      if (rc != 0) return fail("fsync directory");
+      ref->SyncDir(op.path);
+      return "";
+    }
+    case Op::kRename: {
+      int rc = ::rename(path.c_str(), OnMount(op.path2).c_str());
+      if (!exists) return rc != 0 && errno == ENOENT ? "" : "rename of a missing name did not fail with ENOENT";
+      if (rc != 0) return fail("rename");
+      ref->Rename(op.path, op.path2);
+      return "";
+    }
+    case Op::kUnlink: {
+      int rc = ::unlink(path.c_str());
+      if (!exists) return rc != 0 && errno == ENOENT ? "" : "unlink of a missing name did not fail with ENOENT";
+      if (rc != 0) return fail("unlink");
+      ref->Unlink(op.path);
+      return "";
+    }
+    default:
+      break;
+  }
+  int fd = ::open(path.c_str(), O_RDWR);
+  if (!exists) {
+    if (fd >= 0) ::close(fd);
+    return fd < 0 && errno == ENOENT ? "" : "open of a missing name did not fail with ENOENT";
+  }
+  if (fd < 0) return fail("open");
+  std::string error;
+  switch (op.kind) {
+    case Op::kWrite:
+      if (::pwrite(fd, op.data.data(), op.data.size(), static_cast<off_t>(op.offset)) !=
+          static_cast<ssize_t>(op.data.size())) {
+        error = fail("pwrite");
+      } else {
+        ref->Write(op.path, op.offset, op.data);
+      }
+      break;
+    case Op::kTruncate:
+      if (::ftruncate(fd, static_cast<off_t>(op.offset)) != 0) {
+        error = fail("ftruncate");
+      } else {
+        ref->Truncate(op.path, op.offset);
+      }
+      break;
+    case Op::kFsync:
+    case Op::kFdatasync:
+      if ((op.kind == Op::kFsync ? ::fsync(fd) : ::fdatasync(fd)) != 0) {
+        error = fail("fsync");
+      } else {
+        ref->Sync(op.path);
+      }
+      break;
+    default:
+      break;
+  }
+  ::close(fd);
+  return error;
+}
+
+// Every file on the mount, by path, read through readdir and read.
+std::map<std::string, std::string> ReadMount(const std::string& dir = "/") {
+  std::map<std::string, std::string> out;
+  DIR* d = ::opendir(OnMount(dir == "/" ? "" : dir).c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    std::string path = (dir == "/" ? "" : dir) + "/" + name;
+    struct stat st;
+    if (::stat(OnMount(path).c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      auto inner = ReadMount(path);
+      out.insert(inner.begin(), inner.end());
+      continue;
+    }
+    std::string bytes;
+    int fd = ::open(OnMount(path).c_str(), O_RDONLY);
+    char buffer[8192];
+    for (ssize_t n; fd >= 0 && (n = ::read(fd, buffer, sizeof(buffer))) > 0;) bytes.append(buffer, static_cast<size_t>(n));
+    if (fd >= 0) ::close(fd);
+    out[path] = bytes;
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::string Show(const std::map<std::string, std::string>& files) {
+  std::string out;
+  for (const auto& [p, bytes] : files) {
+    out += p + " (" + std::to_string(bytes.size()) + " bytes, hash " + std::to_string(std::hash<std::string>{}(bytes)) + ") ";
+  }
+  return out.empty() ? "(no files)" : out;
+}
+
+// A fresh disk with directory /d, durable.
+void ResetMount() {
+  Command("reset");
+  if (::mkdir(OnMount("/d").c_str(), 0755) != 0) throw std::runtime_error("mkdir /d failed");
+}
+
+// Cuts with the plan (seed, or state index) and checks the mount against the reference. Returns
+// "" or the mismatch.
+std::string CutAndCheck(const Reference& ref, const std::string& plan, uint64_t seed, const uint64_t* state) {
+  std::string reply = Command("cut " + plan + " " + std::to_string(seed) + (state ? " " + std::to_string(*state) : ""));
+  auto choice = ParseChoice(reply);
+  if (!choice) return "cannot parse the cut's reply: " + reply;
+  if (choice->writes.size() != ref.volatile_writes() || choice->names.size() != ref.volatile_names()) {
+    return "the mount saw " + std::to_string(choice->writes.size()) + " volatile writes and " +
+           std::to_string(choice->names.size()) + " volatile name operations; the reference model " +
+           std::to_string(ref.volatile_writes()) + " and " + std::to_string(ref.volatile_names()) + ": " + reply;
+  }
+  size_t of = reply.find(" of ");
+  const uint64_t states = of == std::string::npos ? 0 : std::strtoull(reply.c_str() + of + 4, nullptr, 10);
+  if (!PlanAllows(plan, states, *choice)) return "plan " + plan + " does not allow the state the mount chose: " + reply;
+  auto expected = ref.Crash(*choice);
+  auto actual = ReadMount();
+  if (actual != expected) {
+    return "after " + reply + "\n  the mount holds " + Show(actual) + "\n  the model allows " + Show(expected);
+  }
+  return "";
+}
+
+rc::Gen<Op> GenOp() {
+  static const std::vector<std::string> kPaths = {"/f0", "/f1", "/d/f2"};
+  auto draw = [](int low, int high) { return *rc::gen::resize(100, rc::gen::inRange(low, high)); };
+  return rc::gen::exec([=] {
+    Op op{};
+    op.path = kPaths[static_cast<size_t>(draw(0, 3))];
+    int roll = draw(0, 20);
+    if (roll < 3) {
+      op.kind = Op::kCreate;
+    } else if (roll < 9) {
+      op.kind = Op::kWrite;
+      op.offset = static_cast<uint64_t>(draw(0, 3000));
+      op.data = std::string(static_cast<size_t>(draw(1, 1400)), static_cast<char>('a' + draw(0, 26)));
+    } else if (roll < 10) {
+      op.kind = Op::kTruncate;
+      op.offset = static_cast<uint64_t>(draw(0, 4000));
+    } else if (roll < 12) {
+      op.kind = Op::kFsync;
+    } else if (roll < 13) {
+      op.kind = Op::kFdatasync;
+    } else if (roll < 15) {
+      op.kind = Op::kRename;
+      op.path2 = kPaths[static_cast<size_t>(draw(0, 3))];
+      if (op.path2 == op.path) op.kind = Op::kCreate;
+    } else if (roll < 16) {
+      op.kind = Op::kUnlink;
+    } else {
+      op.kind = Op::kSyncDir;
+      op.path = draw(0, 2) == 0 ? "/" : "/d";
+    }
+    return op;
+  });
+}
+
+TEST(PowerFs, RealSystemCallsSurviveEveryCutExactlyAsTheReferenceModelAllows) {
+  REQUIRE_MOUNT();
+  const bool ok = rc::check("the mount against the reference model", [] {
+    const auto ops = *rc::gen::resize(30, rc::gen::container<std::vector<Op>>(GenOp()));
+    const std::string plan = *rc::gen::element<std::string>("drop", "prefix", "subset", "torn", "all");
+    const uint64_t seed = *rc::gen::arbitrary<uint64_t>();
+    ResetMount();
+    Reference ref;
+    for (const auto& op : ops) {
+      std::string error = RunOp(op, &ref);
+      RC_ASSERT(error == "");
+    }
+    RC_ASSERT(ReadMount() == ref.Live());
+    RC_CLASSIFY(ref.volatile_writes() > 0, "volatile writes");
+    RC_CLASSIFY(ref.volatile_names() > 0, "volatile names");
+    std::string mismatch = CutAndCheck(ref, plan, seed, nullptr);
+    RC_ASSERT(mismatch == "");
+  });
+  EXPECT_TRUE(ok);
+}
+
+// One workload, every crash state of every plan, one cut each: the exhaustive check the README
+// quotes ("states where the model-check of the mount was exhaustive").
+TEST(PowerFs, EveryCrashStateOfASmallWorkloadIsExactlyTheModels) {
+  REQUIRE_MOUNT();
+  const std::vector<Op> workload = {
+      {Op::kCreate, "/f0", "", 0, ""},
+      {Op::kWrite, "/f0", "", 0, std::string(1200, 'a')},
+      {Op::kFsync, "/f0", "", 0, ""},
+      {Op::kSyncDir, "/", "", 0, ""},
+      {Op::kWrite, "/f0", "", 600, std::string(1100, 'b')},  // three sectors
+      {Op::kCreate, "/d/f2", "", 0, ""},
+      {Op::kWrite, "/d/f2", "", 0, std::string(700, 'c')},  // two sectors
+      {Op::kRename, "/f0", "/f1", 0, ""},
+      {Op::kTruncate, "/f1", "", 2000, ""},
+      {Op::kWrite, "/d/f2", "", 100, std::string(100, 'd')},
+      {Op::kFdatasync, "/d/f2", "", 0, ""},
+      {Op::kWrite, "/d/f2", "", 1000, std::string(50, 'e')},
+  };
+  uint64_t checked = 0;
+  for (const std::string plan : {"drop", "prefix", "subset", "torn"}) {
+    ResetMount();
+    Reference ref;
+    for (const auto& op : workload) ASSERT_EQ(RunOp(op, &ref), "");
+    const uint64_t states = std::stoull(Command("count " + plan));
+    ASSERT_GT(states, 0u);
+    ASSERT_LE(states, 4096u);
+    for (uint64_t state = 0; state < states; state++) {
+      if (state > 0) {
+        ResetMount();
+        ref = Reference();
+        for (const auto& op : workload) ASSERT_EQ(RunOp(op, &ref), "");
+      }
+      ASSERT_EQ(CutAndCheck(ref, plan, 99, &state), "") << "plan " << plan << " state " << state;
+      checked++;
+    }
+    std::printf("plan %s: all %llu crash states checked\n", plan.c_str(), static_cast<unsigned long long>(states));
+  }
+  RecordProperty("states", static_cast<int>(checked));
+  EXPECT_GT(checked, 100u);
+}
+
+// A cut kills every process with the mount open (a descriptor, a mapping, a working directory)
+// and spares the one that asked for it.
+TEST(PowerFs, ACutKillsEveryProcessUsingTheMountAndSparesTheCaller) {
+  REQUIRE_MOUNT();
+  ResetMount();
+  {
+    int fd = ::open(OnMount("/mapped").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "0123456789", 10, 0), 10);
+    ::close(fd);
+  }
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  std::vector<pid_t> children;
+  for (int kind = 0; kind < 3; kind++) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (kind == 0) {
+        if (::open(OnMount("/held").c_str(), O_RDWR | O_CREAT, 0644) < 0) ::_exit(3);
+      } else if (kind == 1) {
+        int fd = ::open(OnMount("/mapped").c_str(), O_RDONLY);
+        void* map = fd < 0 ? MAP_FAILED : ::mmap(nullptr, 10, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) ::_exit(3);
+        ::close(fd);
+      } else if (::chdir(OnMount("/d").c_str()) != 0) {
+        ::_exit(3);
+      }
+      if (::write(ready[1], "x", 1) != 1) ::_exit(3);
+      ::pause();
+      ::_exit(0);
+    }
+    children.push_back(pid);
+  }
+  char byte;
+  for (size_t i = 0; i < children.size(); i++) ASSERT_EQ(::read(ready[0], &byte, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  std::string reply = Command("cut drop 1");
+  EXPECT_NE(reply.find("killed 3 processes"), std::string::npos) << reply;
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "child " << pid << " status " << status;
+  }
+  // Nothing was synced: the files are gone, and the mount works on.
+  EXPECT_TRUE(ReadMount().empty());
+  int fd = ::open(OnMount("/after").c_str(), O_RDWR | O_CREAT, 0644);
+  EXPECT_GE(fd, 0);
+  if (fd >= 0) ::close(fd);
+}
+
+// Shared mappings see every write that returned (one page cache), and a file handle of the machine a
+// cut replaced is refused rather than reaching the new one.
+TEST(PowerFs, MappingsSeeLaterWritesAndOldHandlesAreRefusedAfterACut) {
+  REQUIRE_MOUNT();
+  ResetMount();
+  int fd = ::open(OnMount("/m").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, std::string(8192, 'x').data(), 8192, 0), 8192);
+  ASSERT_EQ(::fsync(fd), 0);
+  void* map = ::mmap(nullptr, 8192, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  int other = ::open(OnMount("/m").c_str(), O_RDWR);
+  ASSERT_GE(other, 0);
+  ASSERT_EQ(::pwrite(other, "hello", 5, 4096), 5);
+  EXPECT_EQ(std::string(static_cast<const char*>(map) + 4096, 5), "hello");
+  ::munmap(map, 8192);
+  ::close(other);
+  Command("cut drop 3");  // the caller is spared: its descriptor now names a machine that is gone
+  errno = 0;
+  EXPECT_LT(::pwrite(fd, "late", 4, 0), 0);
+  EXPECT_EQ(errno, EBADF);
+  ::close(fd);
+}
+
+TEST(PowerFs, BadCommandsAreRefusedWithAReason) {
+  REQUIRE_MOUNT();
+  for (const std::string command : {"cut", "cut sideways 1", "cut prefix x", "cut prefix 1 x", "count", "fly"}) {
+    auto reply = faultfs::PowerFsCommand(Mount::Get().dir(), command);
+    EXPECT_FALSE(reply.ok()) << command;
+    EXPECT_FALSE(reply.status().message().empty()) << command;
+  }
+  ResetMount();
+  for (int i = 0; i < 20; i++) {
+    int fd = ::open(OnMount("/f" + std::to_string(i)).c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ::close(fd);
+  }
+  // 2^20 subsets: too many to list, so a state index is refused and nothing is reset.
+  auto reply = faultfs::PowerFsCommand(Mount::Get().dir(), "cut subset 1 5");
+  EXPECT_FALSE(reply.ok());
+  EXPECT_NE(reply.status().message().find("cannot be listed"), std::string::npos) << reply.status().message();
+  EXPECT_EQ(ReadMount().size(), 20u);
+}
+
+}  // namespace
