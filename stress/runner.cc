@@ -3,11 +3,13 @@
 
 #include <dbdb/db.h>
 #include <faultfs/campaign.h>
+#include <faultfs/powerfs_client.h>
 #include <faultfs/rng.h>
 #include <fcntl.h>
 #include <model/history.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +57,9 @@ class Runner {
 
  private:
   bool Setup();
+  bool MountPowerFs();
+  void UnmountPowerFs();
+  void CutPower();
   void Spawn(Child& c);
   void Drain(Child& c, bool until_eof);
   void HandleLine(Child& c, const std::string& line);
@@ -83,6 +88,11 @@ class Runner {
   std::vector<std::string> violations_;
   uint64_t start_ns_ = 0;
   uint64_t commits_ = 0, kills_ = 0, faults_ = 0, restarts_ = 0, reads_ = 0, compactions_ = 0, verifications_ = 0;
+  // Power cuts: how many, and how many acknowledged commits and ledger entries were checked after them.
+  uint64_t cuts_ = 0, cut_commits_checked_ = 0, cut_ledger_checked_ = 0;
+  std::map<std::string, uint64_t> cut_plans_;
+  std::string mount_;  // the dbdb-powerfs mount point, with --power-cut
+  bool cutting_ = false;
   std::map<int, int64_t> counter_acknowledged_, counter_maybe_;
   std::vector<std::string> ledger_acknowledged_;  // in acknowledgement order
   faultfs::campaign::Progress progress_;
@@ -93,10 +103,53 @@ void Runner::Violation(const std::string& what) {
   std::cerr << "\nVIOLATION: " << what << std::endl;
 }
 
+// Runs `command` (argv) and waits for it; its exit status, or -1.
+int RunCommand(const std::vector<std::string>& command) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+bool Runner::MountPowerFs() {
+  std::error_code ec;
+  mount_ = std::filesystem::absolute(o_.dir + "/powerfs", ec).lexically_normal().string();
+  ::umount2(mount_.c_str(), MNT_DETACH);  // a mount a killed run left behind
+  std::filesystem::create_directories(mount_, ec);
+  if (::access(o_.powerfs_path.c_str(), X_OK) != 0) {
+    std::cerr << "dbdb-stress: --power-cut needs " << o_.powerfs_path << " (build the dbdb-powerfs target)\n";
+    return false;
+  }
+  int rc = RunCommand({o_.powerfs_path, "mount", mount_, "--seed", std::to_string(o_.seed)});
+  if (rc != 0) {
+    std::cerr << "dbdb-stress: dbdb-powerfs mount " << mount_ << " failed (exit " << rc
+              << "): --power-cut needs FUSE (/dev/fuse, and root or fusermount3)\n";
+    return false;
+  }
+  std::cout << "power cuts: on a dbdb-powerfs mount at " << mount_ << ", plan " << o_.cut_plan << ", every "
+            << o_.cut_interval_ms << " ms on average" << std::endl;
+  return true;
+}
+
+void Runner::UnmountPowerFs() {
+  if (mount_.empty()) return;
+  if (RunCommand({o_.powerfs_path, "unmount", mount_}) != 0) {
+    std::cerr << "dbdb-stress: could not unmount " << mount_ << "\n";
+  }
+}
+
 bool Runner::Setup() {
   std::error_code ec;
   std::filesystem::create_directories(o_.dir, ec);
-  path_ = o_.dir + "/stress.dbdb";
+  if (o_.power_cut && !MountPowerFs()) return false;
+  path_ = (o_.power_cut ? mount_ : o_.dir) + "/stress.dbdb";
   for (const char* suffix : {"", ".lock", ".compact", ".compacting", ".compacting.lock", ".create"}) std::filesystem::remove(path_ + suffix, ec);
   dbdb::Options options;
   options.create_if_missing = true;
@@ -269,7 +322,7 @@ void Runner::Reap(Child& c, int status, bool killed_by_us, bool stopping) {
   c.pid = -1;
   std::string name = (c.writer ? "writer " : "reader ") + std::to_string(c.id);
   if (killed_by_us) {
-    kills_++;
+    if (!cutting_) kills_++;
   } else if (WIFEXITED(status) && WEXITSTATUS(status) == kExitFault) {
     faults_++;
   } else if (WIFEXITED(status) && WEXITSTATUS(status) == kExitViolation) {
@@ -399,8 +452,52 @@ void Runner::CheckHistory() {
 void Runner::ShowProgress() {
   progress_.Update(std::to_string(static_cast<int>(Elapsed())) + " s: " + std::to_string(commits_) + " commits, " +
                    std::to_string(reads_) + " snapshots, " + std::to_string(kills_) + " kills, " +
+                   (o_.power_cut ? std::to_string(cuts_) + " power cuts, " : "") +
                    std::to_string(faults_) + " faults, " + std::to_string(compactions_) + " compactions, " +
                    std::to_string(violations_.size()) + " violations");
+}
+
+// A power cut under every child: the mount kills every process that has it open and resets itself
+// to a crash state of the plan; children not yet on the mount are killed too (they started before
+// the power went). Then the same checks as after a kill, now against what a power loss leaves:
+// every commit acknowledged before the cut (durable mode) must be there.
+void Runner::CutPower() {
+  for (auto& c : children_) Drain(c, false);
+  static const char* kPlans[] = {"drop", "prefix", "subset", "torn"};
+  const std::string plan = o_.cut_plan == "mixed" ? kPlans[rng_.Uniform(4)] : o_.cut_plan;
+  const uint64_t seed = rng_.Next();
+  auto reply = faultfs::PowerFsCommand(mount_, "cut " + plan + " " + std::to_string(seed));
+  cutting_ = true;
+  for (auto& c : children_) {
+    if (c.pid <= 0) continue;
+    ::kill(c.pid, SIGKILL);
+    int status = 0;
+    ::waitpid(c.pid, &status, 0);
+    Reap(c, status, true);
+  }
+  cutting_ = false;
+  if (!reply.ok()) {
+    Violation("power cut " + std::to_string(cuts_ + 1) + " (plan " + plan + " seed " + std::to_string(seed) +
+              ") failed: " + reply.status().message());
+  } else {
+    cuts_++;
+    cut_plans_[plan]++;
+    cut_commits_checked_ += commits_;
+    cut_ledger_checked_ += ledger_acknowledged_.size();
+    const std::string when = "after power cut " + std::to_string(cuts_) + " (plan " + plan + " seed " +
+                             std::to_string(seed) + ")";
+    const size_t before = violations_.size();
+    Verify(when.c_str(), false);
+    if (violations_.size() != before) {
+      std::string state = *reply;
+      if (state.size() > 2000) state = state.substr(0, 2000) + "...";
+      Violation("the state of " + when + ": " + state);
+    }
+  }
+  for (auto& c : children_) {
+    restarts_++;
+    Spawn(c);
+  }
 }
 
 // Until the duration passes: drain the children, restart those that stopped, kill one at random
@@ -412,14 +509,19 @@ void Runner::Loop() {
     double factor = 0.5 + static_cast<double>(rng_.Uniform(1000)) / 1000.0;  // 0.5x .. 1.5x
     return MonotonicNanos() + static_cast<uint64_t>(o_.kill_interval_ms * factor * 1e6);
   };
-  uint64_t kill_at = next_kill(), progress_at = start_ns_;
+  auto next_cut = [&] {
+    if (!o_.power_cut) return UINT64_MAX;
+    double factor = 0.5 + static_cast<double>(rng_.Uniform(1000)) / 1000.0;  // 0.5x .. 1.5x
+    return MonotonicNanos() + static_cast<uint64_t>(o_.cut_interval_ms * factor * 1e6);
+  };
+  uint64_t kill_at = next_kill(), cut_at = next_cut(), progress_at = start_ns_;
   while (MonotonicNanos() < end_ns) {
     std::vector<pollfd> fds;
     for (auto& c : children_) {
       if (c.fd >= 0) fds.push_back(pollfd{c.fd, POLLIN, 0});
     }
     uint64_t now = MonotonicNanos();
-    uint64_t wake = std::min({kill_at, progress_at, end_ns});
+    uint64_t wake = std::min({kill_at, cut_at, progress_at, end_ns});
     int timeout_ms = wake > now ? static_cast<int>((wake - now) / 1000000) + 1 : 0;
     ::poll(fds.data(), fds.size(), timeout_ms);
     for (auto& c : children_) Drain(c, false);
@@ -450,6 +552,10 @@ void Runner::Loop() {
         Spawn(victim);
       }
       kill_at = next_kill();
+    }
+    if (MonotonicNanos() >= cut_at) {
+      CutPower();
+      cut_at = next_cut();
     }
     if (now >= progress_at) {
       ShowProgress();
@@ -488,6 +594,11 @@ void Runner::PrintSummary(double seconds) {
             << " snapshots read)\n"
             << "kills:      " << kills_ << " (each followed by check() and the invariants: " << verifications_
             << " verifications)\n"
+            << (o_.power_cut ? "power cuts: " + std::to_string(cuts_) + " (" + std::to_string(cuts_ * 60.0 / std::max(seconds, 1e-9)) +
+                                   " a minute), each followed by check() and the invariants; " +
+                                   std::to_string(cut_commits_checked_) + " acknowledged commits and " +
+                                   std::to_string(cut_ledger_checked_) + " ledger entries checked after them\n"
+                             : std::string())
             << "faults:     " << faults_ << " children failed cleanly on an injected I/O error and were restarted\n"
             << "compaction: " << compactions_ << " completed\n"
             << "violations: " << violations_.size() << "\n";
@@ -495,9 +606,16 @@ void Runner::PrintSummary(double seconds) {
 }
 
 nlohmann::json Runner::Figures() const {
-  return {{"commits", commits_},         {"snapshots", reads_},       {"kills", kills_},
-          {"faults_injected", faults_},  {"restarts", restarts_},     {"compactions", compactions_},
-          {"verifications", verifications_}};
+  nlohmann::json figures = {{"commits", commits_},         {"snapshots", reads_},       {"kills", kills_},
+                             {"faults_injected", faults_},  {"restarts", restarts_},     {"compactions", compactions_},
+                             {"verifications", verifications_}};
+  if (o_.power_cut) {
+    figures["power_cuts"] = cuts_;
+    figures["power_cut_plans"] = cut_plans_;
+    figures["commits_checked_after_cuts"] = cut_commits_checked_;
+    figures["ledger_entries_checked_after_cuts"] = cut_ledger_checked_;
+  }
+  return figures;
 }
 
 void Runner::WriteReport(double seconds) {
@@ -510,6 +628,9 @@ void Runner::WriteReport(double seconds) {
                  {"duration_seconds", seconds},
                  {"kill_interval_ms", o_.kill_interval_ms},
                  {"faults", o_.faults_text},
+                 {"power_cut", o_.power_cut},
+                 {"cut_interval_ms", o_.cut_interval_ms},
+                 {"cut_plan", o_.cut_plan},
                  {"ops_per_second", static_cast<double>(commits_ + reads_) / std::max(seconds, 1e-9)},
                  {"violations", violations_},
                  {"replay", replay_}});
@@ -524,6 +645,7 @@ std::unique_ptr<faultfs::campaign::CaseLog> Runner::OpenCaseLog() const {
   nlohmann::json config = {{"workload", o_.workload}, {"writers", o_.writers}, {"readers", o_.readers},
                            {"duration_seconds", o_.duration_seconds}, {"kill_interval_ms", o_.kill_interval_ms},
                            {"faults", o_.faults_text}};
+  if (o_.power_cut) config.update({{"power_cut", true}, {"cut_interval_ms", o_.cut_interval_ms}, {"cut_plan", o_.cut_plan}});
   return std::make_unique<faultfs::campaign::CaseLog>(o_.cases_path, "dbdb-stress", o_.campaign_seed, o_.shard, config);
 }
 
@@ -545,7 +667,10 @@ int Runner::Run() {
     std::cerr << "dbdb-stress: cannot write " << o_.cases_path << "\n";
     return 2;
   }
-  if (!Setup()) return 2;
+  if (!Setup()) {
+    UnmountPowerFs();
+    return 2;
+  }
   start_ns_ = MonotonicNanos();
   for (auto& c : children_) Spawn(c);
   Loop();
@@ -555,6 +680,7 @@ int Runner::Run() {
   progress_.Done();
   Verify("at the end", true);
   CheckHistory();
+  UnmountPowerFs();
   PrintSummary(run_seconds);
   WriteReport(run_seconds);
   LogCase(log.get(), run_seconds);

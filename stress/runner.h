@@ -5,6 +5,10 @@
 //   bank    (I1)  every snapshot and every recovered state holds the same total
 //   counter (I4)  each counter = acknowledged increments + at most those in flight at a kill
 //   ledger  (I2)  every acknowledged entry survives every kill
+// With power_cut, the database lives on a dbdb-powerfs mount (docs/POWERFS.md) that the runner
+// mounts under `dir`, and every cut_interval_ms on average the power is cut under all the children:
+// they die, the mount is reset to a crash state of a seeded plan, and the same checks run, now
+// against what a power loss leaves (every commit acknowledged durable must survive).
 #pragma once
 
 #include <faultfs/campaign.h>
@@ -41,6 +45,10 @@ struct RunOptions {
   std::string dir;
   std::string report_path;
   std::string self_path;  // this executable, for re-executing children
+  bool power_cut = false;
+  double cut_interval_ms = 1000;
+  std::string cut_plan = "mixed";  // drop, prefix, subset, torn, all, or mixed (one drawn per cut)
+  std::string powerfs_path;        // the dbdb-powerfs executable
 };
 
 // Runs the campaign; prints progress and a summary; returns the process exit code

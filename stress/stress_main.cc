@@ -33,6 +33,15 @@ int main(int argc, char** argv) {
   app.add_option("--faults", faults,
                  "I/O faults injected into the children's system calls with fiu-run -x: NAME=PROB[:ERRNO],... "
                  "(names pwrite, pwrite-short, pread, fdatasync, fsync, ftruncate, rename, open; 'default' for a mix)");
+  app.add_flag("--power-cut", o.power_cut,
+               "run on a dbdb-powerfs mount made under --dir, and cut the power under every child at random "
+               "(needs FUSE: /dev/fuse, and root or fusermount3)");
+  app.add_option("--cut-interval-ms", o.cut_interval_ms, "with --power-cut: mean milliseconds between power cuts")
+      ->check(CLI::Range(1.0, 3600000.0));
+  app.add_option("--cut-plan", o.cut_plan,
+                 "with --power-cut: the crash plan of every cut (drop, prefix, subset, torn, all), or mixed: one "
+                 "drawn per cut")
+      ->check(CLI::IsMember({"drop", "prefix", "subset", "torn", "all", "mixed"}));
   app.add_option("--dir", o.dir, "directory for the database (its stress.dbdb is replaced); required");
   app.add_option("--report", o.report_path, "write a JSON report here");
   // Internal: how the parent starts its children.
@@ -78,10 +87,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.self_path.assign(self, static_cast<size_t>(n));
+  o.powerfs_path = o.self_path.substr(0, o.self_path.find_last_of('/') + 1) + "dbdb-powerfs";
   std::string replay = "dbdb-stress --workload " + o.workload + " --writers " + std::to_string(o.writers) +
                        " --readers " + std::to_string(o.readers) + " --duration " + std::to_string(o.duration_seconds) +
                        " --kill-interval-ms " + std::to_string(o.kill_interval_ms) +
-                       (faults.empty() ? "" : " --faults " + faults) + " --seed " + std::to_string(o.seed) +
+                       (faults.empty() ? "" : " --faults " + faults) +
+                       (o.power_cut ? " --power-cut --cut-interval-ms " + std::to_string(o.cut_interval_ms) +
+                                          " --cut-plan " + o.cut_plan
+                                    : "") +
+                       " --seed " + std::to_string(o.seed) +
                        " --dir " + o.dir;
   return stress::RunStress(o, replay);
 }

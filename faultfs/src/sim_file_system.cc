@@ -613,6 +613,32 @@ SimFileSystem::PathInfo SimFileSystem::Lookup(const std::string& path) const {
   return info;
 }
 
+SimFileSystem::PathInfo SimFileSystem::LookupInode(uint64_t inode) const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  PathInfo info;
+  for (const auto& [path, node] : state_->names) {
+    if (node->id != inode) continue;
+    info.exists = true;
+    info.size = node->data.size();
+    info.inode = inode;
+    break;
+  }
+  return info;
+}
+
+Result<std::unique_ptr<dbdb::File>> SimFileSystem::OpenInode(uint64_t inode, bool read_only) {
+  std::unique_lock<std::mutex> guard(state_->mutex);
+  DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+  int error_number;
+  if (state_->Fires(process_, "faultfs/open", &error_number)) {
+    return InjectedError("open inode " + std::to_string(inode), error_number);
+  }
+  for (const auto& [path, node] : state_->names) {
+    if (node->id == inode) return std::unique_ptr<dbdb::File>(new SimFile(state_, node, read_only, process_));
+  }
+  return Status::NotFound("open inode " + std::to_string(inode) + ": it has no name");
+}
+
 Result<std::vector<std::pair<std::string, bool>>> SimFileSystem::ListEntries(const std::string& dir) const {
   std::lock_guard<std::mutex> guard(state_->mutex);
   if (state_->dirs.count(dir) == 0) return Status::NotFound("list " + dir + ": no such directory");

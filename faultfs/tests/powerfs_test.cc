@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -368,6 +369,55 @@ void showValue(const Op& op, std::ostream& os) {
 
 std::string OnMount(const std::string& path) { return Mount::Get().dir() + path; }
 
+// The mutations the mount recorded since the last call (its trace, less reads): how the test sees
+// which model operations its system calls became.
+size_t g_trace_seen = 0;
+std::vector<std::string> NewMutations() {
+  std::vector<std::string> lines, out;
+  std::istringstream in(Command("trace"));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  for (size_t i = g_trace_seen; i < lines.size(); i++) {
+    if (lines[i].rfind("read ", 0) != 0) out.push_back(lines[i]);
+  }
+  g_trace_seen = lines.size();
+  return out;
+}
+
+std::string Joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += (out.empty() ? "" : "; ") + l;
+  return out.empty() ? "(nothing)" : out;
+}
+
+// A write(2) reaches the model as the writes the kernel sends: one, or (through the page cache, when
+// it starts inside a page the cache does not hold whole) a head up to a page boundary and the rest.
+// Checks that the recorded writes tile [offset, offset + size) in order, cut only at page
+// boundaries, and returns the pieces; "" or what is wrong in `error`.
+std::vector<std::pair<uint64_t, uint64_t>> WritePieces(const std::vector<std::string>& lines, uint64_t offset,
+                                                       uint64_t size, std::string* error) {
+  std::vector<std::pair<uint64_t, uint64_t>> pieces;
+  uint64_t at = offset;
+  for (const auto& line : lines) {
+    unsigned long long begin, end;
+    if (std::sscanf(line.c_str(), "write inode %*llu [%llu, %llu)", &begin, &end) != 2 || begin != at ||
+        end <= begin || (begin != offset && begin % 4096 != 0)) {
+      *error = "a write of [" + std::to_string(offset) + ", " + std::to_string(offset + size) +
+               ") became: " + Joined(lines);
+      return {};
+    }
+    pieces.emplace_back(begin, end);
+    at = end;
+  }
+  if (at != offset + size) *error = "a write of [" + std::to_string(offset) + ", " + std::to_string(offset + size) + ") became: " + Joined(lines);
+  return pieces;
+}
+
+// Whether the mutations are exactly one line starting with `prefix` (none if prefix is empty).
+bool Became(const std::vector<std::string>& lines, const std::string& prefix) {
+  if (prefix.empty()) return lines.empty();
+  return lines.size() == 1 && lines[0].rfind(prefix, 0) == 0;
+}
+
 // Runs one operation on the mount and in the reference; an operation on a missing file must fail
 // with ENOENT on the mount and changes nothing. Returns "" or what went wrong.
 std::string RunOp(const Op& op, Reference* ref) {
@@ -379,6 +429,8 @@ std::string RunOp(const Op& op, Reference* ref) {
       int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
       if (fd < 0) return fail("open(O_CREAT)");
       ::close(fd);
+      auto lines = NewMutations();
+      if (!Became(lines, exists ? "" : "create " + op.path + " ")) return "open(O_CREAT) " + op.path + " became: " + Joined(lines);
       ref->Create(op.path);
       return "";
     }
@@ -388,6 +440,8 @@ std::string RunOp(const Op& op, Reference* ref) {
       int rc = ::fsync(fd);
       ::close(fd);
       if (rc != 0) return fail("fsync directory");
+      auto lines = NewMutations();
+      if (!Became(lines, "syncdir " + op.path)) return "fsync of directory " + op.path + " became: " + Joined(lines);
       ref->SyncDir(op.path);
       return "";
     }
@@ -395,6 +449,8 @@ std::string RunOp(const Op& op, Reference* ref) {
       int rc = ::rename(path.c_str(), OnMount(op.path2).c_str());
       if (!exists) return rc != 0 && errno == ENOENT ? "" : "rename of a missing name did not fail with ENOENT";
       if (rc != 0) return fail("rename");
+      auto lines = NewMutations();
+      if (!Became(lines, "rename " + op.path + " -> " + op.path2)) return "rename became: " + Joined(lines);
       ref->Rename(op.path, op.path2);
       return "";
     }
@@ -402,6 +458,8 @@ std::string RunOp(const Op& op, Reference* ref) {
       int rc = ::unlink(path.c_str());
       if (!exists) return rc != 0 && errno == ENOENT ? "" : "unlink of a missing name did not fail with ENOENT";
       if (rc != 0) return fail("unlink");
+      auto lines = NewMutations();
+      if (!Became(lines, "remove " + op.path)) return "unlink became: " + Joined(lines);
       ref->Unlink(op.path);
       return "";
     }
@@ -421,12 +479,17 @@ std::string RunOp(const Op& op, Reference* ref) {
           static_cast<ssize_t>(op.data.size())) {
         error = fail("pwrite");
       } else {
-        ref->Write(op.path, op.offset, op.data);
+        auto pieces = WritePieces(NewMutations(), op.offset, op.data.size(), &error);
+        for (const auto& [begin, end] : pieces) {
+          ref->Write(op.path, begin, op.data.substr(begin - op.offset, end - begin));
+        }
       }
       break;
     case Op::kTruncate:
       if (::ftruncate(fd, static_cast<off_t>(op.offset)) != 0) {
         error = fail("ftruncate");
+      } else if (auto lines = NewMutations(); !Became(lines, "truncate inode ")) {
+        error = "ftruncate became: " + Joined(lines);
       } else {
         ref->Truncate(op.path, op.offset);
       }
@@ -435,6 +498,8 @@ std::string RunOp(const Op& op, Reference* ref) {
     case Op::kFdatasync:
       if ((op.kind == Op::kFsync ? ::fsync(fd) : ::fdatasync(fd)) != 0) {
         error = fail("fsync");
+      } else if (auto lines = NewMutations(); !Became(lines, "sync inode ")) {
+        error = "fsync became: " + Joined(lines);
       } else {
         ref->Sync(op.path);
       }
@@ -484,6 +549,7 @@ std::string Show(const std::map<std::string, std::string>& files) {
 // A fresh disk with directory /d, durable.
 void ResetMount() {
   Command("reset");
+  g_trace_seen = 0;
   if (::mkdir(OnMount("/d").c_str(), 0755) != 0) throw std::runtime_error("mkdir /d failed");
 }
 

@@ -17,11 +17,13 @@
 //   4. resumes, and replies with the state's description (replayable: the same trace, plan and
 //      seed give the same state).
 // The kernel's caches cannot show the old machine afterwards: attributes and names are never
-// cached (timeouts 0), pages are dropped at every open (no keep_cache), writes go through (no
-// writeback cache), and a late write-back of a killed process's mapping carries a file handle of
-// the old machine, which is refused.
+// cached (timeouts 0), a file's inode number carries the machine's generation (so a file after a
+// cut is a new inode to the kernel, with no cached pages), writes go through (no writeback cache),
+// and a late write-back of a killed process's mapping carries a file handle of the old machine,
+// which is refused. The low-level FUSE API serves inodes, not paths, so an open file keeps working
+// after its name is removed or renamed over (fstat included), as on a disk.
 #define FUSE_USE_VERSION 312
-#include <fuse3/fuse.h>
+#include <fuse3/fuse_lowlevel.h>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -44,6 +46,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -139,24 +142,44 @@ std::set<pid_t> ProcessesOnMount(const std::string& mount, const std::set<pid_t>
   return found;
 }
 
+// Inode numbers. The root is FUSE's 1, the control file 2, other directories 3 and up (they
+// outlive cuts, as directories do in the model). A file's number carries the machine's generation
+// (bumped by every cut) and the simulator's inode number, so a number the kernel still holds from
+// before a cut names nothing after it (ESTALE), and a file at the same path after a cut is a new
+// inode to the kernel, with no cached pages.
+constexpr fuse_ino_t kControlIno = 2;
+constexpr uint64_t kFileTag = uint64_t{1} << 62;
+
+struct DirEntry {
+  std::string name;
+  fuse_ino_t ino;
+  bool dir;
+};
+
 struct Handle {
-  std::shared_ptr<dbdb::File> file;  // null for the control file and directories
-  std::string reply;                  // the control file's last reply
-  std::string dir;                    // an open directory's path
+  std::shared_ptr<dbdb::File> file;  // an open file
+  fuse_ino_t ino = 0;
+  bool control = false;              // the control file: `reply` is its content
+  std::string reply;
+  bool dir = false;                  // an open directory: `entries` as of opendir, `path`
+  std::string path;
+  std::vector<DirEntry> entries;
 };
 
 class PowerFs {
  public:
   PowerFs(std::string mount, uint64_t seed) : mount_(std::move(mount)), seed_(seed) {
     machine_ = std::make_shared<SimFileSystem>(seed_);
+    dir_paths_[FUSE_ROOT_ID] = "/";
+    dir_inos_["/"] = FUSE_ROOT_ID;
   }
 
-  // Admission of one operation: the machine it runs on, or an errno. While the mount is frozen
-  // for a cut, a caller other than the cut's is killed and fails.
+  // Admission of one operation: the machine it runs on (and its generation), or an errno. While the
+  // mount is frozen for a cut, a caller other than the cut's is killed and fails.
   class Op {
    public:
-    explicit Op(PowerFs& fs) : fs_(fs) {
-      pid_t pid = fuse_get_context()->pid;
+    Op(PowerFs& fs, fuse_req_t req) : fs_(fs) {
+      pid_t pid = fuse_req_ctx(req)->pid;
       std::unique_lock<std::mutex> guard(fs_.mutex_);
       if (!fs_.killed_.empty() && fs_.killed_.count(Tgid(pid)) != 0) {
         error_ = EIO;
@@ -174,6 +197,7 @@ class PowerFs {
       }
       fs_.active_++;
       machine_ = fs_.machine_;
+      generation_ = fs_.generation_;
     }
     ~Op() {
       if (machine_ == nullptr) return;
@@ -182,19 +206,46 @@ class PowerFs {
     }
     int error() const { return error_; }
     SimFileSystem& machine() { return *machine_; }
-    // The open file behind a handle of this machine, or null (EBADF: a handle of a machine a cut
-    // replaced, or the control file).
+    fuse_ino_t FileIno(uint64_t inode) const { return kFileTag | (generation_ << 32) | inode; }
+    // The simulator's inode number behind a file's number, or 0 (not a file, or from before a cut).
+    uint64_t Inode(fuse_ino_t ino) const {
+      if ((ino & kFileTag) == 0 || ((ino >> 32) & 0x3fffffff) != (generation_ & 0x3fffffff)) return 0;
+      return ino & 0xffffffff;
+    }
+    // The open file behind a handle of this machine, or null (a handle a cut made stale).
     std::shared_ptr<dbdb::File> File(const fuse_file_info* fi) {
       std::lock_guard<std::mutex> guard(fs_.mutex_);
       auto it = fs_.handles_.find(fi->fh);
       return it == fs_.handles_.end() ? nullptr : it->second.file;
     }
+    // Any open file on this inode (one without a name is reached only so).
+    std::shared_ptr<dbdb::File> AnyFile(fuse_ino_t ino) {
+      std::lock_guard<std::mutex> guard(fs_.mutex_);
+      for (const auto& [fh, handle] : fs_.handles_) {
+        if (handle.ino == ino && handle.file) return handle.file;
+      }
+      return nullptr;
+    }
 
    private:
     PowerFs& fs_;
     std::shared_ptr<SimFileSystem> machine_;
+    uint64_t generation_ = 0;
     int error_ = 0;
   };
+
+  // A directory's path by number ("" if unknown), and the number of a directory's path.
+  std::string DirPath(fuse_ino_t ino) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    auto it = dir_paths_.find(ino);
+    return it == dir_paths_.end() ? std::string() : it->second;
+  }
+  fuse_ino_t DirIno(const std::string& path) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    auto [it, added] = dir_inos_.emplace(path, next_dir_ino_);
+    if (added) dir_paths_[next_dir_ino_++] = path;
+    return it->second;
+  }
 
   uint64_t AddHandle(Handle handle) {
     std::lock_guard<std::mutex> guard(mutex_);
@@ -209,12 +260,14 @@ class PowerFs {
   bool IsControl(uint64_t fh) {
     std::lock_guard<std::mutex> guard(mutex_);
     auto it = handles_.find(fh);
-    return it != handles_.end() && it->second.file == nullptr && it->second.dir.empty();
+    return it != handles_.end() && it->second.control;
   }
-  std::string DirPath(uint64_t fh) {
+  // A copy of an open directory's handle (entries and path), or nullopt.
+  std::optional<Handle> Dir(uint64_t fh) {
     std::lock_guard<std::mutex> guard(mutex_);
     auto it = handles_.find(fh);
-    return it == handles_.end() ? std::string() : it->second.dir;
+    if (it == handles_.end() || !it->second.dir) return std::nullopt;
+    return it->second;
   }
   std::string Reply(uint64_t fh) {
     std::lock_guard<std::mutex> guard(mutex_);
@@ -223,7 +276,7 @@ class PowerFs {
   }
 
   // Runs one control command for the calling process; the reply goes to the handle.
-  int Control(uint64_t fh, const std::string& text) {
+  int Control(fuse_req_t req, uint64_t fh, const std::string& text) {
     std::istringstream in(text);
     std::vector<std::string> words;
     for (std::string w; in >> w;) words.push_back(w);
@@ -232,7 +285,7 @@ class PowerFs {
     if (words.empty()) {
       error = EINVAL, reply = "empty command";
     } else if (words[0] == "cut" || words[0] == "reset") {
-      error = Cut(words, &reply);
+      error = Cut(Tgid(fuse_req_ctx(req)->pid), words, &reply);
     } else if (words[0] == "count" && words.size() == 2) {
       faultfs::CrashPlan plan;
       if (!faultfs::ParseCrashPlan(words[1], &plan)) {
@@ -269,7 +322,7 @@ class PowerFs {
 
  private:
   // cut PLAN SEED [STATE] | reset
-  int Cut(const std::vector<std::string>& words, std::string* reply) {
+  int Cut(pid_t controller, const std::vector<std::string>& words, std::string* reply) {
     const bool reset = words[0] == "reset";
     faultfs::CrashPlan plan = faultfs::CrashPlan::kDrop;
     uint64_t seed = 0, state = 0;
@@ -298,13 +351,12 @@ class PowerFs {
         }
       }
     }
-    const pid_t controller = Tgid(fuse_get_context()->pid);
     std::unique_lock<std::mutex> guard(mutex_);
     if (frozen_) {
       *reply = "a cut is already running";
       return EBUSY;
     }
-    // 1. Freeze: no operation runs from here on; the ones in flight finish.
+    // 1. Freeze: no operation starts from here on; the ones in flight finish.
     frozen_ = true;
     controller_ = controller;
     changed_.wait(guard, [&] { return active_ == 0; });
@@ -325,7 +377,7 @@ class PowerFs {
       }
       if (alive.empty()) break;
       guard.unlock();
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
       guard.lock();
     } while (std::chrono::steady_clock::now() < deadline);
     const size_t killed_now = killed_.size();
@@ -349,9 +401,12 @@ class PowerFs {
         machine_ = cut->rebooted;
       }
     }
-    if (error == 0) {  // files of the old machine: every later use fails (EBADF); control files stay
-      for (auto it = handles_.begin(); it != handles_.end();) {
-        it = it->second.file || !it->second.dir.empty() ? handles_.erase(it) : std::next(it);
+    if (error == 0) {
+      generation_++;  // every file number and handle of the old machine now names nothing
+      for (auto it = handles_.begin(); it != handles_.end();) it = it->second.control ? std::next(it) : handles_.erase(it);
+      if (reset) {  // a new disk: only the root directory
+        std::erase_if(dir_inos_, [](const auto& d) { return d.first != "/"; });
+        std::erase_if(dir_paths_, [](const auto& d) { return d.first != FUSE_ROOT_ID; });
       }
     }
     // Processes that are gone cannot call in again; one still dying stays refused.
@@ -362,7 +417,7 @@ class PowerFs {
     frozen_ = false;
     controller_ = 0;
     changed_.notify_all();
-    std::clog << "dbdb-powerfs: " << *reply << std::endl;
+    if (!reset) std::clog << "dbdb-powerfs: " << reply->substr(0, 300) << (reply->size() > 300 ? "..." : "") << std::endl;
     return error;
   }
 
@@ -371,6 +426,7 @@ class PowerFs {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::shared_ptr<SimFileSystem> machine_;
+  uint64_t generation_ = 1;
   bool frozen_ = false;
   pid_t controller_ = 0;
   int active_ = 0;
@@ -379,304 +435,399 @@ class PowerFs {
   uint64_t cuts_ = 0;
   std::map<uint64_t, Handle> handles_;
   uint64_t next_handle_ = 1;
+  std::map<fuse_ino_t, std::string> dir_paths_;
+  std::map<std::string, fuse_ino_t> dir_inos_;
+  fuse_ino_t next_dir_ino_ = 3;
 };
 
-PowerFs* Fs() { return static_cast<PowerFs*>(fuse_get_context()->private_data); }
-
-std::string Path(const char* path) { return path == nullptr ? std::string() : std::string(path); }
+PowerFs* Fs(fuse_req_t req) { return static_cast<PowerFs*>(fuse_req_userdata(req)); }
 
 struct timespec g_mount_time;
 
-void FillStat(struct stat* st, bool dir, uint64_t size, mode_t mode) {
-  std::memset(st, 0, sizeof(*st));
-  st->st_mode = (dir ? S_IFDIR : S_IFREG) | mode;
-  st->st_nlink = dir ? 2 : 1;
-  st->st_size = static_cast<off_t>(size);
-  st->st_blksize = 4096;
-  st->st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
-  st->st_uid = ::getuid();
-  st->st_gid = ::getgid();
-  st->st_atim = st->st_mtim = st->st_ctim = g_mount_time;
+struct stat Attr(fuse_ino_t ino, bool dir, uint64_t size, nlink_t links, mode_t mode) {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_mode = (dir ? S_IFDIR : S_IFREG) | mode;
+  st.st_nlink = links;
+  st.st_size = static_cast<off_t>(size);
+  st.st_blksize = 4096;
+  st.st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
+  st.st_uid = ::getuid();
+  st.st_gid = ::getgid();
+  st.st_atim = st.st_mtim = st.st_ctim = g_mount_time;
+  return st;
 }
 
-void* Init(fuse_conn_info* conn, fuse_config* cfg) {
-  cfg->entry_timeout = 0;
-  cfg->attr_timeout = 0;
-  cfg->negative_timeout = 0;
-  cfg->hard_remove = 1;   // an unlinked open file keeps no hidden name
-  cfg->nullpath_ok = 1;   // ... and is reached through its handle
-  cfg->kernel_cache = 0;  // pages dropped at every open
-  cfg->direct_io = 0;     // shared mappings work
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  return fuse_get_context()->private_data;
-}
+std::string Join(const std::string& dir, const char* name) { return dir == "/" ? "/" + std::string(name) : dir + "/" + name; }
 
-int GetAttr(const char* path, struct stat* st, fuse_file_info* fi) {
-  if (Path(path) == kControlPath) {
-    FillStat(st, false, 0, 0600);
+// The attributes of any inode; an errno if it names nothing.
+int AttrOf(PowerFs& fs, PowerFs::Op& op, fuse_ino_t ino, struct stat* st) {
+  if (ino == kControlIno) {
+    *st = Attr(ino, false, 0, 1, 0600);
     return 0;
   }
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  if (fi != nullptr) {
-    if (auto file = op.File(fi)) {
+  if (uint64_t inode = op.Inode(ino)) {
+    auto info = op.machine().LookupInode(inode);
+    if (info.exists) {
+      *st = Attr(ino, false, info.size, 1, 0644);
+      return 0;
+    }
+    if (auto file = op.AnyFile(ino)) {  // open, with no name left
       auto size = file->Size();
-      if (!size.ok()) return -Errno(size.status());
-      FillStat(st, false, *size, 0644);
+      if (!size.ok()) return Errno(size.status());
+      *st = Attr(ino, false, *size, 0, 0644);
       return 0;
     }
-    if (path == nullptr) {
-      if (Fs()->DirPath(fi->fh).empty()) return -EBADF;
-      FillStat(st, true, 0, 0755);
-      return 0;
-    }
+    return ENOENT;
   }
-  auto info = op.machine().Lookup(Path(path));
-  if (!info.exists) return -ENOENT;
-  FillStat(st, info.is_dir, info.size, info.is_dir ? 0755 : 0644);
+  if (ino & kFileTag) return ESTALE;  // a file of the machine before a cut
+  std::string path = fs.DirPath(ino);
+  if (path.empty() || !op.machine().Lookup(path).is_dir) return ENOENT;
+  *st = Attr(ino, true, 0, 2, 0755);
   return 0;
 }
 
-int OpenFile(const char* path, fuse_file_info* fi, bool create) {
-  const std::string p = Path(path);
-  if (p == kControlPath) {
-    fi->direct_io = 1;
-    fi->fh = Fs()->AddHandle(Handle{});
-    return 0;
+// The entry of `path` (which exists), for lookup, create and mkdir.
+int EntryOf(PowerFs& fs, PowerFs::Op& op, const std::string& path, fuse_entry_param* e) {
+  *e = fuse_entry_param{};
+  auto info = op.machine().Lookup(path);
+  if (!info.exists) return ENOENT;
+  e->ino = info.is_dir ? fs.DirIno(path) : op.FileIno(info.inode);
+  e->attr = info.is_dir ? Attr(e->ino, true, 0, 2, 0755) : Attr(e->ino, false, info.size, 1, 0644);
+  e->attr_timeout = 0;
+  e->entry_timeout = 0;
+  return 0;
+}
+
+void Init(void*, fuse_conn_info* conn) {
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;  // writes go through: each one reaches the machine
+}
+
+void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  PowerFs& fs = *Fs(req);
+  if (parent == FUSE_ROOT_ID && std::strcmp(name, faultfs::kPowerFsControlName) == 0) {
+    fuse_entry_param e{};
+    e.ino = kControlIno;
+    e.attr = Attr(kControlIno, false, 0, 1, 0600);
+    fuse_reply_entry(req, &e);
+    return;
   }
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  auto info = op.machine().Lookup(p);
-  if (info.is_dir) return -EISDIR;
-  if (info.exists && create && (fi->flags & O_EXCL)) return -EEXIST;
-  if (!info.exists && !create) return -ENOENT;
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  std::string dir = fs.DirPath(parent);
+  if (dir.empty()) return (void)fuse_reply_err(req, ENOENT);
+  fuse_entry_param e;
+  if (int error = EntryOf(fs, op, Join(dir, name), &e)) return (void)fuse_reply_err(req, error);
+  fuse_reply_entry(req, &e);
+}
+
+void Forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+
+void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  PowerFs::Op op(*Fs(req), req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  struct stat st;
+  if (int error = AttrOf(*Fs(req), op, ino, &st)) return (void)fuse_reply_err(req, error);
+  fuse_reply_attr(req, &st, 0);
+}
+
+// Only the size is kept (a truncate); modes, owners and times are accepted and not kept.
+void SetAttr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  if ((to_set & FUSE_SET_ATTR_SIZE) && ino != kControlIno) {
+    std::shared_ptr<dbdb::File> file = fi != nullptr ? op.File(fi) : nullptr;
+    if (file == nullptr) {
+      uint64_t inode = op.Inode(ino);
+      if (inode == 0) return (void)fuse_reply_err(req, (ino & kFileTag) ? ESTALE : EISDIR);
+      auto opened = op.machine().OpenInode(inode, false);
+      if (!opened.ok()) return (void)fuse_reply_err(req, Errno(opened.status()));
+      file = std::move(*opened);
+    }
+    dbdb::Status s = file->Truncate(static_cast<uint64_t>(attr->st_size));
+    if (!s.ok()) return (void)fuse_reply_err(req, Errno(s));
+  }
+  struct stat st;
+  if (int error = AttrOf(fs, op, ino, &st)) return (void)fuse_reply_err(req, error);
+  fuse_reply_attr(req, &st, 0);
+}
+
+void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  if (ino == kControlIno) {
+    fi->direct_io = 1;
+    Handle handle;
+    handle.control = true;
+    handle.ino = ino;
+    fi->fh = fs.AddHandle(std::move(handle));
+    fuse_reply_open(req, fi);
+    return;
+  }
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  uint64_t inode = op.Inode(ino);
+  if (inode == 0) return (void)fuse_reply_err(req, (ino & kFileTag) ? ESTALE : EISDIR);
   const bool read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
-  auto file = op.machine().Open(p, dbdb::OpenOptions{.create = create, .read_only = read_only});
-  if (!file.ok()) return -Errno(file.status());
+  auto file = op.machine().OpenInode(inode, read_only);
+  if (!file.ok()) return (void)fuse_reply_err(req, Errno(file.status()));
+  if ((fi->flags & O_TRUNC) && !read_only && op.machine().LookupInode(inode).size > 0) {
+    dbdb::Status s = (*file)->Truncate(0);
+    if (!s.ok()) return (void)fuse_reply_err(req, Errno(s));
+  }
+  Handle handle;
+  handle.file = std::move(*file);
+  handle.ino = ino;
+  fi->fh = fs.AddHandle(std::move(handle));
+  fuse_reply_open(req, fi);
+}
+
+void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  std::string dir = fs.DirPath(parent);
+  if (dir.empty()) return (void)fuse_reply_err(req, ENOENT);
+  if (parent == FUSE_ROOT_ID && std::strcmp(name, faultfs::kPowerFsControlName) == 0) {
+    return (void)fuse_reply_err(req, EEXIST);
+  }
+  const std::string path = Join(dir, name);
+  auto info = op.machine().Lookup(path);
+  if (info.is_dir) return (void)fuse_reply_err(req, EISDIR);
+  if (info.exists && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
+  const bool read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
+  auto file = op.machine().Open(path, dbdb::OpenOptions{.create = true, .read_only = read_only});
+  if (!file.ok()) return (void)fuse_reply_err(req, Errno(file.status()));
   if ((fi->flags & O_TRUNC) && !read_only && info.exists && info.size > 0) {
     dbdb::Status s = (*file)->Truncate(0);
-    if (!s.ok()) return -Errno(s);
+    if (!s.ok()) return (void)fuse_reply_err(req, Errno(s));
   }
-  fi->fh = Fs()->AddHandle(Handle{std::shared_ptr<dbdb::File>(std::move(*file)), ""});
-  return 0;
+  fuse_entry_param e;
+  if (int error = EntryOf(fs, op, path, &e)) return (void)fuse_reply_err(req, error);
+  Handle handle;
+  handle.file = std::move(*file);
+  handle.ino = e.ino;
+  fi->fh = fs.AddHandle(std::move(handle));
+  fuse_reply_create(req, &e, fi);
 }
 
-int Open(const char* path, fuse_file_info* fi) { return OpenFile(path, fi, false); }
-int Create(const char* path, mode_t, fuse_file_info* fi) { return OpenFile(path, fi, true); }
-
-int Read(const char*, char* buf, size_t size, off_t offset, fuse_file_info* fi) {
-  if (Fs()->IsControl(fi->fh)) {
-    std::string reply = Fs()->Reply(fi->fh);
-    if (static_cast<uint64_t>(offset) >= reply.size()) return 0;
-    size_t n = std::min(size, reply.size() - static_cast<size_t>(offset));
-    std::memcpy(buf, reply.data() + offset, n);
-    return static_cast<int>(n);
+void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  if (fs.IsControl(fi->fh)) {
+    std::string reply = fs.Reply(fi->fh);
+    size_t at = std::min(reply.size(), static_cast<size_t>(offset));
+    fuse_reply_buf(req, reply.data() + at, std::min(size, reply.size() - at));
+    return;
   }
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
   auto file = op.File(fi);
-  if (file == nullptr) return -EBADF;
-  auto n = file->ReadAt(static_cast<uint64_t>(offset), std::span<char>(buf, size));
-  if (!n.ok()) return -Errno(n.status());
-  return static_cast<int>(*n);
+  if (file == nullptr) return (void)fuse_reply_err(req, EBADF);
+  std::vector<char> buffer(size);
+  auto n = file->ReadAt(static_cast<uint64_t>(offset), std::span<char>(buffer.data(), size));
+  if (!n.ok()) return (void)fuse_reply_err(req, Errno(n.status()));
+  fuse_reply_buf(req, buffer.data(), *n);
 }
 
-int Write(const char*, const char* buf, size_t size, off_t offset, fuse_file_info* fi) {
-  if (Fs()->IsControl(fi->fh)) {
-    int error = Fs()->Control(fi->fh, std::string(buf, size));
-    return error != 0 ? -error : static_cast<int>(size);
+void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t offset, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  if (fs.IsControl(fi->fh)) {
+    int error = fs.Control(req, fi->fh, std::string(buf, size));
+    if (error != 0) return (void)fuse_reply_err(req, error);
+    fuse_reply_write(req, size);
+    return;
   }
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
   auto file = op.File(fi);
-  if (file == nullptr) return -EBADF;
+  if (file == nullptr) return (void)fuse_reply_err(req, EBADF);
   dbdb::Status s = file->WriteAt(static_cast<uint64_t>(offset), std::span<const char>(buf, size));
-  if (!s.ok()) return -Errno(s);
-  return static_cast<int>(size);
+  if (!s.ok()) return (void)fuse_reply_err(req, Errno(s));
+  fuse_reply_write(req, size);
 }
 
-int Truncate(const char* path, off_t size, fuse_file_info* fi) {
-  if (Path(path) == kControlPath || (fi != nullptr && Fs()->IsControl(fi->fh))) return 0;
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  std::shared_ptr<dbdb::File> file = fi != nullptr ? op.File(fi) : nullptr;
-  if (file == nullptr) {
-    if (path == nullptr) return -EBADF;
-    if (!op.machine().Lookup(path).exists) return -ENOENT;
-    auto opened = op.machine().Open(path, dbdb::OpenOptions{});
-    if (!opened.ok()) return -Errno(opened.status());
-    file = std::move(*opened);
-  }
-  dbdb::Status s = file->Truncate(static_cast<uint64_t>(size));
-  return s.ok() ? 0 : -Errno(s);
-}
-
-int Fsync(const char*, int, fuse_file_info* fi) {
-  if (Fs()->IsControl(fi->fh)) return 0;
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
+void Fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  if (fs.IsControl(fi->fh)) return (void)fuse_reply_err(req, 0);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
   auto file = op.File(fi);
-  if (file == nullptr) return -EBADF;
-  dbdb::Status s = file->Sync();
-  return s.ok() ? 0 : -Errno(s);
+  if (file == nullptr) return (void)fuse_reply_err(req, EBADF);
+  fuse_reply_err(req, Errno(file->Sync()));
 }
 
-int FsyncDir(const char*, int, fuse_file_info* fi) {
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  std::string dir = Fs()->DirPath(fi->fh);
-  if (dir.empty()) return -EBADF;
-  dbdb::Status s = op.machine().SyncDir(dir);
-  return s.ok() ? 0 : -Errno(s);
+void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Fs(req)->DropHandle(fi->fh);
+  fuse_reply_err(req, 0);
 }
 
-int Flush(const char*, fuse_file_info*) { return 0; }
-
-int Release(const char*, fuse_file_info* fi) {
-  Fs()->DropHandle(fi->fh);
-  return 0;
+void OpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  if (ino & kFileTag || ino == kControlIno) return (void)fuse_reply_err(req, ENOTDIR);
+  std::string path = fs.DirPath(ino);
+  auto entries = path.empty() ? dbdb::Result<std::vector<std::pair<std::string, bool>>>(dbdb::Status::NotFound(""))
+                              : op.machine().ListEntries(path);
+  if (!entries.ok()) return (void)fuse_reply_err(req, ENOENT);
+  Handle handle;
+  handle.dir = true;
+  handle.ino = ino;
+  handle.path = path;
+  handle.entries.push_back(DirEntry{".", ino, true});
+  handle.entries.push_back(DirEntry{"..", path == "/" ? ino : fs.DirIno(dbdb::DirName(path)), true});
+  for (const auto& [name, dir] : *entries) {
+    const std::string child = Join(path, name.c_str());
+    fuse_ino_t child_ino = dir ? fs.DirIno(child) : op.FileIno(op.machine().Lookup(child).inode);
+    handle.entries.push_back(DirEntry{name, child_ino, dir});
+  }
+  fi->fh = fs.AddHandle(std::move(handle));
+  fuse_reply_open(req, fi);
 }
 
-int Unlink(const char* path) {
-  if (Path(path) == kControlPath) return -EPERM;
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
+void ReadDir(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
+  auto handle = Fs(req)->Dir(fi->fh);
+  if (!handle) return (void)fuse_reply_err(req, EBADF);
+  std::vector<char> buffer(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(offset); i < handle->entries.size(); i++) {
+    const DirEntry& e = handle->entries[i];
+    struct stat st {};
+    st.st_ino = e.ino;
+    st.st_mode = e.dir ? S_IFDIR : S_IFREG;
+    size_t n = fuse_add_direntry(req, buffer.data() + used, size - used, e.name.c_str(), &st, static_cast<off_t>(i + 1));
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buffer.data(), used);
+}
+
+void ReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  Fs(req)->DropHandle(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void FsyncDir(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  PowerFs& fs = *Fs(req);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  auto handle = fs.Dir(fi->fh);
+  if (!handle) return (void)fuse_reply_err(req, EBADF);
+  fuse_reply_err(req, Errno(op.machine().SyncDir(handle->path)));
+}
+
+void MkDir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t) {
+  PowerFs& fs = *Fs(req);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  std::string dir = fs.DirPath(parent);
+  if (dir.empty() || !op.machine().Lookup(dir).is_dir) return (void)fuse_reply_err(req, ENOENT);
+  const std::string path = Join(dir, name);
+  if (op.machine().Lookup(path).exists || (parent == FUSE_ROOT_ID && std::strcmp(name, faultfs::kPowerFsControlName) == 0)) {
+    return (void)fuse_reply_err(req, EEXIST);
+  }
+  dbdb::Status s = op.machine().CreateDir(path);
+  if (!s.ok()) return (void)fuse_reply_err(req, Errno(s));
+  fuse_entry_param e;
+  if (int error = EntryOf(fs, op, path, &e)) return (void)fuse_reply_err(req, error);
+  fuse_reply_entry(req, &e);
+}
+
+void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  PowerFs& fs = *Fs(req);
+  if (parent == FUSE_ROOT_ID && std::strcmp(name, faultfs::kPowerFsControlName) == 0) return (void)fuse_reply_err(req, EPERM);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  std::string dir = fs.DirPath(parent);
+  if (dir.empty()) return (void)fuse_reply_err(req, ENOENT);
+  const std::string path = Join(dir, name);
+  if (op.machine().Lookup(path).is_dir) return (void)fuse_reply_err(req, EISDIR);
+  fuse_reply_err(req, Errno(op.machine().Remove(path)));
+}
+
+void RmDir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  PowerFs& fs = *Fs(req);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  std::string dir = fs.DirPath(parent);
+  if (dir.empty()) return (void)fuse_reply_err(req, ENOENT);
+  const std::string path = Join(dir, name);
   auto info = op.machine().Lookup(path);
-  if (info.is_dir) return -EISDIR;
-  dbdb::Status s = op.machine().Remove(path);
-  return s.ok() ? 0 : -Errno(s);
+  if (info.exists && !info.is_dir) return (void)fuse_reply_err(req, ENOTDIR);
+  fuse_reply_err(req, Errno(op.machine().RemoveDir(path)));
 }
 
-int Rename(const char* from, const char* to, unsigned int flags) {
-  if (Path(from) == kControlPath || Path(to) == kControlPath) return -EPERM;
-  if (flags & RENAME_EXCHANGE) return -EINVAL;
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
+void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent, const char* new_name,
+            unsigned int flags) {
+  PowerFs& fs = *Fs(req);
+  auto is_control = [](fuse_ino_t p, const char* n) {
+    return p == FUSE_ROOT_ID && std::strcmp(n, faultfs::kPowerFsControlName) == 0;
+  };
+  if (is_control(parent, name) || is_control(new_parent, new_name)) return (void)fuse_reply_err(req, EPERM);
+  if (flags & RENAME_EXCHANGE) return (void)fuse_reply_err(req, EINVAL);
+  PowerFs::Op op(fs, req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
+  std::string from_dir = fs.DirPath(parent), to_dir = fs.DirPath(new_parent);
+  if (from_dir.empty() || to_dir.empty()) return (void)fuse_reply_err(req, ENOENT);
+  const std::string from = Join(from_dir, name), to = Join(to_dir, new_name);
   auto source = op.machine().Lookup(from);
   auto target = op.machine().Lookup(to);
-  if (!source.exists) return -ENOENT;
-  if (source.is_dir) return -EXDEV;  // directories are not in the crash model: not renamed
-  if (target.is_dir) return -EISDIR;
-  if (target.exists && (flags & RENAME_NOREPLACE)) return -EEXIST;
-  if (!op.machine().Lookup(dbdb::DirName(to)).is_dir) return -ENOENT;
-  dbdb::Status s = op.machine().Rename(from, to);
-  return s.ok() ? 0 : -Errno(s);
+  if (!source.exists) return (void)fuse_reply_err(req, ENOENT);
+  if (source.is_dir) return (void)fuse_reply_err(req, EXDEV);  // directories are not in the crash model
+  if (target.is_dir) return (void)fuse_reply_err(req, EISDIR);
+  if (target.exists && (flags & RENAME_NOREPLACE)) return (void)fuse_reply_err(req, EEXIST);
+  fuse_reply_err(req, Errno(op.machine().Rename(from, to)));
 }
 
-int MkDir(const char* path, mode_t) {
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  if (op.machine().Lookup(path).exists || Path(path) == kControlPath) return -EEXIST;
-  if (!op.machine().Lookup(dbdb::DirName(path)).is_dir) return -ENOENT;
-  dbdb::Status s = op.machine().CreateDir(path);
-  return s.ok() ? 0 : -Errno(s);
-}
-
-int RmDir(const char* path) {
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  auto info = op.machine().Lookup(path);
-  if (info.exists && !info.is_dir) return -ENOTDIR;
-  dbdb::Status s = op.machine().RemoveDir(path);
-  return s.ok() ? 0 : -Errno(s);
-}
-
-int OpenDir(const char* path, fuse_file_info* fi) {
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  auto info = op.machine().Lookup(Path(path));
-  if (!info.exists) return -ENOENT;
-  if (!info.is_dir) return -ENOTDIR;
-  fi->fh = Fs()->AddHandle(Handle{nullptr, "", Path(path)});
-  return 0;
-}
-
-int ReleaseDir(const char*, fuse_file_info* fi) {
-  Fs()->DropHandle(fi->fh);
-  return 0;
-}
-
-int ReadDir(const char*, void* buf, fuse_fill_dir_t fill, off_t, fuse_file_info* fi, fuse_readdir_flags) {
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  std::string dir = Fs()->DirPath(fi->fh);
-  if (dir.empty()) return -EBADF;
-  auto entries = op.machine().ListEntries(dir);
-  if (!entries.ok()) return -Errno(entries.status());
-  fill(buf, ".", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
-  fill(buf, "..", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
-  for (const auto& [name, dir] : *entries) {
-    if (fill(buf, name.c_str(), nullptr, 0, static_cast<fuse_fill_dir_flags>(0)) != 0) break;
-  }
-  return 0;
-}
-
-int Utimens(const char* path, const struct timespec*, fuse_file_info* fi) {
-  if (Path(path) == kControlPath || fi != nullptr) return 0;
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
-  return op.machine().Lookup(Path(path)).exists ? 0 : -ENOENT;
-}
-int Chmod(const char* path, mode_t, fuse_file_info* fi) { return Utimens(path, nullptr, fi); }
-int Chown(const char* path, uid_t, gid_t, fuse_file_info* fi) { return Utimens(path, nullptr, fi); }
-
-int StatFs(const char*, struct statvfs* st) {
-  std::memset(st, 0, sizeof(*st));
-  st->f_bsize = st->f_frsize = 4096;
-  st->f_blocks = st->f_bfree = st->f_bavail = uint64_t{1} << 28;  // 1 TiB: memory is the limit
-  st->f_files = st->f_ffree = st->f_favail = uint64_t{1} << 24;
-  st->f_namemax = 255;
-  return 0;
+void StatFs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs st {};
+  st.f_bsize = st.f_frsize = 4096;
+  st.f_blocks = st.f_bfree = st.f_bavail = uint64_t{1} << 28;  // 1 TiB: memory is the limit
+  st.f_files = st.f_ffree = st.f_favail = uint64_t{1} << 24;
+  st.f_namemax = 255;
+  fuse_reply_statfs(req, &st);
 }
 
 // posix_fallocate's mode 0 only: the file grows, as a truncate up would.
-int Fallocate(const char*, int mode, off_t offset, off_t length, fuse_file_info* fi) {
-  if (mode != 0) return -EOPNOTSUPP;
-  PowerFs::Op op(*Fs());
-  if (op.error()) return -op.error();
+void Fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+  if (mode != 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  PowerFs::Op op(*Fs(req), req);
+  if (op.error()) return (void)fuse_reply_err(req, op.error());
   auto file = op.File(fi);
-  if (file == nullptr) return -EBADF;
+  if (file == nullptr) return (void)fuse_reply_err(req, EBADF);
   auto size = file->Size();
-  if (!size.ok()) return -Errno(size.status());
+  if (!size.ok()) return (void)fuse_reply_err(req, Errno(size.status()));
   uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
-  if (end <= *size) return 0;
-  dbdb::Status s = file->Truncate(end);
-  return s.ok() ? 0 : -Errno(s);
+  fuse_reply_err(req, end <= *size ? 0 : Errno(file->Truncate(end)));
 }
 
-int Link(const char*, const char*) { return -EPERM; }
-int Symlink(const char*, const char*) { return -EPERM; }
-int MkNod(const char*, mode_t, dev_t) { return -EPERM; }
-
-fuse_operations Operations() {
-  fuse_operations ops{};
+fuse_lowlevel_ops Operations() {
+  fuse_lowlevel_ops ops{};
   ops.init = Init;
+  ops.lookup = Lookup;
+  ops.forget = Forget;
   ops.getattr = GetAttr;
+  ops.setattr = SetAttr;
   ops.open = Open;
   ops.create = Create;
   ops.read = Read;
   ops.write = Write;
-  ops.truncate = Truncate;
   ops.fsync = Fsync;
-  ops.fsyncdir = FsyncDir;
   ops.flush = Flush;
   ops.release = Release;
-  ops.unlink = Unlink;
-  ops.rename = Rename;
-  ops.mkdir = MkDir;
-  ops.rmdir = RmDir;
   ops.opendir = OpenDir;
-  ops.releasedir = ReleaseDir;
   ops.readdir = ReadDir;
-  ops.utimens = Utimens;
-  ops.chmod = Chmod;
-  ops.chown = Chown;
+  ops.releasedir = ReleaseDir;
+  ops.fsyncdir = FsyncDir;
+  ops.mkdir = MkDir;
+  ops.unlink = Unlink;
+  ops.rmdir = RmDir;
+  ops.rename = Rename;
   ops.statfs = StatFs;
   ops.fallocate = Fallocate;
-  ops.link = Link;
-  ops.symlink = Symlink;
-  ops.mknod = MkNod;
-  return ops;
+  return ops;  // link, symlink, mknod, xattrs: ENOSYS; locks: the kernel's own (flock, fcntl)
 }
 
 std::string AbsolutePath(const std::string& dir) {
@@ -701,34 +852,34 @@ int Mount(const std::string& dir, uint64_t seed, bool foreground, bool debug) {
   PowerFs fs(mount, seed);
   std::vector<std::string> args = {"dbdb-powerfs", "-o", "fsname=dbdb-powerfs,subtype=powerfs"};
   if (::getuid() == 0) args.insert(args.end(), {"-o", "allow_other"});
-  if (debug) args.push_back("-d");
+  if (debug) args.push_back("-odebug");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   fuse_args fargs = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-  fuse_operations ops = Operations();
-  fuse* f = fuse_new(&fargs, &ops, sizeof(ops), &fs);
-  if (f == nullptr) {
-    std::cerr << "dbdb-powerfs: fuse_new failed\n";
+  fuse_lowlevel_ops ops = Operations();
+  fuse_session* se = fuse_session_new(&fargs, &ops, sizeof(ops), &fs);
+  if (se == nullptr) {
+    std::cerr << "dbdb-powerfs: fuse_session_new failed\n";
     return 2;
   }
-  if (fuse_mount(f, mount.c_str()) != 0) {
+  if (fuse_session_mount(se, mount.c_str()) != 0) {
     std::cerr << "dbdb-powerfs: cannot mount on " << mount << "\n";
-    fuse_destroy(f);
+    fuse_session_destroy(se);
     return 2;
   }
   std::cout << "dbdb-powerfs: mounted on " << mount << std::endl;
-  if (fuse_daemonize(foreground ? 1 : 0) != 0 || fuse_set_signal_handlers(fuse_get_session(f)) != 0) {
-    fuse_unmount(f);
-    fuse_destroy(f);
+  if (fuse_daemonize(foreground ? 1 : 0) != 0 || fuse_set_signal_handlers(se) != 0) {
+    fuse_session_unmount(se);
+    fuse_session_destroy(se);
     return 2;
   }
   fuse_loop_config* config = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(config, 64);
-  int rc = fuse_loop_mt(f, config);
+  int rc = fuse_session_loop_mt(se, config);
   fuse_loop_cfg_destroy(config);
-  fuse_remove_signal_handlers(fuse_get_session(f));
-  fuse_unmount(f);
-  fuse_destroy(f);
+  fuse_remove_signal_handlers(se);
+  fuse_session_unmount(se);
+  fuse_session_destroy(se);
   return rc == 0 ? 0 : 1;
 }
 

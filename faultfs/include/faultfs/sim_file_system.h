@@ -173,6 +173,10 @@ class SimFileSystem final : public dbdb::FileSystem {
     uint64_t inode = 0;  // files only
   };
   PathInfo Lookup(const std::string& path) const;
+  // The file with this inode number, through any name it has (NotFound when it has none): its size
+  // (PathInfo), or a File open on it (an operation, like Open of an existing file: no trace entry).
+  PathInfo LookupInode(uint64_t inode) const;
+  dbdb::Result<std::unique_ptr<dbdb::File>> OpenInode(uint64_t inode, bool read_only);
   // The entries of `dir`, sorted: names and whether each is a directory.
   dbdb::Result<std::vector<std::pair<std::string, bool>>> ListEntries(const std::string& dir) const;
   // Removes an empty directory (ENOTEMPTY: Busy; no such directory: NotFound).
