@@ -36,7 +36,9 @@ echo "== baseline build ($build)"
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j "$(nproc)" >/dev/null
 
-layers=(unit proptest crash stress)
+# MUTANTS_LAYERS=a,b picks the layers (in this order); powercut is dbdb-stress on a dbdb-powerfs
+# mount with power cuts (FUSE: /dev/fuse and root).
+IFS=, read -ra layers <<<"${MUTANTS_LAYERS:-unit,proptest,crash,stress,powercut}"
 run_layer() {  # run_layer NAME LOG: exit status of the layer
   case "$1" in
     unit) ctest --test-dir "$build" -L unit -j "$(nproc)" --timeout 120 >"$2" 2>&1 ;;
@@ -46,6 +48,8 @@ run_layer() {  # run_layer NAME LOG: exit status of the layer
                --threads "$(nproc)"; } >"$2" 2>&1 ;;
     stress) timeout 300 "$build/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration 20 \
               --kill-interval-ms 200 --faults default --seed 7 --dir "$work/stress" >"$2" 2>&1 ;;
+    powercut) timeout 300 "$build/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration 20 \
+                --kill-interval-ms 400 --power-cut --cut-interval-ms 400 --seed 7 --dir "$work/powercut" >"$2" 2>&1 ;;
   esac
 }
 
@@ -84,7 +88,7 @@ for patch in "$repo"/ci/mutants/*.patch; do
   fi
   for f in $files; do cp -p "$work/pristine/$f" "$src/$f"; done  # back to the pristine tree
   touch -c $(for f in $files; do echo "$src/$f"; done)
-  case "$caught" in unit|proptest|crash|stress) ;; *) failures=$((failures + 1)) ;; esac
+  case "$caught" in unit|proptest|crash|stress|powercut) ;; *) failures=$((failures + 1)) ;; esac
   seconds_text=$seconds
   rows+=("$(printf '%-30s %-10s %8s  %s' "$name" "$caught" "$seconds_text" "$description")")
   echo "${rows[-1]}"
