@@ -93,6 +93,7 @@ class Runner {
   std::map<std::string, uint64_t> cut_plans_;
   std::string mount_;  // the dbdb-powerfs mount point, with --power-cut
   bool cutting_ = false;
+  bool cut_soon_ = false;  // a compaction just began or ended: the next cut comes now (sometimes)
   std::map<int, int64_t> counter_acknowledged_, counter_maybe_;
   std::vector<std::string> ledger_acknowledged_;  // in acknowledgement order
   faultfs::campaign::Progress progress_;
@@ -276,6 +277,9 @@ void Runner::HandleLine(Child& c, const std::string& line) {
   } else if (w[0] == "C" && w.size() >= 2) {
     c.compacting = w[1] == "begin";
     if (w[1] == "end") compactions_++;
+    // Compaction's rename and directory sync are the name operations a power cut tests best just
+    // after they happen (or while they happen): half the time, cut now.
+    if (o_.power_cut && rng_.OneIn(2)) cut_soon_ = true;
   } else if (w[0] == "X") {
     Violation(child_name + ": " + line.substr(2));
   } else {
@@ -553,8 +557,9 @@ void Runner::Loop() {
       }
       kill_at = next_kill();
     }
-    if (MonotonicNanos() >= cut_at) {
+    if (MonotonicNanos() >= cut_at || cut_soon_) {
       CutPower();
+      cut_soon_ = false;
       cut_at = next_cut();
     }
     if (now >= progress_at) {

@@ -187,6 +187,10 @@ class PowerFs {
       }
       while (fs_.frozen_) {
         pid_t tgid = Tgid(pid);
+        if (tgid <= 1) {  // the kernel's own request (a write-back of a mapping): refused, no one to kill
+          error_ = EIO;
+          return;
+        }
         if (tgid != fs_.controller_) {
           fs_.killed_.insert(tgid);
           ::kill(tgid, SIGKILL);
