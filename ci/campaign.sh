@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The main command: installs what is missing, builds a release build, and runs a default crash +
 # stress campaign on an embedded store in a temporary directory: about a minute of dbdb-crash
-# (every crash state of generated workloads, checked against the oracle) and about a minute of
+# (every crash state of generated workloads, checked against the oracle), about a minute of
 # dbdb-stress --workload mixed (writers and readers SIGKILLed at random, I/O faults injected with
-# fiu-run). Prints a short summary and where the reports are; exits non-zero on any violation.
+# fiu-run), and about a minute of the same on a dbdb-powerfs mount with the power cut under every
+# process several times a second (docs/POWERFS.md; needs FUSE: /dev/fuse and root). Prints a short summary and where the reports are; exits non-zero on any violation.
 #
-#   ci/campaign.sh [--crash-seconds N] [--crash-workloads M] [--stress-seconds N]
+#   ci/campaign.sh [--crash-seconds N] [--crash-workloads M] [--stress-seconds N] [--power-cut-seconds N]
 #                  [--seed S | --campaign-seed S] [--shard I/N] [--faults SPEC]
 #                  [--kill-interval-ms MS] [--dir DIR] [--html FILE]
 #   ci/campaign.sh merge [--html FILE] [--out FILE] [--partial] DIR_OR_CASES_FILE...
@@ -17,13 +18,14 @@
 #                        with --crash-seconds 0 the campaign is exactly M workloads, so its shards
 #                        merge to the figures of the unsharded run
 #   --stress-seconds 0   no stress run
+#   --power-cut-seconds 0  no power-cut run (a machine without FUSE)
 #   --html FILE          a self-contained HTML report of this run (its shard alone)
 #   merge                checks every shard 0..N-1 is there once, removes repeated violations,
 #                        sums the figures; exits 1 on a violation, 3 on a missing or repeated shard
 #   Exit status: 0 no violation, 1 violations, 2 the campaign could not run (usage, build, setup).
 #   Every run writes DIR/cases.jsonl (one line per case, each with its replay command).
 #   Environment: CAMPAIGN_CRASH_SECONDS, CAMPAIGN_CRASH_WORKLOADS, CAMPAIGN_STRESS_SECONDS,
-#   CAMPAIGN_SEED, CAMPAIGN_SHARD, CAMPAIGN_FAULTS, CAMPAIGN_KILL_INTERVAL_MS, CAMPAIGN_DIR;
+#   CAMPAIGN_POWER_CUT_SECONDS, CAMPAIGN_SEED, CAMPAIGN_SHARD, CAMPAIGN_FAULTS, CAMPAIGN_KILL_INTERVAL_MS, CAMPAIGN_DIR;
 #   BUILD_DIR (default build-release).
 #   A longer campaign: ci/campaign.sh --crash-seconds 600 --stress-seconds 600
 set -euo pipefail
@@ -68,6 +70,7 @@ fi
 crash_seconds=${CAMPAIGN_CRASH_SECONDS:-60}
 crash_workloads=${CAMPAIGN_CRASH_WORKLOADS:-1000000}
 stress_seconds=${CAMPAIGN_STRESS_SECONDS:-60}
+power_cut_seconds=${CAMPAIGN_POWER_CUT_SECONDS:-60}
 seed=${CAMPAIGN_SEED:-}
 shard=${CAMPAIGN_SHARD:-}
 faults=${CAMPAIGN_FAULTS:-default}
@@ -79,6 +82,7 @@ while [ $# -gt 0 ]; do
     --crash-seconds) need_value "$1" $#; crash_seconds=$2; shift 2 ;;
     --crash-workloads) need_value "$1" $#; crash_workloads=$2; shift 2 ;;
     --stress-seconds) need_value "$1" $#; stress_seconds=$2; shift 2 ;;
+    --power-cut-seconds) need_value "$1" $#; power_cut_seconds=$2; shift 2 ;;
     --seed|--campaign-seed) need_value "$1" $#; seed=$2; shift 2 ;;
     --shard) need_value "$1" $#; shard=$2; shift 2 ;;
     --faults) need_value "$1" $#; faults=$2; shift 2 ;;
@@ -112,6 +116,7 @@ esac
 # This shard's manifest: the tools it runs, so that merge misses a tool that never finished anywhere.
 tools='"dbdb-crash"'
 if [ "$stress_seconds" != "0" ]; then tools="$tools,\"dbdb-stress\""; fi
+if [ "$power_cut_seconds" != "0" ]; then tools="$tools,\"dbdb-stress-power-cut\""; fi
 jq -c --argjson tools "[$tools]" 'select(.kind == "shard") |
   {kind: "manifest", campaign_seed, shard_index, shard_count, tools: $tools}' "$work/crash.jsonl" > "$work/manifest.jsonl"
 cases=("$work/manifest.jsonl" "$work/crash.jsonl")
@@ -129,6 +134,22 @@ if [ "$stress_seconds" != "0" ]; then
   esac
   cases+=("$work/stress.jsonl")
 fi
+if [ "$power_cut_seconds" != "0" ]; then
+  echo "== power cuts: ${power_cut_seconds} s on a dbdb-powerfs mount, a cut every ~300 ms, kills every ~${kill_interval_ms} ms"
+  rc=0
+  "$build_dir/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration "$power_cut_seconds" \
+    --kill-interval-ms "$kill_interval_ms" --power-cut --cut-interval-ms 300 --campaign-seed "$seed" "${shard_args[@]}" \
+    --dir "$work/power-cut" --report "$work/power-cut.json" --cases-out "$work/power-cut.jsonl" \
+    > "$work/power-cut.log" 2> "$work/power-cut.progress" || rc=$?
+  case $rc in
+    0) ;;
+    1) status=1 ;;
+    *) cat "$work/power-cut.log" "$work/power-cut.progress" >&2
+       echo "campaign: dbdb-stress --power-cut could not run (exit $rc; FUSE missing? --power-cut-seconds 0 skips it)" >&2
+       exit 2 ;;
+  esac
+  cases+=("$work/power-cut.jsonl")
+fi
 cat "${cases[@]}" > "$work/cases.jsonl"
 
 echo
@@ -139,6 +160,10 @@ if [ "$stress_seconds" != "0" ]; then
   grep -E "^(history|commits|kills|faults|compaction|violations|replay):" "$work/stress.log" | sed 's/^/stress  /' || true
   grep -E "^  " "$work/stress.log" | sed 's/^/stress  /' || true
 fi
+if [ "$power_cut_seconds" != "0" ]; then
+  grep -E "^(history|commits|kills|power cuts|compaction|violations|replay):" "$work/power-cut.log" | sed 's/^/power   /' || true
+  grep -E "^  " "$work/power-cut.log" | sed 's/^/power   /' || true
+fi
 if [ -n "$html" ]; then
   "$build_dir/bin/dbdb-campaign" merge --partial --bench-svg docs/bench-1m.svg --title "dbdb campaign, seed $seed${shard:+, shard $shard}" \
     --html "$html" "$work/cases.jsonl" > /dev/null || true
@@ -147,6 +172,7 @@ fi
 echo "cases: $work/cases.jsonl (one line per case; merge shards with: ci/campaign.sh merge DIR...)"
 reports="$work/crash.json"
 if [ "$stress_seconds" != "0" ]; then reports="$reports $work/stress.json"; fi
+if [ "$power_cut_seconds" != "0" ]; then reports="$reports $work/power-cut.json"; fi
 echo "reports: $reports (logs beside them)"
 if [ $status -ne 0 ]; then
   echo "campaign: VIOLATIONS FOUND (replay commands above)"

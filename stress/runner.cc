@@ -651,7 +651,9 @@ std::unique_ptr<faultfs::campaign::CaseLog> Runner::OpenCaseLog() const {
                            {"duration_seconds", o_.duration_seconds}, {"kill_interval_ms", o_.kill_interval_ms},
                            {"faults", o_.faults_text}};
   if (o_.power_cut) config.update({{"power_cut", true}, {"cut_interval_ms", o_.cut_interval_ms}, {"cut_plan", o_.cut_plan}});
-  return std::make_unique<faultfs::campaign::CaseLog>(o_.cases_path, "dbdb-stress", o_.campaign_seed, o_.shard, config);
+  // A power-cut run is a tool of its own in a campaign: a shard runs both, and merge counts each.
+  return std::make_unique<faultfs::campaign::CaseLog>(o_.cases_path, o_.power_cut ? "dbdb-stress-power-cut" : "dbdb-stress",
+                                                      o_.campaign_seed, o_.shard, config);
 }
 
 void Runner::LogCase(faultfs::campaign::CaseLog* log, double seconds) {
