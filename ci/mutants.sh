@@ -39,18 +39,30 @@ cmake --build "$build" -j "$(nproc)" >/dev/null
 # MUTANTS_LAYERS=a,b picks the layers (in this order); powercut is dbdb-stress on a dbdb-powerfs
 # mount with power cuts (FUSE: /dev/fuse and root).
 IFS=, read -ra layers <<<"${MUTANTS_LAYERS:-unit,proptest,crash,stress,powercut}"
-run_layer() {  # run_layer NAME LOG: exit status of the layer
+# Without FUSE the property tests of dbdb-powerfs and the powercut layer fail on every mutant, and
+# a failure would count as a catch: refuse to run instead.
+if [[ " ${layers[*]} " == *" proptest "* || " ${layers[*]} " == *" powercut "* ]] && [ ! -w /dev/fuse ]; then
+  echo "mutants: the proptest and powercut layers need FUSE (/dev/fuse, as root); MUTANTS_LAYERS picks others" >&2
+  exit 2
+fi
+run_layer() {  # run_layer NAME LOG: exit status of the layer (the stress layers: 1 a violation, 99 could not run)
   case "$1" in
     unit) ctest --test-dir "$build" -L unit -j "$(nproc)" --timeout 120 >"$2" 2>&1 ;;
     proptest) RC_PARAMS="max_success=300" ctest --test-dir "$build" -L proptest --timeout 300 >"$2" 2>&1 ;;
     crash) { timeout 300 "$build/bin/dbdb-crash" --seed 1 --workloads 30 --ops 100 --threads "$(nproc)" &&
              timeout 300 "$build/bin/dbdb-crash" --processes 3 --seed 1 --workloads 300 --ops 10 --states-max 16 \
                --threads "$(nproc)"; } >"$2" 2>&1 ;;
-    stress) timeout 300 "$build/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration 20 \
-              --kill-interval-ms 200 --faults default --seed 7 --dir "$work/stress" >"$2" 2>&1 ;;
-    powercut) timeout 300 "$build/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration 20 \
-                --kill-interval-ms 400 --power-cut --cut-interval-ms 400 --seed 7 --dir "$work/powercut" >"$2" 2>&1 ;;
+    stress) stress_layer "$2" --kill-interval-ms 200 --faults default --dir "$work/stress" ;;
+    powercut) stress_layer "$2" --kill-interval-ms 400 --power-cut --cut-interval-ms 400 --dir "$work/powercut" ;;
   esac
+}
+
+# dbdb-stress exits 1 on a violation and 2 when it cannot run (a setup failure is not a catch).
+stress_layer() {
+  local log=$1 rc=0
+  shift
+  timeout 300 "$build/bin/dbdb-stress" --workload mixed --writers 4 --readers 2 --duration 20 --seed 7 "$@" >"$log" 2>&1 || rc=$?
+  case $rc in 0|1) return $rc ;; *) return 99 ;; esac
 }
 
 rows=()
@@ -78,7 +90,12 @@ for patch in "$repo"/ci/mutants/*.patch; do
   else
     start=$(date +%s%N)
     for layer in "${layers[@]}"; do
-      if ! run_layer "$layer" "$work/$name.$layer.log"; then
+      rc=0
+      run_layer "$layer" "$work/$name.$layer.log" || rc=$?
+      if [ $rc -eq 99 ]; then
+        caught="$layer COULD NOT RUN"
+        break
+      elif [ $rc -ne 0 ]; then
         caught=$layer
         break
       fi

@@ -84,6 +84,14 @@ struct SimFileSystem::State {
   uint64_t seed;
   uint64_t next_inode = 1;
   std::map<std::string, std::shared_ptr<Inode>> names;
+  // Every inode still alive (named, or open somewhere), by number: for LookupInode and OpenInode.
+  std::map<uint64_t, std::weak_ptr<Inode>> inodes;
+  std::shared_ptr<Inode> NewInode(std::string data) {
+    auto inode = std::make_shared<Inode>(Inode{next_inode++, std::move(data)});
+    if (inodes.size() >= 64 && inodes.size() % 64 == 0) std::erase_if(inodes, [](const auto& i) { return i.second.expired(); });
+    inodes[inode->id] = inode;
+    return inode;
+  }
   std::set<std::string> dirs{".", "/"};
   std::vector<TraceOp> trace;
   PersistenceTracker tracker;
@@ -351,7 +359,7 @@ std::shared_ptr<SimFileSystem> SimFileSystem::FromImage(const CrashImage& image,
   auto fs = std::make_shared<SimFileSystem>(seed);
   fs->state_->dirs.insert(dirs.begin(), dirs.end());
   for (const auto& [path, bytes] : image.files) {
-    auto inode = std::make_shared<Inode>(Inode{fs->state_->next_inode++, bytes});
+    auto inode = fs->state_->NewInode(bytes);
     fs->state_->names[path] = inode;
     fs->state_->dirs.insert(dbdb::DirName(path));
     // The rebooted disk holds these bytes durably: the trace starts with them created and synced.
@@ -484,7 +492,7 @@ Result<std::unique_ptr<dbdb::File>> SimFileSystem::Open(const std::string& path,
     if (state_->dirs.count(dbdb::DirName(path)) == 0) {
       return Status::NotFound("open " + path + ": no such directory");
     }
-    auto inode = std::make_shared<Inode>(Inode{state_->next_inode++, ""});
+    auto inode = state_->NewInode("");
     it = state_->names.emplace(path, inode).first;
     state_->Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""}, process_);
   }
@@ -577,7 +585,7 @@ Result<std::unique_ptr<dbdb::FileLock>> SimFileSystem::Lock(const std::string& p
   if (it == s.names.end()) {
     if (!options.create) return Status::NotFound("lock " + path + ": no such file");
     if (s.dirs.count(dbdb::DirName(path)) == 0) return Status::NotFound("lock " + path + ": no such directory");
-    auto inode = std::make_shared<Inode>(Inode{s.next_inode++, ""});
+    auto inode = s.NewInode("");
     it = s.names.emplace(path, inode).first;
     s.Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""}, process_);
   }
@@ -616,12 +624,12 @@ SimFileSystem::PathInfo SimFileSystem::Lookup(const std::string& path) const {
 SimFileSystem::PathInfo SimFileSystem::LookupInode(uint64_t inode) const {
   std::lock_guard<std::mutex> guard(state_->mutex);
   PathInfo info;
-  for (const auto& [path, node] : state_->names) {
-    if (node->id != inode) continue;
+  auto it = state_->inodes.find(inode);
+  if (auto node = it == state_->inodes.end() ? nullptr : it->second.lock()) {
     info.exists = true;
     info.size = node->data.size();
     info.inode = inode;
-    break;
+    info.links = node->links;
   }
   return info;
 }
@@ -633,10 +641,11 @@ Result<std::unique_ptr<dbdb::File>> SimFileSystem::OpenInode(uint64_t inode, boo
   if (state_->Fires(process_, "faultfs/open", &error_number)) {
     return InjectedError("open inode " + std::to_string(inode), error_number);
   }
-  for (const auto& [path, node] : state_->names) {
-    if (node->id == inode) return std::unique_ptr<dbdb::File>(new SimFile(state_, node, read_only, process_));
+  auto it = state_->inodes.find(inode);
+  if (auto node = it == state_->inodes.end() ? nullptr : it->second.lock()) {
+    return std::unique_ptr<dbdb::File>(new SimFile(state_, node, read_only, process_));
   }
-  return Status::NotFound("open inode " + std::to_string(inode) + ": it has no name");
+  return Status::NotFound("open inode " + std::to_string(inode) + ": no such inode");
 }
 
 Result<std::vector<std::pair<std::string, bool>>> SimFileSystem::ListEntries(const std::string& dir) const {

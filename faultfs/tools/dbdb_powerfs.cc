@@ -159,8 +159,9 @@ struct DirEntry {
 struct Handle {
   std::shared_ptr<dbdb::File> file;  // an open file
   fuse_ino_t ino = 0;
-  bool control = false;              // the control file: `reply` is its content
+  bool control = false;              // the control file: `reply` is its content, read from `read_at`
   std::string reply;
+  size_t read_at = 0;
   bool dir = false;                  // an open directory: `entries` as of opendir, `path`
   std::string path;
   std::vector<DirEntry> entries;
@@ -179,21 +180,14 @@ class PowerFs {
   class Op {
    public:
     Op(PowerFs& fs, fuse_req_t req) : fs_(fs) {
-      pid_t pid = fuse_req_ctx(req)->pid;
+      const pid_t tgid = Tgid(fuse_req_ctx(req)->pid);
       std::unique_lock<std::mutex> guard(fs_.mutex_);
-      if (!fs_.killed_.empty() && fs_.killed_.count(Tgid(pid)) != 0) {
-        error_ = EIO;
-        return;
-      }
       while (fs_.frozen_) {
-        pid_t tgid = Tgid(pid);
-        if (tgid <= 1) {  // the kernel's own request (a write-back of a mapping): refused, no one to kill
-          error_ = EIO;
-          return;
-        }
-        if (tgid != fs_.controller_) {
-          fs_.killed_.insert(tgid);
-          ::kill(tgid, SIGKILL);
+        // A victim of the cut (it had the mount open): its call fails and it dies. A request the
+        // kernel makes itself (pid 0: the write-back of a mapping) fails: it belongs to the machine
+        // that is going away, and a dying process's close may be waiting for it. Anyone else waits
+        // for the cut to end, then runs on the new machine (it touched the mount "after the reboot").
+        if (tgid <= 1 || fs_.killed_.count(tgid) != 0) {
           error_ = EIO;
           return;
         }
@@ -222,13 +216,21 @@ class PowerFs {
       auto it = fs_.handles_.find(fi->fh);
       return it == fs_.handles_.end() ? nullptr : it->second.file;
     }
-    // Any open file on this inode (one without a name is reached only so).
-    std::shared_ptr<dbdb::File> AnyFile(fuse_ino_t ino) {
-      std::lock_guard<std::mutex> guard(fs_.mutex_);
-      for (const auto& [fh, handle] : fs_.handles_) {
-        if (handle.ino == ino && handle.file) return handle.file;
+    // Keeps the inode of a file number the kernel was just given (lookup, create) alive until the
+    // kernel forgets it: an open after its name was renamed over or removed still opens it, as on
+    // a disk (PERSISTENCE.md item 12).
+    void Pin(fuse_ino_t ino) {
+      uint64_t inode = Inode(ino);
+      if (inode == 0) return;
+      std::unique_lock<std::mutex> guard(fs_.mutex_);
+      if (auto it = fs_.pins_.find(ino); it != fs_.pins_.end()) {
+        it->second.lookups++;
+        return;
       }
-      return nullptr;
+      guard.unlock();
+      auto file = machine_->OpenInode(inode, true);
+      guard.lock();
+      if (file.ok()) fs_.pins_[ino] = Pinned{std::shared_ptr<dbdb::File>(std::move(*file)), 1};
     }
 
    private:
@@ -249,6 +251,25 @@ class PowerFs {
     auto [it, added] = dir_inos_.emplace(path, next_dir_ino_);
     if (added) dir_paths_[next_dir_ino_++] = path;
     return it->second;
+  }
+
+  void Forget(fuse_ino_t ino, uint64_t lookups) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    auto it = pins_.find(ino);
+    if (it == pins_.end()) return;
+    if (it->second.lookups <= lookups) {
+      pins_.erase(it);
+    } else {
+      it->second.lookups -= lookups;
+    }
+  }
+  // After rmdir: a directory made later at the same path is a new inode to the kernel.
+  void DropDir(const std::string& path) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    auto it = dir_inos_.find(path);
+    if (it == dir_inos_.end()) return;
+    dir_paths_.erase(it->second);
+    dir_inos_.erase(it);
   }
 
   uint64_t AddHandle(Handle handle) {
@@ -273,10 +294,16 @@ class PowerFs {
     if (it == handles_.end() || !it->second.dir) return std::nullopt;
     return it->second;
   }
-  std::string Reply(uint64_t fh) {
+  // The next `size` bytes of the control file's reply: a cursor that each command sets back to
+  // the start, so `echo cmd >&3; cat <&3` reads the whole reply whatever the descriptor's offset.
+  std::string ReadReply(uint64_t fh, size_t size) {
     std::lock_guard<std::mutex> guard(mutex_);
     auto it = handles_.find(fh);
-    return it == handles_.end() ? std::string() : it->second.reply;
+    if (it == handles_.end()) return "";
+    Handle& h = it->second;
+    std::string out = h.reply.substr(std::min(h.read_at, h.reply.size()), size);
+    h.read_at += out.size();
+    return out;
   }
 
   // Runs one control command for the calling process; the reply goes to the handle.
@@ -320,7 +347,10 @@ class PowerFs {
     }
     if (!reply.empty() && reply.back() != '\n') reply += "\n";
     std::lock_guard<std::mutex> guard(mutex_);
-    if (auto it = handles_.find(fh); it != handles_.end()) it->second.reply = reply;
+    if (auto it = handles_.find(fh); it != handles_.end()) {
+      it->second.reply = reply;
+      it->second.read_at = 0;
+    }
     return error;
   }
 
@@ -364,13 +394,20 @@ class PowerFs {
     frozen_ = true;
     controller_ = controller;
     changed_.wait(guard, [&] { return active_ == 0; });
-    // 2. Kill every process with the mount open (and any that calls in meanwhile: Op).
-    guard.unlock();
-    std::set<pid_t> victims = ProcessesOnMount(mount_, {::getpid(), controller});
-    guard.lock();
-    for (pid_t pid : victims) {
-      killed_.insert(pid);
-      ::kill(pid, SIGKILL);
+    // 2. Kill every process with the mount open, scanning again until a scan finds no one new (a
+    // victim may have forked before it died; the child holds the same descriptors). A victim
+    // blocked in Op is woken to fail, so that it can die.
+    for (bool found = true; found;) {
+      guard.unlock();
+      std::set<pid_t> victims = ProcessesOnMount(mount_, {::getpid(), controller});
+      guard.lock();
+      found = false;
+      for (pid_t pid : victims) {
+        if (!killed_.insert(pid).second) continue;
+        found = true;
+        ::kill(pid, SIGKILL);
+      }
+      changed_.notify_all();
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     std::vector<pid_t> alive;
@@ -407,14 +444,16 @@ class PowerFs {
     }
     if (error == 0) {
       generation_++;  // every file number and handle of the old machine now names nothing
+      pins_.clear();
       for (auto it = handles_.begin(); it != handles_.end();) it = it->second.control ? std::next(it) : handles_.erase(it);
       if (reset) {  // a new disk: only the root directory
         std::erase_if(dir_inos_, [](const auto& d) { return d.first != "/"; });
         std::erase_if(dir_paths_, [](const auto& d) { return d.first != FUSE_ROOT_ID; });
       }
     }
-    // Processes that are gone cannot call in again; one still dying stays refused.
-    for (auto it = killed_.begin(); it != killed_.end();) it = Dead(*it) ? killed_.erase(it) : std::next(it);
+    // A killed process runs no more code: one still dying can only finish a call it is in, with a
+    // handle or a file number of the old machine, which now names nothing.
+    killed_.clear();
     *reply = outcome + "; killed " + std::to_string(killed_now) + " processes" +
              (alive.empty() ? "" : " (" + std::to_string(alive.size()) + " not yet gone after 30 s)");
     // 4. Resume.
@@ -439,6 +478,11 @@ class PowerFs {
   uint64_t cuts_ = 0;
   std::map<uint64_t, Handle> handles_;
   uint64_t next_handle_ = 1;
+  struct Pinned {
+    std::shared_ptr<dbdb::File> file;
+    uint64_t lookups;
+  };
+  std::map<fuse_ino_t, Pinned> pins_;  // file numbers the kernel holds (lookup count)
   std::map<fuse_ino_t, std::string> dir_paths_;
   std::map<std::string, fuse_ino_t> dir_inos_;
   fuse_ino_t next_dir_ino_ = 3;
@@ -472,17 +516,9 @@ int AttrOf(PowerFs& fs, PowerFs::Op& op, fuse_ino_t ino, struct stat* st) {
   }
   if (uint64_t inode = op.Inode(ino)) {
     auto info = op.machine().LookupInode(inode);
-    if (info.exists) {
-      *st = Attr(ino, false, info.size, 1, 0644);
-      return 0;
-    }
-    if (auto file = op.AnyFile(ino)) {  // open, with no name left
-      auto size = file->Size();
-      if (!size.ok()) return Errno(size.status());
-      *st = Attr(ino, false, *size, 0, 0644);
-      return 0;
-    }
-    return ENOENT;
+    if (!info.exists) return ENOENT;
+    *st = Attr(ino, false, info.size, static_cast<nlink_t>(info.links), 0644);
+    return 0;
   }
   if (ino & kFileTag) return ESTALE;  // a file of the machine before a cut
   std::string path = fs.DirPath(ino);
@@ -522,10 +558,14 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (dir.empty()) return (void)fuse_reply_err(req, ENOENT);
   fuse_entry_param e;
   if (int error = EntryOf(fs, op, Join(dir, name), &e)) return (void)fuse_reply_err(req, error);
+  op.Pin(e.ino);
   fuse_reply_entry(req, &e);
 }
 
-void Forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+void Forget(fuse_req_t req, fuse_ino_t ino, uint64_t lookups) {
+  Fs(req)->Forget(ino, lookups);
+  fuse_reply_none(req);
+}
 
 void GetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   PowerFs::Op op(*Fs(req), req);
@@ -612,15 +652,15 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t, fuse_fi
   handle.file = std::move(*file);
   handle.ino = e.ino;
   fi->fh = fs.AddHandle(std::move(handle));
+  op.Pin(e.ino);
   fuse_reply_create(req, &e, fi);
 }
 
 void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
   PowerFs& fs = *Fs(req);
   if (fs.IsControl(fi->fh)) {
-    std::string reply = fs.Reply(fi->fh);
-    size_t at = std::min(reply.size(), static_cast<size_t>(offset));
-    fuse_reply_buf(req, reply.data() + at, std::min(size, reply.size() - at));
+    std::string reply = fs.ReadReply(fi->fh, size);
+    fuse_reply_buf(req, reply.data(), reply.size());
     return;
   }
   PowerFs::Op op(fs, req);
@@ -760,7 +800,9 @@ void RmDir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   const std::string path = Join(dir, name);
   auto info = op.machine().Lookup(path);
   if (info.exists && !info.is_dir) return (void)fuse_reply_err(req, ENOTDIR);
-  fuse_reply_err(req, Errno(op.machine().RemoveDir(path)));
+  dbdb::Status removed = op.machine().RemoveDir(path);
+  if (removed.ok()) fs.DropDir(path);
+  fuse_reply_err(req, Errno(removed));
 }
 
 void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent, const char* new_name,

@@ -171,10 +171,12 @@ class SimFileSystem final : public dbdb::FileSystem {
     bool is_dir = false;
     uint64_t size = 0;
     uint64_t inode = 0;  // files only
+    int links = 1;       // LookupInode: 0 once the file has no name (it is open somewhere)
   };
   PathInfo Lookup(const std::string& path) const;
-  // The file with this inode number, through any name it has (NotFound when it has none): its size
-  // (PathInfo), or a File open on it (an operation, like Open of an existing file: no trace entry).
+  // The file with this inode number while it is alive (it has a name, or a File is open on it):
+  // its size and links, or a File open on it (an operation, like Open of an existing file: no
+  // trace entry). A front end keeps a File open on every inode the kernel may still name.
   PathInfo LookupInode(uint64_t inode) const;
   dbdb::Result<std::unique_ptr<dbdb::File>> OpenInode(uint64_t inode, bool read_only);
   // The entries of `dir`, sorted: names and whether each is a directory.
