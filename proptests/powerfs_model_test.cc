@@ -413,7 +413,7 @@ std::vector<std::pair<uint64_t, uint64_t>> WritePieces(const std::vector<std::st
   uint64_t at = offset;
   for (const auto& line : lines) {
     unsigned long long begin, end;
-    if (std::sscanf(line.c_str(), "write inode %*llu [%llu, %llu)", &begin, &end) != 2 || begin != at ||
+    if (std::sscanf(line.c_str(), "write inode %*[0-9] [%llu, %llu)", &begin, &end) != 2 || begin != at ||
         end <= begin || (begin != offset && begin % 4096 != 0)) {
       *error = "a write of [" + std::to_string(offset) + ", " + std::to_string(offset + size) +
                ") became: " + Joined(lines);
