@@ -230,6 +230,12 @@ class Reference {
   }
   // Rule 1: every earlier write of the file becomes durable.
   void Sync(const std::string& p) { SyncId(IdOf(p)); }
+  // Rule 9 (fsyncgate): a failed sync may have dropped the file's volatile writes for good; they
+  // stay readable until the crash, and no later sync makes them durable.
+  void LoseSync(const std::string& p) {
+    const uint64_t id = IdOf(p);
+    std::erase_if(writes_, [&](const WriteOp& w) { return w.id == id; });
+  }
   void SyncId(uint64_t id) {
     std::vector<WriteOp> rest;
     for (auto& w : writes_) {
@@ -365,7 +371,7 @@ class Reference {
 // ---- Operations through real system calls -------------------------------------------------------
 
 struct Op {
-  enum Kind { kCreate, kWrite, kTruncate, kFsync, kFdatasync, kRename, kUnlink, kSyncDir, kAppend, kOpenTrunc, kWriteUnlinked } kind;
+  enum Kind { kCreate, kWrite, kTruncate, kFsync, kFdatasync, kRename, kUnlink, kSyncDir, kAppend, kOpenTrunc, kWriteUnlinked, kLostSync } kind;
   std::string path, path2;
   uint64_t offset = 0;  // write offset, truncate size
   std::string data;
@@ -373,7 +379,8 @@ struct Op {
 
 void showValue(const Op& op, std::ostream& os) {
   const char* names[] = {"create", "write", "truncate", "fsync", "fdatasync", "rename", "unlink", "syncdir",
-                         "append", "open(O_TRUNC)", "unlink, then write, fstat and fsync the open file"};
+                         "append", "open(O_TRUNC)", "unlink, then write, fstat and fsync the open file",
+                         "fsync failing with its writes lost (faultfs/sync/lose armed)"};
   os << names[op.kind] << " " << op.path;
   if (op.kind == Op::kRename) os << " -> " << op.path2;
   if (op.kind == Op::kWrite || op.kind == Op::kWriteUnlinked) os << " [" << op.offset << ", " << op.offset + op.data.size() << ")";
@@ -581,6 +588,16 @@ std::string RunOp(const Op& op, Reference* ref) {
         ref->Truncate(op.path, op.offset);
       }
       break;
+    case Op::kLostSync:
+      Command("fault faultfs/sync/lose");
+      if (::fsync(fd) == 0 || errno != EIO) {
+        error = "fsync with faultfs/sync/lose armed did not fail with EIO";
+      } else if (auto lines = NewMutations(); !Became(lines, "sync inode ") || lines[0].find("FAILED") == std::string::npos) {
+        error = "a failed fsync became: " + Joined(lines);
+      } else {
+        ref->LoseSync(op.path);
+      }
+      break;
     case Op::kFsync:
     case Op::kFdatasync:
       if ((op.kind == Op::kFsync ? ::fsync(fd) : ::fdatasync(fd)) != 0) {
@@ -701,7 +718,8 @@ rc::Gen<Op> GenOp() {
       op.kind = Op::kAppend;
       op.data = std::string(static_cast<size_t>(draw(1, 1400)), static_cast<char>('a' + draw(0, 26)));
     } else if (roll < 18) {
-      op.kind = draw(0, 2) == 0 ? Op::kOpenTrunc : Op::kWriteUnlinked;
+      int which = draw(0, 3);
+      op.kind = which == 0 ? Op::kOpenTrunc : which == 1 ? Op::kWriteUnlinked : Op::kLostSync;
       op.offset = static_cast<uint64_t>(draw(0, 3000));
       op.data = std::string(static_cast<size_t>(draw(1, 1400)), static_cast<char>('a' + draw(0, 26)));
     } else {
@@ -856,6 +874,39 @@ TEST(PowerFs, MappingsSeeLaterWritesAndOldHandlesAreRefusedAfterACut) {
   EXPECT_LT(::pwrite(fd, "late", 4, 0), 0);
   EXPECT_EQ(errno, EBADF);
   ::close(fd);
+}
+
+// Rule 9 on a real mount: an fsync that fails has lost its writes for good (they stay readable),
+// and a later fsync that succeeds does not bring them back; an armed ENOSPC reaches write(2).
+TEST(PowerFs, AFailedFsyncLosesItsWritesForGoodAndErrorsReachTheCaller) {
+  REQUIRE_MOUNT();
+  ResetMount();
+  int fd = ::open(OnMount("/f").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "old!", 4, 0), 4);
+  ASSERT_EQ(::fsync(fd), 0);
+  int dir = ::open(Mount::Get().dir().c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_EQ(::fsync(dir), 0);
+  ::close(dir);
+  ASSERT_EQ(::pwrite(fd, "new!", 4, 0), 4);
+  Command("fault faultfs/sync/lose");
+  errno = 0;
+  EXPECT_EQ(::fsync(fd), -1);
+  EXPECT_EQ(errno, EIO);
+  EXPECT_EQ(::fsync(fd), 0);  // nothing left to sync: it succeeds, and the data is not durable
+  char buffer[4];
+  ASSERT_EQ(::pread(fd, buffer, 4, 0), 4);
+  EXPECT_EQ(std::string(buffer, 4), "new!");  // still readable until the crash
+  Command("fault faultfs/write 0 ENOSPC");
+  errno = 0;
+  EXPECT_EQ(::pwrite(fd, "full", 4, 8), -1);
+  EXPECT_EQ(errno, ENOSPC);
+  ::close(fd);
+  Command("cut drop 1");
+  EXPECT_EQ(ReadMount(), (std::map<std::string, std::string>{{"/f", "old!"}}));
+  for (const std::string bad : {"fault", "fault faultfs/nowhere", "fault faultfs/sync x", "fault faultfs/sync 0 EWHAT"}) {
+    EXPECT_FALSE(faultfs::PowerFsCommand(Mount::Get().dir(), bad).ok()) << bad;
+  }
 }
 
 TEST(PowerFs, BadCommandsAreRefusedWithAReason) {

@@ -335,6 +335,8 @@ class PowerFs {
       reply = "cuts " + std::to_string(cuts_) + " killed " + std::to_string(killed_total_) + " trace_ops " +
               std::to_string(machine_->TraceSize()) + " volatile_writes " + std::to_string(writes) +
               " volatile_name_ops " + std::to_string(names);
+    } else if (words[0] == "fault" && words.size() >= 2 && words.size() <= 4) {
+      error = ArmFault(words, &reply);
     } else if (words[0] == "trace" && words.size() == 1) {
       std::shared_ptr<SimFileSystem> machine;
       {
@@ -343,7 +345,8 @@ class PowerFs {
       }
       for (const auto& op : machine->Trace()) reply += op.ToString() + "\n";
     } else {
-      error = EINVAL, reply = "unknown command '" + text + "' (cut PLAN SEED [STATE], count PLAN, reset, stats, trace)";
+      error = EINVAL, reply = "unknown command '" + text +
+                              "' (cut PLAN SEED [STATE], count PLAN, fault POINT [SKIP [ERRNO]], reset, stats, trace)";
     }
     if (!reply.empty() && reply.back() != '\n') reply += "\n";
     std::lock_guard<std::mutex> guard(mutex_);
@@ -355,6 +358,43 @@ class PowerFs {
   }
 
  private:
+  // fault POINT [SKIP [ERRNO]]: the SKIP-th next call (0: the next) that reaches POINT fails, once,
+  // with ERRNO (EIO, ENOSPC, or a number; default EIO): the simulator's fault points
+  // (sim_file_system.h), armed on the machine the mount serves until the next cut.
+  int ArmFault(const std::vector<std::string>& words, std::string* reply) {
+    static const std::set<std::string> kPoints = {
+        "faultfs/open",          "faultfs/read",       "faultfs/read/corrupt", "faultfs/write",
+        "faultfs/write/short",   "faultfs/write/misdirect", "faultfs/truncate", "faultfs/sync",
+        "faultfs/sync/lose",     "faultfs/rename",     "faultfs/remove",       "faultfs/syncdir"};
+    faultfs::ArmedFault fault;
+    fault.point = words[1];
+    if (kPoints.count(fault.point) == 0) {
+      *reply = "unknown fault point " + fault.point + " (faultfs/open, read, read/corrupt, write, write/short, "
+               "write/misdirect, truncate, sync, sync/lose, rename, remove, syncdir)";
+      return EINVAL;
+    }
+    char* end = nullptr;
+    if (words.size() >= 3) {
+      fault.skip = static_cast<uint32_t>(std::strtoul(words[2].c_str(), &end, 10));
+      if (*end != '\0' || words[2].empty()) {
+        *reply = "skip must be a number: " + words[2];
+        return EINVAL;
+      }
+    }
+    if (words.size() == 4) {
+      const std::string& e = words[3];
+      fault.error_number = e == "EIO" ? EIO : e == "ENOSPC" ? ENOSPC : static_cast<int>(std::strtol(e.c_str(), &end, 10));
+      if (fault.error_number <= 0 || (e != "EIO" && e != "ENOSPC" && *end != '\0')) {
+        *reply = "errno must be EIO, ENOSPC or a positive number: " + e;
+        return EINVAL;
+      }
+    }
+    std::lock_guard<std::mutex> guard(mutex_);
+    machine_->ArmFault(fault);
+    *reply = "armed " + fault.point + " skip " + std::to_string(fault.skip);
+    return 0;
+  }
+
   // cut PLAN SEED [STATE] | reset
   int Cut(pid_t controller, const std::vector<std::string>& words, std::string* reply) {
     const bool reset = words[0] == "reset";
@@ -984,6 +1024,13 @@ int main(int argc, char** argv) {
   count->add_option("dir", dir, "mount point")->required();
   count->add_option("--plan", plan, "drop, prefix, subset, torn or all")
       ->check(CLI::IsMember({"drop", "prefix", "subset", "torn", "all"}));
+  std::string point, error_name;
+  uint32_t skip = 0;
+  auto* fault = app.add_subcommand("fault", "arm one of the simulator's fault points for the next call that reaches it");
+  fault->add_option("dir", dir, "mount point")->required();
+  fault->add_option("point", point, "faultfs/sync/lose, faultfs/sync, faultfs/write, faultfs/write/short, ...")->required();
+  fault->add_option("--skip", skip, "let this many calls through first");
+  fault->add_option("--errno", error_name, "EIO (default), ENOSPC or a number");
   auto* reset = app.add_subcommand("reset", "kill every process using DIR and empty it (a new disk)");
   reset->add_option("dir", dir, "mount point")->required();
   auto* stats = app.add_subcommand("stats", "cuts, processes killed, operations since the last cut");
@@ -1006,6 +1053,9 @@ int main(int argc, char** argv) {
                             (state_option->count() > 0 ? " " + std::to_string(state) : ""));
   }
   if (count->parsed()) return Command(dir, "count " + plan);
+  if (fault->parsed()) {
+    return Command(dir, "fault " + point + " " + std::to_string(skip) + (error_name.empty() ? "" : " " + error_name));
+  }
   if (reset->parsed()) return Command(dir, "reset");
   if (stats->parsed()) return Command(dir, "stats");
   if (trace->parsed()) return Command(dir, "trace");
