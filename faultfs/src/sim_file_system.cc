@@ -648,6 +648,15 @@ Result<std::unique_ptr<dbdb::File>> SimFileSystem::OpenInode(uint64_t inode, boo
   return Status::NotFound("open inode " + std::to_string(inode) + ": no such inode");
 }
 
+Result<std::unique_ptr<dbdb::File>> SimFileSystem::HoldInode(uint64_t inode) {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  auto it = state_->inodes.find(inode);
+  if (auto node = it == state_->inodes.end() ? nullptr : it->second.lock()) {
+    return std::unique_ptr<dbdb::File>(new SimFile(state_, node, true, process_));
+  }
+  return Status::NotFound("inode " + std::to_string(inode) + ": no such inode");
+}
+
 Result<std::vector<std::pair<std::string, bool>>> SimFileSystem::ListEntries(const std::string& dir) const {
   std::lock_guard<std::mutex> guard(state_->mutex);
   if (state_->dirs.count(dir) == 0) return Status::NotFound("list " + dir + ": no such directory");

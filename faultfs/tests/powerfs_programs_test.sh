@@ -25,7 +25,7 @@ mkdir -p "$mnt" "$acks"
 for _ in $(seq 1 500); do grep -q " $mnt " /proc/mounts && break; sleep 0.01; done
 loops=()
 cleanup() {
-  for pid in "${loops[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${loops[@]}"; do kill -9 -- "-$pid" 2>/dev/null || true; done
   "$bin/dbdb-powerfs" unmount "$mnt" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -59,6 +59,7 @@ sqlite_writer() {
 
 plans=(drop prefix subset torn)
 touch "$acks/dbdb" "$acks/sqlite"
+set -m  # each writer loop is a process group of its own: the loop and the program it runs
 for round in $(seq 1 "$rounds"); do
   loops=()
   for i in 1 2; do
@@ -69,15 +70,15 @@ for round in $(seq 1 "$rounds"); do
   done
   sleep "0.$((5 + (seed + round) % 5))"
   plan=${plans[$(( (seed + round) % 4 ))]}
-  # The shell loops are stopped first (they do not have the mount open, so a cut would not stop
-  # them); the dbdb and sqlite3 processes they started are still running, and the cut kills them.
-  # A loop stopped between its program's exit and its log line loses that acknowledgement: fewer
-  # writes checked, never a false alarm. A program that had not reached the mount yet is stopped
-  # after the cut (it never reaches a log).
-  for pid in "${loops[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  wait "${loops[@]}" 2>/dev/null || true
+  # The writers are stopped (SIGSTOP: a call in flight finishes first) wherever they are, mid-write
+  # included, so that nothing runs between the cut and the checks. The cut kills every program
+  # with the mount open; the loops, and a program that had not reached the mount yet, are killed
+  # after it. A loop stopped between its program's exit and its log line loses that
+  # acknowledgement: fewer writes checked, never a false alarm.
+  for pid in "${loops[@]}"; do kill -STOP -- "-$pid" 2>/dev/null || true; done
   reply=$("$bin/dbdb-powerfs" cut "$mnt" --plan "$plan" --seed "$((seed + round))") || fail "the cut failed: $reply"
-  pkill -9 -f -- "$mnt/" 2>/dev/null || true
+  for pid in "${loops[@]}"; do kill -9 -- "-$pid" 2>/dev/null || true; done
+  wait "${loops[@]}" 2>/dev/null || true
   while pgrep -f -- "$mnt/" >/dev/null; do sleep 0.01; done
   echo "round $round: ${reply:0:120}"
 

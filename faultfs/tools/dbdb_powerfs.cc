@@ -8,8 +8,9 @@
 // persistence model in the code, not two.
 //
 // A cut (a command written to the control file `.powerfs`, see faultfs/powerfs_client.h):
-//   1. freezes the mount: it waits for the operations in flight; a process that calls into the
-//      mount from now on is killed and its call fails;
+//   1. freezes the mount: it waits for the operations in flight; a call that arrives from now on
+//      fails with EIO (a process the cut kills, or any other: nothing waits inside the kernel
+//      holding a lock a dying victim may need);
 //   2. kills (SIGKILL) every process that has the mount open: a file descriptor, a mapping, its
 //      working or root directory on it; and waits until they are gone;
 //   3. builds the crash state the plan and seed pick, replaces the machine with it (all durable,
@@ -83,15 +84,33 @@ pid_t Tgid(pid_t tid) {
   return tid;
 }
 
-// Whether a process is gone or a zombie (its files and mappings released).
-bool Dead(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+// Whether a thread is gone or a zombie.
+bool TaskDead(const std::string& stat_path) {
+  std::ifstream stat(stat_path);
   std::string text;
   if (!std::getline(stat, text)) return true;
   size_t paren = text.rfind(')');
   if (paren == std::string::npos || paren + 2 >= text.size()) return true;
   char state = text[paren + 2];
   return state == 'Z' || state == 'X';
+}
+
+// Whether every thread of a process is gone or a zombie: its main thread exits first, while
+// another may still be inside a call to the mount.
+bool Dead(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = ::opendir(tasks.c_str());
+  if (dir == nullptr) return true;
+  bool dead = true;
+  while (dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    if (!TaskDead(tasks + "/" + entry->d_name + "/stat")) {
+      dead = false;
+      break;
+    }
+  }
+  ::closedir(dir);
+  return dead;
 }
 
 bool UnderMount(const std::string& path, const std::string& mount) {
@@ -120,7 +139,9 @@ std::set<pid_t> ProcessesOnMount(const std::string& mount, const std::set<pid_t>
     if (!on) {
       if (DIR* fds = ::opendir((base + "/fd").c_str())) {
         while (dirent* fd = ::readdir(fds)) {
-          if (fd->d_name[0] != '.' && UnderMount(ReadLink(base + "/fd/" + fd->d_name), mount)) {
+          const std::string target = fd->d_name[0] == '.' ? "" : ReadLink(base + "/fd/" + fd->d_name);
+          // The control file alone does not make a victim: its holder talks to the daemon.
+          if (UnderMount(target, mount) && target != mount + "/" + faultfs::kPowerFsControlName) {
             on = true;
             break;
           }
@@ -182,16 +203,14 @@ class PowerFs {
     Op(PowerFs& fs, fuse_req_t req) : fs_(fs) {
       const pid_t tgid = Tgid(fuse_req_ctx(req)->pid);
       std::unique_lock<std::mutex> guard(fs_.mutex_);
-      while (fs_.frozen_) {
-        // A victim of the cut (it had the mount open): its call fails and it dies. A request the
-        // kernel makes itself (pid 0: the write-back of a mapping) fails: it belongs to the machine
-        // that is going away, and a dying process's close may be waiting for it. Anyone else waits
-        // for the cut to end, then runs on the new machine (it touched the mount "after the reboot").
-        if (tgid <= 1 || fs_.killed_.count(tgid) != 0) {
-          error_ = EIO;
-          return;
-        }
-        fs_.changed_.wait(guard);
+      // A process a cut killed fails until every one of its threads is gone: a call it was in
+      // when the cut came must not reach the machine after it. During a cut every call fails:
+      // a victim's (so that it can die), the kernel's own (pid 0: the write-back of a mapping of
+      // the machine going away), and anyone else's, since a call that waited would hold kernel
+      // locks (a directory's, a file's) that a dying victim may need.
+      if (fs_.frozen_ || (!fs_.killed_.empty() && fs_.killed_.count(tgid) != 0)) {
+        error_ = EIO;
+        return;
       }
       fs_.active_++;
       machine_ = fs_.machine_;
@@ -228,9 +247,11 @@ class PowerFs {
         return;
       }
       guard.unlock();
-      auto file = machine_->OpenInode(inode, true);
+      auto file = machine_->HoldInode(inode);
       guard.lock();
-      if (file.ok()) fs_.pins_[ino] = Pinned{std::shared_ptr<dbdb::File>(std::move(*file)), 1};
+      if (!file.ok()) return;
+      auto [it, added] = fs_.pins_.try_emplace(ino, Pinned{std::shared_ptr<dbdb::File>(std::move(*file)), 1});
+      if (!added) it->second.lookups++;  // another lookup pinned it meanwhile
     }
 
    private:
@@ -359,7 +380,7 @@ class PowerFs {
 
  private:
   // fault POINT [SKIP [ERRNO]]: the SKIP-th next call (0: the next) that reaches POINT fails, once,
-  // with ERRNO (EIO, ENOSPC, or a number; default EIO): the simulator's fault points
+  // with ERRNO (EIO or ENOSPC; default EIO): the simulator's fault points
   // (sim_file_system.h), armed on the machine the mount serves until the next cut.
   int ArmFault(const std::vector<std::string>& words, std::string* reply) {
     static const std::set<std::string> kPoints = {
@@ -383,11 +404,11 @@ class PowerFs {
     }
     if (words.size() == 4) {
       const std::string& e = words[3];
-      fault.error_number = e == "EIO" ? EIO : e == "ENOSPC" ? ENOSPC : static_cast<int>(std::strtol(e.c_str(), &end, 10));
-      if (fault.error_number <= 0 || (e != "EIO" && e != "ENOSPC" && *end != '\0')) {
-        *reply = "errno must be EIO, ENOSPC or a positive number: " + e;
+      if (e != "EIO" && e != "ENOSPC") {
+        *reply = "errno must be EIO or ENOSPC: " + e;
         return EINVAL;
       }
+      fault.error_number = e == "ENOSPC" ? ENOSPC : EIO;
     }
     std::lock_guard<std::mutex> guard(mutex_);
     machine_->ArmFault(fault);
@@ -432,18 +453,17 @@ class PowerFs {
     }
     // 1. Freeze: no operation starts from here on; the ones in flight finish.
     frozen_ = true;
-    controller_ = controller;
     changed_.wait(guard, [&] { return active_ == 0; });
     // 2. Kill every process with the mount open, scanning again until a scan finds no one new (a
-    // victim may have forked before it died; the child holds the same descriptors). A victim
-    // blocked in Op is woken to fail, so that it can die.
+    // victim may have forked before it died; the child holds the same descriptors).
     for (bool found = true; found;) {
       guard.unlock();
       std::set<pid_t> victims = ProcessesOnMount(mount_, {::getpid(), controller});
       guard.lock();
       found = false;
       for (pid_t pid : victims) {
-        if (!killed_.insert(pid).second) continue;
+        if (!victims_now_.insert(pid).second) continue;
+        killed_.insert(pid);
         found = true;
         ::kill(pid, SIGKILL);
       }
@@ -453,7 +473,7 @@ class PowerFs {
     std::vector<pid_t> alive;
     do {
       alive.clear();
-      for (pid_t pid : killed_) {
+      for (pid_t pid : victims_now_) {
         if (!Dead(pid)) alive.push_back(pid);
       }
       if (alive.empty()) break;
@@ -461,8 +481,9 @@ class PowerFs {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       guard.lock();
     } while (std::chrono::steady_clock::now() < deadline);
-    const size_t killed_now = killed_.size();
+    const size_t killed_now = victims_now_.size();
     killed_total_ += killed_now;
+    victims_now_.clear();
     // 3. The crash state, as the simulator builds it.
     std::string outcome;
     int error = 0;
@@ -491,14 +512,12 @@ class PowerFs {
         std::erase_if(dir_paths_, [](const auto& d) { return d.first != FUSE_ROOT_ID; });
       }
     }
-    // A killed process runs no more code: one still dying can only finish a call it is in, with a
-    // handle or a file number of the old machine, which now names nothing.
-    killed_.clear();
+    // Processes wholly gone leave the set; one with a thread still inside a call stays refused.
+    for (auto it = killed_.begin(); it != killed_.end();) it = Dead(*it) ? killed_.erase(it) : std::next(it);
     *reply = outcome + "; killed " + std::to_string(killed_now) + " processes" +
              (alive.empty() ? "" : " (" + std::to_string(alive.size()) + " not yet gone after 30 s)");
     // 4. Resume.
     frozen_ = false;
-    controller_ = 0;
     changed_.notify_all();
     if (!reset) std::clog << "dbdb-powerfs: " << reply->substr(0, 300) << (reply->size() > 300 ? "..." : "") << std::endl;
     return error;
@@ -511,9 +530,9 @@ class PowerFs {
   std::shared_ptr<SimFileSystem> machine_;
   uint64_t generation_ = 1;
   bool frozen_ = false;
-  pid_t controller_ = 0;
   int active_ = 0;
-  std::set<pid_t> killed_;
+  std::set<pid_t> killed_;       // killed by a cut, not yet wholly gone
+  std::set<pid_t> victims_now_;  // killed by the cut running
   uint64_t killed_total_ = 0;
   uint64_t cuts_ = 0;
   std::map<uint64_t, Handle> handles_;
@@ -641,6 +660,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   PowerFs& fs = *Fs(req);
   if (ino == kControlIno) {
     fi->direct_io = 1;
+    fi->noflush = 1;  // its close takes no inode lock: a write to it may be a cut in progress
     Handle handle;
     handle.control = true;
     handle.ino = ino;
@@ -1030,7 +1050,7 @@ int main(int argc, char** argv) {
   fault->add_option("dir", dir, "mount point")->required();
   fault->add_option("point", point, "faultfs/sync/lose, faultfs/sync, faultfs/write, faultfs/write/short, ...")->required();
   fault->add_option("--skip", skip, "let this many calls through first");
-  fault->add_option("--errno", error_name, "EIO (default), ENOSPC or a number");
+  fault->add_option("--errno", error_name, "EIO (default) or ENOSPC")->check(CLI::IsMember({"EIO", "ENOSPC"}));
   auto* reset = app.add_subcommand("reset", "kill every process using DIR and empty it (a new disk)");
   reset->add_option("dir", dir, "mount point")->required();
   auto* stats = app.add_subcommand("stats", "cuts, processes killed, operations since the last cut");

@@ -18,7 +18,7 @@ inline constexpr const char* kPowerFsControlName = ".powerfs";
 //                          state STATE of the plan's list; the reply describes the state
 //   count PLAN             how many crash states PLAN allows now (saturating)
 //   fault POINT [SKIP [ERRNO]]  the SKIP-th next call reaching one of the simulator's fault points
-//                          (faultfs/sync/lose, faultfs/write, ...) fails, once (EIO, ENOSPC, or N)
+//                          (faultfs/sync/lose, faultfs/write, ...) fails, once (EIO or ENOSPC)
 //   reset                  kill as for a cut, then an empty filesystem (a new disk)
 //   stats                  cuts so far, the trace since the last cut, the volatile operations
 //   trace                  the trace since the last cut (reset, or mount), one operation a line

@@ -179,6 +179,9 @@ class SimFileSystem final : public dbdb::FileSystem {
   // trace entry). A front end keeps a File open on every inode the kernel may still name.
   PathInfo LookupInode(uint64_t inode) const;
   dbdb::Result<std::unique_ptr<dbdb::File>> OpenInode(uint64_t inode, bool read_only);
+  // A read-only File that only keeps the inode alive, for the front end itself: no fault point,
+  // no trace entry, no scheduling point.
+  dbdb::Result<std::unique_ptr<dbdb::File>> HoldInode(uint64_t inode);
   // The entries of `dir`, sorted: names and whether each is a directory.
   dbdb::Result<std::vector<std::pair<std::string, bool>>> ListEntries(const std::string& dir) const;
   // Removes an empty directory (ENOTEMPTY: Busy; no such directory: NotFound).
