@@ -201,14 +201,23 @@ class PowerFs {
   class Op {
    public:
     Op(PowerFs& fs, fuse_req_t req) : fs_(fs) {
-      const pid_t tgid = Tgid(fuse_req_ctx(req)->pid);
       std::unique_lock<std::mutex> guard(fs_.mutex_);
-      // A process a cut killed fails until every one of its threads is gone: a call it was in
-      // when the cut came must not reach the machine after it. During a cut every call fails:
-      // a victim's (so that it can die), the kernel's own (pid 0: the write-back of a mapping of
-      // the machine going away), and anyone else's, since a call that waited would hold kernel
-      // locks (a directory's, a file's) that a dying victim may need.
-      if (fs_.frozen_ || (!fs_.killed_.empty() && fs_.killed_.count(tgid) != 0)) {
+      // During a cut every call fails: a victim's (so that it can die), the kernel's own (pid 0:
+      // the write-back of a mapping of the machine going away), and anyone else's, since a call
+      // that waited would hold kernel locks (a directory's, a file's) that a dying victim may need.
+      // A process a cut killed fails until every one of its threads is gone: a call it was in when
+      // the cut came must not reach the machine after it. (Its thread group is looked up only
+      // then: reading /proc on every call would cost every call.)
+      if (!fs_.frozen_ && !fs_.killed_.empty()) {
+        guard.unlock();
+        const pid_t tgid = Tgid(fuse_req_ctx(req)->pid);
+        guard.lock();
+        if (fs_.killed_.count(tgid) != 0) {
+          error_ = EIO;
+          return;
+        }
+      }
+      if (fs_.frozen_) {
         error_ = EIO;
         return;
       }
