@@ -445,6 +445,17 @@ std::string RunOp(const Op& op, Reference* ref) {
   const std::string path = OnMount(op.path);
   const bool exists = ref->Exists(op.path);
   auto fail = [&](const char* what) { return std::string(what) + " " + op.path + ": " + std::strerror(errno); };
+  // Opens the name for an operation on an existing file. A missing name must fail with ENOENT, and
+  // then the operation is over: the result is "" or what went wrong (nullopt: go on with *fd).
+  auto open_existing = [&](int flags, const char* what, int* fd) -> std::optional<std::string> {
+    *fd = ::open(path.c_str(), flags);
+    if (!exists) {
+      if (*fd >= 0) ::close(*fd);
+      return *fd < 0 && errno == ENOENT ? std::string() : std::string(what) + " of a missing name did not fail with ENOENT";
+    }
+    if (*fd < 0) return fail(what);
+    return std::nullopt;
+  };
   switch (op.kind) {
     case Op::kCreate: {
       int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
@@ -485,12 +496,8 @@ std::string RunOp(const Op& op, Reference* ref) {
       return "";
     }
     case Op::kOpenTrunc: {
-      int fd = ::open(path.c_str(), O_RDWR | O_TRUNC);
-      if (!exists) {
-        if (fd >= 0) ::close(fd);
-        return fd < 0 && errno == ENOENT ? "" : "open(O_TRUNC) of a missing name did not fail with ENOENT";
-      }
-      if (fd < 0) return fail("open(O_TRUNC)");
+      int fd;
+      if (auto over = open_existing(O_RDWR | O_TRUNC, "open(O_TRUNC)", &fd)) return *over;
       ::close(fd);
       // A truncate to 0, or nothing at all for a file that is already empty.
       auto lines = NewMutations();
@@ -502,12 +509,8 @@ std::string RunOp(const Op& op, Reference* ref) {
       return "";
     }
     case Op::kAppend: {
-      int fd = ::open(path.c_str(), O_WRONLY | O_APPEND);
-      if (!exists) {
-        if (fd >= 0) ::close(fd);
-        return fd < 0 && errno == ENOENT ? "" : "open(O_APPEND) of a missing name did not fail with ENOENT";
-      }
-      if (fd < 0) return fail("open(O_APPEND)");
+      int fd;
+      if (auto over = open_existing(O_WRONLY | O_APPEND, "open(O_APPEND)", &fd)) return *over;
       ssize_t n = ::write(fd, op.data.data(), op.data.size());
       ::close(fd);
       if (n != static_cast<ssize_t>(op.data.size())) return fail("write(O_APPEND)");
@@ -521,12 +524,8 @@ std::string RunOp(const Op& op, Reference* ref) {
     case Op::kWriteUnlinked: {
       // The file keeps working through its descriptor after its name is gone (PERSISTENCE.md 12),
       // and what is synced through it is durable (but has no name, so no crash shows it).
-      int fd = ::open(path.c_str(), O_RDWR);
-      if (!exists) {
-        if (fd >= 0) ::close(fd);
-        return fd < 0 && errno == ENOENT ? "" : "open of a missing name did not fail with ENOENT";
-      }
-      if (fd < 0) return fail("open");
+      int fd;
+      if (auto over = open_existing(O_RDWR, "open", &fd)) return *over;
       const uint64_t id = ref->IdOf(op.path);
       std::string error;
       struct stat st {};
@@ -560,12 +559,8 @@ std::string RunOp(const Op& op, Reference* ref) {
     default:
       break;
   }
-  int fd = ::open(path.c_str(), O_RDWR);
-  if (!exists) {
-    if (fd >= 0) ::close(fd);
-    return fd < 0 && errno == ENOENT ? "" : "open of a missing name did not fail with ENOENT";
-  }
-  if (fd < 0) return fail("open");
+  int fd;
+  if (auto over = open_existing(O_RDWR, "open", &fd)) return *over;
   std::string error;
   switch (op.kind) {
     case Op::kWrite:
