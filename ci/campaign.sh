@@ -6,11 +6,18 @@
 # fiu-run), and about a minute of the same on a dbdb-powerfs mount with the power cut under every
 # process several times a second (docs/POWERFS.md; needs FUSE: /dev/fuse and root). Prints a short summary and where the reports are; exits non-zero on any violation.
 #
-#   ci/campaign.sh [--crash-seconds N] [--crash-workloads M] [--stress-seconds N] [--power-cut-seconds N]
+#   ci/campaign.sh [--engine dbdb|sqlite|leveldb|rocksdb|all]
+#                  [--crash-seconds N] [--crash-workloads M] [--stress-seconds N] [--power-cut-seconds N]
 #                  [--seed S | --campaign-seed S] [--shard I/N] [--faults SPEC]
 #                  [--kill-interval-ms MS] [--dir DIR] [--html FILE]
 #   ci/campaign.sh merge [--html FILE] [--out FILE] [--partial] DIR_OR_CASES_FILE...
 #
+#   --engine E           the engine under test (docs/ENGINES.md; default dbdb). For sqlite, leveldb
+#                        and rocksdb the crash exploration runs each of the engine's configurations
+#                        (--crash-seconds each) against what its documentation promises; the stress
+#                        and power-cut runs drive dbdb's processes and are left out. `all`: every
+#                        configuration of every engine, and the results table DIR/engines.md (with
+#                        DIR/engines.json) that README.md quotes.
 #   --shard I/N          this machine's share of an N-shard campaign (docs/CAMPAIGNS.md): crash
 #                        workloads k with k % N == I (seed S + k), one stress run with seed S + I.
 #                        --shard N takes I from JOB_COMPLETION_INDEX or GTEST_SHARD_INDEX.
@@ -76,9 +83,11 @@ shard=${CAMPAIGN_SHARD:-}
 faults=${CAMPAIGN_FAULTS:-default}
 kill_interval_ms=${CAMPAIGN_KILL_INTERVAL_MS:-200}
 work=${CAMPAIGN_DIR:+$(abs "$CAMPAIGN_DIR")}
+engine=${CAMPAIGN_ENGINE:-dbdb}
 html=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --engine) need_value "$1" $#; engine=$2; shift 2 ;;
     --crash-seconds) need_value "$1" $#; crash_seconds=$2; shift 2 ;;
     --crash-workloads) need_value "$1" $#; crash_workloads=$2; shift 2 ;;
     --stress-seconds) need_value "$1" $#; stress_seconds=$2; shift 2 ;;
@@ -93,8 +102,17 @@ while [ $# -gt 0 ]; do
     *) echo "campaign: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+case "$engine" in
+  dbdb|sqlite|leveldb|rocksdb|all) ;;
+  *) echo "campaign: unknown engine $engine (dbdb, sqlite, leveldb, rocksdb or all)" >&2; exit 2 ;;
+esac
+if [ "$engine" != "dbdb" ]; then
+  # dbdb-stress drives dbdb's processes: another engine's campaign is its crash exploration.
+  stress_seconds=0
+  power_cut_seconds=0
+fi
 if [ -z "$seed" ]; then seed=$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); fi
-echo "campaign seed: $seed${shard:+, shard $shard}"
+echo "campaign seed: $seed${shard:+, shard $shard}, engine $engine"
 
 build
 if [ -z "$work" ]; then work=$(mktemp -d "${TMPDIR:-/tmp}/dbdb-campaign-XXXXXX"); fi
@@ -103,23 +121,44 @@ shard_args=()
 if [ -n "$shard" ]; then shard_args=(--shard "$shard"); fi
 
 status=0
-echo "== crash exploration: ${crash_seconds} s (0: no limit), up to ${crash_workloads} workloads"
-rc=0
-"$build_dir/bin/dbdb-crash" --campaign-seed "$seed" "${shard_args[@]}" --workloads "$crash_workloads" \
-  --duration "$crash_seconds" --ops 100 --threads "$(nproc)" --max-violations 10 --report "$work/crash.json" \
-  --cases-out "$work/crash.jsonl" > "$work/crash.log" || rc=$?
-case $rc in
-  0) ;;
-  1) status=1 ;;
-  *) cat "$work/crash.log" >&2; echo "campaign: dbdb-crash could not run (exit $rc)" >&2; exit 2 ;;
-esac
+# One dbdb-crash run: NAME (a file stem), then its extra arguments.
+crash_run() {
+  local name=$1
+  shift
+  local rc=0
+  "$build_dir/bin/dbdb-crash" --campaign-seed "$seed" "${shard_args[@]}" --workloads "$crash_workloads" \
+    --duration "$crash_seconds" --ops 100 --threads "$(nproc)" --max-violations 10 --report "$work/$name.json" \
+    --cases-out "$work/$name.jsonl" "$@" > "$work/$name.log" || rc=$?
+  case $rc in
+    0) ;;
+    1) status=1 ;;
+    *) cat "$work/$name.log" >&2; echo "campaign: dbdb-crash $* could not run (exit $rc)" >&2; exit 2 ;;
+  esac
+}
+crash_names=()
+if [ "$engine" = "dbdb" ]; then
+  echo "== crash exploration: ${crash_seconds} s (0: no limit), up to ${crash_workloads} workloads"
+  crash_run crash
+  crash_names=(crash)
+  tools='"dbdb-crash"'
+else
+  tools=
+  for config in $("$build_dir/bin/dbdb-crash" --list-engines); do
+    case "$engine" in all) ;; *) case "$config" in "$engine"/*) ;; *) continue ;; esac ;; esac
+    name="crash-${config//\//-}"
+    echo "== crash exploration of $config: ${crash_seconds} s (0: no limit), up to ${crash_workloads} workloads"
+    crash_run "$name" --engine "$config"
+    crash_names+=("$name")
+    tools="$tools${tools:+,}\"dbdb-crash:$config\""
+  done
+fi
 # This shard's manifest: the tools it runs, so that merge misses a tool that never finished anywhere.
-tools='"dbdb-crash"'
 if [ "$stress_seconds" != "0" ]; then tools="$tools,\"dbdb-stress\""; fi
 if [ "$power_cut_seconds" != "0" ]; then tools="$tools,\"dbdb-stress-power-cut\""; fi
 jq -c --argjson tools "[$tools]" 'select(.kind == "shard") |
-  {kind: "manifest", campaign_seed, shard_index, shard_count, tools: $tools}' "$work/crash.jsonl" > "$work/manifest.jsonl"
-cases=("$work/manifest.jsonl" "$work/crash.jsonl")
+  {kind: "manifest", campaign_seed, shard_index, shard_count, tools: $tools}' "$work/${crash_names[0]}.jsonl" > "$work/manifest.jsonl"
+cases=("$work/manifest.jsonl")
+for name in "${crash_names[@]}"; do cases+=("$work/$name.jsonl"); done
 if [ "$stress_seconds" != "0" ]; then
   echo "== multiprocess stress: ${stress_seconds} s, kills every ~${kill_interval_ms} ms, faults: $faults"
   rc=0
@@ -154,8 +193,24 @@ cat "${cases[@]}" > "$work/cases.jsonl"
 
 echo
 echo "== campaign summary (seed $seed${shard:+, shard $shard})"
-grep -E "^(workloads run|crash points|crash states checked|states per second|sync epochs|violations):" "$work/crash.log" | sed 's/^/crash   /' || true
-grep -E "^VIOLATION|replay:" "$work/crash.log" | sed 's/^/crash   /' || true
+for name in "${crash_names[@]}"; do
+  grep -E "^(engine|workloads run|crash points|crash states checked|states per second|sync epochs|violations):" \
+    "$work/$name.log" | sed 's/^/crash   /' || true
+  grep -E "^VIOLATION|replay:" "$work/$name.log" | sed 's/^/crash   /' || true
+done
+if [ "$engine" != "dbdb" ]; then
+  # The results table (README.md, docs/ENGINES.md): one row per configuration.
+  engine_reports=()
+  for name in "${crash_names[@]}"; do engine_reports+=("$work/$name.json"); done
+  jq -s '.' "${engine_reports[@]}" > "$work/engines.json"
+  {
+    echo "| engine | version | configuration | documentation promises | workloads | crash states checked | states/s | violations by invariant | matched |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    jq -r '.[] | "| \(.engine) | \(.version) | \(.configuration) | \(if .durable then "every acknowledged commit" elif .durable_after > 0 then "all but the last \(.durable_after) acknowledged commit(s)" else "a prefix (may lose a suffix)" end) | \(.workloads) | \(.states_checked) | \(.states_per_second | floor) | \(if (.violations_by_invariant | length) == 0 then "none" else (.violations_by_invariant | to_entries | map("\(.key): \(.value)") | join(", ")) end) | \(if .matched_promise then "yes" else "**no**" end) |"' "$work/engines.json"
+  } > "$work/engines.md"
+  echo "results table: $work/engines.md (JSON: $work/engines.json)"
+  cat "$work/engines.md"
+fi
 if [ "$stress_seconds" != "0" ]; then
   grep -E "^(history|commits|kills|faults|compaction|violations|replay):" "$work/stress.log" | sed 's/^/stress  /' || true
   grep -E "^  " "$work/stress.log" | sed 's/^/stress  /' || true
@@ -170,7 +225,8 @@ if [ -n "$html" ]; then
   echo "html report: $html"
 fi
 echo "cases: $work/cases.jsonl (one line per case; merge shards with: ci/campaign.sh merge DIR...)"
-reports="$work/crash.json"
+reports=
+for name in "${crash_names[@]}"; do reports="$reports${reports:+ }$work/$name.json"; done
 if [ "$stress_seconds" != "0" ]; then reports="$reports $work/stress.json"; fi
 if [ "$power_cut_seconds" != "0" ]; then reports="$reports $work/power-cut.json"; fi
 echo "reports: $reports (logs beside them)"

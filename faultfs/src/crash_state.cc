@@ -59,12 +59,14 @@ const char* CrashPlanName(CrashPlan plan) {
     case CrashPlan::kPrefix: return "prefix";
     case CrashPlan::kSubset: return "subset";
     case CrashPlan::kTorn: return "torn";
+    case CrashPlan::kOrdered: return "ordered";
   }
   return "?";
 }
 
 bool ParseCrashPlan(const std::string& name, CrashPlan* plan) {
-  for (CrashPlan p : {CrashPlan::kAll, CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset, CrashPlan::kTorn}) {
+  for (CrashPlan p : {CrashPlan::kAll, CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset, CrashPlan::kTorn,
+                      CrashPlan::kOrdered}) {
     if (name == CrashPlanName(p)) {
       *plan = p;
       return true;
@@ -97,13 +99,13 @@ void PersistenceTracker::Apply(const TraceOp& op) {
     case Kind::kCreate:
     case Kind::kRename:
     case Kind::kRemove:
-      volatile_names_.push_back(VolatileName{op, dbdb::DirName(op.kind == Kind::kRename ? op.path2 : op.path)});
+      volatile_names_.push_back(VolatileName{next_sequence_++, op, dbdb::DirName(op.kind == Kind::kRename ? op.path2 : op.path)});
       break;
     case Kind::kWrite:
-      volatile_writes_.push_back(VolatileWrite{op.inode, false, op.offset, op.data});
+      volatile_writes_.push_back(VolatileWrite{next_sequence_++, op.inode, false, op.offset, op.data});
       break;
     case Kind::kTruncate:
-      volatile_writes_.push_back(VolatileWrite{op.inode, true, op.offset, ""});
+      volatile_writes_.push_back(VolatileWrite{next_sequence_++, op.inode, true, op.offset, ""});
       break;
     case Kind::kSync:
     case Kind::kSyncLost: {
@@ -227,6 +229,8 @@ uint64_t PersistenceTracker::CountStates(CrashPlan plan) const {
       return SaturatingMul(writes + 1, names + 1);
     case CrashPlan::kSubset:
       return SaturatingMul(Pow2(writes), Pow2(names));
+    case CrashPlan::kOrdered:
+      return writes + names + 1;
     case CrashPlan::kTorn: {
       // For each write: every proper, non-empty subset of its units, and "extended only", each
       // with zero or garbage fill; the writes before it kept; names as a prefix.
@@ -269,6 +273,11 @@ void PersistenceTracker::EnumerateExhaustive(CrashPlan plan, uint64_t seed,
   switch (plan) {
     case CrashPlan::kDrop:
       visit(base());
+      return;
+    case CrashPlan::kOrdered:
+      for (size_t k = 0; k <= writes + names; k++) {
+        if (!visit(OrderedPrefix(k, seed))) return;
+      }
       return;
     case CrashPlan::kPrefix:
       for (size_t k = 0; k <= writes; k++) {
@@ -338,12 +347,15 @@ void PersistenceTracker::Enumerate(CrashPlan plan, uint64_t states_max, uint64_t
     c.writes.resize(writes);
     c.name_ops_kept.resize(names, false);
     c.garbage_seed = seed + n;
-    if (n > 0) {
+    if (n > 0 && plan == CrashPlan::kOrdered) {
+      c = OrderedPrefix(rng.Uniform(writes + names + 1), seed + n);
+    } else if (n > 0) {
       CrashPlan p = plan;
       if (p == CrashPlan::kAll) p = static_cast<CrashPlan>(1 + rng.Uniform(4));
       size_t k = writes == 0 ? 0 : rng.Uniform(writes + 1);
       switch (p) {
         case CrashPlan::kDrop:
+        case CrashPlan::kOrdered:  // handled above
           break;
         case CrashPlan::kPrefix:
           for (size_t i = 0; i < k; i++) c.writes[i].kind = WriteFate::Kind::kKept;
@@ -373,6 +385,25 @@ void PersistenceTracker::Enumerate(CrashPlan plan, uint64_t states_max, uint64_t
     }
     if (!visit(c)) return;
   }
+}
+
+CrashChoice PersistenceTracker::OrderedPrefix(size_t k, uint64_t seed) const {
+  CrashChoice c;
+  c.writes.resize(volatile_writes_.size());
+  c.name_ops_kept.resize(volatile_names_.size(), false);
+  c.garbage_seed = seed;
+  // Both lists are in sequence order: merge them, keeping the first k.
+  size_t w = 0, n = 0;
+  for (size_t kept = 0; kept < k; kept++) {
+    bool take_write = n == volatile_names_.size() ||
+                      (w < volatile_writes_.size() && volatile_writes_[w].sequence < volatile_names_[n].sequence);
+    if (take_write) {
+      c.writes[w++].kind = WriteFate::Kind::kKept;
+    } else {
+      c.name_ops_kept[n++] = true;
+    }
+  }
+  return c;
 }
 
 bool CrashChoiceAt(const PersistenceTracker& tracker, CrashPlan plan, uint64_t index, uint64_t seed,

@@ -23,18 +23,13 @@ constexpr const char* kPath = "db";
 // after every workload key and is never part of a workload.
 constexpr std::string_view kProbeKey = "\xff\xff-explorer-probe";
 
-dbdb::Options StoreOptions(const ExploreOptions& options, std::shared_ptr<SimFileSystem> fs) {
-  dbdb::Options o;
-  o.file_system = std::move(fs);
-  o.create_if_missing = true;
-  o.durability = options.durability;
-  o.node_size_target_bytes = options.node_size_target_bytes;
-  o.key_size_max_bytes = std::min<uint32_t>(64, options.node_size_target_bytes / 4);
-  o.fold_threshold_bytes = options.fold_threshold_bytes;
-  o.auto_compact_slack_bytes = options.auto_compact_slack_bytes;
-  o.value_size_max_bytes = 1 << 16;
-  o.node_cache_bytes = 1 << 20;
-  return o;
+std::shared_ptr<Engine> EngineOf(const ExploreOptions& options) {
+  if (options.engine) return options.engine;
+  DbdbTuning tuning;
+  tuning.node_size_target_bytes = options.node_size_target_bytes;
+  tuning.fold_threshold_bytes = options.fold_threshold_bytes;
+  tuning.auto_compact_slack_bytes = options.auto_compact_slack_bytes;
+  return NewDbdbEngine(options.durability == dbdb::Durability::kSync ? "sync" : "nosync", tuning);
 }
 
 // What running a workload recorded: the trace, and each commit's state and trace timing.
@@ -45,15 +40,30 @@ struct Run {
   std::string error;  // the workload itself failed (a violation too)
 };
 
-Run RunWorkload(const Workload& workload, const ExploreOptions& options) {
+// When each commit became durable, by the engine's promise: at its acknowledgement (durable), when
+// `durable_after` later commits were acknowledged, or never.
+void ApplyPromise(const EngineInfo& info, std::vector<model::CommitTiming>* timings) {
+  for (size_t i = 0; i < timings->size(); i++) {
+    model::CommitTiming& t = (*timings)[i];
+    if (info.durable) {
+      t.durable = t.acknowledged_at != UINT64_MAX;
+    } else if (info.durable_after > 0 && i + info.durable_after < timings->size()) {
+      t.durable = true;
+      t.acknowledged_at = (*timings)[i + info.durable_after].acknowledged_at;
+    }
+  }
+}
+
+Run RunWorkload(const Workload& workload, const ExploreOptions& options, Engine& engine) {
   Run run;
   auto fs = std::make_shared<SimFileSystem>(options.seed);
-  auto opened = dbdb::DB::Open(kPath, StoreOptions(options, fs));
+  auto opened = engine.Open(fs, kPath);
   if (!opened.ok()) {
     run.error = "open: " + opened.status().ToString();
     return run;
   }
-  std::unique_ptr<dbdb::DB> db = std::move(opened).value();
+  std::unique_ptr<EngineHandle> db = std::move(opened).value();
+  bool numbered = db->CommitNumber().has_value();
   for (size_t i = 0; i < workload.size() && run.error.empty(); i++) {
     const WorkloadStep& step = workload[i];
     dbdb::Status s;
@@ -61,22 +71,18 @@ Run RunWorkload(const Workload& workload, const ExploreOptions& options) {
       s = db->Compact();
     } else if (step.kind == WorkloadStep::Kind::kReopen) {
       db.reset();
-      opened = dbdb::DB::Open(kPath, StoreOptions(options, fs));
+      opened = engine.Open(fs, kPath);
       s = opened.status();
       if (s.ok()) db = std::move(opened).value();
     } else {
       model::Changes changes;  // the last change to a key wins, as in the store
       for (const auto& [key, value] : step.changes) changes[key] = value;
       model::CommitTiming timing{run.states.size(), fs->TraceSize()};
-      auto txn = db->BeginWrite();
-      s = txn.status();
-      for (const auto& [key, value] : step.changes) {
-        if (s.ok()) s = value ? (*txn)->Put(key, *value) : (*txn)->Del(key);
-      }
-      if (s.ok()) s = (*txn)->Commit();
+      EngineBatch batch = step.changes;
+      if (!numbered) batch.emplace_back(std::string(kCommitMarkerKey), std::to_string(timing.k));
+      s = db->Commit(batch);
       if (s.ok() && !changes.empty()) {
         timing.acknowledged_at = fs->TraceSize();
-        timing.durable = options.durability == dbdb::Durability::kSync;
         run.states.push_back(model::Apply(run.states.back(), changes));
         run.timings.push_back(timing);
       }
@@ -84,54 +90,48 @@ Run RunWorkload(const Workload& workload, const ExploreOptions& options) {
     if (!s.ok()) run.error = "step " + std::to_string(i) + " (" + step.ToString() + "): " + s.ToString();
   }
   db.reset();
+  ApplyPromise(engine.info(), &run.timings);
   run.trace = fs->Trace();
   return run;
 }
 
 struct Recovered {
-  std::string error;  // recovery, check() or the tail truncation failed
+  std::string error;  // recovery, the engine's check or the first write after it failed
   uint64_t txn_id = 0;
   model::State state;
 };
 
-Recovered Recover(const CrashImage& image, const ExploreOptions& options) {
+Recovered Recover(const CrashImage& image, const ExploreOptions& options, Engine& engine) {
   Recovered r;
   auto fs = SimFileSystem::FromImage(image, options.seed);
-  auto opened = dbdb::DB::Open(kPath, StoreOptions(options, fs));
+  auto opened = engine.Open(fs, kPath);
   if (!opened.ok()) {
     r.error = "recovery failed: " + opened.status().ToString();
     return r;
   }
   auto& db = *opened;
-  auto snapshot = db->GetSnapshot();
-  if (!snapshot.ok()) {
-    r.error = "snapshot after recovery: " + snapshot.status().ToString();
-    return r;
-  }
-  r.txn_id = (*snapshot)->txn_id();
-  auto all = (*snapshot)->Scan(dbdb::ScanRange{});
+  std::optional<uint64_t> number = db->CommitNumber();
+  auto all = db->ScanAll();
   if (!all.ok()) {
     r.error = "reading the recovered state: " + all.status().ToString();
     return r;
   }
-  for (auto& kv : *all) r.state.emplace(std::move(kv.key), std::move(kv.value));
-  snapshot->reset();
-  auto report = db->Check();
-  if (!report.ok()) {
-    r.error = "check() after recovery: " + report.status().ToString();
+  r.state = std::move(all).value();
+  if (number) {
+    r.txn_id = *number;
+  } else if (auto marker = r.state.find(std::string(kCommitMarkerKey)); marker != r.state.end()) {
+    r.txn_id = std::stoull(marker->second);
+    r.state.erase(marker);
+  }
+  if (dbdb::Status s = db->Check(); !s.ok()) {
+    r.error = "the engine's check after recovery: " + s.ToString();
     return r;
   }
-  // I6: the first writer truncates whatever follows the newest commit before appending.
-  dbdb::Status s = db->Put(kProbeKey, "1");
-  if (!s.ok()) {
+  if (dbdb::Status s = db->Commit({{std::string(kProbeKey), "1"}}); !s.ok()) {
     r.error = "first write after recovery: " + s.ToString();
     return r;
   }
-  report = db->Check();
-  if (!report.ok() || report->tail_bytes != 0) {
-    r.error = "after the first write the tail is not truncated: " +
-              (report.ok() ? std::to_string(report->tail_bytes) + " bytes remain" : report.status().ToString());
-  }
+  if (dbdb::Status s = db->CheckAfterFirstWrite(); !s.ok()) r.error = s.message();
   return r;
 }
 
@@ -203,8 +203,10 @@ Workload GenerateWorkload(uint64_t seed, size_t steps) {
 ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
   auto started = std::chrono::steady_clock::now();
   ExploreResult result;
-  Run run = RunWorkload(workload, options);
+  std::shared_ptr<Engine> engine = EngineOf(options);
+  Run run = RunWorkload(workload, options, *engine);
   result.trace_operations = run.trace.size();
+  if (options.keep_trace) result.trace = run.trace;
   if (!run.error.empty()) {
     result.violations.push_back(Violation{run.trace.size(), "", "", "the workload failed without a crash: " + run.error});
     return result;
@@ -264,7 +266,7 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
         if (it != recovered_by_image.end()) r = it->second;
       }
       if (!r) {
-        r = std::make_shared<const Recovered>(Recover(image, options));
+        r = std::make_shared<const Recovered>(Recover(image, options, *engine));
         recoveries++;
         std::lock_guard<std::mutex> guard(mutex);
         recovered_by_image.emplace(hash, r);

@@ -45,6 +45,37 @@ TEST(CrashState, PrefixKeepsTheFirstK) {
   EXPECT_EQ(t.Contents(CrashPlan::kPrefix), (std::set<std::string>{"", "a", "ab", "abc"}));
 }
 
+// Writes and name operations interleaved: kOrdered keeps a prefix of them all, in the order they
+// were made, so a later write is never kept without an earlier create, where kPrefix (names and
+// writes each a prefix of their own) allows it.
+TEST(CrashState, OrderedKeepsAPrefixOfEveryOperationInOrder) {
+  SimFileSystem fs(3);
+  ASSERT_TRUE(fs.Open("f", OpenOptions{.create = true}).ok());
+  ASSERT_TRUE(fs.SyncDir(".").ok());
+  auto f = fs.Open("f", OpenOptions{});
+  ASSERT_TRUE((*f)->WriteAt(0, std::string("a")).ok());
+  auto g = fs.Open("g", OpenOptions{.create = true});
+  ASSERT_TRUE((*g)->WriteAt(0, std::string("b")).ok());
+  ASSERT_TRUE((*f)->WriteAt(1, std::string("c")).ok());
+  PersistenceTracker tracker = TrackerAt(fs.Trace(), fs.TraceSize());
+  EXPECT_EQ(tracker.CountStates(CrashPlan::kOrdered), 5u);  // 3 writes and 1 create, kept 0..4
+  std::set<std::string> got;
+  tracker.Enumerate(CrashPlan::kOrdered, 100, 1, [&](const CrashChoice& c) {
+    CrashImage image = tracker.Build(c);
+    got.insert(image.files.at("f") + "|" + (image.files.count("g") ? image.files.at("g") : "-"));
+    return true;
+  });
+  EXPECT_EQ(got, (std::set<std::string>{"|-", "a|-", "a|", "a|b", "ac|b"}));
+  // kPrefix holds a state kOrdered rules out: the last write kept, the create of g before it lost.
+  std::set<std::string> prefix;
+  tracker.Enumerate(CrashPlan::kPrefix, 100, 1, [&](const CrashChoice& c) {
+    CrashImage image = tracker.Build(c);
+    prefix.insert(image.files.at("f") + "|" + (image.files.count("g") ? image.files.at("g") : "-"));
+    return true;
+  });
+  EXPECT_TRUE(prefix.count("ac|-"));
+}
+
 TEST(CrashState, SubsetReordersWithHolesReadingAsZeros) {
   ThreeWrites t;
   EXPECT_EQ(t.tracker.CountStates(CrashPlan::kSubset), 8u);
@@ -173,7 +204,8 @@ TEST(CrashState, SamplingBeyondTheBoundIsSeededAndBounded) {
 }
 
 TEST(CrashState, PlanNamesRoundTrip) {
-  for (CrashPlan p : {CrashPlan::kAll, CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset, CrashPlan::kTorn}) {
+  for (CrashPlan p : {CrashPlan::kAll, CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset, CrashPlan::kTorn,
+                      CrashPlan::kOrdered}) {
     CrashPlan parsed;
     ASSERT_TRUE(ParseCrashPlan(CrashPlanName(p), &parsed));
     EXPECT_EQ(parsed, p);

@@ -7,6 +7,7 @@
 // the workloads k with k % N == I, and --cases-out writes one JSON line per workload and a final
 // shard line for `dbdb-campaign merge`.
 #include <faultfs/campaign.h>
+#include <faultfs/engine.h>
 #include <faultfs/explorer.h>
 #include <faultfs/multiprocess.h>
 
@@ -33,10 +34,11 @@ struct Cli {
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   uint64_t states_max = 64;
   double duration_seconds = 0;
-  std::string plan_name = "all", durability_name = "sync", report_path, shard_text, cases_path;
+  std::string plan_name = "all", durability_name = "sync", report_path, shard_text, cases_path, engine_name;
   uint32_t node_size = 512;
   uint64_t fold_threshold = 1024;
   campaign::Shard shard;
+  bool hold_to_durable = false;
 };
 
 // What one workload (a case) produced.
@@ -205,9 +207,21 @@ int RunMultiProcess(const Cli& cli) {
 }
 
 std::string ReplayCommand(const Cli& c, uint64_t seed) {
-  return "dbdb-crash --seed " + std::to_string(seed) + " --workloads 1 --ops " + std::to_string(c.ops) + " --plan " +
-         c.plan_name + " --states-max " + std::to_string(c.states_max) + " --durability " + c.durability_name +
-         " --node-size " + std::to_string(c.node_size) + " --fold-threshold " + std::to_string(c.fold_threshold);
+  std::string engine = (c.engine_name.empty() ? "" : " --engine " + c.engine_name) +
+                       (c.hold_to_durable ? " --hold-to-durable" : "");
+  return "dbdb-crash" + engine + " --seed " + std::to_string(seed) + " --workloads 1 --ops " + std::to_string(c.ops) +
+         " --plan " + c.plan_name + " --states-max " + std::to_string(c.states_max) + " --durability " +
+         c.durability_name + " --node-size " + std::to_string(c.node_size) + " --fold-threshold " +
+         std::to_string(c.fold_threshold);
+}
+
+// The invariant a violation message names, for the report's counts.
+std::string InvariantOf(const std::string& message) {
+  for (const char* tag : {"I1", "I2", "I3", "I6"}) {
+    if (message.find(std::string("(") + tag) != std::string::npos) return tag;
+  }
+  if (message.find("Corruption") != std::string::npos) return "corruption";
+  return "error";
 }
 
 uint64_t SaturatingAdd(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
@@ -221,7 +235,27 @@ int RunSingleProcess(const Cli& cli) {
   options.durability = cli.durability_name == "sync" ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
   options.node_size_target_bytes = cli.node_size;
   options.fold_threshold_bytes = cli.fold_threshold;
-  nlohmann::json config = {{"mode", "single-process"}, {"ops", cli.ops},
+  // --engine: any engine under test (engine.h); dbdb's configurations take the tuning above.
+  if (!cli.engine_name.empty()) {
+    faultfs::DbdbTuning tuning;
+    tuning.node_size_target_bytes = cli.node_size;
+    tuning.fold_threshold_bytes = cli.fold_threshold;
+    auto engine = faultfs::NewEngine(cli.engine_name, tuning);
+    if (!engine.ok()) {
+      std::cerr << "dbdb-crash: " << engine.status().message() << "\n";
+      return 2;
+    }
+    options.engine = std::move(engine).value();
+  }
+  if (cli.hold_to_durable) {
+    if (!options.engine) options.engine = faultfs::NewDbdbEngine(cli.durability_name, {});
+    options.engine = faultfs::HoldToDurable(options.engine);
+  }
+  faultfs::EngineInfo info = options.engine ? options.engine->info() : faultfs::NewDbdbEngine(cli.durability_name, {})->info();
+  std::cout << "engine: " << info.name() << " (" << info.version << "), "
+            << (info.durable ? "durable" : info.durable_after > 0 ? "durable after " + std::to_string(info.durable_after) + " later commit(s)" : "not durable")
+            << ": " << info.promise << std::endl;
+  nlohmann::json config = {{"mode", "single-process"}, {"engine", info.name()}, {"ops", cli.ops},
                            {"plan", cli.plan_name},    {"states_max", cli.states_max},
                            {"durability", cli.durability_name}, {"node_size", cli.node_size},
                            {"fold_threshold", cli.fold_threshold}, {"workloads", cli.workloads}};
@@ -255,14 +289,25 @@ int RunSingleProcess(const Cli& cli) {
     faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, o_options);
     const faultfs::Violation& v =
         minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
+    std::string trace_text;
+    if (const char* lines_env = std::getenv("DBDB_TRACE_LINES")) {
+      faultfs::ExploreOptions trace_options = o_options;
+      trace_options.keep_trace = true;
+      std::vector<faultfs::TraceOp> trace = faultfs::Explore(minimal, trace_options).trace;
+      size_t end = std::min(trace.size(), v.crash_point), lines = std::strtoull(lines_env, nullptr, 10);
+      trace_text = "  trace of the minimal workload up to the crash (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
+      for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
+        trace_text += "    " + std::to_string(i + 1) + ": " + trace[i].ToString() + "\n";
+      }
+    }
     o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + v.message + "\n" +
                "  crash after " + std::to_string(v.crash_point) + " operations (last: " + v.last_operation + ")\n" +
                "  crash state: " + v.crash_state + "\n" + "  minimal workload (" + std::to_string(minimal.size()) +
                " of " + std::to_string(workload.size()) + " steps):\n" + faultfs::DescribeWorkload(minimal) +
-               "  replay: " + o.replay + "\n";
+               "  replay: " + o.replay + "\n" + trace_text;
     o.passed = false;
     o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", v.message},
-                            {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
+                            {"invariant", InvariantOf(v.message)}, {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
                             {"crash_state", v.crash_state},   {"counterexample", faultfs::DescribeWorkload(minimal)},
                             {"minimal_workload", faultfs::DescribeWorkload(minimal)}, {"replay", o.replay}};
     return o;
@@ -277,15 +322,23 @@ int RunSingleProcess(const Cli& cli) {
            std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s, " +
            std::to_string(run.violations.size()) + " violations";
   };
-  std::optional<CasesRun> run = RunCases(cli, "dbdb-crash", config, run_case, progress_text);
+  // Campaign tool names: dbdb's own runs keep theirs; another engine's configuration is a tool of its
+  // own, so a campaign over several merges them side by side.
+  std::string tool = cli.engine_name.empty() ? "dbdb-crash" : "dbdb-crash:" + info.name();
+  std::optional<CasesRun> run = RunCases(cli, tool, config, run_case, progress_text);
   if (!run) return 2;
   const nlohmann::json& totals = run->totals;
   const nlohmann::json& violations = run->violations;
   double seconds = run->seconds;
   uint64_t checked = totals.value("states_checked", uint64_t{0}), recoveries = totals.value("recoveries", uint64_t{0});
   double coverage = epoch_exist == 0 ? 1.0 : static_cast<double>(epoch_checked) / static_cast<double>(epoch_exist);
+  nlohmann::json by_invariant = nlohmann::json::object();
+  for (const auto& v : violations) {
+    std::string invariant = v.value("invariant", "error");
+    by_invariant[invariant] = by_invariant.value(invariant, uint64_t{0}) + 1;
+  }
   std::cout << "workloads run:        " << totals.value("workloads", uint64_t{0}) << " (" << cli.ops
-            << " steps each, plan " << cli.plan_name << ", " << cli.durability_name << ")" << ShardFlags(cli) << "\n"
+            << " steps each, plan " << cli.plan_name << ", " << info.name() << ")" << ShardFlags(cli) << "\n"
             << "crash points:         " << totals.value("crash_points", uint64_t{0}) << "\n"
             << "crash states checked: " << checked << " (" << totals.value("distinct_states", uint64_t{0})
             << " distinct, " << recoveries << " recoveries run)\n"
@@ -294,8 +347,12 @@ int RunSingleProcess(const Cli& cli) {
             << " threads, " << seconds << " s)\n"
             << "sync epochs:          " << epochs << ", " << epochs_complete
             << " covered exhaustively; states checked / states that exist = " << coverage << "\n"
-            << "violations:           " << violations.size() << "\n";
+            << "violations:           " << violations.size() << (violations.empty() ? "" : " " + by_invariant.dump())
+            << " (workloads that broke the promise of " << info.name() << ")\n";
   nlohmann::json report = totals;
+  report.update({{"engine", info.engine}, {"configuration", info.config}, {"version", info.version},
+                 {"promise", info.promise}, {"durable", info.durable}, {"durable_after", info.durable_after},
+                 {"violations_by_invariant", by_invariant}, {"matched_promise", violations.empty()}});
   report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"ops_per_workload", cli.ops},
                  {"plan", cli.plan_name}, {"durability", cli.durability_name}, {"threads", cli.threads},
                  {"states_max", cli.states_max}, {"states_that_exist", exist}, {"seconds", seconds},
@@ -317,7 +374,13 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
   app.add_option("--threads", c.threads, "threads checking crash states")->check(CLI::Range(1, 256));
   app.add_option("--states-max", c.states_max, "crash states per crash point: all up to this, sampled beyond")
       ->check(CLI::Range(1, 1000000));
-  app.add_option("--plan", c.plan_name, "crash plan")->check(CLI::IsMember({"all", "drop", "prefix", "subset", "torn"}));
+  app.add_option("--plan", c.plan_name, "crash plan")->check(CLI::IsMember({"all", "drop", "prefix", "subset", "torn", "ordered"}));
+  app.add_option("--engine", c.engine_name,
+                 "the engine under test, ENGINE[/CONFIG]: dbdb, sqlite, leveldb or rocksdb (docs/ENGINES.md; "
+                 "default dbdb with --durability); single-process mode only");
+  app.add_flag("--hold-to-durable", c.hold_to_durable,
+               "hold the engine to the durable promise whatever its configuration promises (a non-durable "
+               "configuration must then show lost commits: a check that the explorer sees them)");
   app.add_option("--durability", c.durability_name, "store durability mode")->check(CLI::IsMember({"sync", "nosync"}));
   app.add_option("--node-size", c.node_size, "B+tree node size target in bytes")->check(CLI::Range(512, 65536));
   app.add_option("--fold-threshold", c.fold_threshold,
@@ -342,10 +405,16 @@ int main(int argc, char** argv) {
   Cli cli;
   CLI::Option* seed_option = nullptr;
   AddOptions(app, cli, &seed_option);
+  bool list_engines = false;
+  app.add_flag("--list-engines", list_engines, "print every engine configuration (ENGINE/CONFIG), one a line, and exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (list_engines) {
+    for (const std::string& name : faultfs::EngineConfigurations()) std::cout << name << "\n";
+    return 0;
   }
   if (seed_option->count() == 0) cli.seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
   std::cout << "seed: " << cli.seed << std::endl;
@@ -355,5 +424,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cli.shard.count > 1) std::cout << "shard: " << cli.shard.ToString() << std::endl;
+  if (cli.processes > 0 && !cli.engine_name.empty() && cli.engine_name.rfind("dbdb", 0) != 0) {
+    std::cerr << "dbdb-crash: --processes runs dbdb only; other engines run single-process (docs/ENGINES.md)\n";
+    return 2;
+  }
   return cli.processes > 0 ? RunMultiProcess(cli) : RunSingleProcess(cli);
 }

@@ -25,6 +25,30 @@ void CrashOracle::Acknowledge(uint64_t k, bool durable) {
   if (durable && k > durable_floor_) durable_floor_ = k;
 }
 
+namespace {
+
+// "; first difference at key K: V expected, W recovered" (a state's description shows only its
+// first keys and the heads of its values).
+std::string FirstDifference(const State& expected, const State& recovered) {
+  auto show = [](const State& s, const std::string& key) {
+    auto it = s.find(key);
+    return it == s.end() ? std::string("absent") : std::to_string(it->second.size()) + " bytes " + Describe({*it}, 1);
+  };
+  for (const State* from : {&expected, &recovered}) {
+    for (const auto& [key, value] : *from) {
+      const State& other = from == &expected ? recovered : expected;
+      auto it = other.find(key);
+      if (it == other.end() || it->second != value) {
+        return "; first difference at key " + key + ": " + show(expected, key) + " expected, " + show(recovered, key) +
+               " recovered";
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 std::optional<std::string> CheckRecovery(const std::vector<State>& states, uint64_t lowest, uint64_t highest,
                                          uint64_t txn_id, const State& recovered) {
   if (txn_id < lowest || txn_id > highest) {
@@ -36,7 +60,9 @@ std::optional<std::string> CheckRecovery(const std::vector<State>& states, uint6
   }
   if (txn_id >= states.size() || states[txn_id] != recovered) {
     return "recovered commit " + std::to_string(txn_id) + " holds " + Describe(recovered) + ", but that commit is " +
-           (txn_id < states.size() ? Describe(states[txn_id]) : std::string("unknown")) + " (I1 atomic commit)";
+           (txn_id < states.size() ? Describe(states[txn_id]) + FirstDifference(states[txn_id], recovered)
+                                   : std::string("unknown")) +
+           " (I1 atomic commit)";
   }
   return std::nullopt;
 }

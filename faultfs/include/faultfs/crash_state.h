@@ -25,6 +25,10 @@ enum class CrashPlan {
   kSubset,  // any subset of the volatile writes kept (reordering), and of the name operations
   kTorn,    // a prefix kept, the next write torn: any proper subset of its 512-byte sectors kept,
             // the space it added reading back as zeros or as garbage
+  kOrdered, // a prefix of every volatile operation, writes and name operations together, in the
+            // order they were made: nothing reordered. Stricter than any real filesystem, and not
+            // part of kAll (which already holds each of its states): a failure here needs no
+            // reordering at all, where one found only under kAll needs the reordering POSIX allows
 };
 const char* CrashPlanName(CrashPlan plan);
 bool ParseCrashPlan(const std::string& name, CrashPlan* plan);
@@ -73,12 +77,14 @@ class PersistenceTracker {
 
  private:
   struct VolatileWrite {
+    uint64_t sequence;  // the order of Apply, shared with names (kOrdered)
     uint64_t inode;
     bool truncate;
     uint64_t offset;  // truncate: the new size
     std::string data;
   };
   struct VolatileName {
+    uint64_t sequence;
     TraceOp op;
     std::string dir;
   };
@@ -88,6 +94,9 @@ class PersistenceTracker {
   std::map<std::string, uint64_t> durable_names_;    // path -> inode
   std::vector<VolatileWrite> volatile_writes_;
   std::vector<VolatileName> volatile_names_;
+  uint64_t next_sequence_ = 0;
+  // kOrdered: the choice that keeps the first k volatile operations in the order they were made.
+  CrashChoice OrderedPrefix(size_t k, uint64_t seed) const;
 };
 
 // One crash choice of the plan picked by `seed`: uniformly among all of them when they can be

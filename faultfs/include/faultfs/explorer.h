@@ -1,8 +1,12 @@
-// The crash-state explorer: runs a workload on the simulated filesystem, then at every mutation
-// boundary of its trace enumerates the crash states a plan allows (exhaustively up to a bound,
-// sampled with a seed beyond it), recovers each, and checks it with the crash oracle's bounds
-// (I1 atomic commit, I2 durability, I3 prefix), the store's check(), and that the first writer
-// after recovery truncated the tail (I6). Runs states in parallel; each thread its own filesystem.
+// The crash-state explorer: runs a workload on an engine under test (engine.h; dbdb unless told
+// otherwise) on the simulated filesystem, then at every mutation boundary of its trace enumerates
+// the crash states a plan allows (exhaustively up to a bound, sampled with a seed beyond it),
+// recovers each, and checks it with the crash oracle's bounds (I1 atomic commit, I2 durability as
+// far as the engine's configuration promises it, I3 prefix), the engine's own check, and what the
+// engine checks after the first write that follows recovery (dbdb: the tail was truncated, I6).
+// An engine that does not number its commits gets a marker key in every commit naming it, so a
+// recovered state names the commit it claims to be. Runs states in parallel; each thread its own
+// filesystem.
 #pragma once
 
 #include <dbdb/db.h>
@@ -10,11 +14,14 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "faultfs/crash_state.h"
+#include "faultfs/engine.h"
 
 namespace faultfs {
 
@@ -43,7 +50,14 @@ struct ExploreOptions {
   uint64_t fold_threshold_bytes = 1024;
   uint64_t auto_compact_slack_bytes = 4096;
   size_t violations_max = 5;  // stop collecting after this many
+  bool keep_trace = false;     // ExploreResult::trace: the workload's trace (for a report)
+  // The engine under test; null: dbdb, made durable by `durability` and tuned by the fields above.
+  std::shared_ptr<Engine> engine;
 };
+
+// The key the explorer adds to every commit of an engine that does not number its commits: its
+// value is the commit's number. It sorts after every workload key.
+inline constexpr std::string_view kCommitMarkerKey = "\xff\xfe-explorer-commit";
 
 struct Violation {
   size_t crash_point = 0;       // the number of trace operations that happened before the crash
@@ -67,6 +81,7 @@ struct ExploreResult {
   uint64_t states_exist = 0;      // saturating sum of the states each crash point has
   std::vector<EpochCoverage> epochs;  // one per sync epoch (interval between two syncs)
   std::vector<Violation> violations;
+  std::vector<TraceOp> trace;  // with keep_trace
   double seconds = 0;
 };
 

@@ -1,0 +1,162 @@
+// dbdb itself as an engine under test (engine.h): the store on the simulated filesystem directly
+// (it already speaks dbdb::FileSystem), numbering its commits, with its own check() and the tail
+// truncation check (I6) after the first write that follows a recovery.
+#include <dbdb/db.h>
+
+#include <algorithm>
+
+#include "faultfs/engine.h"
+
+namespace faultfs {
+namespace {
+
+class DbdbHandle final : public EngineHandle {
+ public:
+  explicit DbdbHandle(std::unique_ptr<dbdb::DB> db) : db_(std::move(db)) {}
+
+  dbdb::Status Commit(const EngineBatch& batch) override {
+    auto txn = db_->BeginWrite();
+    dbdb::Status s = txn.status();
+    for (const auto& [key, value] : batch) {
+      if (s.ok()) s = value ? (*txn)->Put(key, *value) : (*txn)->Del(key);
+    }
+    return s.ok() ? (*txn)->Commit() : s;
+  }
+
+  dbdb::Result<std::optional<std::string>> Get(const std::string& key) override { return db_->Get(key); }
+
+  dbdb::Result<std::map<std::string, std::string>> ScanAll() override {
+    auto snapshot = db_->GetSnapshot();
+    if (!snapshot.ok()) return snapshot.status();
+    auto all = (*snapshot)->Scan(dbdb::ScanRange{});
+    if (!all.ok()) return all.status();
+    std::map<std::string, std::string> state;
+    for (auto& kv : *all) state.emplace(std::move(kv.key), std::move(kv.value));
+    return state;
+  }
+
+  dbdb::Status Compact() override { return db_->Compact(); }
+
+  dbdb::Status Check() override { return db_->Check().status(); }
+
+  std::optional<uint64_t> CommitNumber() override {
+    auto snapshot = db_->GetSnapshot();
+    if (!snapshot.ok()) return std::nullopt;
+    return (*snapshot)->txn_id();
+  }
+
+  // I6: the first writer truncates whatever follows the newest commit before appending.
+  dbdb::Status CheckAfterFirstWrite() override {
+    auto report = db_->Check();
+    if (!report.ok()) return report.status();
+    if (report->tail_bytes != 0) {
+      return dbdb::Status::Corruption("after the first write the tail is not truncated: " +
+                                      std::to_string(report->tail_bytes) + " bytes remain (I6)");
+    }
+    return dbdb::Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<dbdb::DB> db_;
+};
+
+class DbdbEngine final : public Engine {
+ public:
+  DbdbEngine(EngineInfo info, const DbdbTuning& tuning) : info_(std::move(info)), tuning_(tuning) {}
+  const EngineInfo& info() const override { return info_; }
+
+  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
+                                                   const std::string& dir) override {
+    dbdb::Options o;
+    o.file_system = std::move(fs);
+    o.create_if_missing = true;
+    o.durability = tuning_.sync ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
+    o.node_size_target_bytes = tuning_.node_size_target_bytes;
+    o.key_size_max_bytes = std::min<uint32_t>(64, tuning_.node_size_target_bytes / 4);
+    o.fold_threshold_bytes = tuning_.fold_threshold_bytes;
+    o.auto_compact_slack_bytes = tuning_.auto_compact_slack_bytes;
+    o.value_size_max_bytes = 1 << 16;
+    o.node_cache_bytes = 1 << 20;
+    // dbdb is one file: the engine's "directory" is that file's path.
+    auto db = dbdb::DB::Open(dir, o);
+    if (!db.ok()) return db.status();
+    return std::unique_ptr<EngineHandle>(new DbdbHandle(std::move(db).value()));
+  }
+
+ private:
+  EngineInfo info_;
+  DbdbTuning tuning_;
+};
+
+class DurableView final : public Engine {
+ public:
+  explicit DurableView(std::shared_ptr<Engine> engine) : engine_(std::move(engine)), info_(engine_->info()) {
+    info_.promise = "held to the durable promise for this run; its own: " + info_.promise;
+    info_.durable = true;
+    info_.durable_after = 0;
+  }
+  const EngineInfo& info() const override { return info_; }
+  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
+                                                   const std::string& dir) override {
+    return engine_->Open(std::move(fs), dir);
+  }
+
+ private:
+  std::shared_ptr<Engine> engine_;
+  EngineInfo info_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> HoldToDurable(std::shared_ptr<Engine> engine) {
+  return std::make_unique<DurableView>(std::move(engine));
+}
+
+std::unique_ptr<Engine> NewDbdbEngine(const std::string& config, const DbdbTuning& tuning) {
+  if (config != "sync" && config != "nosync") return nullptr;
+  EngineInfo info;
+  info.engine = "dbdb";
+  info.config = config;
+  info.version = "format 3";
+  DbdbTuning t = tuning;
+  t.sync = config == "sync";
+  info.durable = t.sync;
+  info.promise = t.sync ? "Durability::kSync: a returned commit survives power loss (db.h; DESIGN.md I2)"
+                        : "Durability::kNoSync: a crash may lose any suffix of recent commits, never a part of one, "
+                          "never a commit without the ones before it (db.h)";
+  return std::make_unique<DbdbEngine>(std::move(info), t);
+}
+
+std::vector<std::string> EngineConfigurations() {
+  return {"dbdb/sync",         "dbdb/nosync",      "sqlite/wal-full", "sqlite/wal-normal", "sqlite/rollback-full",
+          "sqlite/rollback-extra", "leveldb/sync", "leveldb/nosync",  "rocksdb/sync",      "rocksdb/nowal"};
+}
+
+dbdb::Result<std::unique_ptr<Engine>> NewEngine(const std::string& name, const DbdbTuning& dbdb) {
+  std::string engine = name, config;
+  if (auto slash = name.find('/'); slash != std::string::npos) {
+    engine = name.substr(0, slash);
+    config = name.substr(slash + 1);
+  }
+  if (config.empty()) {
+    for (const std::string& known : EngineConfigurations()) {
+      if (known.rfind(engine + "/", 0) == 0) {
+        config = known.substr(engine.size() + 1);
+        break;
+      }
+    }
+  }
+  std::unique_ptr<Engine> e;
+  if (engine == "dbdb") e = NewDbdbEngine(config, dbdb);
+  if (engine == "sqlite") e = NewSqliteEngine(config);
+  if (engine == "leveldb") e = NewLevelDbEngine(config);
+  if (engine == "rocksdb") e = NewRocksDbEngine(config);
+  if (!e) {
+    std::string known;
+    for (const std::string& k : EngineConfigurations()) known += (known.empty() ? "" : ", ") + k;
+    return dbdb::Status::InvalidArgument("unknown engine configuration '" + name + "' (known: " + known + ")");
+  }
+  return e;
+}
+
+}  // namespace faultfs

@@ -1,0 +1,109 @@
+// The engine under test: one interface through which the harness (the crash-state explorer, the
+// crash oracle, the reference model, dbdb-crash campaigns) drives any key/value engine whose every
+// file access goes through a dbdb::FileSystem, and so through the simulated power-loss filesystem.
+//
+// An engine is a library plus a configuration ("sqlite/wal-full", "leveldb/sync"); each
+// configuration states what its documentation promises after a power loss (docs/ENGINES.md), and
+// that promise is the oracle the explorer holds it to:
+//   durable      every acknowledged commit survives, the recovered state is a whole prefix of the
+//                commits (I1 atomic, I2 durable, I3 prefix);
+//   non-durable  a suffix of acknowledged commits may be lost, but what recovers is a whole prefix,
+//                without a corruption error (I1, I3).
+// Anything else is a finding.
+//
+// Adapters (faultfs/engines/): a sqlite3_vfs, a leveldb::Env and a rocksdb::FileSystem onto
+// dbdb::FileSystem, each written to do what the engine's own POSIX code does (which files it syncs,
+// when it syncs a directory); where one cannot, docs/ENGINES.md says so.
+#pragma once
+
+#include <dbdb/file_system.h>
+#include <dbdb/status.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace faultfs {
+
+// A batch of puts (a value) and deletes (nullopt), committed atomically; the last change to a key
+// wins.
+using EngineBatch = std::vector<std::pair<std::string, std::optional<std::string>>>;
+
+// One open handle on an engine's database.
+class EngineHandle {
+ public:
+  virtual ~EngineHandle() = default;
+  // Commits the batch atomically, as durably as the configuration says.
+  virtual dbdb::Status Commit(const EngineBatch& batch) = 0;
+  // The value of `key`, nullopt if absent.
+  virtual dbdb::Result<std::optional<std::string>> Get(const std::string& key) = 0;
+  // Every key and value, in key order.
+  virtual dbdb::Result<std::map<std::string, std::string>> ScanAll() = 0;
+  // The engine's own maintenance, synchronously: dbdb compacts, LevelDB and RocksDB flush and
+  // compact their whole key range, SQLite checkpoints its WAL (or vacuums a rollback database).
+  virtual dbdb::Status Compact() = 0;
+  // The engine's own integrity check (dbdb check(), SQLite integrity_check, RocksDB checksums).
+  virtual dbdb::Status Check() = 0;
+  // The number of the newest commit this handle sees, for an engine that numbers its commits
+  // (dbdb); nullopt otherwise (the explorer then writes a marker key in every commit).
+  virtual std::optional<uint64_t> CommitNumber() { return std::nullopt; }
+  // Extra checks after the first write following recovery (dbdb: the torn tail was truncated, I6).
+  virtual dbdb::Status CheckAfterFirstWrite() { return dbdb::Status::Ok(); }
+};
+
+struct EngineInfo {
+  std::string engine;   // "sqlite"
+  std::string config;   // "wal-full"
+  std::string version;  // the library's, at run time
+  bool durable = true;  // the documentation promises every acknowledged commit survives power loss
+  // For a configuration that is not durable: an acknowledged commit is promised to survive once
+  // this many later commits were acknowledged (SQLite's rollback journal under synchronous=FULL:
+  // 1, the next commit syncs the directory that the last one's journal unlink left volatile);
+  // 0: never (a suffix of any length may be lost).
+  uint64_t durable_after = 0;
+  std::string promise;  // what the documentation says, in short, with where it says it
+  std::string name() const { return engine + "/" + config; }
+};
+
+// An engine in one configuration: opens handles on a filesystem.
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const EngineInfo& info() const = 0;
+  // Opens (creating if missing) the database in directory `dir` of `fs`. Every file the engine
+  // touches must go through `fs`.
+  virtual dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
+                                                           const std::string& dir) = 0;
+};
+
+// dbdb's own tuning, for the explorer's small-node, fold-often stores.
+struct DbdbTuning {
+  bool sync = true;
+  uint32_t node_size_target_bytes = 512;
+  uint64_t fold_threshold_bytes = 1024;
+  uint64_t auto_compact_slack_bytes = 4096;
+};
+
+// Every configuration, "engine/config", in a fixed order (docs/ENGINES.md).
+std::vector<std::string> EngineConfigurations();
+// The engine for "engine/config" (or "engine" alone: its first configuration); InvalidArgument
+// naming the known ones otherwise. `dbdb` tunes the dbdb configurations (its `sync` is ignored: the
+// configuration says).
+dbdb::Result<std::unique_ptr<Engine>> NewEngine(const std::string& name, const DbdbTuning& dbdb = {});
+
+// The same engine held to the durable promise whatever its configuration says (info().durable
+// true, the promise text saying so): a check that the explorer sees a non-durable configuration
+// lose acknowledged commits (dbdb-crash --hold-to-durable).
+std::unique_ptr<Engine> HoldToDurable(std::shared_ptr<Engine> engine);
+
+// The adapters' factories (faultfs/engines/*.cc), for NewEngine.
+std::unique_ptr<Engine> NewDbdbEngine(const std::string& config, const DbdbTuning& tuning);
+std::unique_ptr<Engine> NewSqliteEngine(const std::string& config);
+std::unique_ptr<Engine> NewLevelDbEngine(const std::string& config);
+std::unique_ptr<Engine> NewRocksDbEngine(const std::string& config);
+
+}  // namespace faultfs
