@@ -15,7 +15,8 @@
 // the first 1000 tables it opens, and there a read past the size seen at open is an IOError, not a
 // short read); RemoveDir does nothing; the info LOG is discarded; GetChildren omits "." and "..";
 // CreateDir of an existing directory succeeds (mkdir fails with EEXIST, which LevelDB ignores);
-// background work and time are Env::Default()'s, real threads and the real clock.
+// the clock is Env::Default()'s; the memtable is the smallest LevelDB accepts (64 KiB, so that the
+// harness's workloads fill it), and the handle waits for background work after every call.
 #include <leveldb/db.h>
 #include <leveldb/env.h>
 #include <leveldb/iterator.h>
@@ -24,8 +25,12 @@
 #include <leveldb/write_batch.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
 
 #include "faultfs/engine.h"
 
@@ -195,12 +200,37 @@ class DiscardLogger final : public leveldb::Logger {
   void Logv(const char*, std::va_list) override {}
 };
 
-// Every file and directory operation goes to the dbdb::FileSystem; Env::Default() only lends its
-// background thread, StartThread, clock and sleep. DeleteFile and DeleteDir are left to Env's
-// defaults, which call RemoveFile and RemoveDir.
+// Every file and directory operation goes to the dbdb::FileSystem; Env::Default() only lends
+// StartThread, the clock and sleep. Background work (memtable flushes, compactions) runs on this
+// Env's own thread, one job at a time in the order scheduled, as env_posix's single background
+// thread does, and Settle() waits until none is queued or running: the handle settles after every
+// call, so that a run's order of file operations never depends on thread timing (it replays).
+// DeleteFile and DeleteDir are left to Env's defaults, which call RemoveFile and RemoveDir.
 class FsEnv final : public leveldb::EnvWrapper {
  public:
   explicit FsEnv(std::shared_ptr<dbdb::FileSystem> fs) : EnvWrapper(leveldb::Env::Default()), fs_(std::move(fs)) {}
+  ~FsEnv() override {
+    {
+      std::lock_guard<std::mutex> guard(mu_);
+      stop_ = true;
+    }
+    work_.notify_all();
+    if (worker_.joinable()) worker_.join();
+  }
+
+  void Schedule(void (*function)(void*), void* arg) override {
+    std::lock_guard<std::mutex> guard(mu_);
+    if (!worker_.joinable()) worker_ = std::thread([this] { Work(); });
+    queue_.emplace_back(function, arg);
+    pending_++;
+    work_.notify_all();
+  }
+
+  // Waits until no background job is queued or running (a job may schedule another: that one too).
+  void Settle() {
+    std::unique_lock<std::mutex> lock(mu_);
+    idle_.wait(lock, [this] { return pending_ == 0; });
+  }
 
   leveldb::Status NewSequentialFile(const std::string& fname, leveldb::SequentialFile** result) override {
     *result = nullptr;
@@ -309,7 +339,27 @@ class FsEnv final : public leveldb::EnvWrapper {
     return leveldb::Status::OK();
   }
 
+  void Work() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      work_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      auto [function, arg] = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      function(arg);
+      lock.lock();
+      if (--pending_ == 0) idle_.notify_all();
+    }
+  }
+
   const std::shared_ptr<dbdb::FileSystem> fs_;
+  std::mutex mu_;
+  std::condition_variable work_, idle_;
+  std::deque<std::pair<void (*)(void*), void*>> queue_;
+  size_t pending_ = 0;
+  bool stop_ = false;
+  std::thread worker_;
 };
 
 class LevelDbHandle final : public EngineHandle {
@@ -321,8 +371,13 @@ class LevelDbHandle final : public EngineHandle {
     options.create_if_missing = true;
     options.env = &h->env_;
     options.info_log = &h->logger_;  // else LevelDB would rotate and write dir/LOG
+    // The smallest memtable LevelDB accepts (it clips to 64 KiB), so that the harness's workloads
+    // fill it: a full memtable switches to a new log and flushes in the background.
+    options.write_buffer_size = 64 << 10;
     leveldb::DB* db = nullptr;
-    if (dbdb::Status s = FromLevelDb(leveldb::DB::Open(options, dir, &db), "open " + dir); !s.ok()) return s;
+    leveldb::Status opened = leveldb::DB::Open(options, dir, &db);
+    h->env_.Settle();
+    if (dbdb::Status s = FromLevelDb(opened, "open " + dir); !s.ok()) return s;
     h->db_.reset(db);
     return std::unique_ptr<EngineHandle>(std::move(h));
   }
@@ -336,12 +391,15 @@ class LevelDbHandle final : public EngineHandle {
         b.Delete(key);
       }
     }
-    return FromLevelDb(db_->Write(write_options_, &b), "write");
+    leveldb::Status s = db_->Write(write_options_, &b);
+    env_.Settle();
+    return FromLevelDb(s, "write");
   }
 
   dbdb::Result<std::optional<std::string>> Get(const std::string& key) override {
     std::string value;
     leveldb::Status s = db_->Get(leveldb::ReadOptions(), key, &value);
+    env_.Settle();  // a read may schedule a seek-triggered compaction
     if (s.IsNotFound()) return std::optional<std::string>();
     if (!s.ok()) return FromLevelDb(s, "get");
     return std::optional<std::string>(std::move(value));
@@ -351,6 +409,7 @@ class LevelDbHandle final : public EngineHandle {
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
     std::map<std::string, std::string> all;
     for (it->SeekToFirst(); it->Valid(); it->Next()) all.emplace(it->key().ToString(), it->value().ToString());
+    env_.Settle();
     if (dbdb::Status s = FromLevelDb(it->status(), "scan"); !s.ok()) return s;
     return all;
   }
@@ -359,6 +418,7 @@ class LevelDbHandle final : public EngineHandle {
   // error it meets surfaces at the next write.
   dbdb::Status Compact() override {
     db_->CompactRange(nullptr, nullptr);
+    env_.Settle();
     return dbdb::Status::Ok();
   }
 
@@ -369,6 +429,7 @@ class LevelDbHandle final : public EngineHandle {
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(options));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
     }
+    env_.Settle();
     return FromLevelDb(it->status(), "check");
   }
 

@@ -12,8 +12,10 @@
 //  - WAL shared memory lives in memory, shared by every connection of this VFS (one simulated
 //    machine) and lost with it: a power cut (a new VFS over the crash image) starts without it.
 // Where it is not faithful (docs/ENGINES.md): one connection per VFS at a time, so file locks and
-// shared-memory locks always succeed; randomness and time are deterministic; no memory-mapped I/O
-// (io_methods version 2: no xFetch).
+// shared-memory locks always succeed; time is fixed; no memory-mapped I/O (io_methods version 2: no
+// xFetch). SQLite draws journal nonces and WAL salts from one process-wide generator (seeded from
+// the default VFS, not this one): every open reseeds it with a fixed seed, so a run checked on one
+// thread replays byte for byte; with several checking threads those bytes may differ between runs.
 #include <sqlite3.h>
 
 #include <atomic>
@@ -228,7 +230,7 @@ int FullPathname(sqlite3_vfs*, const char* name, int size, char* out) {
   return SQLITE_OK;
 }
 
-// Deterministic, so that a run replays (SQLite draws WAL salts and temporary names from it).
+// Deterministic; SQLite asks it only when this is the default VFS (see the top).
 int Randomness(sqlite3_vfs* v, int size, char* out) {
   Vfs* vfs = VfsOf(v);
   std::lock_guard<std::mutex> guard(vfs->mu);
@@ -303,6 +305,7 @@ class SqliteHandle final : public EngineHandle {
     if (dbdb::Status s = fs->CreateDir(dir); !s.ok()) return s;
     auto h = std::unique_ptr<SqliteHandle>(new SqliteHandle);
     h->vfs_ = NewVfs(std::move(fs));
+    sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 0x5eed, nullptr);  // see the top
     std::string path = dir + "/db.sqlite";
     int rc = sqlite3_open_v2(path.c_str(), &h->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, h->vfs_->name.c_str());
     if (dbdb::Status s = FromSqlite(h->db_, rc, "open " + path); !s.ok()) return s;

@@ -347,8 +347,8 @@ void PersistenceTracker::Enumerate(CrashPlan plan, uint64_t states_max, uint64_t
     c.writes.resize(writes);
     c.name_ops_kept.resize(names, false);
     c.garbage_seed = seed + n;
-    if (n > 0 && plan == CrashPlan::kOrdered) {
-      c = OrderedPrefix(rng.Uniform(writes + names + 1), seed + n);
+    if (n > 0 && plan == CrashPlan::kOrdered) {  // spread evenly; the last sample keeps everything
+      c = OrderedPrefix(n * (writes + names) / (states_max - 1), seed + n);
     } else if (n > 0) {
       CrashPlan p = plan;
       if (p == CrashPlan::kAll) p = static_cast<CrashPlan>(1 + rng.Uniform(4));

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -37,11 +38,15 @@ struct Run {
   std::vector<TraceOp> trace;
   std::vector<model::State> states{model::State{}};  // states[k]: after commit k
   std::vector<model::CommitTiming> timings;
+  std::vector<std::string> dirs;  // the machine's directories (not in the crash model: they stay)
   std::string error;  // the workload itself failed (a violation too)
 };
 
 // When each commit became durable, by the engine's promise: at its acknowledgement (durable), when
-// `durable_after` later commits were acknowledged, or never.
+// `durable_after` later commits were acknowledged, or never. Only commits count: a compaction or a
+// reopen that makes earlier commits durable as a side effect (SQLite's VACUUM syncs the directory
+// through its new journal) does not raise the floor, which may let a loss pass but never reports
+// a false one.
 void ApplyPromise(const EngineInfo& info, std::vector<model::CommitTiming>* timings) {
   for (size_t i = 0; i < timings->size(); i++) {
     model::CommitTiming& t = (*timings)[i];
@@ -92,6 +97,7 @@ Run RunWorkload(const Workload& workload, const ExploreOptions& options, Engine&
   db.reset();
   ApplyPromise(engine.info(), &run.timings);
   run.trace = fs->Trace();
+  run.dirs = fs->Dirs();
   return run;
 }
 
@@ -101,9 +107,10 @@ struct Recovered {
   model::State state;
 };
 
-Recovered Recover(const CrashImage& image, const ExploreOptions& options, Engine& engine) {
+Recovered Recover(const CrashImage& image, const std::vector<std::string>& dirs, const ExploreOptions& options,
+                  Engine& engine) {
   Recovered r;
-  auto fs = SimFileSystem::FromImage(image, options.seed);
+  auto fs = SimFileSystem::FromImage(image, options.seed, dirs);
   auto opened = engine.Open(fs, kPath);
   if (!opened.ok()) {
     r.error = "recovery failed: " + opened.status().ToString();
@@ -120,7 +127,12 @@ Recovered Recover(const CrashImage& image, const ExploreOptions& options, Engine
   if (number) {
     r.txn_id = *number;
   } else if (auto marker = r.state.find(std::string(kCommitMarkerKey)); marker != r.state.end()) {
-    r.txn_id = std::stoull(marker->second);
+    const std::string& text = marker->second;
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), r.txn_id);
+    if (error != std::errc() || end != text.data() + text.size()) {
+      r.error = "the recovered commit marker is not a commit number: '" + text.substr(0, 32) + "' (I1 atomic commit)";
+      return r;
+    }
     r.state.erase(marker);
   }
   if (dbdb::Status s = db->Check(); !s.ok()) {
@@ -266,7 +278,7 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
         if (it != recovered_by_image.end()) r = it->second;
       }
       if (!r) {
-        r = std::make_shared<const Recovered>(Recover(image, options, *engine));
+        r = std::make_shared<const Recovered>(Recover(image, run.dirs, options, *engine));
         recoveries++;
         std::lock_guard<std::mutex> guard(mutex);
         recovered_by_image.emplace(hash, r);

@@ -39,6 +39,7 @@ struct Cli {
   uint64_t fold_threshold = 1024;
   campaign::Shard shard;
   bool hold_to_durable = false;
+  bool shrink = true;
 };
 
 // What one workload (a case) produced.
@@ -215,11 +216,14 @@ std::string ReplayCommand(const Cli& c, uint64_t seed) {
          std::to_string(c.fold_threshold);
 }
 
-// The invariant a violation message names, for the report's counts.
+// The invariant a violation message names, for the report's counts: I1, I2, I3 or I6 when it
+// names one; "recovery failed" when the engine would not open after the crash; "corruption" or
+// "error" for any other failure (the engine's check, the first write after recovery).
 std::string InvariantOf(const std::string& message) {
   for (const char* tag : {"I1", "I2", "I3", "I6"}) {
     if (message.find(std::string("(") + tag) != std::string::npos) return tag;
   }
+  if (message.rfind("recovery failed", 0) == 0) return "recovery failed";
   if (message.find("Corruption") != std::string::npos) return "corruption";
   return "error";
 }
@@ -285,7 +289,7 @@ int RunSingleProcess(const Cli& cli) {
     auto still_fails = [&](const faultfs::Workload& candidate) {
       return !faultfs::Explore(candidate, o_options).violations.empty();
     };
-    faultfs::Workload minimal = faultfs::ShrinkWorkload(workload, still_fails);
+    faultfs::Workload minimal = cli.shrink ? faultfs::ShrinkWorkload(workload, still_fails) : workload;
     faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, o_options);
     const faultfs::Violation& v =
         minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
@@ -324,7 +328,8 @@ int RunSingleProcess(const Cli& cli) {
   };
   // Campaign tool names: dbdb's own runs keep theirs; another engine's configuration is a tool of its
   // own, so a campaign over several merges them side by side.
-  std::string tool = cli.engine_name.empty() ? "dbdb-crash" : "dbdb-crash:" + info.name();
+  std::string tool = cli.engine_name.empty() ? "dbdb-crash"
+                     : "dbdb-crash:" + info.name() + (cli.plan_name == "all" ? "" : ":" + cli.plan_name);
   std::optional<CasesRun> run = RunCases(cli, tool, config, run_case, progress_text);
   if (!run) return 2;
   const nlohmann::json& totals = run->totals;
@@ -378,6 +383,7 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
   app.add_option("--engine", c.engine_name,
                  "the engine under test, ENGINE[/CONFIG]: dbdb, sqlite, leveldb or rocksdb (docs/ENGINES.md; "
                  "default dbdb with --durability); single-process mode only");
+  app.add_flag("!--no-shrink", c.shrink, "report a violating workload as it is, without shrinking it (single-process mode)");
   app.add_flag("--hold-to-durable", c.hold_to_durable,
                "hold the engine to the durable promise whatever its configuration promises (a non-durable "
                "configuration must then show lost commits: a check that the explorer sees them)");

@@ -32,7 +32,12 @@ namespace {
 std::string FirstDifference(const State& expected, const State& recovered) {
   auto show = [](const State& s, const std::string& key) {
     auto it = s.find(key);
-    return it == s.end() ? std::string("absent") : std::to_string(it->second.size()) + " bytes " + Describe({*it}, 1);
+    return it == s.end() ? std::string("absent") : std::to_string(it->second.size()) + " bytes";
+  };
+  auto first_byte = [](const std::string& a, const std::string& b) {
+    size_t i = 0;
+    while (i < a.size() && i < b.size() && a[i] == b[i]) i++;
+    return "; the values first differ at byte " + std::to_string(i);
   };
   for (const State* from : {&expected, &recovered}) {
     for (const auto& [key, value] : *from) {
@@ -40,7 +45,7 @@ std::string FirstDifference(const State& expected, const State& recovered) {
       auto it = other.find(key);
       if (it == other.end() || it->second != value) {
         return "; first difference at key " + key + ": " + show(expected, key) + " expected, " + show(recovered, key) +
-               " recovered";
+               " recovered" + (it == other.end() ? "" : first_byte(value, it->second));
       }
     }
   }

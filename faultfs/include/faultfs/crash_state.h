@@ -25,10 +25,12 @@ enum class CrashPlan {
   kSubset,  // any subset of the volatile writes kept (reordering), and of the name operations
   kTorn,    // a prefix kept, the next write torn: any proper subset of its 512-byte sectors kept,
             // the space it added reading back as zeros or as garbage
-  kOrdered, // a prefix of every volatile operation, writes and name operations together, in the
-            // order they were made: nothing reordered. Stricter than any real filesystem, and not
-            // part of kAll (which already holds each of its states): a failure here needs no
-            // reordering at all, where one found only under kAll needs the reordering POSIX allows
+  kOrdered, // a prefix of the volatile operations, writes and name operations together, in the
+            // order they were made (a sync still makes its file durable ahead of earlier volatile
+            // name operations, as everywhere). Stricter than real filesystems, and not part of
+            // kAll (which holds each of its states already): a failure here needs no reordering of
+            // volatile operations, where one found only under the other plans needs the
+            // reordering POSIX allows
 };
 const char* CrashPlanName(CrashPlan plan);
 bool ParseCrashPlan(const std::string& name, CrashPlan* plan);
