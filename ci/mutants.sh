@@ -37,8 +37,10 @@ cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/nul
 cmake --build "$build" -j "$(nproc)" >/dev/null
 
 # MUTANTS_LAYERS=a,b picks the layers (in this order); powercut is dbdb-stress on a dbdb-powerfs
-# mount with power cuts (FUSE: /dev/fuse and root).
-IFS=, read -ra layers <<<"${MUTANTS_LAYERS:-unit,proptest,crash,stress,powercut}"
+# mount with power cuts (FUSE: /dev/fuse and root); engines is the engines-under-test suite
+# (ctest -L engines: SQLite, LevelDB, RocksDB and dbdb through the explorer, docs/ENGINES.md), for
+# mutants of the adapters.
+IFS=, read -ra layers <<<"${MUTANTS_LAYERS:-unit,proptest,crash,stress,powercut,engines}"
 # Without FUSE the property tests of dbdb-powerfs and the powercut layer fail on every mutant, and
 # a failure would count as a catch: refuse to run instead.
 if [[ " ${layers[*]} " == *" proptest "* || " ${layers[*]} " == *" powercut "* ]] && [ ! -w /dev/fuse ]; then
@@ -54,6 +56,7 @@ run_layer() {  # run_layer NAME LOG: exit status of the layer (the stress layers
                --threads "$(nproc)"; } >"$2" 2>&1 ;;
     stress) stress_layer "$2" --kill-interval-ms 200 --faults default --dir "$work/stress" ;;
     powercut) stress_layer "$2" --kill-interval-ms 400 --power-cut --cut-interval-ms 400 --dir "$work/powercut" ;;
+    engines) ctest --test-dir "$build" -L engines -j "$(nproc)" --timeout 300 >"$2" 2>&1 ;;
   esac
 }
 

@@ -45,7 +45,8 @@ if [ "${DBDB_SKIP_SANITIZERS:-0}" != "1" ]; then
   echo "== build ($build_dir-tsan: TSan)"
   # TSan is here for the threads: the tests labelled `threads` and the targets they run.
   BUILD_TARGETS=threads_tests \
-    bash ci/build.sh "$build_dir-tsan" -DCMAKE_BUILD_TYPE=Debug -DDBDB_SANITIZE=thread -DDBDB_BUILD_BENCH=OFF
+    bash ci/build.sh "$build_dir-tsan" -DCMAKE_BUILD_TYPE=Debug -DDBDB_SANITIZE=thread -DDBDB_BUILD_BENCH=OFF \
+      -DDBDB_FOREIGN_ENGINES=OFF
   echo "== tests under TSan (label threads)"
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     ctest --test-dir "$build_dir-tsan" --output-on-failure -j "$(nproc)" --timeout 1200 -L threads -LE no-sanitizer

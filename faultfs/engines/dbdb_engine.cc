@@ -148,9 +148,15 @@ dbdb::Result<std::unique_ptr<Engine>> NewEngine(const std::string& name, const D
   }
   std::unique_ptr<Engine> e;
   if (engine == "dbdb") e = NewDbdbEngine(config, dbdb);
+#ifdef DBDB_NO_FOREIGN_ENGINES
+  if (engine != "dbdb") {
+    return dbdb::Status::InvalidArgument("engine '" + engine + "' is not built in this tree (DBDB_FOREIGN_ENGINES=OFF)");
+  }
+#else
   if (engine == "sqlite") e = NewSqliteEngine(config);
   if (engine == "leveldb") e = NewLevelDbEngine(config);
   if (engine == "rocksdb") e = NewRocksDbEngine(config);
+#endif
   if (!e) {
     std::string known;
     for (const std::string& k : EngineConfigurations()) known += (known.empty() ? "" : ", ") + k;

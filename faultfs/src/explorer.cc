@@ -38,6 +38,7 @@ struct Run {
   std::vector<TraceOp> trace;
   std::vector<model::State> states{model::State{}};  // states[k]: after commit k
   std::vector<model::CommitTiming> timings;
+  std::vector<uint64_t> acknowledged_at;  // per timing, when Commit returned (ApplyPromise aside)
   std::vector<std::string> dirs;  // the machine's directories (not in the crash model: they stay)
   std::string error;  // the workload itself failed (a violation too)
 };
@@ -90,6 +91,7 @@ Run RunWorkload(const Workload& workload, const ExploreOptions& options, Engine&
         timing.acknowledged_at = fs->TraceSize();
         run.states.push_back(model::Apply(run.states.back(), changes));
         run.timings.push_back(timing);
+        run.acknowledged_at.push_back(timing.acknowledged_at);
       }
     }
     if (!s.ok()) run.error = "step " + std::to_string(i) + " (" + step.ToString() + "): " + s.ToString();
@@ -157,6 +159,7 @@ struct Point {
   size_t epoch;
   std::shared_ptr<const PersistenceTracker> tracker;
   uint64_t lowest, highest;
+  uint64_t acknowledged;  // the newest commit acknowledged before this point (durable or not)
 };
 
 }  // namespace
@@ -235,7 +238,12 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
       epoch++;
     }
     auto [lowest, highest] = model::AllowedAt(run.timings, i + 1, 0);
-    points.push_back(Point{i + 1, epoch, std::make_shared<PersistenceTracker>(tracker), lowest, highest});
+    uint64_t acknowledged = 0;
+    for (size_t j = 0; j < run.timings.size(); j++) {
+      if (run.acknowledged_at[j] <= i + 1) acknowledged = std::max(acknowledged, run.timings[j].k);
+    }
+    points.push_back(
+        Point{i + 1, epoch, std::make_shared<PersistenceTracker>(tracker), lowest, highest, acknowledged});
   }
   result.crash_points = points.size();
   result.epochs.resize(epoch + 1);
@@ -265,6 +273,7 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
   std::unordered_map<uint64_t, std::shared_ptr<const Recovered>> recovered_by_image;
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> recoveries{0};
+  std::atomic<uint64_t> lost_acknowledged{0};
   auto worker = [&] {
     for (size_t t = next++; t < tasks.size(); t = next++) {
       const Task& task = tasks[t];
@@ -286,6 +295,7 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
       std::string problem = r->error;
       if (problem.empty()) {
         problem = model::CheckRecovery(run.states, point.lowest, point.highest, r->txn_id, r->state).value_or("");
+        if (problem.empty() && r->txn_id < point.acknowledged) lost_acknowledged++;
       }
       if (!problem.empty()) {
         std::lock_guard<std::mutex> guard(mutex);
@@ -304,6 +314,7 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
   result.states_checked = tasks.size();
   result.distinct_states = recovered_by_image.size();
   result.recoveries = recoveries.load();
+  result.states_losing_acknowledged = lost_acknowledged.load();
   std::sort(result.violations.begin(), result.violations.end(),
             [](const Violation& a, const Violation& b) { return a.crash_point < b.crash_point; });
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

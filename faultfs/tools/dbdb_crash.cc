@@ -40,6 +40,7 @@ struct Cli {
   campaign::Shard shard;
   bool hold_to_durable = false;
   bool shrink = true;
+  size_t shrink_max = SIZE_MAX;
 };
 
 // What one workload (a case) produced.
@@ -264,6 +265,7 @@ int RunSingleProcess(const Cli& cli) {
                            {"durability", cli.durability_name}, {"node_size", cli.node_size},
                            {"fold_threshold", cli.fold_threshold}, {"workloads", cli.workloads}};
   uint64_t exist = 0, epochs = 0, epochs_complete = 0, epoch_checked = 0, epoch_exist = 0;
+  size_t shrunk = 0;
   auto run_case = [&](uint64_t workload_seed) {
     faultfs::ExploreOptions o_options = options;
     o_options.seed = workload_seed;
@@ -272,7 +274,8 @@ int RunSingleProcess(const Cli& cli) {
     CaseOutcome o;
     o.replay = ReplayCommand(cli, workload_seed);
     o.figures = {{"crash_points", result.crash_points}, {"states_checked", result.states_checked},
-                 {"distinct_states", result.distinct_states}};
+                 {"distinct_states", result.distinct_states},
+                 {"states_losing_acknowledged_commits", result.states_losing_acknowledged}};
     // Recoveries run depend on how the threads met (two may recover one image): work, not a figure.
     o.extra["work"] = {{"recoveries", result.recoveries}};
     exist = SaturatingAdd(exist, result.states_exist);
@@ -289,7 +292,10 @@ int RunSingleProcess(const Cli& cli) {
     auto still_fails = [&](const faultfs::Workload& candidate) {
       return !faultfs::Explore(candidate, o_options).violations.empty();
     };
-    faultfs::Workload minimal = cli.shrink ? faultfs::ShrinkWorkload(workload, still_fails) : workload;
+    // Shrinking re-explores the workload many times: --shrink-max bounds how many a run shrinks.
+    bool shrink = cli.shrink && shrunk < cli.shrink_max;
+    if (shrink) shrunk++;
+    faultfs::Workload minimal = shrink ? faultfs::ShrinkWorkload(workload, still_fails) : workload;
     faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, o_options);
     const faultfs::Violation& v =
         minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
@@ -352,6 +358,9 @@ int RunSingleProcess(const Cli& cli) {
             << " threads, " << seconds << " s)\n"
             << "sync epochs:          " << epochs << ", " << epochs_complete
             << " covered exhaustively; states checked / states that exist = " << coverage << "\n"
+            << "lost acknowledged:    " << totals.value("states_losing_acknowledged_commits", uint64_t{0})
+            << " states recovered to a commit older than the newest acknowledged one"
+            << (info.durable ? "" : " (allowed: not durable)") << "\n"
             << "violations:           " << violations.size() << (violations.empty() ? "" : " " + by_invariant.dump())
             << " (workloads that broke the promise of " << info.name() << ")\n";
   nlohmann::json report = totals;
@@ -384,6 +393,8 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
                  "the engine under test, ENGINE[/CONFIG]: dbdb, sqlite, leveldb or rocksdb (docs/ENGINES.md; "
                  "default dbdb with --durability); single-process mode only");
   app.add_flag("!--no-shrink", c.shrink, "report a violating workload as it is, without shrinking it (single-process mode)");
+  app.add_option("--shrink-max", c.shrink_max,
+                 "shrink at most this many violating workloads, report the rest as they are (single-process mode)");
   app.add_flag("--hold-to-durable", c.hold_to_durable,
                "hold the engine to the durable promise whatever its configuration promises (a non-durable "
                "configuration must then show lost commits: a check that the explorer sees them)");

@@ -79,6 +79,9 @@ struct ExploreResult {
   uint64_t distinct_states = 0;   // distinct filesystem images among them
   uint64_t recoveries = 0;        // recoveries run (one per distinct image)
   uint64_t states_exist = 0;      // saturating sum of the states each crash point has
+  // States that recovered, as the promise allows, to a commit older than the newest one
+  // acknowledged before the crash: a non-durable configuration losing commits as documented.
+  uint64_t states_losing_acknowledged = 0;
   std::vector<EpochCoverage> epochs;  // one per sync epoch (interval between two syncs)
   std::vector<Violation> violations;
   std::vector<TraceOp> trace;  // with keep_trace
