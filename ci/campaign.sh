@@ -32,7 +32,7 @@
 #   Exit status: 0 no violation, 1 violations, 2 the campaign could not run (usage, build, setup).
 #   Every run writes DIR/cases.jsonl (one line per case, each with its replay command).
 #   Environment: CAMPAIGN_CRASH_SECONDS, CAMPAIGN_CRASH_WORKLOADS, CAMPAIGN_STRESS_SECONDS,
-#   CAMPAIGN_POWER_CUT_SECONDS, CAMPAIGN_SEED, CAMPAIGN_SHARD, CAMPAIGN_FAULTS, CAMPAIGN_KILL_INTERVAL_MS, CAMPAIGN_DIR;
+#   CAMPAIGN_POWER_CUT_SECONDS, CAMPAIGN_ENGINE, CAMPAIGN_SEED, CAMPAIGN_SHARD, CAMPAIGN_FAULTS, CAMPAIGN_KILL_INTERVAL_MS, CAMPAIGN_DIR;
 #   BUILD_DIR (default build-release).
 #   A longer campaign: ci/campaign.sh --crash-seconds 600 --stress-seconds 600
 set -euo pipefail
@@ -144,7 +144,8 @@ if [ "$engine" = "dbdb" ]; then
   tools='"dbdb-crash"'
 else
   tools=
-  for config in $("$build_dir/bin/dbdb-crash" --list-engines); do
+  configs=$("$build_dir/bin/dbdb-crash" --list-engines) || { echo "campaign: dbdb-crash --list-engines failed" >&2; exit 2; }
+  for config in $configs; do
     case "$engine" in all) ;; *) case "$config" in "$engine"/*) ;; *) continue ;; esac ;; esac
     # Every crash state the model allows (plan all: the reordering POSIX allows), then only those
     # that keep every operation in order (plan ordered): a violation found only by the first needs
@@ -162,6 +163,7 @@ else
       tools="$tools${tools:+,}\"$tool\""
     done
   done
+  if [ ${#crash_names[@]} -eq 0 ]; then echo "campaign: this build has no configuration of $engine" >&2; exit 2; fi
 fi
 # This shard's manifest: the tools it runs, so that merge misses a tool that never finished anywhere.
 if [ "$stress_seconds" != "0" ]; then tools="$tools,\"dbdb-stress\""; fi

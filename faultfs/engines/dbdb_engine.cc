@@ -39,10 +39,10 @@ class DbdbHandle final : public EngineHandle {
 
   dbdb::Status Check() override { return db_->Check().status(); }
 
-  std::optional<uint64_t> CommitNumber() override {
+  dbdb::Result<std::optional<uint64_t>> CommitNumber() override {
     auto snapshot = db_->GetSnapshot();
-    if (!snapshot.ok()) return std::nullopt;
-    return (*snapshot)->txn_id();
+    if (!snapshot.ok()) return snapshot.status();
+    return std::optional<uint64_t>((*snapshot)->txn_id());
   }
 
   // I6: the first writer truncates whatever follows the newest commit before appending.
@@ -128,17 +128,23 @@ std::unique_ptr<Engine> NewDbdbEngine(const std::string& config, const DbdbTunin
 }
 
 std::vector<std::string> EngineConfigurations() {
+#ifdef DBDB_NO_FOREIGN_ENGINES
+  return {"dbdb/sync", "dbdb/nosync"};
+#else
   return {"dbdb/sync",         "dbdb/nosync",      "sqlite/wal-full", "sqlite/wal-normal", "sqlite/rollback-full",
           "sqlite/rollback-extra", "leveldb/sync", "leveldb/nosync",  "rocksdb/sync",      "rocksdb/nowal"};
+#endif
 }
 
 dbdb::Result<std::unique_ptr<Engine>> NewEngine(const std::string& name, const DbdbTuning& dbdb) {
   std::string engine = name, config;
+  bool has_config = false;
   if (auto slash = name.find('/'); slash != std::string::npos) {
     engine = name.substr(0, slash);
     config = name.substr(slash + 1);
+    has_config = true;
   }
-  if (config.empty()) {
+  if (!has_config) {
     for (const std::string& known : EngineConfigurations()) {
       if (known.rfind(engine + "/", 0) == 0) {
         config = known.substr(engine.size() + 1);

@@ -15,8 +15,8 @@
 // the first 1000 tables it opens, and there a read past the size seen at open is an IOError, not a
 // short read); RemoveDir does nothing; the info LOG is discarded; GetChildren omits "." and "..";
 // CreateDir of an existing directory succeeds (mkdir fails with EEXIST, which LevelDB ignores);
-// the clock is Env::Default()'s; the memtable is the smallest LevelDB accepts (64 KiB, so that the
-// harness's workloads fill it), and the handle waits for background work after every call.
+// the clock is Env::Default()'s; the memtable is the smallest LevelDB accepts (64 KiB, so that long
+// workloads fill it); background jobs a write or a read schedules wait until it returns (FsEnv).
 #include <leveldb/db.h>
 #include <leveldb/env.h>
 #include <leveldb/iterator.h>
@@ -203,8 +203,14 @@ class DiscardLogger final : public leveldb::Logger {
 // Every file and directory operation goes to the dbdb::FileSystem; Env::Default() only lends
 // StartThread, the clock and sleep. Background work (memtable flushes, compactions) runs on this
 // Env's own thread, one job at a time in the order scheduled, as env_posix's single background
-// thread does, and Settle() waits until none is queued or running: the handle settles after every
-// call, so that a run's order of file operations never depends on thread timing (it replays).
+// thread does. So that a run's order of file operations never depends on thread timing (it
+// replays), a call that does not wait for background work (a write, a read) holds it back with
+// Defer() — a write that fills the memtable schedules the flush and goes on to write the new log,
+// which must not race the flush — and Settle() then lets it run and waits until none is queued or
+// running. A call that waits for background work itself (Open, CompactRange) runs undeferred.
+// Deferring cannot deadlock a write: the flush a full memtable schedules has run (in Settle) before
+// the next write, so no write waits for an immutable memtable, and level-0 compactions run there
+// too, long before level 0 has the 8 files that would slow writes down.
 // DeleteFile and DeleteDir are left to Env's defaults, which call RemoveFile and RemoveDir.
 class FsEnv final : public leveldb::EnvWrapper {
  public:
@@ -226,9 +232,18 @@ class FsEnv final : public leveldb::EnvWrapper {
     work_.notify_all();
   }
 
-  // Waits until no background job is queued or running (a job may schedule another: that one too).
+  // Holds background jobs back (queued, not run) until Settle.
+  void Defer() {
+    std::lock_guard<std::mutex> guard(mu_);
+    deferred_ = true;
+  }
+
+  // Lets held jobs run and waits until no background job is queued or running (a job may schedule
+  // another: that one too).
   void Settle() {
     std::unique_lock<std::mutex> lock(mu_);
+    deferred_ = false;
+    work_.notify_all();
     idle_.wait(lock, [this] { return pending_ == 0; });
   }
 
@@ -342,7 +357,7 @@ class FsEnv final : public leveldb::EnvWrapper {
   void Work() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      work_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      work_.wait(lock, [this] { return stop_ || (!queue_.empty() && !deferred_); });
       if (queue_.empty()) return;  // stopping, nothing left
       auto [function, arg] = queue_.front();
       queue_.pop_front();
@@ -358,6 +373,7 @@ class FsEnv final : public leveldb::EnvWrapper {
   std::condition_variable work_, idle_;
   std::deque<std::pair<void (*)(void*), void*>> queue_;
   size_t pending_ = 0;
+  bool deferred_ = false;
   bool stop_ = false;
   std::thread worker_;
 };
@@ -371,8 +387,9 @@ class LevelDbHandle final : public EngineHandle {
     options.create_if_missing = true;
     options.env = &h->env_;
     options.info_log = &h->logger_;  // else LevelDB would rotate and write dir/LOG
-    // The smallest memtable LevelDB accepts (it clips to 64 KiB), so that the harness's workloads
-    // fill it: a full memtable switches to a new log and flushes in the background.
+    // The smallest memtable LevelDB accepts (it clips to 64 KiB), so that long workloads fill it (a
+    // generated step writes about 170 bytes: several hundred steps): a full memtable switches to a
+    // new log and flushes in the background.
     options.write_buffer_size = 64 << 10;
     leveldb::DB* db = nullptr;
     leveldb::Status opened = leveldb::DB::Open(options, dir, &db);
@@ -391,6 +408,7 @@ class LevelDbHandle final : public EngineHandle {
         b.Delete(key);
       }
     }
+    env_.Defer();
     leveldb::Status s = db_->Write(write_options_, &b);
     env_.Settle();
     return FromLevelDb(s, "write");
@@ -398,6 +416,7 @@ class LevelDbHandle final : public EngineHandle {
 
   dbdb::Result<std::optional<std::string>> Get(const std::string& key) override {
     std::string value;
+    env_.Defer();
     leveldb::Status s = db_->Get(leveldb::ReadOptions(), key, &value);
     env_.Settle();  // a read may schedule a seek-triggered compaction
     if (s.IsNotFound()) return std::optional<std::string>();
@@ -406,6 +425,7 @@ class LevelDbHandle final : public EngineHandle {
   }
 
   dbdb::Result<std::map<std::string, std::string>> ScanAll() override {
+    env_.Defer();
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(leveldb::ReadOptions()));
     std::map<std::string, std::string> all;
     for (it->SeekToFirst(); it->Valid(); it->Next()) all.emplace(it->key().ToString(), it->value().ToString());
@@ -426,6 +446,7 @@ class LevelDbHandle final : public EngineHandle {
   dbdb::Status Check() override {
     leveldb::ReadOptions options;
     options.verify_checksums = true;
+    env_.Defer();
     std::unique_ptr<leveldb::Iterator> it(db_->NewIterator(options));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
     }

@@ -548,6 +548,8 @@ dbdb::Status FromRocksDb(const rocksdb::Status& s, const std::string& what) {
 }
 
 class RocksDbHandle final : public EngineHandle {
+  friend class RocksDbEngine;  // settles the work Open scheduled
+
  public:
   RocksDbHandle(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db,
                 const rocksdb::WriteOptions& write_options)
@@ -637,8 +639,10 @@ class RocksDbEngine final : public Engine {
     rocksdb::DB* db = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
     if (!s.ok()) return FromRocksDb(s, "open " + dir);
-    return std::unique_ptr<EngineHandle>(
+    auto handle = std::unique_ptr<RocksDbHandle>(
         new RocksDbHandle(std::move(env), std::unique_ptr<rocksdb::DB>(db), write_options_));
+    if (dbdb::Status settled = handle->Settle(); !settled.ok()) return settled;  // work Open scheduled
+    return std::unique_ptr<EngineHandle>(std::move(handle));
   }
 
  private:

@@ -105,7 +105,9 @@ std::string BuildCommit() { return DBDB_BUILD_COMMIT; }
 
 std::string InvariantOf(const std::string& message) {
   static const std::regex kGroup(R"(\((I[0-9][^)]*)\))");
-  std::string found = "other";
+  std::string found = message.rfind("recovery failed", 0) == 0             ? "recovery failed"
+                      : message.find("Corruption") != std::string::npos ? "corruption"
+                                                                         : "other";
   for (auto it = std::sregex_iterator(message.begin(), message.end(), kGroup); it != std::sregex_iterator(); ++it) {
     found = (*it)[1].str();
     size_t space = found.find(' ');  // "I1 atomic commit" -> "I1"

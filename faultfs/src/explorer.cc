@@ -69,7 +69,12 @@ Run RunWorkload(const Workload& workload, const ExploreOptions& options, Engine&
     return run;
   }
   std::unique_ptr<EngineHandle> db = std::move(opened).value();
-  bool numbered = db->CommitNumber().has_value();
+  auto number = db->CommitNumber();
+  if (!number.ok()) {
+    run.error = "the commit number after opening: " + number.status().ToString();
+    return run;
+  }
+  bool numbered = number->has_value();
   for (size_t i = 0; i < workload.size() && run.error.empty(); i++) {
     const WorkloadStep& step = workload[i];
     dbdb::Status s;
@@ -119,15 +124,19 @@ Recovered Recover(const CrashImage& image, const std::vector<std::string>& dirs,
     return r;
   }
   auto& db = *opened;
-  std::optional<uint64_t> number = db->CommitNumber();
+  auto number = db->CommitNumber();
+  if (!number.ok()) {
+    r.error = "snapshot after recovery: " + number.status().ToString();
+    return r;
+  }
   auto all = db->ScanAll();
   if (!all.ok()) {
     r.error = "reading the recovered state: " + all.status().ToString();
     return r;
   }
   r.state = std::move(all).value();
-  if (number) {
-    r.txn_id = *number;
+  if (number->has_value()) {
+    r.txn_id = **number;
   } else if (auto marker = r.state.find(std::string(kCommitMarkerKey)); marker != r.state.end()) {
     const std::string& text = marker->second;
     auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), r.txn_id);
@@ -145,7 +154,10 @@ Recovered Recover(const CrashImage& image, const std::vector<std::string>& dirs,
     r.error = "first write after recovery: " + s.ToString();
     return r;
   }
-  if (dbdb::Status s = db->CheckAfterFirstWrite(); !s.ok()) r.error = s.message();
+  if (dbdb::Status s = db->CheckAfterFirstWrite(); !s.ok()) {
+    r.error = s.IsCorruption() && s.message().find("(I6)") != std::string::npos ? s.message()
+                                                                               : "after the first write: " + s.ToString();
+  }
   return r;
 }
 
@@ -274,6 +286,9 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
   std::atomic<size_t> next{0};
   std::atomic<uint64_t> recoveries{0};
   std::atomic<uint64_t> lost_acknowledged{0};
+  // Every violation with its task's index: the report keeps the first violations_max in task
+  // order, so which ones it shows does not depend on how the threads met.
+  std::vector<std::pair<size_t, Violation>> found;
   auto worker = [&] {
     for (size_t t = next++; t < tasks.size(); t = next++) {
       const Task& task = tasks[t];
@@ -299,9 +314,11 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
       }
       if (!problem.empty()) {
         std::lock_guard<std::mutex> guard(mutex);
-        if (result.violations.size() < options.violations_max) {
-          result.violations.push_back(Violation{point.trace_position, run.trace[point.trace_position - 1].ToString(),
-                                                task.choice.Describe(), problem});
+        found.emplace_back(t, Violation{point.trace_position, run.trace[point.trace_position - 1].ToString(),
+                                        task.choice.Describe(), problem});
+        if (found.size() > 2 * options.violations_max + 16) {  // a bound: drop all but the lowest indexes
+          std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+          found.resize(options.violations_max);
         }
       }
     }
@@ -315,6 +332,8 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
   result.distinct_states = recovered_by_image.size();
   result.recoveries = recoveries.load();
   result.states_losing_acknowledged = lost_acknowledged.load();
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 0; i < found.size() && i < options.violations_max; i++) result.violations.push_back(found[i].second);
   std::sort(result.violations.begin(), result.violations.end(),
             [](const Violation& a, const Violation& b) { return a.crash_point < b.crash_point; });
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -208,26 +208,19 @@ int RunMultiProcess(const Cli& cli) {
   return violations.empty() ? 0 : 1;
 }
 
+bool IsDbdb(const Cli& c) { return c.engine_name.empty() || c.engine_name.rfind("dbdb/", 0) == 0; }
+
 std::string ReplayCommand(const Cli& c, uint64_t seed) {
   std::string engine = (c.engine_name.empty() ? "" : " --engine " + c.engine_name) +
                        (c.hold_to_durable ? " --hold-to-durable" : "");
+  // dbdb's tuning only for dbdb (its durability is in the configuration's name with --engine).
+  std::string tuning = !IsDbdb(c) ? ""
+                       : (c.engine_name.empty() ? " --durability " + c.durability_name : "") + " --node-size " +
+                             std::to_string(c.node_size) + " --fold-threshold " + std::to_string(c.fold_threshold);
   return "dbdb-crash" + engine + " --seed " + std::to_string(seed) + " --workloads 1 --ops " + std::to_string(c.ops) +
-         " --plan " + c.plan_name + " --states-max " + std::to_string(c.states_max) + " --durability " +
-         c.durability_name + " --node-size " + std::to_string(c.node_size) + " --fold-threshold " +
-         std::to_string(c.fold_threshold);
+         " --plan " + c.plan_name + " --states-max " + std::to_string(c.states_max) + tuning;
 }
 
-// The invariant a violation message names, for the report's counts: I1, I2, I3 or I6 when it
-// names one; "recovery failed" when the engine would not open after the crash; "corruption" or
-// "error" for any other failure (the engine's check, the first write after recovery).
-std::string InvariantOf(const std::string& message) {
-  for (const char* tag : {"I1", "I2", "I3", "I6"}) {
-    if (message.find(std::string("(") + tag) != std::string::npos) return tag;
-  }
-  if (message.rfind("recovery failed", 0) == 0) return "recovery failed";
-  if (message.find("Corruption") != std::string::npos) return "corruption";
-  return "error";
-}
 
 uint64_t SaturatingAdd(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
 
@@ -241,10 +234,10 @@ int RunSingleProcess(const Cli& cli) {
   options.node_size_target_bytes = cli.node_size;
   options.fold_threshold_bytes = cli.fold_threshold;
   // --engine: any engine under test (engine.h); dbdb's configurations take the tuning above.
+  faultfs::DbdbTuning tuning;
+  tuning.node_size_target_bytes = cli.node_size;
+  tuning.fold_threshold_bytes = cli.fold_threshold;
   if (!cli.engine_name.empty()) {
-    faultfs::DbdbTuning tuning;
-    tuning.node_size_target_bytes = cli.node_size;
-    tuning.fold_threshold_bytes = cli.fold_threshold;
     auto engine = faultfs::NewEngine(cli.engine_name, tuning);
     if (!engine.ok()) {
       std::cerr << "dbdb-crash: " << engine.status().message() << "\n";
@@ -253,14 +246,15 @@ int RunSingleProcess(const Cli& cli) {
     options.engine = std::move(engine).value();
   }
   if (cli.hold_to_durable) {
-    if (!options.engine) options.engine = faultfs::NewDbdbEngine(cli.durability_name, {});
+    if (!options.engine) options.engine = faultfs::NewDbdbEngine(cli.durability_name, tuning);
     options.engine = faultfs::HoldToDurable(options.engine);
   }
   faultfs::EngineInfo info = options.engine ? options.engine->info() : faultfs::NewDbdbEngine(cli.durability_name, {})->info();
   std::cout << "engine: " << info.name() << " (" << info.version << "), "
             << (info.durable ? "durable" : info.durable_after > 0 ? "durable after " + std::to_string(info.durable_after) + " later commit(s)" : "not durable")
             << ": " << info.promise << std::endl;
-  nlohmann::json config = {{"mode", "single-process"}, {"engine", info.name()}, {"ops", cli.ops},
+  nlohmann::json config = {{"mode", "single-process"}, {"engine", info.name()},
+                           {"hold_to_durable", cli.hold_to_durable}, {"ops", cli.ops},
                            {"plan", cli.plan_name},    {"states_max", cli.states_max},
                            {"durability", cli.durability_name}, {"node_size", cli.node_size},
                            {"fold_threshold", cli.fold_threshold}, {"workloads", cli.workloads}};
@@ -317,7 +311,7 @@ int RunSingleProcess(const Cli& cli) {
                "  replay: " + o.replay + "\n" + trace_text;
     o.passed = false;
     o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", v.message},
-                            {"invariant", InvariantOf(v.message)}, {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
+                            {"invariant", campaign::InvariantOf(v.message)}, {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
                             {"crash_state", v.crash_state},   {"counterexample", faultfs::DescribeWorkload(minimal)},
                             {"minimal_workload", faultfs::DescribeWorkload(minimal)}, {"replay", o.replay}};
     return o;
@@ -335,7 +329,8 @@ int RunSingleProcess(const Cli& cli) {
   // Campaign tool names: dbdb's own runs keep theirs; another engine's configuration is a tool of its
   // own, so a campaign over several merges them side by side.
   std::string tool = cli.engine_name.empty() ? "dbdb-crash"
-                     : "dbdb-crash:" + info.name() + (cli.plan_name == "all" ? "" : ":" + cli.plan_name);
+                     : "dbdb-crash:" + info.name() + (cli.plan_name == "all" ? "" : ":" + cli.plan_name) +
+                           (cli.hold_to_durable ? ":held-to-durable" : "");
   std::optional<CasesRun> run = RunCases(cli, tool, config, run_case, progress_text);
   if (!run) return 2;
   const nlohmann::json& totals = run->totals;
@@ -345,7 +340,7 @@ int RunSingleProcess(const Cli& cli) {
   double coverage = epoch_exist == 0 ? 1.0 : static_cast<double>(epoch_checked) / static_cast<double>(epoch_exist);
   nlohmann::json by_invariant = nlohmann::json::object();
   for (const auto& v : violations) {
-    std::string invariant = v.value("invariant", "error");
+    std::string invariant = v.value("invariant", "other");
     by_invariant[invariant] = by_invariant.value(invariant, uint64_t{0}) + 1;
   }
   std::cout << "workloads run:        " << totals.value("workloads", uint64_t{0}) << " (" << cli.ops
@@ -441,9 +436,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cli.shard.count > 1) std::cout << "shard: " << cli.shard.ToString() << std::endl;
-  if (cli.processes > 0 && !cli.engine_name.empty() && cli.engine_name.rfind("dbdb", 0) != 0) {
-    std::cerr << "dbdb-crash: --processes runs dbdb only; other engines run single-process (docs/ENGINES.md)\n";
+  if (cli.processes > 0 && (!cli.engine_name.empty() || cli.hold_to_durable || !cli.shrink ||
+                            cli.shrink_max != SIZE_MAX)) {
+    std::cerr << "dbdb-crash: --processes runs dbdb's multi-process histories, with --durability; --engine, "
+                 "--hold-to-durable, --no-shrink and --shrink-max are for single-process runs (docs/ENGINES.md)\n";
     return 2;
   }
+  // A bare "dbdb" is the configuration --durability names.
+  if (cli.engine_name == "dbdb") cli.engine_name = "dbdb/" + cli.durability_name;
   return cli.processes > 0 ? RunMultiProcess(cli) : RunSingleProcess(cli);
 }

@@ -56,18 +56,18 @@ std::string FirstDifference(const State& expected, const State& recovered) {
 
 std::optional<std::string> CheckRecovery(const std::vector<State>& states, uint64_t lowest, uint64_t highest,
                                          uint64_t txn_id, const State& recovered) {
+  // Whole first: a recovered state that is not exactly the commit it names breaks I1 wherever that
+  // commit lies; a whole one outside the allowed range breaks I2 or I3.
+  if (txn_id < states.size() && states[txn_id] != recovered) {
+    return "recovered commit " + std::to_string(txn_id) + " holds " + Describe(recovered) + ", but that commit is " +
+           Describe(states[txn_id]) + FirstDifference(states[txn_id], recovered) + " (I1 atomic commit)";
+  }
   if (txn_id < lowest || txn_id > highest) {
     std::string why = "recovered commit " + std::to_string(txn_id) + " holding " + Describe(recovered) +
                       ", but only commits " + std::to_string(lowest) + " (the last acknowledged durable one) to " +
                       std::to_string(highest) + " (the last one begun) are allowed";
     why += txn_id < lowest ? " (I2 durability)" : " (I3 prefix: a commit that never began)";
     return why;
-  }
-  if (txn_id >= states.size() || states[txn_id] != recovered) {
-    return "recovered commit " + std::to_string(txn_id) + " holds " + Describe(recovered) + ", but that commit is " +
-           (txn_id < states.size() ? Describe(states[txn_id]) + FirstDifference(states[txn_id], recovered)
-                                   : std::string("unknown")) +
-           " (I1 atomic commit)";
   }
   return std::nullopt;
 }

@@ -38,7 +38,8 @@ inline uint64_t CaseSeed(uint64_t campaign_seed, uint64_t case_index) { return c
 std::string BuildCommit();
 
 // The violated invariant named in a violation message: the last "(I…)" group, e.g. "I2" or
-// "I1/I3"; "other" when there is none.
+// "I1/I3"; when there is none, "recovery failed" for a message that starts so (an engine that
+// would not open after a crash), "corruption" for one that names a Corruption, else "other".
 std::string InvariantOf(const std::string& message);
 
 // Writes the case lines and the final shard line of one tool's shard to a file (JSON Lines,

@@ -50,7 +50,7 @@ class EngineHandle {
   virtual dbdb::Status Check() = 0;
   // The number of the newest commit this handle sees, for an engine that numbers its commits
   // (dbdb); nullopt otherwise (the explorer then writes a marker key in every commit).
-  virtual std::optional<uint64_t> CommitNumber() { return std::nullopt; }
+  virtual dbdb::Result<std::optional<uint64_t>> CommitNumber() { return std::optional<uint64_t>(); }
   // Extra checks after the first write following recovery (dbdb: the torn tail was truncated, I6).
   virtual dbdb::Status CheckAfterFirstWrite() { return dbdb::Status::Ok(); }
 };

@@ -49,7 +49,7 @@ struct ExploreOptions {
   // Small by default, so that short workloads fold and compact by themselves.
   uint64_t fold_threshold_bytes = 1024;
   uint64_t auto_compact_slack_bytes = 4096;
-  size_t violations_max = 5;  // stop collecting after this many
+  size_t violations_max = 5;  // report this many (the first in the order the states are listed)
   bool keep_trace = false;     // ExploreResult::trace: the workload's trace (for a report)
   // The engine under test; null: dbdb, made durable by `durability` and tuned by the fields above.
   std::shared_ptr<Engine> engine;
