@@ -217,11 +217,11 @@ if [ "$engine" != "dbdb" ]; then
   for name in "${crash_names[@]}"; do engine_reports+=("$work/$name.json"); done
   jq -s '.' "${engine_reports[@]}" > "$work/engines.json"
   {
-    echo "| engine | version | configuration | documentation promises | workloads (all / ordered) | crash states checked (all / ordered) | states/s (all) | states that lost acknowledged commits, as allowed (all) | violations, any reordering POSIX allows | violations, in order | matched |"
+    echo "| engine | version | configuration | documentation promises | workloads (all / ordered) | crash states checked (all / ordered) | states/s (all / ordered) | states that lost acknowledged commits, as allowed (all) | violations, any reordering POSIX allows | violations, in order | matched |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
     jq -r 'def viol: if (.violations_by_invariant | length) == 0 then "none" else (.violations_by_invariant | to_entries | map("\(.key): \(.value)") | join(", ")) + " workloads" end;
       group_by(.engine + "/" + .configuration) | .[] | (map(select(.plan == "all"))[0]) as $a | (map(select(.plan == "ordered"))[0]) as $o |
-      "| \($a.engine) | \($a.version) | \($a.configuration) | \(if $a.durable then "every acknowledged commit" elif $a.durable_after > 0 then "all but the last \($a.durable_after) acknowledged commit(s)" else "a prefix (may lose a suffix)" end) | \($a.workloads) / \($o.workloads) | \($a.states_checked) / \($o.states_checked) | \($a.states_per_second | floor) | \($a.states_losing_acknowledged_commits) | \($a | viol) | \($o | viol) | \(if $a.matched_promise and $o.matched_promise then "yes" elif $o.matched_promise then "in order only" else "**no**" end) |"' "$work/engines.json"
+      "| \($a.engine) | \($a.version) | \($a.configuration) | \(if $a.durable then "every acknowledged commit" elif $a.durable_after > 0 then "all but the last \($a.durable_after) acknowledged commit(s)" else "a prefix (may lose a suffix)" end) | \($a.workloads) / \($o.workloads) | \($a.states_checked) / \($o.states_checked) | \($a.states_per_second | floor) / \($o.states_per_second | floor) | \($a.states_losing_acknowledged_commits) | \($a | viol) | \($o | viol) | \(if $a.matched_promise and $o.matched_promise then "yes" elif $o.matched_promise then "in order only" else "**no**" end) |"' "$work/engines.json"
   } > "$work/engines.md"
   echo "results table: $work/engines.md (JSON: $work/engines.json)"
   cat "$work/engines.md"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The mutation suite: plants each bug of ci/mutants/*.patch, one at a time, into a copy of the tree
 # (never the working tree), builds it, and runs the harness layers in order — unit tests, property
-# tests, the crash explorer, a short stress run — recording the first layer that fails and how
-# long it took. Every mutant must be caught. Prints a table and writes JSON.
+# tests, the crash explorer, a short stress run, one with power cuts, the engines under test —
+# recording the first layer that fails and how long it took. Every mutant must be caught. Prints a
+# table and writes JSON.
 #
 # Exit status: 0 if every mutant was caught; 1 if one survived, a patch no longer applies (a stale
 # patch is a failure to fix, not to skip), or a mutant does not build.
@@ -18,6 +19,12 @@ build=$work/build
 report=$work/mutants.json
 bash ci/deps.sh
 mkdir -p "$work"
+# git apply inside a repository applies paths relative to its top and silently skips those outside
+# the current directory: a work directory inside this checkout would plant nothing.
+if [ "$(git -C "$work" rev-parse --show-toplevel 2>/dev/null)" = "$repo" ]; then
+  echo "mutants: MUTANTS_DIR ($work) is inside the checkout; pick a directory outside it" >&2
+  exit 2
+fi
 
 # The tree copy: every file of the working tree that git knows (or all of it outside git), copied
 # over the cache so that unchanged files keep their timestamps and the build stays incremental.
@@ -108,7 +115,7 @@ for patch in "$repo"/ci/mutants/*.patch; do
   fi
   for f in $files; do cp -p "$work/pristine/$f" "$src/$f"; done  # back to the pristine tree
   touch -c $(for f in $files; do echo "$src/$f"; done)
-  case "$caught" in unit|proptest|crash|stress|powercut) ;; *) failures=$((failures + 1)) ;; esac
+  case "$caught" in unit|proptest|crash|stress|powercut|engines) ;; *) failures=$((failures + 1)) ;; esac
   seconds_text=$seconds
   rows+=("$(printf '%-30s %-10s %8s  %s' "$name" "$caught" "$seconds_text" "$description")")
   echo "${rows[-1]}"
