@@ -60,56 +60,53 @@ class DbdbHandle final : public EngineHandle {
   std::unique_ptr<dbdb::DB> db_;
 };
 
-class DbdbEngine final : public Engine {
- public:
-  DbdbEngine(EngineInfo info, const DbdbTuning& tuning) : info_(std::move(info)), tuning_(tuning) {}
-  const EngineInfo& info() const override { return info_; }
+// Opens dbdb with the explorer's tuning.
+dbdb::Result<std::unique_ptr<EngineHandle>> OpenDbdb(const DbdbTuning& tuning, std::shared_ptr<dbdb::FileSystem> fs,
+                                                     const std::string& dir) {
+  dbdb::Options o;
+  o.file_system = std::move(fs);
+  o.create_if_missing = true;
+  o.durability = tuning.sync ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
+  o.node_size_target_bytes = tuning.node_size_target_bytes;
+  o.key_size_max_bytes = std::min<uint32_t>(64, tuning.node_size_target_bytes / 4);
+  o.fold_threshold_bytes = tuning.fold_threshold_bytes;
+  o.auto_compact_slack_bytes = tuning.auto_compact_slack_bytes;
+  o.value_size_max_bytes = 1 << 16;
+  o.node_cache_bytes = 1 << 20;
+  // dbdb is one file: the engine's "directory" is that file's path.
+  auto db = dbdb::DB::Open(dir, o);
+  if (!db.ok()) return db.status();
+  return std::unique_ptr<EngineHandle>(new DbdbHandle(std::move(db).value()));
+}
 
+class FunctionEngine final : public Engine {
+ public:
+  FunctionEngine(EngineInfo info, EngineOpener open) : info_(std::move(info)), open_(std::move(open)) {}
+  const EngineInfo& info() const override { return info_; }
   dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
                                                    const std::string& dir) override {
-    dbdb::Options o;
-    o.file_system = std::move(fs);
-    o.create_if_missing = true;
-    o.durability = tuning_.sync ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
-    o.node_size_target_bytes = tuning_.node_size_target_bytes;
-    o.key_size_max_bytes = std::min<uint32_t>(64, tuning_.node_size_target_bytes / 4);
-    o.fold_threshold_bytes = tuning_.fold_threshold_bytes;
-    o.auto_compact_slack_bytes = tuning_.auto_compact_slack_bytes;
-    o.value_size_max_bytes = 1 << 16;
-    o.node_cache_bytes = 1 << 20;
-    // dbdb is one file: the engine's "directory" is that file's path.
-    auto db = dbdb::DB::Open(dir, o);
-    if (!db.ok()) return db.status();
-    return std::unique_ptr<EngineHandle>(new DbdbHandle(std::move(db).value()));
+    return open_(std::move(fs), dir);
   }
 
  private:
   EngineInfo info_;
-  DbdbTuning tuning_;
-};
-
-class DurableView final : public Engine {
- public:
-  explicit DurableView(std::shared_ptr<Engine> engine) : engine_(std::move(engine)), info_(engine_->info()) {
-    info_.promise = "held to the durable promise for this run; its own: " + info_.promise;
-    info_.durable = true;
-    info_.durable_after = 0;
-  }
-  const EngineInfo& info() const override { return info_; }
-  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
-                                                   const std::string& dir) override {
-    return engine_->Open(std::move(fs), dir);
-  }
-
- private:
-  std::shared_ptr<Engine> engine_;
-  EngineInfo info_;
+  EngineOpener open_;
 };
 
 }  // namespace
 
+std::unique_ptr<Engine> MakeEngine(EngineInfo info, EngineOpener open) {
+  return std::make_unique<FunctionEngine>(std::move(info), std::move(open));
+}
+
 std::unique_ptr<Engine> HoldToDurable(std::shared_ptr<Engine> engine) {
-  return std::make_unique<DurableView>(std::move(engine));
+  EngineInfo info = engine->info();
+  info.promise = "held to the durable promise for this run; its own: " + info.promise;
+  info.durable = true;
+  info.durable_after = 0;
+  return MakeEngine(std::move(info), [engine](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+    return engine->Open(std::move(fs), dir);
+  });
 }
 
 std::unique_ptr<Engine> NewDbdbEngine(const std::string& config, const DbdbTuning& tuning) {
@@ -124,7 +121,9 @@ std::unique_ptr<Engine> NewDbdbEngine(const std::string& config, const DbdbTunin
   info.promise = t.sync ? "Durability::kSync: a returned commit survives power loss (db.h; DESIGN.md I2)"
                         : "Durability::kNoSync: a crash may lose any suffix of recent commits, never a part of one, "
                           "never a commit without the ones before it (db.h)";
-  return std::make_unique<DbdbEngine>(std::move(info), t);
+  return MakeEngine(std::move(info), [t](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+    return OpenDbdb(t, std::move(fs), dir);
+  });
 }
 
 std::vector<std::string> EngineConfigurations() {

@@ -466,20 +466,6 @@ class LevelDbHandle final : public EngineHandle {
   leveldb::WriteOptions write_options_;
 };
 
-class LevelDbEngine final : public Engine {
- public:
-  LevelDbEngine(EngineInfo info, bool sync) : info_(std::move(info)), sync_(sync) {}
-  const EngineInfo& info() const override { return info_; }
-  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
-                                                   const std::string& dir) override {
-    return LevelDbHandle::Open(std::move(fs), dir, sync_);
-  }
-
- private:
-  EngineInfo info_;
-  bool sync_;
-};
-
 }  // namespace
 
 std::unique_ptr<Engine> NewLevelDbEngine(const std::string& config) {
@@ -496,7 +482,9 @@ std::unique_ptr<Engine> NewLevelDbEngine(const std::string& config) {
                       : "WriteOptions::sync=false: \"if the machine crashes, some recent writes may be lost\" "
                         "(options.h; doc/index.md: \"the last few updates\"): a suffix may be lost, a consistent "
                         "prefix recovers without a corruption error";
-  return std::make_unique<LevelDbEngine>(std::move(info), sync);
+  return MakeEngine(std::move(info), [sync](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+    return LevelDbHandle::Open(std::move(fs), dir, sync);
+  });
 }
 
 }  // namespace faultfs

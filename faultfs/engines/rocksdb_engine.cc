@@ -548,7 +548,9 @@ dbdb::Status FromRocksDb(const rocksdb::Status& s, const std::string& what) {
 }
 
 class RocksDbHandle final : public EngineHandle {
-  friend class RocksDbEngine;  // settles the work Open scheduled
+  // OpenRocksDb settles the background work that DB::Open scheduled.
+  friend dbdb::Result<std::unique_ptr<EngineHandle>> OpenRocksDb(const rocksdb::WriteOptions&,
+                                                                 std::shared_ptr<dbdb::FileSystem>, const std::string&);
 
  public:
   RocksDbHandle(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db,
@@ -613,15 +615,8 @@ class RocksDbHandle final : public EngineHandle {
   const rocksdb::WriteOptions write_options_;
 };
 
-class RocksDbEngine final : public Engine {
- public:
-  RocksDbEngine(EngineInfo info, const rocksdb::WriteOptions& write_options)
-      : info_(std::move(info)), write_options_(write_options) {}
-
-  const EngineInfo& info() const override { return info_; }
-
-  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
-                                                   const std::string& dir) override {
+dbdb::Result<std::unique_ptr<EngineHandle>> OpenRocksDb(const rocksdb::WriteOptions& write_options,
+                                                        std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
     std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(std::make_shared<DbdbFileSystem>(std::move(fs)));
     rocksdb::Options options;  // RocksDB's defaults (paranoid_checks, kPointInTimeRecovery) but:
     options.env = env.get();
@@ -640,15 +635,10 @@ class RocksDbEngine final : public Engine {
     rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
     if (!s.ok()) return FromRocksDb(s, "open " + dir);
     auto handle = std::unique_ptr<RocksDbHandle>(
-        new RocksDbHandle(std::move(env), std::unique_ptr<rocksdb::DB>(db), write_options_));
+        new RocksDbHandle(std::move(env), std::unique_ptr<rocksdb::DB>(db), write_options));
     if (dbdb::Status settled = handle->Settle(); !settled.ok()) return settled;  // work Open scheduled
     return std::unique_ptr<EngineHandle>(std::move(handle));
-  }
-
- private:
-  const EngineInfo info_;
-  const rocksdb::WriteOptions write_options_;
-};
+}
 
 }  // namespace
 
@@ -676,7 +666,9 @@ std::unique_ptr<Engine> NewRocksDbEngine(const std::string& config) {
   } else {
     return nullptr;
   }
-  return std::make_unique<RocksDbEngine>(std::move(info), write_options);
+  return MakeEngine(std::move(info), [write_options](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+    return OpenRocksDb(write_options, std::move(fs), dir);
+  });
 }
 
 }  // namespace faultfs

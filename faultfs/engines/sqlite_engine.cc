@@ -410,20 +410,6 @@ class SqliteHandle final : public EngineHandle {
   sqlite3_stmt *put_ = nullptr, *del_ = nullptr, *get_ = nullptr, *scan_ = nullptr;
 };
 
-class SqliteEngine final : public Engine {
- public:
-  SqliteEngine(EngineInfo info, std::string pragmas) : info_(std::move(info)), pragmas_(std::move(pragmas)) {}
-  const EngineInfo& info() const override { return info_; }
-  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
-                                                   const std::string& dir) override {
-    return SqliteHandle::Open(std::move(fs), dir, pragmas_);
-  }
-
- private:
-  EngineInfo info_;
-  std::string pragmas_;
-};
-
 }  // namespace
 
 std::unique_ptr<Engine> NewSqliteEngine(const std::string& config) {
@@ -455,7 +441,9 @@ std::unique_ptr<Engine> NewSqliteEngine(const std::string& config) {
   } else {
     return nullptr;
   }
-  return std::make_unique<SqliteEngine>(std::move(info), std::move(pragmas));
+  return MakeEngine(std::move(info), [pragmas](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+    return SqliteHandle::Open(std::move(fs), dir, pragmas);
+  });
 }
 
 }  // namespace faultfs

@@ -242,6 +242,8 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
   std::vector<Point> points;
   PersistenceTracker tracker;
   size_t epoch = 0;
+  size_t next_acknowledged = 0;
+  uint64_t acknowledged = 0;  // the newest commit acknowledged so far
   for (size_t i = 0; i < run.trace.size(); i++) {
     const TraceOp& op = run.trace[i];
     if (!op.IsMutation()) continue;
@@ -250,9 +252,9 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
       epoch++;
     }
     auto [lowest, highest] = model::AllowedAt(run.timings, i + 1, 0);
-    uint64_t acknowledged = 0;
-    for (size_t j = 0; j < run.timings.size(); j++) {
-      if (run.acknowledged_at[j] <= i + 1) acknowledged = std::max(acknowledged, run.timings[j].k);
+    // Commits are acknowledged in order: advance past those acknowledged by now.
+    while (next_acknowledged < run.timings.size() && run.acknowledged_at[next_acknowledged] <= i + 1) {
+      acknowledged = run.timings[next_acknowledged++].k;
     }
     points.push_back(
         Point{i + 1, epoch, std::make_shared<PersistenceTracker>(tracker), lowest, highest, acknowledged});

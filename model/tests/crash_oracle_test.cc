@@ -23,6 +23,8 @@ TEST(CrashOracle, AllowsFromTheLastDurableAcknowledgementToTheLastStarted) {
   EXPECT_NE(oracle.Check(0, {})->find("I2"), std::string::npos);
   EXPECT_NE(oracle.Check(c2, {{"a", "3"}})->find("I1"), std::string::npos);
   EXPECT_NE(oracle.Check(c3 + 1, {{"a", "3"}})->find("I3"), std::string::npos);
+  // A torn state is I1 wherever the commit it names lies, also below the durable floor.
+  EXPECT_NE(oracle.Check(0, {{"a", "2"}})->find("I1"), std::string::npos);
   // At an earlier crash point the range is narrower (AllowedAt).
   EXPECT_TRUE(oracle.Check(c3, {{"a", "3"}}, c1, c2).has_value()) << "commit 3 had not begun";
 }

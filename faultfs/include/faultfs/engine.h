@@ -20,6 +20,7 @@
 #include <dbdb/status.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -79,6 +80,11 @@ class Engine {
   virtual dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
                                                            const std::string& dir) = 0;
 };
+
+// An engine from its description and how it opens a handle: what every adapter's engine is.
+using EngineOpener = std::function<dbdb::Result<std::unique_ptr<EngineHandle>>(std::shared_ptr<dbdb::FileSystem> fs,
+                                                                               const std::string& dir)>;
+std::unique_ptr<Engine> MakeEngine(EngineInfo info, EngineOpener open);
 
 // dbdb's own tuning, for the explorer's small-node, fold-often stores.
 struct DbdbTuning {
