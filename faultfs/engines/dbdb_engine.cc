@@ -26,13 +26,43 @@ class DbdbHandle final : public EngineHandle {
   dbdb::Result<std::optional<std::string>> Get(const std::string& key) override { return db_->Get(key); }
 
   dbdb::Result<std::map<std::string, std::string>> ScanAll() override {
+    auto view = Read();
+    if (!view.ok()) return view.status();
+    return std::move(view->state);
+  }
+
+  dbdb::Result<EngineView> Read() override {
     auto snapshot = db_->GetSnapshot();
     if (!snapshot.ok()) return snapshot.status();
-    auto all = (*snapshot)->Scan(dbdb::ScanRange{});
-    if (!all.ok()) return all.status();
-    std::map<std::string, std::string> state;
-    for (auto& kv : *all) state.emplace(std::move(kv.key), std::move(kv.value));
-    return state;
+    return ViewOf(**snapshot, (*snapshot)->txn_id());
+  }
+
+  dbdb::Status CommitOnBase(const EngineBatch& batch, const std::function<bool(const EngineView&)>& on_base) override {
+    auto txn = db_->BeginWrite();
+    if (!txn.ok()) return txn.status();
+    auto base = ViewOf(**txn, (*txn)->base_txn_id());
+    if (!base.ok()) return base.status();
+    if (!on_base(*base)) {
+      (*txn)->Abort();
+      return dbdb::Status::Aborted("the caller abandoned the commit");
+    }
+    for (const auto& [key, value] : batch) {
+      dbdb::Status s = value ? (*txn)->Put(key, *value) : (*txn)->Del(key);
+      if (!s.ok()) return s;
+    }
+    return (*txn)->Commit();
+  }
+
+  // I7: a handle whose commit failed on the write path (writing, syncing or sealing it) refuses
+  // writes until reopened.
+  std::string CheckAfterFailedCommit(const dbdb::Status& failure) override {
+    const std::string& m = failure.message();
+    bool write_path = m.find("writing commit") != std::string::npos || m.find("syncing commit") != std::string::npos ||
+                      m.find("sealing commit") != std::string::npos;
+    if (!write_path) return "";
+    auto again = db_->BeginWrite();
+    if (!again.ok() && again.status().code() == dbdb::StatusCode::kFailed) return "";
+    return "after a failed commit (" + failure.ToString() + ") the handle still accepts writes (I7)";
   }
 
   dbdb::Status Compact() override { return db_->Compact(); }
@@ -57,15 +87,28 @@ class DbdbHandle final : public EngineHandle {
   }
 
  private:
+  // Everything a snapshot or a transaction shows.
+  template <typename View>
+  static dbdb::Result<EngineView> ViewOf(View& view, uint64_t number) {
+    auto all = view.Scan(dbdb::ScanRange{});
+    if (!all.ok()) return all.status();
+    EngineView out;
+    for (auto& kv : *all) out.state.emplace(std::move(kv.key), std::move(kv.value));
+    out.number = number;
+    return out;
+  }
+
   std::unique_ptr<dbdb::DB> db_;
 };
 
 // Opens dbdb with the explorer's tuning.
 dbdb::Result<std::unique_ptr<EngineHandle>> OpenDbdb(const DbdbTuning& tuning, std::shared_ptr<dbdb::FileSystem> fs,
-                                                     const std::string& dir) {
+                                                     const std::string& dir, const EngineOpenOptions& options) {
   dbdb::Options o;
   o.file_system = std::move(fs);
-  o.create_if_missing = true;
+  o.create_if_missing = !options.read_only;
+  o.read_only = options.read_only;
+  o.file_size_max_bytes = tuning.file_size_max_bytes;
   o.durability = tuning.sync ? dbdb::Durability::kSync : dbdb::Durability::kNoSync;
   o.node_size_target_bytes = tuning.node_size_target_bytes;
   o.key_size_max_bytes = std::min<uint32_t>(64, tuning.node_size_target_bytes / 4);
@@ -83,9 +126,13 @@ class FunctionEngine final : public Engine {
  public:
   FunctionEngine(EngineInfo info, EngineOpener open) : info_(std::move(info)), open_(std::move(open)) {}
   const EngineInfo& info() const override { return info_; }
-  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
-                                                   const std::string& dir) override {
-    return open_(std::move(fs), dir);
+  using Engine::Open;
+  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                                   const EngineOpenOptions& options) override {
+    if (options.read_only && !info_.multi_process) {
+      return dbdb::Status::InvalidArgument(info_.name() + " does not open read-only handles beside a writer");
+    }
+    return open_(std::move(fs), dir, options);
   }
 
  private:
@@ -94,6 +141,21 @@ class FunctionEngine final : public Engine {
 };
 
 }  // namespace
+
+dbdb::Result<EngineView> EngineHandle::Read() {
+  auto state = ScanAll();
+  if (!state.ok()) return state.status();
+  auto number = CommitNumber();
+  if (!number.ok()) return number.status();
+  return EngineView{std::move(state).value(), *number};
+}
+
+dbdb::Status EngineHandle::CommitOnBase(const EngineBatch& batch, const std::function<bool(const EngineView&)>& on_base) {
+  auto base = Read();
+  if (!base.ok()) return base.status();
+  if (!on_base(*base)) return dbdb::Status::Aborted("the caller abandoned the commit");
+  return Commit(batch);
+}
 
 std::unique_ptr<Engine> MakeEngine(EngineInfo info, EngineOpener open) {
   return std::make_unique<FunctionEngine>(std::move(info), std::move(open));
@@ -104,8 +166,9 @@ std::unique_ptr<Engine> HoldToDurable(std::shared_ptr<Engine> engine) {
   info.promise = "held to the durable promise for this run; its own: " + info.promise;
   info.durable = true;
   info.durable_after = 0;
-  return MakeEngine(std::move(info), [engine](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
-    return engine->Open(std::move(fs), dir);
+  return MakeEngine(std::move(info), [engine](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                               const EngineOpenOptions& options) {
+    return engine->Open(std::move(fs), dir, options);
   });
 }
 
@@ -118,11 +181,13 @@ std::unique_ptr<Engine> NewDbdbEngine(const std::string& config, const DbdbTunin
   DbdbTuning t = tuning;
   t.sync = config == "sync";
   info.durable = t.sync;
+  info.multi_process = true;
   info.promise = t.sync ? "Durability::kSync: a returned commit survives power loss (db.h; DESIGN.md I2)"
                         : "Durability::kNoSync: a crash may lose any suffix of recent commits, never a part of one, "
                           "never a commit without the ones before it (db.h)";
-  return MakeEngine(std::move(info), [t](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
-    return OpenDbdb(t, std::move(fs), dir);
+  return MakeEngine(std::move(info), [t](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                          const EngineOpenOptions& options) {
+    return OpenDbdb(t, std::move(fs), dir, options);
   });
 }
 

@@ -482,7 +482,8 @@ std::unique_ptr<Engine> NewLevelDbEngine(const std::string& config) {
                       : "WriteOptions::sync=false: \"if the machine crashes, some recent writes may be lost\" "
                         "(options.h; doc/index.md: \"the last few updates\"): a suffix may be lost, a consistent "
                         "prefix recovers without a corruption error";
-  return MakeEngine(std::move(info), [sync](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+  return MakeEngine(std::move(info), [sync](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                            const EngineOpenOptions&) {
     return LevelDbHandle::Open(std::move(fs), dir, sync);
   });
 }

@@ -666,7 +666,8 @@ std::unique_ptr<Engine> NewRocksDbEngine(const std::string& config) {
   } else {
     return nullptr;
   }
-  return MakeEngine(std::move(info), [write_options](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+  return MakeEngine(std::move(info), [write_options](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                                     const EngineOpenOptions&) {
     return OpenRocksDb(write_options, std::move(fs), dir);
   });
 }

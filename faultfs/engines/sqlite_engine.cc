@@ -1,5 +1,6 @@
 // SQLite as an engine under test (engine.h): a sqlite3_vfs onto dbdb::FileSystem, written to do
-// what SQLite's own unix VFS (os_unix.c) does where it matters for power loss:
+// what SQLite's own unix VFS (os_unix.c) does where it matters for power loss and for several
+// processes:
 //  - a journal, WAL or super-journal opened with SQLITE_OPEN_CREATE is marked DIRSYNC: its first
 //    successful xSync also syncs its directory (errors of that directory sync ignored, as unixSync
 //    does), once;
@@ -9,23 +10,62 @@
 //  - xAccess(EXISTS) is true only for a file that exists and is not empty;
 //  - a short read fills the rest with zeros and returns SQLITE_IOERR_SHORT_READ;
 //  - sector size 4096 and SQLITE_IOCAP_POWERSAFE_OVERWRITE (the Linux defaults);
-//  - WAL shared memory lives in memory, shared by every connection of this VFS (one simulated
-//    machine) and lost with it: a power cut (a new VFS over the crash image) starts without it.
-// Where it is not faithful (docs/ENGINES.md): one connection per VFS at a time, so file locks and
-// shared-memory locks always succeed; time is fixed; no memory-mapped I/O (io_methods version 2: no
-// xFetch). SQLite draws journal nonces and WAL salts from one process-wide generator (seeded from
-// the default VFS, not this one): every open reseeds it with a fixed seed, so a run checked on one
-// thread replays byte for byte; with several checking threads those bytes may differ between runs.
+//  - file locks are unixLock's byte-range locks (the PENDING byte, the RESERVED byte, the SHARED
+//    range), kept in a lock table per simulated machine by file identity, as the kernel keeps fcntl
+//    locks by inode: a connection (one per simulated process) that cannot have a lock gets
+//    SQLITE_BUSY at once, never waits;
+//  - WAL shared memory (the -shm file's contents) lives in memory per simulated machine, shared by
+//    every connection on it and lost with the power: a machine built from a crash image starts
+//    without it. Its eight locks follow unixShmLock; the first connection to open it when no other
+//    has it open starts it empty, as the DMS lock makes os_unix truncate the -shm file;
+//  - xSleep does not wait: it makes one filesystem call (an Exists on the database's directory),
+//    where the simulated scheduler may run another process, and reports the time as slept, so a
+//    busy handler's retries let the lock's holder go on.
+// Where it is not faithful (docs/ENGINES.md): a killed simulated process keeps its locks until its
+// connection has unwound and closed (every file call fails at once after the kill, and SQLite's
+// error path may still touch the shared memory it has mapped, under the locks it holds), where the
+// kernel would release them at once; time is fixed; no memory-mapped I/O (io_methods version 2: no
+// xFetch); no -shm file. SQLite draws journal nonces and WAL salts from one process-wide generator
+// (seeded from the default VFS, not this one): it is reseeded with a fixed seed when a machine's
+// first connection opens, so a run checked on one thread replays byte for byte; with several
+// checking threads those bytes may differ between runs.
 #include <sqlite3.h>
 
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <set>
+#include <vector>
 
 #include "faultfs/engine.h"
 
 namespace faultfs {
 namespace {
+
+// What the processes of one machine share through this VFS (EngineMachine, key "sqlite").
+struct OpenFile;
+struct SqliteMachine {
+  std::mutex mu;
+  // unixLock's bytes of one database file: who holds the PENDING and RESERVED bytes, and the SHARED
+  // range (shared by several or exclusive to one).
+  struct FileLocks {
+    OpenFile* pending = nullptr;
+    OpenFile* reserved = nullptr;
+    OpenFile* exclusive = nullptr;
+    std::set<OpenFile*> shared;
+  };
+  std::map<uint64_t, FileLocks> locks;  // by file identity
+  // One database's WAL index: its regions, the connections that have it open, and each one's
+  // shared and exclusive lock masks over the eight WAL locks.
+  struct Shm {
+    std::vector<std::unique_ptr<char[]>> regions;
+    int region_size = 0;
+    std::map<OpenFile*, std::pair<uint32_t, uint32_t>> users;
+  };
+  std::map<uint64_t, Shm> shm;  // by the database file's identity
+  bool seeded = false;
+};
 
 struct Vfs;
 
@@ -35,25 +75,23 @@ struct OpenFile {
   std::unique_ptr<dbdb::File> file;
   std::string path;
   Vfs* vfs = nullptr;
+  uint64_t identity = 0;
   bool dirsync = false;  // os_unix.c's UNIXFILE_DIRSYNC
+  int level = SQLITE_LOCK_NONE;
+  bool shm_open = false;
 };
 struct SqliteFile {
   sqlite3_file base;
   OpenFile* state;
 };
 
-// One machine's WAL index: regions of shared memory by database path.
-struct Shm {
-  std::vector<std::unique_ptr<char[]>> regions;
-  int region_size = 0;
-};
-
 struct Vfs {
   sqlite3_vfs base{};
   std::shared_ptr<dbdb::FileSystem> fs;
+  std::shared_ptr<SqliteMachine> machine;
   std::string name;
+  std::string dir;  // the database's directory (xSleep's filesystem call)
   std::mutex mu;
-  std::map<std::string, Shm> shm;
   uint64_t random_state = 0x5eed;
   uint64_t temp_files = 0;
 };
@@ -63,7 +101,12 @@ OpenFile* StateOf(sqlite3_file* f) { return reinterpret_cast<SqliteFile*>(f)->st
 
 int IoError(const dbdb::Status& s, int code) { return s.code() == dbdb::StatusCode::kNoSpace ? SQLITE_FULL : code; }
 
+int Unlock(sqlite3_file* f, int level);
+int ShmUnmap(sqlite3_file* f, int delete_flag);
+
 int Close(sqlite3_file* f) {
+  (void)ShmUnmap(f, 0);
+  (void)Unlock(f, SQLITE_LOCK_NONE);
   delete StateOf(f);
   reinterpret_cast<SqliteFile*>(f)->state = nullptr;
   return SQLITE_OK;
@@ -110,11 +153,64 @@ int FileSize(sqlite3_file* f, sqlite3_int64* size) {
   return SQLITE_OK;
 }
 
-// One connection per VFS at a time (see the top): every lock is granted.
-int Lock(sqlite3_file*, int) { return SQLITE_OK; }
-int Unlock(sqlite3_file*, int) { return SQLITE_OK; }
-int CheckReservedLock(sqlite3_file*, int* reserved) {
-  *reserved = 0;
+// unixLock: SHARED needs the PENDING byte free and the SHARED range not exclusive; RESERVED needs
+// the RESERVED byte; EXCLUSIVE takes the PENDING byte (so no new reader comes in), then the whole
+// SHARED range once no other connection holds it (until then it stays PENDING and is busy).
+int Lock(sqlite3_file* f, int level) {
+  OpenFile* me = StateOf(f);
+  if (me->level >= level) return SQLITE_OK;
+  SqliteMachine& m = *me->vfs->machine;
+  std::lock_guard<std::mutex> guard(m.mu);
+  SqliteMachine::FileLocks& locks = m.locks[me->identity];
+  auto other = [me](const OpenFile* holder) { return holder != nullptr && holder != me; };
+  if (level == SQLITE_LOCK_SHARED) {
+    if (other(locks.pending) || other(locks.exclusive)) return SQLITE_BUSY;
+    locks.shared.insert(me);
+    me->level = SQLITE_LOCK_SHARED;
+    return SQLITE_OK;
+  }
+  if (level == SQLITE_LOCK_RESERVED) {
+    if (other(locks.reserved)) return SQLITE_BUSY;
+    locks.reserved = me;
+    me->level = SQLITE_LOCK_RESERVED;
+    return SQLITE_OK;
+  }
+  if (me->level < SQLITE_LOCK_PENDING) {
+    if (other(locks.pending)) return SQLITE_BUSY;
+    locks.pending = me;
+    me->level = SQLITE_LOCK_PENDING;
+  }
+  for (const OpenFile* holder : locks.shared) {
+    if (holder != me) return SQLITE_BUSY;
+  }
+  locks.exclusive = me;
+  me->level = SQLITE_LOCK_EXCLUSIVE;
+  return SQLITE_OK;
+}
+
+// Down to SHARED or NONE.
+int Unlock(sqlite3_file* f, int level) {
+  OpenFile* me = StateOf(f);
+  if (me == nullptr || me->level <= level) return SQLITE_OK;
+  SqliteMachine& m = *me->vfs->machine;
+  std::lock_guard<std::mutex> guard(m.mu);
+  SqliteMachine::FileLocks& locks = m.locks[me->identity];
+  if (locks.exclusive == me) locks.exclusive = nullptr;
+  if (locks.pending == me) locks.pending = nullptr;
+  if (locks.reserved == me) locks.reserved = nullptr;
+  if (level == SQLITE_LOCK_NONE) locks.shared.erase(me);
+  if (locks.shared.empty() && locks.reserved == nullptr && locks.pending == nullptr) m.locks.erase(me->identity);
+  me->level = level;
+  return SQLITE_OK;
+}
+
+// unixCheckReservedLock: whether any connection holds the RESERVED byte.
+int CheckReservedLock(sqlite3_file* f, int* reserved) {
+  OpenFile* me = StateOf(f);
+  SqliteMachine& m = *me->vfs->machine;
+  std::lock_guard<std::mutex> guard(m.mu);
+  auto it = m.locks.find(me->identity);
+  *reserved = it != m.locks.end() && it->second.reserved != nullptr;
   return SQLITE_OK;
 }
 
@@ -131,11 +227,19 @@ int FileControl(sqlite3_file* f, int op, void* arg) {
 int SectorSize(sqlite3_file*) { return 4096; }
 int DeviceCharacteristics(sqlite3_file*) { return SQLITE_IOCAP_POWERSAFE_OVERWRITE; }
 
+// unixShmMap: the first call of a connection opens the WAL index (empty if no other connection has
+// it open: the DMS lock), then maps regions, adding them if `extend`.
 int ShmMap(sqlite3_file* f, int region, int size, int extend, void volatile** out) {
-  OpenFile* state = StateOf(f);
-  std::lock_guard<std::mutex> guard(state->vfs->mu);
-  Shm& shm = state->vfs->shm[state->path];
-  if (shm.region_size != 0 && shm.region_size != size) return SQLITE_IOERR_SHMSIZE;
+  OpenFile* me = StateOf(f);
+  SqliteMachine& m = *me->vfs->machine;
+  std::lock_guard<std::mutex> guard(m.mu);
+  SqliteMachine::Shm& shm = m.shm[me->identity];
+  if (!me->shm_open) {
+    if (shm.users.empty()) shm.regions.clear();
+    shm.users[me] = {0, 0};
+    me->shm_open = true;
+  }
+  if (!shm.regions.empty() && shm.region_size != size) return SQLITE_IOERR_SHMSIZE;
   shm.region_size = size;
   if (size_t(region) >= shm.regions.size()) {
     if (!extend) {
@@ -150,12 +254,50 @@ int ShmMap(sqlite3_file* f, int region, int size, int extend, void volatile** ou
   *out = shm.regions[size_t(region)].get();
   return SQLITE_OK;
 }
-int ShmLock(sqlite3_file*, int, int, int) { return SQLITE_OK; }
+
+// unixShmLock: a shared lock is busy while another connection holds the slot exclusively, an
+// exclusive one while another holds it at all.
+int ShmLock(sqlite3_file* f, int offset, int n, int flags) {
+  OpenFile* me = StateOf(f);
+  SqliteMachine& m = *me->vfs->machine;
+  std::lock_guard<std::mutex> guard(m.mu);
+  auto shm = m.shm.find(me->identity);
+  if (!me->shm_open || shm == m.shm.end()) return SQLITE_IOERR_SHMLOCK;
+  uint32_t mask = ((1u << (offset + n)) - 1) & ~((1u << offset) - 1);
+  auto& [shared, exclusive] = shm->second.users[me];
+  if ((flags & SQLITE_SHM_UNLOCK) != 0) {
+    shared &= ~mask;
+    exclusive &= ~mask;
+    return SQLITE_OK;
+  }
+  uint32_t others_shared = 0, others_exclusive = 0;
+  for (const auto& [user, masks] : shm->second.users) {
+    if (user == me) continue;
+    others_shared |= masks.first;
+    others_exclusive |= masks.second;
+  }
+  if ((flags & SQLITE_SHM_SHARED) != 0) {
+    if ((others_exclusive & mask) != 0) return SQLITE_BUSY;
+    shared |= mask;
+  } else {
+    if (((others_shared | others_exclusive) & mask) != 0) return SQLITE_BUSY;
+    exclusive |= mask;
+  }
+  return SQLITE_OK;
+}
+
 void ShmBarrier(sqlite3_file*) { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
 int ShmUnmap(sqlite3_file* f, int delete_flag) {
-  OpenFile* state = StateOf(f);
-  std::lock_guard<std::mutex> guard(state->vfs->mu);
-  if (delete_flag) state->vfs->shm.erase(state->path);
+  OpenFile* me = StateOf(f);
+  if (me == nullptr || !me->shm_open) return SQLITE_OK;
+  SqliteMachine& m = *me->vfs->machine;
+  std::lock_guard<std::mutex> guard(m.mu);
+  me->shm_open = false;
+  auto shm = m.shm.find(me->identity);
+  if (shm == m.shm.end()) return SQLITE_OK;
+  shm->second.users.erase(me);
+  if (delete_flag && shm->second.users.empty()) m.shm.erase(shm);
   return SQLITE_OK;
 }
 
@@ -187,11 +329,13 @@ int Open(sqlite3_vfs* v, const char* name, sqlite3_file* f, int flags, int* out_
   }
   auto opened = vfs->fs->Open(path, dbdb::OpenOptions{.create = create, .read_only = read_only});
   if (!opened.ok()) return SQLITE_CANTOPEN;
+  auto identity = (*opened)->Identity();
+  if (!identity.ok()) return SQLITE_CANTOPEN;
   if (delete_on_close) (void)vfs->fs->Remove(path);
   int type = flags & 0x0FFFFF00;
   bool new_journal = create && (type == SQLITE_OPEN_SUPER_JOURNAL || type == SQLITE_OPEN_MAIN_JOURNAL ||
                                 type == SQLITE_OPEN_WAL);
-  file->state = new OpenFile{std::move(opened).value(), path, vfs, new_journal};
+  file->state = new OpenFile{std::move(opened).value(), path, vfs, *identity, new_journal};
   file->base.pMethods = &kMethods;
   if (out_flags != nullptr) *out_flags = flags;
   return SQLITE_OK;
@@ -206,15 +350,17 @@ int Delete(sqlite3_vfs* v, const char* name, int dir_sync) {
   return SQLITE_OK;
 }
 
+// unixAccess is one stat(): here one open (another process may remove the file at any filesystem
+// call, so Exists and then Open would be two observations).
 int Access(sqlite3_vfs* v, const char* name, int flags, int* result) {
   Vfs* vfs = VfsOf(v);
   *result = 0;
-  auto exists = vfs->fs->Exists(name);
-  if (!exists.ok()) return SQLITE_IOERR_ACCESS;
-  if (!*exists) return SQLITE_OK;
-  if (flags == SQLITE_ACCESS_EXISTS) {  // unixAccess: a regular file counts only if not empty
-    auto file = vfs->fs->Open(name, dbdb::OpenOptions{.read_only = true});
-    if (!file.ok()) return SQLITE_IOERR_ACCESS;
+  auto file = vfs->fs->Open(name, dbdb::OpenOptions{.read_only = true});
+  if (!file.ok()) {
+    if (file.status().code() == dbdb::StatusCode::kNotFound) return SQLITE_OK;
+    return SQLITE_IOERR_ACCESS;
+  }
+  if (flags == SQLITE_ACCESS_EXISTS) {  // a regular file counts only if not empty
     auto size = (*file)->Size();
     if (!size.ok()) return SQLITE_IOERR_ACCESS;
     *result = *size > 0;
@@ -241,7 +387,12 @@ int Randomness(sqlite3_vfs* v, int size, char* out) {
   return size;
 }
 
-int Sleep(sqlite3_vfs*, int microseconds) { return microseconds; }
+// A scheduling point, not a wait (see the top).
+int Sleep(sqlite3_vfs* v, int microseconds) {
+  Vfs* vfs = VfsOf(v);
+  (void)vfs->fs->Exists(vfs->dir);
+  return microseconds;
+}
 constexpr sqlite3_int64 kFixedTimeMs = 212'263'344'000'000LL;  // a fixed instant (Julian day, in ms)
 int CurrentTime(sqlite3_vfs*, double* now) {
   *now = double(kFixedTimeMs) / 86'400'000.0;
@@ -255,10 +406,14 @@ int GetLastError(sqlite3_vfs*, int, char*) { return 0; }
 
 std::atomic<uint64_t> vfs_counter{0};
 
-// Registers a VFS (under a unique name) for one machine's filesystem; unregistered when destroyed.
-std::unique_ptr<Vfs> NewVfs(std::shared_ptr<dbdb::FileSystem> fs) {
+// Registers a VFS (under a unique name) for one process's view of a machine; unregistered when
+// destroyed.
+std::unique_ptr<Vfs> NewVfs(std::shared_ptr<dbdb::FileSystem> fs, std::shared_ptr<SqliteMachine> machine,
+                            const std::string& dir) {
   auto vfs = std::make_unique<Vfs>();
   vfs->fs = std::move(fs);
+  vfs->machine = std::move(machine);
+  vfs->dir = dir;
   vfs->name = "dbdb-sim-" + std::to_string(vfs_counter++);
   sqlite3_vfs& b = vfs->base;
   b.iVersion = 2;
@@ -281,8 +436,13 @@ std::unique_ptr<Vfs> NewVfs(std::shared_ptr<dbdb::FileSystem> fs) {
 
 dbdb::Status FromSqlite(sqlite3* db, int rc, const std::string& what) {
   if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return dbdb::Status::Ok();
-  std::string message = "sqlite: " + what + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  std::string message = "sqlite: " + what + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) +
+                        " (code " + std::to_string(db != nullptr ? sqlite3_extended_errcode(db) : rc) + ")";
   switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_PROTOCOL: return dbdb::Status::Busy(message);
+    case SQLITE_READONLY: return dbdb::Status::ReadOnly(message);
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB: return dbdb::Status::Corruption(message);
     case SQLITE_FULL: return dbdb::Status::NoSpace(message);
@@ -292,6 +452,10 @@ dbdb::Status FromSqlite(sqlite3* db, int rc, const std::string& what) {
   }
 }
 
+// How long SQLite's busy handler retries a lock (in the simulated time xSleep reports: about 20
+// retries, each a scheduling point) before a statement fails with SQLITE_BUSY.
+constexpr int kBusyTimeoutMs = 1000;
+
 class SqliteHandle final : public EngineHandle {
  public:
   ~SqliteHandle() override {
@@ -300,40 +464,64 @@ class SqliteHandle final : public EngineHandle {
     if (vfs_) sqlite3_vfs_unregister(&vfs_->base);
   }
 
-  static dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
-                                                          const std::string& dir, const std::string& pragmas) {
-    if (dbdb::Status s = fs->CreateDir(dir); !s.ok()) return s;
-    auto h = std::unique_ptr<SqliteHandle>(new SqliteHandle);
-    h->vfs_ = NewVfs(std::move(fs));
-    sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 0x5eed, nullptr);  // see the top
+  static dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                                          const std::string& pragmas, const EngineOpenOptions& options) {
     std::string path = dir + "/db.sqlite";
-    int rc = sqlite3_open_v2(path.c_str(), &h->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, h->vfs_->name.c_str());
+    if (options.read_only) {
+      auto exists = fs->Exists(path);
+      if (!exists.ok()) return exists.status();
+      if (!*exists) return dbdb::Status::NotFound("sqlite: open " + path + " read-only: no database");
+    } else if (dbdb::Status s = fs->CreateDir(dir); !s.ok()) {
+      return s;
+    }
+    auto machine = options.machine ? options.machine->Shared<SqliteMachine>("sqlite") : std::make_shared<SqliteMachine>();
+    {
+      std::lock_guard<std::mutex> guard(machine->mu);
+      if (!machine->seeded) sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 0x5eed, nullptr);  // see the top
+      machine->seeded = true;
+    }
+    auto h = std::unique_ptr<SqliteHandle>(new SqliteHandle);
+    h->read_only_ = options.read_only;
+    h->vfs_ = NewVfs(std::move(fs), std::move(machine), dir);
+    int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = sqlite3_open_v2(path.c_str(), &h->db_, flags, h->vfs_->name.c_str());
     if (dbdb::Status s = FromSqlite(h->db_, rc, "open " + path); !s.ok()) return s;
-    std::string setup = pragmas + "CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;";
+    sqlite3_busy_timeout(h->db_, kBusyTimeoutMs);
+    // A read-only connection neither changes the journal mode nor creates the table: until a writer
+    // has created it, the database reads as empty.
+    std::string setup = options.read_only ? ""
+                                          : pragmas + "CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB NOT NULL) "
+                                                      "WITHOUT ROWID;";
     if (dbdb::Status s = h->Exec(setup); !s.ok()) return s;
-    const std::pair<sqlite3_stmt**, const char*> statements[] = {
-        {&h->put_, "INSERT OR REPLACE INTO kv(k, v) VALUES(?1, ?2)"},
-        {&h->del_, "DELETE FROM kv WHERE k = ?1"},
-        {&h->get_, "SELECT v FROM kv WHERE k = ?1"},
-        {&h->scan_, "SELECT k, v FROM kv ORDER BY k"}};
-    for (const auto& [stmt, sql] : statements) {
-      rc = sqlite3_prepare_v2(h->db_, sql, -1, stmt, nullptr);
-      if (dbdb::Status s = FromSqlite(h->db_, rc, sql); !s.ok()) return s;
+    if (!options.read_only) {
+      if (dbdb::Status s = h->Prepare(); !s.ok()) return s;
     }
     return std::unique_ptr<EngineHandle>(std::move(h));
   }
 
   dbdb::Status Commit(const EngineBatch& batch) override {
+    return CommitOnBase(batch, [](const EngineView&) { return true; });
+  }
+
+  // BEGIN IMMEDIATE takes the write lock (RESERVED, or the WAL's write lock) before the base is read.
+  dbdb::Status CommitOnBase(const EngineBatch& batch, const std::function<bool(const EngineView&)>& on_base) override {
+    if (dbdb::Status s = Prepare(); !s.ok()) return s;
     if (dbdb::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
     dbdb::Status s;
-    for (const auto& [key, value] : batch) {
+    auto base = ScanAll();
+    if (!base.ok()) {
+      s = base.status();
+    } else if (!on_base(EngineView{std::move(base).value(), std::nullopt})) {
+      s = dbdb::Status::Aborted("the caller abandoned the commit");
+    }
+    for (size_t i = 0; s.ok() && i < batch.size(); i++) {
+      const auto& [key, value] = batch[i];
       sqlite3_stmt* stmt = value ? put_ : del_;
       sqlite3_bind_blob(stmt, 1, key.data(), int(key.size()), SQLITE_TRANSIENT);
       if (value) sqlite3_bind_blob(stmt, 2, value->data(), int(value->size()), SQLITE_TRANSIENT);
       int rc = sqlite3_step(stmt);
       sqlite3_reset(stmt);
       s = FromSqlite(db_, rc, value ? "put" : "delete");
-      if (!s.ok()) break;
     }
     if (s.ok()) s = Exec("COMMIT");
     if (!s.ok() && !sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK");
@@ -341,6 +529,10 @@ class SqliteHandle final : public EngineHandle {
   }
 
   dbdb::Result<std::optional<std::string>> Get(const std::string& key) override {
+    if (dbdb::Status s = Prepare(); !s.ok()) {
+      if (NoTable(s)) return std::optional<std::string>();
+      return s;
+    }
     sqlite3_bind_blob(get_, 1, key.data(), int(key.size()), SQLITE_TRANSIENT);
     int rc = sqlite3_step(get_);
     std::optional<std::string> value;
@@ -350,8 +542,13 @@ class SqliteHandle final : public EngineHandle {
     return value;
   }
 
+  // One statement: one read transaction, so one consistent view.
   dbdb::Result<std::map<std::string, std::string>> ScanAll() override {
     std::map<std::string, std::string> all;
+    if (dbdb::Status s = Prepare(); !s.ok()) {
+      if (NoTable(s)) return all;
+      return s;
+    }
     int rc;
     while ((rc = sqlite3_step(scan_)) == SQLITE_ROW) all.emplace(Column(scan_, 0), Column(scan_, 1));
     sqlite3_reset(scan_);
@@ -381,6 +578,37 @@ class SqliteHandle final : public EngineHandle {
     return std::string(data != nullptr ? data : "", size_t(sqlite3_column_bytes(stmt, i)));
   }
 
+  // Prepares the statements once the table exists (a read-only handle may come before it does).
+  dbdb::Status Prepare() {
+    if (scan_ != nullptr) return dbdb::Status::Ok();
+    const std::pair<sqlite3_stmt**, const char*> statements[] = {
+        {&put_, "INSERT OR REPLACE INTO kv(k, v) VALUES(?1, ?2)"},
+        {&del_, "DELETE FROM kv WHERE k = ?1"},
+        {&get_, "SELECT v FROM kv WHERE k = ?1"},
+        {&scan_, "SELECT k, v FROM kv ORDER BY k"}};
+    for (const auto& [stmt, sql] : statements) {
+      int rc = sqlite3_prepare_v2(db_, sql, -1, stmt, nullptr);
+      if (rc != SQLITE_OK) {
+        dbdb::Status s = FromSqlite(db_, rc, sql);
+        for (sqlite3_stmt** made : {&put_, &del_, &get_, &scan_}) {
+          sqlite3_finalize(*made);
+          *made = nullptr;
+        }
+        return s;
+      }
+    }
+    return dbdb::Status::Ok();
+  }
+
+  // A read-only handle on a database whose table no writer has created yet: SQLite said "no such
+  // table" and the schema, read again, agrees (after an I/O error SQLite may answer "no such
+  // table" for a table that exists).
+  bool NoTable(const dbdb::Status& s) {
+    if (!read_only_ || s.message().find("no such table: kv") == std::string::npos) return false;
+    auto count = Query("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'kv'");
+    return count.ok() && *count == "0";
+  }
+
   dbdb::Status Exec(const std::string& sql) {
     char* error = nullptr;
     int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error);
@@ -406,6 +634,7 @@ class SqliteHandle final : public EngineHandle {
   }
 
   std::unique_ptr<Vfs> vfs_;
+  bool read_only_ = false;
   sqlite3* db_ = nullptr;
   sqlite3_stmt *put_ = nullptr, *del_ = nullptr, *get_ = nullptr, *scan_ = nullptr;
 };
@@ -441,8 +670,10 @@ std::unique_ptr<Engine> NewSqliteEngine(const std::string& config) {
   } else {
     return nullptr;
   }
-  return MakeEngine(std::move(info), [pragmas](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
-    return SqliteHandle::Open(std::move(fs), dir, pragmas);
+  info.multi_process = true;
+  return MakeEngine(std::move(info), [pragmas](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                               const EngineOpenOptions& options) {
+    return SqliteHandle::Open(std::move(fs), dir, pragmas, options);
   });
 }
 

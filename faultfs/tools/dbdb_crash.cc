@@ -138,16 +138,30 @@ std::string TraceText(const faultfs::MultiWorkload& minimal, uint64_t workload_s
 int RunMultiProcess(const Cli& cli) {
   CrashPlan plan;
   faultfs::ParseCrashPlan(cli.plan_name, &plan);
-  nlohmann::json config = {{"mode", "multi-process"}, {"processes", cli.processes}, {"ops", cli.ops},
-                           {"plan", cli.plan_name},   {"states_max", cli.states_max}, {"workloads", cli.workloads}};
+  // The engine: dbdb by default (each workload draws its durability), or --engine's configuration.
+  auto engine = faultfs::NewEngine(cli.engine_name.empty() ? "dbdb" : cli.engine_name);
+  if (!engine.ok() || !(*engine)->info().multi_process) {
+    std::cerr << "dbdb-crash: --processes: "
+              << (engine.ok() ? (*engine)->info().name() + " does not support several processes (dbdb and sqlite do)"
+                              : engine.status().ToString())
+              << "\n";
+    return 2;
+  }
+  const faultfs::EngineInfo& info = (*engine)->info();
+  std::string engine_label = cli.engine_name.empty() ? "dbdb (sync or nosync, drawn per workload)" : info.name();
+  nlohmann::json config = {{"mode", "multi-process"}, {"engine", engine_label},        {"processes", cli.processes},
+                           {"ops", cli.ops},          {"plan", cli.plan_name},         {"states_max", cli.states_max},
+                           {"workloads", cli.workloads}};
   std::map<std::string, uint64_t> fired;
   auto replay = [&](uint64_t s) {
-    return "dbdb-crash --processes " + std::to_string(cli.processes) + " --seed " + std::to_string(s) +
+    return "dbdb-crash" + (cli.engine_name.empty() ? std::string() : " --engine " + cli.engine_name) + " --processes " +
+           std::to_string(cli.processes) + " --seed " + std::to_string(s) +
            " --workloads 1 --ops " + std::to_string(cli.ops) + " --plan " + cli.plan_name + " --states-max " +
            std::to_string(cli.states_max);
   };
   auto run_case = [&](uint64_t workload_seed) {
-    faultfs::MultiWorkload workload = faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops);
+    faultfs::MultiWorkload workload =
+        faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops, cli.engine_name);
     faultfs::MultiExploreResult result = faultfs::ExploreMulti(workload, plan, cli.states_max, workload_seed, cli.threads);
     CaseOutcome o;
     o.replay = replay(workload_seed);
@@ -187,7 +201,8 @@ int RunMultiProcess(const Cli& cli) {
   const nlohmann::json& violations = run->violations;
   double seconds = run->seconds;
   uint64_t histories = totals.value("histories", uint64_t{0}), checked = totals.value("states_checked", uint64_t{0});
-  std::cout << "multi-process histories: " << histories << " (" << cli.processes << " processes, about " << cli.ops
+  std::cout << "engine:                  " << engine_label << ", " << info.version << "\n"
+            << "multi-process histories: " << histories << " (" << cli.processes << " processes, about " << cli.ops
             << " steps each, plan " << cli.plan_name << ")" << ShardFlags(cli) << ", "
             << static_cast<uint64_t>(histories / std::max(seconds, 1e-9)) << " histories/s\n"
             << "commits acknowledged:    " << totals.value("commits_acknowledged", uint64_t{0})
@@ -200,7 +215,8 @@ int RunMultiProcess(const Cli& cli) {
   for (const auto& [point, count] : fired) std::cout << " " << point << "=" << count;
   std::cout << "\nviolations:              " << violations.size() << "\n";
   nlohmann::json report = totals;
-  report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"processes", cli.processes},
+  report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"engine", engine_label},
+                 {"version", info.version}, {"promise", info.promise}, {"processes", cli.processes},
                  {"ops_per_process", cli.ops}, {"plan", cli.plan_name}, {"faults_fired", fired}, {"seconds", seconds},
                  {"histories_per_second", histories / std::max(seconds, 1e-9)},
                  {"states_per_second", checked / std::max(seconds, 1e-9)}, {"violations", violations}});
@@ -386,7 +402,8 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
   app.add_option("--plan", c.plan_name, "crash plan")->check(CLI::IsMember({"all", "drop", "prefix", "subset", "torn", "ordered"}));
   app.add_option("--engine", c.engine_name,
                  "the engine under test, ENGINE[/CONFIG]: dbdb, sqlite, leveldb or rocksdb (docs/ENGINES.md; "
-                 "default dbdb with --durability); single-process mode only");
+                 "default dbdb with --durability); with --processes, dbdb or sqlite (default: dbdb, its "
+                 "durability drawn per workload)");
   app.add_flag("!--no-shrink", c.shrink, "report a violating workload as it is, without shrinking it (single-process mode)");
   app.add_option("--shrink-max", c.shrink_max,
                  "shrink at most this many violating workloads, report the rest as they are (single-process mode)");
@@ -436,10 +453,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cli.shard.count > 1) std::cout << "shard: " << cli.shard.ToString() << std::endl;
-  if (cli.processes > 0 && (!cli.engine_name.empty() || cli.hold_to_durable || !cli.shrink ||
-                            cli.shrink_max != SIZE_MAX)) {
-    std::cerr << "dbdb-crash: --processes runs dbdb's multi-process histories, with --durability; --engine, "
-                 "--hold-to-durable, --no-shrink and --shrink-max are for single-process runs (docs/ENGINES.md)\n";
+  if (cli.processes > 0 && (cli.hold_to_durable || !cli.shrink || cli.shrink_max != SIZE_MAX)) {
+    std::cerr << "dbdb-crash: --hold-to-durable, --no-shrink and --shrink-max are for single-process runs "
+                 "(docs/ENGINES.md)\n";
     return 2;
   }
   // A bare "dbdb" is the configuration --durability names.

@@ -23,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -33,6 +34,40 @@ namespace faultfs {
 // A batch of puts (a value) and deletes (nullopt), committed atomically; the last change to a key
 // wins.
 using EngineBatch = std::vector<std::pair<std::string, std::optional<std::string>>>;
+
+// One consistent view of the whole database: every key and value, and the number of the newest
+// commit it shows for an engine that numbers its commits (dbdb), nullopt otherwise.
+struct EngineView {
+  std::map<std::string, std::string> state;
+  std::optional<uint64_t> number;
+};
+
+// What the processes of one simulated machine share outside its files: memory an engine maps
+// between processes (SQLite's WAL index) and what the kernel keeps for them (SQLite's byte-range
+// lock table). One per machine boot, lost with the power: a machine built from a crash image gets a
+// new one. An adapter keeps its own object under its own key.
+class EngineMachine {
+ public:
+  template <typename T>
+  std::shared_ptr<T> Shared(const std::string& key) {
+    std::lock_guard<std::mutex> guard(mutex_);
+    std::shared_ptr<void>& slot = slots_[key];
+    if (!slot) slot = std::make_shared<T>();
+    return std::static_pointer_cast<T>(slot);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<void>> slots_;
+};
+
+struct EngineOpenOptions {
+  // A read-only handle (only for engines whose info().multi_process is true): never writes the
+  // database; NotFound if it does not exist.
+  bool read_only = false;
+  // The machine this handle's process runs on; null: a machine of its own (nothing shared).
+  std::shared_ptr<EngineMachine> machine;
+};
 
 // One open handle on an engine's database.
 class EngineHandle {
@@ -54,6 +89,23 @@ class EngineHandle {
   virtual dbdb::Result<std::optional<uint64_t>> CommitNumber() { return std::optional<uint64_t>(); }
   // Extra checks after the first write following recovery (dbdb: the torn tail was truncated, I6).
   virtual dbdb::Status CheckAfterFirstWrite() { return dbdb::Status::Ok(); }
+
+  // One consistent view (one snapshot) of everything. The default reads ScanAll and CommitNumber
+  // one after the other, which is one view only while no other process writes.
+  virtual dbdb::Result<EngineView> Read();
+  // Commits `batch` on the newest state, as a read-modify-write transaction would: inside the write
+  // transaction (once no other writer can commit), reads the state it builds on and passes it to
+  // `on_base` before writing anything; if `on_base` returns false, abandons the transaction
+  // (Aborted) without writing. The default (Read, then Commit) is that only while no other process
+  // writes: an engine that supports several processes overrides it.
+  virtual dbdb::Status CommitOnBase(const EngineBatch& batch, const std::function<bool(const EngineView&)>& on_base);
+  // What the engine promises about this handle after Commit failed with `failure`, checked: a
+  // description of the broken promise, or "" (dbdb: after a failure on the write path the handle
+  // refuses writes until reopened, I7).
+  virtual std::string CheckAfterFailedCommit(const dbdb::Status& failure) {
+    (void)failure;
+    return "";
+  }
 };
 
 struct EngineInfo {
@@ -67,6 +119,9 @@ struct EngineInfo {
   // 0: never (a suffix of any length may be lost).
   uint64_t durable_after = 0;
   std::string promise;  // what the documentation says, in short, with where it says it
+  // Several processes may open the database at once, read-write and read-only, and writers are
+  // serialized among them (dbdb, SQLite): the multi-process simulation (multiprocess.h) runs it.
+  bool multi_process = false;
   std::string name() const { return engine + "/" + config; }
 };
 
@@ -75,20 +130,24 @@ class Engine {
  public:
   virtual ~Engine() = default;
   virtual const EngineInfo& info() const = 0;
-  // Opens (creating if missing) the database in directory `dir` of `fs`. Every file the engine
-  // touches must go through `fs`.
-  virtual dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs,
-                                                           const std::string& dir) = 0;
+  // Opens (creating if missing, unless read-only) the database in directory `dir` of `fs`, the
+  // filesystem as one process sees it. Every file the engine touches must go through `fs`.
+  virtual dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
+                                                           const EngineOpenOptions& options) = 0;
+  dbdb::Result<std::unique_ptr<EngineHandle>> Open(std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir) {
+    return Open(std::move(fs), dir, EngineOpenOptions{});
+  }
 };
 
 // An engine from its description and how it opens a handle: what every adapter's engine is.
-using EngineOpener = std::function<dbdb::Result<std::unique_ptr<EngineHandle>>(std::shared_ptr<dbdb::FileSystem> fs,
-                                                                               const std::string& dir)>;
+using EngineOpener = std::function<dbdb::Result<std::unique_ptr<EngineHandle>>(
+    std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir, const EngineOpenOptions& options)>;
 std::unique_ptr<Engine> MakeEngine(EngineInfo info, EngineOpener open);
 
 // dbdb's own tuning, for the explorer's small-node, fold-often stores.
 struct DbdbTuning {
   bool sync = true;
+  uint64_t file_size_max_bytes = uint64_t{1} << 40;
   uint32_t node_size_target_bytes = 512;
   uint64_t fold_threshold_bytes = 1024;
   uint64_t auto_compact_slack_bytes = 4096;

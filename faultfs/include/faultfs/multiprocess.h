@@ -1,6 +1,7 @@
-// Multi-process histories of dbdb on one simulated machine, and the multi-process oracle.
+// Multi-process histories of an engine on one simulated machine, and the multi-process oracle.
 //
-// A MultiWorkload is a script per simulated process (open read-write or read-only, commit,
+// The engine is any engine.h engine that supports several processes (dbdb, SQLite), driven only
+// through the engine interface. A MultiWorkload is a script per simulated process (open read-write or read-only, commit,
 // read a snapshot, compact, close), faults armed per process, and a Schedule that interleaves the
 // processes one filesystem operation at a time and kills the process it picks at given steps
 // (sim_file_system.h). RunMulti runs it deterministically and records what every process did, at
@@ -9,15 +10,20 @@
 // from, and the attempts form a tree (each names the attempt it was built on).
 //
 // The oracle (DESIGN.md I1-I9), over the whole history:
-//  (a) every commit acknowledged durable by any process survives every later power cut (I2);
-//  (b) in kSync mode, what any reader saw survives a power cut too (seen implies durable);
+//  (a) every commit acknowledged by any process survives every later power cut if the engine's
+//      configuration promises it (a durable one: all; SQLite's rollback journal under FULL: once a
+//      later commit was acknowledged) (I2);
+//  (b) in a durable configuration, what any reader saw survives a power cut too (seen implies
+//      durable);
 //  (c) recovery is stable: a read-only handle, check(), a read-write handle before and after it
 //      settles the tail, and a second read-only handle all recover the same commit (I9), and the
 //      visible state never moves except forward along one chain of commits (no commit comes back
 //      after it was gone, no state is seen that a later one does not build on);
 //  (d) every state seen is exactly the state its chain of commits produces (I1, I3, I4);
-//  (e) a handle whose commit failed on the write path refuses further writes (I7);
-//  and no operation fails with Corruption, or with an I/O error no fault explains.
+//  (e) what the engine promises about a handle whose commit failed (dbdb: it refuses further
+//      writes, I7);
+//  and no operation fails with Corruption, or with an I/O error no fault explains. Busy is an
+//  answer (SQLite's locks do not wait: its busy handler retries, then gives up).
 #pragma once
 
 #include <dbdb/db.h>
@@ -31,6 +37,7 @@
 #include <vector>
 
 #include "faultfs/crash_state.h"
+#include "faultfs/engine.h"
 #include "faultfs/sim_file_system.h"
 
 namespace faultfs {
@@ -50,6 +57,9 @@ struct ProcessScript {
 struct MultiWorkload {
   std::vector<ProcessScript> processes;
   Schedule schedule;
+  // The engine configuration ("sqlite/wal-full"); "" is dbdb in `durability`, tuned by the fields
+  // below (which only dbdb reads).
+  std::string engine;
   dbdb::Durability durability = dbdb::Durability::kSync;
   uint32_t node_size_target_bytes = 512;
   uint64_t file_size_max_bytes = uint64_t{1} << 40;
@@ -57,6 +67,10 @@ struct MultiWorkload {
   uint64_t fold_threshold_bytes = 1024;
   uint64_t auto_compact_slack_bytes = 4096;
   std::string Describe() const;
+  std::string EngineName() const {
+    if (!engine.empty()) return engine;
+    return durability == dbdb::Durability::kSync ? "dbdb/sync" : "dbdb/nosync";
+  }
 };
 
 // The key every commit writes: the decimal id of its attempt.
@@ -69,25 +83,34 @@ struct CommitAttempt {
   model::Changes changes;  // including the marker
   uint64_t begun_at = 0;   // trace position before its Commit call
   uint64_t acknowledged_at = UINT64_MAX;  // trace position after Commit returned OK
-  bool durable = false;
+  bool durable = false;  // acknowledged in a durable configuration
 };
 
 struct Observation {
   uint32_t process = 0;
   uint64_t attempt = 0;
-  uint64_t txn_id = 0;
+  uint64_t txn_id = 0;      // the engine's commit number, or the attempt's depth in its chain
   uint64_t started_at = 0;  // trace position when the read began
   uint64_t at = 0;          // trace position when it had read everything
   std::string what;  // "read", "writer base"
 };
 
-// One thing the history showed: an attempt seen or acknowledged during [started_at, ended_at].
-// Anything that ended before another began must be an ancestor of it (or the same attempt).
+// One thing the history showed: an attempt seen or acknowledged during [started_at, ended_at]
+// (trace positions, for reports). Anything that ended before another began must be an ancestor of
+// it (or the same attempt). "Before" is told by the scheduler's steps, not by trace positions:
+// operations that leave no trace entry (an Exists, a Size) are scheduling points too, so another
+// process may act between two trace positions. A process runs alone from the step the scheduler
+// granted it to its next operation, so two processes never see the same step: a fact that ended at
+// step s came before one of another process that started at a later step, and a process's own
+// facts come in program order.
 struct Fact {
   uint64_t started_at = 0;
   uint64_t ended_at = 0;
   uint64_t attempt = 0;
   std::string what;
+  uint32_t process = 0;
+  uint64_t started_step = 0;
+  uint64_t ended_step = 0;
 };
 
 // One history on one boot of the machine.
@@ -144,8 +167,12 @@ class MultiOracle {
 // A workload of `processes` scripts of about `steps` steps each, drawn with `seed`: small commits
 // over a small key space with keys of any bytes, reads, compactions, reopenings, read-only
 // handles, faults armed per process at points its steps can reach, and a random schedule with
-// kills.
-MultiWorkload GenerateMultiWorkload(uint64_t seed, size_t processes, size_t steps);
+// kills. `engine` as in MultiWorkload ("": dbdb, its durability drawn too).
+MultiWorkload GenerateMultiWorkload(uint64_t seed, size_t processes, size_t steps, const std::string& engine = "");
+// The fault points a process of `engine` ("" is dbdb) can reach through the filesystem: a writer's,
+// or a reader's. Only dbdb takes file locks and maps files through it, and only dbdb promises to
+// notice a flipped bit (SQLite keeps no page checksums).
+const std::vector<std::string>& MultiFaultPoints(const std::string& engine, bool reader);
 
 struct MultiExploreResult {
   uint64_t histories = 0;
