@@ -579,7 +579,19 @@ class SqliteHandle final : public EngineHandle {
   }
 
   // Prepares the statements once the table exists (a read-only handle may come before it does).
+  // SQLite prepares against the schema it last read: after "no such table", a query of the schema
+  // reads it again (and says whether the table exists now), and a second try sees a table another
+  // process has created since.
   dbdb::Status Prepare() {
+    dbdb::Status s = PrepareOnce();
+    if (s.ok() || s.message().find("no such table: kv") == std::string::npos) return s;
+    auto count = Query("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'kv'");
+    if (!count.ok()) return count.status();
+    if (*count == "0") return s;
+    return PrepareOnce();
+  }
+
+  dbdb::Status PrepareOnce() {
     if (scan_ != nullptr) return dbdb::Status::Ok();
     const std::pair<sqlite3_stmt**, const char*> statements[] = {
         {&put_, "INSERT OR REPLACE INTO kv(k, v) VALUES(?1, ?2)"},
@@ -600,13 +612,10 @@ class SqliteHandle final : public EngineHandle {
     return dbdb::Status::Ok();
   }
 
-  // A read-only handle on a database whose table no writer has created yet: SQLite said "no such
-  // table" and the schema, read again, agrees (after an I/O error SQLite may answer "no such
-  // table" for a table that exists).
-  bool NoTable(const dbdb::Status& s) {
-    if (!read_only_ || s.message().find("no such table: kv") == std::string::npos) return false;
-    auto count = Query("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'kv'");
-    return count.ok() && *count == "0";
+  // A read-only handle on a database whose table no writer has created yet (Prepare has read the
+  // schema again to be sure).
+  bool NoTable(const dbdb::Status& s) const {
+    return read_only_ && s.message().find("no such table: kv") != std::string::npos;
   }
 
   dbdb::Status Exec(const std::string& sql) {

@@ -17,10 +17,12 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <thread>
 
 using faultfs::CrashPlan;
@@ -35,6 +37,7 @@ struct Cli {
   uint64_t states_max = 64;
   double duration_seconds = 0;
   std::string plan_name = "all", durability_name = "sync", report_path, shard_text, cases_path, engine_name;
+  std::string fault_points;  // --fault-points: "" every point the engine reaches, "none", or a list
   uint32_t node_size = 512;
   uint64_t fold_threshold = 1024;
   campaign::Shard shard;
@@ -148,6 +151,7 @@ int RunMultiProcess(const Cli& cli) {
     return 2;
   }
   const faultfs::EngineInfo& info = (*engine)->info();
+  size_t shrunk = 0;
   std::string engine_label = cli.engine_name.empty() ? "dbdb (sync or nosync, drawn per workload)" : info.name();
   nlohmann::json config = {{"mode", "multi-process"}, {"engine", engine_label},        {"processes", cli.processes},
                            {"ops", cli.ops},          {"plan", cli.plan_name},         {"states_max", cli.states_max},
@@ -157,11 +161,31 @@ int RunMultiProcess(const Cli& cli) {
     return "dbdb-crash" + (cli.engine_name.empty() ? std::string() : " --engine " + cli.engine_name) + " --processes " +
            std::to_string(cli.processes) + " --seed " + std::to_string(s) +
            " --workloads 1 --ops " + std::to_string(cli.ops) + " --plan " + cli.plan_name + " --states-max " +
-           std::to_string(cli.states_max);
+           std::to_string(cli.states_max) + (cli.fault_points.empty() ? "" : " --fault-points " + cli.fault_points);
   };
+  // --fault-points: the faults a workload arms are drawn among every point the engine reaches;
+  // those not listed are left out.
+  std::set<std::string> allowed_points;
+  for (size_t start = 0; start <= cli.fault_points.size() && !cli.fault_points.empty();) {
+    size_t comma = std::min(cli.fault_points.find(',', start), cli.fault_points.size());
+    allowed_points.insert(cli.fault_points.substr(start, comma - start));
+    start = comma + 1;
+  }
+  for (const std::string& point : allowed_points) {
+    const auto& known = faultfs::MultiFaultPoints(cli.engine_name, false);
+    if (point != "none" && std::find(known.begin(), known.end(), point) == known.end()) {
+      std::cerr << "dbdb-crash: --fault-points: " << info.name() << " reaches no fault point " << point << "\n";
+      return 2;
+    }
+  }
   auto run_case = [&](uint64_t workload_seed) {
     faultfs::MultiWorkload workload =
         faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops, cli.engine_name);
+    if (!allowed_points.empty()) {
+      for (auto& process : workload.processes) {
+        std::erase_if(process.faults, [&](const faultfs::ArmedFault& f) { return allowed_points.count(f.point) == 0; });
+      }
+    }
     faultfs::MultiExploreResult result = faultfs::ExploreMulti(workload, plan, cli.states_max, workload_seed, cli.threads);
     CaseOutcome o;
     o.replay = replay(workload_seed);
@@ -174,7 +198,9 @@ int RunMultiProcess(const Cli& cli) {
     auto still_fails = [&](const faultfs::MultiWorkload& candidate) {
       return !faultfs::ExploreMulti(candidate, plan, cli.states_max, workload_seed, cli.threads, 1).violations.empty();
     };
-    faultfs::MultiWorkload minimal = faultfs::ShrinkMultiWorkload(workload, still_fails);
+    bool shrink = cli.shrink && shrunk < cli.shrink_max;  // as in single-process runs
+    if (shrink) shrunk++;
+    faultfs::MultiWorkload minimal = shrink ? faultfs::ShrinkMultiWorkload(workload, still_fails) : workload;
     auto minimal_result = faultfs::ExploreMulti(minimal, plan, cli.states_max, workload_seed, cli.threads, 1);
     std::string message = minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
     o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + message + "\n" +
@@ -182,8 +208,8 @@ int RunMultiProcess(const Cli& cli) {
                TraceText(minimal, workload_seed);
     o.passed = false;
     o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", message},
-                            {"counterexample", minimal.Describe()}, {"minimal_workload", minimal.Describe()},
-                            {"replay", o.replay}};
+                            {"invariant", campaign::InvariantOf(message)}, {"counterexample", minimal.Describe()},
+                            {"minimal_workload", minimal.Describe()}, {"replay", o.replay}};
     return o;
   };
   auto progress_text = [&](const CasesRun& run, double seconds) {
@@ -213,13 +239,20 @@ int RunMultiProcess(const Cli& cli) {
             << cli.threads << " threads, " << seconds << " s)\n"
             << "faults fired by point:  ";
   for (const auto& [point, count] : fired) std::cout << " " << point << "=" << count;
-  std::cout << "\nviolations:              " << violations.size() << "\n";
+  nlohmann::json by_invariant = nlohmann::json::object();
+  for (const auto& v : violations) {
+    std::string invariant = v.value("invariant", "other");
+    by_invariant[invariant] = by_invariant.value(invariant, uint64_t{0}) + 1;
+  }
+  std::cout << "\nviolations:              " << violations.size()
+            << (violations.empty() ? "" : " " + by_invariant.dump()) << "\n";
   nlohmann::json report = totals;
   report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"engine", engine_label},
                  {"version", info.version}, {"promise", info.promise}, {"processes", cli.processes},
                  {"ops_per_process", cli.ops}, {"plan", cli.plan_name}, {"faults_fired", fired}, {"seconds", seconds},
                  {"histories_per_second", histories / std::max(seconds, 1e-9)},
-                 {"states_per_second", checked / std::max(seconds, 1e-9)}, {"violations", violations}});
+                 {"states_per_second", checked / std::max(seconds, 1e-9)}, {"violations", violations},
+                 {"violations_by_invariant", by_invariant}, {"matched_promise", violations.empty()}});
   WriteReport(cli.report_path, report);
   return violations.empty() ? 0 : 1;
 }
@@ -404,9 +437,8 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
                  "the engine under test, ENGINE[/CONFIG]: dbdb, sqlite, leveldb or rocksdb (docs/ENGINES.md; "
                  "default dbdb with --durability); with --processes, dbdb or sqlite (default: dbdb, its "
                  "durability drawn per workload)");
-  app.add_flag("!--no-shrink", c.shrink, "report a violating workload as it is, without shrinking it (single-process mode)");
-  app.add_option("--shrink-max", c.shrink_max,
-                 "shrink at most this many violating workloads, report the rest as they are (single-process mode)");
+  app.add_flag("!--no-shrink", c.shrink, "report a violating workload as it is, without shrinking it");
+  app.add_option("--shrink-max", c.shrink_max, "shrink at most this many violating workloads, report the rest as they are");
   app.add_flag("--hold-to-durable", c.hold_to_durable,
                "hold the engine to the durable promise whatever its configuration promises (a non-durable "
                "configuration must then show lost commits: a check that the explorer sees them)");
@@ -420,6 +452,9 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
                  "run multi-process histories of this many simulated processes (kills, faults, schedules), "
                  "each process about --ops steps")
       ->check(CLI::Range(2, 16));
+  app.add_option("--fault-points", c.fault_points,
+                 "with --processes: arm only these fault points, comma-separated (\"none\": no fault; default: "
+                 "every point the engine reaches through the filesystem, sim_file_system.h)");
   app.add_option("--shard", c.shard_text,
                  "I/N: run the workloads k with k % N == I (N alone: I from JOB_COMPLETION_INDEX or GTEST_SHARD_INDEX)");
   app.add_option("--cases-out", c.cases_path, "write one JSON line per workload and a shard line here (for merge)");
@@ -453,9 +488,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cli.shard.count > 1) std::cout << "shard: " << cli.shard.ToString() << std::endl;
-  if (cli.processes > 0 && (cli.hold_to_durable || !cli.shrink || cli.shrink_max != SIZE_MAX)) {
-    std::cerr << "dbdb-crash: --hold-to-durable, --no-shrink and --shrink-max are for single-process runs "
-                 "(docs/ENGINES.md)\n";
+  if (cli.processes == 0 && !cli.fault_points.empty()) {
+    std::cerr << "dbdb-crash: --fault-points needs --processes (single-process runs inject no fault)\n";
+    return 2;
+  }
+  if (cli.processes > 0 && cli.hold_to_durable) {
+    std::cerr << "dbdb-crash: --hold-to-durable is for single-process runs (docs/ENGINES.md)\n";
     return 2;
   }
   // A bare "dbdb" is the configuration --durability names.
