@@ -227,13 +227,16 @@ int FileControl(sqlite3_file* f, int op, void* arg) {
 int SectorSize(sqlite3_file*) { return 4096; }
 int DeviceCharacteristics(sqlite3_file*) { return SQLITE_IOCAP_POWERSAFE_OVERWRITE; }
 
+// The WAL index a connection shares: its database file's, as os_unix keeps one per inode.
+uint64_t ShmKey(const OpenFile* me) { return me->identity; }
+
 // unixShmMap: the first call of a connection opens the WAL index (empty if no other connection has
 // it open: the DMS lock), then maps regions, adding them if `extend`.
 int ShmMap(sqlite3_file* f, int region, int size, int extend, void volatile** out) {
   OpenFile* me = StateOf(f);
   SqliteMachine& m = *me->vfs->machine;
   std::lock_guard<std::mutex> guard(m.mu);
-  SqliteMachine::Shm& shm = m.shm[me->identity];
+  SqliteMachine::Shm& shm = m.shm[ShmKey(me)];
   if (!me->shm_open) {
     if (shm.users.empty()) shm.regions.clear();
     shm.users[me] = {0, 0};
@@ -261,7 +264,7 @@ int ShmLock(sqlite3_file* f, int offset, int n, int flags) {
   OpenFile* me = StateOf(f);
   SqliteMachine& m = *me->vfs->machine;
   std::lock_guard<std::mutex> guard(m.mu);
-  auto shm = m.shm.find(me->identity);
+  auto shm = m.shm.find(ShmKey(me));
   if (!me->shm_open || shm == m.shm.end()) return SQLITE_IOERR_SHMLOCK;
   uint32_t mask = ((1u << (offset + n)) - 1) & ~((1u << offset) - 1);
   auto& [shared, exclusive] = shm->second.users[me];
@@ -294,7 +297,7 @@ int ShmUnmap(sqlite3_file* f, int delete_flag) {
   SqliteMachine& m = *me->vfs->machine;
   std::lock_guard<std::mutex> guard(m.mu);
   me->shm_open = false;
-  auto shm = m.shm.find(me->identity);
+  auto shm = m.shm.find(ShmKey(me));
   if (shm == m.shm.end()) return SQLITE_OK;
   shm->second.users.erase(me);
   if (delete_flag && shm->second.users.empty()) m.shm.erase(shm);
