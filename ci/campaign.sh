@@ -127,7 +127,7 @@ crash_run() {
   shift
   local rc=0
   "$build_dir/bin/dbdb-crash" --campaign-seed "$seed" "${shard_args[@]}" --workloads "$crash_workloads" \
-    --duration "$crash_seconds" --ops 100 --threads "$(nproc)" --max-violations "$max_violations" --report "$work/$name.json" \
+    --duration "$crash_seconds" --ops "${crash_ops:-100}" --threads "$(nproc)" --max-violations "$max_violations" --report "$work/$name.json" \
     --cases-out "$work/$name.jsonl" "$@" > "$work/$name.log" || rc=$?
   case $rc in
     0) ;;
@@ -164,6 +164,20 @@ else
     done
   done
   if [ ${#crash_names[@]} -eq 0 ]; then echo "campaign: this build has no configuration of $engine" >&2; exit 2; fi
+  # The engines that several processes share (dbdb, SQLite): the multi-process simulation, three
+  # processes of about 12 steps, every fault point the engine reaches armed at random, plan all.
+  multi_configs=$("$build_dir/bin/dbdb-crash" --list-engines --processes 2) ||
+    { echo "campaign: dbdb-crash --list-engines --processes 2 failed" >&2; exit 2; }
+  multi_names=()
+  for config in $multi_configs; do
+    case "$engine" in all) ;; *) case "$config" in "$engine"/*) ;; *) continue ;; esac ;; esac
+    name="crash-${config//\//-}-processes"
+    echo "== crash exploration of $config with 3 processes, kills and faults: ${crash_seconds} s (0: no limit), up to ${crash_workloads} histories"
+    crash_ops=12 crash_run "$name" --engine "$config" --processes 3 --plan all --states-max 16 --shrink-max 1
+    crash_names+=("$name")
+    multi_names+=("$name")
+    tools="$tools${tools:+,}\"dbdb-crash-multiprocess:$config\""
+  done
 fi
 # This shard's manifest: the tools it runs, so that merge misses a tool that never finished anywhere.
 if [ "$stress_seconds" != "0" ]; then tools="$tools,\"dbdb-stress\""; fi
@@ -223,7 +237,19 @@ if [ "$engine" != "dbdb" ]; then
       group_by(.engine + "/" + .configuration) | .[] | (map(select(.plan == "all"))[0]) as $a | (map(select(.plan == "ordered"))[0]) as $o |
       "| \($a.engine) | \($a.version) | \($a.configuration) | \(if $a.durable then "every acknowledged commit" elif $a.durable_after > 0 then "all but the last \($a.durable_after) acknowledged commit(s)" else "a prefix (may lose a suffix)" end) | \($a.workloads) / \($o.workloads) | \($a.states_checked) / \($o.states_checked) | \($a.states_per_second | floor) / \($o.states_per_second | floor) | \($a.states_losing_acknowledged_commits) | \($a | viol) | \($o | viol) | \(if $a.matched_promise and $o.matched_promise then "yes" elif $o.matched_promise then "in order only" else "**no**" end) |"' "$work/engines.json"
   } > "$work/engines.md"
-  echo "results table: $work/engines.md (JSON: $work/engines.json)"
+  if [ ${#multi_names[@]} -gt 0 ]; then
+    multi_reports=()
+    for name in "${multi_names[@]}"; do multi_reports+=("$work/$name.json"); done
+    jq -s '.' "${multi_reports[@]}" > "$work/engines-processes.json"
+    {
+      echo
+      echo "| engine/configuration | version | documentation promises | histories (3 processes) | processes killed | crash states checked | states/s | faults fired | violations | matched |"
+      echo "|---|---|---|---|---|---|---|---|---|---|"
+      jq -r 'def viol: if (.violations_by_invariant | length) == 0 then "none" else ([.violations_by_invariant | to_entries[] | "\(.key): \(.value) histories"] | join(", ")) end;
+        .[] | "| \(.engine) | \(.version) | \(.promise | split(":")[0]) | \(.histories) | \(.kills) | \(.states_checked) | \(.states_per_second | floor) | \([.faults_fired | to_entries[] | "\(.key | ltrimstr("faultfs/"))=\(.value)"] | join(" ")) | \(viol) | \(if .matched_promise then "yes" else "**no**" end) |"' "$work/engines-processes.json"
+    } >> "$work/engines.md"
+  fi
+  echo "results table: $work/engines.md (JSON: $work/engines.json, engines-processes.json)"
   cat "$work/engines.md"
 fi
 if [ "$stress_seconds" != "0" ]; then

@@ -145,7 +145,10 @@ MultiWorkload GenWorkload(const std::string& engine) {
   w.schedule.choices = *rc::gen::container<std::vector<uint8_t>>(
       static_cast<size_t>(Draw(0, 600)), rc::gen::weightedOneOf<uint8_t>({{3, rc::gen::just<uint8_t>(0)},
                                                                            {1, rc::gen::arbitrary<uint8_t>()}}));
-  int kills = Draw(0, 3) == 0 ? Draw(1, 3) : 0;
+  // No kills under SQLite's EXTRA: a writer killed between its journal's unlink and the directory
+  // sync leaves a commit others read and a power cut undoes (a finding, replayed in
+  // engines.finding.sqlite_rollback_commit_seen_before_its_killed_writer_synced_the_unlink).
+  int kills = engine != "sqlite/rollback-extra" && Draw(0, 3) == 0 ? Draw(1, 3) : 0;
   for (int k = 0; k < kills; k++) w.schedule.kills.push_back(static_cast<uint64_t>(Draw(0, 400)));
   std::sort(w.schedule.kills.begin(), w.schedule.kills.end());
   return w;
@@ -192,7 +195,11 @@ void RunBoots(const std::string& engine, std::optional<dbdb::Durability> durabil
     if (boundaries.empty()) continue;
     size_t point = boundaries[static_cast<size_t>(Draw(0, static_cast<int>(boundaries.size()) * 2)) % boundaries.size()];
     if (Draw(0, 2) == 0) point = boundaries.back();  // often after everything
-    CrashPlan plan = *rc::gen::element(CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset, CrashPlan::kTorn);
+    // SQLite is held to its promise in order (as CrashExploration's engine property): its findings
+    // that need the disk to reorder operations are written up and replayed (docs/findings/).
+    CrashPlan plan = engine.rfind("sqlite/", 0) == 0
+                         ? CrashPlan::kOrdered
+                         : *rc::gen::element(CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset, CrashPlan::kTorn);
     uint64_t choice_seed = *rc::gen::arbitrary<uint64_t>();
     auto tracker = faultfs::TrackerAt(run.trace, point);
     faultfs::CrashChoice choice = faultfs::PickCrashChoice(tracker, plan, choice_seed);

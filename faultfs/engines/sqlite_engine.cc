@@ -20,7 +20,8 @@
 //    has it open starts it empty, as the DMS lock makes os_unix truncate the -shm file;
 //  - xSleep does not wait: it makes one filesystem call (an Exists on the database's directory),
 //    where the simulated scheduler may run another process, and reports the time as slept, so a
-//    busy handler's retries let the lock's holder go on.
+//    busy handler's retries let the lock's holder go on. Taking a file lock or a WAL lock makes the
+//    same call first, as fcntl is a system call another process may run beside.
 // Where it is not faithful (docs/ENGINES.md): a killed simulated process keeps its locks until its
 // connection has unwound and closed (every file call fails at once after the kill, and SQLite's
 // error path may still touch the shared memory it has mapped, under the locks it holds), where the
@@ -156,9 +157,13 @@ int FileSize(sqlite3_file* f, sqlite3_int64* size) {
 // unixLock: SHARED needs the PENDING byte free and the SHARED range not exclusive; RESERVED needs
 // the RESERVED byte; EXCLUSIVE takes the PENDING byte (so no new reader comes in), then the whole
 // SHARED range once no other connection holds it (until then it stays PENDING and is busy).
+// A scheduling point without a wait: one cheap filesystem call (see the top).
+void Yield(Vfs* vfs) { (void)vfs->fs->Exists(vfs->dir); }
+
 int Lock(sqlite3_file* f, int level) {
   OpenFile* me = StateOf(f);
   if (me->level >= level) return SQLITE_OK;
+  Yield(me->vfs);  // fcntl is a system call: another process may run first
   SqliteMachine& m = *me->vfs->machine;
   std::lock_guard<std::mutex> guard(m.mu);
   SqliteMachine::FileLocks& locks = m.locks[me->identity];
@@ -262,6 +267,7 @@ int ShmMap(sqlite3_file* f, int region, int size, int extend, void volatile** ou
 // exclusive one while another holds it at all.
 int ShmLock(sqlite3_file* f, int offset, int n, int flags) {
   OpenFile* me = StateOf(f);
+  Yield(me->vfs);  // as in Lock: SQLite's WAL read protocol re-checks the header after its lock
   SqliteMachine& m = *me->vfs->machine;
   std::lock_guard<std::mutex> guard(m.mu);
   auto shm = m.shm.find(ShmKey(me));
@@ -392,8 +398,7 @@ int Randomness(sqlite3_vfs* v, int size, char* out) {
 
 // A scheduling point, not a wait (see the top).
 int Sleep(sqlite3_vfs* v, int microseconds) {
-  Vfs* vfs = VfsOf(v);
-  (void)vfs->fs->Exists(vfs->dir);
+  Yield(VfsOf(v));
   return microseconds;
 }
 constexpr sqlite3_int64 kFixedTimeMs = 212'263'344'000'000LL;  // a fixed instant (Julian day, in ms)
@@ -479,7 +484,9 @@ class SqliteHandle final : public EngineHandle {
     }
     auto machine = options.machine ? options.machine->Shared<SqliteMachine>("sqlite") : std::make_shared<SqliteMachine>();
     {
-      std::lock_guard<std::mutex> guard(machine->mu);
+      static std::mutex seeding;  // the generator is process-wide: one machine seeds it at a time
+      std::lock_guard<std::mutex> guard(seeding);
+      std::lock_guard<std::mutex> machine_guard(machine->mu);
       if (!machine->seeded) sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 0x5eed, nullptr);  // see the top
       machine->seeded = true;
     }
@@ -503,22 +510,23 @@ class SqliteHandle final : public EngineHandle {
   }
 
   dbdb::Status Commit(const EngineBatch& batch) override {
-    return CommitOnBase(batch, [](const EngineView&) { return true; });
+    return CommitOnBase([&batch](const EngineView&) { return std::optional<EngineBatch>(batch); });
   }
 
   // BEGIN IMMEDIATE takes the write lock (RESERVED, or the WAL's write lock) before the base is read.
-  dbdb::Status CommitOnBase(const EngineBatch& batch, const std::function<bool(const EngineView&)>& on_base) override {
+  dbdb::Status CommitOnBase(const BatchBuilder& build) override {
     if (dbdb::Status s = Prepare(); !s.ok()) return s;
     if (dbdb::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
     dbdb::Status s;
+    std::optional<EngineBatch> batch;
     auto base = ScanAll();
     if (!base.ok()) {
       s = base.status();
-    } else if (!on_base(EngineView{std::move(base).value(), std::nullopt})) {
+    } else if (!(batch = build(EngineView{std::move(base).value(), std::nullopt}))) {
       s = dbdb::Status::Aborted("the caller abandoned the commit");
     }
-    for (size_t i = 0; s.ok() && i < batch.size(); i++) {
-      const auto& [key, value] = batch[i];
+    for (size_t i = 0; s.ok() && i < batch->size(); i++) {
+      const auto& [key, value] = (*batch)[i];
       sqlite3_stmt* stmt = value ? put_ : del_;
       sqlite3_bind_blob(stmt, 1, key.data(), int(key.size()), SQLITE_TRANSIENT);
       if (value) sqlite3_bind_blob(stmt, 2, value->data(), int(value->size()), SQLITE_TRANSIENT);
@@ -683,6 +691,7 @@ std::unique_ptr<Engine> NewSqliteEngine(const std::string& config) {
     return nullptr;
   }
   info.multi_process = true;
+  info.read_only_may_refuse_recovery = true;
   return MakeEngine(std::move(info), [pragmas](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
                                                const EngineOpenOptions& options) {
     return SqliteHandle::Open(std::move(fs), dir, pragmas, options);

@@ -192,8 +192,9 @@ class ScriptRunner {
 
   // Checks a state seen at this point and records it as a fact of the history; the attempt it
   // shows, or nullopt.
+  // A dead process's view is checked but not recorded: it saw nothing anyone relies on.
   std::optional<uint64_t> Observe(const EngineView& view, uint64_t started_at, uint64_t started_step,
-                                  const std::string& what) {
+                                  const std::string& what, bool record) {
     auto attempt = AttemptOf(view.state);
     if (!attempt) {
       Violation(what + " shows a damaged attempt marker");
@@ -208,6 +209,7 @@ class ScriptRunner {
                 " but not its state (I1/I3): " + model::Describe(view.state) + " instead of " +
                 model::Describe(*expected));
     }
+    if (!record) return attempt;
     uint64_t at = fs_->TraceSize();
     run_->observations.push_back(Observation{index_ + 1, *attempt, number, started_at, at, what});
     facts_->push_back(Fact{started_at, at, *attempt, Name() + " " + what + " of commit " + std::to_string(number),
@@ -220,8 +222,7 @@ class ScriptRunner {
     uint64_t started_at = fs_->TraceSize(), started_step = fs_->ScheduledSteps();
     auto view = db_->Read();
     if (!view.ok()) return Judge(view.status(), "reading a snapshot");
-    if (fs_->killed()) return;  // a dead process sees nothing
-    Observe(*view, started_at, started_step, "read");
+    Observe(*view, started_at, started_step, "read", !fs_->killed());
   }
 
   void Compact() {
@@ -235,23 +236,24 @@ class ScriptRunner {
     CommitAttempt attempt;
     attempt.process = index_ + 1;
     for (const auto& [key, value] : step.changes) attempt.changes[key] = value;
-    EngineBatch batch = step.changes;
     // Once the engine has read the base inside its write transaction: name the attempt, record it
-    // with its parent before anything is written (a reader may see it before Commit returns).
-    auto on_base = [&](const EngineView& base) {
-      auto parent = Observe(base, started_at, started_step, "writer base");
-      if (!parent) return false;
+    // with its parent before anything is written (a reader may see it before Commit returns), and
+    // commit the step's changes with the marker.
+    auto build = [&](const EngineView& base) -> std::optional<EngineBatch> {
+      auto parent = Observe(base, started_at, started_step, "writer base", !fs_->killed());
+      if (!parent || attempt.id != 0) return std::nullopt;  // a damaged base; never twice
       attempt.id = oracle_->TakeAttemptId();
       attempt.parent = *parent;
       std::string marker = std::to_string(attempt.id);
       attempt.changes[std::string(kAttemptMarkerKey)] = marker;
-      batch.emplace_back(std::string(kAttemptMarkerKey), marker);
       attempt.begun_at = fs_->TraceSize();
       begun_step = fs_->ScheduledSteps();
       (*attempts_)[attempt.id] = attempt;
-      return true;
+      EngineBatch batch = step.changes;
+      batch.emplace_back(std::string(kAttemptMarkerKey), marker);
+      return batch;
     };
-    dbdb::Status s = db_->CommitOnBase(batch, on_base);
+    dbdb::Status s = db_->CommitOnBase(build);
     if (s.ok()) {
       CommitAttempt& done = (*attempts_)[attempt.id];
       done.acknowledged_at = fs_->TraceSize();
@@ -264,8 +266,10 @@ class ScriptRunner {
     }
     if (s.code() == dbdb::StatusCode::kLimitExceeded) return;  // a file size limit: nothing written
     if (s.code() == dbdb::StatusCode::kAborted && attempt.id == 0) return;  // a damaged base, reported
-    Judge(s, "commit");
-    if (fs_->killed()) return;
+    Judge(s, attempt.id == 0 ? "beginning a commit" : "commit");
+    // A failure before the commit was attempted (beginning it, reading its base) keeps the handle:
+    // its next step checks that it still works.
+    if (fs_->killed() || attempt.id == 0) return;
     if (std::string broken = db_->CheckAfterFailedCommit(s); !broken.empty()) Violation(broken);
     db_.reset();
   }
@@ -397,8 +401,10 @@ std::vector<Seen> ObserveImage(Engine& engine, const MultiOracle& oracle, const 
       seen.push_back(Seen{who, missing ? "" : opened.status().ToString(), !missing, 0, {}, false});
       return;
     }
-    Seen s = SeeView(who, (*opened)->Read(), oracle);
-    s.skipped = first && !s.error.empty() && s.error.find("ReadOnly") != std::string::npos;
+    auto view = (*opened)->Read();
+    Seen s = SeeView(who, view, oracle);
+    s.skipped = first && engine.info().read_only_may_refuse_recovery && !view.ok() &&
+                view.status().code() == dbdb::StatusCode::kReadOnly;
     seen.push_back(s);
     if (first && s.error.empty()) {
       checked = true;
@@ -418,9 +424,9 @@ std::vector<Seen> ObserveImage(Engine& engine, const MultiOracle& oracle, const 
     if (dbdb::Status c = writer.Check(); !c.ok()) seen.push_back(Seen{"the engine's check", c.ToString()});
   }
   std::optional<Seen> base;
-  dbdb::Status s = writer.CommitOnBase({}, [&](const EngineView& view) {
+  dbdb::Status s = writer.CommitOnBase([&](const EngineView& view) {
     base = SeeView("first writer's base", view, oracle);
-    return false;
+    return std::nullopt;
   });
   if (base) {
     seen.push_back(*base);

@@ -38,6 +38,7 @@ struct Cli {
   double duration_seconds = 0;
   std::string plan_name = "all", durability_name = "sync", report_path, shard_text, cases_path, engine_name;
   std::string fault_points;  // --fault-points: "" every point the engine reaches, "none", or a list
+  bool kills = true;         // --no-kills: multi-process schedules kill no process
   uint32_t node_size = 512;
   uint64_t fold_threshold = 1024;
   campaign::Shard shard;
@@ -161,7 +162,8 @@ int RunMultiProcess(const Cli& cli) {
     return "dbdb-crash" + (cli.engine_name.empty() ? std::string() : " --engine " + cli.engine_name) + " --processes " +
            std::to_string(cli.processes) + " --seed " + std::to_string(s) +
            " --workloads 1 --ops " + std::to_string(cli.ops) + " --plan " + cli.plan_name + " --states-max " +
-           std::to_string(cli.states_max) + (cli.fault_points.empty() ? "" : " --fault-points " + cli.fault_points);
+           std::to_string(cli.states_max) + (cli.fault_points.empty() ? "" : " --fault-points " + cli.fault_points) +
+           (cli.kills ? "" : " --no-kills");
   };
   // --fault-points: the faults a workload arms are drawn among every point the engine reaches;
   // those not listed are left out.
@@ -181,6 +183,7 @@ int RunMultiProcess(const Cli& cli) {
   auto run_case = [&](uint64_t workload_seed) {
     faultfs::MultiWorkload workload =
         faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops, cli.engine_name);
+    if (!cli.kills) workload.schedule.kills.clear();
     if (!allowed_points.empty()) {
       for (auto& process : workload.processes) {
         std::erase_if(process.faults, [&](const faultfs::ArmedFault& f) { return allowed_points.count(f.point) == 0; });
@@ -221,7 +224,9 @@ int RunMultiProcess(const Cli& cli) {
            std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
            std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s";
   };
-  std::optional<CasesRun> run = RunCases(cli, "dbdb-crash-multiprocess", config, run_case, progress_text);
+  // The campaign's tool name: dbdb's default run keeps its old name, an --engine run names it.
+  std::string tool = cli.engine_name.empty() ? "dbdb-crash-multiprocess" : "dbdb-crash-multiprocess:" + info.name();
+  std::optional<CasesRun> run = RunCases(cli, tool, config, run_case, progress_text);
   if (!run) return 2;
   const nlohmann::json& totals = run->totals;
   const nlohmann::json& violations = run->violations;
@@ -452,6 +457,7 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
                  "run multi-process histories of this many simulated processes (kills, faults, schedules), "
                  "each process about --ops steps")
       ->check(CLI::Range(2, 16));
+  app.add_flag("!--no-kills", c.kills, "with --processes: the schedules kill no process");
   app.add_option("--fault-points", c.fault_points,
                  "with --processes: arm only these fault points, comma-separated (\"none\": no fault; default: "
                  "every point the engine reaches through the filesystem, sim_file_system.h)");
@@ -470,14 +476,22 @@ int main(int argc, char** argv) {
   CLI::Option* seed_option = nullptr;
   AddOptions(app, cli, &seed_option);
   bool list_engines = false;
-  app.add_flag("--list-engines", list_engines, "print every engine configuration (ENGINE/CONFIG), one a line, and exit");
+  app.add_flag("--list-engines", list_engines,
+               "print every engine configuration (ENGINE/CONFIG), one a line, and exit (with --processes: those "
+               "that several processes may share)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (list_engines) {
-    for (const std::string& name : faultfs::EngineConfigurations()) std::cout << name << "\n";
+  if (list_engines) {  // with --processes: only the engines several processes may share
+    for (const std::string& name : faultfs::EngineConfigurations()) {
+      if (cli.processes > 0) {
+        auto engine = faultfs::NewEngine(name);
+        if (!engine.ok() || !(*engine)->info().multi_process) continue;
+      }
+      std::cout << name << "\n";
+    }
     return 0;
   }
   if (seed_option->count() == 0) cli.seed = std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32);
@@ -488,8 +502,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (cli.shard.count > 1) std::cout << "shard: " << cli.shard.ToString() << std::endl;
-  if (cli.processes == 0 && !cli.fault_points.empty()) {
-    std::cerr << "dbdb-crash: --fault-points needs --processes (single-process runs inject no fault)\n";
+  if (cli.processes == 0 && (!cli.fault_points.empty() || !cli.kills)) {
+    std::cerr << "dbdb-crash: --fault-points and --no-kills need --processes (single-process runs inject no "
+                 "fault and kill nothing)\n";
     return 2;
   }
   if (cli.processes > 0 && cli.hold_to_durable) {

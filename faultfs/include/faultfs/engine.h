@@ -93,12 +93,14 @@ class EngineHandle {
   // One consistent view (one snapshot) of everything. The default reads ScanAll and CommitNumber
   // one after the other, which is one view only while no other process writes.
   virtual dbdb::Result<EngineView> Read();
-  // Commits `batch` on the newest state, as a read-modify-write transaction would: inside the write
-  // transaction (once no other writer can commit), reads the state it builds on and passes it to
-  // `on_base` before writing anything; if `on_base` returns false, abandons the transaction
-  // (Aborted) without writing. The default (Read, then Commit) is that only while no other process
-  // writes: an engine that supports several processes overrides it.
-  virtual dbdb::Status CommitOnBase(const EngineBatch& batch, const std::function<bool(const EngineView&)>& on_base);
+  // Commits on the newest state, as a read-modify-write transaction would: inside the write
+  // transaction (once no other writer can commit), reads the state it builds on and calls `build`
+  // with it, once, before writing anything; commits the batch `build` returns, or abandons the
+  // transaction (Aborted) without writing if it returns nullopt. The default (Read, then Commit) is
+  // that only while no other process writes: an engine that supports several processes overrides
+  // it.
+  using BatchBuilder = std::function<std::optional<EngineBatch>(const EngineView& base)>;
+  virtual dbdb::Status CommitOnBase(const BatchBuilder& build);
   // What the engine promises about this handle after Commit failed with `failure`, checked: a
   // description of the broken promise, or "" (dbdb: after a failure on the write path the handle
   // refuses writes until reopened, I7).
@@ -122,6 +124,9 @@ struct EngineInfo {
   // Several processes may open the database at once, read-write and read-only, and writers are
   // serialized among them (dbdb, SQLite): the multi-process simulation (multiprocess.h) runs it.
   bool multi_process = false;
+  // A read-only handle may refuse, with ReadOnly, a database that only a writer can recover
+  // (SQLite: a hot journal, SQLITE_READONLY_ROLLBACK); dbdb's read-only handles recover alone.
+  bool read_only_may_refuse_recovery = false;
   std::string name() const { return engine + "/" + config; }
 };
 
