@@ -129,7 +129,8 @@ void CaseLog::Write(const char* kind, nlohmann::json fields) {
                          {"shard_index", shard_.index},
                          {"shard_count", shard_.count}};
   line.update(fields);
-  out_ << line.dump() << "\n" << std::flush;
+  // Replace, never throw: a message may quote bytes that are not UTF-8.
+  out_ << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
 }
 
 void CaseLog::Case(uint64_t case_index, uint64_t seed, bool passed, const nlohmann::json& figures, double seconds,

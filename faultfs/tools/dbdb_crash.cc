@@ -120,7 +120,7 @@ std::optional<CasesRun> RunCases(const Cli& cli, const std::string& tool, const 
 
 void WriteReport(const std::string& path, const nlohmann::json& report) {
   if (path.empty()) return;
-  std::ofstream(path) << report.dump(2) << "\n";
+  std::ofstream(path) << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   std::cout << "report: " << path << "\n";
 }
 

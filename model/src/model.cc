@@ -2,6 +2,7 @@
 #include "model/model.h"
 
 #include <cassert>
+#include <string_view>
 
 namespace model {
 
@@ -32,6 +33,25 @@ std::vector<std::pair<std::string, std::string>> ScanPrefix(const State& state, 
   return out;
 }
 
+namespace {
+// Keys and values are any bytes: printable ASCII as is, the rest as \xNN, so that a description is
+// text (a report's JSON needs valid UTF-8).
+std::string Printable(std::string_view bytes) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+}  // namespace
+
 std::string Describe(const State& state, size_t max_keys) {
   std::string out = "{";
   size_t n = 0;
@@ -41,7 +61,8 @@ std::string Describe(const State& state, size_t max_keys) {
       break;
     }
     if (n++ > 0) out += ", ";
-    out += k + "=" + (v.size() > 12 ? v.substr(0, 12) + "…(" + std::to_string(v.size()) + ")" : v);
+    out += Printable(k) + "=" +
+           (v.size() > 12 ? Printable(v.substr(0, 12)) + "…(" + std::to_string(v.size()) + ")" : Printable(v));
   }
   return out + "}";
 }
