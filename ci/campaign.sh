@@ -136,6 +136,8 @@ crash_run() {
   esac
 }
 crash_names=()
+single_names=()  # the single-handle runs of --engine (the first results table)
+multi_names=()   # the multi-process runs (the second)
 max_violations=10
 if [ "$engine" = "dbdb" ]; then
   echo "== crash exploration: ${crash_seconds} s (0: no limit), up to ${crash_workloads} workloads"
@@ -158,6 +160,7 @@ else
       max_violations=1000000
       crash_run "$name" --engine "$config" --plan "$plan" --shrink-max 1
       crash_names+=("$name")
+      single_names+=("$name")
       tool="dbdb-crash:$config"
       [ "$plan" = ordered ] && tool="$tool:ordered"
       tools="$tools${tools:+,}\"$tool\""
@@ -168,7 +171,6 @@ else
   # processes of about 12 steps, every fault point the engine reaches armed at random, plan all.
   multi_configs=$("$build_dir/bin/dbdb-crash" --list-engines --processes 2) ||
     { echo "campaign: dbdb-crash --list-engines --processes 2 failed" >&2; exit 2; }
-  multi_names=()
   for config in $multi_configs; do
     case "$engine" in all) ;; *) case "$config" in "$engine"/*) ;; *) continue ;; esac ;; esac
     name="crash-${config//\//-}-processes"
@@ -228,7 +230,7 @@ done
 if [ "$engine" != "dbdb" ]; then
   # The results table (README.md, docs/ENGINES.md): one row per configuration.
   engine_reports=()
-  for name in "${crash_names[@]}"; do engine_reports+=("$work/$name.json"); done
+  for name in "${single_names[@]}"; do engine_reports+=("$work/$name.json"); done
   jq -s '.' "${engine_reports[@]}" > "$work/engines.json"
   {
     echo "| engine | version | configuration | documentation promises | workloads (all / ordered) | crash states checked (all / ordered) | states/s (all / ordered) | states that lost acknowledged commits, as allowed (all) | violations, any reordering POSIX allows | violations, in order | matched |"
@@ -246,7 +248,7 @@ if [ "$engine" != "dbdb" ]; then
       echo "| engine/configuration | version | documentation promises | histories (3 processes) | processes killed | crash states checked | states/s | faults fired | violations | matched |"
       echo "|---|---|---|---|---|---|---|---|---|---|"
       jq -r 'def viol: if (.violations_by_invariant | length) == 0 then "none" else ([.violations_by_invariant | to_entries[] | "\(.key): \(.value) histories"] | join(", ")) end;
-        .[] | "| \(.engine) | \(.version) | \(.promise | split(":")[0]) | \(.histories) | \(.kills) | \(.states_checked) | \(.states_per_second | floor) | \([.faults_fired | to_entries[] | "\(.key | ltrimstr("faultfs/"))=\(.value)"] | join(" ")) | \(viol) | \(if .matched_promise then "yes" else "**no**" end) |"' "$work/engines-processes.json"
+        .[] | "| \(.engine) | \(.version) | \(if .durable then "every acknowledged commit" elif .durable_after > 0 then "all but the last \(.durable_after) acknowledged commit(s)" else "a prefix (may lose a suffix)" end) | \(.histories) | \(.kills) | \(.states_checked) | \(.states_per_second | floor) | \([.faults_fired | to_entries[] | "\(.key | ltrimstr("faultfs/"))=\(.value)"] | join(" ")) | \(viol) | \(if .matched_promise then "yes" else "**no**" end) |"' "$work/engines-processes.json"
     } >> "$work/engines.md"
   fi
   echo "results table: $work/engines.md (JSON: $work/engines.json, engines-processes.json)"

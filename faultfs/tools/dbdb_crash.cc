@@ -253,7 +253,8 @@ int RunMultiProcess(const Cli& cli) {
             << (violations.empty() ? "" : " " + by_invariant.dump()) << "\n";
   nlohmann::json report = totals;
   report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"engine", engine_label},
-                 {"version", info.version}, {"promise", info.promise}, {"processes", cli.processes},
+                 {"version", info.version}, {"promise", info.promise}, {"durable", info.durable},
+                 {"durable_after", info.durable_after}, {"processes", cli.processes},
                  {"ops_per_process", cli.ops}, {"plan", cli.plan_name}, {"faults_fired", fired}, {"seconds", seconds},
                  {"histories_per_second", histories / std::max(seconds, 1e-9)},
                  {"states_per_second", checked / std::max(seconds, 1e-9)}, {"violations", violations},
