@@ -104,19 +104,12 @@ ProcessStep GenStep(bool reader) {
   return step;
 }
 
-// The points SQLite is found not to survive (docs/findings/): a failed directory sync it ignores,
-// and a failed WAL sync whose frames a later WAL recovery trusts. The property holds it to the
-// rest; dbdb-crash --processes arms them too, and engines.finding.* replays both findings.
-bool KnownSqliteFinding(const std::string& point) {
-  return point == "faultfs/syncdir" || point == "faultfs/sync" || point == "faultfs/sync/lose";
-}
-
-// Only points the process's steps can reach through the engine: a reader never writes.
+// Only points the process's steps can reach through the engine (a reader never writes), and not
+// those of the engine's findings: the property holds it to its promise; dbdb-crash --processes
+// arms them too, and engines.finding.* replays each finding.
 ArmedFault GenFault(const std::string& engine, bool reader) {
   ArmedFault fault;
-  std::vector<std::string> points = faultfs::MultiFaultPoints(engine, reader);
-  if (engine.rfind("sqlite/", 0) == 0) std::erase_if(points, KnownSqliteFinding);
-  fault.point = *rc::gen::elementOf(points);
+  fault.point = *rc::gen::elementOf(faultfs::MultiFaultPoints(engine, reader, true));
   fault.skip = static_cast<uint32_t>(Draw(0, 12));
   fault.error_number = *rc::gen::element(0, ENOSPC, EACCES, EMFILE);
   return fault;

@@ -37,6 +37,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <string_view>
 #include <vector>
 
 #include "faultfs/engine.h"
@@ -154,12 +155,12 @@ int FileSize(sqlite3_file* f, sqlite3_int64* size) {
   return SQLITE_OK;
 }
 
-// unixLock: SHARED needs the PENDING byte free and the SHARED range not exclusive; RESERVED needs
-// the RESERVED byte; EXCLUSIVE takes the PENDING byte (so no new reader comes in), then the whole
-// SHARED range once no other connection holds it (until then it stays PENDING and is busy).
 // A scheduling point without a wait: one cheap filesystem call (see the top).
 void Yield(Vfs* vfs) { (void)vfs->fs->Exists(vfs->dir); }
 
+// unixLock: SHARED needs the PENDING byte free and the SHARED range not exclusive; RESERVED needs
+// the RESERVED byte; EXCLUSIVE takes the PENDING byte (so no new reader comes in), then the whole
+// SHARED range once no other connection holds it (until then it stays PENDING and is busy).
 int Lock(sqlite3_file* f, int level) {
   OpenFile* me = StateOf(f);
   if (me->level >= level) return SQLITE_OK;
@@ -464,6 +465,9 @@ dbdb::Status FromSqlite(sqlite3* db, int rc, const std::string& what) {
 // retries, each a scheduling point) before a statement fails with SQLITE_BUSY.
 constexpr int kBusyTimeoutMs = 1000;
 
+// What SQLite says when a statement names a table its cached schema does not have.
+constexpr std::string_view kNoTable = "no such table: kv";
+
 class SqliteHandle final : public EngineHandle {
  public:
   ~SqliteHandle() override {
@@ -595,7 +599,7 @@ class SqliteHandle final : public EngineHandle {
   // process has created since.
   dbdb::Status Prepare() {
     dbdb::Status s = PrepareOnce();
-    if (s.ok() || s.message().find("no such table: kv") == std::string::npos) return s;
+    if (s.ok() || s.message().find(kNoTable) == std::string::npos) return s;
     auto count = Query("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'kv'");
     if (!count.ok()) return count.status();
     if (*count == "0") return s;
@@ -626,7 +630,7 @@ class SqliteHandle final : public EngineHandle {
   // A read-only handle on a database whose table no writer has created yet (Prepare has read the
   // schema again to be sure).
   bool NoTable(const dbdb::Status& s) const {
-    return read_only_ && s.message().find("no such table: kv") != std::string::npos;
+    return read_only_ && s.message().find(kNoTable) != std::string::npos;
   }
 
   dbdb::Status Exec(const std::string& sql) {

@@ -66,7 +66,7 @@ std::string ProcessStep::ToString() const {
 
 std::string MultiWorkload::Describe() const {
   std::string out = "engine " + EngineName();
-  if (engine.empty() || engine.rfind("dbdb/", 0) == 0) {
+  if (IsDbdbEngine(engine)) {
     out += ", node size " + std::to_string(node_size_target_bytes) + ", fold threshold " +
            std::to_string(fold_threshold_bytes) + ", compaction slack " + std::to_string(auto_compact_slack_bytes);
     if (file_size_max_bytes != uint64_t{1} << 40) out += ", file size limit " + std::to_string(file_size_max_bytes);
@@ -528,7 +528,7 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
   return r;
 }
 
-const std::vector<std::string>& MultiFaultPoints(const std::string& engine, bool reader) {
+const std::vector<std::string>& MultiFaultPoints(const std::string& engine, bool reader, bool held_to_promise) {
   static const std::vector<std::string> kDbdbWriter = {
       "faultfs/write", "faultfs/write/short", "faultfs/sync",         "faultfs/sync/lose", "faultfs/truncate",
       "faultfs/syncdir", "faultfs/rename",    "faultfs/open",         "faultfs/lock",      "faultfs/read",
@@ -542,8 +542,13 @@ const std::vector<std::string>& MultiFaultPoints(const std::string& engine, bool
                                                    "faultfs/sync/lose", "faultfs/truncate",   "faultfs/syncdir",
                                                    "faultfs/remove",   "faultfs/open",        "faultfs/read"};
   static const std::vector<std::string> kReader = {"faultfs/read", "faultfs/open"};
-  bool dbdb = engine.empty() || engine == "dbdb" || engine.rfind("dbdb/", 0) == 0;
-  if (dbdb) return reader ? kDbdbReader : kDbdbWriter;
+  // SQLite's findings (docs/findings/sqlite-failed-directory-sync.md,
+  // sqlite-wal-failed-sync-frames-recovered.md): a failed directory sync, a failed sync.
+  static const std::vector<std::string> kSqliteWriterPromised = {"faultfs/write",    "faultfs/write/short",
+                                                                 "faultfs/truncate", "faultfs/remove",
+                                                                 "faultfs/open",     "faultfs/read"};
+  if (IsDbdbEngine(engine)) return reader ? kDbdbReader : kDbdbWriter;
+  if (held_to_promise && !reader && engine.rfind("sqlite/", 0) == 0) return kSqliteWriterPromised;
   return reader ? kReader : kWriter;
 }
 

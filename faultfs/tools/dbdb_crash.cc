@@ -37,7 +37,9 @@ struct Cli {
   uint64_t states_max = 64;
   double duration_seconds = 0;
   std::string plan_name = "all", durability_name = "sync", report_path, shard_text, cases_path, engine_name;
-  std::string fault_points;  // --fault-points: "" every point the engine reaches, "none", or a list
+  // --fault-points: empty, every point the engine reaches; "promised", those but its findings';
+  // "none"; or a list.
+  std::vector<std::string> fault_points;
   bool kills = true;         // --no-kills: multi-process schedules kill no process
   uint32_t node_size = 512;
   uint64_t fold_threshold = 1024;
@@ -118,6 +120,16 @@ std::optional<CasesRun> RunCases(const Cli& cli, const std::string& tool, const 
   return run;
 }
 
+// How many violating workloads broke each invariant (campaign::InvariantOf), for the report.
+nlohmann::json ViolationsByInvariant(const nlohmann::json& violations) {
+  nlohmann::json by_invariant = nlohmann::json::object();
+  for (const auto& v : violations) {
+    std::string invariant = v.value("invariant", "other");
+    by_invariant[invariant] = by_invariant.value(invariant, uint64_t{0}) + 1;
+  }
+  return by_invariant;
+}
+
 void WriteReport(const std::string& path, const nlohmann::json& report) {
   if (path.empty()) return;
   std::ofstream(path) << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
@@ -152,6 +164,22 @@ int RunMultiProcess(const Cli& cli) {
     return 2;
   }
   const faultfs::EngineInfo& info = (*engine)->info();
+  // --fault-points: the faults a workload arms are drawn among every point the engine reaches;
+  // those not allowed are left out.
+  std::set<std::string> allowed_points(cli.fault_points.begin(), cli.fault_points.end());
+  std::string fault_points_flag;
+  for (const std::string& point : cli.fault_points) fault_points_flag += (fault_points_flag.empty() ? "" : ",") + point;
+  if (!fault_points_flag.empty()) fault_points_flag = " --fault-points " + fault_points_flag;
+  if (allowed_points.erase("promised") != 0) {
+    for (const std::string& point : faultfs::MultiFaultPoints(cli.engine_name, false, true)) allowed_points.insert(point);
+  }
+  const auto& known = faultfs::MultiFaultPoints(cli.engine_name, false);
+  for (const std::string& point : allowed_points) {
+    if (point != "none" && std::find(known.begin(), known.end(), point) == known.end()) {
+      std::cerr << "dbdb-crash: --fault-points: " << info.name() << " reaches no fault point " << point << "\n";
+      return 2;
+    }
+  }
   size_t shrunk = 0;
   std::string engine_label = cli.engine_name.empty() ? "dbdb (sync or nosync, drawn per workload)" : info.name();
   nlohmann::json config = {{"mode", "multi-process"}, {"engine", engine_label},        {"processes", cli.processes},
@@ -162,24 +190,8 @@ int RunMultiProcess(const Cli& cli) {
     return "dbdb-crash" + (cli.engine_name.empty() ? std::string() : " --engine " + cli.engine_name) + " --processes " +
            std::to_string(cli.processes) + " --seed " + std::to_string(s) +
            " --workloads 1 --ops " + std::to_string(cli.ops) + " --plan " + cli.plan_name + " --states-max " +
-           std::to_string(cli.states_max) + (cli.fault_points.empty() ? "" : " --fault-points " + cli.fault_points) +
-           (cli.kills ? "" : " --no-kills");
+           std::to_string(cli.states_max) + fault_points_flag + (cli.kills ? "" : " --no-kills");
   };
-  // --fault-points: the faults a workload arms are drawn among every point the engine reaches;
-  // those not listed are left out.
-  std::set<std::string> allowed_points;
-  for (size_t start = 0; start <= cli.fault_points.size() && !cli.fault_points.empty();) {
-    size_t comma = std::min(cli.fault_points.find(',', start), cli.fault_points.size());
-    allowed_points.insert(cli.fault_points.substr(start, comma - start));
-    start = comma + 1;
-  }
-  for (const std::string& point : allowed_points) {
-    const auto& known = faultfs::MultiFaultPoints(cli.engine_name, false);
-    if (point != "none" && std::find(known.begin(), known.end(), point) == known.end()) {
-      std::cerr << "dbdb-crash: --fault-points: " << info.name() << " reaches no fault point " << point << "\n";
-      return 2;
-    }
-  }
   auto run_case = [&](uint64_t workload_seed) {
     faultfs::MultiWorkload workload =
         faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops, cli.engine_name);
@@ -244,11 +256,7 @@ int RunMultiProcess(const Cli& cli) {
             << cli.threads << " threads, " << seconds << " s)\n"
             << "faults fired by point:  ";
   for (const auto& [point, count] : fired) std::cout << " " << point << "=" << count;
-  nlohmann::json by_invariant = nlohmann::json::object();
-  for (const auto& v : violations) {
-    std::string invariant = v.value("invariant", "other");
-    by_invariant[invariant] = by_invariant.value(invariant, uint64_t{0}) + 1;
-  }
+  nlohmann::json by_invariant = ViolationsByInvariant(violations);
   std::cout << "\nviolations:              " << violations.size()
             << (violations.empty() ? "" : " " + by_invariant.dump()) << "\n";
   nlohmann::json report = totals;
@@ -263,7 +271,7 @@ int RunMultiProcess(const Cli& cli) {
   return violations.empty() ? 0 : 1;
 }
 
-bool IsDbdb(const Cli& c) { return c.engine_name.empty() || c.engine_name.rfind("dbdb/", 0) == 0; }
+bool IsDbdb(const Cli& c) { return faultfs::IsDbdbEngine(c.engine_name); }
 
 std::string ReplayCommand(const Cli& c, uint64_t seed) {
   std::string engine = (c.engine_name.empty() ? "" : " --engine " + c.engine_name) +
@@ -393,11 +401,7 @@ int RunSingleProcess(const Cli& cli) {
   double seconds = run->seconds;
   uint64_t checked = totals.value("states_checked", uint64_t{0}), recoveries = totals.value("recoveries", uint64_t{0});
   double coverage = epoch_exist == 0 ? 1.0 : static_cast<double>(epoch_checked) / static_cast<double>(epoch_exist);
-  nlohmann::json by_invariant = nlohmann::json::object();
-  for (const auto& v : violations) {
-    std::string invariant = v.value("invariant", "other");
-    by_invariant[invariant] = by_invariant.value(invariant, uint64_t{0}) + 1;
-  }
+  nlohmann::json by_invariant = ViolationsByInvariant(violations);
   std::cout << "workloads run:        " << totals.value("workloads", uint64_t{0}) << " (" << cli.ops
             << " steps each, plan " << cli.plan_name << ", " << info.name() << ")" << ShardFlags(cli) << "\n"
             << "crash points:         " << totals.value("crash_points", uint64_t{0}) << "\n"
@@ -460,8 +464,10 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
       ->check(CLI::Range(2, 16));
   app.add_flag("!--no-kills", c.kills, "with --processes: the schedules kill no process");
   app.add_option("--fault-points", c.fault_points,
-                 "with --processes: arm only these fault points, comma-separated (\"none\": no fault; default: "
-                 "every point the engine reaches through the filesystem, sim_file_system.h)");
+                 "with --processes: arm only these fault points, comma-separated (\"none\": no fault; "
+                 "\"promised\": every point but those of the engine's findings, docs/ENGINES.md; default: every "
+                 "point the engine reaches through the filesystem, sim_file_system.h)")
+      ->delimiter(',');
   app.add_option("--shard", c.shard_text,
                  "I/N: run the workloads k with k % N == I (N alone: I from JOB_COMPLETION_INDEX or GTEST_SHARD_INDEX)");
   app.add_option("--cases-out", c.cases_path, "write one JSON line per workload and a shard line here (for merge)");

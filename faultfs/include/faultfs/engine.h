@@ -158,6 +158,11 @@ struct DbdbTuning {
   uint64_t auto_compact_slack_bytes = 4096;
 };
 
+// Whether `name` ("engine/config", "engine", or "" for the default) names dbdb.
+inline bool IsDbdbEngine(const std::string& name) {
+  return name.empty() || name == "dbdb" || name.rfind("dbdb/", 0) == 0;
+}
+
 // Every configuration, "engine/config", in a fixed order (docs/ENGINES.md).
 std::vector<std::string> EngineConfigurations();
 // The engine for "engine/config" (or "engine" alone: its first configuration); InvalidArgument

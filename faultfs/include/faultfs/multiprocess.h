@@ -172,7 +172,10 @@ MultiWorkload GenerateMultiWorkload(uint64_t seed, size_t processes, size_t step
 // The fault points a process of `engine` ("" is dbdb) can reach through the filesystem: a writer's,
 // or a reader's. Only dbdb takes file locks and maps files through it, and only dbdb promises to
 // notice a flipped bit (SQLite keeps no page checksums).
-const std::vector<std::string>& MultiFaultPoints(const std::string& engine, bool reader);
+// `held_to_promise`: without the points of the engine's findings, the faults it is found not to
+// survive (SQLite: a failed sync or directory sync, docs/findings/): what a test that holds the
+// engine to its promise arms (dbdb-crash --fault-points promised).
+const std::vector<std::string>& MultiFaultPoints(const std::string& engine, bool reader, bool held_to_promise = false);
 
 struct MultiExploreResult {
   uint64_t histories = 0;
