@@ -220,6 +220,52 @@ RC_GTEST_PROP(MultiProcess, NoSyncHistoriesAndPowerCutsKeepEveryInvariant, ()) {
   RunBoots("", dbdb::Durability::kNoSync);
 }
 
+// The counterexample this property found in CI (seed 2711864200898205796), shrunk, judged at every
+// power-cut point and crash state: p1's commit sync fails and drops its pages (fsyncgate), p1 is
+// killed before rolling the commit back, and p2 adopts the commit from the page cache. Its sync
+// returned OK over the dropped pages, so its durable seal lied, and after a power cut the file
+// refused to open ("a seal proves the commit ... durable, but that commit does not verify"). A
+// writer now writes such bytes again before its sync (DBImpl::RewriteUnproven; mutant 59).
+TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDropped) {
+  using Kind = ProcessStep::Kind;
+  auto put = [](std::string key, char fill) {
+    return std::make_pair(std::move(key), std::optional<std::string>(std::string(500, fill)));
+  };
+  auto del = [](std::string key) { return std::make_pair(std::move(key), std::optional<std::string>()); };
+  const std::string nul(1, '\0');
+  MultiWorkload w;
+  w.fold_threshold_bytes = 0;
+  w.auto_compact_slack_bytes = 1024;
+  ProcessScript p1;
+  p1.steps = {{Kind::kOpen, {}},
+              {Kind::kCommit, {del(nul), put(nul, 'a'), put(nul, 'b')}},
+              {Kind::kCommit, {put(nul, 'c'), put(nul, 'd')}},
+              {Kind::kCompact, {}},
+              {Kind::kCompact, {}},
+              {Kind::kCompact, {}},
+              {Kind::kCommit, {del(""), put(nul, 'e'), put(nul, 'f'), put(nul, 'g'), put(nul, 'h')}},
+              {Kind::kCompact, {}}};
+  p1.faults = {ArmedFault{"faultfs/sync/lose", 2, EMFILE}};
+  ProcessScript p2;
+  p2.steps = {{Kind::kOpen, {}},
+              {Kind::kCommit, {put("", 'i'), put(nul, 'j')}},
+              {Kind::kCompact, {}},
+              {Kind::kCommit, {del(nul)}},
+              {Kind::kCompact, {}},
+              {Kind::kCompact, {}}};
+  p2.faults = {ArmedFault{"faultfs/rename", 0, EACCES}};
+  w.processes = {p1, p2};
+  w.schedule.choices = {0, 0, 7, 0, 0, 0, 0, 31, 0, 3};
+  w.schedule.kills = {26, 61};
+  for (CrashPlan plan : {CrashPlan::kPrefix, CrashPlan::kDrop, CrashPlan::kSubset}) {
+    faultfs::MultiExploreResult result = faultfs::ExploreMulti(w, plan, 64, 1, 1);
+    EXPECT_GT(result.faults_fired["faultfs/sync/lose"], 0u) << "the history no longer reaches the failed sync";
+    EXPECT_GT(result.kills, 0u);
+    EXPECT_GT(result.states_checked, 10u);
+    for (const std::string& v : result.violations) ADD_FAILURE() << faultfs::CrashPlanName(plan) << ": " << v;
+  }
+}
+
 #ifndef DBDB_NO_FOREIGN_ENGINES
 // The same histories, power cuts and oracle through the engine interface on SQLite, in each of its
 // configurations, held to what its documentation promises (docs/ENGINES.md): processes share the

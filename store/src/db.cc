@@ -4,6 +4,7 @@
 #include "dbdb_assert.h"
 #include "checksum.h"
 #include "db_impl.h"
+#include "record_walker.h"
 
 namespace dbdb {
 namespace {
@@ -498,6 +499,7 @@ Status DBImpl::SettleBase(View& base) {
     DBDB_RETURN_IF_ERROR(base.file->ReadSeal(&*base.commit, size));
   }
   DBDB_RETURN_IF_ERROR(file.Truncate(base.end()));
+  DBDB_RETURN_IF_ERROR(RewriteUnproven(base));
   if (base.commit && base.commit->sealed) {
     std::string seal;
     format::AppendSeal(&seal, *base.commit, base.commit->seal_durable);
@@ -511,6 +513,46 @@ Status DBImpl::SettleBase(View& base) {
     DBDB_RETURN_IF_ERROR(file.WriteAt(base.commit->record_end(), seal));
     base.commit->sealed = true;
     base.commit->seal_durable = true;
+  }
+  return Status::Ok();
+}
+
+Status DBImpl::RewriteUnproven(const View& base) {
+  // The bytes up to the base commit's record that nothing proves durable: all of them when its
+  // writer died before sealing it (or sealed it in no-sync mode), from the last point its writer
+  // (or this handle) knew durable. A sync returning OK proves nothing about them: a failed sync of
+  // the process that wrote them (which may have died before rolling back) may have marked their
+  // pages clean without writing them, and the kernel reports that error once, to that process
+  // (fsyncgate). Writing the same bytes again makes their pages dirty, so the sync that follows
+  // really writes them, and the durable seal written after it tells the truth (without this, a
+  // power cut left a durable seal over a commit the disk never got, and the file refused to open:
+  // found by MultiProcess.HistoriesAndPowerCutsKeepEveryInvariant, mutant 59). Each record is
+  // verified before it is written back, so a bad read is never made durable: the rewrite fails
+  // instead, and so does the handle (I7). Pages a failed sync dropped from the cache read back as
+  // the disk's old bytes, which fail their checksum here as they would in recovery.
+  // (An older format's file is only ever settled to be upgraded, and read, never appended to.)
+  if (!base.commit || base.commit->seal_durable || base.file->version() != format::kFormatVersion) return Status::Ok();
+  const uint64_t end = base.commit->record_end();
+  uint64_t at = std::max({base.commit->synced_through, std::min(DurableEndIn(base), end), format::kFileHeaderSizeBytes});
+  RecordWalker walker(base.file->file(), end);
+  std::string pending;
+  uint64_t pending_at = at;
+  while (at < end) {
+    std::string why;
+    DBDB_ASSIGN_OR_RETURN(auto record, walker.At(at, &why));
+    if (!record) {
+      return Status::IOError(path_ + ": re-reading the commit at offset " + std::to_string(base.commit->offset) +
+                             " to make it durable found " + why + "; a failed read is not written back");
+    }
+    uint64_t length = record->payload.size() + format::kRecordOverheadBytes;
+    DBDB_ASSIGN_OR_RETURN(std::string_view bytes, walker.Read(at, length));
+    pending.append(bytes);
+    at += length;
+    if (pending.size() >= RecordWalker::kWindowBytes || at == end) {
+      DBDB_RETURN_IF_ERROR(base.file->file().WriteAt(pending_at, pending));
+      pending_at = at;
+      pending.clear();
+    }
   }
   return Status::Ok();
 }

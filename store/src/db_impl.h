@@ -228,6 +228,9 @@ class DBImpl final : public DB {
   // before sealing it. REQUIRES: writer lock held (and the in-flight lock
   // when `base` may be unsealed by an in-flight commit of this handle: a rollback).
   Status SettleBase(View& base);
+  // Writes again, verified, the bytes of the base that no sync of this handle or durable seal
+  // proves durable (SettleBase, before its sync).
+  Status RewriteUnproven(const View& base);
   // Fail after a commit's write or sync failed: first settle the file back to `base` (I7). If
   // that fails too, the in-flight lock (*in_flight) is kept until the handle is closed.
   Status FailCommit(const View& base, const Status& cause, std::unique_ptr<FileLock>* in_flight);
