@@ -185,6 +185,10 @@ void RunBoots(const std::string& engine, std::optional<dbdb::Durability> durabil
     for (size_t i = run.first_trace_position; i < run.trace.size(); i++) {
       if (run.trace[i].IsMutation()) boundaries.push_back(i + 1);
     }
+    // And after everything: every read and acknowledgement of the boot before the power cut.
+    if (run.trace.size() > run.first_trace_position && !run.trace.back().IsMutation()) {
+      boundaries.push_back(run.trace.size());
+    }
     if (boundaries.empty()) continue;
     size_t point = boundaries[static_cast<size_t>(Draw(0, static_cast<int>(boundaries.size()) * 2)) % boundaries.size()];
     if (Draw(0, 2) == 0) point = boundaries.back();  // often after everything
@@ -263,6 +267,47 @@ TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDrop
     EXPECT_GT(result.kills, 0u);
     EXPECT_GT(result.states_checked, 10u);
     for (const std::string& v : result.violations) ADD_FAILURE() << faultfs::CrashPlanName(plan) << ": " << v;
+  }
+}
+
+// The limit a reader cannot close (docs/PERSISTENCE.md, "Limits"): p1's commit sync fails, p1 is
+// killed before rolling the commit back, and the reader p2 finds it unsealed with no writer in
+// flight, syncs the file and shows it. If the failed sync kept the pages (faultfs/sync), the
+// reader's sync made the commit durable and a power cut after everything keeps it. If it dropped
+// them (faultfs/sync/lose), the reader's sync returned OK over them (fsyncgate) and the power cut
+// loses what the reader showed: the oracle excuses exactly that (a reader's view of an attempt never
+// acknowledged, after a sync lost pages), and nothing else.
+TEST(MultiProcess, AReaderShowsADeadWritersCommitAfterSyncingIt) {
+  using Kind = ProcessStep::Kind;
+  auto put = [](std::string key, char fill) {
+    return std::make_pair(std::move(key), std::optional<std::string>(std::string(500, fill)));
+  };
+  for (const char* point : {"faultfs/sync", "faultfs/sync/lose"}) {
+    SCOPED_TRACE(point);
+    MultiWorkload w;
+    w.fold_threshold_bytes = 0;
+    ProcessScript p1;
+    p1.steps = {{Kind::kOpen, {}}, {Kind::kCommit, {put("k", 'a'), put("j", 'b')}}, {Kind::kCommit, {put("k", 'c')}}};
+    p1.faults = {ArmedFault{point, 2, 0}};  // the first commit's sync
+    ProcessScript p2;
+    p2.steps = {{Kind::kOpenReadOnly, {}}, {Kind::kRead, {}}, {Kind::kRead, {}}};
+    w.processes = {p1, p2};
+    // p1 runs first (choices past the end pick the first eligible process) and is killed at its
+    // step after the failed sync, before its rollback; then p2 runs.
+    w.schedule.kills = {23};
+    faultfs::MultiOracle oracle;
+    faultfs::MultiRun run = oracle.Run(w, std::make_shared<faultfs::SimFileSystem>(1));
+    ASSERT_EQ(run.kills, 1u);
+    ASSERT_EQ(run.faults_fired[point], 1u);
+    ASSERT_EQ(run.attempts.size(), 1u);
+    ASSERT_EQ(run.attempts.begin()->second.acknowledged_at, UINT64_MAX);
+    bool shown = false;
+    for (const faultfs::Observation& o : run.observations) shown |= o.process == 2 && o.attempt == 1 && o.what == "read";
+    EXPECT_TRUE(shown) << "the reader never showed the dead writer's commit";
+    for (CrashPlan plan : {CrashPlan::kDrop, CrashPlan::kPrefix, CrashPlan::kSubset}) {
+      faultfs::MultiExploreResult result = faultfs::ExploreMulti(w, plan, 64, 1, 1);
+      for (const std::string& v : result.violations) ADD_FAILURE() << faultfs::CrashPlanName(plan) << ": " << v;
+    }
   }
 }
 

@@ -14,7 +14,9 @@
 //      configuration promises it (a durable one: all; SQLite's rollback journal under FULL: once a
 //      later commit was acknowledged) (I2);
 //  (b) in a durable configuration, what any reader saw survives a power cut too (seen implies
-//      durable);
+//      durable), except the fsyncgate limit no reader can close (docs/PERSISTENCE.md, "Limits"):
+//      a reader's view of an attempt never acknowledged, after a sync lost pages since that
+//      attempt began;
 //  (c) recovery is stable: a read-only handle, check(), a read-write handle before and after it
 //      settles the tail, and a second read-only handle all recover the same commit (I9), and the
 //      visible state never moves except forward along one chain of commits (no commit comes back
@@ -190,7 +192,8 @@ struct MultiExploreResult {
 };
 
 // Runs the workload, then checks every crash state (up to states_max per point, sampled beyond)
-// at every mutation boundary with CheckCrash, on `threads` threads.
+// at every mutation boundary, and after the history's last operation (every read and
+// acknowledgement before the power cut), with CheckCrash, on `threads` threads.
 MultiExploreResult ExploreMulti(const MultiWorkload& workload, CrashPlan plan, uint64_t states_max, uint64_t seed,
                                 unsigned threads, size_t violations_max = 3);
 
