@@ -514,23 +514,27 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
       return r;
     }
   }
-  // The fsyncgate limit (docs/PERSISTENCE.md, "Limits"): a sync that failed and dropped its pages
-  // is reported to the process that made it, and no later sync of another process fails for it.
-  // A reader that finds a commit its writer never acknowledged or rolled back (it died) syncs the
-  // file before showing it; after such a failed sync, that sync may return OK over pages the disk
-  // never got, and no reader (which never writes) can tell. So what a reader saw of an attempt
-  // never acknowledged, after a sync lost pages since that attempt began, may be lost. A writer's
-  // base is not excused: a writer writes such bytes again before its sync (mutant 59).
-  auto sync_lost_between = [&](uint64_t from, uint64_t to) {
-    for (uint64_t i = from; i < to && i < run.trace.size(); i++) {
-      if (run.trace[i].kind == TraceOp::Kind::kSyncLost) return true;
-    }
-    return false;
-  };
+  // The fsyncgate limit of dbdb's readers (docs/PERSISTENCE.md, "Limits"): a sync that failed
+  // and dropped its pages is reported to the process that made it, and (rule 9) a later sync of
+  // another process may return OK over them. A dbdb reader that finds a commit its writer never
+  // acknowledged nor rolled back (it died) syncs the file before showing it; after such a failed
+  // sync of that file, its sync may return OK over pages the disk never got, and a reader (which
+  // never writes) cannot tell. So what a dbdb reader saw of an attempt never acknowledged, after
+  // a sync of the file that attempt wrote lost pages since the attempt began, may be lost. A
+  // writer's base is not excused: a writer writes such bytes again before its sync (mutant 59).
+  const bool dbdb_readers = IsDbdbEngine(workload.EngineName());
   auto excused = [&](const Observation& o) {
     auto a = run.attempts.find(o.attempt);
-    return o.what == "read" && a != run.attempts.end() && a->second.acknowledged_at > point &&
-           sync_lost_between(a->second.begun_at, o.at);
+    if (!dbdb_readers || o.what != "read" || a == run.attempts.end() || a->second.acknowledged_at <= point) {
+      return false;
+    }
+    std::optional<uint64_t> inode;  // the file the attempt wrote
+    for (uint64_t i = a->second.begun_at; i < o.at && i < run.trace.size(); i++) {
+      const TraceOp& op = run.trace[i];
+      if (!inode && op.kind == TraceOp::Kind::kWrite && op.process == a->second.process) inode = op.inode;
+      if (inode && op.kind == TraceOp::Kind::kSyncLost && op.inode == *inode) return true;
+    }
+    return false;
   };
   if (info.durable) {
     for (const Observation& o : run.observations) {

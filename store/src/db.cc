@@ -485,12 +485,15 @@ Status DBImpl::Fail(const Status& cause) {
   return cause;
 }
 
-Status DBImpl::SettleBase(View& base) {
+Status DBImpl::SettleBase(View& base, bool rollback) {
   // Cut whatever follows the base (a torn tail, a failed commit), re-write the base's seal, and
   // sync. The seal is written after its commit's sync and never synced by itself, and a failed
   // sync since (ours or another process's) may have dropped it while reads still return it
   // (fsyncgate): writing it again (the same bytes) makes the sync below cover it. The file never
-  // shrinks below the base's end, which readers may already know. REQUIRES: the in-flight lock.
+  // shrinks below the base's end, which readers may already know. A writer about to build on the
+  // base first writes again what nothing proves durable (RewriteUnproven); a rollback claims no
+  // durability (it records none), so it does not. REQUIRES: the writer lock; the in-flight lock
+  // for a rollback (the commit it cuts is in flight).
   File& file = base.file->file();
   if (base.commit && !base.commit->sealed) {
     // Look again before cutting at the record's end: a misread seal must not be cut and
@@ -499,7 +502,7 @@ Status DBImpl::SettleBase(View& base) {
     DBDB_RETURN_IF_ERROR(base.file->ReadSeal(&*base.commit, size));
   }
   DBDB_RETURN_IF_ERROR(file.Truncate(base.end()));
-  DBDB_RETURN_IF_ERROR(RewriteUnproven(base));
+  if (!rollback) DBDB_RETURN_IF_ERROR(RewriteUnproven(base));
   if (base.commit && base.commit->sealed) {
     std::string seal;
     format::AppendSeal(&seal, *base.commit, base.commit->seal_durable);
@@ -532,29 +535,47 @@ Status DBImpl::RewriteUnproven(const View& base) {
   // the disk's old bytes, which fail their checksum here as they would in recovery.
   // (An older format's file is only ever settled to be upgraded, and read, never appended to.)
   if (!base.commit || base.commit->seal_durable || base.file->version() != format::kFormatVersion) return Status::Ok();
+  File& file = base.file->file();
   const uint64_t end = base.commit->record_end();
   uint64_t at = std::max({base.commit->synced_through, std::min(DurableEndIn(base), end), format::kFileHeaderSizeBytes});
-  RecordWalker walker(base.file->file(), end);
-  std::string pending;
+  std::optional<RecordWalker> walker(std::in_place, file, end);
+  std::string pending;  // verified records not yet written back, from pending_at on
   uint64_t pending_at = at;
+  auto flush = [&]() -> Status {
+    Status s = pending.empty() ? Status::Ok() : file.WriteAt(pending_at, pending);
+    pending.clear();
+    return s;
+  };
+  bool read_again = false;
   while (at < end) {
     std::string why;
-    DBDB_ASSIGN_OR_RETURN(auto record, walker.At(at, &why));
-    if (!record) {
+    DBDB_ASSIGN_OR_RETURN(auto record, walker->At(at, &why));
+    if (!record && !read_again) {
+      // One bad read is not a bad record: read it again from the file before giving up (as the
+      // scan for the newest commit does).
+      read_again = true;
+      walker.emplace(file, end);
+      continue;
+    }
+    uint64_t length = record ? record->payload.size() + format::kRecordOverheadBytes : 0;
+    bool ends_at_base = record && at + length == end;
+    if (!record || (ends_at_base && (at != base.commit->offset || record->type != format::RecordType::kCommit))) {
       return Status::IOError(path_ + ": re-reading the commit at offset " + std::to_string(base.commit->offset) +
-                             " to make it durable found " + why + "; a failed read is not written back");
+                             " to make it durable found " + (record ? "records that do not end at it" : why) +
+                             "; what was not verified is not written back");
     }
-    uint64_t length = record->payload.size() + format::kRecordOverheadBytes;
-    DBDB_ASSIGN_OR_RETURN(std::string_view bytes, walker.Read(at, length));
-    pending.append(bytes);
+    read_again = false;
+    DBDB_ASSIGN_OR_RETURN(std::string_view bytes, walker->Read(at, length));
+    if (pending.size() + length > RecordWalker::kWindowBytes) DBDB_RETURN_IF_ERROR(flush());
+    if (pending.empty()) pending_at = at;
+    if (length >= RecordWalker::kWindowBytes) {
+      DBDB_RETURN_IF_ERROR(file.WriteAt(at, bytes));  // a big record straight from the walker's buffer
+    } else {
+      pending.append(bytes);
+    }
     at += length;
-    if (pending.size() >= RecordWalker::kWindowBytes || at == end) {
-      DBDB_RETURN_IF_ERROR(base.file->file().WriteAt(pending_at, pending));
-      pending_at = at;
-      pending.clear();
-    }
   }
-  return Status::Ok();
+  return flush();
 }
 
 void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* changes) {
@@ -579,7 +600,7 @@ Status DBImpl::FailCommit(const View& base, const Status& cause, std::unique_ptr
   // sync may have dropped it). Left there, a later writer could take it for a valid commit and
   // build durable commits on nodes the disk never got: settle the base before failing.
   View settled = base;
-  Status rollback = SettleBase(settled);
+  Status rollback = SettleBase(settled, /*rollback=*/true);
   if (!rollback.ok()) {
     // It is still there: keep it in flight for as long as this handle lives, so that no reader
     // takes it for a dead writer's commit (and no writer starts: see HoldWriterLock).

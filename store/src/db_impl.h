@@ -227,7 +227,7 @@ class DBImpl final : public DB {
   // Truncates to the end of `base`, re-writes its seal and syncs; seals it if its writer died
   // before sealing it. REQUIRES: writer lock held (and the in-flight lock
   // when `base` may be unsealed by an in-flight commit of this handle: a rollback).
-  Status SettleBase(View& base);
+  Status SettleBase(View& base, bool rollback = false);
   // Writes again, verified, the bytes of the base that no sync of this handle or durable seal
   // proves durable (SettleBase, before its sync).
   Status RewriteUnproven(const View& base);

@@ -14,9 +14,9 @@
 //      configuration promises it (a durable one: all; SQLite's rollback journal under FULL: once a
 //      later commit was acknowledged) (I2);
 //  (b) in a durable configuration, what any reader saw survives a power cut too (seen implies
-//      durable), except the fsyncgate limit no reader can close (docs/PERSISTENCE.md, "Limits"):
-//      a reader's view of an attempt never acknowledged, after a sync lost pages since that
-//      attempt began;
+//      durable), except the fsyncgate limit no dbdb reader can close (docs/PERSISTENCE.md,
+//      "Limits"): a reader's view of an attempt never acknowledged, after a sync of the file the
+//      attempt wrote lost pages since the attempt began;
 //  (c) recovery is stable: a read-only handle, check(), a read-write handle before and after it
 //      settles the tail, and a second read-only handle all recover the same commit (I9), and the
 //      visible state never moves except forward along one chain of commits (no commit comes back
