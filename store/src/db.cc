@@ -529,7 +529,7 @@ Status DBImpl::RewriteUnproven(const View& base) {
   // description open then, never to one opened later, like this handle's may be (fsyncgate). Writing the same bytes again makes their pages dirty, so the sync that follows
   // really writes them, and the durable seal written after it tells the truth (without this, a
   // power cut left a durable seal over a commit the disk never got, and the file refused to open:
-  // found by MultiProcess.HistoriesAndPowerCutsKeepEveryInvariant, mutant 59). Each record is
+  // found by MultiProcess.HistoriesAndPowerCutsKeepEveryInvariant, mutant 59). Each commit is
   // verified before it is written back, so a bad read is never made durable: the rewrite fails
   // instead, and so does the handle (I7). Pages a failed sync dropped from the cache read back as
   // the disk's old bytes, which fail their checksum here as they would in recovery.
@@ -537,43 +537,56 @@ Status DBImpl::RewriteUnproven(const View& base) {
   if (!base.commit || base.commit->seal_durable || base.file->version() != format::kFormatVersion) return Status::Ok();
   File& file = base.file->file();
   const uint64_t end = base.commit->record_end();
-  uint64_t at = std::max({base.commit->synced_through, std::min(DurableEndIn(base), end), format::kFileHeaderSizeBytes});
-  std::optional<RecordWalker> walker(std::in_place, file, end);
-  std::string pending;  // verified records not yet written back, from pending_at on
-  uint64_t pending_at = at;
+  const uint64_t from =
+      std::max({base.commit->synced_through, std::min(DurableEndIn(base), end), format::kFileHeaderSizeBytes});
+  // The commits whose bodies lie at or above `from`, newest first (the chain recovery verified).
+  std::vector<format::Commit> commits{*base.commit};
+  while (commits.back().body_offset > from && commits.back().prev_commit_offset != 0) {
+    DBDB_ASSIGN_OR_RETURN(format::Commit prev, base.file->ReadCommit(commits.back().prev_commit_offset));
+    if (prev.record_end() != commits.back().body_offset) {
+      return Status::Corruption(path_ + ": the commit at offset " + std::to_string(commits.back().offset) +
+                                " does not start where the commit before it ends");
+    }
+    commits.push_back(prev);
+  }
+  // Each commit's bytes are written back only once they verify as recovery verified them: the
+  // body against the commit's body checksum, the commit record against its own. One bad read is
+  // not bad bytes: a commit that does not verify is read once more before giving up.
+  std::string bytes, pending;  // pending: verified bytes not yet written back, from pending_at on
+  uint64_t pending_at = commits.back().body_offset;
   auto flush = [&]() -> Status {
     Status s = pending.empty() ? Status::Ok() : file.WriteAt(pending_at, pending);
+    pending_at += pending.size();
     pending.clear();
     return s;
   };
-  bool read_again = false;
-  while (at < end) {
-    std::string why;
-    DBDB_ASSIGN_OR_RETURN(auto record, walker->At(at, &why));
-    if (!record && !read_again) {
-      // One bad read is not a bad record: read it again from the file before giving up (as the
-      // scan for the newest commit does).
-      read_again = true;
-      walker.emplace(file, end);
-      continue;
+  for (auto c = commits.rbegin(); c != commits.rend(); ++c) {
+    bool verified = false;
+    for (int attempt = 0; attempt < 2 && !verified; attempt++) {
+      bytes.resize(c->record_end() - c->body_offset);
+      DBDB_ASSIGN_OR_RETURN(size_t got, file.ReadAt(c->body_offset, bytes));
+      if (got != bytes.size()) break;  // the file is shorter than the commit it was read with
+      std::string_view body = std::string_view(bytes).substr(0, c->offset - c->body_offset);
+      auto record = format::VerifyRecord(c->offset, std::string_view(bytes).substr(body.size()));
+      verified = format::BodyChecksum(c->body_offset, body) == c->body_checksum && record.ok() &&
+                 record->type == format::RecordType::kCommit;
+      if (verified) {
+        auto decoded = format::DecodeCommitPayload(c->offset, record->payload, base.file->version());
+        verified = decoded.ok() && decoded->txn_id == c->txn_id && decoded->body_checksum == c->body_checksum;
+      }
     }
-    uint64_t length = record ? record->payload.size() + format::kRecordOverheadBytes : 0;
-    bool ends_at_base = record && at + length == end;
-    if (!record || (ends_at_base && (at != base.commit->offset || record->type != format::RecordType::kCommit))) {
-      return Status::IOError(path_ + ": re-reading the commit at offset " + std::to_string(base.commit->offset) +
-                             " to make it durable found " + (record ? "records that do not end at it" : why) +
-                             "; what was not verified is not written back");
+    if (!verified) {
+      return Status::IOError(path_ + ": re-reading commit " + std::to_string(c->txn_id) + " at offset " +
+                             std::to_string(c->offset) + " to make it durable, it did not verify twice" +
+                             "; what does not verify is not written back");
     }
-    read_again = false;
-    DBDB_ASSIGN_OR_RETURN(std::string_view bytes, walker->Read(at, length));
-    if (pending.size() + length > RecordWalker::kWindowBytes) DBDB_RETURN_IF_ERROR(flush());
-    if (pending.empty()) pending_at = at;
-    if (length >= RecordWalker::kWindowBytes) {
-      DBDB_RETURN_IF_ERROR(file.WriteAt(at, bytes));  // a big record straight from the walker's buffer
+    if (pending.size() + bytes.size() > RecordWalker::kWindowBytes) DBDB_RETURN_IF_ERROR(flush());
+    if (bytes.size() >= RecordWalker::kWindowBytes) {
+      DBDB_RETURN_IF_ERROR(file.WriteAt(pending_at, bytes));  // pending is empty: a big commit alone
+      pending_at += bytes.size();
     } else {
       pending.append(bytes);
     }
-    at += length;
   }
   return flush();
 }
