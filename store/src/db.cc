@@ -539,15 +539,23 @@ Status DBImpl::RewriteUnproven(const View& base) {
   const uint64_t end = base.commit->record_end();
   const uint64_t from =
       std::max({base.commit->synced_through, std::min(DurableEndIn(base), end), format::kFileHeaderSizeBytes});
-  // The commits whose bodies lie at or above `from`, newest first (the chain recovery verified).
+  // The commits whose bodies lie at or above `from`, newest first: never below where recovery
+  // stopped verifying (a commit whose own synced_through covers its body start), so that only
+  // what recovery verified is read again. (DecodeCommitPayload ties each body to the record
+  // before it.)
   std::vector<format::Commit> commits{*base.commit};
-  while (commits.back().body_offset > from && commits.back().prev_commit_offset != 0) {
-    DBDB_ASSIGN_OR_RETURN(format::Commit prev, base.file->ReadCommit(commits.back().prev_commit_offset));
-    if (prev.record_end() != commits.back().body_offset) {
-      return Status::Corruption(path_ + ": the commit at offset " + std::to_string(commits.back().offset) +
-                                " does not start where the commit before it ends");
+  auto stops = [from](const format::Commit& c) {
+    return c.body_offset <= from || c.body_offset <= c.synced_through || c.prev_commit_offset == 0;
+  };
+  while (!stops(commits.back())) {
+    auto prev = base.file->ReadCommit(commits.back().prev_commit_offset);
+    if (!prev.ok()) prev = base.file->ReadCommit(commits.back().prev_commit_offset);  // one bad read
+    if (!prev.ok()) {
+      return Status::IOError(path_ + ": re-reading the commit at offset " +
+                             std::to_string(commits.back().prev_commit_offset) +
+                             " to make it durable: " + prev.status().ToString());
     }
-    commits.push_back(prev);
+    commits.push_back(*prev);
   }
   // Each commit's bytes are written back only once they verify as recovery verified them: the
   // body against the commit's body checksum, the commit record against its own. One bad read is
@@ -577,7 +585,7 @@ Status DBImpl::RewriteUnproven(const View& base) {
     }
     if (!verified) {
       return Status::IOError(path_ + ": re-reading commit " + std::to_string(c->txn_id) + " at offset " +
-                             std::to_string(c->offset) + " to make it durable, it did not verify twice" +
+                             std::to_string(c->offset) + " to make it durable, it did not verify" +
                              "; what does not verify is not written back");
     }
     if (pending.size() + bytes.size() > RecordWalker::kWindowBytes) DBDB_RETURN_IF_ERROR(flush());
