@@ -526,8 +526,9 @@ Status DBImpl::RewriteUnproven(const View& base) {
   // (or this handle) knew durable. A sync returning OK proves nothing about them: a failed sync of
   // the process that wrote them (which may have died before rolling back) may have marked their
   // pages clean without writing them, and the kernel reports that error once to each file
-  // description open then, never to one opened later, like this handle's may be (fsyncgate). Writing the same bytes again makes their pages dirty, so the sync that follows
-  // really writes them, and the durable seal written after it tells the truth (without this, a
+  // description open then, never to one opened later, like this handle's may be (fsyncgate).
+  // Writing the same bytes again makes their pages dirty, so the sync that follows really writes
+  // them, and the durable seal written after it tells the truth (without this, a
   // power cut left a durable seal over a commit the disk never got, and the file refused to open:
   // found by MultiProcess.HistoriesAndPowerCutsKeepEveryInvariant, mutant 59). Each commit is
   // verified before it is written back, so a bad read is never made durable: the rewrite fails
