@@ -180,15 +180,9 @@ void RunBoots(const std::string& engine, std::optional<dbdb::Durability> durabil
       RC_LOG() << "trace of boot " << boot + 1 << " (the last DBDB_TRACE_LINES, default 80, operations):\n" << trace_tail(run.trace.size());
       RC_FAIL("boot " + std::to_string(boot + 1) + ": " + run.violations.front());
     }
-    // The power cut: at any mutation boundary of this boot, any crash state of the plan.
-    std::vector<size_t> boundaries;
-    for (size_t i = run.first_trace_position; i < run.trace.size(); i++) {
-      if (run.trace[i].IsMutation()) boundaries.push_back(i + 1);
-    }
-    // And after everything: every read and acknowledgement of the boot before the power cut.
-    if (run.trace.size() > run.first_trace_position && !run.trace.back().IsMutation()) {
-      boundaries.push_back(run.trace.size());
-    }
+    // The power cut: after any mutation of this boot or after everything, any crash state of the
+    // plan.
+    std::vector<size_t> boundaries = faultfs::CrashPoints(run);
     if (boundaries.empty()) continue;
     size_t point = boundaries[static_cast<size_t>(Draw(0, static_cast<int>(boundaries.size()) * 2)) % boundaries.size()];
     if (Draw(0, 2) == 0) point = boundaries.back();  // often after everything
@@ -224,6 +218,11 @@ RC_GTEST_PROP(MultiProcess, NoSyncHistoriesAndPowerCutsKeepEveryInvariant, ()) {
   RunBoots("", dbdb::Durability::kNoSync);
 }
 
+// A put of a 500-byte value filled with `fill`, for the hand-written workloads below.
+std::pair<std::string, std::optional<std::string>> Put500(std::string key, char fill) {
+  return {std::move(key), std::string(500, fill)};
+}
+
 // The counterexample this property found in CI (seed 2711864200898205796), shrunk, judged at every
 // power-cut point and crash state: p1's commit sync fails and drops its pages (fsyncgate), p1 is
 // killed before rolling the commit back, and p2 adopts the commit from the page cache. Its sync
@@ -232,9 +231,6 @@ RC_GTEST_PROP(MultiProcess, NoSyncHistoriesAndPowerCutsKeepEveryInvariant, ()) {
 // writer now writes such bytes again before its sync (DBImpl::RewriteUnproven; mutant 59).
 TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDropped) {
   using Kind = ProcessStep::Kind;
-  auto put = [](std::string key, char fill) {
-    return std::make_pair(std::move(key), std::optional<std::string>(std::string(500, fill)));
-  };
   auto del = [](std::string key) { return std::make_pair(std::move(key), std::optional<std::string>()); };
   const std::string nul(1, '\0');
   MultiWorkload w;
@@ -242,17 +238,17 @@ TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDrop
   w.auto_compact_slack_bytes = 1024;
   ProcessScript p1;
   p1.steps = {{Kind::kOpen, {}},
-              {Kind::kCommit, {del(nul), put(nul, 'a'), put(nul, 'b')}},
-              {Kind::kCommit, {put(nul, 'c'), put(nul, 'd')}},
+              {Kind::kCommit, {del(nul), Put500(nul, 'a'), Put500(nul, 'b')}},
+              {Kind::kCommit, {Put500(nul, 'c'), Put500(nul, 'd')}},
               {Kind::kCompact, {}},
               {Kind::kCompact, {}},
               {Kind::kCompact, {}},
-              {Kind::kCommit, {del(""), put(nul, 'e'), put(nul, 'f'), put(nul, 'g'), put(nul, 'h')}},
+              {Kind::kCommit, {del(""), Put500(nul, 'e'), Put500(nul, 'f'), Put500(nul, 'g'), Put500(nul, 'h')}},
               {Kind::kCompact, {}}};
   p1.faults = {ArmedFault{"faultfs/sync/lose", 2, EMFILE}};
   ProcessScript p2;
   p2.steps = {{Kind::kOpen, {}},
-              {Kind::kCommit, {put("", 'i'), put(nul, 'j')}},
+              {Kind::kCommit, {Put500("", 'i'), Put500(nul, 'j')}},
               {Kind::kCompact, {}},
               {Kind::kCommit, {del(nul)}},
               {Kind::kCompact, {}},
@@ -279,15 +275,12 @@ TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDrop
 // acknowledged, after a sync lost pages), and nothing else.
 TEST(MultiProcess, AReaderShowsADeadWritersCommitAfterSyncingIt) {
   using Kind = ProcessStep::Kind;
-  auto put = [](std::string key, char fill) {
-    return std::make_pair(std::move(key), std::optional<std::string>(std::string(500, fill)));
-  };
   for (const char* point : {"faultfs/sync", "faultfs/sync/lose"}) {
     SCOPED_TRACE(point);
     MultiWorkload w;
     w.fold_threshold_bytes = 0;
     ProcessScript p1;
-    p1.steps = {{Kind::kOpen, {}}, {Kind::kCommit, {put("k", 'a'), put("j", 'b')}}, {Kind::kCommit, {put("k", 'c')}}};
+    p1.steps = {{Kind::kOpen, {}}, {Kind::kCommit, {Put500("k", 'a'), Put500("j", 'b')}}, {Kind::kCommit, {Put500("k", 'c')}}};
     p1.faults = {ArmedFault{point, 2, 0}};  // the first commit's sync
     ProcessScript p2;
     p2.steps = {{Kind::kOpenReadOnly, {}}, {Kind::kRead, {}}, {Kind::kRead, {}}};

@@ -643,6 +643,15 @@ MultiWorkload GenerateMultiWorkload(uint64_t seed, size_t processes, size_t step
   return w;
 }
 
+std::vector<size_t> CrashPoints(const MultiRun& run) {
+  std::vector<size_t> points;
+  for (size_t i = run.first_trace_position; i < run.trace.size(); i++) {
+    if (run.trace[i].IsMutation()) points.push_back(i + 1);
+  }
+  if (run.trace.size() > run.first_trace_position && !run.trace.back().IsMutation()) points.push_back(run.trace.size());
+  return points;
+}
+
 MultiExploreResult ExploreMulti(const MultiWorkload& workload, CrashPlan plan, uint64_t states_max, uint64_t seed,
                                 unsigned threads, size_t violations_max) {
   auto started = std::chrono::steady_clock::now();
@@ -657,7 +666,7 @@ MultiExploreResult ExploreMulti(const MultiWorkload& workload, CrashPlan plan, u
   for (const std::string& v : run.violations) {
     if (result.violations.size() < violations_max) result.violations.push_back("while running: " + v);
   }
-  // Crash points: after every mutation.
+  // Crash points: CrashPoints(run).
   struct Task {
     size_t point;
     std::shared_ptr<const PersistenceTracker> tracker;
@@ -665,7 +674,11 @@ MultiExploreResult ExploreMulti(const MultiWorkload& workload, CrashPlan plan, u
   };
   std::vector<Task> tasks;
   PersistenceTracker tracker;
-  auto add_point = [&](size_t point) {
+  size_t applied = 0;  // trace operations the tracker has seen
+  for (size_t point : CrashPoints(run)) {
+    for (; applied < point; applied++) {
+      if (run.trace[applied].IsMutation()) tracker.Apply(run.trace[applied]);
+    }
     auto at = std::make_shared<const PersistenceTracker>(tracker);
     result.crash_points++;
     size_t before = tasks.size();
@@ -674,15 +687,7 @@ MultiExploreResult ExploreMulti(const MultiWorkload& workload, CrashPlan plan, u
       return true;
     });
     if (tasks.size() == before) tasks.push_back(Task{point, at, PickCrashChoice(*at, CrashPlan::kDrop, seed)});
-  };
-  for (size_t i = 0; i < run.trace.size(); i++) {
-    if (!run.trace[i].IsMutation()) continue;
-    tracker.Apply(run.trace[i]);
-    add_point(i + 1);
   }
-  // And after everything: the disk of the last mutation, with every read and acknowledgement of
-  // the history before the power cut.
-  if (run.trace.size() > run.first_trace_position && !run.trace.back().IsMutation()) add_point(run.trace.size());
   std::mutex mutex;
   std::unordered_map<uint64_t, size_t> seen_images;
   std::atomic<size_t> next{0};

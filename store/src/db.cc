@@ -4,7 +4,6 @@
 #include "dbdb_assert.h"
 #include "checksum.h"
 #include "db_impl.h"
-#include "record_walker.h"
 
 namespace dbdb {
 namespace {
@@ -561,6 +560,7 @@ Status DBImpl::RewriteUnproven(const View& base) {
   // Each commit's bytes are written back only once they verify as recovery verified them: the
   // body against the commit's body checksum, the commit record against its own. One bad read is
   // not bad bytes: a commit that does not verify is read once more before giving up.
+  constexpr uint64_t kChunkBytes = 1 << 20;  // verified commits are written back up to 1 MiB at a time
   std::string bytes, pending;  // pending: verified bytes not yet written back, from pending_at on
   uint64_t pending_at = commits.back().body_offset;
   auto flush = [&]() -> Status {
@@ -589,8 +589,8 @@ Status DBImpl::RewriteUnproven(const View& base) {
                              std::to_string(c->offset) + " to make it durable, it did not verify" +
                              "; what does not verify is not written back");
     }
-    if (pending.size() + bytes.size() > RecordWalker::kWindowBytes) DBDB_RETURN_IF_ERROR(flush());
-    if (bytes.size() >= RecordWalker::kWindowBytes) {
+    if (pending.size() + bytes.size() > kChunkBytes) DBDB_RETURN_IF_ERROR(flush());
+    if (bytes.size() >= kChunkBytes) {
       DBDB_RETURN_IF_ERROR(file.WriteAt(pending_at, bytes));  // pending is empty: a big commit alone
       pending_at += bytes.size();
     } else {

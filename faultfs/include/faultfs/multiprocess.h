@@ -191,6 +191,11 @@ struct MultiExploreResult {
   double seconds = 0;
 };
 
+// Where a power cut may fall in one boot (trace positions: the cut comes after that many
+// operations): after each of the boot's mutations, and after its last operation when that is not
+// a mutation (so every read and acknowledgement comes before the cut).
+std::vector<size_t> CrashPoints(const MultiRun& run);
+
 // Runs the workload, then checks every crash state (up to states_max per point, sampled beyond)
 // at every mutation boundary, and after the history's last operation (every read and
 // acknowledgement before the power cut), with CheckCrash, on `threads` threads.
