@@ -193,6 +193,29 @@ struct Compact : Command {
   void show(std::ostream& os) const override { os << "Compact"; }
 };
 
+struct Checkpoint : Command {
+  void checkPreconditions(const Abstract& m) const override { RC_PRE(!m.in_transaction); }
+  void run(const Abstract&, Sut& sut) const override {
+    dbdb::Status s = sut.db->Checkpoint();
+    if (!s.ok()) RC_FAIL("checkpoint failed: " + s.ToString());
+    // A checkpoint changes nothing: the same txn id and state for the handle, for open snapshots
+    // and for a new handle (which starts from the checkpoint instead of replaying the log).
+    sut.VerifyAll();
+    for (auto& open : sut.snapshots) RC_ASSERT(sut.ReadAll(*open.snapshot) == open.state);
+    dbdb::Options read_only = sut.options;
+    read_only.read_only = true;
+    auto fresh = dbdb::DB::Open(sut.path, read_only);
+    if (!fresh.ok()) RC_FAIL("opening a second handle after a checkpoint: " + fresh.status().ToString());
+    auto snapshot = (*fresh)->GetSnapshot();
+    RC_ASSERT(snapshot.ok());
+    RC_ASSERT((*snapshot)->txn_id() == sut.model.txn_id());
+    RC_ASSERT(sut.ReadAll(**snapshot) == sut.model.committed());
+    auto report = sut.db->Check();
+    if (!report.ok()) RC_FAIL("check() after a checkpoint: " + report.status().ToString());
+  }
+  void show(std::ostream& os) const override { os << "Checkpoint"; }
+};
+
 struct Crash : Command {
   faultfs::CrashPlan plan = *rc::gen::element(faultfs::CrashPlan::kDrop, faultfs::CrashPlan::kPrefix,
                                               faultfs::CrashPlan::kSubset, faultfs::CrashPlan::kTorn,
@@ -294,7 +317,7 @@ void RunStateful(bool simulated, Durability durability) {
   Sut sut(simulated, durability, *rc::gen::arbitrary<uint64_t>());
   const auto commands = *rc::state::gen::commands(
       initial, rc::state::gen::execOneOfWithArgs<Put, Put, Put, Del, Get, Scan, Begin, Commit, Abort, OpenSnapshot,
-                                                  ReadSnapshot, CloseSnapshot, Reopen, Compact, Crash, Crash,
+                                                  ReadSnapshot, CloseSnapshot, Reopen, Compact, Checkpoint, Crash, Crash,
                                                   InjectFault, InjectFault>());
   RC_CLASSIFY(commands.size() < 20, "under 20 commands");
   RC_CLASSIFY(commands.size() >= 20 && commands.size() < 60, "20-59 commands");

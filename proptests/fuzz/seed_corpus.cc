@@ -131,6 +131,10 @@ std::map<std::string, std::string> Seeds() {
     m.Del(Key(1));
     m.Txn({{Key(2), "changed"}, {Key(20), "new"}});
     seeds["folds-and-batches"] = m.Image();
+    // (format 4) A checkpoint of that log (a delete and a put in it), then one more batch after it.
+    Must(m.db->Checkpoint(), "checkpoint");
+    m.Put(Key(3), "after the checkpoint");
+    seeds["checkpoint"] = m.Image();
   }
   {
     // Automatic compaction: a tiny slack, so the history compacts by itself in the middle.

@@ -17,6 +17,7 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
   uint64_t offset = format::kFileHeaderSizeBytes;
   std::optional<format::Commit> previous;
   uint64_t last_batch = 0;  // the offset of the batch record just walked, if the last record was one
+  bool last_is_checkpoint = false;  // ... and it was a checkpoint record
   while (offset < newest.end()) {
     std::string why;
     DBDB_ASSIGN_OR_RETURN(auto walked, walker.At(offset, &why));
@@ -24,10 +25,13 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
     const format::RecordView& record = *walked;
     const uint64_t length = record.payload.size() + format::kRecordOverheadBytes;
     uint64_t batch_before = last_batch;
+    const bool checkpoint_before = last_is_checkpoint;
     last_batch = 0;
-    if (record.type == format::RecordType::kBatch) {
+    last_is_checkpoint = false;
+    if (record.type == format::RecordType::kBatch || record.type == format::RecordType::kCheckpoint) {
       DBDB_RETURN_IF_ERROR(format::DecodeBatch(offset, record.payload).status());
       last_batch = offset;
+      last_is_checkpoint = record.type == format::RecordType::kCheckpoint;
     } else if (record.type == format::RecordType::kCommit) {
       DBDB_ASSIGN_OR_RETURN(auto commit, format::DecodeCommitPayload(offset, record.payload, file.version()));
       if (commit.batch_offset != batch_before) {
@@ -41,8 +45,13 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
       if (commit.prev_commit_offset != expected_prev) {
         return Bad("commit at offset " + std::to_string(offset) + " names the wrong previous commit");
       }
-      if (previous && commit.txn_id != previous->txn_id + 1) {
-        return Bad("commit at offset " + std::to_string(offset) + " skips a transaction id");
+      // A checkpoint (a commit naming a checkpoint record) restates its predecessor's txn id, and
+      // only a checkpoint does (CheckCheckpoints checks what it holds).
+      const bool checkpoint = checkpoint_before && file.version() >= format::kCheckpointVersion && !commit.folded();
+      if (checkpoint_before != checkpoint || (checkpoint && !previous) || (previous && commit.txn_id != previous->txn_id + (checkpoint ? 0 : 1))) {
+        return Bad("commit at offset " + std::to_string(offset) +
+                   (checkpoint ? " is a checkpoint that does not restate the txn id before it"
+                               : " does not follow the txn id before it (or names a checkpoint it cannot be)"));
       }
       DBDB_RETURN_IF_ERROR(file.VerifyCommitBody(commit));
       previous = commit;
@@ -58,6 +67,42 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
   }
   if (!previous || previous->offset != newest.offset) {
     return Bad("the record walk did not end on the newest commit");
+  }
+  return Status::Ok();
+}
+
+// Every checkpoint since the newest commit's fold holds exactly what replaying the batches before
+// it gives: each key's newest change since the fold (what a reader opening there trusts).
+Status CheckCheckpoints(TreeFile& file, const format::Commit& newest) {
+  if (newest.folded() || file.version() < format::kCheckpointVersion) return Status::Ok();
+  std::vector<format::Commit> chain{newest};
+  while (chain.back().prev_commit_offset != newest.fold_offset) {
+    // CheckRecords walked the chain: every commit names the one before it, back to the fold.
+    DBDB_ASSIGN_OR_RETURN(format::Commit prev, file.ReadCommit(chain.back().prev_commit_offset));
+    chain.push_back(prev);
+  }
+  DBDB_ASSIGN_OR_RETURN(format::Commit fold, file.ReadCommit(newest.fold_offset));
+  LogOverlay replayed(fold.offset, fold.txn_id);
+  std::string buffer;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const bool checkpoint = it->txn_id == replayed.through_txn_id();
+    DBDB_ASSIGN_OR_RETURN(auto batch, file.ReadBatch(*it, &buffer, checkpoint));
+    if (!checkpoint) {
+      replayed.Apply(it->offset, it->txn_id, batch, LogRecordBytes(*it));
+      continue;
+    }
+    const LogOverlay::Latest expected = replayed.LatestChanges(it->txn_id);
+    bool same = expected.size() == batch.size();
+    auto e = expected.begin();
+    for (size_t i = 0; same && i < batch.size(); i++, ++e) {
+      same = e->first == batch[i].key && e->second.has_value() == batch[i].value.has_value() &&
+             (!e->second || *e->second == *batch[i].value);
+    }
+    if (!same) {
+      return Bad("checkpoint at offset " + std::to_string(it->offset) + " does not hold the " +
+                 std::to_string(expected.size()) + " changes the commits before it replay to");
+    }
+    replayed.Restate(it->offset, LogRecordBytes(*it));
   }
   return Status::Ok();
 }
@@ -127,6 +172,7 @@ Result<CheckReport> DBImpl::Check() {
   if (!view.commit) return report;
   const format::Commit& newest = *view.commit;
   DBDB_RETURN_IF_ERROR(CheckRecords(*view.file, newest, &report));
+  DBDB_RETURN_IF_ERROR(CheckCheckpoints(*view.file, newest));
   report.tree_height = newest.tree_height;
   TreeCheck tree{*view.file, &report};
   if (newest.tree_height > 0) {

@@ -163,16 +163,19 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
     const format::Commit& at = chain.back();
     if (at.prev_commit_offset < log->source.offset || at.prev_commit_offset == 0) return left();
     DBDB_ASSIGN_OR_RETURN(format::Commit prev, upto.file->ReadCommit(at.prev_commit_offset));
-    if (prev.txn_id + 1 != at.txn_id) {
-      return Status::Corruption(path_ + ": commit at offset " + std::to_string(at.offset) + " has txn " +
-                                std::to_string(at.txn_id) + " after txn " + std::to_string(prev.txn_id));
-    }
     chain.push_back(prev);
   }
-  if (chain.back().txn_id != log->source.txn_id + 1) {
-    return Status::Corruption(path_ + ": commit at offset " + std::to_string(chain.back().offset) + " has txn " +
-                              std::to_string(chain.back().txn_id) + " after txn " +
-                              std::to_string(log->source.txn_id));
+  // Oldest first, each follows the one before it (the last copied first): the next txn id, or
+  // the same for a checkpoint, which is not copied (the compacted tree holds its state, and the
+  // new file's copies of the commits before it replay to the same).
+  const bool checkpoints = upto.file->version() >= format::kCheckpointVersion;
+  uint64_t txn = log->source.txn_id;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    if (it->txn_id != txn + 1 && !(checkpoints && it->txn_id == txn)) {
+      return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has txn " +
+                                std::to_string(it->txn_id) + " after txn " + std::to_string(txn));
+    }
+    txn = it->txn_id;
   }
   // Each is copied as a commit of the new file: its batch, then its record (the same txn id, over
   // the compacted tree), sealed; durable with the file, which is synced before it has the name.
@@ -180,6 +183,12 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   uint64_t at = start;
   std::string buffer;
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    if (it->txn_id == log->source.txn_id) {
+      // A checkpoint (its record must say so): nothing new to copy.
+      DBDB_RETURN_IF_ERROR(upto.file->ReadBatch(*it, &buffer, /*checkpoint=*/true).status());
+      log->source = *it;
+      continue;
+    }
     if (it->batch_offset == 0) {
       return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has no batch");
     }

@@ -220,13 +220,17 @@ Status DBImpl::CatchUpOverlay() {
   if (overlay_ && (overlay_->fold_offset() != newest.fold_offset || overlay_->through_offset() > newest.offset)) {
     overlay_.reset();
   }
+  const bool checkpoints = file_->version() >= format::kCheckpointVersion;
   for (int attempt = 0; attempt < 2; attempt++) {
     if (!overlay_) {
       DBDB_ASSIGN_OR_RETURN(overlay_, OverlayAtFold(newest));
     }
     const uint64_t through = overlay_->through_offset();
     if (through == newest.offset) return Status::Ok();
-    // The commits after `through`, newest first, read back along the chain.
+    // An overlay still at its fold starts from the newest checkpoint on the way back, if any.
+    const bool at_fold = through == newest.fold_offset;
+    std::optional<format::Commit> checkpoint;
+    // The commits after `through` (or after the checkpoint), newest first, read back along the chain.
     std::vector<format::Commit> chain{newest};
     bool reached = true;
     while (chain.back().prev_commit_offset != through) {
@@ -236,29 +240,60 @@ Status DBImpl::CatchUpOverlay() {
         break;
       }
       DBDB_ASSIGN_OR_RETURN(format::Commit prev, file_->ReadCommit(at.prev_commit_offset));
-      if (prev.txn_id + 1 != at.txn_id || prev.fold_offset != newest.fold_offset || !SameTree(prev, newest)) {
+      const bool restates = checkpoints && prev.txn_id == at.txn_id;  // `at` is a checkpoint
+      if ((prev.txn_id + 1 != at.txn_id && !restates) || prev.fold_offset != newest.fold_offset ||
+          !SameTree(prev, newest)) {
         return Status::Corruption(path_ + ": commit at offset " + std::to_string(prev.offset) +
                                   " does not belong to the chain of the fold at offset " +
                                   std::to_string(newest.fold_offset));
+      }
+      if (restates && at_fold) {
+        checkpoint = at;
+        chain.pop_back();
+        break;
       }
       chain.push_back(prev);
     }
     if (!reached) {
       // The overlay's newest commit is not on this chain: replay from the fold instead.
-      if (through == newest.fold_offset) break;
+      if (at_fold) break;
       overlay_.reset();
       continue;
     }
-    // The oldest new commit must follow the overlay's newest one, or the fold commit (each newer
-    // link is checked above): a commit that repeats or goes back in txn ids is a damaged or
-    // foreign file, and applying it would change what snapshots already taken read.
-    const uint64_t through_txn = overlay_->through_txn_id();
-    if (chain.back().txn_id != through_txn + 1) {
-      return Status::Corruption(path_ + ": commit at offset " + std::to_string(chain.back().offset) + " has txn " +
-                                std::to_string(chain.back().txn_id) + " after txn " + std::to_string(through_txn));
+    // A commit that restates its predecessor's txn id must name a checkpoint record: anything else
+    // (a forged or misdirected commit) is Corruption, never a checkpoint.
+    auto not_checkpoint = [&](const format::Commit& c, const Status& why) {
+      return Status::Corruption(path_ + ": commit at offset " + std::to_string(c.offset) + " has txn " +
+                                std::to_string(c.txn_id) + " after txn " + std::to_string(c.txn_id) +
+                                " and is not a checkpoint: " + why.ToString());
+    };
+    if (checkpoint) {
+      auto bytes = std::make_unique<std::string>();
+      auto changes = file_->ReadBatch(*checkpoint, bytes.get(), /*checkpoint=*/true);
+      if (!changes.ok()) {
+        return changes.status().IsCorruption() ? not_checkpoint(*checkpoint, changes.status()) : changes.status();
+      }
+      overlay_ = std::make_shared<LogOverlay>(newest.fold_offset, checkpoint->offset, checkpoint->txn_id,
+                                              std::move(bytes), std::move(changes).value(),
+                                              LogRecordBytes(*checkpoint));
     }
+    // Oldest first, each new commit must follow the overlay's newest one: the next txn id, or (a
+    // checkpoint) the same. A commit that repeats or goes back in txn ids otherwise is a damaged
+    // or foreign file, and applying it would change what snapshots already taken read.
     std::string buffer;
     for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+      const uint64_t through_txn = overlay_->through_txn_id();
+      if (checkpoints && it->txn_id == through_txn) {
+        // What the overlay holds already: read only to check that it is a checkpoint.
+        auto changes = file_->ReadBatch(*it, &buffer, /*checkpoint=*/true);
+        if (!changes.ok()) return changes.status().IsCorruption() ? not_checkpoint(*it, changes.status()) : changes.status();
+        overlay_->Restate(it->offset, LogRecordBytes(*it));
+        continue;
+      }
+      if (it->txn_id != through_txn + 1) {
+        return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has txn " +
+                                  std::to_string(it->txn_id) + " after txn " + std::to_string(through_txn));
+      }
       DBDB_ASSIGN_OR_RETURN(auto batch, file_->ReadBatch(*it, &buffer));
       overlay_->Apply(it->offset, it->txn_id, batch, LogRecordBytes(*it));
     }
@@ -612,6 +647,10 @@ void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* c
   } else if (changes != nullptr && overlay_ && overlay_->fold_offset() == c.fold_offset &&
              overlay_->through_offset() == c.prev_commit_offset) {
     overlay_->Apply(c.offset, c.txn_id, *changes, LogRecordBytes(c));  // this handle's own commit
+  } else if (changes == nullptr && overlay_ && overlay_->fold_offset() == c.fold_offset &&
+             overlay_->through_offset() == c.prev_commit_offset && overlay_->through_txn_id() == c.txn_id &&
+             file_->version() >= format::kCheckpointVersion) {
+    overlay_->Restate(c.offset, LogRecordBytes(c));  // this handle's own checkpoint
   } else {
     overlay_.reset();  // the next ReaderView or WriterView replays from the file
   }
@@ -645,16 +684,16 @@ void DBImpl::HoldWriterLockIfRollbackFailed(WriterLock* lock) {
   held_writer_lock_ = std::move(lock->file_lock);
 }
 
-Result<WriterLock> DBImpl::AcquireWriter() {
+Result<WriterLock> DBImpl::AcquireWriter(bool wait) {
   DBDB_RETURN_IF_ERROR(CheckWritable());
   WriterLock lock;
   lock.mutex = std::unique_lock<std::mutex>(writer_mutex_, std::defer_lock);
-  if (options_.wait_for_writer) {
+  if (wait) {
     lock.mutex.lock();
   } else if (!lock.mutex.try_lock()) {
     return Status::Busy("another write transaction of this handle is open");
   }
-  DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, {.wait = options_.wait_for_writer}));
+  DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, {.wait = wait}));
   DBDB_RETURN_IF_ERROR(CheckWritable());
   return lock;
 }
@@ -844,7 +883,57 @@ Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
   commit.commits_in_file = base.commit ? base.commit->commits_in_file + 1 : 1;
   SetRoot(&commit, root);
   commit.fold_offset = fold ? base.end() + bytes.size() : base.commit->fold_offset;
-  return AppendCommit(base, &bytes, commit, &batch);
+  Status s = AppendCommit(base, &bytes, commit, &batch);
+  if (s.ok()) wrote_.store(true);
+  return s;
+}
+
+bool DBImpl::CheckpointDue(const View& view, bool asked) const {
+  if (!view.commit || !view.overlay || view.file->version() < format::kCheckpointVersion) return false;
+  const uint64_t commits = view.overlay->commits_after_checkpoint();
+  if (asked) return commits > 0;
+  // On close: once the commits since the last checkpoint (or the fold) are at least two and take
+  // at least as many bytes as it, so that a checkpoint is never rewritten for one small commit
+  // (each byte of the log is written again in at most a doubling series of checkpoints).
+  const uint64_t checkpoint = view.overlay->checkpoint_bytes();
+  return commits >= 2 && view.overlay->log_bytes() - checkpoint >= checkpoint;
+}
+
+Status DBImpl::Checkpoint() {
+  DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
+  return WriteCheckpoint(/*asked=*/true);
+}
+
+Status DBImpl::WriteCheckpoint(bool asked) {
+  DBDB_ASSIGN_OR_RETURN(View base, PrepareWriterView());
+  if (!CheckpointDue(base, asked)) return Status::Ok();
+  // Every key's newest change since the fold, as of the base: replaying this one batch gives the
+  // base's state, so the checkpoint restates its txn id (it is not a transaction).
+  const LogOverlay::Latest latest = base.overlay->LatestChanges(base.txn_id());
+  std::vector<format::BatchChange> batch;
+  batch.reserve(latest.size());
+  for (const auto& [key, value] : latest) {
+    batch.push_back({key, value ? std::optional<std::string_view>(*value) : std::nullopt});
+  }
+  format::Commit commit;
+  commit.batch_offset = base.end();
+  std::string bytes;
+  format::AppendRecord(&bytes, commit.batch_offset, format::RecordType::kCheckpoint, format::EncodeBatch(batch));
+  commit.txn_id = base.txn_id();
+  commit.prev_commit_offset = base.commit->offset;
+  commit.commits_in_file = base.commit->commits_in_file + 1;
+  SetRoot(&commit, base.root());
+  commit.fold_offset = base.commit->fold_offset;
+  return AppendCommit(base, &bytes, commit, nullptr);
+}
+
+DBImpl::~DBImpl() {
+  // Checkpoint on close (best effort: nothing is lost without it, and a destructor reports
+  // nothing): only a handle that committed, only when due, and never waiting for a lock another
+  // thread or process holds (that writer checkpoints when it closes).
+  if (!options_.checkpoint_on_close || options_.read_only || !wrote_.load() || failed_.load()) return;
+  auto lock = AcquireWriter(/*wait=*/false);
+  if (lock.ok()) (void)WriteCheckpoint(/*asked=*/false);
 }
 
 std::string AssembleCommit(const std::optional<format::Commit>& base, std::string_view records,

@@ -94,6 +94,8 @@ class DBImpl final : public DB {
  public:
   DBImpl(std::string path, const Options& options, std::shared_ptr<FileSystem> fs,
          std::shared_ptr<TreeFile> file, bool upgrading);
+  // Writes a checkpoint when due (Options::checkpoint_on_close).
+  ~DBImpl() override;
 
   // Opens the database at `path`; `upgrading`: a handle that may write to a version-1 file, only
   // to compact it into the current version (DB::Upgrade).
@@ -109,6 +111,7 @@ class DBImpl final : public DB {
   Result<std::unique_ptr<WriteTransaction>> BeginWrite() override;
   Result<std::unique_ptr<Snapshot>> GetSnapshot() override;
   Status Compact() override;
+  Status Checkpoint() override;
   Result<CheckReport> Check() override;
   Result<Stats> GetStats() override;
   const std::string& path() const override { return path_; }
@@ -192,8 +195,9 @@ class DBImpl final : public DB {
   Result<std::optional<format::Commit>> SettledForReaderSyncingADeadWriter(uint64_t known_end, uint64_t known_offset)
       REQUIRES(state_mutex_);
 
-  // Takes the writer lock, follows the newest commit, and truncates a torn tail (I6).
-  Result<WriterLock> AcquireWriter();
+  // Takes the writer lock (the handle's mutex, then the lock file), waiting as `wait` says.
+  Result<WriterLock> AcquireWriter(bool wait);
+  Result<WriterLock> AcquireWriter() { return AcquireWriter(options_.wait_for_writer); }
   // The writer's base: the newest commit, its tail cut and base settled. REQUIRES: writer lock held.
   Result<View> PrepareWriterView();
 
@@ -206,6 +210,14 @@ class DBImpl final : public DB {
   // REQUIRES: writer lock held.
   Status AppendCommit(const View& base, std::string* bytes, format::Commit commit,
                       const std::vector<format::BatchChange>* batch);
+
+  // True when `view`'s overlay should be checkpointed: `asked` (Checkpoint()) when a commit follows
+  // the last checkpoint (or fold); on close when the commits after it are at least two and at
+  // least its size. Never in a file older than format::kCheckpointVersion.
+  bool CheckpointDue(const View& view, bool asked) const;
+  // Appends a checkpoint of the newest commit when due: a commit restating its txn id whose batch
+  // holds every key's newest change since the fold. REQUIRES: writer lock held.
+  Status WriteCheckpoint(bool asked);
 
   // The in-flight lock (flock of the database file itself): held by a writer from the first byte
   // of a commit to its seal or rollback, never across a transaction; a reader probes it.
@@ -299,6 +311,7 @@ class DBImpl final : public DB {
   std::shared_ptr<LogOverlay> overlay_ GUARDED_BY(state_mutex_);
   const bool upgrading_;
 
+  std::atomic<bool> wrote_{false};  // a commit of this handle succeeded (checkpoint_on_close)
   std::atomic<bool> failed_{false};
   Mutex failure_mutex_;
   std::string failure_ GUARDED_BY(failure_mutex_);

@@ -40,7 +40,7 @@ class RecordPrinter {
     out_ << format::RecordTypeName(record.type) << " offset " << offset << " length " << length;
     if (record.type == format::RecordType::kCommit) {
       Commit(offset, record);
-    } else if (record.type == format::RecordType::kBatch) {
+    } else if (record.type == format::RecordType::kBatch || record.type == format::RecordType::kCheckpoint) {
       Batch(offset, record);
     } else if (record.type == format::RecordType::kSeal) {
       auto seal = format::DecodeSeal(record);

@@ -298,6 +298,7 @@ std::string_view RecordTypeName(RecordType type) {
     case RecordType::kCommit: return "commit";
     case RecordType::kSeal: return "seal";
     case RecordType::kBatch: return "batch";
+    case RecordType::kCheckpoint: return "checkpoint";
   }
   return "unknown";
 }

@@ -12,7 +12,9 @@
 // unfolded batches pass Options::fold_threshold_bytes) also writes the changed tree nodes, leaf to
 // root, before its batch. Readers take the newest commit only when it is sealed or no writer is
 // active, so they never see a commit whose sync may still fail. Version 1 (every commit a fold,
-// no batches, an 80-byte commit payload) is still read, read-only.
+// no batches, an 80-byte commit payload) is still read, read-only. Version 4: a checkpoint (a
+// commit that restates its predecessor's txn id) holds in its batch every key's newest change since
+// the fold, so a reader replays it and the batches after it, not the whole log.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +29,10 @@ namespace dbdb::format {
 
 // "dbdb" then 0x00 0x0d 0x0a 0x1a, so text-mode transfers and NUL truncation break it visibly.
 inline constexpr char kFileMagic[8] = {'d', 'b', 'd', 'b', 0x00, 0x0d, 0x0a, 0x1a};
-inline constexpr uint32_t kFormatVersion = 3;  // 3: nodes laid out to be searched in place
+inline constexpr uint32_t kFormatVersion = 4;  // 3: nodes searched in place; 4: checkpoints
+// The first version whose files may hold checkpoints: commits that restate their predecessor's
+// txn id and whose batch holds every change since the fold (docs/FORMAT.md, "Checkpoints").
+inline constexpr uint32_t kCheckpointVersion = 4;
 inline constexpr uint32_t kFormatVersionMin = 1;  // read (read-only) and upgraded by `dbdb upgrade`
 inline constexpr uint64_t kFileHeaderSizeBytes = 512;  // one sector: written whole or not at all
 inline constexpr uint64_t kFileHeaderChecksumOffset = 56;
@@ -44,8 +49,11 @@ enum class RecordType : uint8_t {
   kCommit = 3,
   kSeal = 4,  // payload: the offset of the commit it seals, which it directly follows
   kBatch = 5,  // (version 2) a transaction's puts and deletes; ends where its commit record starts
+  // (version 4) a checkpoint's batch: every key's newest change since the fold, in a batch's
+  // encoding; named by a commit that restates its predecessor's txn id, and only by one.
+  kCheckpoint = 6,
 };
-inline constexpr uint8_t kRecordTypeMax = 5;
+inline constexpr uint8_t kRecordTypeMax = 6;
 
 inline constexpr uint64_t kCommitPayloadSizeBytes = 96;    // version 2
 inline constexpr uint64_t kCommitPayloadSizeBytesV1 = 80;  // version 1: no fold or batch fields
@@ -75,7 +83,7 @@ struct FileHeader {
 // The commit record's payload. Offsets are absolute file offsets.
 struct Commit {
   uint64_t offset = 0;            // where this commit record starts (not stored; where it was read)
-  uint64_t txn_id = 0;            // 1 for the first commit of a database; +1 per commit
+  uint64_t txn_id = 0;            // 1 for the first commit of a database; +1 per commit (a checkpoint: +0)
   uint64_t prev_commit_offset = 0;  // the previous commit record in this file, 0 if none
   uint64_t body_offset = 0;       // where the previous commit record ends: its seal, then our nodes
   uint64_t body_checksum = 0;     // XXH3-64 seeded with body_offset of [body_offset, offset)

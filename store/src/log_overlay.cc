@@ -1,6 +1,7 @@
 // LogOverlay: versioned changes since the last fold.
 #include "log_overlay.h"
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -26,7 +27,17 @@ uint64_t LogOverlay::log_bytes() const {
 
 size_t LogOverlay::key_count() const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
-  return entries_.size();
+  return base_.size() + entries_.size();
+}
+
+uint64_t LogOverlay::checkpoint_bytes() const {
+  std::shared_lock<std::shared_mutex> guard(mutex_);
+  return checkpoint_bytes_;
+}
+
+uint64_t LogOverlay::commits_after_checkpoint() const {
+  std::shared_lock<std::shared_mutex> guard(mutex_);
+  return commits_after_checkpoint_;
 }
 
 std::string_view LogOverlay::Copy(std::string_view bytes) {
@@ -52,6 +63,31 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
   through_offset_ = commit_offset;
   through_txn_id_ = txn_id;
   log_bytes_ += record_bytes;
+  commits_after_checkpoint_++;
+}
+
+void LogOverlay::Restate(uint64_t commit_offset, uint64_t record_bytes) {
+  std::unique_lock<std::shared_mutex> guard(mutex_);
+  DBDB_ASSERT(commit_offset > through_offset_);
+  through_offset_ = commit_offset;
+  // What a reader opening now replays: this checkpoint, as an overlay opened at it counts.
+  checkpoint_bytes_ = record_bytes;
+  log_bytes_ = record_bytes;
+  commits_after_checkpoint_ = 0;
+}
+
+const format::BatchChange* LogOverlay::BaseFind(std::string_view key, uint64_t txn_id) const {
+  if (base_.empty()) return nullptr;
+  DBDB_ASSERT(txn_id >= base_txn_id_);  // no snapshot of this overlay predates its checkpoint
+  auto it = BaseSeek(key, true);
+  return it != base_.end() && it->key == key ? &*it : nullptr;
+}
+
+std::vector<format::BatchChange>::const_iterator LogOverlay::BaseSeek(std::string_view key, bool inclusive) const {
+  auto less = [](const format::BatchChange& c, std::string_view k) { return c.key < k; };
+  auto more = [](std::string_view k, const format::BatchChange& c) { return k < c.key; };
+  return inclusive ? std::lower_bound(base_.begin(), base_.end(), key, less)
+                   : std::upper_bound(base_.begin(), base_.end(), key, more);
 }
 
 const LogOverlay::Version* LogOverlay::VisibleAt(const Version* newest, uint64_t txn_id) {
@@ -70,31 +106,53 @@ std::optional<std::string> LogOverlay::ValueOf(const Version& v) {
 std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, uint64_t txn_id) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   auto it = entries_.find(key);
-  if (it == entries_.end()) return std::nullopt;
-  const Version* v = VisibleAt(it->second, txn_id);
-  if (v == nullptr) return std::nullopt;
-  return ValueOf(*v);
+  if (it != entries_.end()) {
+    if (const Version* v = VisibleAt(it->second, txn_id)) return ValueOf(*v);
+  }
+  const format::BatchChange* base = BaseFind(key, txn_id);
+  if (base == nullptr) return std::nullopt;
+  return base->value ? std::optional<std::string>(std::string(*base->value)) : std::nullopt;
 }
 
 bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,
                       std::optional<std::string>* value) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   auto it = inclusive ? entries_.lower_bound(key) : entries_.upper_bound(key);
+  const Version* v = nullptr;
   for (; it != entries_.end(); ++it) {
-    const Version* v = VisibleAt(it->second, txn_id);
-    if (v == nullptr) continue;  // changed only after the snapshot
-    found_key->assign(it->first);
-    *value = ValueOf(*v);
+    v = VisibleAt(it->second, txn_id);
+    if (v != nullptr) break;  // else changed only after the snapshot
+  }
+  auto base = base_.empty() ? base_.end() : BaseSeek(key, inclusive);
+  if (base != base_.end()) DBDB_ASSERT(txn_id >= base_txn_id_);
+  // The smaller key wins; on the same key the tree's version, which is newer than the checkpoint.
+  if (base != base_.end() && (v == nullptr || base->key < it->first)) {
+    found_key->assign(base->key);
+    *value = base->value ? std::optional<std::string>(std::string(*base->value)) : std::nullopt;
     return true;
   }
-  return false;
+  if (v == nullptr) return false;
+  found_key->assign(it->first);
+  *value = ValueOf(*v);
+  return true;
 }
 
 LogOverlay::Latest LogOverlay::LatestChanges(uint64_t txn_id) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   Latest out;
+  if (!base_.empty()) DBDB_ASSERT(txn_id >= base_txn_id_);
+  for (const format::BatchChange& change : base_) {
+    out.emplace_hint(out.end(), std::string(change.key),
+                     change.value ? std::optional<std::string>(std::string(*change.value)) : std::nullopt);
+  }
   for (const auto& [key, newest] : entries_) {
-    if (const Version* v = VisibleAt(newest, txn_id)) out.emplace_hint(out.end(), std::string(key), ValueOf(*v));
+    if (const Version* v = VisibleAt(newest, txn_id)) {
+      if (base_.empty()) {
+        out.emplace_hint(out.end(), std::string(key), ValueOf(*v));
+      } else {
+        out.insert_or_assign(std::string(key), ValueOf(*v));
+      }
+    }
   }
   return out;
 }

@@ -11,10 +11,18 @@
 // values and tree nodes come from one arena, freed at once with the overlay. Replaying a commit
 // costs one tree lookup per change and a few bump allocations, no allocation per key or value:
 // opening a file replays the whole unfolded tail (docs/FORMAT.md, "Commits, batches and folds").
+//
+// Checkpoints: an overlay opened at a checkpoint (a commit whose batch holds every key's newest
+// change since the fold, as of its txn; docs/FORMAT.md, "Checkpoints") starts from that batch as
+// it was read, a sorted array searched in place, and keeps only the commits after it in the tree:
+// opening costs one read and one decode of the checkpoint, not a tree insert per change. Every
+// snapshot of such an overlay is at the checkpoint's txn or later, so every change of the array is
+// visible to it.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <memory_resource>
 #include <new>
 #include <optional>
@@ -33,6 +41,14 @@ class LogOverlay {
   // one file: the caller keeps overlays of different files apart).
   LogOverlay(uint64_t fold_offset, uint64_t fold_txn_id)
       : fold_offset_(fold_offset), through_offset_(fold_offset), through_txn_id_(fold_txn_id) {}
+  // An overlay over the same fold opened at the checkpoint commit at `checkpoint_offset` (txn
+  // `txn_id`, whose batch record took `record_bytes`): `changes` is its decoded batch (sorted,
+  // one change per key), viewing into `bytes`, which the overlay keeps.
+  LogOverlay(uint64_t fold_offset, uint64_t checkpoint_offset, uint64_t txn_id, std::unique_ptr<std::string> bytes,
+             std::vector<format::BatchChange> changes, uint64_t record_bytes)
+      : fold_offset_(fold_offset), through_offset_(checkpoint_offset), through_txn_id_(txn_id),
+        checkpoint_bytes_(record_bytes), log_bytes_(record_bytes), base_bytes_(std::move(bytes)),
+        base_(std::move(changes)), base_txn_id_(txn_id) {}
   LogOverlay(const LogOverlay&) = delete;
   LogOverlay& operator=(const LogOverlay&) = delete;
 
@@ -41,9 +57,13 @@ class LogOverlay {
   uint64_t through_offset() const;
   // That commit's txn id (the fold commit's while none is applied).
   uint64_t through_txn_id() const;
-  // Record bytes of the commits applied (batch, commit and seal records): the unfolded log.
+  // Record bytes of what a reader replays: the newest checkpoint's records (if any) and those of
+  // the commits applied after it (batch, commit and seal records).
   uint64_t log_bytes() const;
-  size_t key_count() const;  // distinct keys with a change
+  size_t key_count() const;  // keys with a change (at most; a key may be counted twice)
+  // The newest checkpoint's record bytes (0: none since the fold), and the commits applied after it.
+  uint64_t checkpoint_bytes() const;
+  uint64_t commits_after_checkpoint() const;
 
   // Applies the changes of the commit at `commit_offset` (txn `txn_id`, newer than every applied
   // one), whose records took `record_bytes`. REQUIRES: commit_offset > through_offset() and
@@ -51,6 +71,10 @@ class LogOverlay {
   // otherwise is Corruption, never this assertion).
   void Apply(uint64_t commit_offset, uint64_t txn_id, const std::vector<format::BatchChange>& changes,
              uint64_t record_bytes);
+  // Steps over the checkpoint at `commit_offset` (restating through_txn_id(), its records taking
+  // `record_bytes`): it changes nothing this overlay holds, and is what a reader replays from now.
+  // REQUIRES: commit_offset > through_offset() (the caller checks the txn id).
+  void Restate(uint64_t commit_offset, uint64_t record_bytes);
 
   // What the overlay holds for `key` as of txn `txn_id`: nullopt when nothing (read the tree);
   // otherwise the value, or nullopt inside when the key was deleted.
@@ -75,6 +99,10 @@ class LogOverlay {
   // Each key (in the arena) with its newest version.
   using Entries = std::pmr::map<std::string_view, const Version*, std::less<>>;
   static const Version* VisibleAt(const Version* newest, uint64_t txn_id);
+  // The checkpoint's change of `key`, or null. REQUIRES: mutex_ held; txn_id >= base_txn_id_.
+  const format::BatchChange* BaseFind(std::string_view key, uint64_t txn_id) const;
+  // The first checkpoint change with a key >= `key` (> when !inclusive).
+  std::vector<format::BatchChange>::const_iterator BaseSeek(std::string_view key, bool inclusive) const;
   static std::optional<std::string> ValueOf(const Version& v);
   std::string_view Copy(std::string_view bytes);  // REQUIRES: mutex_ held exclusively
 
@@ -82,7 +110,14 @@ class LogOverlay {
   mutable std::shared_mutex mutex_;
   uint64_t through_offset_;                  // GUARDED_BY(mutex_)
   uint64_t through_txn_id_;                  // GUARDED_BY(mutex_)
+  uint64_t checkpoint_bytes_ = 0;            // GUARDED_BY(mutex_)
+  uint64_t commits_after_checkpoint_ = 0;    // GUARDED_BY(mutex_)
   uint64_t log_bytes_ = 0;                   // GUARDED_BY(mutex_)
+  // The checkpoint this overlay was opened at (empty if none): its changes, viewing into its
+  // bytes, at base_txn_id_. Never changed after construction.
+  const std::unique_ptr<std::string> base_bytes_;
+  const std::vector<format::BatchChange> base_;
+  const uint64_t base_txn_id_ = 0;
   std::pmr::monotonic_buffer_resource arena_;  // GUARDED_BY(mutex_) for allocation
   // In the arena too, and never destroyed: everything it holds is trivially destructible and the
   // arena frees it all at once, so dropping an overlay does not walk its tree.

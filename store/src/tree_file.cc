@@ -193,13 +193,17 @@ Result<format::Commit> TreeFile::ReadCommit(uint64_t offset) {
   return format::DecodeCommitPayload(offset, record.payload, header_.version);
 }
 
-Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commit& commit, std::string* buffer) {
+Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commit& commit, std::string* buffer,
+                                                            bool checkpoint) {
   if (commit.batch_offset == 0) return std::vector<format::BatchChange>();
   // DecodeCommitPayload checked that the batch lies inside the body, ending at the commit.
   DBDB_ASSIGN_OR_RETURN(auto record, ReadRecord(commit.batch_offset, commit.offset - commit.batch_offset, buffer));
-  if (record.type != format::RecordType::kBatch) {
+  const auto expected = checkpoint ? format::RecordType::kCheckpoint : format::RecordType::kBatch;
+  if (record.type != expected) {
     return Status::Corruption("record at offset " + std::to_string(commit.batch_offset) + " named by commit " +
-                              std::to_string(commit.txn_id) + " is not a batch");
+                              std::to_string(commit.txn_id) + " is not a " +
+                              std::string(format::RecordTypeName(expected)) +
+                              (checkpoint ? " (the commit restates the txn id of the one before it)" : ""));
   }
   return format::DecodeBatch(commit.batch_offset, record.payload);
 }
@@ -231,7 +235,10 @@ Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verifi
       return Status::Ok();
     }
     DBDB_ASSIGN_OR_RETURN(format::Commit prev, ReadCommit(commit.prev_commit_offset));
-    if (prev.txn_id + 1 != commit.txn_id) {
+    // The next txn id, or the same for a checkpoint (found by the stateful property in no-sync
+    // mode: a commit after a checkpoint was refused here, and opening fell back to the checkpoint).
+    const bool restates = header_.version >= format::kCheckpointVersion && prev.txn_id == commit.txn_id;
+    if (prev.txn_id + 1 != commit.txn_id && !restates) {
       return Status::Corruption("commit at offset " + std::to_string(commit.offset) +
                                 " does not follow the commit it names");
     }

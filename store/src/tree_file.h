@@ -61,7 +61,10 @@ class TreeFile {
   Result<format::Commit> ReadCommit(uint64_t offset);
 
   // The verified batch record of `commit` (none: an empty list), decoded into views of *buffer.
-  Result<std::vector<format::BatchChange>> ReadBatch(const format::Commit& commit, std::string* buffer);
+  // `checkpoint`: the commit restates its predecessor's txn id, so its batch must be a checkpoint
+  // record (and otherwise a batch record): Corruption when the record says otherwise.
+  Result<std::vector<format::BatchChange>> ReadBatch(const format::Commit& commit, std::string* buffer,
+                                                     bool checkpoint = false);
 
   // Ok if the bytes of the commit's body match its body checksum.
   Status VerifyCommitBody(const format::Commit& commit);

@@ -82,6 +82,11 @@ struct Options {
   // compact`) compacts.
   bool auto_compact = true;
   uint64_t auto_compact_slack_bytes = 1024 * 1024;
+  // When a handle that committed is closed, append a checkpoint (as Checkpoint() does) if the
+  // commits since the last one are at least two and take at least as many bytes as it; without
+  // waiting for the writer lock (busy: skipped), and best effort (an error is not reported and
+  // loses nothing). The next open then replays the checkpoint and what follows it, not the log.
+  bool checkpoint_on_close = true;
 };
 
 // Ordered iteration over one snapshot (or a write transaction's view). Starts unpositioned.
@@ -224,6 +229,14 @@ class DB {
   // early once one copies less than 1 MiB). Readers keep reading. Busy with
   // wait_for_writer=false when another compaction or the writer lock is held.
   virtual Status Compact() = 0;
+
+  // Appends a checkpoint: a commit that changes nothing (it restates the newest commit's txn id)
+  // whose batch holds every key's newest change since the last fold, so that opening a handle, and
+  // a handle catching up from scratch, read that one batch and the commits after it instead of
+  // replaying every batch since the fold (docs/FORMAT.md, "Checkpoints"). Nothing to do (Ok) when
+  // no commit follows the last checkpoint or fold. Durable as a commit is (kSync: synced, then
+  // sealed); a write error fails the handle as a commit's does.
+  virtual Status Checkpoint() = 0;
 
   // Converts a version-1 file (which this build opens read-only) into the current format by
   // verifying it (as Check() does: a file that does not verify is Corruption, and is left as it

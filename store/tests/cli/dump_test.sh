@@ -88,7 +88,7 @@ check_chain() {
   local file=$1 dump
   dump=$("$dbdb" dump "$file") || { fail "dump $file"; return; }
   awk -v size="$(stat -c %s "$file")" '
-    /^(header|leaf|internal|batch|commit|seal|tail) / {
+    /^(header|leaf|internal|batch|checkpoint|commit|seal|tail) / {
       off = $3; len = $5; sub(":", "", len)
       if (off != next_off) { print "record at " off " does not follow the previous one (" next_off ")"; bad = 1 }
       next_off = off + len

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # A version-1 file (the fuzz corpus keeps some, written by the version-1 store): every reading
 # command works; every writing command is refused with exit 6 and a message that says to run
-# `dbdb upgrade`, leaving the file as it was; `dbdb upgrade` converts it to format 3 with the same
+# `dbdb upgrade`, leaving the file as it was; `dbdb upgrade` converts it to format 4 with the same
 # contents; after that, writes work and `dbdb check` passes; a second upgrade changes nothing. A
 # damaged version-1 file is refused by `dbdb upgrade` (exit 3) and left as it was. A version-2 file
-# (a tree of a deep seed) is read and upgraded the same way.
+# (a tree of a deep seed) and a version-3 file (before checkpoints) are read and upgraded the same way.
 #
 #   upgrade_test.sh PATH_TO_DBDB
 source "$(dirname "$0")/lib.sh"
@@ -32,7 +32,7 @@ done
 [ "$(md5sum <old.dbdb)" = "$sum" ] && pass "the refused writes left the file as it was" || fail "the file changed"
 run "$dbdb" upgrade old.dbdb
 expect_rc 0 "dbdb upgrade"
-expect_header old.dbdb 3 1 "the file is format 3 now"
+expect_header old.dbdb 4 1 "the file is format 4 now"
 run "$dbdb" scan old.dbdb
 expect_out "$before_scan" "the upgraded file holds the same keys and values"
 run "$dbdb" put old.dbdb k v
@@ -67,9 +67,25 @@ run "$dbdb" put two.dbdb k v
 expect_rc 6 "dbdb put on a format-2 file is refused"
 run "$dbdb" upgrade two.dbdb
 expect_rc 0 "dbdb upgrade of the format-2 file"
-expect_header two.dbdb 3 1 "the format-2 file is format 3 now"
+expect_header two.dbdb 4 1 "the format-2 file is format 4 now"
 run "$dbdb" scan two.dbdb
 expect_out "$before_scan" "the upgraded format-2 file holds the same keys and values"
 run "$dbdb" check two.dbdb
 expect_rc 0 "check after upgrading the format-2 file"
+
+# A version-3 file (slotted nodes, no checkpoints), with an unfolded log: the same.
+cp "$corpus/v3-seed-folds-and-batches" three.dbdb
+expect_header three.dbdb 3 0 "the third input is a format-3 file"
+before_scan=$("$dbdb" scan three.dbdb)
+run "$dbdb" put three.dbdb k v
+expect_rc 6 "dbdb put on a format-3 file is refused"
+run "$dbdb" upgrade three.dbdb
+expect_rc 0 "dbdb upgrade of the format-3 file"
+expect_header three.dbdb 4 1 "the format-3 file is format 4 now"
+run "$dbdb" scan three.dbdb
+expect_out "$before_scan" "the upgraded format-3 file holds the same keys and values"
+run "$dbdb" put three.dbdb k v
+expect_rc 0 "dbdb put on the upgraded format-3 file"
+run "$dbdb" check three.dbdb
+expect_rc 0 "check after upgrading the format-3 file"
 finish
