@@ -915,10 +915,15 @@ Status DBImpl::WriteCheckpoint(bool asked) {
   for (const auto& [key, value] : latest) {
     batch.push_back({key, value ? std::optional<std::string_view>(*value) : std::nullopt});
   }
+  const std::string payload = format::EncodeBatch(batch);
+  if (payload.size() > format::kRecordPayloadSizeMaxBytes) {  // a 1 GiB fold threshold, say
+    return Status::LimitExceeded("a checkpoint of " + std::to_string(payload.size()) +
+                                 " bytes would pass the largest record (1 GiB)");
+  }
   format::Commit commit;
   commit.batch_offset = base.end();
   std::string bytes;
-  format::AppendRecord(&bytes, commit.batch_offset, format::RecordType::kCheckpoint, format::EncodeBatch(batch));
+  format::AppendRecord(&bytes, commit.batch_offset, format::RecordType::kCheckpoint, payload);
   commit.txn_id = base.txn_id();
   commit.prev_commit_offset = base.commit->offset;
   commit.commits_in_file = base.commit->commits_in_file + 1;

@@ -381,6 +381,30 @@ TEST(LogFold, ACommitRepeatingATxnIdIsCorruptionForAnOpenHandle) {
   EXPECT_TRUE(fresh.status().IsCorruption()) << fresh.status().ToString();
 }
 
+// A commit that skips a txn id (txn 4 after txn 2) is Corruption too, for an open handle and a new
+// one: only the next id, or the same for a checkpoint naming a checkpoint record, may follow (mutant 36).
+TEST(LogFold, ACommitSkippingATxnIdIsCorruptionForAnOpenHandle) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;
+  auto writer = OpenOrDie(path, options);
+  ASSERT_TRUE(writer->Put("a", "1").ok());
+  ASSERT_TRUE(writer->Put("k", "2").ok());
+  writer.reset();
+  auto reader = OpenOrDie(path, options);
+  ASSERT_EQ(reader->Get("k").value(), std::optional<std::string>("2"));
+  ForgeNextCommit(path, 4, "k", "4");
+  auto got = reader->Get("k");
+  ASSERT_FALSE(got.ok()) << "read " << got->value_or("(none)");
+  EXPECT_NE(got.status().ToString().find("has txn 4 after txn 2"), std::string::npos) << got.status().ToString();
+  Options read_only;
+  read_only.read_only = true;
+  auto fresh = DB::Open(path, read_only);
+  ASSERT_FALSE(fresh.ok());
+  EXPECT_TRUE(fresh.status().IsCorruption()) << fresh.status().ToString();
+}
+
 // The same right after a fold: the first commit after it must be the fold's txn id + 1. A handle
 // whose overlay holds nothing yet took a repeated id, and a snapshot taken at the fold then read
 // the forged put (found by a second review: the link to the fold commit was not checked).
