@@ -268,6 +268,10 @@ Status DBImpl::CatchUpOverlay() {
                                 " and is not a checkpoint: " + why.ToString());
     };
     if (checkpoint) {
+      // It restates a txn after the fold's (the overlay's, still at the fold): never one at or below.
+      if (checkpoint->txn_id <= overlay_->through_txn_id()) {
+        return not_checkpoint(*checkpoint, Status::Corruption("its txn id is not above its fold's"));
+      }
       auto bytes = std::make_unique<std::string>();
       auto changes = file_->ReadBatch(*checkpoint, bytes.get(), /*checkpoint=*/true);
       if (!changes.ok()) {
@@ -728,7 +732,7 @@ uint64_t DBImpl::CompactionSlack() const {
 
 bool DBImpl::FoldDue(const View& view, uint64_t batch_bytes) const {
   return !view.commit || options_.fold_threshold_bytes == 0 ||
-         view.log_bytes() + batch_bytes > options_.fold_threshold_bytes;
+         view.bytes_since_fold() + batch_bytes > options_.fold_threshold_bytes;
 }
 
 uint64_t DBImpl::FoldEstimate(const View& view, uint64_t new_keys) const {
@@ -901,7 +905,9 @@ bool DBImpl::CheckpointDue(const View& view, bool asked) const {
 
 Status DBImpl::Checkpoint() {
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
-  return WriteCheckpoint(/*asked=*/true);
+  Status s = WriteCheckpoint(/*asked=*/true);
+  if (!s.ok()) HoldWriterLockIfRollbackFailed(&lock);  // as a commit's failure does
+  return s;
 }
 
 Status DBImpl::WriteCheckpoint(bool asked) {
@@ -938,7 +944,7 @@ DBImpl::~DBImpl() {
   // thread or process holds (that writer checkpoints when it closes).
   if (!options_.checkpoint_on_close || options_.read_only || !wrote_.load() || failed_.load()) return;
   auto lock = AcquireWriter(/*wait=*/false);
-  if (lock.ok()) (void)WriteCheckpoint(/*asked=*/false);
+  if (lock.ok() && !WriteCheckpoint(/*asked=*/false).ok()) HoldWriterLockIfRollbackFailed(&*lock);
 }
 
 std::string AssembleCommit(const std::optional<format::Commit>& base, std::string_view records,

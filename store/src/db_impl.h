@@ -38,6 +38,14 @@ struct View {
   // covers the seal, which is never synced by itself.
   uint64_t body_start() const { return commit ? commit->record_end() : format::kFileHeaderSizeBytes; }
   uint64_t log_bytes() const { return overlay ? overlay->log_bytes() : 0; }
+  // The file's bytes since the fold commit's seal: every batch, checkpoint, commit and seal since
+  // (the log_bytes() of an overlay that replayed every batch; more once checkpoints restate it).
+  // What folds count, so that the versions an overlay keeps stay bounded by the threshold.
+  uint64_t bytes_since_fold() const {
+    if (!commit || commit->folded()) return 0;
+    const uint64_t fold_end = commit->fold_offset + format::CommitRecordSize(commit->version) + format::kSealRecordSizeBytes;
+    return commit->end() - std::min(commit->end(), fold_end);
+  }
   // The bytes a copy of this view needs: the header, the fold's tree, and the unfolded log (which
   // ends with the newest commit and its seal), or the newest commit and seal when nothing is
   // unfolded; with `log_is_garbage`, as after a fold.
