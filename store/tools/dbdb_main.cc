@@ -64,10 +64,10 @@ Commands Declare(CLI::App& app, Args& a) {
   c.check =
       add_common(app.add_subcommand("check", "verify every record and tree invariant (exit 3 on corruption)"), false);
   c.compact = add_common(app.add_subcommand("compact", "rewrite the newest commit into a fresh file"), true);
-  c.upgrade = app.add_subcommand("upgrade", "convert a format-1 file to the current format (a compaction)");
+  c.upgrade = app.add_subcommand("upgrade", "convert a file of an older format (1, 2 or 3) to the current one (a compaction)");
   c.upgrade->add_option("DB", a.path, "database file")->required();
   c.upgrade->add_flag("--no-wait", a.no_wait, "fail with exit code 5 instead of waiting for another writer");
-  c.dump = app.add_subcommand("dump", "print every record of the file: nodes, commits, tail");
+  c.dump = app.add_subcommand("dump", "print every record of the file: nodes, batches, checkpoints, commits, seals, tail");
   c.dump->add_option("DB", a.path, "database file")->required();
   c.dump->add_flag("--values", a.show_values, "print values, not only their sizes");
   c.shell = add_common(app.add_subcommand("shell", "interactive prompt (reads commands from stdin; try help)"), true);
