@@ -696,6 +696,8 @@ std::unique_ptr<Engine> NewSqliteEngine(const std::string& config) {
   }
   info.multi_process = true;
   info.read_only_may_refuse_recovery = true;
+  // docs/findings/sqlite-wal-killed-writer-frames-recovered.md and sqlite-failed-directory-sync.md.
+  info.killed_writers_commit_visible_before_durable = true;
   return MakeEngine(std::move(info), [pragmas](std::shared_ptr<dbdb::FileSystem> fs, const std::string& dir,
                                                const EngineOpenOptions& options) {
     return SqliteHandle::Open(std::move(fs), dir, pragmas, options);

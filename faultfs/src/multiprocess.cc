@@ -89,6 +89,7 @@ std::string MultiWorkload::Describe() const {
   out += "\n  kills at steps:";
   for (uint64_t k : schedule.kills) out += " " + std::to_string(k);
   if (schedule.kills.empty()) out += " none";
+  if (held_to_promise) out += "\n  held to its promise (its findings excused)";
   return out + "\n";
 }
 
@@ -317,7 +318,12 @@ MultiRun MultiOracle::Run(const MultiWorkload& workload, const std::shared_ptr<S
   run.trace = machine->Trace();
   run.faults_fired = machine->FiredFaults();
   run.steps = machine->ScheduledSteps();
-  for (const auto& p : processes) run.kills += p->killed() ? 1 : 0;
+  for (size_t i = 0; i < processes.size(); i++) {
+    if (auto killed_at = processes[i]->KilledAt()) {
+      run.kills++;
+      run.killed_at[static_cast<uint32_t>(i + 1)] = *killed_at;
+    }
+  }
   run.attempts = attempts_;
   // (c) One chain: whatever was seen or acknowledged builds on everything that ended before it
   // began (reads and commits that overlap may be ordered either way).
@@ -522,12 +528,20 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
   // never writes) cannot tell. So what a dbdb reader saw of an attempt never acknowledged, after
   // a sync of the file that attempt wrote lost pages since the attempt began, may be lost. A
   // writer's base is not excused: a writer writes such bytes again before its sync (mutant 59).
+  //
+  // An engine's finding, when the workload holds it to its promise (EngineInfo's
+  // killed_writers_commit_visible_before_durable): what anyone saw of an attempt never
+  // acknowledged, once its writer had been killed, may be lost.
   const bool dbdb_readers = IsDbdbEngine(workload.EngineName());
+  const bool killed_writers_excused = workload.held_to_promise && info.killed_writers_commit_visible_before_durable;
   auto excused = [&](const Observation& o) {
     auto a = run.attempts.find(o.attempt);
-    if (!dbdb_readers || o.what != "read" || a == run.attempts.end() || a->second.acknowledged_at <= point) {
-      return false;
+    if (a == run.attempts.end() || a->second.acknowledged_at <= point) return false;
+    if (killed_writers_excused) {
+      auto killed = run.killed_at.find(a->second.process);
+      if (killed != run.killed_at.end() && killed->second >= a->second.begun_at && killed->second <= o.at) return true;
     }
+    if (!dbdb_readers || o.what != "read") return false;
     std::optional<uint64_t> inode;  // the file the attempt wrote
     for (uint64_t i = a->second.begun_at; i < o.at && i < run.trace.size(); i++) {
       const TraceOp& op = run.trace[i];

@@ -69,6 +69,7 @@ struct SimFileSystem::State {
   struct Process {
     std::string name;
     bool killed = false;
+    uint64_t killed_at = 0;    // the trace's size when it was killed
     bool participant = false;  // in the current RunScheduled
     bool at_step = false;      // waiting for its turn
     bool finished = false;     // its body returned
@@ -140,6 +141,7 @@ struct SimFileSystem::State {
   }
 
   void KillLocked(uint32_t process) {
+    if (!processes[process].killed) processes[process].killed_at = trace.size();
     processes[process].killed = true;
     std::vector<uint64_t> ids;
     for (const auto& [id, held] : locks) {
@@ -388,6 +390,12 @@ void SimFileSystem::Kill() {
 bool SimFileSystem::killed() const {
   std::lock_guard<std::mutex> guard(state_->mutex);
   return state_->processes[process_].killed;
+}
+
+std::optional<uint64_t> SimFileSystem::KilledAt() const {
+  std::lock_guard<std::mutex> guard(state_->mutex);
+  const State::Process& p = state_->processes[process_];
+  return p.killed ? std::optional<uint64_t>(p.killed_at) : std::nullopt;
 }
 
 uint64_t SimFileSystem::FaultsFired() const {

@@ -170,7 +170,9 @@ int RunMultiProcess(const Cli& cli) {
   std::string fault_points_flag;
   for (const std::string& point : cli.fault_points) fault_points_flag += (fault_points_flag.empty() ? "" : ",") + point;
   if (!fault_points_flag.empty()) fault_points_flag = " --fault-points " + fault_points_flag;
-  if (allowed_points.erase("promised") != 0) {
+  // "promised" also holds the engine to its promise only: what its findings document is excused.
+  const bool promised = allowed_points.erase("promised") != 0;
+  if (promised) {
     for (const std::string& point : faultfs::MultiFaultPoints(cli.engine_name, false, true)) allowed_points.insert(point);
   }
   const auto& known = faultfs::MultiFaultPoints(cli.engine_name, false);
@@ -196,6 +198,7 @@ int RunMultiProcess(const Cli& cli) {
     faultfs::MultiWorkload workload =
         faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops, cli.engine_name);
     if (!cli.kills) workload.schedule.kills.clear();
+    workload.held_to_promise = promised;
     if (!allowed_points.empty()) {
       for (auto& process : workload.processes) {
         std::erase_if(process.faults, [&](const faultfs::ArmedFault& f) { return allowed_points.count(f.point) == 0; });

@@ -127,6 +127,12 @@ struct EngineInfo {
   // A read-only handle may refuse, with ReadOnly, a database that only a writer can recover
   // (SQLite: a hot journal, SQLITE_READONLY_ROLLBACK); dbdb's read-only handles recover alone.
   bool read_only_may_refuse_recovery = false;
+  // A commit whose writer was killed before it returned may be seen by other processes before it
+  // is durable, and a power cut then takes it back (SQLite: WAL recovery takes a dead writer's
+  // frames from the page cache before any sync; under EXTRA, a writer killed between its journal's
+  // unlink and the directory sync). Its findings say so; a workload held to the promise excuses
+  // exactly that (multiprocess.h).
+  bool killed_writers_commit_visible_before_durable = false;
   std::string name() const { return engine + "/" + config; }
 };
 

@@ -68,6 +68,10 @@ struct MultiWorkload {
   // Small by default, so that short histories fold and compact by themselves.
   uint64_t fold_threshold_bytes = 1024;
   uint64_t auto_compact_slack_bytes = 4096;
+  // Hold the engine to its promise (EngineInfo): what its findings document (docs/findings/) is
+  // excused, as the property and `dbdb-crash --fault-points promised` do; false holds it to every
+  // check, as the findings' replays do.
+  bool held_to_promise = false;
   std::string Describe() const;
   std::string EngineName() const {
     if (!engine.empty()) return engine;
@@ -127,6 +131,7 @@ struct MultiRun {
   uint64_t steps = 0;
   uint64_t commits_acknowledged = 0;
   uint64_t kills = 0;
+  std::map<uint32_t, uint64_t> killed_at;  // process (1, 2, ...) -> trace position of its kill
 };
 
 // What a crash image recovers to, as every observer saw it.

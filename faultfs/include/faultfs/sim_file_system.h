@@ -53,6 +53,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -138,6 +139,8 @@ class SimFileSystem final : public dbdb::FileSystem {
   // Kills this view's process (see PROCESSES). Idempotent.
   void Kill();
   bool killed() const;
+  // The trace position of the kill (the trace's size then), or nullopt while alive.
+  std::optional<uint64_t> KilledAt() const;
   // Arms a fault for this view's process; FaultsFired counts the faults that fired in it (armed
   // here or through libfiu).
   void ArmFault(ArmedFault fault);
