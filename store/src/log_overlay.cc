@@ -40,6 +40,12 @@ uint64_t LogOverlay::commits_after_checkpoint() const {
   return commits_after_checkpoint_;
 }
 
+void LogOverlay::RebuildFilter() {
+  filter_.Reset(base_.size() + entries_.size());
+  for (const format::BatchChange& change : base_) filter_.Add(change.key);
+  for (const auto& [key, newest] : entries_) filter_.Add(key);
+}
+
 std::string_view LogOverlay::Copy(std::string_view bytes) {
   if (bytes.empty()) return {};
   char* to = static_cast<char*>(arena_.allocate(bytes.size(), 1));
@@ -55,7 +61,10 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
   DBDB_ASSERT(commit_offset > through_offset_ && txn_id > through_txn_id_);
   for (const auto& change : changes) {
     auto it = entries_.lower_bound(change.key);
-    if (it == entries_.end() || it->first != change.key) it = entries_.emplace_hint(it, Copy(change.key), nullptr);
+    if (it == entries_.end() || it->first != change.key) {
+      it = entries_.emplace_hint(it, Copy(change.key), nullptr);
+      if (filter_.Add(change.key)) RebuildFilter();
+    }
     auto* version = static_cast<Version*>(arena_.allocate(sizeof(Version), alignof(Version)));
     new (version) Version{txn_id, it->second, change.value ? Copy(*change.value) : std::string_view(), !change.value};
     it->second = version;
@@ -105,6 +114,7 @@ std::optional<std::string> LogOverlay::ValueOf(const Version& v) {
 
 std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, uint64_t txn_id) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
+  if (!filter_.MayContain(key)) return std::nullopt;
   auto it = entries_.find(key);
   if (it != entries_.end()) {
     if (const Version* v = VisibleAt(it->second, txn_id)) return ValueOf(*v);

@@ -18,6 +18,9 @@
 // opening costs one read and one decode of the checkpoint, not a tree insert per change. Every
 // snapshot of such an overlay is at the checkpoint's txn or later, so every change of the array is
 // visible to it.
+//
+// Get asks a Bloom filter of every key the overlay holds (key_filter.h) before searching: most
+// reads of a large database are of keys the overlay does not hold.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "format.h"
+#include "key_filter.h"
 
 namespace dbdb {
 
@@ -48,7 +52,9 @@ class LogOverlay {
              std::vector<format::BatchChange> changes, uint64_t record_bytes)
       : fold_offset_(fold_offset), through_offset_(checkpoint_offset), through_txn_id_(txn_id),
         checkpoint_bytes_(record_bytes), log_bytes_(record_bytes), base_bytes_(std::move(bytes)),
-        base_(std::move(changes)), base_txn_id_(txn_id) {}
+        base_(std::move(changes)), base_txn_id_(txn_id) {
+    RebuildFilter();
+  }
   LogOverlay(const LogOverlay&) = delete;
   LogOverlay& operator=(const LogOverlay&) = delete;
 
@@ -105,6 +111,9 @@ class LogOverlay {
   std::vector<format::BatchChange>::const_iterator BaseSeek(std::string_view key, bool inclusive) const;
   static std::optional<std::string> ValueOf(const Version& v);
   std::string_view Copy(std::string_view bytes);  // REQUIRES: mutex_ held exclusively
+  // Sizes the filter for every key held and adds them all. REQUIRES: mutex_ held exclusively (or
+  // construction).
+  void RebuildFilter();
 
   const uint64_t fold_offset_;
   mutable std::shared_mutex mutex_;
@@ -122,6 +131,9 @@ class LogOverlay {
   // In the arena too, and never destroyed: everything it holds is trivially destructible and the
   // arena frees it all at once, so dropping an overlay does not walk its tree.
   Entries& entries_ = *new (arena_.allocate(sizeof(Entries), alignof(Entries))) Entries(&arena_);  // GUARDED_BY(mutex_)
+  // Every key of base_ and entries_ (never a false negative: a key missing here is read from the
+  // tree, a stale read).
+  KeyFilter filter_;  // GUARDED_BY(mutex_)
 };
 
 }  // namespace dbdb

@@ -115,30 +115,6 @@ Status TreeFile::MapFault(uint64_t offset) {
                          " (SIGBUS: the page could not be read, or the file was cut short under it)");
 }
 
-void TreeFile::VerifiedNodes::Clear() {
-  for (Shard& shard : shards_) {
-    std::lock_guard<std::mutex> lock(shard.mutex);
-    shard.nodes.clear();
-  }
-}
-
-uint8_t TreeFile::VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) {
-  Shard& shard = ShardFor(ref.offset);
-  std::lock_guard<std::mutex> lock(shard.mutex);
-  auto it = shard.nodes.find(ref.offset);
-  if (it == shard.nodes.end() || it->second.mapping != mapping || it->second.length != ref.length) return 0;
-  return it->second.type;
-}
-
-void TreeFile::VerifiedNodes::Insert(NodeRef ref, const FileMapping* mapping, uint8_t type) {
-  Shard& shard = ShardFor(ref.offset);
-  std::lock_guard<std::mutex> lock(shard.mutex);
-  // Bounded like the node cache it replaces: past its share, a shard starts over (the nodes it
-  // forgets are verified again at their next use).
-  if (shard.nodes.size() >= shard_capacity_) shard.nodes.clear();
-  shard.nodes[ref.offset] = Verified{mapping, ref.length, type};
-}
-
 Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
   const FileMapping* mapping = nullptr;
   if (map_reads_) {

@@ -18,6 +18,7 @@
 #include "format.h"
 #include "node.h"
 #include "node_cache.h"
+#include "verified_nodes.h"
 
 namespace dbdb {
 
@@ -123,31 +124,6 @@ class TreeFile {
   // The nodes verified in a mapping, so each is checked once per mapping (a new, larger mapping
   // of the file verifies again what it reads: cheap, since it is made only when the file has
   // doubled, and it never trusts bytes it did not check itself).
-  class VerifiedNodes {
-   public:
-    // Holds about budget_bytes / 64 nodes (an entry's cost), at least 1,024.
-    explicit VerifiedNodes(uint64_t budget_bytes)
-        : shard_capacity_(std::max<uint64_t>(1024, budget_bytes / 64) / kShardCount) {}
-    // The record type verified at `ref` in `mapping`, or 0 if none.
-    uint8_t Find(NodeRef ref, const FileMapping* mapping);
-    void Insert(NodeRef ref, const FileMapping* mapping, uint8_t type);
-    void Clear();
-
-   private:
-    static constexpr int kShardCount = 16;
-    struct Verified {
-      const FileMapping* mapping;
-      uint32_t length;
-      uint8_t type;
-    };
-    struct Shard {
-      std::mutex mutex;
-      std::unordered_map<uint64_t, Verified> nodes;  // by offset
-    };
-    Shard& ShardFor(uint64_t offset) { return shards_[(offset >> 6) % kShardCount]; }
-    const uint64_t shard_capacity_;
-    Shard shards_[kShardCount];
-  };
   VerifiedNodes verified_;
 };
 

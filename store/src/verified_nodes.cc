@@ -1,0 +1,81 @@
+// VerifiedNodes: a lock-free table of the nodes verified in a mapping (verified_nodes.h).
+#include "verified_nodes.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+namespace dbdb {
+
+namespace {
+using Word = std::atomic_ref<uint64_t>;
+static_assert(Word::is_always_lock_free);
+constexpr size_t kLineBytes = 64;
+}  // namespace
+
+VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
+  uint64_t slots = std::max<uint64_t>(4096, budget_bytes / 128);
+  sets_ = 1;
+  shift_ = 64;
+  while (sets_ * kWays < slots) {
+    sets_ *= 2;
+    shift_--;
+  }
+  static_assert(kWays * kWords * sizeof(uint64_t) == kLineBytes, "a set is one cache line");
+  // calloc: zeroed pages the kernel maps in only when touched (an empty slot is all zeros).
+  memory_ = std::calloc(sets_ * kWays * kWords * sizeof(uint64_t) + kLineBytes, 1);
+  if (memory_ == nullptr) throw std::bad_alloc();
+  auto at = reinterpret_cast<uintptr_t>(memory_);
+  table_ = reinterpret_cast<uint64_t*>((at + kLineBytes - 1) / kLineBytes * kLineBytes);
+}
+
+VerifiedNodes::~VerifiedNodes() { std::free(memory_); }
+
+uint8_t VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) const {
+  const size_t set = SetOf(ref.offset);
+  const uint64_t info = Info(ref, 0);
+  for (size_t way = 0; way < kWays; way++) {
+    uint64_t* slot = SlotOf(set, way);
+    const uint64_t before = Word(slot[0]).load(std::memory_order_acquire);
+    if (before & 1) continue;  // being written
+    // Acquire loads (plain loads on x86): if one sees a writer's word, the sequence load after it
+    // sees that writer's odd sequence or later. No fences, so TSan follows all of it.
+    const uint64_t offset = Word(slot[1]).load(std::memory_order_acquire);
+    const uint64_t map = Word(slot[2]).load(std::memory_order_acquire);
+    const uint64_t held = Word(slot[3]).load(std::memory_order_acquire);
+    if (Word(slot[0]).load(std::memory_order_relaxed) != before) continue;  // changed while read
+    if (offset == ref.offset && map == reinterpret_cast<uintptr_t>(mapping) && (held & ~uint64_t{0xFF}) == info &&
+        (held & 0xFF) != 0) {
+      return static_cast<uint8_t>(held & 0xFF);
+    }
+  }
+  return 0;
+}
+
+void VerifiedNodes::Insert(NodeRef ref, const FileMapping* mapping, uint8_t type) {
+  const size_t set = SetOf(ref.offset);
+  // The way already holding this offset, else an empty one, else the one the offset picks.
+  size_t way = (ref.offset >> 4) % kWays;
+  for (size_t w = 0; w < kWays; w++) {
+    uint64_t held_offset = Word(SlotOf(set, w)[1]).load(std::memory_order_relaxed);
+    if (held_offset == ref.offset) {
+      way = w;
+      break;
+    }
+    if (held_offset == 0) way = w;
+  }
+  uint64_t* slot = SlotOf(set, way);
+  uint64_t sequence = Word(slot[0]).load(std::memory_order_relaxed);
+  if ((sequence & 1) != 0 ||
+      !Word(slot[0]).compare_exchange_strong(sequence, sequence + 1, std::memory_order_acquire)) {
+    return;  // another thread is writing it: best effort
+  }
+  // Release stores: a reader whose acquire load sees one of them sees the odd sequence before it.
+  Word(slot[1]).store(ref.offset, std::memory_order_release);
+  Word(slot[2]).store(reinterpret_cast<uintptr_t>(mapping), std::memory_order_release);
+  Word(slot[3]).store(Info(ref, type), std::memory_order_release);
+  Word(slot[0]).store(sequence + 2, std::memory_order_release);
+}
+
+}  // namespace dbdb

@@ -1,0 +1,58 @@
+// VerifiedNodes: which mapped nodes this process has verified (I5: a node's checksum and structure
+// are checked once per mapping, before its first use), asked on every node a lookup visits.
+//
+// A fixed table, set-associative (two ways a set, each set one 64-byte cache line), read without
+// a lock: each slot is a seqlock (an odd sequence while a writer fills it; a reader that sees the
+// sequence change, or odd, takes the slot as empty). A slot holds the node's offset, the mapping
+// that verified it, its length and record type, and the epoch of Clear it belongs to. So a lookup
+// is one hash and one cache line, where a mutex and a node-based hash map took two or three misses.
+//
+// It only ever answers "verified" for exactly the (offset, length, mapping, epoch) inserted: a
+// reader that loses a race, or a slot another node evicted, answers "not verified", and the node
+// is verified again. Inserts are best effort (one that finds its slot being written gives up).
+//
+// Memory: the table is sized from the budget (budget_bytes / 128 slots of 32 bytes, at least 4,096)
+// and allocated zeroed without being touched, so only the lines used cost resident memory.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "node.h"
+
+namespace dbdb {
+
+class FileMapping;
+
+class VerifiedNodes {
+ public:
+  explicit VerifiedNodes(uint64_t budget_bytes);
+  ~VerifiedNodes();
+  VerifiedNodes(const VerifiedNodes&) = delete;
+  VerifiedNodes& operator=(const VerifiedNodes&) = delete;
+
+  // The record type verified at `ref` in `mapping` since the last Clear, or 0 if none.
+  uint8_t Find(NodeRef ref, const FileMapping* mapping) const;
+  void Insert(NodeRef ref, const FileMapping* mapping, uint8_t type);
+  // Forgets every node (a new epoch: nothing inserted before matches again).
+  void Clear() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+
+ private:
+  // A slot's words: the sequence, the offset, the mapping, and length << 32 | epoch << 8 | type.
+  static constexpr size_t kWords = 4;
+  static constexpr size_t kWays = 2;
+  uint64_t* SlotOf(size_t set, size_t way) const { return table_ + (set * kWays + way) * kWords; }
+  size_t SetOf(uint64_t offset) const { return static_cast<size_t>((offset * 0x9E3779B97F4A7C15ULL) >> shift_); }
+  uint64_t Info(NodeRef ref, uint8_t type) const {
+    return uint64_t{ref.length} << 32 | (epoch_.load(std::memory_order_acquire) & 0xFFFFFF) << 8 | type;
+  }
+
+  size_t sets_;   // a power of two
+  int shift_;     // 64 - log2(sets_)
+  void* memory_;  // what calloc returned
+  uint64_t* table_;  // memory_, aligned to 64 bytes
+  std::atomic<uint64_t> epoch_{1};
+};
+
+}  // namespace dbdb
