@@ -126,6 +126,17 @@ std::string_view NodeView::value(uint32_t i) const {
   return std::string_view(data_ + at + key_size, value_size);
 }
 
+bool NodeView::KeyValue(uint32_t i, std::string_view* key, std::string_view* value) const {
+  *key = *value = std::string_view();
+  uint32_t at;
+  uint64_t key_size, value_size;
+  if (!leaf_ || i >= count() || !KeyAt(Slot(i), &at, &key_size, &value_size)) return false;
+  if (value_size > size_ - at - key_size) return false;
+  *key = std::string_view(data_ + at, key_size);
+  *value = std::string_view(data_ + at + key_size, value_size);
+  return true;
+}
+
 NodeRef NodeView::child(uint32_t i) const {
   if (leaf_ || i >= count()) return NodeRef{};
   uint32_t at = Slot(i);

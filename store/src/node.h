@@ -39,6 +39,9 @@ class NodeView {
   uint32_t count() const;
   std::string_view key(uint32_t i) const;    // child 0's key is empty in an internal node
   std::string_view value(uint32_t i) const;  // leaves
+  // Leaf entry i's key and value, decoded once (key(i) and value(i) each decode it); false (and
+  // empty views) if i is out of range or the entry runs past the payload.
+  bool KeyValue(uint32_t i, std::string_view* key, std::string_view* value) const;
   NodeRef child(uint32_t i) const;           // internal nodes
   // The first index i with key(i) >= key (leaves).
   uint32_t LowerBound(std::string_view key) const;

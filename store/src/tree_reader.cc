@@ -41,9 +41,8 @@ Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root,
   std::string_view value;
   bool found = false;
   if (!ReadMapped([&] {
-        uint32_t i = leaf.view.LowerBound(key);
-        found = i < leaf.view.count() && leaf.view.key(i) == key;
-        if (found) value = leaf.view.value(i);
+        std::string_view at;
+        found = leaf.view.KeyValue(leaf.view.LowerBound(key), &at, &value) && at == key;
       })) {
     return file.MapFault(ref.offset);
   }
@@ -78,12 +77,20 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
 Status TreeIterator::LoadEntry() {
   const Level& leaf = stack_.back();
   std::string_view key, value;
+  bool copied = false;
+  // One guarded read when key_ and value_ have room already (a scan's usual case): assigning
+  // within the capacity never allocates, so an abandoned read leaves them whole, only stale.
   if (!ReadMapped([&] {
-        key = leaf.node.view.key(leaf.index);
-        value = leaf.node.view.value(leaf.index);
+        leaf.node.view.KeyValue(leaf.index, &key, &value);
+        if (key.size() <= key_.capacity() && value.size() <= value_.capacity()) {
+          key_.assign(key.data(), key.size());
+          value_.assign(value.data(), value.size());
+          copied = true;
+        }
       })) {
     return file_->MapFault(leaf.ref.offset);
   }
+  if (copied) return Status::Ok();
   key_.resize(key.size());  // allocated before the copy
   value_.resize(value.size());
   if (!ReadMapped([&] {
