@@ -139,7 +139,8 @@ MultiWorkload GenWorkload(const std::string& engine) {
       static_cast<size_t>(Draw(0, 600)), rc::gen::weightedOneOf<uint8_t>({{3, rc::gen::just<uint8_t>(0)},
                                                                            {1, rc::gen::arbitrary<uint8_t>()}}));
   // A foreign engine is held to its promise: what its findings document is excused (for SQLite, a
-  // killed writer's commit seen before it is durable), and replayed in engines.finding.*.
+  // killed writer's commit seen before it is durable), and replayed in engines.finding.* (and
+  // SqliteShowsAKilledWritersWalCommitBeforeItIsDurable below).
   w.held_to_promise = !engine.empty();
   int kills = Draw(0, 3) == 0 ? Draw(1, 3) : 0;
   for (int k = 0; k < kills; k++) w.schedule.kills.push_back(static_cast<uint64_t>(Draw(0, 400)));
@@ -283,7 +284,7 @@ TEST(MultiProcess, AReaderShowsADeadWritersCommitAfterSyncingIt) {
     p1.steps = {{Kind::kOpen, {}}, {Kind::kCommit, {Put500("k", 'a'), Put500("j", 'b')}}, {Kind::kCommit, {Put500("k", 'c')}}};
     p1.faults = {ArmedFault{point, 2, 0}};  // the first commit's sync
     ProcessScript p2;
-    p2.steps = {{Kind::kOpen, {}}, {Kind::kCommit, {Put500("j", 'c')}}};
+    p2.steps = {{Kind::kOpenReadOnly, {}}, {Kind::kRead, {}}, {Kind::kRead, {}}};
     w.processes = {p1, p2};
     // p1 runs first (choices past the end pick the first eligible process) and is killed at its
     // step after the failed sync, before its rollback; then p2 runs.

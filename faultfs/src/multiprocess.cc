@@ -531,7 +531,9 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
   //
   // An engine's finding, when the workload holds it to its promise (EngineInfo's
   // killed_writers_commit_visible_before_durable): what anyone saw of an attempt never
-  // acknowledged, once its writer had been killed, may be lost.
+  // acknowledged, once its writer had been killed, may be lost. "Once": the kill is strictly
+  // before the observation's end in the trace (a kill at the same trace position may have come
+  // after it: trace positions do not order operations that leave no entry).
   const bool dbdb_readers = IsDbdbEngine(workload.EngineName());
   const bool killed_writers_excused = workload.held_to_promise && info.killed_writers_commit_visible_before_durable;
   auto excused = [&](const Observation& o) {
@@ -539,7 +541,7 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
     if (a == run.attempts.end() || a->second.acknowledged_at <= point) return false;
     if (killed_writers_excused) {
       auto killed = run.killed_at.find(a->second.process);
-      if (killed != run.killed_at.end() && killed->second >= a->second.begun_at && killed->second <= o.at) return true;
+      if (killed != run.killed_at.end() && killed->second >= a->second.begun_at && killed->second < o.at) return true;
     }
     if (!dbdb_readers || o.what != "read") return false;
     std::optional<uint64_t> inode;  // the file the attempt wrote

@@ -37,8 +37,9 @@ struct Cli {
   uint64_t states_max = 64;
   double duration_seconds = 0;
   std::string plan_name = "all", durability_name = "sync", report_path, shard_text, cases_path, engine_name;
-  // --fault-points: empty, every point the engine reaches; "promised", those but its findings';
-  // "none"; or a list.
+  // --fault-points: empty, every point the engine reaches; "promised", those but its findings'
+  // (and the workload held to the promise: what the findings document of killed writers is
+  // excused); "none"; or a list.
   std::vector<std::string> fault_points;
   bool kills = true;         // --no-kills: multi-process schedules kill no process
   uint32_t node_size = 512;
@@ -468,7 +469,8 @@ void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
   app.add_flag("!--no-kills", c.kills, "with --processes: the schedules kill no process");
   app.add_option("--fault-points", c.fault_points,
                  "with --processes: arm only these fault points, comma-separated (\"none\": no fault; "
-                 "\"promised\": every point but those of the engine's findings, docs/ENGINES.md; default: every "
+                 "\"promised\": every point but those of the engine's findings, and what its findings say of a "
+                 "killed writer's commit excused, docs/ENGINES.md; default: every "
                  "point the engine reaches through the filesystem, sim_file_system.h)")
       ->delimiter(',');
   app.add_option("--shard", c.shard_text,

@@ -732,7 +732,7 @@ uint64_t DBImpl::CompactionSlack() const {
 
 bool DBImpl::FoldDue(const View& view, uint64_t batch_bytes) const {
   return !view.commit || options_.fold_threshold_bytes == 0 ||
-         view.bytes_since_fold() + batch_bytes > options_.fold_threshold_bytes;
+         view.log_bytes_since_fold() + batch_bytes > options_.fold_threshold_bytes;
 }
 
 uint64_t DBImpl::FoldEstimate(const View& view, uint64_t new_keys) const {

@@ -38,13 +38,20 @@ struct View {
   // covers the seal, which is never synced by itself.
   uint64_t body_start() const { return commit ? commit->record_end() : format::kFileHeaderSizeBytes; }
   uint64_t log_bytes() const { return overlay ? overlay->log_bytes() : 0; }
-  // The file's bytes since the fold commit's seal: every batch, checkpoint, commit and seal since
-  // (the log_bytes() of an overlay that replayed every batch; more once checkpoints restate it).
-  // What folds count, so that the versions an overlay keeps stay bounded by the threshold.
+  // The file's bytes since the fold commit's seal: every batch, checkpoint, commit and seal since.
   uint64_t bytes_since_fold() const {
     if (!commit || commit->folded()) return 0;
     const uint64_t fold_end = commit->fold_offset + format::CommitRecordSize(commit->version) + format::kSealRecordSizeBytes;
     return commit->end() - std::min(commit->end(), fold_end);
+  }
+  // What folds count: those bytes but the checkpoints' the overlay knows of (every one for an
+  // overlay that replayed from the fold, the newest for one opened at a checkpoint, so never
+  // less than the batches', commits' and seals' since the fold). Checkpoints restate the log and
+  // are not counted twice; every batch is, so the versions an overlay keeps stay bounded by the
+  // threshold.
+  uint64_t log_bytes_since_fold() const {
+    const uint64_t bytes = bytes_since_fold();
+    return bytes - std::min(bytes, overlay ? overlay->checkpoints_bytes() : 0);
   }
   // The bytes a copy of this view needs: the header, the fold's tree, and the unfolded log (which
   // ends with the newest commit and its seal), or the newest commit and seal when nothing is

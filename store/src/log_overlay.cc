@@ -35,6 +35,11 @@ uint64_t LogOverlay::checkpoint_bytes() const {
   return checkpoint_bytes_;
 }
 
+uint64_t LogOverlay::checkpoints_bytes() const {
+  std::shared_lock<std::shared_mutex> guard(mutex_);
+  return checkpoints_bytes_;
+}
+
 uint64_t LogOverlay::commits_after_checkpoint() const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   return commits_after_checkpoint_;
@@ -81,6 +86,7 @@ void LogOverlay::Restate(uint64_t commit_offset, uint64_t record_bytes) {
   through_offset_ = commit_offset;
   // What a reader opening now replays: this checkpoint, as an overlay opened at it counts.
   checkpoint_bytes_ = record_bytes;
+  checkpoints_bytes_ += record_bytes;
   log_bytes_ = record_bytes;
   commits_after_checkpoint_ = 0;
 }

@@ -51,7 +51,8 @@ class LogOverlay {
   LogOverlay(uint64_t fold_offset, uint64_t checkpoint_offset, uint64_t txn_id, std::unique_ptr<std::string> bytes,
              std::vector<format::BatchChange> changes, uint64_t record_bytes)
       : fold_offset_(fold_offset), through_offset_(checkpoint_offset), through_txn_id_(txn_id),
-        checkpoint_bytes_(record_bytes), log_bytes_(record_bytes), base_bytes_(std::move(bytes)),
+        checkpoint_bytes_(record_bytes), checkpoints_bytes_(record_bytes), log_bytes_(record_bytes),
+        base_bytes_(std::move(bytes)),
         base_(std::move(changes)), base_txn_id_(txn_id) {
     RebuildFilter();
   }
@@ -70,6 +71,9 @@ class LogOverlay {
   // The newest checkpoint's record bytes (0: none since the fold), and the commits applied after it.
   uint64_t checkpoint_bytes() const;
   uint64_t commits_after_checkpoint() const;
+  // The record bytes of every checkpoint since the fold this overlay knows of: each it stepped over,
+  // and the one it was opened at (not those before that one, which it never read).
+  uint64_t checkpoints_bytes() const;
 
   // Applies the changes of the commit at `commit_offset` (txn `txn_id`, newer than every applied
   // one), whose records took `record_bytes`. REQUIRES: commit_offset > through_offset() and
@@ -121,6 +125,7 @@ class LogOverlay {
   uint64_t through_txn_id_;                  // GUARDED_BY(mutex_)
   uint64_t checkpoint_bytes_ = 0;            // GUARDED_BY(mutex_)
   uint64_t commits_after_checkpoint_ = 0;    // GUARDED_BY(mutex_)
+  uint64_t checkpoints_bytes_ = 0;           // GUARDED_BY(mutex_)
   uint64_t log_bytes_ = 0;                   // GUARDED_BY(mutex_)
   // The checkpoint this overlay was opened at (empty if none): its changes, viewing into its
   // bytes, at base_txn_id_. Never changed after construction.

@@ -90,7 +90,7 @@ class TreeFile {
            format::FileHeader header, uint64_t cache_bytes, bool map_reads)
       : file_(std::move(file)), path_(std::move(path)), identity_(identity), header_(header),
         cache_(cache_bytes), map_reads_(map_reads && header.version >= kSlottedNodeVersion),
-        verified_(cache_bytes) {}
+        verified_(map_reads_ ? cache_bytes : 0) {}
   // The mapping holding [0, end), mapping the file anew (larger) when the current one is shorter;
   // null if the file system does not map files.
   Result<const FileMapping*> MappingCovering(uint64_t end);

@@ -15,7 +15,7 @@ constexpr size_t kLineBytes = 64;
 }  // namespace
 
 VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
-  uint64_t slots = std::max<uint64_t>(4096, budget_bytes / 128);
+  uint64_t slots = std::clamp<uint64_t>(budget_bytes / 128, kMinSlots, kMaxSlots);
   sets_ = 1;
   shift_ = 64;
   while (sets_ * kWays < slots) {
@@ -23,9 +23,20 @@ VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
     shift_--;
   }
   static_assert(kWays * kWords * sizeof(uint64_t) == kLineBytes, "a set is one cache line");
-  // calloc: zeroed pages the kernel maps in only when touched (an empty slot is all zeros).
-  memory_ = std::calloc(sets_ * kWays * kWords * sizeof(uint64_t) + kLineBytes, 1);
-  if (memory_ == nullptr) throw std::bad_alloc();
+  // calloc: zeroed pages the kernel maps in only when touched (an empty slot is all zeros). If
+  // even that much address space is refused, a smaller table (more nodes verified again), down
+  // to none at all (every node verified at every use): never an exception out of an open.
+  for (;;) {
+    memory_ = std::calloc(sets_ * kWays * kWords * sizeof(uint64_t) + kLineBytes, 1);
+    if (memory_ != nullptr || sets_ * kWays <= kMinSlots) break;
+    sets_ /= 2;
+    shift_++;
+  }
+  if (memory_ == nullptr) {
+    sets_ = 0;
+    table_ = nullptr;
+    return;
+  }
   auto at = reinterpret_cast<uintptr_t>(memory_);
   table_ = reinterpret_cast<uint64_t*>((at + kLineBytes - 1) / kLineBytes * kLineBytes);
 }
@@ -33,6 +44,7 @@ VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
 VerifiedNodes::~VerifiedNodes() { std::free(memory_); }
 
 uint8_t VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) const {
+  if (table_ == nullptr) return 0;
   const size_t set = SetOf(ref.offset);
   const uint64_t info = Info(ref, 0);
   for (size_t way = 0; way < kWays; way++) {
@@ -54,6 +66,7 @@ uint8_t VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) const {
 }
 
 void VerifiedNodes::Insert(NodeRef ref, const FileMapping* mapping, uint8_t type) {
+  if (table_ == nullptr) return;
   const size_t set = SetOf(ref.offset);
   // The way already holding this offset, else an empty one, else the one the offset picks.
   size_t way = (ref.offset >> 4) % kWays;

@@ -11,8 +11,9 @@
 // reader that loses a race, or a slot another node evicted, answers "not verified", and the node
 // is verified again. Inserts are best effort (one that finds its slot being written gives up).
 //
-// Memory: the table is sized from the budget (budget_bytes / 128 slots of 32 bytes, at least 4,096)
-// and allocated zeroed without being touched, so only the lines used cost resident memory.
+// Memory: the table is sized from the budget (budget_bytes / 128 slots of 32 bytes, from 4,096 to
+// 4M slots) and allocated zeroed without being touched, so only the lines used cost resident
+// memory. If the allocation fails it is made smaller, down to no table (every use verifies).
 #pragma once
 
 #include <atomic>
@@ -42,6 +43,8 @@ class VerifiedNodes {
   // A slot's words: the sequence, the offset, the mapping, and length << 32 | epoch << 8 | type.
   static constexpr size_t kWords = 4;
   static constexpr size_t kWays = 2;
+  static constexpr uint64_t kMinSlots = 4096;           // 128 KiB
+  static constexpr uint64_t kMaxSlots = uint64_t{1} << 22;  // 128 MiB of address space
   uint64_t* SlotOf(size_t set, size_t way) const { return table_ + (set * kWays + way) * kWords; }
   size_t SetOf(uint64_t offset) const { return static_cast<size_t>((offset * 0x9E3779B97F4A7C15ULL) >> shift_); }
   uint64_t Info(NodeRef ref, uint8_t type) const {

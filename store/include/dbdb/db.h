@@ -53,8 +53,9 @@ struct Options {
   uint32_t value_size_max_bytes = 1024 * 1024;     // at most 64 MiB
   uint64_t file_size_max_bytes = uint64_t{1} << 40;  // a commit that would pass it fails
   uint32_t node_size_target_bytes = 4096;          // B+tree nodes are split at about this size
-  // Per open file: the node cache (the writer's, and reads without a mapping), and as much again
-  // for the record of which mapped nodes were verified (about 64 bytes a node).
+  // Per open file: the node cache (the writer's, and reads without a mapping), and a quarter of it
+  // (at most 128 MiB) of address space for the table of which mapped nodes were verified, of
+  // which only the parts used become resident (32 bytes a node).
   uint64_t node_cache_bytes = 64 * 1024 * 1024;
   // Readers search the tree's nodes in place through a read-only shared mapping of the file
   // (mmap), each node's checksum and structure verified once per mapping before its first use. A
