@@ -45,10 +45,19 @@ uint64_t LogOverlay::commits_after_checkpoint() const {
   return commits_after_checkpoint_;
 }
 
-void LogOverlay::RebuildFilter() {
+void LogOverlay::RebuildFilter() const {
   filter_.Reset(base_.size() + entries_.size());
   for (const format::BatchChange& change : base_) filter_.Add(change.key);
   for (const auto& [key, newest] : entries_) filter_.Add(key);
+}
+
+void LogOverlay::BuildFilter() const {
+  std::lock_guard<std::mutex> guard(filter_build_mutex_);
+  if (filter_built_.load(std::memory_order_relaxed)) return;
+  // base_ and entries_ change only under the exclusive lock, which the caller's shared one keeps
+  // out; other readers wait here or, seeing filter_built_ false, do not read filter_.
+  RebuildFilter();
+  filter_built_.store(true, std::memory_order_release);
 }
 
 std::string_view LogOverlay::Copy(std::string_view bytes) {
@@ -68,7 +77,8 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
     auto it = entries_.lower_bound(change.key);
     if (it == entries_.end() || it->first != change.key) {
       it = entries_.emplace_hint(it, Copy(change.key), nullptr);
-      if (filter_.Add(change.key)) RebuildFilter();
+      // filter_built_ only turns true under the shared lock, which this exclusive one excludes.
+      if (filter_built_.load(std::memory_order_relaxed) && filter_.Add(change.key)) RebuildFilter();
     }
     auto* version = static_cast<Version*>(arena_.allocate(sizeof(Version), alignof(Version)));
     new (version) Version{txn_id, it->second, change.value ? Copy(*change.value) : std::string_view(), !change.value};
@@ -120,6 +130,7 @@ std::optional<std::string> LogOverlay::ValueOf(const Version& v) {
 
 std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, uint64_t txn_id) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
+  if (!filter_built_.load(std::memory_order_acquire)) BuildFilter();
   if (!filter_.MayContain(key)) return std::nullopt;
   auto it = entries_.find(key);
   if (it != entries_.end()) {

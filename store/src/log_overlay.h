@@ -20,13 +20,16 @@
 // visible to it.
 //
 // Get asks a Bloom filter of every key the overlay holds (key_filter.h) before searching: most
-// reads of a large database are of keys the overlay does not hold.
+// reads of a large database are of keys the overlay does not hold. The first Get builds it (so
+// opening does not hash a checkpoint's keys for a handle that may never read); Apply keeps it.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <atomic>
 #include <memory_resource>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <shared_mutex>
@@ -53,9 +56,7 @@ class LogOverlay {
       : fold_offset_(fold_offset), through_offset_(checkpoint_offset), through_txn_id_(txn_id),
         checkpoint_bytes_(record_bytes), checkpoints_bytes_(record_bytes), log_bytes_(record_bytes),
         base_bytes_(std::move(bytes)),
-        base_(std::move(changes)), base_txn_id_(txn_id) {
-    RebuildFilter();
-  }
+        base_(std::move(changes)), base_txn_id_(txn_id) {}
   LogOverlay(const LogOverlay&) = delete;
   LogOverlay& operator=(const LogOverlay&) = delete;
 
@@ -115,9 +116,11 @@ class LogOverlay {
   std::vector<format::BatchChange>::const_iterator BaseSeek(std::string_view key, bool inclusive) const;
   static std::optional<std::string> ValueOf(const Version& v);
   std::string_view Copy(std::string_view bytes);  // REQUIRES: mutex_ held exclusively
-  // Sizes the filter for every key held and adds them all. REQUIRES: mutex_ held exclusively (or
-  // construction).
-  void RebuildFilter();
+  // Sizes the filter for every key held and adds them all. REQUIRES: mutex_ held exclusively, or
+  // shared with filter_build_mutex_ while filter_built_ is false (BuildFilter).
+  void RebuildFilter() const;
+  // Builds the filter if no Get has yet. REQUIRES: mutex_ held shared.
+  void BuildFilter() const;
 
   const uint64_t fold_offset_;
   mutable std::shared_mutex mutex_;
@@ -136,9 +139,13 @@ class LogOverlay {
   // In the arena too, and never destroyed: everything it holds is trivially destructible and the
   // arena frees it all at once, so dropping an overlay does not walk its tree.
   Entries& entries_ = *new (arena_.allocate(sizeof(Entries), alignof(Entries))) Entries(&arena_);  // GUARDED_BY(mutex_)
-  // Every key of base_ and entries_ (never a false negative: a key missing here is read from the
-  // tree, a stale read).
-  KeyFilter filter_;  // GUARDED_BY(mutex_)
+  // Every key of base_ and entries_ once built (never a false negative: a key missing here is
+  // read from the tree, a stale read). Built by the first Get under the shared lock and
+  // filter_build_mutex_, published by filter_built_ (release); from then on changed only by Apply,
+  // under the exclusive lock.
+  mutable KeyFilter filter_;
+  mutable std::mutex filter_build_mutex_;
+  mutable std::atomic<bool> filter_built_{false};
 };
 
 }  // namespace dbdb

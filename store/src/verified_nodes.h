@@ -12,8 +12,8 @@
 // is verified again. Inserts are best effort (one that finds its slot being written gives up).
 //
 // Memory: the table is sized from the budget (budget_bytes / 128 slots of 32 bytes, from 4,096 to
-// 4M slots) and allocated zeroed without being touched, so only the lines used cost resident
-// memory. If the allocation fails it is made smaller, down to no table (every use verifies).
+// 4M slots) and mapped anonymously, zeroed without being touched, so only the lines used cost
+// resident memory. If the mapping fails it is made smaller, down to no table (every use verifies).
 #pragma once
 
 #include <atomic>
@@ -53,8 +53,8 @@ class VerifiedNodes {
 
   size_t sets_;   // a power of two
   int shift_;     // 64 - log2(sets_)
-  void* memory_;  // what calloc returned
-  uint64_t* table_;  // memory_, aligned to 64 bytes
+  size_t bytes_;     // of the mapping
+  uint64_t* table_;  // an anonymous mapping (page-aligned), or null: no table
   std::atomic<uint64_t> epoch_{1};
 };
 

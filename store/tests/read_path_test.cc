@@ -40,9 +40,11 @@ TEST(KeyFilter, NeverForgetsAKeyAcrossItsRebuildsAndRarelyClaimsOneItLacks) {
   EXPECT_FALSE(KeyFilter().MayContain("anything"));
 }
 
-TEST(KeyFilter, TheOverlayFindsEveryKeyItHoldsAndNoOther) {
-  // A checkpoint's keys (the sorted base) and the commits after it (the tree), past several
-  // rebuilds of the filter.
+// A checkpoint's keys (the sorted base) and the commits after it (the tree), past several rebuilds
+// of the filter; the first Get builds it, either before the commits (which Apply then adds) or
+// after them (the build adds them).
+void CheckOverlayFindsEveryKey(bool get_first) {
+  SCOPED_TRACE(get_first ? "a get before the commits" : "the first get after them");
   std::vector<format::BatchChange> base;
   auto bytes = std::make_unique<std::string>();
   bytes->reserve(1 << 20);
@@ -57,6 +59,7 @@ TEST(KeyFilter, TheOverlayFindsEveryKeyItHoldsAndNoOther) {
   for (std::string_view k : keys) base.push_back(format::BatchChange{k, k});
   LogOverlay overlay(100, 200, 7, std::move(bytes), std::move(base), 1000);
   uint64_t offset = 300, txn = 8;
+  if (get_first) EXPECT_FALSE(overlay.Get(Key(20000), 7).has_value());
   for (uint64_t batch = 0; batch < 40; batch++) {
     std::vector<std::string> owned;
     for (uint64_t i = 0; i < 250; i++) owned.push_back(Key(10000 + batch * 250 + i));
@@ -75,6 +78,11 @@ TEST(KeyFilter, TheOverlayFindsEveryKeyItHoldsAndNoOther) {
     EXPECT_FALSE(found->has_value()) << "a delete reads as a value";
   }
   for (uint64_t i = 20000; i < 21000; i++) EXPECT_FALSE(overlay.Get(Key(i), txn).has_value());
+}
+
+TEST(KeyFilter, TheOverlayFindsEveryKeyItHoldsAndNoOther) {
+  CheckOverlayFindsEveryKey(true);
+  CheckOverlayFindsEveryKey(false);
 }
 
 // A FileMapping is only compared by address here; two distinct objects stand for two mappings.
