@@ -731,8 +731,15 @@ uint64_t DBImpl::CompactionSlack() const {
 }
 
 bool DBImpl::FoldDue(const View& view, uint64_t batch_bytes) const {
-  return !view.commit || options_.fold_threshold_bytes == 0 ||
-         view.log_bytes_since_fold() + batch_bytes > options_.fold_threshold_bytes;
+  // The log since the fold (not the checkpoints that restate it: docs/FORMAT.md), and the file
+  // since the fold, checkpoints included, within kFoldFileBytesFactor thresholds: checkpoints
+  // written on demand (DB::Checkpoint) each restate the whole log, and without a bound a handle
+  // catching up, or a compaction copying the log, would read them all.
+  const uint64_t threshold = options_.fold_threshold_bytes;
+  if (!view.commit || threshold == 0) return true;
+  if (view.log_bytes_since_fold() + batch_bytes > threshold) return true;
+  return threshold <= UINT64_MAX / kFoldFileBytesFactor &&
+         view.bytes_since_fold() + batch_bytes > kFoldFileBytesFactor * threshold;
 }
 
 uint64_t DBImpl::FoldEstimate(const View& view, uint64_t new_keys) const {

@@ -69,6 +69,10 @@ struct View {
 // A write transaction's own changes: a put (a value) or a delete (nullopt) per key.
 using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
 
+// Folds also come once the file's bytes since the fold (checkpoints included) pass this many
+// fold thresholds (DBImpl::FoldDue).
+inline constexpr uint64_t kFoldFileBytesFactor = 3;
+
 // The bytes a commit adds to the unfolded log: its batch, commit and seal records.
 inline uint64_t LogRecordBytes(const format::Commit& c) {
   return c.batch_offset == 0 ? 0 : c.record_end() + format::kSealRecordSizeBytes - c.batch_offset;

@@ -575,6 +575,74 @@ TEST(Checkpoint, FoldsCountTheLogNotTheCheckpointsThatRestateIt) {
   EXPECT_TRUE(db->Check().ok());
 }
 
+// The same for overlays that step over checkpoints rather than open at one: the writer that wrote
+// it (on demand) and a handle that caught up across it count the log since the fold, not the
+// checkpoint, and both fold once the log passes the threshold.
+TEST(Checkpoint, HandlesSteppingOverACheckpointCountTheLogOnly) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 64 * 1024;
+  options.auto_compact = false;
+  options.checkpoint_on_close = false;
+  auto db = OpenOrDie(path, options);
+  ASSERT_TRUE(db->Put("first", "v").ok());  // the first commit folds
+  auto other = OpenOrDie(path, options);
+  ASSERT_TRUE(other->Get("first").ok());  // its overlay, from the fold
+  for (int i = 0; i < 20; i++) ASSERT_TRUE(db->Put(Key(i), std::string(2000, 'x')).ok());
+  ASSERT_TRUE(db->Checkpoint().ok());  // about 40 KB, restating the 43 KB log
+  ASSERT_TRUE(other->Get("first").ok());  // catches up, stepping over the checkpoint
+  auto unfolded = [](DB& handle) { return handle.GetStats().value().unfolded_bytes; };
+  // Each handle in turn: 5 commits of about 2 KB (the log stays under 64 KiB while the file since
+  // the fold passes it), then commits until one folds, which must come once the log passes.
+  int key = 100;
+  for (DB* handle : {db.get(), other.get()}) {
+    SCOPED_TRACE(handle == db.get() ? "the writer of the checkpoint" : "a handle that caught up across it");
+    uint64_t last = unfolded(*handle);
+    for (int i = 0; i < 3; i++) {
+      ASSERT_TRUE(handle->Put(Key(key++), std::string(2000, 'y')).ok());
+      ASSERT_GT(unfolded(*handle), last) << "commit " << i << " folded: the checkpoint was counted as log";
+      last = unfolded(*handle);
+    }
+  }
+  int commits = 0;
+  for (uint64_t last = unfolded(*other); commits < 20 && unfolded(*other) >= last; commits++) {
+    last = unfolded(*other);
+    ASSERT_TRUE(other->Put(Key(key++), std::string(2000, 'z')).ok());
+  }
+  EXPECT_LT(commits, 20) << "no fold once the log passed the threshold";
+  EXPECT_TRUE(other->Check().ok());
+}
+
+// Checkpoints written on demand restate the whole log each time; without a bound on the file since
+// the fold, checkpointing after every commit would grow it quadratically before the log alone
+// reached the threshold. A fold comes once the file since the fold passes three thresholds.
+TEST(Checkpoint, CheckpointsOnDemandCannotKeepAFoldAway) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 64 * 1024;
+  options.auto_compact = false;
+  auto db = OpenOrDie(path, options);
+  ASSERT_TRUE(db->Put("first", "v").ok());  // the first commit folds
+  uint64_t last = 0;
+  int commits = 0;
+  bool folded = false;
+  for (; commits < 40 && !folded; commits++) {
+    ASSERT_TRUE(db->Put(Key(commits), std::string(2000, 'x')).ok());
+    uint64_t now = db->GetStats().value().unfolded_bytes;
+    folded = now < last;
+    last = now;
+    ASSERT_TRUE(db->Checkpoint().ok());
+  }
+  // The log alone passes 64 KiB after about 30 commits of 2.2 KB; the file since the fold (each
+  // checkpoint about as large as the log before it) passes 192 KiB after about 13.
+  ASSERT_TRUE(folded) << "no fold in 40 commits";
+  EXPECT_LT(commits, 20) << "the fold waited for the log alone";
+  EXPECT_GT(commits, 8) << "folded before the file since the fold passed three thresholds";
+  EXPECT_TRUE(db->Check().ok());
+}
+
 // A checkpoint record named by a commit that does not restate the txn id, and a checkpoint whose
 // checksums hold but whose changes are not the log's: Corruption on open for the first (the types
 // tie), and from check() for the second (a reader trusts a checkpoint as it trusts a batch).
