@@ -789,15 +789,17 @@ Result<View> DBImpl::PrepareWriterView() {
   return view;
 }
 
+bool DBImpl::CompactionBackingOff(const View& view) const {
+  return compaction_failed_file_.lock() == view.file && view.end() < compaction_failed_end_ + CompactionSlack();
+}
+
 bool DBImpl::AutoCompactionDue(const View& view) const {
   // Space reclaims itself: once the garbage passes the live data plus the slack, the transaction
   // compacts before it starts (which also folds the log). So does a log a commit left unfolded
   // because folding it in place would have made compaction due (CommitChanges).
   // After a failed automatic compaction it waits until the file has grown by the slack again,
   // rather than rewriting the whole database at every transaction.
-  bool backing_off = compaction_failed_file_.lock() == view.file &&
-                     view.end() < compaction_failed_end_ + CompactionSlack();
-  return !backing_off && (CompactionDue(view, view.end(), 0) ||
+  return !CompactionBackingOff(view) && (CompactionDue(view, view.end(), 0) ||
                           (view.commit && FoldDue(view, 0) && CompactionDue(view, view.end(), FoldEstimate(view, 0))));
 }
 
@@ -870,8 +872,10 @@ Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
   // Fold once the unfolded log passes the threshold (the first commit always folds: there is no
   // tree before it). Unless the fold's nodes would make compaction due at once: then the next
   // transaction compacts, which folds everything into the fresh file and writes the tree once.
+  // Not while a failed compaction backs off: nothing would fold the log until it is tried again,
+  // and if it keeps failing (a full disk) the log, and every open, would grow without bound.
   bool fold = FoldDue(base, batch_record_bytes);
-  if (fold && base.commit &&
+  if (fold && base.commit && !CompactionBackingOff(base) &&
       CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, changes.size()))) {
     fold = false;
   }

@@ -184,6 +184,9 @@ class DBImpl final : public DB {
   // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
   // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
   bool CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const;
+  // True while an automatic compaction that failed on `view`'s file waits for the file to grow by
+  // the slack before it is tried again (REQUIRES: the writer lock).
+  bool CompactionBackingOff(const View& view) const;
   uint64_t CompactionSlack() const;  // max(fold_threshold_bytes, auto_compact_slack_bytes)
   // True when a commit appending `batch_bytes` on `view` folds (the log passes the threshold).
   bool FoldDue(const View& view, uint64_t batch_bytes) const;
