@@ -70,9 +70,18 @@ class TreeFile {
   // Ok if the bytes of the commit's body match its body checksum.
   Status VerifyCommitBody(const format::Commit& commit);
 
+  // True for the first commit of a compacted file (generation 1 or more): the tree a compaction
+  // wrote into a new file and synced before the file got its name. Its body (every node, the
+  // whole file at that point) is not hashed when the commit is found, so that opening, or a
+  // reader following a compaction, costs no pass over the file: nothing there can be torn (the
+  // sync came before the rename) or stale (the file was new, and nothing is ever written over
+  // those bytes), and each node is verified before its first use (I5). check() still hashes it.
+  bool IsCompactedTree(const format::Commit& commit) const;
+
   // Ok if the commit's body and, back to the last sync point it names (or to the commit at
   // `verified_commit`, which this handle verified with its chain already; 0: none), its
-  // predecessors' bodies match their checksums; Corruption if not; IOError if unreadable.
+  // predecessors' bodies match their checksums (a compacted tree's body excepted, above);
+  // Corruption if not; IOError if unreadable.
   Status VerifyCommitChain(const format::Commit& commit, uint64_t verified_commit = 0);
 
   // The newest commit starting at or after `floor` whose record and chain verify, in a file of

@@ -108,5 +108,57 @@ TEST(OpenCost, ASparseTailIsNotReadByteByByte) {
   }
 }
 
+// A compacted file's first commit is its whole tree (its body is every node). Opening that file,
+// or a reader following a compaction to it, must not hash that body: the nodes are verified
+// when first used (I5), and opening stays O(the log after the tree), not O(the file).
+TEST(OpenCost, OpeningACompactedFileDoesNotReadItsTree) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.auto_compact = false;
+  options.checkpoint_on_close = false;  // the compaction's commit stays the newest
+  auto writer = DB::Open(path, options);
+  ASSERT_TRUE(writer.ok());
+  const std::string value(4000, 'v');
+  for (int batch = 0; batch < 30; batch++) {
+    WriteBatch changes;
+    for (int i = 0; i < 100; i++) changes.Put("key" + std::to_string(batch * 100 + i), value);
+    ASSERT_TRUE((*writer)->Write(changes).ok());
+  }
+  // A reader of the file before the compaction, in this process (it follows the new file by the
+  // old one's link count) and one opened afterwards.
+  auto counting = std::make_shared<CountingFileSystem>();
+  Options reading;
+  reading.file_system = counting;
+  reading.read_only = true;
+  auto reader = DB::Open(path, reading);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  ASSERT_TRUE((*reader)->Get("key17").ok());
+  ASSERT_TRUE((*writer)->Compact().ok());
+  const uint64_t compacted = std::filesystem::file_size(path);
+  ASSERT_GT(compacted, 8 * kMiB);
+  counting->bytes_read = 0;
+  auto got = (*reader)->Get("key2917");
+  ASSERT_TRUE(got.ok() && *got == std::optional<std::string>(value)) << got.status().ToString();
+  EXPECT_LE(counting->bytes_read.load(), 1 * kMiB)
+      << "a reader following a compaction to a " << compacted << "-byte file read " << counting->bytes_read.load() << " bytes";
+  writer->reset();
+  ASSERT_EQ(std::filesystem::file_size(path), compacted) << "closing wrote after the compaction";
+  for (bool read_only : {true, false}) {
+    auto opening = std::make_shared<CountingFileSystem>();
+    Options reopen = options;
+    reopen.file_system = opening;
+    reopen.read_only = read_only;
+    auto db = DB::Open(path, reopen);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_LE(opening->bytes_read.load(), 1 * kMiB)
+        << "read_only=" << read_only << ": opening a " << compacted << "-byte compacted file read "
+        << opening->bytes_read.load() << " bytes";
+    auto again = (*db)->Get("key1234");
+    ASSERT_TRUE(again.ok() && *again == std::optional<std::string>(value)) << again.status().ToString();
+  }
+}
+
 }  // namespace
 }  // namespace dbdb

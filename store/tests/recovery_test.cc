@@ -173,6 +173,42 @@ TEST(Recovery, DamagedLiveNodeIsCorruptionOnRead) {
   EXPECT_TRUE(scan.status().IsCorruption()) << "a scan reaching the damaged leaf fails";
 }
 
+// A compacted file's first commit is the tree itself, and opening does not hash that body (it
+// would be a pass over the whole file; docs/PERSISTENCE.md, "Opening a compacted file"). Damage
+// in one of its nodes is therefore found when the node is first used, and only there: opening
+// succeeds, the damaged leaf's keys are Corruption, never wrong data, and check() finds it.
+TEST(Recovery, DamageInACompactedTreeIsCorruptionAtFirstUseNotAtOpen) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.node_size_target_bytes = 512;
+  options.key_size_max_bytes = 64;
+  options.checkpoint_on_close = false;  // the compaction's commit stays the newest
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    auto txn = (*db)->BeginWrite();
+    for (int i = 0; i < 100; i++) ASSERT_TRUE((*txn)->Put("a" + std::to_string(1000 + i), std::string(20, 'v')).ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+    ASSERT_TRUE((*db)->Compact().ok());
+  }
+  FlipByte(path, format::kFileHeaderSizeBytes + 20);  // inside the compacted tree's first leaf ("a1000")
+  for (bool read_only : {true, false}) {
+    Options reopen = options;
+    reopen.read_only = read_only;
+    auto db = DB::Open(path, reopen);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_EQ((*db)->GetStats()->txn_id, 1u);
+    EXPECT_EQ(**(*db)->Get("a1099"), std::string(20, 'v'));  // another leaf: intact
+    auto damaged = (*db)->Get("a1000");
+    ASSERT_FALSE(damaged.ok()) << "a damaged leaf of a compacted tree was read";
+    EXPECT_TRUE(damaged.status().IsCorruption()) << damaged.status().ToString();
+    auto report = (*db)->Check();
+    EXPECT_TRUE(report.status().IsCorruption()) << "check() hashes every body, the compacted tree's too";
+  }
+}
+
 TEST(Recovery, TruncatedHeaderIsCorruptionNotANewDatabase) {
   TempDir dir;
   const std::string path = dir.Path("db");
