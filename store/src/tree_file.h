@@ -70,12 +70,14 @@ class TreeFile {
   // Ok if the bytes of the commit's body match its body checksum.
   Status VerifyCommitBody(const format::Commit& commit);
 
-  // True for the first commit of a compacted file (generation 1 or more): the tree a compaction
-  // wrote into a new file and synced before the file got its name. Its body (every node, the
+  // True for the first commit of a compacted file (generation 1 or more, version 2 or later, no
+  // batch): the tree a compaction wrote into PATH.compacting, truncated to nothing first, and
+  // synced (truncate and tree together) before the file got its name. Its body (every node, the
   // whole file at that point) is not hashed when the commit is found, so that opening, or a
-  // reader following a compaction, costs no pass over the file: nothing there can be torn (the
-  // sync came before the rename) or stale (the file was new, and nothing is ever written over
-  // those bytes), and each node is verified before its first use (I5). check() still hashes it.
+  // reader following a compaction, costs no pass over the file: no crash can leave it torn or
+  // leave an abandoned attempt's nodes under it, nothing writes below its end afterwards (a
+  // rollback never cuts below its base; settling treats it as proven), and each node is verified
+  // before its first use (I5). check() still hashes it.
   bool IsCompactedTree(const format::Commit& commit) const;
 
   // Ok if the commit's body and, back to the last sync point it names (or to the commit at

@@ -141,6 +141,7 @@ TEST(OpenCost, OpeningACompactedFileDoesNotReadItsTree) {
   counting->bytes_read = 0;
   auto got = (*reader)->Get("key2917");
   ASSERT_TRUE(got.ok() && *got == std::optional<std::string>(value)) << got.status().ToString();
+  EXPECT_EQ((*reader)->GetStats()->generation, 1u) << "the reader did not follow the compaction";
   EXPECT_LE(counting->bytes_read.load(), 1 * kMiB)
       << "a reader following a compaction to a " << compacted << "-byte file read " << counting->bytes_read.load() << " bytes";
   writer->reset();
@@ -158,6 +159,53 @@ TEST(OpenCost, OpeningACompactedFileDoesNotReadItsTree) {
     auto again = (*db)->Get("key1234");
     ASSERT_TRUE(again.ok() && *again == std::optional<std::string>(value)) << again.status().ToString();
   }
+}
+
+// Settling reads back and rewrites the commits no durable seal proves, back to the last point
+// known durable. No-sync commits on a compacted file, by a handle that opened it after the
+// compaction, name the file's start as that point: the settling writer after them must stop at
+// the compacted commit (synced before the rename), not read and rewrite the whole tree.
+TEST(OpenCost, SettlingNoSyncCommitsOnACompactedFileDoesNotRewriteTheTree) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.auto_compact = false;
+  options.checkpoint_on_close = false;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    const std::string value(4000, 'v');
+    for (int batch = 0; batch < 30; batch++) {
+      WriteBatch changes;
+      for (int i = 0; i < 100; i++) changes.Put("key" + std::to_string(batch * 100 + i), value);
+      ASSERT_TRUE((*db)->Write(changes).ok());
+    }
+    ASSERT_TRUE((*db)->Compact().ok());
+  }
+  const uint64_t compacted = std::filesystem::file_size(path);
+  ASSERT_GT(compacted, 8 * kMiB);
+  {
+    Options no_sync = options;
+    no_sync.durability = Durability::kNoSync;
+    // Above the file's size: this handle never syncs, so it never learns that the file is durable
+    // (with the default 4 MiB it would settle the compacted commit at once, and know).
+    no_sync.unsynced_bytes_max = 64 * kMiB;
+    auto db = DB::Open(path, no_sync);
+    ASSERT_TRUE(db.ok());
+    for (int i = 0; i < 3; i++) ASSERT_TRUE((*db)->Put("nosync" + std::to_string(i), "x").ok());
+  }
+  auto counting = std::make_shared<CountingFileSystem>();
+  Options settling = options;
+  settling.file_system = counting;
+  auto db = DB::Open(path, settling);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE((*db)->Put("synced", "y").ok());
+  EXPECT_LE(counting->bytes_read.load(), 1 * kMiB)
+      << "opening and one durable commit after no-sync commits on a " << compacted << "-byte compacted file read "
+      << counting->bytes_read.load() << " bytes";
+  auto got = (*db)->Get("nosync2");
+  ASSERT_TRUE(got.ok() && *got == std::optional<std::string>("x")) << got.status().ToString();
 }
 
 }  // namespace
