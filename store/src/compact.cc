@@ -11,6 +11,7 @@
 // both holding the same newest commit, or the new one holding a commit the old one holds too.
 #include "checksum.h"
 #include "db_impl.h"
+#include "dbdb_assert.h"
 
 namespace dbdb {
 namespace {
@@ -89,6 +90,7 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, W
 }
 
 Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
+  DBDB_ASSERT(view.commit.has_value());  // callers compact only a file with a commit
   const format::Commit& old = *view.commit;
   format::Commit commit;
   DBDB_RETURN_IF_ERROR(out.Truncate(0));

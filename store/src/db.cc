@@ -172,7 +172,29 @@ Status DBImpl::UpgradeImpl(const std::string& path, const Options& options) {
   // Compaction always writes the current version; a current file is left as it is.
   DBDB_ASSIGN_OR_RETURN(View view, db->PrepareWriterView());
   if (view.file->version() == format::kFormatVersion) return Status::Ok();
+  // Nothing committed: no tree to compact (compaction's commit restates the newest one).
+  if (!view.commit) return db->InstallEmptyUpgrade(view);
   return db->CompactFrom(view, &lock).status();
+}
+
+Status DBImpl::InstallEmptyUpgrade(const View& view) {
+  const std::string temp = path_ + ".compacting";
+  {
+    // Opened, cut and rewritten, never removed: the same file as a compaction's (CompactFrom).
+    DBDB_ASSIGN_OR_RETURN(auto out, fs_->Open(temp, OpenOptions{.create = true}));
+    format::FileHeader header = view.file->header();
+    header.version = format::kFormatVersion;
+    header.generation++;
+    Status s = out->Truncate(0);
+    if (s.ok()) s = out->WriteAt(0, format::EncodeFileHeader(header));
+    if (s.ok()) s = out->Sync();  // durable before it has the name
+    if (!s.ok()) {
+      (void)out->Truncate(0);
+      return s.WithContext("writing the upgraded empty database " + temp);
+    }
+  }
+  DBDB_RETURN_IF_ERROR(fs_->Rename(temp, path_));
+  return fs_->SyncDir(DirName(path_));
 }
 
 Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const Options& options, bool upgrading) {

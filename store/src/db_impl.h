@@ -122,6 +122,10 @@ class DBImpl final : public DB {
   // DB::Upgrade: verifies a version-1 file under the writer lock, then compacts it into the
   // current version (a current file is left as it is).
   static Status UpgradeImpl(const std::string& path, const Options& options);
+  // DB::Upgrade of an older-version file that holds no commit: an empty database of the current
+  // version (generation + 1) replaces it as a compaction's file does (PATH.compacting, written,
+  // synced, renamed, the directory synced). REQUIRES: the compaction lock and the writer lock.
+  Status InstallEmptyUpgrade(const View& view);
 
   Result<std::optional<std::string>> Get(std::string_view key) override;
   Status Put(std::string_view key, std::string_view value) override;
