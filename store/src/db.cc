@@ -193,8 +193,11 @@ Status DBImpl::InstallEmptyUpgrade(const View& view) {
       return s.WithContext("writing the upgraded empty database " + temp);
     }
   }
-  DBDB_RETURN_IF_ERROR(fs_->Rename(temp, path_));
-  return fs_->SyncDir(DirName(path_));
+  Status s = fs_->Rename(temp, path_);
+  if (!s.ok()) return s.WithContext("renaming the upgraded empty database " + temp + " over " + path_);
+  s = fs_->SyncDir(DirName(path_));
+  if (!s.ok()) return s.WithContext("syncing the directory after upgrading " + path_);
+  return Status::Ok();
 }
 
 Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const Options& options, bool upgrading) {

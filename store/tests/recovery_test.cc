@@ -212,9 +212,10 @@ TEST(Recovery, DamageInACompactedTreeIsCorruptionAtFirstUseNotAtOpen) {
   }
 }
 
-// The exemption is for the commit compaction wrote, not for any first commit of a compacted
-// file: when that commit is lost (here: the file cut back to its header), a writer's first commit
-// in the file is hashed like any other, so a torn one is not taken.
+// The exemption is for the commit compaction wrote, not for any first commit of a file whose
+// generation is 1 or more: a writer's first commit there (in an upgraded empty file, a header of
+// generation 1 or more and no commit, like this one; or after the compacted commit was lost) is
+// hashed like any other, so a torn one is not taken.
 TEST(Recovery, AWritersFirstCommitInACompactedFileIsHashed) {
   TempDir dir;
   const std::string path = dir.Path("db");
