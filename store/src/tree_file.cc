@@ -202,8 +202,9 @@ Status TreeFile::VerifyCommitBody(const format::Commit& commit) {
 
 bool TreeFile::IsCompactedTree(const format::Commit& commit) const {
   // DecodeCommitPayload ties a first commit to a body at the header's end, commits_in_file 1 and a
-  // fold of its own. No batch: every writer's commit names one, so a first commit a writer wrote
-  // into a compacted file (after its compacted commit was lost) is hashed like any other.
+  // fold of its own. No batch: every writer's commit names one, so a writer's first commit in a
+  // file of generation 1 or more (an upgraded empty file, or one whose compacted commit was lost)
+  // is hashed like any other.
   return header_.generation > 0 && header_.version >= 2 && commit.prev_commit_offset == 0 &&
          commit.batch_offset == 0;
 }
