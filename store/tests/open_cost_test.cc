@@ -43,6 +43,16 @@ class CountingFileSystem final : public FileSystemWrapper {
 
 constexpr uint64_t kMiB = 1024 * 1024;
 
+// About 12 MiB: keys key0..key2999, each with a 4,000-byte value, in 30 batches of 100.
+const std::string kBigValue(4000, 'v');
+void WriteTwelveMiB(DB& db) {
+  for (int batch = 0; batch < 30; batch++) {
+    WriteBatch changes;
+    for (int i = 0; i < 100; i++) changes.Put("key" + std::to_string(batch * 100 + i), kBigValue);
+    ASSERT_TRUE(db.Write(changes).ok());
+  }
+}
+
 // 12 MiB of no-sync commits; then a new handle opens, and a long-lived reader follows 200 more.
 TEST(OpenCost, NoSyncOpenAndRefreshReadTheUnsyncedTailNotTheFile) {
   TempDir dir;
@@ -120,12 +130,8 @@ TEST(OpenCost, OpeningACompactedFileDoesNotReadItsTree) {
   options.checkpoint_on_close = false;  // the compaction's commit stays the newest
   auto writer = DB::Open(path, options);
   ASSERT_TRUE(writer.ok());
-  const std::string value(4000, 'v');
-  for (int batch = 0; batch < 30; batch++) {
-    WriteBatch changes;
-    for (int i = 0; i < 100; i++) changes.Put("key" + std::to_string(batch * 100 + i), value);
-    ASSERT_TRUE((*writer)->Write(changes).ok());
-  }
+  WriteTwelveMiB(**writer);
+  const std::string& value = kBigValue;
   // A reader of the file before the compaction, in this process (it follows the new file by the
   // old one's link count) and one opened afterwards.
   auto counting = std::make_shared<CountingFileSystem>();
@@ -175,12 +181,7 @@ TEST(OpenCost, SettlingNoSyncCommitsOnACompactedFileDoesNotRewriteTheTree) {
   {
     auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok());
-    const std::string value(4000, 'v');
-    for (int batch = 0; batch < 30; batch++) {
-      WriteBatch changes;
-      for (int i = 0; i < 100; i++) changes.Put("key" + std::to_string(batch * 100 + i), value);
-      ASSERT_TRUE((*db)->Write(changes).ok());
-    }
+    WriteTwelveMiB(**db);
     ASSERT_TRUE((*db)->Compact().ok());
   }
   const uint64_t compacted = std::filesystem::file_size(path);

@@ -143,19 +143,31 @@ TEST(Recovery, DamageInsideTheCommittedRegionIsCorruption) {
 
 // A live node written by an older transaction is damaged: the newest commit still verifies (its
 // own body is intact) and reading the damaged node is Corruption, never wrong data.
-TEST(Recovery, DamagedLiveNodeIsCorruptionOnRead) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
+// Small nodes, so that 100 keys span several leaves; the first leaf holds "a1000".
+Options SmallNodes() {
   Options options;
   options.create_if_missing = true;
   options.node_size_target_bytes = 512;
   options.key_size_max_bytes = 64;
+  return options;
+}
+
+// One transaction of keys a1000..a1099, 20-byte values.
+void CommitHundredKeys(DB& db) {
+  auto txn = db.BeginWrite();
+  ASSERT_TRUE(txn.ok());
+  for (int i = 0; i < 100; i++) ASSERT_TRUE((*txn)->Put("a" + std::to_string(1000 + i), std::string(20, 'v')).ok());
+  ASSERT_TRUE((*txn)->Commit().ok());
+}
+
+TEST(Recovery, DamagedLiveNodeIsCorruptionOnRead) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options = SmallNodes();
   {
     auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok());
-    auto txn = (*db)->BeginWrite();
-    for (int i = 0; i < 100; i++) ASSERT_TRUE((*txn)->Put("a" + std::to_string(1000 + i), std::string(20, 'v')).ok());
-    ASSERT_TRUE((*txn)->Commit().ok());
+    CommitHundredKeys(**db);
     ASSERT_TRUE((*db)->Put("z", "last").ok());  // rewrites the last leaf and the root only
   }
   FlipByte(path, format::kFileHeaderSizeBytes + 20);  // inside the first leaf, holding "a1000"
@@ -180,17 +192,12 @@ TEST(Recovery, DamagedLiveNodeIsCorruptionOnRead) {
 TEST(Recovery, DamageInACompactedTreeIsCorruptionAtFirstUseNotAtOpen) {
   TempDir dir;
   const std::string path = dir.Path("db");
-  Options options;
-  options.create_if_missing = true;
-  options.node_size_target_bytes = 512;
-  options.key_size_max_bytes = 64;
+  Options options = SmallNodes();
   options.checkpoint_on_close = false;  // the compaction's commit stays the newest
   {
     auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok());
-    auto txn = (*db)->BeginWrite();
-    for (int i = 0; i < 100; i++) ASSERT_TRUE((*txn)->Put("a" + std::to_string(1000 + i), std::string(20, 'v')).ok());
-    ASSERT_TRUE((*txn)->Commit().ok());
+    CommitHundredKeys(**db);
     ASSERT_TRUE((*db)->Compact().ok());
   }
   FlipByte(path, format::kFileHeaderSizeBytes + 20);  // inside the compacted tree's first leaf ("a1000")
