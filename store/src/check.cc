@@ -83,7 +83,7 @@ Status CheckCheckpoints(TreeFile& file, const format::Commit& newest) {
   }
   DBDB_ASSIGN_OR_RETURN(format::Commit fold, file.ReadCommit(newest.fold_offset));
   LogOverlay replayed(fold.offset, fold.txn_id);
-  std::string buffer;
+  ReadBytes buffer;
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
     const bool checkpoint = it->txn_id == replayed.through_txn_id();
     DBDB_ASSIGN_OR_RETURN(auto batch, file.ReadBatch(*it, &buffer, checkpoint));

@@ -183,7 +183,7 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   // the compacted tree), sealed; durable with the file, which is synced before it has the name.
   const uint64_t start = log->last.record_end();
   uint64_t at = start;
-  std::string buffer;
+  ReadBytes buffer;
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
     if (it->txn_id == log->source.txn_id) {
       // A checkpoint (its record must say so): nothing new to copy.

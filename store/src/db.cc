@@ -297,8 +297,8 @@ Status DBImpl::CatchUpOverlay() {
       if (checkpoint->txn_id <= overlay_->through_txn_id()) {
         return not_checkpoint(*checkpoint, Status::Corruption("its txn id is not above its fold's"));
       }
-      auto bytes = std::make_unique<std::string>();
-      auto changes = file_->ReadBatch(*checkpoint, bytes.get(), /*checkpoint=*/true);
+      ReadBytes bytes;
+      auto changes = file_->ReadBatch(*checkpoint, &bytes, /*checkpoint=*/true);
       if (!changes.ok()) {
         return changes.status().IsCorruption() ? not_checkpoint(*checkpoint, changes.status()) : changes.status();
       }
@@ -309,7 +309,7 @@ Status DBImpl::CatchUpOverlay() {
     // Oldest first, each new commit must follow the overlay's newest one: the next txn id, or (a
     // checkpoint) the same. A commit that repeats or goes back in txn ids otherwise is a damaged
     // or foreign file, and applying it would change what snapshots already taken read.
-    std::string buffer;
+    ReadBytes buffer;
     for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
       const uint64_t through_txn = overlay_->through_txn_id();
       if (checkpoints && it->txn_id == through_txn) {

@@ -207,13 +207,15 @@ bool IsSealOf(const RecordView& record, const Commit& commit) {
          DecodeSeal(record).commit_offset == commit.offset;
 }
 
-RecordCheck CheckRecord(uint64_t offset, std::string_view bytes) {
+RecordCheck CheckRecord(uint64_t offset, std::string_view bytes, bool checksum) {
   if (bytes.size() < kRecordOverheadBytes) return RecordCheck::kTruncated;
   uint32_t length = DecodeFixed32(bytes.data());
   uint8_t type = static_cast<uint8_t>(bytes[4]);
   if (bytes.size() != kRecordOverheadBytes + length) return RecordCheck::kLengthMismatch;
   uint64_t stored = DecodeFixed64(bytes.data() + kRecordHeaderSizeBytes + length);
-  if (stored != RecordChecksum(offset, bytes.substr(0, kRecordHeaderSizeBytes + length))) return RecordCheck::kChecksum;
+  if (checksum && stored != RecordChecksum(offset, bytes.substr(0, kRecordHeaderSizeBytes + length))) {
+    return RecordCheck::kChecksum;
+  }
   if (type < 1 || type > kRecordTypeMax || bytes[5] != 0 || bytes[6] != 0 || bytes[7] != 0) {
     return RecordCheck::kType;
   }
@@ -237,8 +239,8 @@ Status RecordCheckStatus(RecordCheck check, uint64_t offset, std::string_view by
   return Status::Corruption("record" + where);
 }
 
-Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes) {
-  RecordCheck check = CheckRecord(offset, bytes);
+Result<RecordView> VerifyRecord(uint64_t offset, std::string_view bytes, bool checksum) {
+  RecordCheck check = CheckRecord(offset, bytes, checksum);
   if (check != RecordCheck::kOk) return RecordCheckStatus(check, offset, bytes);
   return RecordView{static_cast<RecordType>(bytes[4]), bytes.substr(kRecordHeaderSizeBytes, bytes.size() - kRecordOverheadBytes)};
 }

@@ -39,6 +39,7 @@
 
 #include "format.h"
 #include "key_filter.h"
+#include "read_bytes.h"
 
 namespace dbdb {
 
@@ -51,7 +52,7 @@ class LogOverlay {
   // An overlay over the same fold opened at the checkpoint commit at `checkpoint_offset` (txn
   // `txn_id`, whose batch record took `record_bytes`): `changes` is its decoded batch (sorted,
   // one change per key), viewing into `bytes`, which the overlay keeps.
-  LogOverlay(uint64_t fold_offset, uint64_t checkpoint_offset, uint64_t txn_id, std::unique_ptr<std::string> bytes,
+  LogOverlay(uint64_t fold_offset, uint64_t checkpoint_offset, uint64_t txn_id, ReadBytes bytes,
              std::vector<format::BatchChange> changes, uint64_t record_bytes)
       : fold_offset_(fold_offset), through_offset_(checkpoint_offset), through_txn_id_(txn_id),
         checkpoint_bytes_(record_bytes), checkpoints_bytes_(record_bytes), log_bytes_(record_bytes),
@@ -132,7 +133,7 @@ class LogOverlay {
   uint64_t log_bytes_ = 0;                   // GUARDED_BY(mutex_)
   // The checkpoint this overlay was opened at (empty if none): its changes, viewing into its
   // bytes, at base_txn_id_. Never changed after construction.
-  const std::unique_ptr<std::string> base_bytes_;
+  const ReadBytes base_bytes_;
   const std::vector<format::BatchChange> base_;
   const uint64_t base_txn_id_ = 0;
   std::pmr::monotonic_buffer_resource arena_;  // GUARDED_BY(mutex_) for allocation

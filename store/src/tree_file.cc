@@ -32,6 +32,15 @@ Status TreeFile::ReadExactly(uint64_t offset, uint64_t length, std::string* buff
   return Status::Ok();
 }
 
+Status TreeFile::ReadExactly(uint64_t offset, uint64_t length, ReadBytes* buffer) {
+  buffer->Resize(length);
+  DBDB_ASSIGN_OR_RETURN(size_t n, file_->ReadAt(offset, buffer->span()));
+  if (n != length) {
+    return Status::Corruption("record at offset " + std::to_string(offset) + " extends past the end of the file");
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 // Corruption if no record can have `length` bytes (read or mapped, nothing is touched before this).
@@ -169,11 +178,23 @@ Result<format::Commit> TreeFile::ReadCommit(uint64_t offset) {
   return format::DecodeCommitPayload(offset, record.payload, header_.version);
 }
 
-Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commit& commit, std::string* buffer,
+Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commit& commit, ReadBytes* buffer,
                                                             bool checkpoint) {
   if (commit.batch_offset == 0) return std::vector<format::BatchChange>();
   // DecodeCommitPayload checked that the batch lies inside the body, ending at the commit.
-  DBDB_ASSIGN_OR_RETURN(auto record, ReadRecord(commit.batch_offset, commit.offset - commit.batch_offset, buffer));
+  const uint64_t length = commit.offset - commit.batch_offset;
+  DBDB_RETURN_IF_ERROR(CheckRecordLength(commit.batch_offset, length));
+  bool hashed = false;
+  std::string_view bytes;
+  if (auto kept = TakeKeptBody(commit)) {
+    *buffer = std::move(*kept);
+    hashed = true;
+    bytes = buffer->view().substr(commit.batch_offset - commit.body_offset);  // after the base's seal, if any
+  } else {
+    DBDB_RETURN_IF_ERROR(ReadExactly(commit.batch_offset, length, buffer));
+    bytes = buffer->view();
+  }
+  DBDB_ASSIGN_OR_RETURN(auto record, format::VerifyRecord(commit.batch_offset, bytes, /*checksum=*/!hashed));
   const auto expected = checkpoint ? format::RecordType::kCheckpoint : format::RecordType::kBatch;
   if (record.type != expected) {
     return Status::Corruption("record at offset " + std::to_string(commit.batch_offset) + " named by commit " +
@@ -184,20 +205,44 @@ Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commi
   return format::DecodeBatch(commit.batch_offset, record.payload);
 }
 
-Status TreeFile::VerifyCommitBody(const format::Commit& commit) {
-  constexpr uint64_t kChunkBytes = 1 << 20;
-  std::string buffer;
+Status TreeFile::VerifyCommitBody(const format::Commit& commit, ReadBytes* kept) {
+  // In one piece when it is to be kept (the batch record that ReadBatch will want); else in
+  // pieces, so that hashing a fold's nodes or a compacted tree takes bounded memory.
+  const uint64_t body_bytes = commit.offset - commit.body_offset;
+  const bool keep = kept != nullptr && BodyIsBatch(commit) && body_bytes <= kKeptBodyBytesMax;
+  const uint64_t chunk_bytes = keep ? body_bytes : uint64_t{1} << 20;
+  ReadBytes local;
+  ReadBytes& buffer = keep ? *kept : local;
   BodyHasher hasher(commit.body_offset);
-  for (uint64_t at = commit.body_offset; at < commit.offset; at += kChunkBytes) {
-    uint64_t n = std::min(kChunkBytes, commit.offset - at);
+  for (uint64_t at = commit.body_offset; at < commit.offset; at += chunk_bytes) {
+    uint64_t n = std::min(chunk_bytes, commit.offset - at);
     DBDB_RETURN_IF_ERROR(ReadExactly(at, n, &buffer));
-    hasher.Update(buffer);
+    hasher.Update(buffer.view());
   }
   if (hasher.Digest() != commit.body_checksum) {
+    if (keep) *kept = ReadBytes();
     return Status::Corruption("body of commit " + std::to_string(commit.txn_id) + " at offset " +
                               std::to_string(commit.offset) + " does not match its checksum");
   }
+  if (kept != nullptr && !keep) *kept = ReadBytes();
   return Status::Ok();
+}
+
+bool TreeFile::BodyIsBatch(const format::Commit& commit) {
+  // The batch record, after the base's seal when the base was sealed (that seal is in the body).
+  return commit.batch_offset != 0 && commit.batch_offset >= commit.body_offset &&
+         commit.batch_offset - commit.body_offset <= format::kSealRecordSizeBytes;
+}
+
+std::optional<ReadBytes> TreeFile::TakeKeptBody(const format::Commit& commit) {
+  std::lock_guard<std::mutex> guard(kept_mutex_);
+  if (!kept_ || kept_->commit_offset != commit.offset || kept_->body_checksum != commit.body_checksum ||
+      !BodyIsBatch(commit) || kept_->bytes.size() != commit.offset - commit.body_offset) {
+    return std::nullopt;
+  }
+  ReadBytes bytes = std::move(kept_->bytes);
+  kept_.reset();
+  return bytes;
 }
 
 bool TreeFile::IsCompactedTree(const format::Commit& commit) const {
@@ -210,13 +255,24 @@ bool TreeFile::IsCompactedTree(const format::Commit& commit) const {
 }
 
 Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verified_commit) {
+  // The newest commit's body, when it is its batch record, is kept for ReadBatch: a handle that
+  // opens at a checkpoint reads and hashes it once, not twice.
+  ReadBytes newest_body;
+  auto keep_newest = [&] {
+    std::lock_guard<std::mutex> guard(kept_mutex_);
+    kept_.reset();  // a body nobody took is not held on to
+    if (newest_body.size() > 0) kept_ = KeptBody{newest.offset, newest.body_checksum, std::move(newest_body)};
+  };
   format::Commit commit = newest;
   while (true) {
-    if (!IsCompactedTree(commit)) DBDB_RETURN_IF_ERROR(VerifyCommitBody(commit));
+    if (!IsCompactedTree(commit)) {
+      DBDB_RETURN_IF_ERROR(VerifyCommitBody(commit, commit.offset == newest.offset ? &newest_body : nullptr));
+    }
     // Everything before synced_through was durable when this commit was written, so the commits
     // there were complete; between it and this body, each earlier commit must verify too —
     // except the one this handle verified already (with its chain), which stays as it was.
     if (commit.body_offset <= commit.synced_through || commit.prev_commit_offset == 0) {
+      keep_newest();
       return Status::Ok();
     }
     DBDB_ASSIGN_OR_RETURN(format::Commit prev, ReadCommit(commit.prev_commit_offset));
@@ -227,7 +283,10 @@ Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verifi
       return Status::Corruption("commit at offset " + std::to_string(commit.offset) +
                                 " does not follow the commit it names");
     }
-    if (verified_commit != 0 && prev.offset == verified_commit) return Status::Ok();
+    if (verified_commit != 0 && prev.offset == verified_commit) {
+      keep_newest();
+      return Status::Ok();
+    }
     commit = prev;
   }
 }

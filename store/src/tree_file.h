@@ -18,6 +18,7 @@
 #include "format.h"
 #include "node.h"
 #include "node_cache.h"
+#include "read_bytes.h"
 #include "verified_nodes.h"
 
 namespace dbdb {
@@ -64,11 +65,20 @@ class TreeFile {
   // The verified batch record of `commit` (none: an empty list), decoded into views of *buffer.
   // `checkpoint`: the commit restates its predecessor's txn id, so its batch must be a checkpoint
   // record (and otherwise a batch record): Corruption when the record says otherwise.
-  Result<std::vector<format::BatchChange>> ReadBatch(const format::Commit& commit, std::string* buffer,
+  // When the commit is the one whose body the last successful VerifyCommitChain kept (below), the
+  // record is those bytes, taken without reading or hashing them again: the body checksum that
+  // matched them covers every byte of the record (its own checksum included), so only its header
+  // is checked.
+  Result<std::vector<format::BatchChange>> ReadBatch(const format::Commit& commit, ReadBytes* buffer,
                                                      bool checkpoint = false);
 
-  // Ok if the bytes of the commit's body match its body checksum.
-  Status VerifyCommitBody(const format::Commit& commit);
+  // Ok if the bytes of the commit's body match its body checksum. With `kept`, a body that is
+  // the commit's batch record (after the base's seal) and at most kKeptBodyBytesMax is read in one
+  // piece and, if it matches, left in *kept (else *kept is left empty).
+  Status VerifyCommitBody(const format::Commit& commit, ReadBytes* kept = nullptr);
+  static constexpr uint64_t kKeptBodyBytesMax = uint64_t{64} << 20;
+  // True if the commit's body is its batch record (after its base's seal, if the base was sealed).
+  static bool BodyIsBatch(const format::Commit& commit);
 
   // True for the first commit of a compacted file (generation 1 or more, version 2 or later, no
   // batch): the tree a compaction wrote into PATH.compacting, truncated to nothing first, and
@@ -117,6 +127,16 @@ class TreeFile {
   // The offset of a commit at or above `above` that a durable seal in [above, size) names.
   Result<std::optional<uint64_t>> DurableSealAbove(uint64_t above, uint64_t size);
   Status ReadExactly(uint64_t offset, uint64_t length, std::string* buffer);
+  Status ReadExactly(uint64_t offset, uint64_t length, ReadBytes* buffer);
+  // The body VerifyCommitChain verified last for its newest commit, if ReadBatch may take it: the
+  // commit's offset and body checksum name it (a commit rolled back and replaced at the same
+  // offset has another checksum, or the same bytes).
+  struct KeptBody {
+    uint64_t commit_offset = 0;
+    uint64_t body_checksum = 0;
+    ReadBytes bytes;
+  };
+  std::optional<ReadBytes> TakeKeptBody(const format::Commit& commit);
 
   std::unique_ptr<File> file_;
   std::string path_;
@@ -136,6 +156,9 @@ class TreeFile {
   // of the file verifies again what it reads: cheap, since it is made only when the file has
   // doubled, and it never trusts bytes it did not check itself).
   VerifiedNodes verified_;
+
+  std::mutex kept_mutex_;
+  std::optional<KeptBody> kept_;  // guarded by kept_mutex_
 };
 
 }  // namespace dbdb

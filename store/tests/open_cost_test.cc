@@ -10,6 +10,7 @@
 
 #include "dbdb/db.h"
 #include "test_util.h"
+#include "tree_file.h"
 
 namespace dbdb {
 namespace {
@@ -207,6 +208,85 @@ TEST(OpenCost, SettlingNoSyncCommitsOnACompactedFileDoesNotRewriteTheTree) {
       << counting->bytes_read.load() << " bytes";
   auto got = (*db)->Get("nosync2");
   ASSERT_TRUE(got.ok() && *got == std::optional<std::string>("x")) << got.status().ToString();
+}
+
+// A handle opening at a checkpoint reads it once: the scan that finds the newest commit hashes its
+// body (the checkpoint record, after the base's seal) and keeps it, and the overlay is built from
+// those bytes. Before, the overlay read the record again and hashed it again: twice the bytes.
+TEST(OpenCost, OpeningAtACheckpointReadsItOnce) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.auto_compact = false;
+  options.fold_threshold_bytes = 64 * kMiB;  // the 12 MiB stay log, and the close's checkpoint restates them
+  uint64_t before_close = 0;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    WriteTwelveMiB(**db);
+    before_close = std::filesystem::file_size(path);
+  }
+  const uint64_t checkpoint = std::filesystem::file_size(path) - before_close;
+  ASSERT_GT(checkpoint, 8 * kMiB) << "closing wrote no checkpoint";
+  for (bool read_only : {true, false}) {
+    auto opening = std::make_shared<CountingFileSystem>();
+    Options reopen = options;
+    reopen.file_system = opening;
+    reopen.read_only = read_only;
+    auto db = DB::Open(path, reopen);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_LE(opening->bytes_read.load(), checkpoint + 1 * kMiB)
+        << "read_only=" << read_only << ": opening at a " << checkpoint << "-byte checkpoint read "
+        << opening->bytes_read.load() << " bytes";
+    EXPECT_EQ((*db)->GetStats()->unfolded_bytes, checkpoint) << "the handle is not at the checkpoint";
+    for (const char* key : {"key0", "key1234", "key2999"}) {
+      auto got = (*db)->Get(key);
+      ASSERT_TRUE(got.ok() && *got == std::optional<std::string>(kBigValue)) << key << ": " << got.status().ToString();
+    }
+  }
+}
+
+// The body a scan verified is kept for the commit it verified, named by its offset and its body
+// checksum: a no-sync commit rolled back and replaced at the same offset by another commit of
+// the same size is read from the file, never taken from the bytes kept for the first.
+TEST(OpenCost, AKeptBodyIsNotTakenForAnotherCommitAtItsOffset) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.durability = Durability::kNoSync;
+  options.auto_compact = false;
+  options.checkpoint_on_close = false;
+  uint64_t base_end = 0;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Put("a", "1").ok());
+    base_end = std::filesystem::file_size(path);
+    ASSERT_TRUE((*db)->Put("k", "old-value").ok());
+  }
+  auto fs = NewPosixFileSystem();
+  auto tree = TreeFile::Open(*fs, path, /*read_only=*/true, 0, false);
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  auto found = (*tree)->FindNewestCommit((*tree)->file().Size().value(), format::kFileHeaderSizeBytes);
+  ASSERT_TRUE(found.ok() && found->has_value()) << found.status().ToString();
+  ASSERT_TRUE(TreeFile::BodyIsBatch(**found)) << "its body is not kept";
+  // Roll it back, and let another writer commit a change of the same size in its place.
+  ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(base_end)), 0);
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Put("k", "new-value").ok());
+  }
+  auto replaced = (*tree)->ReadCommit((*found)->offset);
+  ASSERT_TRUE(replaced.ok()) << "the new commit is not at the old one's offset: " << replaced.status().ToString();
+  ASSERT_NE(replaced->body_checksum, (*found)->body_checksum);
+  ReadBytes buffer;
+  auto batch = (*tree)->ReadBatch(*replaced, &buffer);
+  ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+  ASSERT_EQ(batch->size(), 1u);
+  EXPECT_EQ((*batch)[0].value, std::optional<std::string_view>("new-value"));
 }
 
 }  // namespace

@@ -46,13 +46,15 @@ TEST(KeyFilter, NeverForgetsAKeyAcrossItsRebuildsAndRarelyClaimsOneItLacks) {
 void CheckOverlayFindsEveryKey(bool get_first) {
   SCOPED_TRACE(get_first ? "a get before the commits" : "the first get after them");
   std::vector<format::BatchChange> base;
-  auto bytes = std::make_unique<std::string>();
-  bytes->reserve(1 << 20);
-  for (uint64_t i = 0; i < 500; i++) bytes->append(Key(i)).push_back('\0');
+  std::string text;
+  for (uint64_t i = 0; i < 500; i++) text.append(Key(i)).push_back('\0');
+  ReadBytes bytes;
+  bytes.Resize(text.size());
+  std::copy(text.begin(), text.end(), bytes.span().begin());
   std::vector<std::string_view> keys;
-  for (size_t at = 0; at < bytes->size();) {
-    size_t end = bytes->find('\0', at);
-    keys.emplace_back(bytes->data() + at, end - at);
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\0', at);
+    keys.emplace_back(bytes.view().substr(at, end - at));
     at = end + 1;
   }
   std::sort(keys.begin(), keys.end());
