@@ -203,8 +203,9 @@ using State = SimFileSystem::State;
 
 class SimFile final : public dbdb::File {
  public:
-  SimFile(std::shared_ptr<State> state, std::shared_ptr<Inode> inode, bool read_only, uint32_t process)
-      : state_(std::move(state)), inode_(std::move(inode)), read_only_(read_only), process_(process) {}
+  SimFile(std::shared_ptr<State> state, std::shared_ptr<Inode> inode, bool read_only, bool transient, uint32_t process)
+      : state_(std::move(state)), inode_(std::move(inode)), read_only_(read_only), transient_(transient),
+        process_(process) {}
 
   Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
     std::unique_lock<std::mutex> guard(state_->mutex);
@@ -237,8 +238,9 @@ class SimFile final : public dbdb::File {
       if (file.size() < offset + bytes.size()) file.resize(offset + bytes.size(), '\0');
       std::copy(bytes.begin(), bytes.end(), file.begin() + static_cast<long>(offset));
       inode_->Mirror(std::min<uint64_t>(offset, file.size()));
-      state_->Record(TraceOp{TraceOp::Kind::kWrite, inode_->id, "", "", offset, bytes.size(), std::move(bytes)},
-                     process_);
+      TraceOp op{TraceOp::Kind::kWrite, inode_->id, "", "", offset, bytes.size(), std::move(bytes)};
+      op.transient = transient_;
+      state_->Record(std::move(op), process_);
     }
     if (short_write) return InjectedError("write (short)", EIO);
     return Status::Ok();
@@ -265,7 +267,9 @@ class SimFile final : public dbdb::File {
     uint64_t old_size = inode_->data.size();
     inode_->data.resize(size_bytes, '\0');
     inode_->Mirror(std::min<uint64_t>(old_size, size_bytes));
-    state_->Record(TraceOp{TraceOp::Kind::kTruncate, inode_->id, "", "", size_bytes, 0, ""}, process_);
+    TraceOp op{TraceOp::Kind::kTruncate, inode_->id, "", "", size_bytes, 0, ""};
+    op.transient = transient_;
+    state_->Record(std::move(op), process_);
     return Status::Ok();
   }
 
@@ -330,6 +334,7 @@ class SimFile final : public dbdb::File {
   std::shared_ptr<State> state_;
   std::shared_ptr<Inode> inode_;
   bool read_only_;
+  bool transient_;
   uint32_t process_;
 };
 
@@ -504,7 +509,7 @@ Result<std::unique_ptr<dbdb::File>> SimFileSystem::Open(const std::string& path,
     it = state_->names.emplace(path, inode).first;
     state_->Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""}, process_);
   }
-  return std::unique_ptr<dbdb::File>(new SimFile(state_, it->second, options.read_only, process_));
+  return std::unique_ptr<dbdb::File>(new SimFile(state_, it->second, options.read_only, options.transient, process_));
 }
 
 Status SimFileSystem::Rename(const std::string& from, const std::string& to) {
@@ -651,7 +656,7 @@ Result<std::unique_ptr<dbdb::File>> SimFileSystem::OpenInode(uint64_t inode, boo
   }
   auto it = state_->inodes.find(inode);
   if (auto node = it == state_->inodes.end() ? nullptr : it->second.lock()) {
-    return std::unique_ptr<dbdb::File>(new SimFile(state_, node, read_only, process_));
+    return std::unique_ptr<dbdb::File>(new SimFile(state_, node, read_only, /*transient=*/false, process_));
   }
   return Status::NotFound("open inode " + std::to_string(inode) + ": no such inode");
 }
@@ -660,7 +665,7 @@ Result<std::unique_ptr<dbdb::File>> SimFileSystem::HoldInode(uint64_t inode) {
   std::lock_guard<std::mutex> guard(state_->mutex);
   auto it = state_->inodes.find(inode);
   if (auto node = it == state_->inodes.end() ? nullptr : it->second.lock()) {
-    return std::unique_ptr<dbdb::File>(new SimFile(state_, node, true, process_));
+    return std::unique_ptr<dbdb::File>(new SimFile(state_, node, true, /*transient=*/false, process_));
   }
   return Status::NotFound("inode " + std::to_string(inode) + ": no such inode");
 }
@@ -755,8 +760,10 @@ std::string TraceOp::ToString() const {
   auto n = [](uint64_t v) { return std::to_string(v); };
   switch (kind) {
     case Kind::kCreate: return who + "create " + path + " (inode " + n(inode) + ")";
-    case Kind::kWrite: return who + "write inode " + n(inode) + " [" + n(offset) + ", " + n(offset + size) + ")";
-    case Kind::kTruncate: return who + "truncate inode " + n(inode) + " to " + n(offset);
+    case Kind::kWrite:
+      return who + "write inode " + n(inode) + " [" + n(offset) + ", " + n(offset + size) + ")" +
+             (transient ? " (transient)" : "");
+    case Kind::kTruncate: return who + "truncate inode " + n(inode) + " to " + n(offset) + (transient ? " (transient)" : "");
     case Kind::kSync: return who + "sync inode " + n(inode);
     case Kind::kSyncLost: return who + "sync inode " + n(inode) + " FAILED (volatile writes lost)";
     case Kind::kRename: return who + "rename " + path + " -> " + path2;

@@ -97,6 +97,35 @@ TEST_F(SimFileSystemTest, DurableImageHoldsOnlySyncedDataUnderSyncedNames) {
   EXPECT_EQ(fs.LiveImage().files["f"], "synced-volatile");
 }
 
+// A transient handle's writes (a lock file's change counter) change what reads see, in every
+// process, but no crash state keeps them and they add no crash point: the trace marks them, and
+// the persistence model skips them, even after a sync of the same file.
+TEST_F(SimFileSystemTest, TransientWritesAreReadButNoCrashStateKeepsThem) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("f", OpenOptions{.create = true});
+  ASSERT_TRUE((*file)->WriteAt(0, std::string("kept")).ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  ASSERT_TRUE(fs.SyncDir(".").ok());
+  auto transient = fs.Open("f", OpenOptions{.transient = true});
+  ASSERT_TRUE(transient.ok());
+  ASSERT_TRUE((*transient)->WriteAt(0, std::string("LOST")).ok());
+  ASSERT_TRUE((*transient)->Sync().ok());
+  auto other = fs.NewProcess("p2")->Open("f", OpenOptions{});
+  EXPECT_EQ(ReadAll(**other), "LOST");
+  EXPECT_EQ(fs.LiveImage().files["f"], "LOST");
+  EXPECT_EQ(fs.DurableImage().files["f"], "kept") << "a crash kept a transient write";
+  auto trace = fs.Trace();
+  size_t transient_writes = 0;
+  for (const TraceOp& op : trace) {
+    if (op.kind == TraceOp::Kind::kWrite && op.transient) {
+      transient_writes++;
+      EXPECT_FALSE(op.IsMutation());
+      EXPECT_NE(op.ToString().find("(transient)"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(transient_writes, 1u);
+}
+
 TEST_F(SimFileSystemTest, FromImageIsDurable) {
   CrashImage image;
   image.files["a"] = "alpha";

@@ -347,6 +347,11 @@ View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
 
 Result<View> DBImpl::NewestView(bool writer) {
   MutexLock guard(&state_mutex_);
+  // No writer has held the lock since this handle last looked with none at work: that view is still
+  // the newest, and neither the file nor its name changed (change_counter.h). A writer always looks.
+  const std::optional<uint64_t> counter = counter_.Read();
+  if (!writer && counter && fresh_at_ == counter) return CurrentView();
+  fresh_at_.reset();
   DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer));
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
   uint64_t known_offset = newest_ ? newest_->offset : 0;
@@ -363,6 +368,16 @@ Result<View> DBImpl::NewestView(bool writer) {
     if (found) newest_ = found;
   }
   DBDB_RETURN_IF_ERROR(CatchUpOverlay());
+  // Even: no writer held the lock when the counter was read (before the file was looked at), so
+  // this view stays the newest until one takes it. A commit in flight, or one a writer left when
+  // it died, means an odd counter: such a view is not kept.
+  if (counter && *counter % 2 == 0) fresh_at_ = counter;
+  // Map the counter once the file has changed since the last try: a writer marks it before it
+  // writes, so a file nobody writes never costs a failed open per read.
+  if (!counter_.mapped() && options_.mmap_reads && size != counter_tried_at_size_) {
+    counter_tried_at_size_ = size;
+    (void)counter_.Map(*fs_, lock_path_);
+  }
   return CurrentView();
 }
 
@@ -714,6 +729,7 @@ void DBImpl::HoldWriterLockIfRollbackFailed(WriterLock* lock) {
   if (!rollback_failed_ || held_writer_lock_) return;
   // The cross-process lock only: other writers wait until this handle is closed. The in-process
   // mutex is released (the handle refuses writes before it would take it).
+  held_change_mark_ = std::move(lock->mark);
   held_writer_lock_ = std::move(lock->file_lock);
 }
 
@@ -728,6 +744,16 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait) {
   }
   DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, {.wait = wait}));
   DBDB_RETURN_IF_ERROR(CheckWritable());
+  // Odd before anything of the database may change: no reader trusts a view without a look from
+  // now until the mark is released (change_counter.h).
+  if (counter_file_ == nullptr) {
+    auto opened = fs_->Open(lock_path_, OpenOptions{.create = false, .transient = true});
+    if (!opened.ok()) return opened.status().WithContext("opening the change counter in " + lock_path_);
+    counter_file_ = std::move(opened).value();
+  }
+  auto mark = ChangeMark::Take(*counter_file_);
+  if (!mark.ok()) return mark.status().WithContext("marking the change counter in " + lock_path_);
+  lock.mark = std::move(mark).value();
   return lock;
 }
 

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "change_counter.h"
 #include "dbdb/db.h"
 #include "format.h"
 #include "log_overlay.h"
@@ -100,11 +101,31 @@ std::string AssembleCommit(const std::optional<format::Commit>& base, std::strin
 // Ok when this build writes `file`'s format; ReadOnly with what to do otherwise.
 Status WritableVersion(const TreeFile& file);
 
-// Held for the life of a write transaction or a compaction: the in-process mutex and the
-// cross-process lock file.
+// Held for the life of a write transaction or a compaction: the in-process mutex, the
+// cross-process lock file and the change counter's odd mark (change_counter.h). Released in that
+// order's reverse, the mark first, while the locks are still held: moving another lock into one
+// releases what it held first, so an even value is never written after the locks are gone.
 struct WriterLock {
+  WriterLock() = default;
+  WriterLock(WriterLock&&) noexcept = default;
+  WriterLock& operator=(WriterLock&& other) noexcept {
+    if (this != &other) {
+      Release();
+      mutex = std::move(other.mutex);
+      file_lock = std::move(other.file_lock);
+      mark = std::move(other.mark);
+    }
+    return *this;
+  }
+  ~WriterLock() { Release(); }
+  void Release() {
+    mark.reset();
+    file_lock.reset();
+    if (mutex.owns_lock()) mutex.unlock();
+  }
   std::unique_lock<std::mutex> mutex;
   std::unique_ptr<FileLock> file_lock;
+  std::unique_ptr<ChangeMark> mark;
 };
 
 class WriteTransactionImpl;
@@ -306,6 +327,8 @@ class DBImpl final : public DB {
   std::deque<PendingWrite*> write_queue_;
 
   std::mutex writer_mutex_;
+  // Under the writer lock: the lock file, opened for the change counter's marks (AcquireWriter).
+  std::unique_ptr<File> counter_file_;
   // Under the writer lock: the end of the last commit record this handle knows to be durable in
   // the current file (0 if none), so a kSync writer syncs a base it did not sync itself.
   uint64_t durable_end_ = 0;
@@ -335,6 +358,12 @@ class DBImpl final : public DB {
   std::optional<format::Commit> newest_ GUARDED_BY(state_mutex_);
   // The changes since newest_'s fold, through newest_ (null until caught up, or with no changes).
   std::shared_ptr<LogOverlay> overlay_ GUARDED_BY(state_mutex_);
+  // Readers skip the fstat (change_counter.h): the counter's mapping, the value it had when this
+  // handle last looked at the file with no writer at work (newest_ is the newest for as long as
+  // the counter keeps it), and the file size at the last attempt to map the counter.
+  ChangeCounterView counter_ GUARDED_BY(state_mutex_);
+  std::optional<uint64_t> fresh_at_ GUARDED_BY(state_mutex_);
+  uint64_t counter_tried_at_size_ GUARDED_BY(state_mutex_) = UINT64_MAX;
   const bool upgrading_;
 
   std::atomic<bool> wrote_{false};  // a commit of this handle succeeded (checkpoint_on_close)
@@ -344,6 +373,7 @@ class DBImpl final : public DB {
   bool rollback_failed_ GUARDED_BY(failure_mutex_) = false;
   // Released in the reverse of the order they were taken: the in-flight lock first.
   std::unique_ptr<FileLock> held_writer_lock_ GUARDED_BY(failure_mutex_);
+  std::unique_ptr<ChangeMark> held_change_mark_ GUARDED_BY(failure_mutex_);  // with it: the counter stays odd
   std::unique_ptr<FileLock> held_in_flight_ GUARDED_BY(failure_mutex_);
 };
 

@@ -12,6 +12,7 @@
 #include "format.h"
 #include "node.h"
 #include "test_util.h"
+#include "change_counter.h"
 #include "tree_file.h"
 
 namespace dbdb {
@@ -354,10 +355,18 @@ TEST(LogFold, UpgradeRefusesAFileThatDoesNotVerify) {
 
 // Appends, after the newest commit of the file at `path` (which must be sealed), a forged commit
 // that names it as its previous commit, in its fold, with txn id `txn_id` and one put of
-// `key` = `value`: every checksum holds, so only the chain's rules can refuse it.
+// `key` = `value`: every checksum holds, so only the chain's rules can refuse it. Written as a
+// buggy writer would, under the writer lock and the change counter's mark, so that open handles
+// look at the file again (change_counter.h).
 void ForgeNextCommit(const std::string& path, uint64_t txn_id, std::string_view key, std::string_view value,
                      format::RecordType batch_type = format::RecordType::kBatch) {
   auto fs = NewPosixFileSystem();
+  auto writer_lock = fs->Lock(path + ".lock", {});
+  ASSERT_TRUE(writer_lock.ok()) << writer_lock.status().ToString();
+  auto lock_file = fs->Open(path + ".lock", {});
+  ASSERT_TRUE(lock_file.ok()) << lock_file.status().ToString();
+  auto mark = ChangeMark::Take(**lock_file);
+  ASSERT_TRUE(mark.ok()) << mark.status().ToString();
   auto tree = TreeFile::Open(*fs, path, false, 0, false);
   ASSERT_TRUE(tree.ok()) << tree.status().ToString();
   uint64_t size = (*tree)->file().Size().value();

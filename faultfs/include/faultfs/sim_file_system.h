@@ -85,8 +85,12 @@ struct TraceOp {
   uint64_t size = 0;
   std::string data;
   uint32_t process = 0;  // the simulated process that made the call (0: the machine's first view)
+  // A write or truncate through a handle opened with OpenOptions::transient: it changes what
+  // reads see, but no crash state keeps it (the file's contents after a crash are its durable
+  // ones), so it is not a mutation of the crash model and adds no crash point.
+  bool transient = false;
 
-  bool IsMutation() const { return kind != Kind::kRead; }
+  bool IsMutation() const { return kind != Kind::kRead && !transient; }
   std::string ToString() const;
 };
 

@@ -120,6 +120,10 @@ struct LockOptions {
 struct OpenOptions {
   bool create = false;     // create the file if it does not exist (a volatile directory entry)
   bool read_only = false;  // open for reading only; WriteAt/Truncate fail with InvalidArgument
+  // What this handle writes matters only while the machine is up (the change counter in a lock
+  // file): never synced, and a crash may lose any of it. The real file system ignores it; a
+  // simulated one may leave such writes out of its crash states (faultfs drops them all).
+  bool transient = false;
 };
 
 class FileSystem {

@@ -1,0 +1,55 @@
+// The change counter: 8 bytes at the start of the writer lock file (PATH.lock) that let a reader
+// know, without a system call, that no writer has touched the database since it last looked
+// (docs/FORMAT.md, "The lock file"; docs/PERSISTENCE.md, "Readers skip the fstat").
+//
+// A writer makes the counter odd as soon as it holds the writer lock, before it may change the
+// database file or its name, and even again (one more) just before it lets the lock go. A reader
+// reads the counter from a read-only mapping of the lock file before it looks at the database
+// file; if it was even (no writer at work), the view it found stays the newest for as long as the
+// counter keeps that value. A writer that dies leaves it odd (its commit may be in the file,
+// unsealed), and readers look at the file every time until the next writer lets the lock go.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "dbdb/file_system.h"
+
+namespace dbdb {
+
+// A writer's odd mark: made even (one more) when released. A failed write of the even value
+// leaves the counter odd, which only costs readers their fast path.
+class ChangeMark {
+ public:
+  // Reads the counter in `lock_file` (0 if it holds fewer than 8 bytes) and writes the next odd
+  // value: the caller holds the writer lock. `lock_file` must outlive the mark.
+  static Result<std::unique_ptr<ChangeMark>> Take(File& lock_file);
+  ~ChangeMark();
+  ChangeMark(const ChangeMark&) = delete;
+  ChangeMark& operator=(const ChangeMark&) = delete;
+
+ private:
+  ChangeMark(File& file, uint64_t value) : file_(file), value_(value) {}
+  File& file_;
+  const uint64_t value_;  // odd
+};
+
+// A reader's read-only mapping of the counter.
+class ChangeCounterView {
+ public:
+  // Maps the counter of the lock file at `lock_path` if it exists and holds one; false if not
+  // (no lock file yet, an empty one from a writer that has not marked it, or a file system that
+  // does not map files). Never creates or writes anything.
+  bool Map(FileSystem& fs, const std::string& lock_path);
+  bool mapped() const { return mapping_ != nullptr; }
+  // The counter now; nullopt if not mapped or the mapped page cannot be read (SIGBUS).
+  std::optional<uint64_t> Read() const;
+
+ private:
+  std::unique_ptr<File> file_;
+  std::shared_ptr<const FileMapping> mapping_;
+};
+
+}  // namespace dbdb

@@ -1,0 +1,176 @@
+// The change counter (store/src/change_counter.h): a reader answers from the view it found last,
+// without looking at the database file (no fstat), for as long as no writer has held the writer
+// lock; it sees every commit that returned before its read began; and after a writer died holding
+// the lock (the counter left odd) it looks every time until the next writer lets go.
+#include <atomic>
+#include <fstream>
+
+#include "change_counter.h"
+#include "coding.h"
+#include "dbdb/db.h"
+#include "test_util.h"
+
+namespace dbdb {
+namespace {
+
+using testing::TempDir;
+
+// Counts Stat calls on the database file (the fstat a reader makes to look for new commits).
+class StatCountingFileSystem final : public FileSystemWrapper {
+ public:
+  StatCountingFileSystem() : FileSystemWrapper(NewPosixFileSystem()) {}
+  std::atomic<uint64_t> stats{0};
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    if (path.ends_with(".lock")) return file;
+    return std::unique_ptr<File>(new CountingFile(this, std::move(file)));
+  }
+
+ private:
+  class CountingFile final : public FileWrapper {
+   public:
+    CountingFile(StatCountingFileSystem* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
+    Result<FileStat> Stat() override {
+      fs_->stats++;
+      return FileWrapper::Stat();
+    }
+
+   private:
+    StatCountingFileSystem* fs_;
+  };
+};
+
+uint64_t ReadCounter(const std::string& lock_path) {
+  std::ifstream in(lock_path, std::ios::binary);
+  char bytes[8] = {};
+  in.read(bytes, 8);
+  return in.gcount() == 8 ? coding::DecodeFixed64(bytes) : 0;
+}
+
+void WriteCounter(const std::string& lock_path, uint64_t value) {
+  std::fstream out(lock_path, std::ios::binary | std::ios::in | std::ios::out);
+  char bytes[8];
+  coding::EncodeFixed64(bytes, value);
+  out.write(bytes, 8);
+  ASSERT_TRUE(out.good());
+}
+
+struct Handles {
+  std::unique_ptr<DB> writer;
+  std::unique_ptr<DB> reader;
+  std::shared_ptr<StatCountingFileSystem> counting = std::make_shared<StatCountingFileSystem>();
+};
+
+Handles OpenBoth(const std::string& path) {
+  Handles h;
+  Options options;
+  options.create_if_missing = true;
+  auto writer = DB::Open(path, options);
+  EXPECT_TRUE(writer.ok()) << writer.status().ToString();
+  h.writer = std::move(writer).value();
+  EXPECT_TRUE(h.writer->Put("k", "1").ok());
+  Options reading;
+  reading.read_only = true;
+  reading.file_system = h.counting;
+  auto reader = DB::Open(path, reading);
+  EXPECT_TRUE(reader.ok()) << reader.status().ToString();
+  h.reader = std::move(reader).value();
+  return h;
+}
+
+void ExpectValue(DB& db, const std::string& value) {
+  auto got = db.Get("k");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, std::optional<std::string>(value));
+}
+
+TEST(ChangeCounter, AReaderLooksAtTheFileOnlyAfterAWriterHeldTheLock) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Handles h = OpenBoth(path);
+  EXPECT_EQ(ReadCounter(path + ".lock") % 2, 0u) << "a writer left the counter odd";
+  ExpectValue(*h.reader, "1");
+  h.counting->stats = 0;
+  for (int i = 0; i < 100; i++) ExpectValue(*h.reader, "1");
+  EXPECT_LE(h.counting->stats.load(), 2u) << "100 reads with no writer at work looked at the file";
+  // A commit that returned before the read began is seen by it, and the reader looks again once.
+  for (int round = 2; round < 5; round++) {
+    ASSERT_TRUE(h.writer->Put("k", std::to_string(round)).ok());
+    h.counting->stats = 0;
+    ExpectValue(*h.reader, std::to_string(round));
+    EXPECT_GE(h.counting->stats.load(), 1u) << "the reader did not look after a commit";
+    for (int i = 0; i < 50; i++) ExpectValue(*h.reader, std::to_string(round));
+    EXPECT_LE(h.counting->stats.load(), 3u);
+  }
+}
+
+// A reader that looked while a write transaction was open (before its commit was written) must
+// see the commit once Commit returned: the writer's mark, taken with the lock, kept it from
+// trusting what it found then.
+TEST(ChangeCounter, AReaderThatLookedDuringATransactionSeesItsCommit) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Handles h = OpenBoth(path);
+  ExpectValue(*h.reader, "1");
+  for (int round = 2; round < 5; round++) {
+    auto txn = h.writer->BeginWrite();
+    ASSERT_TRUE(txn.ok()) << txn.status().ToString();
+    EXPECT_EQ(ReadCounter(path + ".lock") % 2, 1u) << "the counter is not odd during a transaction";
+    for (int i = 0; i < 3; i++) ExpectValue(*h.reader, std::to_string(round - 1));
+    ASSERT_TRUE((*txn)->Put("k", std::to_string(round)).ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+    ExpectValue(*h.reader, std::to_string(round));
+  }
+}
+
+// A writer that died holding the lock leaves the counter odd, and may have left its commit in the
+// file, unsealed: readers must look every time (and settle it as before), never trust a view.
+TEST(ChangeCounter, AfterAWriterDiedHoldingTheLockReadersLookEveryTime) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Handles h = OpenBoth(path);
+  ExpectValue(*h.reader, "1");
+  const uint64_t before = ReadCounter(path + ".lock");
+  WriteCounter(path + ".lock", before + 1);  // what a writer that died after marking leaves
+  h.counting->stats = 0;
+  for (int i = 0; i < 20; i++) ExpectValue(*h.reader, "1");
+  EXPECT_GE(h.counting->stats.load(), 20u) << "a reader trusted its view while the counter was odd";
+  // The next writer marks it odd again (two on) and even when it lets go: readers see its commit,
+  // then stop looking.
+  ASSERT_TRUE(h.writer->Put("k", "2").ok());
+  EXPECT_EQ(ReadCounter(path + ".lock"), before + 4) << "odd (before + 1), two on while writing, then even";
+  ExpectValue(*h.reader, "2");
+  h.counting->stats = 0;
+  for (int i = 0; i < 20; i++) ExpectValue(*h.reader, "2");
+  EXPECT_LE(h.counting->stats.load(), 1u);
+}
+
+// An empty lock file (made by a writer of an older build, or before any writer marked it) is a
+// counter of 0; a read-only handle never writes it, and reads without it as before.
+TEST(ChangeCounter, AnEmptyLockFileIsZeroAndReadersNeverWriteIt) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  {
+    Options options;
+    options.create_if_missing = true;
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->Put("k", "1").ok());
+  }
+  std::ofstream(path + ".lock", std::ios::trunc).close();  // empty again
+  Options reading;
+  reading.read_only = true;
+  auto reader = DB::Open(path, reading);
+  ASSERT_TRUE(reader.ok());
+  for (int i = 0; i < 5; i++) ExpectValue(**reader, "1");
+  EXPECT_EQ(std::filesystem::file_size(path + ".lock"), 0u) << "a reader wrote the lock file";
+  Options writing;
+  auto writer = DB::Open(path, writing);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Put("k", "2").ok());
+  EXPECT_EQ(ReadCounter(path + ".lock"), 2u) << "0, then odd (1) while writing, then even (2)";
+  ExpectValue(**reader, "2");
+}
+
+}  // namespace
+}  // namespace dbdb
