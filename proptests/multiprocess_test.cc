@@ -259,7 +259,7 @@ TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDrop
   p2.faults = {ArmedFault{"faultfs/rename", 0, EACCES}};
   w.processes = {p1, p2};
   w.schedule.choices = {0, 0, 7, 0, 0, 0, 0, 31, 0, 3};
-  w.schedule.kills = {31, 70};
+  w.schedule.kills = {30, 70};
   for (CrashPlan plan : {CrashPlan::kPrefix, CrashPlan::kDrop, CrashPlan::kSubset}) {
     faultfs::MultiExploreResult result = faultfs::ExploreMulti(w, plan, 64, 1, 1);
     EXPECT_GT(result.faults_fired["faultfs/sync/lose"], 0u) << "the history no longer reaches the failed sync";
@@ -290,7 +290,7 @@ TEST(MultiProcess, AReaderShowsADeadWritersCommitAfterSyncingIt) {
     w.processes = {p1, p2};
     // p1 runs first (choices past the end pick the first eligible process) and is killed at its
     // step after the failed sync, before its rollback; then p2 runs.
-    w.schedule.kills = {28};
+    w.schedule.kills = {27};
     faultfs::MultiOracle oracle;
     faultfs::MultiRun run = oracle.Run(w, std::make_shared<faultfs::SimFileSystem>(1));
     ASSERT_EQ(run.kills, 1u);

@@ -238,7 +238,10 @@ class SimFile final : public dbdb::File {
       if (file.size() < offset + bytes.size()) file.resize(offset + bytes.size(), '\0');
       std::copy(bytes.begin(), bytes.end(), file.begin() + static_cast<long>(offset));
       inode_->Mirror(std::min<uint64_t>(offset, file.size()));
-      TraceOp op{TraceOp::Kind::kWrite, inode_->id, "", "", offset, bytes.size(), std::move(bytes)};
+      // A transient write's bytes are in no crash state, so the trace keeps only where it went
+      // (they may differ from run to run: a change counter's random values).
+      const uint64_t size = bytes.size();
+      TraceOp op{TraceOp::Kind::kWrite, inode_->id, "", "", offset, size, transient_ ? std::string() : std::move(bytes)};
       op.transient = transient_;
       state_->Record(std::move(op), process_);
     }

@@ -120,6 +120,8 @@ TEST_F(SimFileSystemTest, TransientWritesAreReadButNoCrashStateKeepsThem) {
     if (op.kind == TraceOp::Kind::kWrite && op.transient) {
       transient_writes++;
       EXPECT_FALSE(op.IsMutation());
+      EXPECT_EQ(op.size, 4u);
+      EXPECT_TRUE(op.data.empty()) << "the trace kept a transient write's bytes";
       EXPECT_NE(op.ToString().find("(transient)"), std::string::npos);
     }
   }

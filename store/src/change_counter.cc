@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <random>
 
 #include "coding.h"
 #include "map_guard.h"
@@ -14,11 +15,13 @@ constexpr uint64_t kCounterBytes = 8;
 }  // namespace
 
 Result<std::unique_ptr<ChangeMark>> ChangeMark::Take(File& lock_file) {
-  char bytes[kCounterBytes] = {};
-  DBDB_ASSIGN_OR_RETURN(size_t n, lock_file.ReadAt(0, std::span<char>(bytes, kCounterBytes)));
-  const uint64_t now = n == kCounterBytes ? coding::DecodeFixed64(bytes) : 0;
-  // Even: the last writer let go. Odd: it died holding the lock; the next odd value is then two on.
-  const uint64_t odd = now % 2 == 0 ? now + 1 : now + 2;
+  // A fresh random value, never one derived from what the file holds: a bad read of the counter
+  // (or a page of it the kernel lost and read back) would otherwise move it back to a value a
+  // reader still trusts. Two marks' values coincide, or a torn read of one matches what a reader
+  // kept, with a chance of about 2^-56.
+  std::random_device random;
+  const uint64_t odd = ((uint64_t{random()} << 32) ^ uint64_t{random()}) | 1;
+  char bytes[kCounterBytes];
   coding::EncodeFixed64(bytes, odd);
   DBDB_RETURN_IF_ERROR(lock_file.WriteAt(0, std::span<const char>(bytes, kCounterBytes)));
   return std::unique_ptr<ChangeMark>(new ChangeMark(lock_file, odd));

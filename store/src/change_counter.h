@@ -1,13 +1,14 @@
 // The change counter: 8 bytes at the start of the writer lock file (PATH.lock) that let a reader
 // know, without a system call, that no writer has touched the database since it last looked
-// (docs/FORMAT.md, "The lock file"; docs/PERSISTENCE.md, "Readers skip the fstat").
+// (docs/FORMAT.md, "The change counter"; docs/PERSISTENCE.md, "Readers skip the fstat").
 //
-// A writer makes the counter odd as soon as it holds the writer lock, before it may change the
-// database file or its name, and even again (one more) just before it lets the lock go. A reader
-// reads the counter from a read-only mapping of the lock file before it looks at the database
-// file; if it was even (no writer at work), the view it found stays the newest for as long as the
-// counter keeps that value. A writer that dies leaves it odd (its commit may be in the file,
-// unsealed), and readers look at the file every time until the next writer lets the lock go.
+// A writer writes a fresh random odd value as soon as it holds the writer lock, before it may
+// change the database file or its name, and that value plus one (even) just before it lets the
+// lock go: the counter never returns to a value a reader kept. A reader reads the counter from a
+// read-only mapping of the lock file before it looks at the database file; if it was even (no
+// writer at work), the view it found stays the newest for as long as the counter keeps that
+// value. A writer that dies leaves it odd (its commit may be in the file, unsealed), and readers
+// look at the file every time until the next writer lets the lock go.
 #pragma once
 
 #include <cstdint>
@@ -23,8 +24,8 @@ namespace dbdb {
 // leaves the counter odd, which only costs readers their fast path.
 class ChangeMark {
  public:
-  // Reads the counter in `lock_file` (0 if it holds fewer than 8 bytes) and writes the next odd
-  // value: the caller holds the writer lock. `lock_file` must outlive the mark.
+  // Writes a fresh random odd value into `lock_file`: the caller holds the writer lock.
+  // `lock_file` must outlive the mark.
   static Result<std::unique_ptr<ChangeMark>> Take(File& lock_file);
   ~ChangeMark();
   ChangeMark(const ChangeMark&) = delete;

@@ -87,7 +87,8 @@ struct TraceOp {
   uint32_t process = 0;  // the simulated process that made the call (0: the machine's first view)
   // A write or truncate through a handle opened with OpenOptions::transient: it changes what
   // reads see, but no crash state keeps it (the file's contents after a crash are its durable
-  // ones), so it is not a mutation of the crash model and adds no crash point.
+  // ones), so it is not a mutation of the crash model and adds no crash point. The trace keeps
+  // a transient write's offset and size, not its bytes.
   bool transient = false;
 
   bool IsMutation() const { return kind != Kind::kRead && !transient; }
