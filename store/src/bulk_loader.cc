@@ -25,22 +25,28 @@ Status BulkLoader::MaybeFlush(bool force) {
 }
 
 Status BulkLoader::FlushLeaf() {
-  if (leaf_keys_.empty()) return Status::Ok();
-  std::vector<LeafEntry> entries;
-  for (size_t i = 0; i < leaf_keys_.size(); i++) entries.push_back({leaf_keys_[i], leaf_values_[i]});
-  NodeRef ref = Append(format::RecordType::kLeaf, EncodeLeaf(entries, 0, entries.size()));
-  slots_.push_back(Slot{leaf_keys_[0], ref});
-  leaf_keys_.clear();
-  leaf_values_.clear();
+  if (leaf_.empty()) return Status::Ok();
+  // leaf_data_ holds still from here on: the views stay valid until it is cleared.
+  leaf_entries_.clear();
+  for (const PendingEntry& e : leaf_) {
+    leaf_entries_.push_back({std::string_view(leaf_data_).substr(e.at, e.key_size),
+                             std::string_view(leaf_data_).substr(e.at + e.key_size, e.value_size)});
+  }
+  NodeRef ref = Append(format::RecordType::kLeaf, EncodeLeaf(leaf_entries_, 0, leaf_entries_.size()));
+  slots_.push_back(Slot{std::string(leaf_entries_[0].key), ref});
+  leaf_.clear();
+  leaf_data_.clear();
   leaf_bytes_ = 0;
   return MaybeFlush(false);
 }
 
 Status BulkLoader::Add(std::string_view key, std::string_view value) {
   size_t size = LeafEntrySize(key, value);
-  if (!leaf_keys_.empty() && leaf_bytes_ + size > target_bytes_) DBDB_RETURN_IF_ERROR(FlushLeaf());
-  leaf_keys_.emplace_back(key);
-  leaf_values_.emplace_back(value);
+  if (!leaf_.empty() && leaf_bytes_ + size > target_bytes_) DBDB_RETURN_IF_ERROR(FlushLeaf());
+  // One buffer for the leaf's keys and values (reused from leaf to leaf), not two strings an entry.
+  leaf_.push_back(PendingEntry{leaf_data_.size(), key.size(), value.size()});
+  leaf_data_.append(key);
+  leaf_data_.append(value);
   leaf_bytes_ += size;
   key_count_++;
   return Status::Ok();

@@ -240,6 +240,9 @@ namespace {
 template <typename SizeFn, typename AppendFn>
 std::string EncodeSlotted(size_t n, SizeFn size_of, AppendFn append) {
   std::string out;
+  uint64_t total = kNodeCountSizeBytes + kSlotSizeBytes * n;
+  for (size_t i = 0; i < n; i++) total += size_of(i);
+  out.reserve(total);
   PutFixed32(&out, static_cast<uint32_t>(n));
   uint64_t at = kNodeCountSizeBytes + kSlotSizeBytes * n;
   for (size_t i = 0; i < n; i++) {

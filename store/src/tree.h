@@ -130,7 +130,15 @@ class BulkLoader {
   uint32_t target_bytes_;
   FlushFn flush_;
   std::string buffer_;
-  std::vector<std::string> leaf_keys_, leaf_values_;
+  // The leaf being built: each entry's key and value, back to back in leaf_data_.
+  struct PendingEntry {
+    size_t at;
+    size_t key_size;
+    size_t value_size;
+  };
+  std::vector<PendingEntry> leaf_;
+  std::string leaf_data_;
+  std::vector<LeafEntry> leaf_entries_;  // views into leaf_data_ while a leaf is encoded
   size_t leaf_bytes_ = 0;
   std::vector<Slot> slots_;  // the leaves written so far
   uint64_t key_count_ = 0;
