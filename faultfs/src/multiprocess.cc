@@ -547,7 +547,7 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
     std::optional<uint64_t> inode;  // the file the attempt wrote
     for (uint64_t i = a->second.begun_at; i < o.at && i < run.trace.size(); i++) {
       const TraceOp& op = run.trace[i];
-      if (!inode && op.kind == TraceOp::Kind::kWrite && op.process == a->second.process) inode = op.inode;
+      if (!inode && op.kind == TraceOp::Kind::kWrite && !op.transient && op.process == a->second.process) inode = op.inode;
       if (inode && op.kind == TraceOp::Kind::kSyncLost && op.inode == *inode) return true;
     }
     return false;

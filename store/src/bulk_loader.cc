@@ -35,6 +35,7 @@ Status BulkLoader::FlushLeaf() {
   NodeRef ref = Append(format::RecordType::kLeaf, EncodeLeaf(leaf_entries_, 0, leaf_entries_.size()));
   slots_.push_back(Slot{std::string(leaf_entries_[0].key), ref});
   leaf_.clear();
+  leaf_entries_.clear();  // views into leaf_data_, which is cleared next
   leaf_data_.clear();
   leaf_bytes_ = 0;
   return MaybeFlush(false);

@@ -1,9 +1,12 @@
 // The change counter (change_counter.h).
 #include "change_counter.h"
 
+#include <sys/random.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstring>
-#include <random>
 
 #include "coding.h"
 #include "map_guard.h"
@@ -11,7 +14,28 @@
 namespace dbdb {
 
 namespace {
+
 constexpr uint64_t kCounterBytes = 8;
+
+uint64_t Mix(uint64_t z) {  // splitmix64's finalizer
+  z += 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// 64 bits from the kernel's random source (never blocking), mixed with the clock, the process and
+// this process's count of marks: if the kernel has no random bytes to give yet, the rest still
+// makes two marks differ.
+uint64_t FreshValue() {
+  static std::atomic<uint64_t> marks{0};
+  uint64_t value = Mix(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+                       (static_cast<uint64_t>(::getpid()) << 40) ^ Mix(marks.fetch_add(1)));
+  uint64_t random = 0;
+  if (::getrandom(&random, sizeof(random), GRND_NONBLOCK) == static_cast<ssize_t>(sizeof(random))) value ^= random;
+  return value;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ChangeMark>> ChangeMark::Take(File& lock_file) {
@@ -19,15 +43,24 @@ Result<std::unique_ptr<ChangeMark>> ChangeMark::Take(File& lock_file) {
   // (or a page of it the kernel lost and read back) would otherwise move it back to a value a
   // reader still trusts. Two marks' values coincide, or a torn read of one matches what a reader
   // kept, with a chance of about 2^-56.
-  std::random_device random;
-  const uint64_t odd = ((uint64_t{random()} << 32) ^ uint64_t{random()}) | 1;
+  const uint64_t odd = FreshValue() | 1;
   char bytes[kCounterBytes];
   coding::EncodeFixed64(bytes, odd);
-  DBDB_RETURN_IF_ERROR(lock_file.WriteAt(0, std::span<const char>(bytes, kCounterBytes)));
-  return std::unique_ptr<ChangeMark>(new ChangeMark(lock_file, odd));
+  Status written = lock_file.WriteAt(0, std::span<const char>(bytes, kCounterBytes));
+  if (written.ok()) return std::unique_ptr<ChangeMark>(new ChangeMark(lock_file, odd, true));
+  // The counter could not be written (a full disk, a quota, a file system that allocates to
+  // overwrite). Taking the lock must not need space, so the counter is removed instead: cutting
+  // the file to nothing needs none, readers that mapped it fault (and look at the file every
+  // time), and new readers map nothing. Only if that fails too is the writer refused.
+  Status cut = lock_file.Truncate(0);
+  if (!cut.ok()) {
+    return Status(written.code(), written.message() + "; removing the counter failed too: " + cut.ToString());
+  }
+  return std::unique_ptr<ChangeMark>(new ChangeMark(lock_file, odd, false));
 }
 
 ChangeMark::~ChangeMark() {
+  if (!written_) return;  // removed: the next writer that can write one puts it back
   char bytes[kCounterBytes];
   coding::EncodeFixed64(bytes, value_ + 1);
   (void)file_.WriteAt(0, std::span<const char>(bytes, kCounterBytes));  // failed: stays odd (safe)

@@ -25,16 +25,19 @@ namespace dbdb {
 class ChangeMark {
  public:
   // Writes a fresh random odd value into `lock_file`: the caller holds the writer lock.
-  // `lock_file` must outlive the mark.
+  // `lock_file` must outlive the mark. If the write fails, the lock file is cut to nothing
+  // (no counter: readers look at the database file every time) and the mark writes nothing when
+  // released; an error only if that fails too.
   static Result<std::unique_ptr<ChangeMark>> Take(File& lock_file);
   ~ChangeMark();
   ChangeMark(const ChangeMark&) = delete;
   ChangeMark& operator=(const ChangeMark&) = delete;
 
  private:
-  ChangeMark(File& file, uint64_t value) : file_(file), value_(value) {}
+  ChangeMark(File& file, uint64_t value, bool written) : file_(file), value_(value), written_(written) {}
   File& file_;
   const uint64_t value_;  // odd
+  const bool written_;    // false: the counter was removed instead
 };
 
 // A reader's read-only mapping of the counter.

@@ -212,6 +212,11 @@ Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const 
     DBDB_ASSIGN_OR_RETURN(auto lock, fs->Lock(path + ".lock", {.wait = options.wait_for_writer}));
     DBDB_ASSIGN_OR_RETURN(exists, fs->Exists(path));  // another process may have created it
     if (!exists) {
+      // Marked as any writer marks it: a reader of a file that was removed meanwhile must look.
+      auto counter = fs->Open(path + ".lock", OpenOptions{.create = false, .transient = true});
+      if (!counter.ok()) return counter.status().WithContext("opening the change counter in " + path + ".lock");
+      auto mark = ChangeMark::Take(**counter);
+      if (!mark.ok()) return mark.status().WithContext("marking the change counter in " + path + ".lock");
       Status s = CreateDatabaseFile(*fs, path);
       if (!s.ok()) return s.WithContext("creating " + path);
     }
@@ -395,6 +400,7 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
   // Follow the new file. Snapshots on the old file keep it open.
   auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes, options_.mmap_reads);
   if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
+  file_->DropKeptBody();
   file_ = file.value();
   newest_.reset();
   overlay_.reset();

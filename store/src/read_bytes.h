@@ -7,14 +7,23 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <utility>
 
 namespace dbdb {
 
 class ReadBytes {
  public:
   ReadBytes() = default;
-  ReadBytes(ReadBytes&&) = default;
-  ReadBytes& operator=(ReadBytes&&) = default;
+  // A moved-from buffer is empty, with no capacity: reusing it allocates again.
+  ReadBytes(ReadBytes&& other) noexcept
+      : data_(std::move(other.data_)), size_(std::exchange(other.size_, 0)),
+        capacity_(std::exchange(other.capacity_, 0)) {}
+  ReadBytes& operator=(ReadBytes&& other) noexcept {
+    data_ = std::move(other.data_);
+    size_ = std::exchange(other.size_, 0);
+    capacity_ = std::exchange(other.capacity_, 0);
+    return *this;
+  }
 
   // Makes it `size` bytes long, contents unspecified until read into (reallocates only to grow;
   // what the old bytes held is lost then, and any view into them dangles).

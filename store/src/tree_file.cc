@@ -234,6 +234,11 @@ bool TreeFile::BodyIsBatch(const format::Commit& commit) {
          commit.batch_offset - commit.body_offset <= format::kSealRecordSizeBytes;
 }
 
+void TreeFile::DropKeptBody() {
+  std::lock_guard<std::mutex> guard(kept_mutex_);
+  kept_.reset();
+}
+
 std::optional<ReadBytes> TreeFile::TakeKeptBody(const format::Commit& commit) {
   std::lock_guard<std::mutex> guard(kept_mutex_);
   if (!kept_ || kept_->commit_offset != commit.offset || kept_->body_checksum != commit.body_checksum ||

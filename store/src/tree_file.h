@@ -76,7 +76,9 @@ class TreeFile {
   // the commit's batch record (after the base's seal) and at most kKeptBodyBytesMax is read in one
   // piece and, if it matches, left in *kept (else *kept is left empty).
   Status VerifyCommitBody(const format::Commit& commit, ReadBytes* kept = nullptr);
-  static constexpr uint64_t kKeptBodyBytesMax = uint64_t{64} << 20;
+  static constexpr uint64_t kKeptBodyBytesMax = uint64_t{16} << 20;
+  // Lets go of a kept body nobody took (a file the handle no longer reads from).
+  void DropKeptBody();
   // True if the commit's body is its batch record (after its base's seal, if the base was sealed).
   static bool BodyIsBatch(const format::Commit& commit);
 

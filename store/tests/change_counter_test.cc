@@ -155,7 +155,7 @@ TEST(ChangeCounter, AfterAWriterDiedHoldingTheLockReadersLookEveryTime) {
 // An empty lock file (made by a writer of an older build, or before any writer marked it) holds no
 // counter: a read-only handle never writes it, and reads without it as before until a writer
 // marks it.
-TEST(ChangeCounter, AnEmptyLockFileIsZeroAndReadersNeverWriteIt) {
+TEST(ChangeCounter, AnEmptyLockFileHoldsNoCounterAndReadersNeverWriteIt) {
   TempDir dir;
   const std::string path = dir.Path("db");
   {
@@ -179,6 +179,81 @@ TEST(ChangeCounter, AnEmptyLockFileIsZeroAndReadersNeverWriteIt) {
   EXPECT_EQ(std::filesystem::file_size(path + ".lock"), 8u);
   EXPECT_EQ(ReadCounter(path + ".lock") % 2, 0u) << "a writer left the counter odd";
   ExpectValue(**reader, "2");
+}
+
+// Creating the database marks the counter as a writer does: a reader of a file that was removed
+// (its lock file left, as it always is) sees the database created in its place, not the old one.
+TEST(ChangeCounter, AReaderOfARemovedDatabaseSeesTheOneCreatedInItsPlace) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  {
+    Handles h = OpenBoth(path);
+    h.writer.reset();  // (closing marks the counter too: it may write a checkpoint)
+    ExpectValue(*h.reader, "1");
+    ExpectValue(*h.reader, "1");  // the reader keeps its view now
+    std::filesystem::remove(path);
+    Options options;
+    options.create_if_missing = true;
+    auto created = DB::Open(path, options);
+    ASSERT_TRUE(created.ok()) << created.status().ToString();
+    auto got = h.reader->Get("k");
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, std::nullopt) << "the reader kept reading the removed file";
+  }
+}
+
+// A lock file that cannot be written (a full disk) must not stop writers: the counter is removed
+// instead (cut to nothing, which needs no space), and readers, even one that mapped it and kept a
+// value, look at the file every time and see every commit.
+class FullLockFileSystem final : public FileSystemWrapper {
+ public:
+  FullLockFileSystem() : FileSystemWrapper(NewPosixFileSystem()) {}
+  std::atomic<bool> full{false};
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    if (!path.ends_with(".lock")) return file;
+    return std::unique_ptr<File>(new FullFile(this, std::move(file)));
+  }
+
+ private:
+  class FullFile final : public FileWrapper {
+   public:
+    FullFile(FullLockFileSystem* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
+    Status WriteAt(uint64_t offset, std::span<const char> data) override {
+      if (fs_->full) return Status::NoSpace("write: No space left on device");
+      return FileWrapper::WriteAt(offset, data);
+    }
+
+   private:
+    FullLockFileSystem* fs_;
+  };
+};
+
+TEST(ChangeCounter, AWriterThatCannotWriteTheCounterRemovesItAndReadersLook) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto full = std::make_shared<FullLockFileSystem>();
+  Options options;
+  options.create_if_missing = true;
+  options.file_system = full;
+  auto writer = DB::Open(path, options);
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  ASSERT_TRUE((*writer)->Put("k", "1").ok());
+  Options reading;
+  reading.read_only = true;
+  auto reader = DB::Open(path, reading);
+  ASSERT_TRUE(reader.ok());
+  for (int i = 0; i < 3; i++) ExpectValue(**reader, "1");  // it keeps the counter's value now
+  full->full = true;
+  for (int round = 2; round < 5; round++) {
+    ASSERT_TRUE((*writer)->Put("k", std::to_string(round)).ok()) << "a full lock file stopped a writer";
+    EXPECT_EQ(std::filesystem::file_size(path + ".lock"), 0u) << "the counter was not removed";
+    ExpectValue(**reader, std::to_string(round));
+  }
+  full->full = false;
+  ASSERT_TRUE((*writer)->Put("k", "5").ok());
+  EXPECT_EQ(std::filesystem::file_size(path + ".lock"), 8u) << "the next writer did not put the counter back";
+  ExpectValue(**reader, "5");
 }
 
 }  // namespace
