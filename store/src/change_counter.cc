@@ -80,11 +80,17 @@ bool ChangeCounterView::Map(FileSystem& fs, const std::string& lock_path) {
   return true;
 }
 
-std::optional<uint64_t> ChangeCounterView::Read() const {
+std::optional<uint64_t> ChangeCounterView::Read() {
   if (!mapped()) return std::nullopt;
   char bytes[kCounterBytes];
   const char* data = mapping_->data();
-  if (!ReadMapped([&] { std::memcpy(bytes, data, kCounterBytes); })) return std::nullopt;
+  if (!ReadMapped([&] { std::memcpy(bytes, data, kCounterBytes); })) {
+    // The file was cut (a writer could not write the counter): drop the mapping rather than
+    // fault on every read; Map makes a new one once a writer has put a counter back.
+    mapping_.reset();
+    file_.reset();
+    return std::nullopt;
+  }
   // The counter is read before anything of the database file this look reads.
   std::atomic_thread_fence(std::memory_order_acquire);
   return coding::DecodeFixed64(bytes);

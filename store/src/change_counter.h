@@ -48,8 +48,9 @@ class ChangeCounterView {
   // does not map files). Never creates or writes anything.
   bool Map(FileSystem& fs, const std::string& lock_path);
   bool mapped() const { return mapping_ != nullptr; }
-  // The counter now; nullopt if not mapped or the mapped page cannot be read (SIGBUS).
-  std::optional<uint64_t> Read() const;
+  // The counter now; nullopt if not mapped, or if the mapped page cannot be read (SIGBUS: the file
+  // was cut), which also drops the mapping.
+  std::optional<uint64_t> Read();
 
  private:
   std::unique_ptr<File> file_;
