@@ -26,11 +26,14 @@ mkdir -p "$work"
 export GIT_CEILING_DIRECTORIES=$work
 # The tree copy: every file of the working tree that git knows (or all of it outside git), copied
 # over the cache so that unchanged files keep their timestamps and the build stays incremental.
+# A changed file gets the time of the copy, not its own (no cp -p): a header edited before a run
+# that was killed mid-mutant was older than the objects that run built from the mutated tree, so
+# the next run linked stale objects and its baseline build failed.
 copy_tree() {
   mkdir -p "$src"
   if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
     (cd "$repo" && git ls-files -z --cached --others --exclude-standard) | while IFS= read -r -d '' f; do
-      if ! cmp -s "$repo/$f" "$src/$f" 2>/dev/null; then mkdir -p "$src/$(dirname "$f")"; cp -p "$repo/$f" "$src/$f"; fi
+      if ! cmp -s "$repo/$f" "$src/$f" 2>/dev/null; then mkdir -p "$src/$(dirname "$f")"; cp "$repo/$f" "$src/$f"; fi
     done
   else
     tar -C "$repo" --exclude='./build*' --exclude=./.git -cf - . | tar -C "$src" -xf -
