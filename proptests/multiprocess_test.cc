@@ -230,7 +230,7 @@ std::pair<std::string, std::optional<std::string>> Put500(std::string key, char 
 // returned OK over the dropped pages, so its durable seal lied, and after a power cut the file
 // refused to open ("a seal proves the commit ... durable, but that commit does not verify"). A
 // writer now writes such bytes again before its sync (DBImpl::RewriteUnproven; mutant 59). The
-// kill steps were moved (from 26 and 61) when writers began to mark the change counter, which
+// kill steps were moved (from 26 and 61, and again when creating the database began to mark it) when writers began to mark the change counter, which
 // adds operations to every transaction; with mutant 59 this schedule still fails.
 TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDropped) {
   using Kind = ProcessStep::Kind;
@@ -259,7 +259,7 @@ TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDrop
   p2.faults = {ArmedFault{"faultfs/rename", 0, EACCES}};
   w.processes = {p1, p2};
   w.schedule.choices = {0, 0, 7, 0, 0, 0, 0, 31, 0, 3};
-  w.schedule.kills = {30, 70};
+  w.schedule.kills = {34, 74};
   for (CrashPlan plan : {CrashPlan::kPrefix, CrashPlan::kDrop, CrashPlan::kSubset}) {
     faultfs::MultiExploreResult result = faultfs::ExploreMulti(w, plan, 64, 1, 1);
     EXPECT_GT(result.faults_fired["faultfs/sync/lose"], 0u) << "the history no longer reaches the failed sync";
@@ -290,7 +290,7 @@ TEST(MultiProcess, AReaderShowsADeadWritersCommitAfterSyncingIt) {
     w.processes = {p1, p2};
     // p1 runs first (choices past the end pick the first eligible process) and is killed at its
     // step after the failed sync, before its rollback; then p2 runs.
-    w.schedule.kills = {27};
+    w.schedule.kills = {31};
     faultfs::MultiOracle oracle;
     faultfs::MultiRun run = oracle.Run(w, std::make_shared<faultfs::SimFileSystem>(1));
     ASSERT_EQ(run.kills, 1u);
