@@ -230,8 +230,9 @@ std::pair<std::string, std::optional<std::string>> Put500(std::string key, char 
 // returned OK over the dropped pages, so its durable seal lied, and after a power cut the file
 // refused to open ("a seal proves the commit ... durable, but that commit does not verify"). A
 // writer now writes such bytes again before its sync (DBImpl::RewriteUnproven; mutant 59). The
-// kill steps were moved (from 26 and 61, and again when creating the database began to mark it) when writers began to mark the change counter, which
-// adds operations to every transaction; with mutant 59 this schedule still fails.
+// kill steps were moved (from 26 and 61) when writers, and the process creating the database,
+// began to mark the change counter, which adds operations to every transaction; with mutant 59
+// this schedule still fails.
 TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDropped) {
   using Kind = ProcessStep::Kind;
   auto del = [](std::string key) { return std::make_pair(std::move(key), std::optional<std::string>()); };
