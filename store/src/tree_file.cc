@@ -23,22 +23,22 @@ Result<std::shared_ptr<TreeFile>> TreeFile::Open(FileSystem& fs, const std::stri
   return std::shared_ptr<TreeFile>(new TreeFile(std::move(file), path, identity, header.value(), cache_bytes, map_reads));
 }
 
-Status TreeFile::ReadExactly(uint64_t offset, uint64_t length, std::string* buffer) {
-  buffer->resize(length);
-  DBDB_ASSIGN_OR_RETURN(size_t n, file_->ReadAt(offset, *buffer));
-  if (n != length) {
+Status TreeFile::ReadInto(uint64_t offset, std::span<char> dst) {
+  DBDB_ASSIGN_OR_RETURN(size_t n, file_->ReadAt(offset, dst));
+  if (n != dst.size()) {
     return Status::Corruption("record at offset " + std::to_string(offset) + " extends past the end of the file");
   }
   return Status::Ok();
 }
 
+Status TreeFile::ReadExactly(uint64_t offset, uint64_t length, std::string* buffer) {
+  buffer->resize(length);
+  return ReadInto(offset, *buffer);
+}
+
 Status TreeFile::ReadExactly(uint64_t offset, uint64_t length, ReadBytes* buffer) {
   buffer->Resize(length);
-  DBDB_ASSIGN_OR_RETURN(size_t n, file_->ReadAt(offset, buffer->span()));
-  if (n != length) {
-    return Status::Corruption("record at offset " + std::to_string(offset) + " extends past the end of the file");
-  }
-  return Status::Ok();
+  return ReadInto(offset, buffer->span());
 }
 
 namespace {

@@ -128,6 +128,7 @@ class TreeFile {
   Result<std::optional<format::Commit>> VerifiedCommitAt(uint64_t offset, uint64_t size, uint64_t verified_commit);
   // The offset of a commit at or above `above` that a durable seal in [above, size) names.
   Result<std::optional<uint64_t>> DurableSealAbove(uint64_t above, uint64_t size);
+  Status ReadInto(uint64_t offset, std::span<char> dst);  // all of dst, or Corruption
   Status ReadExactly(uint64_t offset, uint64_t length, std::string* buffer);
   Status ReadExactly(uint64_t offset, uint64_t length, ReadBytes* buffer);
   // The body VerifyCommitChain verified last for its newest commit, if ReadBatch may take it: the

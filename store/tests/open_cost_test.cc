@@ -44,6 +44,22 @@ class CountingFileSystem final : public FileSystemWrapper {
 
 constexpr uint64_t kMiB = 1024 * 1024;
 
+// Opens `path` with `options` (read-only or not) through a CountingFileSystem: the handle, and
+// the bytes opening read.
+struct CountedOpen {
+  std::unique_ptr<DB> db;
+  uint64_t bytes_read = 0;
+};
+CountedOpen OpenCounting(const std::string& path, Options options, bool read_only) {
+  auto counting = std::make_shared<CountingFileSystem>();
+  options.file_system = counting;
+  options.read_only = read_only;
+  auto db = DB::Open(path, options);
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  if (!db.ok()) return {};
+  return CountedOpen{std::move(db).value(), counting->bytes_read.load()};
+}
+
 // About 12 MiB: keys key0..key2999, each with a 4,000-byte value, in 30 batches of 100.
 const std::string kBigValue(4000, 'v');
 void WriteTwelveMiB(DB& db) {
@@ -154,16 +170,12 @@ TEST(OpenCost, OpeningACompactedFileDoesNotReadItsTree) {
   writer->reset();
   ASSERT_EQ(std::filesystem::file_size(path), compacted) << "closing wrote after the compaction";
   for (bool read_only : {true, false}) {
-    auto opening = std::make_shared<CountingFileSystem>();
-    Options reopen = options;
-    reopen.file_system = opening;
-    reopen.read_only = read_only;
-    auto db = DB::Open(path, reopen);
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
-    EXPECT_LE(opening->bytes_read.load(), 1 * kMiB)
+    CountedOpen opened = OpenCounting(path, options, read_only);
+    ASSERT_NE(opened.db, nullptr);
+    EXPECT_LE(opened.bytes_read, 1 * kMiB)
         << "read_only=" << read_only << ": opening a " << compacted << "-byte compacted file read "
-        << opening->bytes_read.load() << " bytes";
-    auto again = (*db)->Get("key1234");
+        << opened.bytes_read << " bytes";
+    auto again = opened.db->Get("key1234");
     ASSERT_TRUE(again.ok() && *again == std::optional<std::string>(value)) << again.status().ToString();
   }
 }
@@ -230,18 +242,14 @@ TEST(OpenCost, OpeningAtACheckpointReadsItOnce) {
   const uint64_t checkpoint = std::filesystem::file_size(path) - before_close;
   ASSERT_GT(checkpoint, 8 * kMiB) << "closing wrote no checkpoint";
   for (bool read_only : {true, false}) {
-    auto opening = std::make_shared<CountingFileSystem>();
-    Options reopen = options;
-    reopen.file_system = opening;
-    reopen.read_only = read_only;
-    auto db = DB::Open(path, reopen);
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
-    EXPECT_LE(opening->bytes_read.load(), checkpoint + 1 * kMiB)
+    CountedOpen opened = OpenCounting(path, options, read_only);
+    ASSERT_NE(opened.db, nullptr);
+    EXPECT_LE(opened.bytes_read, checkpoint + 1 * kMiB)
         << "read_only=" << read_only << ": opening at a " << checkpoint << "-byte checkpoint read "
-        << opening->bytes_read.load() << " bytes";
-    EXPECT_EQ((*db)->GetStats()->unfolded_bytes, checkpoint) << "the handle is not at the checkpoint";
+        << opened.bytes_read << " bytes";
+    EXPECT_EQ(opened.db->GetStats()->unfolded_bytes, checkpoint) << "the handle is not at the checkpoint";
     for (const char* key : {"key0", "key1234", "key2999"}) {
-      auto got = (*db)->Get(key);
+      auto got = opened.db->Get(key);
       ASSERT_TRUE(got.ok() && *got == std::optional<std::string>(kBigValue)) << key << ": " << got.status().ToString();
     }
   }
