@@ -60,15 +60,16 @@ Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, WriterLock* hel
     return written.status();
   }
   out.reset();
-  DBDB_ASSIGN_OR_RETURN(View view, InstallCompacted(temp, written->log.last));
+  DBDB_ASSIGN_OR_RETURN(View view, InstallCompacted(temp, written->log.last, std::move(written->log.overlay)));
   return Compacted{std::move(written->lock), std::move(view)};
 }
 
 Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, WriterLock* held) {
   DBDB_ASSIGN_OR_RETURN(format::Commit fold, WriteCompactedTree(start, out));
-  CopiedLog log{*start.commit, fold, fold.record_end()};
+  CopiedLog log{*start.commit, fold, fold.record_end(), std::make_shared<LogOverlay>(fold.offset, fold.txn_id)};
   if (held != nullptr) return LockedLog{std::move(*held), log};  // nothing can have been committed since
   for (int pass = 0; pass < kUnlockedPassesMax; pass++) {
+    DBDB_RETURN_IF_ERROR(CheckNotClosing());
     DBDB_ASSIGN_OR_RETURN(View now, ReaderView());
     if (now.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
     auto copied = CopyLog(now, &log, out);
@@ -82,6 +83,7 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, W
     if (copied.value() < kLockedPassBytesMax) break;
   }
   // The last pass, under the writer lock: the newest commit, settled as a writer settles it.
+  DBDB_RETURN_IF_ERROR(CheckNotClosing());
   DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
   DBDB_ASSIGN_OR_RETURN(View newest, PrepareWriterView());
   if (newest.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
@@ -110,9 +112,10 @@ Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
   // The view's keys: the fold's tree with the unfolded log over it, so compaction also folds.
   auto it = NewViewIterator(view);
   DBDB_RETURN_IF_ERROR(it->SeekToFirst());
-  while (it->Valid()) {
+  for (uint64_t n = 1; it->Valid(); n++) {
     DBDB_RETURN_IF_ERROR(loader.Add(it->key(), it->value()));
     DBDB_RETURN_IF_ERROR(it->Next());
+    if (n % 4096 == 0) DBDB_RETURN_IF_ERROR(CheckNotClosing());  // a handle closing does not wait for all of it
   }
   DBDB_ASSIGN_OR_RETURN(TreeRoot root, loader.Finish());
   if (view.log_bytes() == 0 && root.key_count != old.key_count) {
@@ -210,6 +213,7 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
     std::string bytes = AssembleCommit(log->last, records, &c);
     DBDB_RETURN_IF_ERROR(out.WriteAt(at, bytes));
     at += bytes.size();
+    log->overlay->Apply(c.offset, c.txn_id, batch, LogRecordBytes(c));  // as a reader of the new file would
     log->last = c;
     log->source = *it;
   }
@@ -221,7 +225,8 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   return at + seal.size() - start;
 }
 
-Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Commit& newest) {
+Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Commit& newest,
+                                      std::shared_ptr<LogOverlay> overlay) {
   // A failed rename may still have happened (or happen at the next crash): this handle must not
   // go on appending to a file that may no longer have the name. Fail it (I7); a new handle finds
   // whichever file the name holds, both with the same newest commit.
@@ -238,8 +243,11 @@ Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Com
     MutexLock guard(&state_mutex_);
     file_ = file.value();
     newest_ = newest;
-    overlay_.reset();
-    s = CatchUpOverlay();  // the commits copied after the compacted tree
+    // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
+    // only if it is not through `newest` (never expected).
+    DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);
+    overlay_ = overlay->through_offset() == newest.offset ? std::move(overlay) : nullptr;
+    s = CatchUpOverlay();
     compacted = CurrentView();
   }
   if (!s.ok()) return Fail(s.WithContext("reading " + path_ + " after compaction"));

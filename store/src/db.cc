@@ -851,6 +851,7 @@ Result<View> DBImpl::PrepareWriterView() {
 }
 
 bool DBImpl::CompactionBackingOff(const View& view) const {
+  MutexLock guard(&compaction_state_mutex_);
   return compaction_failed_file_.lock() == view.file && view.end() < compaction_failed_end_ + CompactionSlack();
 }
 
@@ -865,20 +866,115 @@ bool DBImpl::AutoCompactionDue(const View& view) const {
 }
 
 Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
-  DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
-  DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
-  if (AutoCompactionDue(view)) DBDB_RETURN_IF_ERROR(AutoCompact(&lock, &view));
-  return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
+  while (true) {
+    DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
+    {
+      std::lock_guard<std::mutex> guard(background_mutex_);
+      if (!background_error_.ok()) return std::exchange(background_error_, Status::Ok());
+    }
+    DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
+    if (CompactsInBackground() && BackgroundCompactionRunning(0)) {
+      // The compaction will fold the log this writer appends meanwhile, unless it falls too far
+      // behind: then this writer lets go of the lock (the compaction's last pass needs it), waits
+      // for it to end, and starts again from the newest commit.
+      if (view.log_bytes_since_fold() <= kBackgroundLogSlackFactor * CompactionSlack()) {
+        return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
+      }
+      lock = WriterLock{};
+      (void)BackgroundCompactionRunning(UINT64_MAX);
+      continue;
+    }
+    if (AutoCompactionDue(view)) DBDB_RETURN_IF_ERROR(AutoCompact(&lock, &view));
+    return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
+  }
+}
+
+bool DBImpl::CompactsInBackground() const {
+  return options_.background_compaction && options_.wait_for_writer && fs_->AllowsBackgroundThreads();
+}
+
+bool DBImpl::BackgroundCompactionRunning(uint64_t wait_past) {
+  std::unique_lock<std::mutex> guard(background_mutex_);
+  if (!background_running_ || wait_past == 0) return background_running_;
+  background_done_.wait(guard, [&] { return !background_running_; });
+  return false;
+}
+
+void DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) {
+  std::lock_guard<std::mutex> guard(background_mutex_);
+  DBDB_ASSERT(!background_running_);
+  if (background_thread_.joinable()) background_thread_.join();  // ended: it cleared running
+  background_running_ = true;
+  background_thread_ = std::thread([this, held = std::move(compaction_lock)]() mutable {
+    RunBackgroundCompaction(std::move(held));
+  });
+}
+
+void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) {
+  Status s;
+  std::shared_ptr<TreeFile> file;  // the file compacted last, and its end then
+  uint64_t end = 0;
+  for (bool again = true; again && s.ok();) {
+    again = false;
+    auto start = ReaderView();
+    if (!start.ok()) {
+      s = start.status();
+      break;
+    }
+    if (!start->commit) break;  // nothing committed, nothing to compact
+    file = start->file;
+    end = start->end();
+    s = WritableVersion(*start->file);
+    if (!s.ok()) break;
+    // Online, as Compact(): its last pass takes the writer lock, let go of here. The commits made
+    // meanwhile were copied unfolded after the tree; once they pass the fold threshold the
+    // compaction runs again to fold them (a writer that stopped must not leave them unfolded, for
+    // every open to replay).
+    auto compacted = CompactFrom(*start, nullptr);
+    s = compacted.status();
+    if (compacted.ok()) again = AutoCompactionDue(compacted->view) && !closing_.load();
+  }
+  compaction_lock.reset();
+  // As AutoCompact: a compaction that fails before its rename or gives up backs off until the
+  // file has grown by the slack; damage is reported (to the next write transaction), never
+  // skipped; a failure after the rename has failed the handle.
+  const bool skipped = s.IsIOError() || s.code() == StatusCode::kAborted;
+  if (!s.ok() && skipped && file != nullptr) {
+    MutexLock guard(&compaction_state_mutex_);
+    compaction_failed_file_ = file;
+    compaction_failed_end_ = end;
+  }
+  std::lock_guard<std::mutex> guard(background_mutex_);
+  if (!s.ok() && !skipped && !closing_.load()) background_error_ = s;
+  background_running_ = false;
+  background_done_.notify_all();
+}
+
+void DBImpl::StopBackgroundCompaction() {
+  closing_.store(true);
+  std::unique_lock<std::mutex> guard(background_mutex_);
+  background_done_.wait(guard, [&] { return !background_running_; });
+  if (background_thread_.joinable()) background_thread_.join();
+}
+
+Status DBImpl::CheckNotClosing() const {
+  if (closing_.load(std::memory_order_relaxed)) return Status::Aborted(path_ + " is being closed; compaction abandoned");
+  return Status::Ok();
 }
 
 Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   // Compact as the thread that found it due (SQLite's automatic checkpoint runs in the committing
-  // connection too). The compaction lock is only tried, while the writer lock is held: that never
-  // waits (so it cannot deadlock with the compaction-then-writer order), and a compaction already
-  // running costs this transaction nothing.
+  // connection too), or hand it to a thread of the handle's own. The compaction lock is only
+  // tried, while the writer lock is held: that never waits (so it cannot deadlock with the
+  // compaction-then-writer order), and a compaction already running costs this transaction
+  // nothing.
   auto compaction_lock = LockCompaction(/*wait=*/false);
   Status s = compaction_lock.status();
   if (s.code() == StatusCode::kBusy) return Status::Ok();
+  if (s.ok() && CompactsInBackground()) {
+    StartBackgroundCompaction(std::move(compaction_lock).value());
+    return Status::Ok();
+  }
   if (s.ok()) {
     if (options_.wait_for_writer) {
       // Online: the writer lock is released while the tree is written, so other writers wait only
@@ -915,6 +1011,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
     DBDB_ASSIGN_OR_RETURN(*view, PrepareWriterView());
   }
   if (!s.ok()) {
+    MutexLock guard(&compaction_state_mutex_);
     compaction_failed_file_ = view->file;
     compaction_failed_end_ = view->end();
   }
@@ -1011,6 +1108,7 @@ Status DBImpl::WriteCheckpoint(bool asked) {
 }
 
 DBImpl::~DBImpl() {
+  StopBackgroundCompaction();
   // Checkpoint on close (best effort: nothing is lost without it, and a destructor reports
   // nothing): only a handle that committed, only when due, and never waiting for a lock another
   // thread or process holds (that writer checkpoints when it closes).

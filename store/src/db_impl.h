@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "change_counter.h"
 #include "dbdb/db.h"
@@ -73,6 +74,11 @@ using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
 // Folds also come once the file's bytes since the fold (checkpoints included) pass this many
 // fold thresholds (DBImpl::FoldDue).
 inline constexpr uint64_t kFoldFileBytesFactor = 3;
+
+// While a background compaction runs, writers append without folding until the log since the
+// fold passes this many compaction slacks (max(fold_threshold_bytes, auto_compact_slack_bytes));
+// then they wait for it to end.
+inline constexpr uint64_t kBackgroundLogSlackFactor = 8;
 
 // The bytes a commit adds to the unfolded log: its batch, commit and seal records.
 inline uint64_t LogRecordBytes(const format::Commit& c) {
@@ -176,6 +182,9 @@ class DBImpl final : public DB {
     format::Commit source;  // the newest commit copied, as the old file holds it
     format::Commit last;    // ... as the new file holds it (at first, the compacted tree's commit)
     uint64_t synced_end;    // the new file is durable below this
+    // The copied commits' changes over the compacted tree: the new file's overlay, built as they
+    // are copied (most of them without the writer lock), so installing it replays nothing.
+    std::shared_ptr<LogOverlay> overlay;
   };
   struct LockedLog {
     WriterLock lock;
@@ -196,8 +205,10 @@ class DBImpl final : public DB {
   // Copies the commits after log->source through `upto`'s commit (same file) into `out` after
   // log->last, and syncs; returns the bytes written (0: nothing new).
   Result<uint64_t> CopyLog(const View& upto, CopiedLog* log, File& out);
-  // Renames the written file over the database, syncs the directory and follows the new file.
-  Result<View> InstallCompacted(const std::string& temp, const format::Commit& newest);
+  // Renames the written file over the database, syncs the directory and follows the new file,
+  // whose overlay through `newest` is `overlay` (CopiedLog).
+  Result<View> InstallCompacted(const std::string& temp, const format::Commit& newest,
+                                std::shared_ptr<LogOverlay> overlay);
   // The lock one compaction at a time holds ("<path>.compacting.lock").
   Result<std::unique_ptr<FileLock>> LockCompaction(bool wait);
   // True when a write transaction should compact before it starts (REQUIRES: the writer lock).
@@ -206,6 +217,22 @@ class DBImpl final : public DB {
   // the writer lock it holds without (waiting for that lock again is what the option forbids).
   // Returns with *lock held again and *view the transaction's base.
   Status AutoCompact(WriterLock* lock, View* view);
+  // True when automatic compactions run on a thread of the handle's own (background_compaction,
+  // with wait_for_writer, on a filesystem that allows it).
+  bool CompactsInBackground() const;
+  // Starts the background compaction, which holds `compaction_lock` (REQUIRES: the writer lock,
+  // none running).
+  void StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock);
+  // The background thread: an online compaction from the newest settled commit; its outcome as
+  // AutoCompact's (the backoff, or an error for the next write transaction).
+  void RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock);
+  // True while a background compaction runs; with `log_bytes` (the writer's log since the fold)
+  // past the bound, waits for it to end first and returns false.
+  bool BackgroundCompactionRunning(uint64_t log_bytes);
+  // Asks a running background compaction to give up, and joins its thread (the destructor).
+  void StopBackgroundCompaction();
+  // Aborted once the handle is closing (checked by compaction between steps).
+  Status CheckNotClosing() const;
   // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
   // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
   bool CompactionDue(const View& view, uint64_t size, uint64_t fold_bytes) const;
@@ -337,11 +364,21 @@ class DBImpl final : public DB {
   std::weak_ptr<TreeFile> durable_file_;  // the file durable_end_ is about
   // Under the writer lock: the file whose name this handle made durable (synced its directory).
   std::weak_ptr<TreeFile> name_durable_file_;
-  // Under the writer lock: where an automatic compaction of this file last failed with an I/O
-  // error (set by BeginWrite once it holds the lock again); the next waits until the file has
-  // grown by the slack.
-  std::weak_ptr<TreeFile> compaction_failed_file_;
-  uint64_t compaction_failed_end_ = 0;
+  // Where an automatic compaction of this file last failed with an I/O error (set by BeginWrite
+  // once it holds the lock again, or by the background thread); the next waits until the file
+  // has grown by the slack.
+  mutable Mutex compaction_state_mutex_;
+  std::weak_ptr<TreeFile> compaction_failed_file_ GUARDED_BY(compaction_state_mutex_);
+  uint64_t compaction_failed_end_ GUARDED_BY(compaction_state_mutex_) = 0;
+  // The background compaction (CompactsInBackground): its thread, whether it runs (set under the
+  // writer lock as it starts, cleared as it ends), and the error it left for the next write
+  // transaction. Waiters for its end wait on background_done_ with background_mutex_.
+  std::mutex background_mutex_;
+  std::condition_variable background_done_;
+  std::thread background_thread_;
+  bool background_running_ = false;
+  Status background_error_;
+  std::atomic<bool> closing_{false};
   bool KnownDurable(const View& view) const {
     return durable_file_.lock() == view.file && durable_end_ == view.body_start();
   }

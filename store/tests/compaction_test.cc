@@ -1,9 +1,13 @@
 // Compaction (I8): the newest commit survives, the file shrinks, readers keep reading, other
 // handles follow the new file, and stats report the garbage before and after.
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <mutex>
+#include <thread>
 
 #include "dbdb/db.h"
 #include "test_util.h"
@@ -264,6 +268,7 @@ struct AutoCompactionPair {
     options.fold_threshold_bytes = 0;
     options.auto_compact_slack_bytes = 64 * 1024;
     options.wait_for_writer = a_waits_for_writer;
+    options.background_compaction = false;  // in the committing thread, where the hooks can watch it
     options.file_system = fs;
     a = std::move(DB::Open(path, options)).value();
     Options other = options;
@@ -387,6 +392,170 @@ TEST(Compaction, WithoutWaitingForTheWriterAnAutomaticCompactionKeepsTheLock) {
   EXPECT_GT(compactions, 0);
   EXPECT_EQ(f.a->GetStats()->generation, static_cast<uint64_t>(compactions)) << "each one finished";
   EXPECT_TRUE(f.a->Check().ok());
+}
+
+// Background compaction (Options::background_compaction): a compaction held at a gate right
+// after it wrote its tree (the first sync of "<path>.compacting"), in whichever thread runs it.
+// The gate, and everything the hook touches, outlive the handle (declared before it).
+struct HeldCompaction {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool started = false;
+  bool released = false;
+  std::thread::id thread;
+  std::atomic<int> syncs{0};
+
+  std::function<void(int, uint64_t)> Hook() {
+    return [this](int n, uint64_t) {
+      syncs++;
+      if (n != 1) return;
+      std::unique_lock<std::mutex> lock(mutex);
+      if (started) return;  // only the first compaction is held
+      started = true;
+      thread = std::this_thread::get_id();
+      changed.notify_all();
+      // Bounded, so a compaction run by the thread that should open the gate fails the test
+      // rather than hanging it.
+      changed.wait_for(lock, std::chrono::seconds(10), [&] { return released; });
+    };
+  }
+  bool WaitStarted() {
+    std::unique_lock<std::mutex> lock(mutex);
+    return changed.wait_for(lock, std::chrono::seconds(30), [&] { return started; });
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mutex);
+    released = true;
+    changed.notify_all();
+  }
+};
+
+struct BackgroundCompactionFixture {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  std::shared_ptr<WatchedCompactionFs> fs = std::make_shared<WatchedCompactionFs>();
+  HeldCompaction held;
+  std::unique_ptr<DB> db;  // last: closed before the gate goes
+
+  BackgroundCompactionFixture() {
+    fs->after_sync = held.Hook();
+    db = std::move(DB::Open(path, DbOptions())).value();
+  }
+  Options DbOptions() const {
+    dbdb::Options options;
+    options.create_if_missing = true;
+    options.fold_threshold_bytes = 4096;
+    options.auto_compact_slack_bytes = 64 * 1024;  // the slack: compaction after about 64 KiB of garbage
+    options.file_system = fs;
+    return options;
+  }
+  // Puts keys "key<i>" (2 KiB values) until a compaction is held at the gate; returns how many.
+  int FillUntilHeld() {
+    int i = 0;
+    for (; i < 5000; i++) {
+      EXPECT_TRUE(db->Put("key" + std::to_string(i), std::string(2048, static_cast<char>('a' + i % 26))).ok());
+      std::lock_guard<std::mutex> lock(held.mutex);
+      if (held.started) return i + 1;
+    }
+    ADD_FAILURE() << "no automatic compaction started";
+    return i;
+  }
+  uint64_t Generation(DB& handle) {
+    auto stats = handle.GetStats();
+    EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+    return stats.ok() ? stats->generation : 0;
+  }
+  // The value of `key`, "<none>" when absent, "<error>" on an error.
+  static std::string Read(DB& handle, const std::string& key) {
+    auto value = handle.Get(key);
+    return value.ok() ? value->value_or("<none>") : "<error>";
+  }
+  // Waits (bounded) for the handle's file to have been compacted at least once.
+  bool WaitCompacted() {
+    for (int i = 0; i < 3000; i++) {
+      if (Generation(*db) > 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+};
+
+// An automatic compaction runs on a thread of the handle's own: the transaction that found it due,
+// and those after it, commit while it writes the tree; it then copies them after the tree, and
+// the handle reads them from the new file's overlay, built as they were copied.
+TEST(Compaction, InTheBackgroundTheCommittingThreadGoesOn) {
+  BackgroundCompactionFixture f;
+  const int before = f.FillUntilHeld();
+  ASSERT_TRUE(f.held.WaitStarted());
+  EXPECT_NE(f.held.thread, std::this_thread::get_id()) << "the compaction ran in the committing thread";
+  for (int j = 0; j < 20; j++) {
+    Status s = f.db->Put("during" + std::to_string(j), std::to_string(j));
+    EXPECT_TRUE(s.ok()) << "a commit while the compaction is held: " << s.ToString();
+  }
+  ASSERT_TRUE(f.db->Del("key0").ok());
+  EXPECT_EQ(f.Generation(*f.db), 0u) << "held: not installed yet";
+  f.held.Release();
+  ASSERT_TRUE(f.WaitCompacted()) << "the background compaction never installed its file";
+  for (int j = 0; j < 20; j++) EXPECT_EQ(f.Read(*f.db, "during" + std::to_string(j)), std::to_string(j));
+  EXPECT_EQ(f.Read(*f.db, "key0"), "<none>");
+  EXPECT_EQ(f.Read(*f.db, "key1").size(), 2048u);
+  EXPECT_EQ(f.db->GetStats()->keys, static_cast<uint64_t>(before - 1 + 20));
+  EXPECT_TRUE(f.db->Check().ok());
+  f.db.reset();
+  auto reopened = DB::Open(f.path, Options{.read_only = true});
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_GE(f.Generation(**reopened), 1u);
+  EXPECT_EQ((*reopened)->GetStats()->keys, static_cast<uint64_t>(before - 1 + 20));
+  EXPECT_EQ(f.Read(**reopened, "during19"), "19");
+}
+
+// Writers append without folding while the compaction runs, but not without bound: once the log
+// since the fold passes eight slacks they wait for it to end.
+TEST(Compaction, InTheBackgroundWritersWaitOnceTheLogIsTooFarBehind) {
+  BackgroundCompactionFixture f;
+  f.FillUntilHeld();
+  ASSERT_TRUE(f.held.WaitStarted());
+  std::atomic<int> done{0};
+  const int kPuts = 400;  // 800 KiB of values: past 8 x 64 KiB
+  std::thread writer([&] {
+    for (int j = 0; j < kPuts; j++) {
+      Status s = f.db->Put("late" + std::to_string(j), std::string(2048, 'x'));
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      done++;
+    }
+  });
+  // The writer stops advancing while the gate is closed.
+  int last = -1;
+  for (int i = 0; i < 100 && done.load() != last; i++) {
+    last = done.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  const int stalled_at = done.load();
+  f.held.Release();
+  writer.join();
+  EXPECT_LT(stalled_at, kPuts) << "every write committed while the compaction was held";
+  EXPECT_GE(stalled_at * 2048, 8 * 64 * 1024 - 64 * 1024) << "stalled before the log passed the bound";
+  EXPECT_LE(stalled_at * 2048, 8 * 64 * 1024 + 64 * 1024) << "not stalled once the log passed the bound";
+  EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(kPuts - 1)).size(), 2048u);
+  EXPECT_TRUE(f.db->Check().ok());
+}
+
+// Closing the handle asks a running background compaction to give up, and waits for it: the
+// database is left as it was (no new file), the partial file emptied, nothing lost.
+TEST(Compaction, ClosingAHandleAbandonsItsBackgroundCompaction) {
+  BackgroundCompactionFixture f;
+  const int before = f.FillUntilHeld();
+  ASSERT_TRUE(f.held.WaitStarted());
+  std::thread closer([&] { f.db.reset(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the closer is waiting by now
+  f.held.Release();
+  closer.join();
+  auto reopened = DB::Open(f.path, Options{.read_only = true});
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ(f.Generation(**reopened), 0u) << "the compaction was not abandoned";
+  EXPECT_EQ((*reopened)->GetStats()->keys, static_cast<uint64_t>(before));
+  EXPECT_TRUE((*reopened)->Check().ok());
+  EXPECT_EQ(std::filesystem::file_size(f.path + ".compacting"), 0u) << "the partial file keeps its space";
 }
 
 // Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys

@@ -137,6 +137,8 @@ class SimFileSystem final : public dbdb::FileSystem {
   dbdb::Status CreateDir(const std::string& dir) override;
   dbdb::Status SyncDir(const std::string& dir) override;
   dbdb::Result<std::unique_ptr<dbdb::FileLock>> Lock(const std::string& path, dbdb::LockOptions options) override;
+  // One thread per simulated process: the store compacts inline, never on a thread of its own.
+  bool AllowsBackgroundThreads() const override { return false; }
 
   // Another process on this machine (see PROCESSES above), named for reports.
   std::shared_ptr<SimFileSystem> NewProcess(const std::string& name);

@@ -83,6 +83,15 @@ struct Options {
   // compact`) compacts.
   bool auto_compact = true;
   uint64_t auto_compact_slack_bytes = 1024 * 1024;
+  // Automatic compactions (with wait_for_writer) run on a thread of the handle's own, started by
+  // the transaction that finds one due, which goes on at once, as do the transactions after it:
+  // commits append to the log (no fold) meanwhile, and the compaction copies them after the tree
+  // and folds them with it. A writer waits for it only once the log since the fold passes
+  // eight times the slack above (closing the handle asks a running one to give up, and waits for
+  // it). Its errors come back from the next write transaction (an I/O error before
+  // the rename backs off as above; one after it fails the handle, as any write's). A FileSystem
+  // whose AllowsBackgroundThreads() is false (the simulated one) gets the inline compaction above.
+  bool background_compaction = true;
   // When a handle that committed is closed, append a checkpoint (as Checkpoint() does) if the
   // commits since the last one are at least two and take at least as many bytes as it; without
   // waiting for the writer lock (busy: skipped), and best effort (an error is not reported and

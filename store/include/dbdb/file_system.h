@@ -162,6 +162,11 @@ class FileSystem {
   // !options.wait returns Busy at once if a conflicting holder has it; else blocks until it is
   // free. Any other error (EACCES, EMFILE, ...) says nothing about whether another holder exists.
   virtual Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) = 0;
+
+  // False for a filesystem that must see every call from one thread per process (a simulation
+  // that schedules processes one operation at a time): the store then starts no thread of its own
+  // (Options::background_compaction).
+  virtual bool AllowsBackgroundThreads() const { return true; }
 };
 
 // Forwards every call to another File: a test double derives from it and overrides only what it
@@ -201,6 +206,7 @@ class FileSystemWrapper : public FileSystem {
   Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) override {
     return base_->Lock(path, options);
   }
+  bool AllowsBackgroundThreads() const override { return base_->AllowsBackgroundThreads(); }
   const std::shared_ptr<FileSystem>& base() const { return base_; }
 
  private:
