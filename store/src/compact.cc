@@ -84,7 +84,8 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, W
   }
   // The last pass, under the writer lock: the newest commit, settled as a writer settles it.
   DBDB_RETURN_IF_ERROR(CheckNotClosing());
-  DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
+  DBDB_ASSIGN_OR_RETURN(WriterLock lock,
+                        AcquireWriter(options_.wait_for_writer, in_background_compaction ? &closing_ : nullptr));
   DBDB_ASSIGN_OR_RETURN(View newest, PrepareWriterView());
   if (newest.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
   DBDB_RETURN_IF_ERROR(CopyLog(newest, &log, out).status());

@@ -1,5 +1,7 @@
 // DB: opening and creating, following the newest commit, snapshots and write transactions.
 #include <algorithm>
+#include <chrono>
+#include <system_error>
 
 #include "dbdb_assert.h"
 #include "checksum.h"
@@ -739,7 +741,7 @@ void DBImpl::HoldWriterLockIfRollbackFailed(WriterLock* lock) {
   held_writer_lock_ = std::move(lock->file_lock);
 }
 
-Result<WriterLock> DBImpl::AcquireWriter(bool wait) {
+Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* give_up) {
   DBDB_RETURN_IF_ERROR(CheckWritable());
   WriterLock lock;
   lock.mutex = std::unique_lock<std::mutex>(writer_mutex_, std::defer_lock);
@@ -748,7 +750,22 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait) {
   } else if (!lock.mutex.try_lock()) {
     return Status::Busy("another write transaction of this handle is open");
   }
-  DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, {.wait = wait}));
+  if (wait && give_up != nullptr) {
+    // The lock file may be held by another handle or process for as long as it likes (an open
+    // transaction in a shell): try it, and give up once asked, rather than wait without end.
+    for (auto pause = std::chrono::microseconds(100);; pause = std::min(2 * pause, kGiveUpPollMax)) {
+      auto held = fs_->Lock(lock_path_, {.wait = false});
+      if (held.ok()) {
+        lock.file_lock = std::move(held).value();
+        break;
+      }
+      if (held.status().code() != StatusCode::kBusy) return held.status();
+      if (give_up->load()) return Status::Aborted(path_ + " is being closed; compaction abandoned");
+      std::this_thread::sleep_for(pause);
+    }
+  } else {
+    DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, {.wait = wait}));
+  }
   DBDB_RETURN_IF_ERROR(CheckWritable());
   // Odd before anything of the database may change: no reader trusts a view without a look from
   // now until the mark is released (change_counter.h).
@@ -873,15 +890,17 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
       if (!background_error_.ok()) return std::exchange(background_error_, Status::Ok());
     }
     DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
-    if (CompactsInBackground() && BackgroundCompactionRunning(0)) {
+    if (CompactsInBackground() && BackgroundCompactionRunning()) {
       // The compaction will fold the log this writer appends meanwhile, unless it falls too far
       // behind: then this writer lets go of the lock (the compaction's last pass needs it), waits
       // for it to end, and starts again from the newest commit.
-      if (view.log_bytes_since_fold() <= kBackgroundLogSlackFactor * CompactionSlack()) {
+      const uint64_t slack = CompactionSlack();
+      const uint64_t bound = slack > UINT64_MAX / kBackgroundLogSlackFactor ? UINT64_MAX : kBackgroundLogSlackFactor * slack;
+      if (view.log_bytes_since_fold() <= bound) {
         return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
       }
       lock = WriterLock{};
-      (void)BackgroundCompactionRunning(UINT64_MAX);
+      WaitForBackgroundCompaction();
       continue;
     }
     if (AutoCompactionDue(view)) DBDB_RETURN_IF_ERROR(AutoCompact(&lock, &view));
@@ -893,24 +912,34 @@ bool DBImpl::CompactsInBackground() const {
   return options_.background_compaction && options_.wait_for_writer && fs_->AllowsBackgroundThreads();
 }
 
-bool DBImpl::BackgroundCompactionRunning(uint64_t wait_past) {
-  std::unique_lock<std::mutex> guard(background_mutex_);
-  if (!background_running_ || wait_past == 0) return background_running_;
-  background_done_.wait(guard, [&] { return !background_running_; });
-  return false;
+bool DBImpl::BackgroundCompactionRunning() {
+  std::lock_guard<std::mutex> guard(background_mutex_);
+  return background_running_;
 }
 
-void DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) {
+void DBImpl::WaitForBackgroundCompaction() {
+  std::unique_lock<std::mutex> guard(background_mutex_);
+  const uint64_t installed = background_installed_;
+  background_done_.wait(guard, [&] { return !background_running_ || background_installed_ != installed; });
+}
+
+bool DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) {
   std::lock_guard<std::mutex> guard(background_mutex_);
   DBDB_ASSERT(!background_running_);
   if (background_thread_.joinable()) background_thread_.join();  // ended: it cleared running
+  try {
+    background_thread_ = std::thread([this, held = std::move(compaction_lock)]() mutable {
+      RunBackgroundCompaction(std::move(held));
+    });
+  } catch (const std::exception&) {
+    return false;  // no thread to be had (EAGAIN, or no memory): the lambda and its lock are gone
+  }
   background_running_ = true;
-  background_thread_ = std::thread([this, held = std::move(compaction_lock)]() mutable {
-    RunBackgroundCompaction(std::move(held));
-  });
+  return true;
 }
 
 void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) {
+  in_background_compaction = true;  // its last pass gives the writer lock up when the handle closes
   Status s;
   std::shared_ptr<TreeFile> file;  // the file compacted last, and its end then
   uint64_t end = 0;
@@ -927,19 +956,24 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) 
     s = WritableVersion(*start->file);
     if (!s.ok()) break;
     // Online, as Compact(): its last pass takes the writer lock, let go of here. The commits made
-    // meanwhile were copied unfolded after the tree; once they pass the fold threshold the
+    // meanwhile were copied unfolded after the tree; while they pass the fold threshold the
     // compaction runs again to fold them (a writer that stopped must not leave them unfolded, for
     // every open to replay).
     auto compacted = CompactFrom(*start, nullptr);
     s = compacted.status();
-    if (compacted.ok()) again = AutoCompactionDue(compacted->view) && !closing_.load();
+    if (compacted.ok()) {
+      again = compacted->view.log_bytes_since_fold() > options_.fold_threshold_bytes && !closing_.load();
+      std::lock_guard<std::mutex> guard(background_mutex_);
+      background_installed_++;
+      background_done_.notify_all();  // writers waiting for the log to be folded
+    }
   }
   compaction_lock.reset();
-  // As AutoCompact: a compaction that fails before its rename or gives up backs off until the
-  // file has grown by the slack; damage is reported (to the next write transaction), never
-  // skipped; a failure after the rename has failed the handle.
+  // As AutoCompact: a compaction that fails backs off until the file has grown by the slack (so
+  // commits fold meanwhile and the log stays bounded); damage is reported (to the next write
+  // transaction), never skipped; a failure after the rename has failed the handle.
   const bool skipped = s.IsIOError() || s.code() == StatusCode::kAborted;
-  if (!s.ok() && skipped && file != nullptr) {
+  if (!s.ok() && file != nullptr) {
     MutexLock guard(&compaction_state_mutex_);
     compaction_failed_file_ = file;
     compaction_failed_end_ = end;
@@ -972,7 +1006,12 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   Status s = compaction_lock.status();
   if (s.code() == StatusCode::kBusy) return Status::Ok();
   if (s.ok() && CompactsInBackground()) {
-    StartBackgroundCompaction(std::move(compaction_lock).value());
+    if (StartBackgroundCompaction(std::move(compaction_lock).value())) return Status::Ok();
+    // Best effort, as a failed compaction: the transaction goes on, commits fold meanwhile, and
+    // the next attempt waits until the file has grown by the slack.
+    MutexLock guard(&compaction_state_mutex_);
+    compaction_failed_file_ = view->file;
+    compaction_failed_end_ = view->end();
     return Status::Ok();
   }
   if (s.ok()) {

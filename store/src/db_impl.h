@@ -1,11 +1,14 @@
 // DBImpl: the state shared by a DB handle's snapshots and write transactions. Private.
 //
-// Locking order: writer_mutex_ -> the cross-process FileLock -> state_mutex_ -> an overlay's lock.
-// failure_mutex_ is taken last, and nothing while holding it. Checked by clang's -Wthread-safety where annotated; writer_mutex_
+// Locking order: writer_mutex_ -> the cross-process FileLock -> background_mutex_ ->
+// compaction_state_mutex_, and the FileLock -> state_mutex_ -> an overlay's lock. failure_mutex_
+// is taken last, and nothing while holding it. The background compaction's thread is joined under
+// background_mutex_ only once it has ended (it takes nothing after clearing its running flag). Checked by clang's -Wthread-safety where annotated; writer_mutex_
 // (held through a movable std::unique_lock for a whole transaction) is not.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -79,6 +82,12 @@ inline constexpr uint64_t kFoldFileBytesFactor = 3;
 // fold passes this many compaction slacks (max(fold_threshold_bytes, auto_compact_slack_bytes));
 // then they wait for it to end.
 inline constexpr uint64_t kBackgroundLogSlackFactor = 8;
+
+// How often, at most, a background compaction's last pass tries the writer's lock file again.
+inline constexpr std::chrono::microseconds kGiveUpPollMax{2000};
+
+// True on the thread of a handle's background compaction (its last pass can give up: AcquireWriter).
+inline thread_local bool in_background_compaction = false;
 
 // The bytes a commit adds to the unfolded log: its batch, commit and seal records.
 inline uint64_t LogRecordBytes(const format::Commit& c) {
@@ -220,15 +229,17 @@ class DBImpl final : public DB {
   // True when automatic compactions run on a thread of the handle's own (background_compaction,
   // with wait_for_writer, on a filesystem that allows it).
   bool CompactsInBackground() const;
-  // Starts the background compaction, which holds `compaction_lock` (REQUIRES: the writer lock,
-  // none running).
-  void StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock);
+  // Starts the background compaction, which holds `compaction_lock`; false (the lock released)
+  // when no thread could be started (REQUIRES: the writer lock, none running).
+  bool StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock);
   // The background thread: an online compaction from the newest settled commit; its outcome as
   // AutoCompact's (the backoff, or an error for the next write transaction).
   void RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock);
-  // True while a background compaction runs; with `log_bytes` (the writer's log since the fold)
-  // past the bound, waits for it to end first and returns false.
-  bool BackgroundCompactionRunning(uint64_t log_bytes);
+  // True while a background compaction runs.
+  bool BackgroundCompactionRunning();
+  // Waits until the running background compaction installs a file or ends (REQUIRES: not the
+  // writer lock, which its last pass takes).
+  void WaitForBackgroundCompaction();
   // Asks a running background compaction to give up, and joins its thread (the destructor).
   void StopBackgroundCompaction();
   // Aborted once the handle is closing (checked by compaction between steps).
@@ -269,8 +280,9 @@ class DBImpl final : public DB {
   Result<std::optional<format::Commit>> SettledForReaderSyncingADeadWriter(uint64_t known_end, uint64_t known_offset)
       REQUIRES(state_mutex_);
 
-  // Takes the writer lock (the handle's mutex, then the lock file), waiting as `wait` says.
-  Result<WriterLock> AcquireWriter(bool wait);
+  // Takes the writer lock (the handle's mutex, then the lock file), waiting as `wait` says; with
+  // `give_up`, the lock file is polled (every kGiveUpPollMax at most) and Aborted once *give_up.
+  Result<WriterLock> AcquireWriter(bool wait, const std::atomic<bool>* give_up = nullptr);
   Result<WriterLock> AcquireWriter() { return AcquireWriter(options_.wait_for_writer); }
   // The writer's base: the newest commit, its tail cut and base settled. REQUIRES: writer lock held.
   Result<View> PrepareWriterView();
@@ -377,6 +389,7 @@ class DBImpl final : public DB {
   std::condition_variable background_done_;
   std::thread background_thread_;
   bool background_running_ = false;
+  uint64_t background_installed_ = 0;  // files it installed, for writers waiting on the log
   Status background_error_;
   std::atomic<bool> closing_{false};
   bool KnownDurable(const View& view) const {
