@@ -165,6 +165,14 @@ int RunChild(const ChildArgs& a) {
   Reporter out(a.report_fd);
   dbdb::Options options;
   options.durability = dbdb::Durability::kSync;
+  // Small thresholds for most children, so that folds and automatic compactions (on a thread of
+  // the child's own: background_compaction) happen within a run and are killed midway; the
+  // defaults for the rest. Drawn from the child's seed, so a run replays.
+  static constexpr uint64_t kFoldThresholds[] = {4 * 1024, 64 * 1024, 4 * 1024 * 1024};
+  static constexpr uint64_t kSlacks[] = {16 * 1024, 256 * 1024, 1024 * 1024};
+  faultfs::Rng knobs(a.seed ^ 0x6b6e6f6273ull);
+  options.fold_threshold_bytes = kFoldThresholds[knobs.Uniform(3)];
+  options.auto_compact_slack_bytes = kSlacks[knobs.Uniform(3)];
   auto db = dbdb::DB::Open(a.path, options);
   if (!db.ok()) out.Die("open", db.status(), "");
   return a.role == "writer" ? RunWriter(a, **db, out) : RunReader(a, **db, out);
