@@ -893,7 +893,7 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
     if (CompactsInBackground() && BackgroundCompactionRunning()) {
       // The compaction will fold the log this writer appends meanwhile, unless it falls too far
       // behind: then this writer lets go of the lock (the compaction's last pass needs it), waits
-      // for it to end, and starts again from the newest commit.
+      // for it to install its file (or end), and starts again from the newest commit.
       const uint64_t slack = CompactionSlack();
       const uint64_t bound = slack > UINT64_MAX / kBackgroundLogSlackFactor ? UINT64_MAX : kBackgroundLogSlackFactor * slack;
       if (view.log_bytes_since_fold() <= bound) {
@@ -923,13 +923,13 @@ void DBImpl::WaitForBackgroundCompaction() {
   background_done_.wait(guard, [&] { return !background_running_ || background_installed_ != installed; });
 }
 
-bool DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) {
+bool DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, const View& due) {
   std::lock_guard<std::mutex> guard(background_mutex_);
   DBDB_ASSERT(!background_running_);
   if (background_thread_.joinable()) background_thread_.join();  // ended: it cleared running
   try {
-    background_thread_ = std::thread([this, held = std::move(compaction_lock)]() mutable {
-      RunBackgroundCompaction(std::move(held));
+    background_thread_ = std::thread([this, held = std::move(compaction_lock), file = due.file, end = due.end()]() mutable {
+      RunBackgroundCompaction(std::move(held), std::move(file), end);
     });
   } catch (const std::exception&) {
     return false;  // no thread to be had (EAGAIN, or no memory): the lambda and its lock are gone
@@ -938,11 +938,10 @@ bool DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock
   return true;
 }
 
-void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock) {
+void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, std::shared_ptr<TreeFile> file,
+                                     uint64_t end) {
   in_background_compaction = true;  // its last pass gives the writer lock up when the handle closes
   Status s;
-  std::shared_ptr<TreeFile> file;  // the file compacted last, and its end then
-  uint64_t end = 0;
   for (bool again = true; again && s.ok();) {
     again = false;
     auto start = ReaderView();
@@ -1006,7 +1005,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   Status s = compaction_lock.status();
   if (s.code() == StatusCode::kBusy) return Status::Ok();
   if (s.ok() && CompactsInBackground()) {
-    if (StartBackgroundCompaction(std::move(compaction_lock).value())) return Status::Ok();
+    if (StartBackgroundCompaction(std::move(compaction_lock).value(), *view)) return Status::Ok();
     // Best effort, as a failed compaction: the transaction goes on, commits fold meanwhile, and
     // the next attempt waits until the file has grown by the slack.
     MutexLock guard(&compaction_state_mutex_);

@@ -229,12 +229,14 @@ class DBImpl final : public DB {
   // True when automatic compactions run on a thread of the handle's own (background_compaction,
   // with wait_for_writer, on a filesystem that allows it).
   bool CompactsInBackground() const;
-  // Starts the background compaction, which holds `compaction_lock`; false (the lock released)
-  // when no thread could be started (REQUIRES: the writer lock, none running).
-  bool StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock);
-  // The background thread: an online compaction from the newest settled commit; its outcome as
-  // AutoCompact's (the backoff, or an error for the next write transaction).
-  void RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock);
+  // Starts the background compaction, which holds `compaction_lock`, found due on `due`; false
+  // (the lock released) when no thread could be started (REQUIRES: the writer lock, none running).
+  bool StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, const View& due);
+  // The background thread: an online compaction from the newest settled commit, again while what
+  // it copied passes the fold threshold; its outcome as AutoCompact's (the backoff, from `file`
+  // and `end` or the file it compacted last, or an error for the next write transaction).
+  void RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, std::shared_ptr<TreeFile> file,
+                               uint64_t end);
   // True while a background compaction runs.
   bool BackgroundCompactionRunning();
   // Waits until the running background compaction installs a file or ends (REQUIRES: not the
