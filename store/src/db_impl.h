@@ -80,7 +80,7 @@ inline constexpr uint64_t kFoldFileBytesFactor = 3;
 
 // While a background compaction runs, writers append without folding until the log since the
 // fold passes this many compaction slacks (max(fold_threshold_bytes, auto_compact_slack_bytes));
-// then they wait for it to end.
+// then they wait for it to install its file (or end).
 inline constexpr uint64_t kBackgroundLogSlackFactor = 8;
 
 // How often, at most, a background compaction's last pass tries the writer's lock file again.
@@ -378,9 +378,9 @@ class DBImpl final : public DB {
   std::weak_ptr<TreeFile> durable_file_;  // the file durable_end_ is about
   // Under the writer lock: the file whose name this handle made durable (synced its directory).
   std::weak_ptr<TreeFile> name_durable_file_;
-  // Where an automatic compaction of this file last failed with an I/O error (set by BeginWrite
-  // once it holds the lock again, or by the background thread); the next waits until the file
-  // has grown by the slack.
+  // Where an automatic compaction of this file last failed (inline: with an I/O error or a give-up,
+  // set by BeginWrite once it holds the lock again; in the background: with any error, or when no
+  // thread could be started); the next waits until the file has grown by the slack.
   mutable Mutex compaction_state_mutex_;
   std::weak_ptr<TreeFile> compaction_failed_file_ GUARDED_BY(compaction_state_mutex_);
   uint64_t compaction_failed_end_ GUARDED_BY(compaction_state_mutex_) = 0;
