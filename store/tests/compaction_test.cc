@@ -614,40 +614,13 @@ TEST(Compaction, ClosingDoesNotWaitForAWriterLockAnotherHandleHolds) {
   EXPECT_TRUE((*b)->Check().ok());
 }
 
-// A compaction file whose writes after the header fail with `status` (a damaged device, say).
-class RefusingCompactionFs final : public FileSystemWrapper {
- public:
-  explicit RefusingCompactionFs(Status status) : FileSystemWrapper(NewPosixFileSystem()), status_(std::move(status)) {}
-  std::atomic<int> refused{0};
-  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
-    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
-    if (!testing::IsCompactionFile(path)) return file;
-    return std::unique_ptr<File>(new Refusing(this, std::move(file)));
-  }
-
- private:
-  class Refusing final : public FileWrapper {
-   public:
-    Refusing(RefusingCompactionFs* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
-    Status WriteAt(uint64_t offset, std::span<const char> data) override {
-      if (offset == 0) return FileWrapper::WriteAt(offset, data);
-      fs_->refused++;
-      return fs_->status_;
-    }
-
-   private:
-    RefusingCompactionFs* fs_;
-  };
-  const Status status_;
-};
-
 // A background compaction that fails with an error that is not an I/O error hands it to the
 // handle's next write transaction, once, and backs off as a failed one does: the writes after it
 // succeed, commits fold meanwhile (the log stays bounded), and it is not retried at every commit.
 TEST(Compaction, ABackgroundCompactionsErrorIsReportedOnceAndBacksOff) {
   TempDir dir;
   const std::string path = dir.Path("db");
-  auto fs = std::make_shared<RefusingCompactionFs>(Status::Corruption("injected by the test"));
+  auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
   Options options;
   options.create_if_missing = true;
   options.file_system = fs;

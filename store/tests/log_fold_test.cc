@@ -228,33 +228,6 @@ TEST(LogFold, BackgroundCompactionBoundsTheFileAndTheLog) {
   EXPECT_TRUE(reopened->Check().ok());
 }
 
-// A file system whose compaction files fill the disk: opening and the header succeed, every later
-// write fails with ENOSPC (a full disk for them only).
-class NoRoomToCompact final : public FileSystemWrapper {
- public:
-  NoRoomToCompact() : FileSystemWrapper(NewPosixFileSystem()) {}
-  std::atomic<int> refused{0};
-  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
-    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
-    if (!testing::IsCompactionFile(path)) return file;
-    return std::unique_ptr<File>(new FullFile(this, std::move(file)));
-  }
-
- private:
-  class FullFile final : public FileWrapper {
-   public:
-    FullFile(NoRoomToCompact* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
-    Status WriteAt(uint64_t offset, std::span<const char> data) override {
-      if (offset == 0) return FileWrapper::WriteAt(offset, data);  // the header
-      fs_->refused++;
-      return Status::NoSpace("no space left on device (test)");
-    }
-
-   private:
-    NoRoomToCompact* fs_;
-  };
-};
-
 // Automatic compaction is best effort: when it cannot write its file, writes go on, the partial
 // file gives its space back (it is emptied, not removed: see mutant 35), the next attempt waits
 // until the file has grown by the slack, folds go on meanwhile (the log stays within the
@@ -262,7 +235,8 @@ class NoRoomToCompact final : public FileSystemWrapper {
 TEST(LogFold, AFailingAutomaticCompactionDoesNotStopWrites) {
   TempDir dir;
   const std::string path = dir.Path("db");
-  auto fs = std::make_shared<NoRoomToCompact>();
+  // The compaction's file fills the disk: its header is written, every later write fails.
+  auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::NoSpace("no space left on device (test)"));
   Options options;
   options.file_system = fs;
   options.fold_threshold_bytes = 16 * 1024;

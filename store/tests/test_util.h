@@ -1,11 +1,17 @@
-// Helpers shared by the store's unit tests: a temporary directory removed at the end.
+// Helpers shared by the store's unit tests: a temporary directory removed at the end, and a
+// filesystem whose compaction files refuse writes.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <atomic>
 #include <filesystem>
+#include <memory>
+#include <span>
 #include <string>
+
+#include "dbdb/file_system.h"
 
 namespace dbdb::testing {
 
@@ -30,5 +36,33 @@ inline bool IsCompactionFile(const std::string& path) {
   const std::string suffix = ".compacting";
   return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
+
+// The real filesystem, except that a compaction's file refuses every write after its header with
+// `status` (a full disk for it only, with NoSpace; a damaged device, with another error).
+class RefusingCompactionFs final : public FileSystemWrapper {
+ public:
+  explicit RefusingCompactionFs(Status status) : FileSystemWrapper(NewPosixFileSystem()), status_(std::move(status)) {}
+  std::atomic<int> refused{0};  // writes refused
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    if (!IsCompactionFile(path)) return file;
+    return std::unique_ptr<File>(new Refusing(this, std::move(file)));
+  }
+
+ private:
+  class Refusing final : public FileWrapper {
+   public:
+    Refusing(RefusingCompactionFs* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
+    Status WriteAt(uint64_t offset, std::span<const char> data) override {
+      if (offset == 0) return FileWrapper::WriteAt(offset, data);  // the header
+      fs_->refused++;
+      return fs_->status_;
+    }
+
+   private:
+    RefusingCompactionFs* fs_;
+  };
+  const Status status_;
+};
 
 }  // namespace dbdb::testing
