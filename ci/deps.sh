@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config                  # the build
   libxxhash-dev                                     # checksums (the store)
+  libabsl-dev                                       # B-trees (the store's log overlay)
   libgtest-dev libgmock-dev librapidcheck-dev       # unit and property tests
   libfiu-dev fiu-utils                              # fault injection
   libcli11-dev nlohmann-json3-dev libfmt-dev        # command lines, reports

@@ -48,7 +48,7 @@ uint64_t LogOverlay::commits_after_checkpoint() const {
 void LogOverlay::RebuildFilter() const {
   filter_.Reset(base_.size() + entries_.size());
   for (const format::BatchChange& change : base_) filter_.Add(change.key);
-  for (const auto& [key, newest] : entries_) filter_.Add(key);
+  for (const Entry& entry : entries_) filter_.Add(entry.held->key());
 }
 
 void LogOverlay::BuildFilter() const {
@@ -58,6 +58,12 @@ void LogOverlay::BuildFilter() const {
   // out; other readers wait here or, seeing filter_built_ false, do not read filter_.
   RebuildFilter();
   filter_built_.store(true, std::memory_order_release);
+}
+
+LogOverlay::Probe::Probe(std::string_view k) : prefix(0), key(k) {
+  unsigned char bytes[8] = {};
+  std::memcpy(bytes, k.data(), std::min<size_t>(k.size(), 8));
+  for (unsigned char b : bytes) prefix = prefix << 8 | b;
 }
 
 std::string_view LogOverlay::Copy(std::string_view bytes) {
@@ -74,15 +80,22 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
   // so each key's list stays newest first.
   DBDB_ASSERT(commit_offset > through_offset_ && txn_id > through_txn_id_);
   for (const auto& change : changes) {
-    auto it = entries_.lower_bound(change.key);
-    if (it == entries_.end() || it->first != change.key) {
-      it = entries_.emplace_hint(it, Copy(change.key), nullptr);
+    const Probe probe(change.key);
+    auto it = entries_.lower_bound(probe);
+    Held* held;
+    // The prefixes tell most new keys apart without reading the held key (a cache miss).
+    if (it == entries_.end() || it->prefix != probe.prefix || it->held->key() != change.key) {
+      const std::string_view key = Copy(change.key);
+      held = new (arena_.allocate(sizeof(Held), alignof(Held))) Held{key.data(), key.size(), nullptr};
+      entries_.insert(it, Entry{probe.prefix, held});  // invalidates it (a B-tree's insert may move others)
       // filter_built_ only turns true under the shared lock, which this exclusive one excludes.
       if (filter_built_.load(std::memory_order_relaxed) && filter_.Add(change.key)) RebuildFilter();
+    } else {
+      held = it->held;
     }
     auto* version = static_cast<Version*>(arena_.allocate(sizeof(Version), alignof(Version)));
-    new (version) Version{txn_id, it->second, change.value ? Copy(*change.value) : std::string_view(), !change.value};
-    it->second = version;
+    new (version) Version{txn_id, held->newest, change.value ? Copy(*change.value) : std::string_view(), !change.value};
+    held->newest = version;
   }
   through_offset_ = commit_offset;
   through_txn_id_ = txn_id;
@@ -132,9 +145,9 @@ std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, 
   std::shared_lock<std::shared_mutex> guard(mutex_);
   if (!filter_built_.load(std::memory_order_acquire)) BuildFilter();
   if (!filter_.MayContain(key)) return std::nullopt;
-  auto it = entries_.find(key);
+  auto it = entries_.find(Probe(key));
   if (it != entries_.end()) {
-    if (const Version* v = VisibleAt(it->second, txn_id)) return ValueOf(*v);
+    if (const Version* v = VisibleAt(it->held->newest, txn_id)) return ValueOf(*v);
   }
   const format::BatchChange* base = BaseFind(key, txn_id);
   if (base == nullptr) return std::nullopt;
@@ -144,22 +157,23 @@ std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, 
 bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,
                       std::optional<std::string>* value) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
-  auto it = inclusive ? entries_.lower_bound(key) : entries_.upper_bound(key);
+  const Probe probe(key);
+  auto it = inclusive ? entries_.lower_bound(probe) : entries_.upper_bound(probe);
   const Version* v = nullptr;
   for (; it != entries_.end(); ++it) {
-    v = VisibleAt(it->second, txn_id);
+    v = VisibleAt(it->held->newest, txn_id);
     if (v != nullptr) break;  // else changed only after the snapshot
   }
   auto base = base_.empty() ? base_.end() : BaseSeek(key, inclusive);
   if (base != base_.end()) DBDB_ASSERT(txn_id >= base_txn_id_);
   // The smaller key wins; on the same key the tree's version, which is newer than the checkpoint.
-  if (base != base_.end() && (v == nullptr || base->key < it->first)) {
+  if (base != base_.end() && (v == nullptr || base->key < it->held->key())) {
     found_key->assign(base->key);
     *value = base->value ? std::optional<std::string>(std::string(*base->value)) : std::nullopt;
     return true;
   }
   if (v == nullptr) return false;
-  found_key->assign(it->first);
+  found_key->assign(it->held->key());
   *value = ValueOf(*v);
   return true;
 }
@@ -172,12 +186,12 @@ LogOverlay::Latest LogOverlay::LatestChanges(uint64_t txn_id) const {
     out.emplace_hint(out.end(), std::string(change.key),
                      change.value ? std::optional<std::string>(std::string(*change.value)) : std::nullopt);
   }
-  for (const auto& [key, newest] : entries_) {
-    if (const Version* v = VisibleAt(newest, txn_id)) {
+  for (const Entry& entry : entries_) {
+    if (const Version* v = VisibleAt(entry.held->newest, txn_id)) {
       if (base_.empty()) {
-        out.emplace_hint(out.end(), std::string(key), ValueOf(*v));
+        out.emplace_hint(out.end(), std::string(entry.held->key()), ValueOf(*v));
       } else {
-        out.insert_or_assign(std::string(key), ValueOf(*v));
+        out.insert_or_assign(std::string(entry.held->key()), ValueOf(*v));
       }
     }
   }

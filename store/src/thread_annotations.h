@@ -12,6 +12,15 @@
 #define DBDB_THREAD_ANNOTATION(x)
 #endif
 
+// Abseil's legacy header (absl/base/internal/thread_annotations.h, which its containers include)
+// defines some of the same names to the same attributes: ours replace them, whichever comes first.
+#undef CAPABILITY
+#undef SCOPED_CAPABILITY
+#undef GUARDED_BY
+#undef REQUIRES
+#undef EXCLUDES
+#undef ACQUIRE
+#undef RELEASE
 #define CAPABILITY(x) DBDB_THREAD_ANNOTATION(capability(x))
 #define SCOPED_CAPABILITY DBDB_THREAD_ANNOTATION(scoped_lockable)
 #define GUARDED_BY(x) DBDB_THREAD_ANNOTATION(guarded_by(x))

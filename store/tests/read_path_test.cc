@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
+#include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -122,6 +125,75 @@ TEST(KeyFilter, AFilterBuiltWhileCommitsAreAppliedMissesNoneOfThem) {
     }
     for (auto& t : readers) t.join();
     ASSERT_EQ(missed.load(), 0u) << "round " << round;
+  }
+}
+
+// The overlay orders its B-tree by each key's first eight bytes before the whole key: keys that
+// share those bytes, end inside them, or hold zero and 0xff bytes there must still be told apart
+// and kept in byte order. Gets, seeks both ways and the fold's LatestChanges, at every snapshot,
+// against a model, for keys drawn to collide: lengths 0 to 12 over the bytes 0, 1, 'a' and 0xff.
+TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
+  std::mt19937_64 rng(20261203);
+  SCOPED_TRACE("seed 20261203");
+  const char alphabet[] = {'\0', '\x01', 'a', '\xff'};
+  auto draw = [&] {
+    std::string k(rng() % 13, '\0');
+    for (char& c : k) c = alphabet[rng() % 4];
+    return k;
+  };
+  LogOverlay overlay(100, 7);
+  // key -> (txn, value or deleted), oldest first
+  std::map<std::string, std::vector<std::pair<uint64_t, std::optional<std::string>>>> model;
+  std::vector<std::string> probes;
+  for (uint64_t commit = 0; commit < 60; commit++) {
+    std::map<std::string, std::optional<std::string>> batch;
+    for (int i = 0; i < 40; i++) {
+      std::string k = draw();
+      batch[k] = rng() % 4 == 0 ? std::nullopt : std::optional<std::string>(k + "@" + std::to_string(commit));
+      probes.push_back(draw());
+    }
+    std::vector<format::BatchChange> changes;
+    for (const auto& [k, v] : batch) changes.push_back({k, v ? std::optional<std::string_view>(*v) : std::nullopt});
+    overlay.Apply(200 + commit, 8 + commit, changes, 100);
+    for (const auto& [k, v] : batch) model[k].emplace_back(8 + commit, v);
+  }
+  for (const auto& [k, versions] : model) probes.push_back(k);
+  // What the model holds for `key` at `txn`: nullopt if nothing.
+  auto at = [&](const std::string& key, uint64_t txn) -> std::optional<std::optional<std::string>> {
+    auto it = model.find(key);
+    if (it == model.end()) return std::nullopt;
+    std::optional<std::optional<std::string>> out;
+    for (const auto& [t, v] : it->second) {
+      if (t <= txn) out = v;
+    }
+    return out;
+  };
+  for (uint64_t txn : {uint64_t{7}, uint64_t{8}, uint64_t{30}, uint64_t{67}}) {
+    for (const std::string& probe : probes) {
+      ASSERT_EQ(overlay.Get(probe, txn), at(probe, txn)) << "get, txn " << txn;
+      for (bool inclusive : {true, false}) {
+        std::optional<std::string> want_key;
+        for (auto it = inclusive ? model.lower_bound(probe) : model.upper_bound(probe); it != model.end(); ++it) {
+          if (at(it->first, txn)) {
+            want_key = it->first;
+            break;
+          }
+        }
+        std::string found;
+        std::optional<std::string> value;
+        const bool got = overlay.Seek(probe, inclusive, txn, &found, &value);
+        ASSERT_EQ(got, want_key.has_value()) << "seek, txn " << txn << (inclusive ? " >=" : " >");
+        if (got) {
+          ASSERT_EQ(found, *want_key) << "seek, txn " << txn;
+          ASSERT_EQ(value, *at(found, txn));
+        }
+      }
+    }
+    LogOverlay::Latest want;
+    for (const auto& [k, versions] : model) {
+      if (auto v = at(k, txn)) want.emplace(k, *v);
+    }
+    ASSERT_EQ(overlay.LatestChanges(txn), want) << "txn " << txn;
   }
 }
 
