@@ -12,11 +12,13 @@
 // costs one tree lookup per change and a few bump allocations, no allocation per key or value:
 // opening a file replays the whole unfolded tail (docs/FORMAT.md, "Commits, batches and folds").
 //
-// The keys are kept in a B-tree (absl::btree_set), with each key's first eight bytes beside it,, not a red-black tree: between folds (and at a
-// million keys and more, where compactions take the place of folds) an overlay holds hundreds of
-// thousands of keys, every change of every commit is one ordered insert, and at that size each
-// level of a binary tree is a cache miss. A profile of a 1M-key batch fill had that insert at
-// two thirds of the committing thread's time; a B-tree node holds many keys in a few lines.
+// The keys are kept in a B-tree (absl::btree_set), not a red-black tree, each with its first
+// eight bytes beside it. Between folds (and at a million keys and more, where compactions take
+// the place of folds) an overlay holds hundreds of thousands of keys, every change of every commit
+// is one ordered insert, and at that size each level of a binary tree, and each comparison that
+// reads a key, is a cache miss. A profile of a 1M-key batch fill had that insert at two thirds of
+// the committing thread's time. A B-tree node holds many entries in a few cache lines, and the
+// prefixes settle most comparisons without reading the key.
 //
 // Checkpoints: an overlay opened at a checkpoint (a commit whose batch holds every key's newest
 // change since the fold, as of its txn; docs/FORMAT.md, "Checkpoints") starts from that batch as

@@ -16,9 +16,6 @@ using coding::VarintLength;
 
 namespace {
 
-constexpr uint64_t kSlotSizeBytes = 4;
-constexpr uint64_t kChildRefSizeBytes = 12;  // offset:u64 length:u32
-
 // A varint at the front of *bytes, which it consumes; false if it runs past the end.
 bool TakeVarint(std::string_view* bytes, uint64_t* v) {
   coding::Reader reader(*bytes);
@@ -62,12 +59,6 @@ bool LiesBefore(const NodeRef& ref, uint64_t offset) {
 // ---------------------------------------------------------------------------------------------
 // NodeView
 
-uint32_t NodeView::count() const {
-  if (size_ < kNodeCountSizeBytes) return 0;
-  uint64_t count = DecodeFixed32(data_);
-  return static_cast<uint32_t>(std::min<uint64_t>(count, (size_ - kNodeCountSizeBytes) / kSlotSizeBytes));
-}
-
 std::string_view NodeView::Entry(uint32_t i) const {
   uint32_t n = count();
   if (i >= n) return {};
@@ -77,43 +68,11 @@ std::string_view NodeView::Entry(uint32_t i) const {
   return std::string_view(data_ + begin, end - begin);
 }
 
-// The hot path of a lookup: one slot and one or two varints per key compared, every read bounded
-// by the payload (not by the entry, which only ValidateNode needs to pin down).
-
-uint32_t NodeView::Slot(uint32_t i) const {
-  uint32_t at = DecodeFixed32(data_ + kNodeCountSizeBytes + kSlotSizeBytes * i);
-  return at < size_ ? at : size_;
-}
-
-bool NodeView::Varint(uint32_t* at, uint64_t* v) const {
-  if (*at < size_ && static_cast<uint8_t>(data_[*at]) < 0x80) {  // one byte: almost every length
-    *v = static_cast<uint8_t>(data_[(*at)++]);
-    return true;
-  }
+bool NodeView::LongVarint(uint32_t* at, uint64_t* v) const {
   coding::Reader reader(std::string_view(data_ + *at, size_ - *at));
   if (!reader.GetVarint(v)) return false;
   *at = size_ - static_cast<uint32_t>(reader.remaining());
   return true;
-}
-
-// Where the key of the entry at `at` starts, and its size; false if it runs past the payload.
-bool NodeView::KeyAt(uint32_t at, uint32_t* key_at, uint64_t* key_size, uint64_t* value_size) const {
-  *value_size = 0;
-  if (!leaf_) {
-    if (size_ - at < kChildRefSizeBytes) return false;
-    at += kChildRefSizeBytes;
-  }
-  if (!Varint(&at, key_size) || (leaf_ && !Varint(&at, value_size))) return false;
-  if (*key_size > size_ - at) return false;
-  *key_at = at;
-  return true;
-}
-
-std::string_view NodeView::KeyOfSlot(uint32_t i) const {
-  uint32_t at;
-  uint64_t key_size, value_size;
-  if (!KeyAt(Slot(i), &at, &key_size, &value_size)) return {};
-  return std::string_view(data_ + at, key_size);
 }
 
 std::string_view NodeView::key(uint32_t i) const { return i < count() ? KeyOfSlot(i) : std::string_view(); }
@@ -142,33 +101,6 @@ NodeRef NodeView::child(uint32_t i) const {
   uint32_t at = Slot(i);
   if (size_ - at < kChildRefSizeBytes) return NodeRef{};
   return NodeRef{DecodeFixed64(data_ + at), DecodeFixed32(data_ + at + 8)};
-}
-
-uint32_t NodeView::LowerBound(std::string_view key) const {
-  uint32_t lo = 0, hi = count();
-  while (lo < hi) {
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (KeyOfSlot(mid) < key) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
-uint32_t NodeView::ChildFor(std::string_view key) const {
-  // The last i with key(i) <= key, treating key(0) as minus infinity.
-  uint32_t lo = 1, hi = count();
-  while (lo < hi) {
-    uint32_t mid = lo + (hi - lo) / 2;
-    if (KeyOfSlot(mid) <= key) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo - 1;
 }
 
 const char* ValidateNode(uint64_t offset, format::RecordType type, std::string_view payload) {
