@@ -62,7 +62,7 @@ void LogOverlay::BuildFilter() const {
 
 LogOverlay::Probe::Probe(std::string_view k) : prefix(0), key(k) {
   unsigned char bytes[8] = {};
-  std::memcpy(bytes, k.data(), std::min<size_t>(k.size(), 8));
+  if (!k.empty()) std::memcpy(bytes, k.data(), std::min<size_t>(k.size(), 8));  // an empty view's data() may be null
   for (unsigned char b : bytes) prefix = prefix << 8 | b;
 }
 

@@ -12,8 +12,10 @@
 #define DBDB_THREAD_ANNOTATION(x)
 #endif
 
-// Abseil's legacy header (absl/base/internal/thread_annotations.h, which its containers include)
-// defines some of the same names to the same attributes: ours replace them, whichever comes first.
+// Abseil's legacy header (absl/base/internal/thread_annotations.h, which its B-tree includes)
+// defines GUARDED_BY too, to the same attribute: included before this header, its definition is
+// replaced here; included after, it replaces ours with the same thing (no warning: a system
+// header). The other names are undefined too, in case another library defines them.
 #undef CAPABILITY
 #undef SCOPED_CAPABILITY
 #undef GUARDED_BY

@@ -130,8 +130,10 @@ TEST(KeyFilter, AFilterBuiltWhileCommitsAreAppliedMissesNoneOfThem) {
 
 // The overlay orders its B-tree by each key's first eight bytes before the whole key: keys that
 // share those bytes, end inside them, or hold zero and 0xff bytes there must still be told apart
-// and kept in byte order. Gets, seeks both ways and the fold's LatestChanges, at every snapshot,
-// against a model, for keys drawn to collide: lengths 0 to 12 over the bytes 0, 1, 'a' and 0xff.
+// and kept in byte order. Gets and seeks both ways (which see the B-tree's order), and the fold's
+// LatestChanges (which sees which versions are kept), at several snapshots, against a model, for
+// keys drawn to collide: lengths 0 to 12 over the bytes 0, 1, 'a' and 0xff. And the empty view,
+// whose data() is null (an iterator's SeekToFirst seeks it).
 TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
   std::mt19937_64 rng(20261203);
   SCOPED_TRACE("seed 20261203");
@@ -168,7 +170,16 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
     }
     return out;
   };
-  for (uint64_t txn : {uint64_t{7}, uint64_t{8}, uint64_t{30}, uint64_t{67}}) {
+  // Before the first commit nothing is visible (a seek from here would walk every key).
+  EXPECT_EQ(overlay.Get(std::string_view(), 7), std::nullopt);
+  EXPECT_EQ(overlay.Get(draw(), 7), std::nullopt);
+  {
+    std::string found;
+    std::optional<std::string> value;
+    ASSERT_TRUE(overlay.Seek(std::string_view(), true, 67, &found, &value));
+    EXPECT_EQ(found, model.begin()->first);
+  }
+  for (uint64_t txn : {uint64_t{8}, uint64_t{30}, uint64_t{67}}) {
     for (const std::string& probe : probes) {
       ASSERT_EQ(overlay.Get(probe, txn), at(probe, txn)) << "get, txn " << txn;
       for (bool inclusive : {true, false}) {
