@@ -53,16 +53,14 @@ class MapCursor final : public ChangeCursor {
   Overlay::const_iterator position_;
 };
 
-// The overlay's changes as of one commit. Each step looks the next key up (the overlay may grow
-// meanwhile: later versions are not seen), holding a copy of the current change.
+// The overlay's changes as of one commit, holding a copy of the current change. Each step goes on
+// from where the last one stopped (LogOverlay::Position), or looks the next key up if the overlay
+// gained a key meanwhile (it may grow: later versions are not seen).
 class LogCursor final : public ChangeCursor {
  public:
   LogCursor(std::shared_ptr<const LogOverlay> overlay, uint64_t txn_id) : overlay_(std::move(overlay)), txn_id_(txn_id) {}
-  void Seek(std::string_view key) override { valid_ = overlay_->Seek(key, true, txn_id_, &key_, &value_); }
-  void Next() override {
-    std::string from = std::move(key_);
-    valid_ = overlay_->Seek(from, false, txn_id_, &key_, &value_);
-  }
+  void Seek(std::string_view key) override { valid_ = overlay_->Seek(key, true, txn_id_, &key_, &value_, &position_); }
+  void Next() override { valid_ = overlay_->Next(txn_id_, &key_, &value_, &position_); }
   bool Valid() const override { return valid_; }
   std::string_view key() const override { return key_; }
   const std::optional<std::string>& value() const override { return value_; }
@@ -70,6 +68,7 @@ class LogCursor final : public ChangeCursor {
  private:
   std::shared_ptr<const LogOverlay> overlay_;
   uint64_t txn_id_;
+  LogOverlay::Position position_;
   bool valid_ = false;
   std::string key_;
   std::optional<std::string> value_;

@@ -88,6 +88,7 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
       const std::string_view key = Copy(change.key);
       held = new (arena_.allocate(sizeof(Held), alignof(Held))) Held{key.data(), key.size(), nullptr};
       entries_.insert(it, Entry{probe.prefix, held});  // invalidates it (a B-tree's insert may move others)
+      keys_added_++;  // and every Position
       // filter_built_ only turns true under the shared lock, which this exclusive one excludes.
       if (filter_built_.load(std::memory_order_relaxed) && filter_.Add(change.key)) RebuildFilter();
     } else {
@@ -155,26 +156,53 @@ std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, 
 }
 
 bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,
-                      std::optional<std::string>* value) const {
+                      std::optional<std::string>* value, Position* position) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   const Probe probe(key);
-  auto it = inclusive ? entries_.lower_bound(probe) : entries_.upper_bound(probe);
-  const Version* v = nullptr;
-  for (; it != entries_.end(); ++it) {
-    v = VisibleAt(it->held->newest, txn_id);
-    if (v != nullptr) break;  // else changed only after the snapshot
+  auto entry = inclusive ? entries_.lower_bound(probe) : entries_.upper_bound(probe);
+  const size_t base = base_.empty() ? 0 : static_cast<size_t>(BaseSeek(key, inclusive) - base_.begin());
+  return FirstFrom(entry, base, txn_id, found_key, value, position);
+}
+
+bool LogOverlay::Next(uint64_t txn_id, std::string* found_key, std::optional<std::string>* value,
+                      Position* position) const {
+  {
+    std::shared_lock<std::shared_mutex> guard(mutex_);
+    if (position->keys_added == keys_added_) {
+      return FirstFrom(position->entry, position->base, txn_id, found_key, value, position);
+    }
   }
-  auto base = base_.empty() ? base_.end() : BaseSeek(key, inclusive);
-  if (base != base_.end()) DBDB_ASSERT(txn_id >= base_txn_id_);
+  const std::string from = *found_key;  // a key was added since: search past the last one found
+  return Seek(from, false, txn_id, found_key, value, position);
+}
+
+bool LogOverlay::FirstFrom(Entries::const_iterator entry, size_t base, uint64_t txn_id, std::string* found_key,
+                           std::optional<std::string>* value, Position* position) const {
+  const Version* v = nullptr;
+  for (; entry != entries_.end(); ++entry) {
+    v = VisibleAt(entry->held->newest, txn_id);
+    if (v != nullptr) break;  // else changed only after the snapshot (and so it stays for this txn)
+  }
+  if (base < base_.size()) DBDB_ASSERT(txn_id >= base_txn_id_);
   // The smaller key wins; on the same key the tree's version, which is newer than the checkpoint.
-  if (base != base_.end() && (v == nullptr || base->key < it->held->key())) {
-    found_key->assign(base->key);
-    *value = base->value ? std::optional<std::string>(std::string(*base->value)) : std::nullopt;
+  if (base < base_.size() && (v == nullptr || base_[base].key < entry->held->key())) {
+    const format::BatchChange& change = base_[base];
+    found_key->assign(change.key);
+    *value = change.value ? std::optional<std::string>(std::string(*change.value)) : std::nullopt;
+    if (position != nullptr) *position = Position{keys_added_, entry, base + 1};
     return true;
   }
-  if (v == nullptr) return false;
-  found_key->assign(it->held->key());
+  if (v == nullptr) {
+    if (position != nullptr) *position = Position{keys_added_, entries_.end(), base_.size()};
+    return false;
+  }
+  found_key->assign(entry->held->key());
   *value = ValueOf(*v);
+  if (position != nullptr) {
+    // The checkpoint's change of the same key, if any, is hidden by this one: pass it too.
+    const bool same = base < base_.size() && base_[base].key == entry->held->key();
+    *position = Position{keys_added_, std::next(entry), same ? base + 1 : base};
+  }
   return true;
 }
 

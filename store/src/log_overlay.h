@@ -102,9 +102,19 @@ class LogOverlay {
   // otherwise the value, or nullopt inside when the key was deleted.
   std::optional<std::optional<std::string>> Get(std::string_view key, uint64_t txn_id) const;
 
-  // The first key >= `key` (> when !inclusive) with a change at or before `txn_id`, and that change.
+  // Where a forward walk through the changes stands (an iterator's LogCursor): the next candidates
+  // in the tree and in the checkpoint's array. Valid only while no key has been added to the
+  // overlay since it was taken (a B-tree insert moves entries); Next checks, and seeks if one was.
+  class Position;
+
+  // The first key >= `key` (> when !inclusive) with a change at or before `txn_id`, and that change;
+  // with `position`, where to go on from it.
   bool Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,
-            std::optional<std::string>* value) const;
+            std::optional<std::string>* value, Position* position = nullptr) const;
+  // The next key after `*found_key` (what Seek or Next last found through `position`) with a change
+  // at or before `txn_id`, and that change: a step from `position`, not a search, unless a key was
+  // added since.
+  bool Next(uint64_t txn_id, std::string* found_key, std::optional<std::string>* value, Position* position) const;
 
   // Every key's newest change at or before `txn_id`, sorted: what a fold applies to the tree.
   using Latest = std::map<std::string, std::optional<std::string>, std::less<>>;
@@ -149,6 +159,25 @@ class LogOverlay {
     static std::string_view KeyOf(const Probe& p) { return p.key; }
   };
   using Entries = absl::btree_set<Entry, EntryLess, std::pmr::polymorphic_allocator<Entry>>;
+
+ public:
+  class Position {
+   public:
+    Position() = default;
+
+   private:
+    friend class LogOverlay;
+    Position(uint64_t k, Entries::const_iterator e, size_t b) : keys_added(k), entry(e), base(b) {}
+    uint64_t keys_added = UINT64_MAX;  // keys_added_ when taken (UINT64_MAX: never taken)
+    Entries::const_iterator entry;     // the first tree entry not yet passed
+    size_t base = 0;                   // the first checkpoint change not yet passed
+  };
+
+ private:
+  // The first change at or after the candidates `entry` (skipping keys with no version at or before
+  // `txn_id`) and `base`; with `position`, where to go on from it. REQUIRES: mutex_ held shared.
+  bool FirstFrom(Entries::const_iterator entry, size_t base, uint64_t txn_id, std::string* found_key,
+                 std::optional<std::string>* value, Position* position) const;
   static const Version* VisibleAt(const Version* newest, uint64_t txn_id);
   // The checkpoint's change of `key`, or null. REQUIRES: mutex_ held; txn_id >= base_txn_id_.
   const format::BatchChange* BaseFind(std::string_view key, uint64_t txn_id) const;
@@ -170,6 +199,7 @@ class LogOverlay {
   uint64_t commits_after_checkpoint_ = 0;    // GUARDED_BY(mutex_)
   uint64_t checkpoints_bytes_ = 0;           // GUARDED_BY(mutex_)
   uint64_t log_bytes_ = 0;                   // GUARDED_BY(mutex_)
+  uint64_t keys_added_ = 0;                  // GUARDED_BY(mutex_): inserts into entries_ (Position)
   // The checkpoint this overlay was opened at (empty if none): its changes, viewing into its
   // bytes, at base_txn_id_. Never changed after construction.
   const ReadBytes base_bytes_;

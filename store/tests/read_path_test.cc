@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -206,6 +207,70 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
     }
     ASSERT_EQ(overlay.LatestChanges(txn), want) << "txn " << txn;
   }
+}
+
+// A walk through the overlay's changes with Next (as an iterator's cursor walks) steps on from
+// where it stopped while the overlay gains no key, and searches again when it does: commits after
+// the walk's snapshot, adding keys before and after where it stands and new versions of keys it
+// has yet to reach, change nothing it sees. With and without a checkpoint under the tree, whose
+// changes the tree's hide on the same key.
+void CheckWalkAsCommitsArrive(bool with_checkpoint) {
+  SCOPED_TRACE(with_checkpoint ? "over a checkpoint" : "no checkpoint");
+  std::mt19937_64 rng(20261204);
+  auto key = [&](uint64_t n) { return "k" + std::to_string(n % 3000 + 1000); };  // 1000..3999, byte order as numbers
+  std::map<std::string, std::optional<std::string>> want;  // as of the walk's snapshot, txn 20
+  std::unique_ptr<LogOverlay> overlay;
+  if (with_checkpoint) {
+    std::map<std::string, std::string> checkpoint;
+    for (int i = 0; i < 400; i++) checkpoint[key(rng())] = "checkpoint";
+    std::string text;
+    for (const auto& [k, v] : checkpoint) text += k;
+    ReadBytes bytes;
+    bytes.Resize(text.size());
+    std::copy(text.begin(), text.end(), bytes.span().begin());
+    std::vector<format::BatchChange> base;
+    size_t at = 0;
+    for (const auto& [k, v] : checkpoint) {
+      base.push_back(format::BatchChange{bytes.view().substr(at, k.size()), std::nullopt});  // deletes
+      at += k.size();
+      want[k] = std::nullopt;
+    }
+    overlay = std::make_unique<LogOverlay>(100, 200, 10, std::move(bytes), std::move(base), 1000);
+  } else {
+    overlay = std::make_unique<LogOverlay>(100, 10);
+  }
+  uint64_t offset = 300, txn = 11;
+  auto commit = [&](int keys, bool seen) {
+    std::map<std::string, std::optional<std::string>> batch;
+    for (int i = 0; i < keys; i++) batch[key(rng())] = "v" + std::to_string(txn);
+    std::vector<format::BatchChange> changes;
+    for (const auto& [k, v] : batch) changes.push_back(format::BatchChange{k, std::string_view(*v)});
+    overlay->Apply(offset++, txn++, changes, 100);
+    if (seen) {
+      for (const auto& [k, v] : batch) want[k] = v;
+    }
+  };
+  while (txn <= 20) commit(60, true);  // the snapshot: txn 20
+  std::vector<std::string> got;
+  std::string found;
+  std::optional<std::string> value;
+  LogOverlay::Position position;
+  for (bool valid = overlay->Seek("", true, 20, &found, &value, &position); valid;
+       valid = overlay->Next(20, &found, &value, &position)) {
+    ASSERT_TRUE(want.count(found)) << found << " is not in the snapshot";
+    ASSERT_EQ(value, want[found]) << found;
+    got.push_back(found);
+    if (rng() % 8 == 0) commit(static_cast<int>(rng() % 5), false);  // new keys, new versions, after the snapshot
+  }
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : want) keys.push_back(k);
+  EXPECT_EQ(got, keys);
+  EXPECT_GT(txn, 40u) << "too few commits arrived during the walk";
+}
+
+TEST(LogOverlay, AWalkGoesOnFromWhereItStoppedAndSeesNoLaterCommit) {
+  CheckWalkAsCommitsArrive(false);
+  CheckWalkAsCommitsArrive(true);
 }
 
 // A FileMapping is only compared by address here; two distinct objects stand for two mappings.
