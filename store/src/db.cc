@@ -97,6 +97,9 @@ class WriteTransactionImpl final : public WriteTransaction {
     return Record(key, std::nullopt);
   }
   Status Commit() override;
+  // Commits `batch` (sorted, one change per key) instead of the changes recorded: DB::Write's
+  // path, which has no reads to serve and so builds no map of its changes.
+  Status CommitBatch(const std::vector<format::BatchChange>& batch);
   void Abort() override {
     finished_ = true;
     changes_.clear();
@@ -131,14 +134,24 @@ class WriteTransactionImpl final : public WriteTransaction {
 };
 
 Status WriteTransactionImpl::Commit() {
+  std::vector<format::BatchChange> batch;
+  batch.reserve(changes_.size());
+  for (const auto& [key, value] : changes_) {
+    batch.push_back({key, value ? std::optional<std::string_view>(*value) : std::nullopt});
+  }
+  Status s = CommitBatch(batch);
+  changes_.clear();
+  return s;
+}
+
+Status WriteTransactionImpl::CommitBatch(const std::vector<format::BatchChange>& batch) {
   DBDB_RETURN_IF_ERROR(CheckOpen());
   finished_ = true;
-  WriterLock lock = std::move(lock_);  // released when Commit returns, whatever happens
-  if (changes_.empty()) return Status::Ok();
+  WriterLock lock = std::move(lock_);  // released when this returns, whatever happens
+  if (batch.empty()) return Status::Ok();
   DBDB_RETURN_IF_ERROR(db_->CheckWritable());
   if (base_.txn_id() == UINT64_MAX) return Status::LimitExceeded("transaction ids are exhausted");
-  Status s = db_->CommitChanges(base_, changes_);
-  changes_.clear();
+  Status s = db_->CommitChanges(base_, batch);
   if (!s.ok()) db_->HoldWriterLockIfRollbackFailed(&lock);
   return s;
 }
@@ -518,13 +531,27 @@ Status DBImpl::CommitGroup(const std::vector<PendingWrite*>& group) {
 }
 
 Status DBImpl::CommitBatches(const std::vector<PendingWrite*>& group) {
-  DBDB_ASSIGN_OR_RETURN(auto txn, BeginWrite());
+  // The group's changes in order, then sorted by key; of a key changed more than once, the last
+  // change (as a transaction's Put and Del would leave it). Views into the batches: no copies.
+  std::vector<format::BatchChange> changes;
+  uint64_t bytes = 0;
   for (const PendingWrite* member : group) {
     for (const WriteBatch::Change& change : member->batch->changes()) {
-      DBDB_RETURN_IF_ERROR(change.value ? txn->Put(change.key, *change.value) : txn->Del(change.key));
+      bytes += change.key.size() + (change.value ? change.value->size() : 0) + 64;  // as a transaction counts
+      if (bytes > kTransactionBytesMax) return Status::LimitExceeded("a transaction may change at most 1 GiB");
+      changes.push_back({change.key, change.value ? std::optional<std::string_view>(*change.value) : std::nullopt});
     }
   }
-  return txn->Commit();
+  std::stable_sort(changes.begin(), changes.end(),
+                   [](const format::BatchChange& a, const format::BatchChange& b) { return a.key < b.key; });
+  std::vector<format::BatchChange> batch;
+  batch.reserve(changes.size());
+  for (size_t i = 0; i < changes.size(); i++) {
+    if (i + 1 < changes.size() && changes[i + 1].key == changes[i].key) continue;  // a later change of the key follows
+    batch.push_back(changes[i]);
+  }
+  DBDB_ASSIGN_OR_RETURN(auto txn, BeginWrite());
+  return static_cast<WriteTransactionImpl*>(txn.get())->CommitBatch(batch);  // BeginWrite makes only these
 }
 
 Result<std::unique_ptr<Snapshot>> DBImpl::GetSnapshot() {
@@ -1057,12 +1084,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   return Status::Ok();
 }
 
-Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
-  std::vector<format::BatchChange> batch;
-  batch.reserve(changes.size());
-  for (const auto& [key, value] : changes) {
-    batch.push_back({key, value ? std::optional<std::string_view>(*value) : std::nullopt});
-  }
+Status DBImpl::CommitChanges(const View& base, const std::vector<format::BatchChange>& batch) {
   const std::string payload = format::EncodeBatch(batch);
   const uint64_t batch_record_bytes = payload.size() + format::kRecordOverheadBytes;
   // Fold once the unfolded log passes the threshold (the first commit always folds: there is no
@@ -1072,14 +1094,16 @@ Status DBImpl::CommitChanges(const View& base, const Overlay& changes) {
   // and if it keeps failing (a full disk) the log, and every open, would grow without bound.
   bool fold = FoldDue(base, batch_record_bytes);
   if (fold && base.commit && !CompactionBackingOff(base) &&
-      CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, changes.size()))) {
+      CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, batch.size()))) {
     fold = false;
   }
   TreeWriter writer(*base.file, base.end(), options_.node_size_target_bytes);
   TreeRoot root = base.root();
   if (fold) {
     Overlay all = base.overlay ? base.overlay->LatestChanges(base.txn_id()) : Overlay();
-    for (const auto& [key, value] : changes) all.insert_or_assign(key, value);
+    for (const format::BatchChange& change : batch) {
+      all.insert_or_assign(std::string(change.key), change.value ? std::optional<std::string>(*change.value) : std::nullopt);
+    }
     std::vector<Change> tree_changes;
     tree_changes.reserve(all.size());
     for (const auto& [key, value] : all) tree_changes.push_back(Change{key, &value});

@@ -291,8 +291,8 @@ class DBImpl final : public DB {
 
   // The one commit builder: the transaction's batch record (after the nodes of a fold, when the
   // unfolded log passes fold_threshold_bytes), then its commit record, appended on `base`.
-  // REQUIRES: writer lock held.
-  Status CommitChanges(const View& base, const Overlay& changes);
+  // `batch`: the changes, sorted by key, one per key. REQUIRES: writer lock held.
+  Status CommitChanges(const View& base, const std::vector<format::BatchChange>& batch);
   // Appends `bytes` (a fold's nodes, the batch) and then the commit record after `base`, syncs in
   // kSync mode, seals, and publishes the commit (`batch`: its changes, for the handle's overlay).
   // REQUIRES: writer lock held.

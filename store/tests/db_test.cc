@@ -500,6 +500,35 @@ TEST(DB, ManyThreadsWritingAtOnce) {
   EXPECT_TRUE(db->Check().ok());
 }
 
+// A batch that changes a key more than once leaves its last change, as a transaction's Puts and
+// Dels would, in one commit.
+TEST(DB, ABatchThatChangesAKeyTwiceLeavesItsLastChange) {
+  TempDir dir;
+  auto db = OpenOrDie(dir.Path("db"));
+  ASSERT_TRUE(db->Put("c", "0").ok());
+  ASSERT_TRUE(db->Put("d", "0").ok());
+  WriteBatch batch;
+  batch.Put("a", "1");
+  batch.Put("b", "1");
+  batch.Del("a");
+  batch.Put("b", "2");
+  batch.Del("c");
+  batch.Put("c", "3");
+  batch.Put("d", "4");
+  batch.Del("d");
+  batch.Put("b", "5");
+  ASSERT_TRUE(db->Write(batch).ok());
+  EXPECT_FALSE(db->Get("a")->has_value());
+  EXPECT_EQ(Value(*db, "b"), "5");
+  EXPECT_EQ(Value(*db, "c"), "3");
+  EXPECT_FALSE(db->Get("d")->has_value());
+  EXPECT_EQ(db->GetStats()->txn_id, 3u) << "one commit";
+  auto rows = (*db->GetSnapshot())->Scan(ScanRange{});
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->size(), 2u);
+  EXPECT_TRUE(db->Check().ok());
+}
+
 // A batch with a key past the limit is refused whole, before it reaches a commit.
 TEST(DB, AWriteBreakingALimitIsRefusedWhole) {
   TempDir dir;
