@@ -131,6 +131,7 @@ class WriteTransactionImpl final : public WriteTransaction {
   Overlay changes_;
   uint64_t change_bytes_ = 0;
   bool finished_ = false;
+  bool committing_ = false;  // CommitBatch got as far as CommitChanges
 };
 
 Status WriteTransactionImpl::Commit() {
@@ -140,7 +141,7 @@ Status WriteTransactionImpl::Commit() {
     batch.push_back({key, value ? std::optional<std::string_view>(*value) : std::nullopt});
   }
   Status s = CommitBatch(batch);
-  changes_.clear();
+  if (committing_) changes_.clear();  // only once the commit was tried, as before CommitBatch
   return s;
 }
 
@@ -151,6 +152,7 @@ Status WriteTransactionImpl::CommitBatch(const std::vector<format::BatchChange>&
   if (batch.empty()) return Status::Ok();
   DBDB_RETURN_IF_ERROR(db_->CheckWritable());
   if (base_.txn_id() == UINT64_MAX) return Status::LimitExceeded("transaction ids are exhausted");
+  committing_ = true;
   Status s = db_->CommitChanges(base_, batch);
   if (!s.ok()) db_->HoldWriterLockIfRollbackFailed(&lock);
   return s;
@@ -531,6 +533,7 @@ Status DBImpl::CommitGroup(const std::vector<PendingWrite*>& group) {
 }
 
 Status DBImpl::CommitBatches(const std::vector<PendingWrite*>& group) {
+  DBDB_ASSIGN_OR_RETURN(auto txn, BeginWrite());  // first, as the transaction's path: its errors come first
   // The group's changes in order, then sorted by key; of a key changed more than once, the last
   // change (as a transaction's Put and Del would leave it). Views into the batches: no copies.
   std::vector<format::BatchChange> changes;
@@ -550,7 +553,6 @@ Status DBImpl::CommitBatches(const std::vector<PendingWrite*>& group) {
     if (i + 1 < changes.size() && changes[i + 1].key == changes[i].key) continue;  // a later change of the key follows
     batch.push_back(changes[i]);
   }
-  DBDB_ASSIGN_OR_RETURN(auto txn, BeginWrite());
   return static_cast<WriteTransactionImpl*>(txn.get())->CommitBatch(batch);  // BeginWrite makes only these
 }
 

@@ -105,6 +105,9 @@ class LogOverlay {
   // Where a forward walk through the changes stands (an iterator's LogCursor): the next candidates
   // in the tree and in the checkpoint's array. Valid only while no key has been added to the
   // overlay since it was taken (a B-tree insert moves entries); Next checks, and seeks if one was.
+  // A position passes for good the tree's keys with no version visible to the walk's txn: sound
+  // because a version applied later is newer than every snapshot of the overlay (Apply requires
+  // txn ids above through_txn_id(), and a view is at most that), so such a key stays invisible.
   class Position;
 
   // The first key >= `key` (> when !inclusive) with a change at or before `txn_id`, and that change;
