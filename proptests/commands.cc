@@ -45,6 +45,38 @@ struct Del : Command {
   void show(std::ostream& os) const override { os << "Del(" << key << ")"; }
 };
 
+// A DB::Write batch of up to 24 changes over a few keys, so that most batches change a key more
+// than once (the last change must win) and some change it more often than a small sort keeps in
+// order by accident.
+struct PutBatch : Command {
+  std::vector<std::pair<std::string, std::optional<std::string>>> changes = [] {
+    std::vector<std::string> keys{GenKey(), GenKey(), GenKey()};
+    std::vector<std::pair<std::string, std::optional<std::string>>> out;
+    const int n = *rc::gen::inRange(1, 25);
+    for (int i = 0; i < n; i++) {
+      std::string key = keys[*rc::gen::inRange<size_t>(0, keys.size())];
+      if (*rc::gen::inRange(0, 4) == 0) {
+        out.emplace_back(std::move(key), std::nullopt);
+      } else {
+        out.emplace_back(std::move(key), GenValue());
+      }
+    }
+    return out;
+  }();
+  void run(const Abstract&, Sut& sut) const override {
+    sut.WriteBatch(changes);
+    sut.VerifyAll();
+  }
+  void show(std::ostream& os) const override {
+    os << "PutBatch(";
+    for (const auto& [key, value] : changes) {
+      os << (&key == &changes.front().first ? "" : ", ") << (value ? "Put " : "Del ") << key;
+      if (value) os << " " << value->size() << " bytes";
+    }
+    os << ")";
+  }
+};
+
 struct Get : Command {
   std::string key = GenKey();
   void run(const Abstract&, Sut& sut) const override {
@@ -316,7 +348,7 @@ void RunStateful(bool simulated, Durability durability) {
   initial.simulated = simulated;
   Sut sut(simulated, durability, *rc::gen::arbitrary<uint64_t>());
   const auto commands = *rc::state::gen::commands(
-      initial, rc::state::gen::execOneOfWithArgs<Put, Put, Put, Del, Get, Scan, Begin, Commit, Abort, OpenSnapshot,
+      initial, rc::state::gen::execOneOfWithArgs<Put, Put, Put, Del, PutBatch, Get, Scan, Begin, Commit, Abort, OpenSnapshot,
                                                   ReadSnapshot, CloseSnapshot, Reopen, Compact, Checkpoint, Crash, Crash,
                                                   InjectFault, InjectFault>());
   RC_CLASSIFY(commands.size() < 20, "under 20 commands");

@@ -92,6 +92,30 @@ void Sut::Write(const std::string& key, const std::optional<std::string>& value)
   model.Commit();
 }
 
+void Sut::WriteBatch(const std::vector<std::pair<std::string, std::optional<std::string>>>& changes) {
+  if (txn) {
+    for (const auto& [key, value] : changes) Write(key, value);
+    return;
+  }
+  model::Changes after;  // the model's own reading of the batch: the last change of a key wins
+  dbdb::WriteBatch batch;
+  for (const auto& [key, value] : changes) {
+    after[key] = value;
+    if (value) batch.Put(key, *value);
+    else batch.Del(key);
+  }
+  uint64_t k = BeginCommit(model::Apply(model.committed(), after));
+  dbdb::Status s = db->Write(batch);
+  if (!s.ok()) RC_FAIL("batch write failed: " + s.ToString());
+  AcknowledgeCommit(k);
+  model.Begin();
+  for (const auto& [key, value] : changes) {
+    if (value) model.Put(key, *value);
+    else model.Del(key);
+  }
+  model.Commit();
+}
+
 void Sut::ReopenAfterFailure(uint64_t k) {
   Close();
   Open();

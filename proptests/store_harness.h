@@ -40,6 +40,8 @@ class Sut {
 
   // An auto-commit (or, in a transaction, buffered) put or delete.
   void Write(const std::string& key, const std::optional<std::string>& value);
+  // Writes the changes, in order, as one DB::Write batch (inside an open transaction: through it).
+  void WriteBatch(const std::vector<std::pair<std::string, std::optional<std::string>>>& changes);
   // Reopens after a failed write (no crash): the store shows the failed commit `k` or the one
   // before it; the model adopts what it shows.
   void ReopenAfterFailure(uint64_t k);
