@@ -231,8 +231,9 @@ std::pair<std::string, std::optional<std::string>> Put500(std::string key, char 
 // refused to open ("a seal proves the commit ... durable, but that commit does not verify"). A
 // writer now writes such bytes again before its sync (DBImpl::RewriteUnproven; mutant 59). The
 // kill steps were moved (from 26 and 61) when writers, and the process creating the database,
-// began to mark the change counter, which adds operations to every transaction; with mutant 59
-// this schedule still fails.
+// began to mark the change counter, which adds operations to every transaction, and again (from
+// 34 and 74) when writers began to lock through the lock file they keep open; with mutant 59 this
+// schedule still fails.
 TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDropped) {
   using Kind = ProcessStep::Kind;
   auto del = [](std::string key) { return std::make_pair(std::move(key), std::optional<std::string>()); };
@@ -260,7 +261,7 @@ TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDrop
   p2.faults = {ArmedFault{"faultfs/rename", 0, EACCES}};
   w.processes = {p1, p2};
   w.schedule.choices = {0, 0, 7, 0, 0, 0, 0, 31, 0, 3};
-  w.schedule.kills = {34, 74};
+  w.schedule.kills = {37, 77};
   for (CrashPlan plan : {CrashPlan::kPrefix, CrashPlan::kDrop, CrashPlan::kSubset}) {
     faultfs::MultiExploreResult result = faultfs::ExploreMulti(w, plan, 64, 1, 1);
     EXPECT_GT(result.faults_fired["faultfs/sync/lose"], 0u) << "the history no longer reaches the failed sync";
@@ -290,8 +291,9 @@ TEST(MultiProcess, AReaderShowsADeadWritersCommitAfterSyncingIt) {
     p2.steps = {{Kind::kOpenReadOnly, {}}, {Kind::kRead, {}}, {Kind::kRead, {}}};
     w.processes = {p1, p2};
     // p1 runs first (choices past the end pick the first eligible process) and is killed at its
-    // step after the failed sync, before its rollback; then p2 runs.
-    w.schedule.kills = {31};
+    // step after the failed sync, before its rollback (step 34 since writers lock through the lock
+    // file they keep open, 31 before); then p2 runs.
+    w.schedule.kills = {34};
     faultfs::MultiOracle oracle;
     faultfs::MultiRun run = oracle.Run(w, std::make_shared<faultfs::SimFileSystem>(1));
     ASSERT_EQ(run.kills, 1u);

@@ -201,6 +201,47 @@ namespace {
 
 using State = SimFileSystem::State;
 
+class SimLock final : public dbdb::FileLock {
+ public:
+  SimLock(std::shared_ptr<State> state, uint64_t id, std::shared_ptr<bool> file_locked)
+      : state_(std::move(state)), id_(id), file_locked_(std::move(file_locked)) {}
+  ~SimLock() override {
+    std::lock_guard<std::mutex> guard(state_->mutex);
+    // A killed process's locks were released at the kill (and may be held by another since).
+    state_->Release(id_);
+    if (file_locked_) *file_locked_ = false;
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+  uint64_t id_;
+  std::shared_ptr<bool> file_locked_;  // the File's "holds a lock" flag, if taken through a File
+};
+
+// flock of the inode `inode` for `process` (the caller has entered, under `guard`): waits, or
+// Busy, while another holder excludes it. `file_locked`: the flag of the File it is taken through.
+Result<std::unique_ptr<dbdb::FileLock>> TakeLock(const std::shared_ptr<State>& state, uint32_t process, uint64_t inode,
+                                                 dbdb::LockOptions options, std::unique_lock<std::mutex>& guard,
+                                                 const std::string& what, std::shared_ptr<bool> file_locked) {
+  State& s = *state;
+  if (!s.LockFree(inode, options.shared)) {
+    if (!options.wait) return Status::Busy(what + " is held by another process");
+    if (s.scheduling && s.processes[process].participant) {
+      DBDB_RETURN_IF_ERROR(s.Enter(process, guard, inode, options.shared));  // granted once the lock is free
+    } else {
+      s.changed.wait(guard, [&] { return s.LockFree(inode, options.shared) || s.processes[process].killed; });
+    }
+    if (s.processes[process].killed) return Status::IOError("killed: process " + s.processes[process].name + " is dead");
+  }
+  uint64_t id = s.next_lock_id++;
+  State::Holders& holders = s.lock_holders[inode];
+  holders.exclusive = !options.shared;
+  holders.ids.insert(id);
+  s.locks[id] = State::Held{inode, process};
+  if (file_locked) *file_locked = true;
+  return std::unique_ptr<dbdb::FileLock>(new SimLock(state, id, std::move(file_locked)));
+}
+
 class SimFile final : public dbdb::File {
  public:
   SimFile(std::shared_ptr<State> state, std::shared_ptr<Inode> inode, bool read_only, bool transient, uint32_t process)
@@ -333,29 +374,25 @@ class SimFile final : public dbdb::File {
 
   Result<uint64_t> Identity() override { return inode_->id; }
 
+  Result<std::unique_ptr<dbdb::FileLock>> Lock(dbdb::LockOptions options) override {
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+    int error_number;
+    if (state_->Fires(process_, "faultfs/lock", &error_number)) return InjectedError("lock", error_number);
+    // As flock through one open file description: a second lock would convert the first.
+    if (*locked_) return Status::InvalidArgument("lock: this handle holds a lock already");
+    return TakeLock(state_, process_, inode_->id, options, guard, "lock of inode " + std::to_string(inode_->id), locked_);
+  }
+
  private:
   std::shared_ptr<State> state_;
   std::shared_ptr<Inode> inode_;
+  std::shared_ptr<bool> locked_ = std::make_shared<bool>(false);  // under state_->mutex
   bool read_only_;
   bool transient_;
   uint32_t process_;
 };
 
-class SimLock final : public dbdb::FileLock {
- public:
-  SimLock(std::shared_ptr<State> state, uint64_t inode, uint64_t id)
-      : state_(std::move(state)), inode_(inode), id_(id) {}
-  ~SimLock() override {
-    std::lock_guard<std::mutex> guard(state_->mutex);
-    // A killed process's locks were released at the kill (and may be held by another since).
-    state_->Release(id_);
-  }
-
- private:
-  std::shared_ptr<State> state_;
-  uint64_t inode_;
-  uint64_t id_;
-};
 
 }  // namespace
 
@@ -605,22 +642,7 @@ Result<std::unique_ptr<dbdb::FileLock>> SimFileSystem::Lock(const std::string& p
     it = s.names.emplace(path, inode).first;
     s.Record(TraceOp{TraceOp::Kind::kCreate, inode->id, path, "", 0, 0, ""}, process_);
   }
-  uint64_t inode = it->second->id;
-  if (!s.LockFree(inode, options.shared)) {
-    if (!options.wait) return Status::Busy("lock " + path + " is held by another process");
-    if (s.scheduling && s.processes[process_].participant) {
-      DBDB_RETURN_IF_ERROR(s.Enter(process_, guard, inode, options.shared));  // granted once the lock is free
-    } else {
-      s.changed.wait(guard, [&] { return s.LockFree(inode, options.shared) || s.processes[process_].killed; });
-    }
-    if (s.processes[process_].killed) return Status::IOError("killed: process " + s.processes[process_].name + " is dead");
-  }
-  uint64_t id = s.next_lock_id++;
-  State::Holders& holders = s.lock_holders[inode];
-  holders.exclusive = !options.shared;
-  holders.ids.insert(id);
-  s.locks[id] = State::Held{inode, process_};
-  return std::unique_ptr<dbdb::FileLock>(new SimLock(state_, inode, id));
+  return TakeLock(state_, process_, it->second->id, options, guard, "lock " + path, nullptr);
 }
 
 SimFileSystem::PathInfo SimFileSystem::Lookup(const std::string& path) const {

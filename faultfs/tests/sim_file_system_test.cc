@@ -151,6 +151,31 @@ TEST_F(SimFileSystemTest, LockExcludesOtherHoldersAndWakesWaiters) {
   EXPECT_TRUE(acquired);
 }
 
+// As flock through one open file description (PosixFileSystem's test says the same of the real
+// one): the lock of the file's inode, one at a time per File, held after the File is gone.
+TEST_F(SimFileSystemTest, ALockThroughAnOpenFileIsTheInodesLock) {
+  SimFileSystem fs(1);
+  auto file = fs.Open("l", OpenOptions{.create = true});
+  ASSERT_TRUE(file.ok());
+  auto held = (*file)->Lock({.wait = false});
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  EXPECT_EQ(fs.Lock("l", {.wait = false, .shared = true}).status().code(), StatusCode::kBusy);
+  EXPECT_EQ((*file)->Lock({.wait = false}).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(fs.Rename("l", "m").ok());  // the inode's lock, whatever its name
+  EXPECT_EQ(fs.Lock("m", {.wait = false}).status().code(), StatusCode::kBusy);
+  EXPECT_TRUE(fs.Lock("l", {.wait = false}).ok()) << "a new file under the old name has a lock of its own";
+  file.value().reset();
+  EXPECT_EQ(fs.Lock("m", {.wait = false}).status().code(), StatusCode::kBusy);
+  bool acquired = false;
+  std::thread waiter([&] {
+    auto lock = fs.Lock("m", {});
+    acquired = lock.ok();
+  });
+  held.value().reset();
+  waiter.join();
+  EXPECT_TRUE(acquired);
+}
+
 TEST_F(SimFileSystemTest, InjectedWriteErrorsAreTaggedAndCarryTheirErrno) {
   SimFileSystem fs(1);
   auto file = fs.Open("f", OpenOptions{.create = true});

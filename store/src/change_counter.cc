@@ -1,6 +1,7 @@
 // The change counter (change_counter.h).
 #include "change_counter.h"
 
+#include <pthread.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -24,17 +25,35 @@ uint64_t Mix(uint64_t z) {  // splitmix64's finalizer
   return z ^ (z >> 31);
 }
 
-// 64 bits from the kernel's random source (never blocking), mixed with the clock, the process and
-// this process's count of marks: if the kernel has no random bytes to give yet, the rest still
-// makes two marks differ.
-uint64_t FreshValue() {
-  static std::atomic<uint64_t> marks{0};
-  uint64_t value = Mix(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-                       (static_cast<uint64_t>(::getpid()) << 40) ^ Mix(marks.fetch_add(1)));
+// The process's key for marks: 64 bits from the kernel's random source (never blocking), mixed
+// with the clock and the process id, so that if the kernel has no random bytes to give yet the
+// rest still makes two processes' keys differ. Made once per process (a forked child makes its
+// own: it must not repeat its parent's values), not at every mark: a mark is a commit's cost.
+std::atomic<uint64_t> mark_key{0};  // 0: not made yet in this process
+std::atomic<uint64_t> marks{0};     // this process's marks so far
+
+void ForgetMarkKeyInChild() { mark_key.store(0); }
+
+uint64_t MarkKey() {
+  uint64_t key = mark_key.load(std::memory_order_acquire);
+  if (key != 0) return key;
+  static const int registered = ::pthread_atfork(nullptr, nullptr, ForgetMarkKeyInChild);
+  (void)registered;
+  key = Mix(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+            (static_cast<uint64_t>(::getpid()) << 40));
   uint64_t random = 0;
-  if (::getrandom(&random, sizeof(random), GRND_NONBLOCK) == static_cast<ssize_t>(sizeof(random))) value ^= random;
-  return value;
+  if (::getrandom(&random, sizeof(random), GRND_NONBLOCK) == static_cast<ssize_t>(sizeof(random))) key ^= random;
+  key |= 1;  // never 0
+  uint64_t expected = 0;
+  // Two threads making it at once: the first one's wins, so all marks use one key.
+  if (!mark_key.compare_exchange_strong(expected, key, std::memory_order_acq_rel)) key = expected;
+  return key;
 }
+
+// A fresh value: the key plus this process's count of marks, mixed. Mix is a bijection, so no
+// two marks of one process share a value; two processes' values coincide with a chance of 2^-64
+// per pair.
+uint64_t FreshValue() { return Mix(MarkKey() + marks.fetch_add(1, std::memory_order_relaxed)); }
 
 }  // namespace
 
@@ -69,13 +88,18 @@ ChangeMark::~ChangeMark() {
 bool ChangeCounterView::Map(FileSystem& fs, const std::string& lock_path) {
   if (mapped()) return true;
   auto file = fs.Open(lock_path, OpenOptions{.create = false, .read_only = true, .transient = true});
-  if (!file.ok()) return false;
-  auto size = (*file)->Size();
+  if (!file.ok() || !MapOpen(**file)) return false;
+  file_ = std::move(file).value();
+  return true;
+}
+
+bool ChangeCounterView::MapOpen(File& lock_file) {
+  if (mapped()) return true;
+  auto size = lock_file.Size();
   if (!size.ok() || *size < kCounterBytes) return false;
   InstallMapFaultHandler();
-  auto mapping = (*file)->Map(kCounterBytes);
+  auto mapping = lock_file.Map(kCounterBytes);
   if (!mapping.ok() || *mapping == nullptr || (*mapping)->size() < kCounterBytes) return false;
-  file_ = std::move(file).value();
   mapping_ = std::move(mapping).value();
   return true;
 }

@@ -30,6 +30,9 @@ class ChangeMark {
   // released; an error only if that fails too.
   static Result<std::unique_ptr<ChangeMark>> Take(File& lock_file);
   ~ChangeMark();
+  // The odd value written, and whether it was (false: the counter was removed instead).
+  uint64_t value() const { return value_; }
+  bool written() const { return written_; }
   ChangeMark(const ChangeMark&) = delete;
   ChangeMark& operator=(const ChangeMark&) = delete;
 
@@ -47,6 +50,9 @@ class ChangeCounterView {
   // (no lock file yet, an empty one from a writer that has not marked it, or a file system that
   // does not map files). Never creates or writes anything.
   bool Map(FileSystem& fs, const std::string& lock_path);
+  // Maps the counter of an open lock file (the writer's own, to read what it holds before it
+  // marks it); false as Map. The mapping does not need `lock_file` to stay open.
+  bool MapOpen(File& lock_file);
   bool mapped() const { return mapping_ != nullptr; }
   // The counter now; nullopt if not mapped, or if the mapped page cannot be read (SIGBUS: the file
   // was cut), which also drops the mapping.

@@ -367,13 +367,23 @@ Result<std::shared_ptr<LogOverlay>> DBImpl::OverlayAtFold(const format::Commit& 
 
 View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
 
-Result<View> DBImpl::NewestView(bool writer) {
+Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
   MutexLock guard(&state_mutex_);
   // No writer has held the lock since this handle last looked with none at work: that view is still
-  // the newest, and neither the file nor its name changed (change_counter.h). A writer always looks.
+  // the newest, and neither the file nor its name changed (change_counter.h). A writer looks
+  // unless no writer has held the lock since this handle's own last commit (AcquireWriter), and
+  // that commit is still the handle's newest.
   const std::optional<uint64_t> counter = counter_.Read();
   if (!writer && counter && fresh_at_ == counter) return CurrentView();
   fresh_at_.reset();
+  if (unchanged != nullptr) {
+    const std::optional<LeftByThisHandle> left = std::exchange(unchanged_since_left_, std::nullopt);
+    *unchanged = writer && left && left->file == file_ && newest_ && newest_->end() == left->end;
+    if (*unchanged) {
+      DBDB_RETURN_IF_ERROR(CatchUpOverlay());  // Publish may have left it to be replayed
+      return CurrentView();
+    }
+  }
   DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer));
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
   uint64_t known_offset = newest_ ? newest_->offset : 0;
@@ -457,8 +467,9 @@ Result<std::optional<format::Commit>> DBImpl::SettledForReaderSyncingADeadWriter
   return found;
 }
 
-Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight() {
-  auto lock = fs_->Lock(path_, {.wait = true, .create = false});
+Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight(File& file) {
+  // Through the handle's own open file (the one the commit is written to), not its name.
+  auto lock = file.Lock({.wait = true});
   if (!lock.ok()) return lock.status().WithContext("the in-flight lock of " + path_);
   return lock;
 }
@@ -779,32 +790,62 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
   } else if (!lock.mutex.try_lock()) {
     return Status::Busy("another write transaction of this handle is open");
   }
-  if (wait && give_up != nullptr) {
-    // The lock file may be held by another handle or process for as long as it likes (an open
-    // transaction in a shell): try it, and give up once asked, rather than wait without end.
-    for (auto pause = std::chrono::microseconds(100);; pause = std::min(2 * pause, kGiveUpPollMax)) {
-      auto held = fs_->Lock(lock_path_, {.wait = false});
-      if (held.ok()) {
-        lock.file_lock = std::move(held).value();
-        break;
-      }
-      if (held.status().code() != StatusCode::kBusy) return held.status();
-      if (give_up->load()) return Status::Aborted(path_ + " is being closed; compaction abandoned");
-      std::this_thread::sleep_for(pause);
+  // The lock file stays open from one writer to the next (its counter is written at every take),
+  // so a lock costs a flock, not an open and a close.
+  while (true) {
+    if (counter_file_ == nullptr) {
+      auto opened = fs_->Open(lock_path_, OpenOptions{.create = true, .transient = true});
+      if (!opened.ok()) return opened.status().WithContext("opening the lock file " + lock_path_);
+      counter_file_ = std::move(opened).value();
     }
-  } else {
-    DBDB_ASSIGN_OR_RETURN(lock.file_lock, fs_->Lock(lock_path_, {.wait = wait}));
+    if (wait && give_up != nullptr) {
+      // The lock file may be held by another handle or process for as long as it likes (an open
+      // transaction in a shell): try it, and give up once asked, rather than wait without end.
+      for (auto pause = std::chrono::microseconds(100);; pause = std::min(2 * pause, kGiveUpPollMax)) {
+        auto held = counter_file_->Lock({.wait = false});
+        if (held.ok()) {
+          lock.file_lock = std::move(held).value();
+          break;
+        }
+        if (held.status().code() != StatusCode::kBusy) return held.status();
+        if (give_up->load()) return Status::Aborted(path_ + " is being closed; compaction abandoned");
+        std::this_thread::sleep_for(pause);
+      }
+    } else {
+      DBDB_ASSIGN_OR_RETURN(lock.file_lock, counter_file_->Lock({.wait = wait}));
+    }
+    // The lock is the file's, not the name's: had the lock file been removed or renamed over since
+    // this handle opened it, another writer would take the lock of the file the name holds now.
+    DBDB_ASSIGN_OR_RETURN(FileStat stat, counter_file_->Stat());
+    if (!stat.unlinked) break;
+    lock.file_lock.reset();
+    counter_file_.reset();
+    own_counter_ = ChangeCounterView();
+    own_counter_tried_ = false;
   }
   DBDB_RETURN_IF_ERROR(CheckWritable());
+  // The counter still holds the even value this handle's last lock released (its mark plus one):
+  // no writer has taken the lock since, as each writes a fresh value first (a writer whose mark
+  // failed removed the counter, which reads as none). Then the file is as this handle left it.
+  const bool was_mapped = own_counter_.mapped();
+  const std::optional<uint64_t> before = own_counter_.Read();
+  if (was_mapped && !own_counter_.mapped()) own_counter_tried_ = false;  // cut: map it again once put back
+  const std::optional<LeftByThisHandle> left = std::exchange(left_, std::nullopt);
+  unchanged_since_left_.reset();
+  if (left && before && last_mark_ && *before == *last_mark_ + 1) unchanged_since_left_ = left;
   // Odd before anything of the database may change: no reader trusts a view without a look from
   // now until the mark is released (change_counter.h).
-  if (counter_file_ == nullptr) {
-    auto opened = fs_->Open(lock_path_, OpenOptions{.create = false, .transient = true});
-    if (!opened.ok()) return opened.status().WithContext("opening the change counter in " + lock_path_);
-    counter_file_ = std::move(opened).value();
-  }
   auto mark = ChangeMark::Take(*counter_file_);
-  if (!mark.ok()) return mark.status().WithContext("marking the change counter in " + lock_path_);
+  if (!mark.ok()) {
+    unchanged_since_left_.reset();
+    return mark.status().WithContext("marking the change counter in " + lock_path_);
+  }
+  last_mark_.reset();
+  if ((*mark)->written()) last_mark_ = (*mark)->value();
+  if (!own_counter_tried_ && options_.mmap_reads && (*mark)->written()) {
+    own_counter_tried_ = true;
+    (void)own_counter_.MapOpen(*counter_file_);
+  }
   lock.mark = std::move(mark).value();
   return lock;
 }
@@ -859,7 +900,8 @@ uint64_t DBImpl::FoldEstimate(const View& view, uint64_t new_keys) const {
 
 Result<View> DBImpl::PrepareWriterView() {
   // The writer always starts from the newest commit, read after taking the lock (I4).
-  DBDB_ASSIGN_OR_RETURN(View view, WriterView());
+  bool unchanged = false;
+  DBDB_ASSIGN_OR_RETURN(View view, WriterView(&unchanged));
   if (!upgrading_) DBDB_RETURN_IF_ERROR(WritableVersion(*view.file));
   // A file this handle did not see made durable under its name (created, or renamed into place
   // by a compaction, by another handle that may have died before its directory sync): sync the
@@ -870,10 +912,14 @@ Result<View> DBImpl::PrepareWriterView() {
     if (!s.ok()) return Fail(s.WithContext("syncing the directory of " + path_));
     name_durable_file_ = view.file;
   }
-  DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
-  // The base's seal as it is on disk now (the next body checksums those bytes; another handle
-  // may have written it since this handle last looked).
-  if (view.commit) DBDB_RETURN_IF_ERROR(view.file->ReadSeal(&*view.commit, size));
+  // As this handle's own commit left it: the file ends at that commit's seal, which is on disk
+  // as this handle wrote it. Else look: the base's seal as it is on disk now (the next body
+  // checksums those bytes; another handle may have written it since this handle last looked).
+  uint64_t size = view.end();
+  if (!unchanged) {
+    DBDB_ASSIGN_OR_RETURN(size, view.file->file().Size());
+    if (view.commit) DBDB_RETURN_IF_ERROR(view.file->ReadSeal(&*view.commit, size));
+  }
   // Torn or abandoned bytes after the newest commit are cut off, durably, before appending (I6).
   // A base this handle did not make durable itself is settled too, so that synced_through
   // (docs/FORMAT.md) is true and the base's seal is on disk under the next commit's body. In
@@ -1204,6 +1250,7 @@ std::string AssembleCommit(const std::optional<format::Commit>& base, std::strin
 
 Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit commit,
                             const std::vector<format::BatchChange>* batch) {
+  left_.reset();  // until this commit is sealed: whatever happens to it, the next writer looks
   // `bytes` holds the fold's nodes and the batch, to be appended after the base commit (and its
   // seal). The body the commit checksums starts at the base commit record's end: the base's seal,
   // then those records. Safe to rewrite the seal: the file ends at it (PrepareWriterView cut any
@@ -1223,7 +1270,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   }
   File& file = base.file->file();
   // Readers that find this commit unsealed wait for this lock instead of guessing.
-  DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight());
+  DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight(file));
   if (options_.durability == Durability::kNoSync) {
     // Nothing to wait for: nodes, commit and seal in one write; the seal proves nothing durable.
     format::AppendSeal(&out, commit, false);
@@ -1249,6 +1296,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   }
   in_flight.reset();
   Publish(View{base.file, commit, nullptr}, batch);
+  left_ = LeftByThisHandle{base.file, commit.end()};
   return Status::Ok();
 }
 

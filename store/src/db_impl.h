@@ -269,10 +269,12 @@ class DBImpl final : public DB {
   // What the writer starts from (REQUIRES: the writer lock): the newest commit of the file the
   // path itself names, sealed or not, taken as is (PrepareWriterView then settles it: the
   // writer's writes are there, in SettleBase).
-  Result<View> WriterView() EXCLUDES(state_mutex_) { return NewestView(/*writer=*/true); }
+  // `unchanged`: set when the file is as this handle's own last commit left it (AcquireWriter),
+  // and then the view is that commit's, with no look at the file.
+  Result<View> WriterView(bool* unchanged) EXCLUDES(state_mutex_) { return NewestView(/*writer=*/true, unchanged); }
   // Both views: follow a replaced file, find the newest commit above the one known, decide it
   // (reader) or take it (writer), catch the overlay up.
-  Result<View> NewestView(bool writer) EXCLUDES(state_mutex_);
+  Result<View> NewestView(bool writer, bool* unchanged = nullptr) EXCLUDES(state_mutex_);
   // Switches to the file the path names now if compaction replaced ours; returns its size.
   Result<uint64_t> FollowReplacedFile(bool writer) REQUIRES(state_mutex_);
   // The commit a reader may show when the newest one is not sealed, decided by the in-flight
@@ -309,7 +311,8 @@ class DBImpl final : public DB {
 
   // The in-flight lock (flock of the database file itself): held by a writer from the first byte
   // of a commit to its seal or rollback, never across a transaction; a reader probes it.
-  Result<std::unique_ptr<FileLock>> LockInFlight();
+  // Taken through `file` (the base's, which the commit is written to). REQUIRES: writer lock held.
+  Result<std::unique_ptr<FileLock>> LockInFlight(File& file);
   // Makes `view`'s commit the handle's newest if it is newer; `changes` (when given) are the
   // commit's batch, applied to the handle's overlay without reading them back.
   void Publish(const View& view, const std::vector<format::BatchChange>* changes = nullptr) EXCLUDES(state_mutex_);
@@ -368,8 +371,24 @@ class DBImpl final : public DB {
   std::deque<PendingWrite*> write_queue_;
 
   std::mutex writer_mutex_;
-  // Under the writer lock: the lock file, opened for the change counter's marks (AcquireWriter).
+  // Under writer_mutex_: the lock file, kept open for the writer lock and the change counter's
+  // marks (AcquireWriter), and a mapping of its counter.
   std::unique_ptr<File> counter_file_;
+  ChangeCounterView own_counter_;
+  bool own_counter_tried_ = false;  // a mapping of counter_file_ was tried
+  // Under writer_mutex_: what lets a writer skip looking at the file (change_counter.h). The odd
+  // value this handle's last writer lock marked the counter with; where its last commit (its
+  // AppendCommit's success, the last write of that lock) left the file; and, from AcquireWriter
+  // to the first WriterView, that place if the counter still held the last mark's even value
+  // when this lock was taken: then no writer has held the lock since, and the file, its name and
+  // its newest commit are as this handle left them.
+  struct LeftByThisHandle {
+    std::shared_ptr<TreeFile> file;
+    uint64_t end = 0;  // the commit's end (its seal's), which the file ends at
+  };
+  std::optional<uint64_t> last_mark_;
+  std::optional<LeftByThisHandle> left_;
+  std::optional<LeftByThisHandle> unchanged_since_left_;
   // Under the writer lock: the end of the last commit record this handle knows to be durable in
   // the current file (0 if none), so a kSync writer syncs a base it did not sync itself.
   uint64_t durable_end_ = 0;

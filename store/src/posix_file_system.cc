@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cstring>
 
 #include "dbdb/file_system.h"
@@ -35,11 +37,25 @@ class PosixMapping final : public FileMapping {
   ~PosixMapping() override { ::munmap(const_cast<char*>(data()), size()); }
 };
 
+// An open file descriptor, shared by the PosixFile that opened it and the lock taken through it:
+// closed when both are gone, so a lock never unlocks a descriptor number reused by another open.
+struct OpenFd {
+  explicit OpenFd(int fd) : fd(fd) {}
+  ~OpenFd() { ::close(fd); }
+  OpenFd(const OpenFd&) = delete;
+  OpenFd& operator=(const OpenFd&) = delete;
+  const int fd;
+  std::atomic<bool> locked{false};  // a lock taken through it is alive
+};
+
+// flock on `open`: the lock belongs to the open file description (two descriptions of one file
+// exclude each other, even in one process), and the kernel drops it when the holder dies.
+Result<std::unique_ptr<FileLock>> FlockOpen(std::shared_ptr<OpenFd> open, const std::string& path, LockOptions options);
+
 class PosixFile final : public File {
  public:
   PosixFile(int fd, std::string path, bool read_only)
-      : fd_(fd), path_(std::move(path)), read_only_(read_only) {}
-  ~PosixFile() override { ::close(fd_); }
+      : open_(std::make_shared<OpenFd>(fd)), fd_(fd), path_(std::move(path)), read_only_(read_only) {}
 
   Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
     size_t done = 0;
@@ -140,23 +156,44 @@ class PosixFile final : public File {
     return std::min<uint64_t>(static_cast<uint64_t>(hole), size);
   }
 
+  Result<std::unique_ptr<FileLock>> Lock(LockOptions options) override {
+    // A second flock through one description would convert the lock, not exclude: refuse it.
+    if (open_->locked.exchange(true)) return Status::InvalidArgument("lock " + path_ + ": this handle holds a lock already");
+    auto lock = FlockOpen(open_, path_, options);
+    if (!lock.ok()) open_->locked.store(false);
+    return lock;
+  }
+
  private:
-  int fd_;
+  const std::shared_ptr<OpenFd> open_;
+  const int fd_;  // open_->fd
   std::string path_;
   bool read_only_;
 };
 
 class PosixFileLock final : public FileLock {
  public:
-  explicit PosixFileLock(int fd) : fd_(fd) {}
+  explicit PosixFileLock(std::shared_ptr<OpenFd> open) : open_(std::move(open)) {}
   ~PosixFileLock() override {
-    ::flock(fd_, LOCK_UN);
-    ::close(fd_);
+    ::flock(open_->fd, LOCK_UN);
+    open_->locked.store(false);
   }
 
  private:
-  int fd_;
+  std::shared_ptr<OpenFd> open_;
 };
+
+Result<std::unique_ptr<FileLock>> FlockOpen(std::shared_ptr<OpenFd> open, const std::string& path, LockOptions options) {
+  int rc;
+  do {
+    rc = ::flock(open->fd, (options.shared ? LOCK_SH : LOCK_EX) | (options.wait ? 0 : LOCK_NB));
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    if (errno == EWOULDBLOCK) return Status::Busy("lock " + path + " is held by another writer");
+    return ErrnoStatus(errno, "flock " + path);
+  }
+  return std::unique_ptr<FileLock>(new PosixFileLock(std::move(open)));
+}
 
 // Ok if fd is a regular file, which then reads and writes blocking (O_NONBLOCK cleared).
 Status RefuseUnlessRegular(int fd, const std::string& path) {
@@ -245,28 +282,15 @@ class PosixFileSystem final : public FileSystem {
   }
 
   Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) override {
-    // flock locks belong to the open file description, so two opens in one process exclude each
-    // other just as two processes do; the kernel drops the lock when the holder dies. flock needs
-    // no write access: a lock file that is not created is opened read-only.
+    // A description of its own, so two Lock calls in one process exclude each other just as two
+    // processes do (FlockOpen). flock needs no write access: a lock file that is not created is
+    // opened read-only.
     int flags = O_CLOEXEC | O_NONBLOCK | (options.create ? O_RDWR | O_CREAT : O_RDONLY);
     int fd = ::open(path.c_str(), flags, 0644);
     if (fd < 0) return ErrnoStatus(errno, "open lock file " + path);
-    Status refused = RefuseUnlessRegular(fd, path);
-    if (!refused.ok()) {
-      ::close(fd);
-      return refused;
-    }
-    int rc;
-    do {
-      rc = ::flock(fd, (options.shared ? LOCK_SH : LOCK_EX) | (options.wait ? 0 : LOCK_NB));
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) {
-      int saved = errno;
-      ::close(fd);
-      if (saved == EWOULDBLOCK) return Status::Busy("lock " + path + " is held by another writer");
-      return ErrnoStatus(saved, "flock " + path);
-    }
-    return std::unique_ptr<FileLock>(new PosixFileLock(fd));
+    auto open = std::make_shared<OpenFd>(fd);  // closed with the lock, or at once on an error
+    DBDB_RETURN_IF_ERROR(RefuseUnlessRegular(fd, path));
+    return FlockOpen(std::move(open), path, options);
   }
 };
 

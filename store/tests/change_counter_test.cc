@@ -2,6 +2,9 @@
 // without looking at the database file (no fstat), for as long as no writer has held the writer
 // lock; it sees every commit that returned before its read began; and after a writer died holding
 // the lock (the counter left odd) it looks every time until the next writer lets go.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <fstream>
 #include <set>
@@ -150,6 +153,97 @@ TEST(ChangeCounter, AfterAWriterDiedHoldingTheLockReadersLookEveryTime) {
   h.counting->stats = 0;
   for (int i = 0; i < 20; i++) ExpectValue(*h.reader, "2");
   EXPECT_LE(h.counting->stats.load(), 1u);
+}
+
+// A writer also reads the counter, before it marks it: while it holds the even value this
+// handle's own last lock left, no writer has held the lock since, and it starts from its own last
+// commit without looking at the file. Once another writer has (another handle here, or any value
+// the counter took meanwhile), it looks, and builds on that writer's commit.
+TEST(ChangeCounter, AWriterLooksAtTheFileOnlyAfterAnotherWriterHeldTheLock) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto counting = std::make_shared<StatCountingFileSystem>();
+  Options options;
+  options.create_if_missing = true;
+  options.file_system = counting;
+  auto a = DB::Open(path, options);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE((*a)->Put("k", "1").ok());
+  counting->stats = 0;
+  for (int i = 0; i < 20; i++) ASSERT_TRUE((*a)->Put("a" + std::to_string(i), "x").ok());
+  EXPECT_LE(counting->stats.load(), 1u) << "20 commits with no other writer looked at the file";
+  Options plain;
+  auto b = DB::Open(path, plain);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  for (int round = 0; round < 3; round++) {
+    ASSERT_TRUE((*b)->Put("k", "b" + std::to_string(round)).ok());
+    counting->stats = 0;
+    ASSERT_TRUE((*a)->Put("j", "a" + std::to_string(round)).ok());
+    EXPECT_GE(counting->stats.load(), 1u) << "a writer did not look after another writer's commit";
+    for (DB* db : {a->get(), b->get()}) {
+      EXPECT_EQ(*db->Get("k"), std::optional<std::string>("b" + std::to_string(round))) << "a commit was lost";
+      EXPECT_EQ(*db->Get("j"), std::optional<std::string>("a" + std::to_string(round)));
+    }
+  }
+  // Any value the counter takes that is not the one this handle left makes the writer look.
+  const uint64_t left = ReadCounter(path + ".lock");
+  ASSERT_EQ(left % 2, 0u);
+  WriteCounter(path + ".lock", left + 2);
+  counting->stats = 0;
+  ASSERT_TRUE((*a)->Put("j", "last").ok());
+  EXPECT_GE(counting->stats.load(), 1u) << "a writer trusted a counter another writer changed";
+  EXPECT_TRUE((*a)->Check().ok());
+  EXPECT_EQ((*b)->GetStats()->keys, 22u);
+}
+
+// The writer lock is the lock file's, which a handle keeps open: if its name was removed (and a
+// new lock file made in its place by another handle), the handle must lock the new one, or two
+// writers would each hold "the" lock.
+TEST(ChangeCounter, AWriterWhoseLockFileWasRemovedLocksTheOneInItsPlace) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.wait_for_writer = false;
+  auto a = DB::Open(path, options);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE((*a)->Put("k", "1").ok());
+  std::filesystem::remove(path + ".lock");
+  auto b = DB::Open(path, options);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  auto txn = (*b)->BeginWrite();
+  ASSERT_TRUE(txn.ok()) << txn.status().ToString();
+  ASSERT_TRUE(std::filesystem::exists(path + ".lock"));
+  Status busy = (*a)->Put("k", "2");
+  EXPECT_EQ(busy.code(), StatusCode::kBusy) << "two writers at once: " << busy.ToString();
+  ASSERT_TRUE((*txn)->Put("k", "3").ok());
+  ASSERT_TRUE((*txn)->Commit().ok());
+  ASSERT_TRUE((*a)->Put("j", "4").ok());
+  EXPECT_EQ(*(*a)->Get("k"), std::optional<std::string>("3"));
+  EXPECT_EQ(*(*b)->Get("j"), std::optional<std::string>("4"));
+  EXPECT_TRUE((*b)->Check().ok());
+}
+
+// Marks are made from a key drawn once per process: a forked child draws its own, or it would
+// mark with the very values its parent marks with next (a reader that kept one could then trust
+// a view across the child's commit).
+TEST(ChangeCounter, AForkedChildMarksWithValuesOfItsOwn) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  auto mark_once = [&](const std::string& name) {
+    auto file = fs->Open(dir.Path(name), OpenOptions{.create = true});
+    if (!file.ok()) return false;
+    auto mark = ChangeMark::Take(**file);
+    return mark.ok() && (*mark)->written();
+  };
+  ASSERT_TRUE(mark_once("parent"));
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(mark_once("child") ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_TRUE(mark_once("parent"));
+  EXPECT_NE(ReadCounter(dir.Path("parent")), ReadCounter(dir.Path("child"))) << "the child repeated its parent's mark";
 }
 
 // An empty lock file (made by a writer of an older build, or before any writer marked it) holds no

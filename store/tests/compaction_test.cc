@@ -134,24 +134,28 @@ class WatchedCompactionFs final : public FileSystemWrapper {
   WatchedCompactionFs() : FileSystemWrapper(NewPosixFileSystem()) {}
   std::function<void(int, uint64_t)> after_sync;
   std::atomic<int> flipped_reads{0};  // the next reads of other files return one flipped bit
-  std::atomic<int> writer_lock_tries{0};  // Lock calls on the writer's lock file ("<path>.lock")
-  Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) override {
-    const std::string compacting = ".compacting.lock";
-    if (path.size() < compacting.size() || path.compare(path.size() - compacting.size(), compacting.size(), compacting) != 0) {
-      writer_lock_tries++;
-    }
-    return FileSystemWrapper::Lock(path, options);
-  }
+  // Lock calls on the writer's lock file ("<path>.lock"), which a writer takes through the file
+  // it keeps open.
+  std::atomic<int> writer_lock_tries{0};
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
-    if (!testing::IsCompactionFile(path)) return std::unique_ptr<File>(new FlippingFile(this, std::move(file)));
+    if (!testing::IsCompactionFile(path)) {
+      const std::string lock = ".lock";
+      const bool writer_lock = path.size() > lock.size() && path.ends_with(lock) && !path.ends_with(".compacting.lock");
+      return std::unique_ptr<File>(new FlippingFile(this, std::move(file), writer_lock));
+    }
     return std::unique_ptr<File>(new WatchedFile(this, std::move(file)));
   }
 
  private:
   class FlippingFile final : public FileWrapper {
    public:
-    FlippingFile(WatchedCompactionFs* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
+    FlippingFile(WatchedCompactionFs* fs, std::unique_ptr<File> base, bool writer_lock)
+        : FileWrapper(std::move(base)), fs_(fs), writer_lock_(writer_lock) {}
+    Result<std::unique_ptr<FileLock>> Lock(LockOptions options) override {
+      if (writer_lock_) fs_->writer_lock_tries++;
+      return FileWrapper::Lock(options);
+    }
     Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
       DBDB_ASSIGN_OR_RETURN(size_t n, FileWrapper::ReadAt(offset, dst));
       if (n > 0 && fs_->flipped_reads.load() > 0) {
@@ -163,6 +167,7 @@ class WatchedCompactionFs final : public FileSystemWrapper {
 
    private:
     WatchedCompactionFs* fs_;
+    const bool writer_lock_;
   };
 
   class WatchedFile final : public FileWrapper {

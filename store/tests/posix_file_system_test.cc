@@ -117,6 +117,38 @@ TEST(PosixFileSystem, LockExcludesAnotherProcess) {
   EXPECT_EQ(child_try_lock(), 0) << "the child could not take a free lock";
 }
 
+// A lock taken through an open File is the file's flock: it excludes a lock by name (and the
+// other way round), one File holds one lock at a time, and it stays held after the File is
+// gone, until the lock is (its descriptor stays open until then).
+TEST(PosixFileSystem, ALockThroughAnOpenFileIsTheFilesLock) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  const std::string path = dir.Path("lock");
+  auto file = fs->Open(path, OpenOptions{.create = true});
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  auto held = (*file)->Lock({.wait = false});
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  EXPECT_EQ(fs->Lock(path, {.wait = false}).status().code(), StatusCode::kBusy);
+  EXPECT_EQ(fs->Lock(path, {.wait = false, .shared = true}).status().code(), StatusCode::kBusy);
+  auto again = (*file)->Lock({.wait = false});
+  EXPECT_EQ(again.status().code(), StatusCode::kInvalidArgument) << again.status().ToString();
+  held.value().reset();
+  auto by_name = fs->Lock(path, {.wait = false});
+  ASSERT_TRUE(by_name.ok());
+  EXPECT_EQ((*file)->Lock({.wait = false}).status().code(), StatusCode::kBusy);
+  EXPECT_EQ((*file)->Lock({.wait = false, .shared = true}).status().code(), StatusCode::kBusy);
+  by_name.value().reset();
+  held = (*file)->Lock({.wait = false});
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  file.value().reset();  // the lock outlives its File
+  auto other = fs->Open(dir.Path("other"), OpenOptions{.create = true});  // may reuse a closed descriptor
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(fs->Lock(path, {.wait = false}).status().code(), StatusCode::kBusy);
+  held.value().reset();
+  EXPECT_TRUE(fs->Lock(path, {.wait = false}).ok());
+  EXPECT_TRUE((*other)->Lock({.wait = false}).ok());
+}
+
 TEST(PosixFileSystem, DirName) {
   EXPECT_EQ(DirName("a/b/c"), "a/b");
   EXPECT_EQ(DirName("c"), ".");

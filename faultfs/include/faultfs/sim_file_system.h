@@ -11,7 +11,9 @@
 // for one simulated process: its own open files and locks, sharing the files and their page cache
 // with every other process (file_system.h, item 6). Locks behave like flock on the inode: a lock
 // taken through a name that was renamed away is not the lock of the file the name holds now, and
-// two Lock calls exclude each other even in one process. Kill() kills a process: its later calls
+// two Lock calls exclude each other even in one process; File::Lock takes the same lock through
+// an open file (one at a time per File, as one open file description's flock), and it outlives
+// the File until it is released. Kill() kills a process: its later calls
 // fail (IOError "killed"), its locks are released, what it wrote stays exactly as written
 // (volatile until someone syncs it), as after SIGKILL. A power cut is a crash state built from a
 // prefix of the trace (crash_state.h), after which no process survives.

@@ -62,6 +62,19 @@ class FileMapping {
   uint64_t size_;
 };
 
+// An advisory, whole-file, exclusive lock that excludes other holders in this and in other
+// processes. Released when destroyed (and by the OS when the process dies).
+class FileLock {
+ public:
+  virtual ~FileLock() = default;
+};
+
+struct LockOptions {
+  bool wait = true;     // block until the lock is free; false: Busy at once if another holder has it
+  bool create = true;   // create the lock file if it is missing; false: NotFound if it is missing
+  bool shared = false;  // a shared lock: excludes exclusive holders only (flock LOCK_SH)
+};
+
 class File {
  public:
   virtual ~File() = default;
@@ -102,19 +115,14 @@ class File {
     (void)length;
     return std::shared_ptr<const FileMapping>();
   }
-};
 
-// An advisory, whole-file, exclusive lock that excludes other holders in this and in other
-// processes. Released when destroyed (and by the OS when the process dies).
-class FileLock {
- public:
-  virtual ~FileLock() = default;
-};
-
-struct LockOptions {
-  bool wait = true;     // block until the lock is free; false: Busy at once if another holder has it
-  bool create = true;   // create the lock file if it is missing; false: NotFound if it is missing
-  bool shared = false;  // a shared lock: excludes exclusive holders only (flock LOCK_SH)
+  // Takes the advisory lock of this file (FileSystem::Lock; options.create is ignored) through
+  // this open handle: the same lock that FileSystem::Lock on a name of the file takes, so the two
+  // exclude each other, without opening the file again (a handle that locks at every commit keeps
+  // the file open instead). A File holds at most one lock at a time: InvalidArgument while a lock
+  // it gave is alive. The lock stays held, and valid, after the File is destroyed, until the lock
+  // is.
+  virtual Result<std::unique_ptr<FileLock>> Lock(LockOptions options) = 0;
 };
 
 struct OpenOptions {
@@ -183,6 +191,7 @@ class FileWrapper : public File {
   Result<uint64_t> Identity() override { return base_->Identity(); }
   Result<uint64_t> DataEnd() override { return base_->DataEnd(); }
   Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override { return base_->Map(length); }
+  Result<std::unique_ptr<FileLock>> Lock(LockOptions options) override { return base_->Lock(options); }
   File& base() { return *base_; }
 
  private:
