@@ -219,7 +219,8 @@ class SimLock final : public dbdb::FileLock {
 };
 
 // flock of the inode `inode` for `process` (the caller has entered, under `guard`): waits, or
-// Busy, while another holder excludes it. `file_locked`: the flag of the File it is taken through.
+// Busy, while another holder excludes it. `file_locked`: the flag of the File it is taken through
+// (set by the caller), cleared when the lock is released.
 Result<std::unique_ptr<dbdb::FileLock>> TakeLock(const std::shared_ptr<State>& state, uint32_t process, uint64_t inode,
                                                  dbdb::LockOptions options, std::unique_lock<std::mutex>& guard,
                                                  const std::string& what, std::shared_ptr<bool> file_locked) {
@@ -238,7 +239,6 @@ Result<std::unique_ptr<dbdb::FileLock>> TakeLock(const std::shared_ptr<State>& s
   holders.exclusive = !options.shared;
   holders.ids.insert(id);
   s.locks[id] = State::Held{inode, process};
-  if (file_locked) *file_locked = true;
   return std::unique_ptr<dbdb::FileLock>(new SimLock(state, id, std::move(file_locked)));
 }
 
@@ -379,9 +379,13 @@ class SimFile final : public dbdb::File {
     DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
     int error_number;
     if (state_->Fires(process_, "faultfs/lock", &error_number)) return InjectedError("lock", error_number);
-    // As flock through one open file description: a second lock would convert the first.
+    // As flock through one open file description: a second lock would convert the first (refused
+    // from the first call on, granted or still waiting, as PosixFile refuses it).
     if (*locked_) return Status::InvalidArgument("lock: this handle holds a lock already");
-    return TakeLock(state_, process_, inode_->id, options, guard, "lock of inode " + std::to_string(inode_->id), locked_);
+    *locked_ = true;
+    auto lock = TakeLock(state_, process_, inode_->id, options, guard, "lock of inode " + std::to_string(inode_->id), locked_);
+    if (!lock.ok()) *locked_ = false;
+    return lock;
   }
 
  private:

@@ -380,6 +380,13 @@ Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
     const std::optional<LeftByThisHandle> left = std::exchange(unchanged_since_left_, std::nullopt);
     *unchanged = writer && left && left->file == file_ && newest_ && newest_->end() == left->end;
     if (*unchanged) {
+      // One fstat, against what the counter cannot rule out: a lock-file page the kernel dropped
+      // and read back with an older value (docs/PERSISTENCE.md). Another writer's commit or
+      // compaction since would show in the size or the link count.
+      DBDB_ASSIGN_OR_RETURN(FileStat stat, file_->file().Stat());
+      *unchanged = !stat.unlinked && stat.size_bytes == left->end;
+    }
+    if (*unchanged) {
       DBDB_RETURN_IF_ERROR(CatchUpOverlay());  // Publish may have left it to be replayed
       return CurrentView();
     }
@@ -467,9 +474,20 @@ Result<std::optional<format::Commit>> DBImpl::SettledForReaderSyncingADeadWriter
   return found;
 }
 
+void DBImpl::ForgetLockFile() {
+  counter_file_.reset();
+  own_counter_ = ChangeCounterView();
+  own_counter_tried_ = false;
+  last_mark_.reset();
+  left_.reset();
+}
+
 Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight(File& file) {
-  // Through the handle's own open file (the one the commit is written to), not its name.
-  auto lock = file.Lock({.wait = true});
+  // Through the handle's own open file (the one the commit is written to), not its name; in a
+  // forked child, through a description of its own (fork_generation.h): under the writer lock the
+  // name holds the file the commit is written to.
+  auto lock = opened_generation_ == ForkGeneration() ? file.Lock({.wait = true})
+                                                     : fs_->Lock(path_, {.wait = true, .create = false});
   if (!lock.ok()) return lock.status().WithContext("the in-flight lock of " + path_);
   return lock;
 }
@@ -790,13 +808,20 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
   } else if (!lock.mutex.try_lock()) {
     return Status::Busy("another write transaction of this handle is open");
   }
+  // After a failed rollback this handle keeps the writer lock for good (HoldWriterLock): fail
+  // here, before locking through the file that lock was taken through.
+  DBDB_RETURN_IF_ERROR(CheckWritable());
   // The lock file stays open from one writer to the next (its counter is written at every take),
-  // so a lock costs a flock, not an open and a close.
+  // so a lock costs a flock, not an open and a close. Not one opened before a fork: its open file
+  // description, and so its lock, is shared with the parent (fork_generation.h). Closing the
+  // child's descriptor leaves the parent's lock alone.
+  if (counter_file_ != nullptr && counter_file_generation_ != ForkGeneration()) ForgetLockFile();
   while (true) {
     if (counter_file_ == nullptr) {
       auto opened = fs_->Open(lock_path_, OpenOptions{.create = true, .transient = true});
       if (!opened.ok()) return opened.status().WithContext("opening the lock file " + lock_path_);
       counter_file_ = std::move(opened).value();
+      counter_file_generation_ = ForkGeneration();
     }
     if (wait && give_up != nullptr) {
       // The lock file may be held by another handle or process for as long as it likes (an open
@@ -819,9 +844,7 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
     DBDB_ASSIGN_OR_RETURN(FileStat stat, counter_file_->Stat());
     if (!stat.unlinked) break;
     lock.file_lock.reset();
-    counter_file_.reset();
-    own_counter_ = ChangeCounterView();
-    own_counter_tried_ = false;
+    ForgetLockFile();
   }
   DBDB_RETURN_IF_ERROR(CheckWritable());
   // The counter still holds the even value this handle's last lock released (its mark plus one):

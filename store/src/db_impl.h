@@ -20,6 +20,7 @@
 
 #include "change_counter.h"
 #include "dbdb/db.h"
+#include "fork_generation.h"
 #include "format.h"
 #include "log_overlay.h"
 #include "thread_annotations.h"
@@ -313,6 +314,9 @@ class DBImpl final : public DB {
   // of a commit to its seal or rollback, never across a transaction; a reader probes it.
   // Taken through `file` (the base's, which the commit is written to). REQUIRES: writer lock held.
   Result<std::unique_ptr<FileLock>> LockInFlight(File& file);
+  // Closes counter_file_ (a forked child's copy, or one that lost its name) and forgets what was
+  // learnt through it. REQUIRES: writer_mutex_ held, no lock through it alive.
+  void ForgetLockFile();
   // Makes `view`'s commit the handle's newest if it is newer; `changes` (when given) are the
   // commit's batch, applied to the handle's overlay without reading them back.
   void Publish(const View& view, const std::vector<format::BatchChange>* changes = nullptr) EXCLUDES(state_mutex_);
@@ -386,6 +390,10 @@ class DBImpl final : public DB {
     std::shared_ptr<TreeFile> file;
     uint64_t end = 0;  // the commit's end (its seal's), which the file ends at
   };
+  uint64_t counter_file_generation_ = 0;  // the fork generation counter_file_ was opened in
+  // The fork generation this handle was opened in: in a forked child, its database file's open
+  // description is the parent's, and the in-flight lock is taken by name (LockInFlight).
+  const uint64_t opened_generation_ = ForkGeneration();
   std::optional<uint64_t> last_mark_;
   std::optional<LeftByThisHandle> left_;
   std::optional<LeftByThisHandle> unchanged_since_left_;

@@ -158,6 +158,8 @@ class PosixFile final : public File {
 
   Result<std::unique_ptr<FileLock>> Lock(LockOptions options) override {
     // A second flock through one description would convert the lock, not exclude: refuse it.
+    // (Callers lock through one File one at a time: just after a lock's release the flag may still
+    // read as held for a moment.)
     if (open_->locked.exchange(true)) return Status::InvalidArgument("lock " + path_ + ": this handle holds a lock already");
     auto lock = FlockOpen(open_, path_, options);
     if (!lock.ok()) open_->locked.store(false);

@@ -14,6 +14,11 @@
 // writer), a commit is in flight while its writer holds a flock of the database file itself, and
 // one compaction at a time holds "<path>.compacting.lock" while it writes "<path>.compacting".
 //
+// Processes: open handles in the process that uses them. A child forked from a process with open
+// handles should open its own: a parent's handle in the child (its background compaction thread
+// does not exist there) is not supported, beyond the child ending by exec or _exit. The store
+// takes care that a child does not lock through descriptors it shares with its parent.
+//
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
 // log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its
 // DB (it holds the handle's writer lock). An Iterator must not outlive the Snapshot or
