@@ -1,6 +1,7 @@
 // The change counter (change_counter.h).
 #include "change_counter.h"
 
+#include <pthread.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -9,7 +10,6 @@
 #include <cstring>
 
 #include "coding.h"
-#include "fork_generation.h"
 #include "map_guard.h"
 
 namespace dbdb {
@@ -28,38 +28,47 @@ uint64_t Mix(uint64_t z) {  // splitmix64's finalizer
 // The process's key for marks: 64 bits from the kernel's random source (never blocking), mixed
 // with the clock and the process id, so that if the kernel has no random bytes to give yet the
 // rest still makes two processes' keys differ. Drawn once per process, and again in a forked
-// child (it must not repeat its parent's values), not at every mark: a mark is a commit's cost.
-// Two threads drawing at once may each use their own key for a while: both are fresh.
-std::atomic<uint64_t> mark_key{0};             // 0: none drawn yet
-std::atomic<uint64_t> mark_key_generation{0};  // the fork generation it was drawn in
-std::atomic<uint64_t> marks{0};                // this process's marks so far
+// child (it must not repeat its parent's values: the child handler, which runs before any other
+// thread exists in the child, forgets the parent's key), not at every mark: a mark is a
+// commit's cost.
+std::atomic<uint64_t> mark_key{0};  // 0: none drawn yet
+std::atomic<uint64_t> marks{0};     // this process's marks so far
+
+void ForgetMarkKeyInChild() { mark_key.store(0, std::memory_order_relaxed); }
+
+// Registered when the library is loaded (a function-local static could race a fork).
+const bool mark_key_forgotten_in_children = ::pthread_atfork(nullptr, nullptr, ForgetMarkKeyInChild) == 0;
 
 uint64_t MarkKey() {
-  const uint64_t generation = ForkGeneration();
   uint64_t key = mark_key.load(std::memory_order_acquire);
-  if (key != 0 && mark_key_generation.load(std::memory_order_acquire) == generation) return key;
+  if (key != 0) return key;
   key = Mix(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
             (static_cast<uint64_t>(::getpid()) << 40));
   uint64_t random = 0;
   if (::getrandom(&random, sizeof(random), GRND_NONBLOCK) == static_cast<ssize_t>(sizeof(random))) key ^= random;
   key |= 1;  // never 0
-  mark_key_generation.store(generation, std::memory_order_release);
-  mark_key.store(key, std::memory_order_release);
+  uint64_t expected = 0;
+  // Two threads drawing at once: the first one's key is everyone's.
+  if (!mark_key.compare_exchange_strong(expected, key, std::memory_order_acq_rel)) key = expected;
   return key;
 }
 
 // A fresh value: the key plus this process's count of marks, mixed (Mix is a bijection, so two
 // marks with one key differ before the odd bit is set; after it, two values coincide with a
 // chance of 2^-63 per pair, as two processes' do).
-uint64_t FreshValue() { return Mix(MarkKey() + marks.fetch_add(1, std::memory_order_relaxed)); }
+uint64_t FreshValue() {
+  (void)mark_key_forgotten_in_children;
+  return Mix(MarkKey() + marks.fetch_add(1, std::memory_order_relaxed));
+}
 
 }  // namespace
 
 Result<std::unique_ptr<ChangeMark>> ChangeMark::Take(File& lock_file) {
   // A fresh random value, never one derived from what the file holds: a bad read of the counter
   // (or a page of it the kernel lost and read back) would otherwise move it back to a value a
-  // reader still trusts. Two marks' values coincide, or a torn read of one matches what a reader
-  // kept, with a chance of about 2^-56.
+  // reader still trusts. One process's marks never repeat a value; two processes' marks coincide
+  // with a chance of about 2^-63 a pair, and a torn read of one matches what a reader kept with a
+  // chance of about 2^-56.
   const uint64_t odd = FreshValue() | 1;
   char bytes[kCounterBytes];
   coding::EncodeFixed64(bytes, odd);

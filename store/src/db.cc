@@ -1246,6 +1246,7 @@ DBImpl::~DBImpl() {
   // nothing): only a handle that committed, only when due, and never waiting for a lock another
   // thread or process holds (that writer checkpoints when it closes).
   if (!options_.checkpoint_on_close || options_.read_only || !wrote_.load() || failed_.load()) return;
+  if (opened_generation_ != ForkGeneration()) return;  // a parent's handle, destroyed in a forked child
   auto lock = AcquireWriter(/*wait=*/false);
   if (lock.ok() && !WriteCheckpoint(/*asked=*/false).ok()) HoldWriterLockIfRollbackFailed(&*lock);
 }

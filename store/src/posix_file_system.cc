@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -37,15 +38,59 @@ class PosixMapping final : public FileMapping {
   ~PosixMapping() override { ::munmap(const_cast<char*>(data()), size()); }
 };
 
+// Descriptors a lock was taken through (File::Lock) and that stay open between locks. A child
+// forked without exec inherits them, and with them the open file descriptions their flocks belong
+// to: a parent that dies holding such a lock would leave it held for as long as the child lives
+// (every writer of the database would wait for a dead one). So the child's copies are pointed at
+// /dev/null as it starts (a pthread_atfork child handler, async-signal-safe: open, dup2, close),
+// and only the parent's refer to the lock files. A slot holds the descriptor plus one (0: free,
+// which is how static storage starts).
+constexpr int kLockedDescriptorSlots = 256;
+std::atomic<int> locked_descriptors[kLockedDescriptorSlots];
+
+void ForgetLockedDescriptorsInChild() {
+  int null_fd = -1;
+  for (auto& slot : locked_descriptors) {
+    const int fd = slot.load(std::memory_order_relaxed) - 1;
+    if (fd < 0) continue;
+    if (null_fd < 0) null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    // If /dev/null cannot be opened, close the copy: the number may then be reused in the child,
+    // but the parent's lock is released when the parent dies, which is what matters.
+    if (null_fd < 0 || ::dup2(null_fd, fd) < 0) ::close(fd);
+    slot.store(0, std::memory_order_relaxed);
+  }
+  if (null_fd >= 0) ::close(null_fd);
+}
+
+// Registered when the library is loaded (a function-local static could race a fork).
+const bool locked_descriptors_ready = ::pthread_atfork(nullptr, nullptr, ForgetLockedDescriptorsInChild) == 0;
+
 // An open file descriptor, shared by the PosixFile that opened it and the lock taken through it:
 // closed when both are gone, so a lock never unlocks a descriptor number reused by another open.
 struct OpenFd {
   explicit OpenFd(int fd) : fd(fd) {}
-  ~OpenFd() { ::close(fd); }
+  ~OpenFd() {
+    if (slot >= 0) locked_descriptors[slot].store(0, std::memory_order_relaxed);
+    ::close(fd);
+  }
+  // Lists the descriptor among those the child handler redirects, once (the first File::Lock).
+  // False if every slot is taken (the caller then refuses the lock).
+  bool Register() {
+    if (slot >= 0) return true;
+    for (int i = 0; i < kLockedDescriptorSlots; i++) {
+      int expected = 0;
+      if (locked_descriptors[i].compare_exchange_strong(expected, fd + 1, std::memory_order_relaxed)) {
+        slot = i;
+        return true;
+      }
+    }
+    return false;
+  }
   OpenFd(const OpenFd&) = delete;
   OpenFd& operator=(const OpenFd&) = delete;
   const int fd;
   std::atomic<bool> locked{false};  // a lock taken through it is alive
+  int slot = -1;                    // in locked_descriptors, once registered (under `locked`)
 };
 
 // flock on `open`: the lock belongs to the open file description (two descriptions of one file
@@ -161,6 +206,11 @@ class PosixFile final : public File {
     // (Callers lock through one File one at a time: just after a lock's release the flag may still
     // read as held for a moment.)
     if (open_->locked.exchange(true)) return Status::InvalidArgument("lock " + path_ + ": this handle holds a lock already");
+    if (!locked_descriptors_ready || !open_->Register()) {
+      open_->locked.store(false);
+      return Status::LimitExceeded("lock " + path_ + ": more than " + std::to_string(kLockedDescriptorSlots) +
+                                   " files kept open for locking in this process");
+    }
     auto lock = FlockOpen(open_, path_, options);
     if (!lock.ok()) open_->locked.store(false);
     return lock;

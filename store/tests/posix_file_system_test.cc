@@ -149,6 +149,39 @@ TEST(PosixFileSystem, ALockThroughAnOpenFileIsTheFilesLock) {
   EXPECT_TRUE((*other)->Lock({.wait = false}).ok());
 }
 
+// A child forked while a File that was locked through is open must not keep that lock's open file
+// description: a holder that dies with the lock held would leave it held for as long as the child
+// lived. The child's copy of the descriptor points at /dev/null instead.
+TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
+  TempDir dir;
+  const std::string path = dir.Path("lock");
+  int hold[2];
+  ASSERT_EQ(::pipe(hold), 0);
+  pid_t holder = ::fork();
+  if (holder == 0) {
+    auto fs = NewPosixFileSystem();
+    auto file = fs->Open(path, OpenOptions{.create = true});
+    if (!file.ok()) ::_exit(2);
+    auto lock = (*file)->Lock({.wait = false});
+    if (!lock.ok()) ::_exit(3);
+    if (::fork() == 0) {  // lives on after the holder, until the test closes the pipe
+      ::close(hold[1]);
+      char byte;
+      (void)!::read(hold[0], &byte, 1);
+      ::_exit(0);
+    }
+    ::_exit(0);  // dies holding the lock
+  }
+  ::close(hold[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(holder, &status, 0), holder);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the holder failed: " << status;
+  auto fs = NewPosixFileSystem();
+  auto lock = fs->Lock(path, {.wait = false});
+  EXPECT_TRUE(lock.ok()) << "a dead holder's lock is still held (by its child's copy): " << lock.status().ToString();
+  ::close(hold[1]);  // lets the grandchild go
+}
+
 TEST(PosixFileSystem, DirName) {
   EXPECT_EQ(DirName("a/b/c"), "a/b");
   EXPECT_EQ(DirName("c"), ".");

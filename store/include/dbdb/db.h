@@ -17,7 +17,9 @@
 // Processes: open handles in the process that uses them. A child forked from a process with open
 // handles should open its own: a parent's handle in the child (its background compaction thread
 // does not exist there) is not supported, beyond the child ending by exec or _exit. The store
-// takes care that a child does not lock through descriptors it shares with its parent.
+// takes care that a child never holds its parent's locks: the descriptors a handle keeps open to
+// lock through point to /dev/null in a forked child, so a parent that dies holding a lock
+// releases it even while its children live.
 //
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
 // log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its

@@ -121,7 +121,8 @@ class File {
   // exclude each other, without opening the file again (a handle that locks at every commit keeps
   // the file open instead). A File holds at most one lock at a time: InvalidArgument while a lock
   // it gave is alive. The lock stays held, and valid, after the File is destroyed, until the lock
-  // is.
+  // is. A File locked through is not shared with a child forked later: the real file system points
+  // the child's copy of its descriptor at /dev/null, so that the lock dies with the holder.
   virtual Result<std::unique_ptr<FileLock>> Lock(LockOptions options) = 0;
 };
 
