@@ -155,8 +155,9 @@ TEST(PosixFileSystem, ALockThroughAnOpenFileIsTheFilesLock) {
 TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
   TempDir dir;
   const std::string path = dir.Path("lock");
-  int hold[2];
+  int hold[2], started[2];
   ASSERT_EQ(::pipe(hold), 0);
+  ASSERT_EQ(::pipe(started), 0);
   pid_t holder = ::fork();
   if (holder == 0) {
     auto fs = NewPosixFileSystem();
@@ -165,13 +166,19 @@ TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
     auto lock = (*file)->Lock({.wait = false});
     if (!lock.ok()) ::_exit(3);
     if (::fork() == 0) {  // lives on after the holder, until the test closes the pipe
+      // Code here runs after the fork's child handlers: the copies are redirected by now.
       ::close(hold[1]);
+      if (::write(started[1], "s", 1) != 1) ::_exit(1);
       char byte;
       (void)!::read(hold[0], &byte, 1);
       ::_exit(0);
     }
+    char byte;
+    if (::read(started[0], &byte, 1) != 1) ::_exit(4);
     ::_exit(0);  // dies holding the lock
   }
+  ::close(started[0]);
+  ::close(started[1]);
   ::close(hold[0]);
   int status = 0;
   ASSERT_EQ(::waitpid(holder, &status, 0), holder);
