@@ -368,6 +368,7 @@ Result<std::shared_ptr<LogOverlay>> DBImpl::OverlayAtFold(const format::Commit& 
 View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
 
 Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
+  DBDB_RETURN_IF_ERROR(CheckNotForked());
   MutexLock guard(&state_mutex_);
   // No writer has held the lock since this handle last looked with none at work: that view is still
   // the newest, and neither the file nor its name changed (change_counter.h). A writer looks
@@ -483,11 +484,8 @@ void DBImpl::ForgetLockFile() {
 }
 
 Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight(File& file) {
-  // Through the handle's own open file (the one the commit is written to), not its name; in a
-  // forked child, through a description of its own (fork_generation.h): under the writer lock the
-  // name holds the file the commit is written to.
-  auto lock = opened_generation_ == ForkGeneration() ? file.Lock({.wait = true})
-                                                     : fs_->Lock(path_, {.wait = true, .create = false});
+  // Through the handle's own open file (the one the commit is written to), not its name.
+  auto lock = file.Lock({.wait = true});
   if (!lock.ok()) return lock.status().WithContext("the in-flight lock of " + path_);
   return lock;
 }
@@ -608,11 +606,19 @@ Status DBImpl::ValidateValue(std::string_view value) const {
 }
 
 Status DBImpl::CheckWritable() {
+  DBDB_RETURN_IF_ERROR(CheckNotForked());
   if (options_.read_only) return Status::ReadOnly(path_ + " is open read-only");
   return CheckNotFailed();
 }
 
+Status DBImpl::CheckNotForked() const {
+  if (opened_generation_ == ForkGeneration()) return Status::Ok();
+  return Status::InvalidArgument(path_ + ": this handle was opened before a fork, and a forked child cannot use it "
+                                 "(open a handle of its own)");
+}
+
 Status DBImpl::CheckNotFailed() {
+  DBDB_RETURN_IF_ERROR(CheckNotForked());
   if (failed_.load()) {
     MutexLock guard(&failure_mutex_);
     return Status::Failed("handle refuses writes after an earlier I/O error (reopen to recover): " + failure_);
@@ -812,16 +818,13 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
   // here, before locking through the file that lock was taken through.
   DBDB_RETURN_IF_ERROR(CheckWritable());
   // The lock file stays open from one writer to the next (its counter is written at every take),
-  // so a lock costs a flock, not an open and a close. Not one opened before a fork: its open file
-  // description, and so its lock, is shared with the parent (fork_generation.h). Closing the
-  // child's descriptor leaves the parent's lock alone.
-  if (counter_file_ != nullptr && counter_file_generation_ != ForkGeneration()) ForgetLockFile();
+  // so a lock costs a flock, not an open and a close. (Never in a forked child, whose copy of it
+  // shares the parent's lock: CheckWritable refuses a handle there.)
   while (true) {
     if (counter_file_ == nullptr) {
       auto opened = fs_->Open(lock_path_, OpenOptions{.create = true, .transient = true});
       if (!opened.ok()) return opened.status().WithContext("opening the lock file " + lock_path_);
       counter_file_ = std::move(opened).value();
-      counter_file_generation_ = ForkGeneration();
     }
     if (wait && give_up != nullptr) {
       // The lock file may be held by another handle or process for as long as it likes (an open
@@ -1246,7 +1249,7 @@ DBImpl::~DBImpl() {
   // nothing): only a handle that committed, only when due, and never waiting for a lock another
   // thread or process holds (that writer checkpoints when it closes).
   if (!options_.checkpoint_on_close || options_.read_only || !wrote_.load() || failed_.load()) return;
-  if (opened_generation_ != ForkGeneration()) return;  // a parent's handle, destroyed in a forked child
+  if (!CheckNotForked().ok()) return;  // a parent's handle, destroyed in a forked child
   auto lock = AcquireWriter(/*wait=*/false);
   if (lock.ok() && !WriteCheckpoint(/*asked=*/false).ok()) HoldWriterLockIfRollbackFailed(&*lock);
 }

@@ -314,7 +314,7 @@ class DBImpl final : public DB {
   // of a commit to its seal or rollback, never across a transaction; a reader probes it.
   // Taken through `file` (the base's, which the commit is written to). REQUIRES: writer lock held.
   Result<std::unique_ptr<FileLock>> LockInFlight(File& file);
-  // Closes counter_file_ (a forked child's copy, or one that lost its name) and forgets what was
+  // Closes counter_file_ (one that lost its name) and forgets what was
   // learnt through it. REQUIRES: writer_mutex_ held, no lock through it alive.
   void ForgetLockFile();
   // Makes `view`'s commit the handle's newest if it is newer; `changes` (when given) are the
@@ -346,6 +346,8 @@ class DBImpl final : public DB {
   void HoldWriterLockIfRollbackFailed(WriterLock* lock) EXCLUDES(failure_mutex_);
   Status CheckWritable() EXCLUDES(failure_mutex_);
   Status CheckNotFailed() EXCLUDES(failure_mutex_);  // Failed after an earlier write-path error
+  // InvalidArgument in a child forked after this handle was opened (fork_generation.h).
+  Status CheckNotForked() const;
 
   // Group commit (DB::Write): a Write waiting in the queue; the one at the front commits the
   // batches queued behind it too (CommitGroup) and hands each its status.
@@ -390,9 +392,8 @@ class DBImpl final : public DB {
     std::shared_ptr<TreeFile> file;
     uint64_t end = 0;  // the commit's end (its seal's), which the file ends at
   };
-  uint64_t counter_file_generation_ = 0;  // the fork generation counter_file_ was opened in
-  // The fork generation this handle was opened in: in a forked child, its database file's open
-  // description is the parent's, and the in-flight lock is taken by name (LockInFlight).
+  // The fork generation this handle was opened in: a forked child shares its open file
+  // descriptions (and their locks) with the parent, so CheckNotForked refuses it there.
   const uint64_t opened_generation_ = ForkGeneration();
   std::optional<uint64_t> last_mark_;
   std::optional<LeftByThisHandle> left_;

@@ -70,7 +70,10 @@ const bool locked_descriptors_ready = ::pthread_atfork(nullptr, nullptr, ForgetL
 struct OpenFd {
   explicit OpenFd(int fd) : fd(fd) {}
   ~OpenFd() {
-    if (slot >= 0) locked_descriptors[slot].store(0, std::memory_order_relaxed);
+    // Only if the slot is still ours: in a forked child the handler freed it, and another
+    // descriptor may hold it since.
+    int ours = fd + 1;
+    if (slot >= 0) locked_descriptors[slot].compare_exchange_strong(ours, 0, std::memory_order_relaxed);
     ::close(fd);
   }
   // Lists the descriptor among those the child handler redirects, once (the first File::Lock).
