@@ -334,6 +334,52 @@ TEST(Nodes, NodeViewStaysInsideGarbage) {
   }
 }
 
+// A search in place settles most comparisons by the keys' first eight bytes (KeyPrefix) and only
+// then compares whole keys. Keys that share those eight bytes, keys shorter than eight bytes, and
+// keys holding zero bytes (which the prefix pads with) must still sort exactly as std::string
+// does: every key and every probe drawn from a tiny alphabet, so that they collide in every way.
+TEST(Nodes, SearchInPlaceSortsKeysThatSharePrefixesOrEndEarly) {
+  const uint64_t seed = 20261204;
+  std::mt19937_64 rng(seed);
+  const char alphabet[] = {'\0', '\1', 'a', '\xff'};
+  auto random_key = [&] {
+    size_t size = rng() % 4 == 0 ? rng() % 8 : 6 + rng() % 6;  // around and under eight bytes
+    std::string key(size, '\0');
+    for (char& c : key) c = alphabet[rng() % 4];
+    return key;
+  };
+  EXPECT_LT(KeyPrefix("ab"), KeyPrefix(std::string("ab\0\1", 4)));
+  EXPECT_EQ(KeyPrefix("ab"), KeyPrefix(std::string("ab\0", 3))) << "padding: the whole keys decide";
+  EXPECT_GT(KeyPrefix("\xff"), KeyPrefix("\x7f\xff\xff\xff\xff\xff\xff\xff\xff")) << "unsigned bytes";
+  for (int round = 0; round < 300; round++) {
+    SCOPED_TRACE("seed " + std::to_string(seed) + ", round " + std::to_string(round));
+    std::vector<std::string> keys;
+    size_t want = 1 + rng() % 60;
+    for (size_t i = 0; i < 4 * want && keys.size() < want; i++) keys.push_back(random_key());
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    std::vector<LeafEntry> leaf;
+    std::vector<ChildEntry> children;
+    for (size_t i = 0; i < keys.size(); i++) {
+      leaf.push_back({keys[i], "v"});
+      children.push_back({i == 0 ? std::string_view() : std::string_view(keys[i]), {4096 + i * 64, 64}});
+    }
+    std::string leaf_payload = EncodeLeaf(leaf, 0, leaf.size());
+    std::string internal_payload = EncodeInternal(children, 0, children.size());
+    ASSERT_STREQ(ValidateNode(1 << 20, RecordType::kLeaf, leaf_payload), nullptr);
+    ASSERT_STREQ(ValidateNode(1 << 20, RecordType::kInternal, internal_payload), nullptr);
+    NodeView leaf_view(leaf_payload.data(), static_cast<uint32_t>(leaf_payload.size()), true);
+    NodeView internal_view(internal_payload.data(), static_cast<uint32_t>(internal_payload.size()), false);
+    for (int probe = 0; probe < 40; probe++) {
+      std::string key = probe % 2 ? keys[rng() % keys.size()] : random_key();
+      size_t lower = std::lower_bound(keys.begin(), keys.end(), key) - keys.begin();
+      size_t upper = std::upper_bound(keys.begin() + 1, keys.end(), key) - keys.begin();
+      ASSERT_EQ(leaf_view.LowerBound(key), lower) << ::testing::PrintToString(key);
+      ASSERT_EQ(internal_view.ChildFor(key), upper - 1) << ::testing::PrintToString(key);
+    }
+  }
+}
+
 TEST(Nodes, InternalRoutesKeysAndChildrenPointBackwards) {
   std::vector<ChildEntry> children = {{"", {512, 100}}, {"m", {612, 100}}, {"t", {712, 100}}};
   auto node = DecodeNode(2000, RecordType::kInternal, EncodeInternal(children, 0, 3));
