@@ -50,6 +50,10 @@ class TreeFile {
     std::shared_ptr<const Node> owner;  // null when the view lies in the mapping (alive with this TreeFile)
   };
   Result<NodeHandle> ReadNodeView(NodeRef ref);
+  // A hint that ReadNodeView(ref) comes soon (a scan's next leaf): fetches into the CPU cache the
+  // node's first bytes, if mapped, and the verified-node table's line for it. Reads nothing and
+  // never faults (a prefetch does not).
+  void Prefetch(NodeRef ref) const;
   // The IOError for a read of the node at `offset` that ReadMapped abandoned; the next read maps
   // the file anew.
   Status MapFault(uint64_t offset);

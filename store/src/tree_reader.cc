@@ -71,6 +71,15 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
     stack_.push_back(Level{std::move(node), ref, index, count});
     ref = child;
   }
+  // A scan reads the next leaf after this one: its first lines and its verified-node table line
+  // (each most often a cache miss) are fetched while this leaf is read.
+  if (stack_.size() >= 2) {
+    const Level& parent = stack_[stack_.size() - 2];
+    NodeRef next;
+    if (parent.index + 1 < parent.count && ReadMapped([&] { next = parent.node.view.child(parent.index + 1); })) {
+      file_->Prefetch(next);
+    }
+  }
   return Status::Ok();
 }
 

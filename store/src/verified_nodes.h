@@ -36,6 +36,10 @@ class VerifiedNodes {
   // The record type verified at `ref` in `mapping` since the last Clear, or 0 if none.
   uint8_t Find(NodeRef ref, const FileMapping* mapping) const;
   void Insert(NodeRef ref, const FileMapping* mapping, uint8_t type);
+  // Fetches the cache line a Find of `offset` will read (a hint: it reads nothing).
+  void Prefetch(uint64_t offset) const {
+    if (table_ != nullptr) __builtin_prefetch(SlotOf(SetOf(offset), 0));
+  }
   // Forgets every node (a new epoch: nothing inserted before matches again).
   void Clear() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
 
