@@ -520,7 +520,7 @@ Status DBImpl::Write(const WriteBatch& batch) {
     if (change.value) DBDB_RETURN_IF_ERROR(ValidateValue(*change.value));
   }
   if (batch.changes().empty()) return Status::Ok();
-  PendingWrite self{&batch, Status::Ok()};
+  PendingWrite self{&batch, Status::Ok(), false, {}};
   std::unique_lock<std::mutex> queue_lock(write_queue_mutex_);
   if (!options_.wait_for_writer && !write_queue_.empty()) {
     return Status::Busy("another write of this handle is committing");  // never wait

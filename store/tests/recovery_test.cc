@@ -261,7 +261,9 @@ TEST(Recovery, TruncatedHeaderIsCorruptionNotANewDatabase) {
   const std::string path = dir.Path("db");
   { ASSERT_TRUE(Open(path)->Put("a", "1").ok()); }
   std::filesystem::resize_file(path, 100);
-  auto db = DB::Open(path, Options{.create_if_missing = true});
+  Options options;
+  options.create_if_missing = true;
+  auto db = DB::Open(path, options);
   ASSERT_FALSE(db.ok());
   EXPECT_TRUE(db.status().IsCorruption()) << db.status().ToString();
 }
