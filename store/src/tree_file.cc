@@ -148,9 +148,13 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
   std::string_view record(mapping->data() + ref.offset, ref.length);
   std::string_view payload = record.substr(format::kRecordHeaderSizeBytes, ref.length - format::kRecordOverheadBytes);
   // The node's count and first slots are fetched while the verified-node table is asked: both
-  // are most often a cache miss, and they no longer follow one another. A prefetch never faults.
+  // are most often a cache miss, and they no longer follow one another. So is the payload's
+  // middle, where the key of a search's first probe lies when the node's entries are of about one
+  // size (a guess that costs one line when wrong; 1.06 times the gets a second, the median of ten
+  // alternated runs of a read driver). A prefetch reads nothing and never faults.
   __builtin_prefetch(payload.data());
   __builtin_prefetch(payload.data() + 64);
+  __builtin_prefetch(payload.data() + payload.size() / 2);
   uint8_t type = verified_.Find(ref, mapping);
   if (type == 0) {
     // First use in this mapping: the record's checksum and the node's structure (I5), read in
