@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <cstdint>
 #include <memory>
@@ -124,7 +125,8 @@ inline uint64_t KeyPrefix(std::string_view key) {
   if (key.size() >= 8) {
     uint64_t v;
     std::memcpy(&v, key.data(), 8);
-    return __builtin_bswap64(v);
+    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
+    return v;
   }
   uint64_t v = 0;
   for (size_t i = 0; i < 8; i++) v = v << 8 | (i < key.size() ? static_cast<uint8_t>(key[i]) : 0);
@@ -137,8 +139,11 @@ inline bool KeyLess(std::string_view a, uint64_t a_prefix, std::string_view b, u
   return a < b;
 }
 
+// A hint: the address stays inside the payload (at most one past it) whatever the bytes say.
 inline void NodeView::PrefetchKey(uint32_t i) const {
-  __builtin_prefetch(data_ + Slot(i) + (leaf_ ? 2 : kChildRefSizeBytes + 1));
+  uint32_t at = Slot(i);
+  uint64_t key_at = at + (leaf_ ? 2 : kChildRefSizeBytes + 1);  // past one-byte varints
+  __builtin_prefetch(data_ + (key_at <= size_ ? key_at : at));
 }
 
 // Both searches are binary searches whose every probe reads a slot and then the entry it names,
@@ -146,8 +151,8 @@ inline void NodeView::PrefetchKey(uint32_t i) const {
 // at the start, and each probe fetches ahead the entries of both probes that may come next: the
 // misses of a search overlap instead of following one another.
 inline void NodeView::PrefetchSlots() const {
-  uint32_t end = static_cast<uint32_t>(kNodeCountSizeBytes + kSlotSizeBytes * count());
-  for (uint32_t at = 64; at < end; at += 64) __builtin_prefetch(data_ + at);
+  uint64_t end = kNodeCountSizeBytes + kSlotSizeBytes * count();  // at most size_
+  for (uint64_t at = 64; at < end; at += 64) __builtin_prefetch(data_ + at);
 }
 
 inline uint32_t NodeView::LowerBound(std::string_view key) const {

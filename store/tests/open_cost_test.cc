@@ -119,7 +119,9 @@ TEST(OpenCost, ASparseTailIsNotReadByteByByte) {
   TempDir dir;
   const std::string path = dir.Path("db");
   {
-    auto db = DB::Open(path, Options{.create_if_missing = true});
+    Options options;
+    options.create_if_missing = true;
+    auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)->Put("k", "v").ok());
   }

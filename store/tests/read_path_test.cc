@@ -65,7 +65,9 @@ void CheckOverlayFindsEveryKey(bool get_first) {
   for (std::string_view k : keys) base.push_back(format::BatchChange{k, k});
   LogOverlay overlay(100, 200, 7, std::move(bytes), std::move(base), 1000);
   uint64_t offset = 300, txn = 8;
-  if (get_first) EXPECT_FALSE(overlay.Get(Key(20000), 7).has_value());
+  if (get_first) {
+    EXPECT_FALSE(overlay.Get(Key(20000), 7).has_value());
+  }
   for (uint64_t batch = 0; batch < 40; batch++) {
     std::vector<std::string> owned;
     for (uint64_t i = 0; i < 250; i++) owned.push_back(Key(10000 + batch * 250 + i));
