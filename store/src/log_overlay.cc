@@ -60,11 +60,7 @@ void LogOverlay::BuildFilter() const {
   filter_built_.store(true, std::memory_order_release);
 }
 
-LogOverlay::Probe::Probe(std::string_view k) : prefix(0), key(k) {
-  unsigned char bytes[8] = {};
-  if (!k.empty()) std::memcpy(bytes, k.data(), std::min<size_t>(k.size(), 8));  // an empty view's data() may be null
-  for (unsigned char b : bytes) prefix = prefix << 8 | b;
-}
+LogOverlay::Probe::Probe(std::string_view k) : prefix(KeyPrefix(k)), key(k) {}
 
 std::string_view LogOverlay::Copy(std::string_view bytes) {
   if (bytes.empty()) return {};

@@ -49,6 +49,7 @@
 
 #include "format.h"
 #include "key_filter.h"
+#include "key_prefix.h"
 #include "read_bytes.h"
 
 namespace dbdb {
@@ -138,7 +139,7 @@ class LogOverlay {
     const Version* newest;
     std::string_view key() const { return {data, size}; }
   };
-  // The tree's element: a held key and its first eight bytes, big-endian and zero-padded, so that
+  // The tree's element: a held key and its KeyPrefix (key_prefix.h), so that
   // most comparisons are settled inside the node without reading the key (a cache miss each).
   // Keys whose prefixes differ are in the prefixes' order; equal prefixes compare the whole keys.
   struct Entry {
@@ -155,6 +156,7 @@ class LogOverlay {
     using is_transparent = void;
     template <typename A, typename B>
     bool operator()(const A& a, const B& b) const {
+      // Not KeyLess: a held key is read (a cache miss) only when the prefixes are equal.
       if (a.prefix != b.prefix) return a.prefix < b.prefix;
       return KeyOf(a) < KeyOf(b);
     }

@@ -7,8 +7,6 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
-#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,6 +16,7 @@
 #include "coding.h"
 #include "dbdb/status.h"
 #include "format.h"
+#include "key_prefix.h"
 
 namespace dbdb {
 
@@ -116,27 +115,6 @@ inline std::string_view NodeView::KeyOfSlot(uint32_t i) const {
   uint64_t key_size, value_size;
   if (!KeyAt(Slot(i), &at, &key_size, &value_size)) return {};
   return std::string_view(data_ + at, key_size);
-}
-
-// A key's first eight bytes, big-endian and zero-padded: keys whose prefixes differ are in their
-// prefixes' order (a key shorter than eight bytes pads with zeros, which sorts it before every
-// longer key it begins), so most comparisons in a node are settled without memcmp.
-inline uint64_t KeyPrefix(std::string_view key) {
-  if (key.size() >= 8) {
-    uint64_t v;
-    std::memcpy(&v, key.data(), 8);
-    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
-    return v;
-  }
-  uint64_t v = 0;
-  for (size_t i = 0; i < 8; i++) v = v << 8 | (i < key.size() ? static_cast<uint8_t>(key[i]) : 0);
-  return v;
-}
-
-// Whether `a` < `b`, given their KeyPrefix.
-inline bool KeyLess(std::string_view a, uint64_t a_prefix, std::string_view b, uint64_t b_prefix) {
-  if (a_prefix != b_prefix) return a_prefix < b_prefix;
-  return a < b;
 }
 
 // A hint: the address stays inside the payload (at most one past it) whatever the bytes say.

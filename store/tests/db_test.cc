@@ -170,8 +170,10 @@ TEST(DB, IteratorStatusTellsAFailureFromTheEnd) {
   ASSERT_TRUE(snapshot.ok()) << snapshot.status().ToString();
   auto it = (*snapshot)->NewIterator();
   size_t seen = 0;
-  for (Status s = it->SeekToFirst(); it->Valid(); s = it->Next()) seen++;  // a failed step leaves it invalid
+  Status step = it->SeekToFirst();
+  for (; it->Valid(); step = it->Next()) seen++;
   EXPECT_EQ(seen, 0u);
+  EXPECT_TRUE(step.IsCorruption()) << step.ToString();
   EXPECT_TRUE(it->status().IsCorruption()) << it->status().ToString();
   auto clean = (*snapshot)->NewIterator();
   EXPECT_TRUE(clean->status().ok()) << "a new iterator has no error";
