@@ -164,6 +164,8 @@ int main(int argc, char** argv) {
   // results[store][workload] = one value per run
   std::map<std::string, std::map<std::string, std::vector<double>>> results;
   std::map<std::string, std::vector<double>> dbdb_compacted_mb;
+  // counters[store][name] = one value per run, after the fill and its reads (Store::Counters)
+  std::map<std::string, std::map<std::string, std::vector<double>>> counters;
   for (int run = 0; run < runs; run++) {
     for (const auto& name : stores) {
       std::string path = dir + "/run" + std::to_string(run) + "/" + name;
@@ -193,6 +195,7 @@ int main(int argc, char** argv) {
       uint64_t scanned = store->Scan();
       r["scan"].push_back(scanned / Since(t));
       if (scanned != keys) bench::Die(name + ": scan saw " + std::to_string(scanned) + " keys");
+      for (const auto& [counter, value] : store->Counters()) counters[name][counter].push_back(value);
       store->Close();
       r["size"].push_back(DirectoryBytes(path) / 1e6);
       r["peak"].push_back(std::max(peak, r["size"].back()));
@@ -275,6 +278,20 @@ int main(int argc, char** argv) {
       }
       return best > 0 ? best / m : 1.0;
     }());
+  }
+  for (const auto& [s, named] : counters) {
+    for (const auto& [counter, values] : named) report["counters"][s][counter] = {{"runs", values}, {"median", Median(values)}};
+  }
+  if (counters.count("dbdb") && counters["dbdb"].count("writer_stall_s")) {
+    // How much of the fill waited for the background compaction (docs: README, Performance).
+    auto& c = counters["dbdb"];
+    std::vector<double> fill_s;
+    for (double rate : results["dbdb"]["fillbatch"]) fill_s.push_back(static_cast<double>(keys) / rate);
+    std::cout << "dbdb fillbatch: writers waited " << std::fixed << std::setprecision(2) << Median(c["writer_stall_s"])
+              << " s of the fill's " << Median(fill_s) << " s for the background compaction (median of runs; "
+              << std::setprecision(0) << Median(c["writer_stalls"]) << " waits, "
+              << Median(c["background_compactions"]) << " compactions installed)\n";
+    std::cout.unsetf(std::ios::fixed);
   }
   if (!report_path.empty()) {
     std::ofstream(report_path) << report.dump(2) << "\n";

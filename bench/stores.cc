@@ -68,6 +68,13 @@ class DbdbStore final : public Store {
     if (auto s = db_->Compact(); !s.ok()) Die("dbdb compact: " + s.ToString());
     return true;
   }
+  std::vector<std::pair<std::string, double>> Counters() override {
+    auto stats = db_->GetStats();
+    if (!stats.ok()) Die("dbdb stats: " + stats.status().ToString());
+    return {{"writer_stalls", static_cast<double>(stats->writer_stalls)},
+            {"writer_stall_s", static_cast<double>(stats->writer_stall_micros) / 1e6},
+            {"background_compactions", static_cast<double>(stats->background_compactions)}};
+  }
 
  private:
   std::unique_ptr<dbdb::DB> db_;

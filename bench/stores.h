@@ -28,6 +28,9 @@ class Store {
   virtual uint64_t Scan() = 0;
   // Reclaims space if the store has an explicit way to (dbdb: Compact); false if not.
   virtual bool Compact() { return false; }
+  // The store's own counters, read once its fill and reads are done, before it is closed: dbdb's
+  // writer stalls (Stats), so that the report says how much of the fill waited for compaction.
+  virtual std::vector<std::pair<std::string, double>> Counters() { return {}; }
 };
 
 std::unique_ptr<Store> MakeStore(const std::string& name);  // dbdb, lmdb, leveldb, rocksdb, sqlite

@@ -211,6 +211,12 @@ Result<Stats> DBImpl::GetStats() {
                                                    : 1.0 - static_cast<double>(stats.live_bytes) /
                                                                static_cast<double>(stats.file_size_bytes);
   if (stats.garbage_ratio < 0) stats.garbage_ratio = 0;
+  stats.writer_stalls = writer_stalls_.load(std::memory_order_relaxed);
+  stats.writer_stall_micros = writer_stall_micros_.load(std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> guard(background_mutex_);
+    stats.background_compactions = background_installed_;
+  }
   return stats;
 }
 

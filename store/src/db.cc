@@ -1001,7 +1001,13 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
         return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
       }
       lock = WriterLock{};
+      const auto stalled_at = std::chrono::steady_clock::now();
       WaitForBackgroundCompaction();
+      const auto stalled = std::chrono::steady_clock::now() - stalled_at;
+      writer_stalls_.fetch_add(1, std::memory_order_relaxed);
+      writer_stall_micros_.fetch_add(
+          static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(stalled).count()),
+          std::memory_order_relaxed);
       continue;
     }
     if (AutoCompactionDue(view)) DBDB_RETURN_IF_ERROR(AutoCompact(&lock, &view));

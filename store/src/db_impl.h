@@ -420,6 +420,9 @@ class DBImpl final : public DB {
   std::thread background_thread_;
   bool background_running_ = false;
   uint64_t background_installed_ = 0;  // files it installed, for writers waiting on the log
+  // Writers that waited for the background compaction (BeginWrite), for GetStats.
+  std::atomic<uint64_t> writer_stalls_{0};
+  std::atomic<uint64_t> writer_stall_micros_{0};
   Status background_error_;
   std::atomic<bool> closing_{false};
   bool KnownDurable(const View& view) const {

@@ -536,6 +536,11 @@ TEST(Compaction, InTheBackgroundWritersWaitOnceTheLogIsTooFarBehind) {
   BackgroundCompactionFixture f;
   f.FillUntilHeld();
   ASSERT_TRUE(f.held.WaitStarted());
+  auto before = f.db->GetStats();
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->writer_stalls, 0u) << "a stall before any background compaction installed a file";
+  EXPECT_EQ(before->writer_stall_micros, 0u);
+  EXPECT_EQ(before->background_compactions, 0u) << "the first one is held";
   std::atomic<int> done{0};
   const int kPuts = 400;  // 800 KiB of values: past 8 x 64 KiB
   std::thread writer([&] {
@@ -563,6 +568,22 @@ TEST(Compaction, InTheBackgroundWritersWaitOnceTheLogIsTooFarBehind) {
   EXPECT_LE(unfolded, 8u * 64 * 1024 + 4096) << "not stalled once the log passed the bound (one put more)";
   EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(kPuts - 1)).size(), 2048u);
   EXPECT_TRUE(f.db->Check().ok());
+  // The stall is counted, with its time: at least the second without progress seen above (less
+  // a margin for when in that second it began).
+  auto after = f.db->GetStats();
+  ASSERT_TRUE(after.ok());
+  EXPECT_GE(after->writer_stalls, 1u);
+  EXPECT_GE(after->writer_stall_micros, 500'000u) << after->writer_stalls << " stalls";
+  EXPECT_GE(after->background_compactions, 1u) << "the stalled writer went on before a file was installed";
+  // The counters are the handle's: a new one starts from nothing.
+  f.db.reset();
+  auto reopened = DB::Open(f.path, f.DbOptions());
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  auto fresh = (*reopened)->GetStats();
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->writer_stalls, 0u);
+  EXPECT_EQ(fresh->writer_stall_micros, 0u);
+  EXPECT_EQ(fresh->background_compactions, 0u);
 }
 
 // Closing the handle asks a running background compaction to give up, and waits for it: the

@@ -212,6 +212,13 @@ struct Stats {
   double garbage_ratio = 0;       // 1 - live_bytes / file_size_bytes
   uint32_t tree_height = 0;
   uint64_t generation = 0;        // compactions this file has been through
+  // This handle's, since it opened (not the file's): how often its writers waited for its
+  // background compaction because the log since the fold had passed eight compaction slacks
+  // (Options::background_compaction), for how long in all, and how many compacted files that
+  // compaction installed. A writer that outruns the compaction is held to its pace here.
+  uint64_t writer_stalls = 0;
+  uint64_t writer_stall_micros = 0;
+  uint64_t background_compactions = 0;
 };
 
 class DB {
