@@ -1027,15 +1027,15 @@ bool DBImpl::BackgroundCompactionRunning() {
 void DBImpl::WaitForBackgroundCompaction() {
   std::unique_lock<std::mutex> guard(background_mutex_);
   const uint64_t installed = background_installed_;
-  background_done_.wait(guard, [&] { return !background_running_ || background_installed_ != installed; });
+  background_done_->wait(guard, [&] { return !background_running_ || background_installed_ != installed; });
 }
 
 bool DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, const View& due) {
   std::lock_guard<std::mutex> guard(background_mutex_);
   DBDB_ASSERT(!background_running_);
-  if (background_thread_.joinable()) background_thread_.join();  // ended: it cleared running
+  if (background_thread_ && background_thread_->joinable()) background_thread_->join();  // ended: it cleared running
   try {
-    background_thread_ = std::thread([this, held = std::move(compaction_lock), file = due.file, end = due.end()]() mutable {
+    background_thread_ = std::make_unique<std::thread>([this, held = std::move(compaction_lock), file = due.file, end = due.end()]() mutable {
       RunBackgroundCompaction(std::move(held), std::move(file), end);
     });
   } catch (const std::exception&) {
@@ -1071,7 +1071,7 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
       again = compacted->view.log_bytes_since_fold() > options_.fold_threshold_bytes && !closing_.load();
       std::lock_guard<std::mutex> guard(background_mutex_);
       background_installed_++;
-      background_done_.notify_all();  // writers waiting for the log to be folded
+      background_done_->notify_all();  // writers waiting for the log to be folded
     }
   }
   compaction_lock.reset();
@@ -1087,14 +1087,26 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
   std::lock_guard<std::mutex> guard(background_mutex_);
   if (!s.ok() && !skipped && !closing_.load()) background_error_ = s;
   background_running_ = false;
-  background_done_.notify_all();
+  background_done_->notify_all();
 }
 
 void DBImpl::StopBackgroundCompaction() {
   closing_.store(true);
+  if (!CheckNotForked().ok()) {
+    // A parent's handle, destroyed in a forked child. Fork copied only the thread that called it:
+    // the parent's compaction thread, and any writer of the parent waiting for it, do not exist
+    // here, so nothing would end the wait for the compaction, the join of its thread, or the
+    // destruction of the condition variable (glibc waits for the waiters it lists), and a mutex
+    // may stay locked by a thread that is gone. Let go of the thread and the condition variable
+    // without touching either (never destroyed in this process), and take no lock. The
+    // compaction, and its files, are the parent's.
+    if (background_thread_ && background_thread_->joinable()) (void)background_thread_.release();
+    (void)background_done_.release();
+    return;
+  }
   std::unique_lock<std::mutex> guard(background_mutex_);
-  background_done_.wait(guard, [&] { return !background_running_; });
-  if (background_thread_.joinable()) background_thread_.join();
+  background_done_->wait(guard, [&] { return !background_running_; });
+  if (background_thread_ && background_thread_->joinable()) background_thread_->join();
 }
 
 Status DBImpl::CheckNotClosing() const {

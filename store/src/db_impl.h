@@ -414,10 +414,13 @@ class DBImpl final : public DB {
   uint64_t compaction_failed_end_ GUARDED_BY(compaction_state_mutex_) = 0;
   // The background compaction (CompactsInBackground): its thread, whether it runs (set under the
   // writer lock as it starts, cleared as it ends), and the error it left for the next write
-  // transaction. Waiters for its end wait on background_done_ with background_mutex_.
+  // transaction. Waiters for its end wait on background_done_ with background_mutex_. The thread
+  // and the condition variable are held through pointers so that a parent's handle destroyed in a
+  // forked child can let go of both without a join or a destruction, which would wait there for
+  // threads of the parent that the child does not have (StopBackgroundCompaction).
   std::mutex background_mutex_;
-  std::condition_variable background_done_;
-  std::thread background_thread_;
+  std::unique_ptr<std::condition_variable> background_done_ = std::make_unique<std::condition_variable>();
+  std::unique_ptr<std::thread> background_thread_;
   bool background_running_ = false;
   uint64_t background_installed_ = 0;  // files it installed, for writers waiting on the log
   // Writers that waited for the background compaction (BeginWrite), for GetStats.

@@ -10,6 +10,9 @@
 #include <mutex>
 #include <thread>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "dbdb/db.h"
 #include "test_util.h"
 
@@ -602,6 +605,58 @@ TEST(Compaction, ClosingAHandleAbandonsItsBackgroundCompaction) {
   EXPECT_EQ((*reopened)->GetStats()->keys, static_cast<uint64_t>(before));
   EXPECT_TRUE((*reopened)->Check().ok());
   EXPECT_EQ(std::filesystem::file_size(f.path + ".compacting"), 0u) << "the partial file keeps its space";
+}
+
+// A parent's handle destroyed in a forked child (a child that unwinds, or frees what it inherited)
+// must not wait for the parent's threads, which fork did not copy: here the parent's background
+// compaction is held at its gate and one of the parent's writers waits for it (the log is past
+// the bound) when the child is forked. The child's destruction returns at once and touches no
+// file; the parent goes on as if there had been no child.
+TEST(Compaction, AParentsHandleDestroyedInAForkedChildWaitsForNoneOfTheParentsThreads) {
+  BackgroundCompactionFixture f;
+  const int before = f.FillUntilHeld();
+  ASSERT_TRUE(f.held.WaitStarted());
+  std::atomic<int> done{0};
+  const int kPuts = 400;  // 800 KiB of values: past 8 x 64 KiB, so the writer waits for the compaction
+  std::thread writer([&] {
+    for (int j = 0; j < kPuts; j++) {
+      Status s = f.db->Put("late" + std::to_string(j), std::string(2048, 'x'));
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      done++;
+    }
+  });
+  bool stalled = false;  // no progress for a second with the log past the bound
+  for (int i = 0, last = -1; i < 600 && done.load() < kPuts; i++) {
+    const int now = done.load();
+    if (now == last && f.db->GetStats()->unfolded_bytes > 8u * 64 * 1024) {
+      stalled = true;
+      break;
+    }
+    last = now;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  int status = -1;
+  pid_t pid = -1;
+  if (stalled) {
+    pid = ::fork();
+    if (pid == 0) {
+      ::alarm(20);  // a hang is this test's failure: SIGALRM ends the child
+      f.db.reset();
+      ::_exit(0);
+    }
+    if (pid > 0 && ::waitpid(pid, &status, 0) != pid) status = -1;
+  }
+  f.held.Release();
+  writer.join();
+  ASSERT_TRUE(stalled) << "the writer never waited for the held compaction";
+  ASSERT_GT(pid, 0) << "fork failed";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the child's destruction of its parent's handle did not return (killed by signal "
+      << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "; 14 is the alarm: it hung)";
+  ASSERT_TRUE(f.WaitCompacted()) << "the parent's compaction never installed its file";
+  EXPECT_EQ(f.db->GetStats()->keys, static_cast<uint64_t>(before + kPuts));
+  EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(kPuts - 1)).size(), 2048u);
+  EXPECT_TRUE(f.db->Check().ok());
 }
 
 // A close does not wait for a lock someone else holds: here another handle keeps a write
