@@ -17,10 +17,12 @@
 // Processes: open handles in the process that uses them. A child forked from a process with open
 // handles opens its own: a parent's handle refuses every read and write in the child
 // (InvalidArgument); snapshots, iterators and transactions made before the fork must not be used
-// there either (their file reads may fail as corruption). Destroying the handle there is not
-// supported (its background compaction thread does not exist there) beyond the child ending by
-// exec or _exit. A child never holds its parent's locks: the descriptors a handle keeps open to lock through point to /dev/null in a
-// forked child, so a parent that dies holding a lock releases it even while its children live.
+// there either (their file reads may fail as corruption). Destroying the handle there is safe: it
+// writes nothing, takes no lock and waits for none of the parent's threads (fork copies only the
+// one that called it); it leaves the parent's background compaction thread object and a condition
+// variable undestroyed (a few hundred bytes). A child never holds its parent's locks: the
+// descriptors a handle keeps open to lock through point to /dev/null in a forked child, so a
+// parent that dies holding a lock releases it even while its children live.
 //
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
 // log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its
