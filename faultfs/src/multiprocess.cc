@@ -364,6 +364,14 @@ struct Seen {
   bool skipped = false;  // a read-only handle the engine lets refuse a database a writer must recover
 };
 
+// What a handle saw when it failed before reading anything.
+Seen Failed(std::string who, std::string error) {
+  Seen s;
+  s.who = std::move(who);
+  s.error = std::move(error);
+  return s;
+}
+
 std::string Show(const Seen& s) {
   if (s.skipped) return s.who + ": refused, a writer must recover first (" + s.error + ")";
   if (!s.error.empty()) return s.who + " failed: " + s.error;
@@ -414,20 +422,20 @@ std::vector<Seen> ObserveImage(Engine& engine, const MultiOracle& oracle, const 
     seen.push_back(s);
     if (first && s.error.empty()) {
       checked = true;
-      if (dbdb::Status c = (*opened)->Check(); !c.ok()) seen.push_back(Seen{"the engine's check", c.ToString()});
+      if (dbdb::Status c = (*opened)->Check(); !c.ok()) seen.push_back(Failed("the engine's check", c.ToString()));
     }
   };
   read_only("read-only handle", true);
   if (!seen.front().exists || !(seen.front().error.empty() || seen.front().skipped)) return seen;
   auto opened = open(false);
   if (!opened.ok()) {
-    seen.push_back(Seen{"read-write handle", opened.status().ToString()});
+    seen.push_back(Failed("read-write handle", opened.status().ToString()));
     return seen;
   }
   EngineHandle& writer = **opened;
   seen.push_back(SeeView("read-write handle", writer.Read(), oracle));
   if (!checked) {
-    if (dbdb::Status c = writer.Check(); !c.ok()) seen.push_back(Seen{"the engine's check", c.ToString()});
+    if (dbdb::Status c = writer.Check(); !c.ok()) seen.push_back(Failed("the engine's check", c.ToString()));
   }
   std::optional<Seen> base;
   dbdb::Status s = writer.CommitOnBase([&](const EngineView& view) {
@@ -437,7 +445,7 @@ std::vector<Seen> ObserveImage(Engine& engine, const MultiOracle& oracle, const 
   if (base) {
     seen.push_back(*base);
   } else {
-    seen.push_back(Seen{"first writer", s.ToString()});
+    seen.push_back(Failed("first writer", s.ToString()));
   }
   seen.push_back(SeeView("read-write handle after the writer", writer.Read(), oracle));
   read_only("second read-only handle", false);

@@ -67,6 +67,7 @@ constexpr uint32_t kNoProcess = UINT32_MAX;
 
 struct SimFileSystem::State {
   struct Process {
+    explicit Process(std::string process_name) : name(std::move(process_name)) {}
     std::string name;
     bool killed = false;
     uint64_t killed_at = 0;    // the trace's size when it was killed
@@ -97,7 +98,7 @@ struct SimFileSystem::State {
   std::vector<TraceOp> trace;
   PersistenceTracker tracker;
   uint64_t flip_counter = 0;
-  std::vector<Process> processes{Process{"p0"}};
+  std::vector<Process> processes{Process("p0")};
   std::map<std::string, uint64_t> fired;
 
   // Locks (flock): inode -> its holders (lock object ids) and whether the one holder is
@@ -426,7 +427,7 @@ std::shared_ptr<SimFileSystem> SimFileSystem::FromImage(const CrashImage& image,
 
 std::shared_ptr<SimFileSystem> SimFileSystem::NewProcess(const std::string& name) {
   std::lock_guard<std::mutex> guard(state_->mutex);
-  state_->processes.push_back(State::Process{name});
+  state_->processes.emplace_back(name);
   auto id = static_cast<uint32_t>(state_->processes.size() - 1);
   return std::shared_ptr<SimFileSystem>(new SimFileSystem(state_, id));
 }
