@@ -290,7 +290,7 @@ int main(int argc, char** argv) {
     std::cout << "dbdb fillbatch: writers waited " << std::fixed << std::setprecision(2) << Median(c["writer_stall_s"])
               << " s of the fill's " << Median(fill_s) << " s for the background compaction (median of runs; "
               << std::setprecision(0) << Median(c["writer_stalls"]) << " waits, "
-              << Median(c["background_compactions"]) << " compactions installed)\n";
+              << Median(c["background_compactions"]) << " compactions installed by the end of the reads after it)\n";
     std::cout.unsetf(std::ios::fixed);
   }
   if (!report_path.empty()) {

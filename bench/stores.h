@@ -28,8 +28,10 @@ class Store {
   virtual uint64_t Scan() = 0;
   // Reclaims space if the store has an explicit way to (dbdb: Compact); false if not.
   virtual bool Compact() { return false; }
-  // The store's own counters, read once its fill and reads are done, before it is closed: dbdb's
-  // writer stalls (Stats), so that the report says how much of the fill waited for compaction.
+  // The store's own counters, read once its fill and reads are done, before it is closed (not
+  // between: reading dbdb's Stats looks up keys, which would warm the reads): dbdb's writer stalls
+  // (Stats), so that the report says how much of the fill waited for compaction. Only the fill
+  // writes before that point; a compaction may still install during the reads.
   virtual std::vector<std::pair<std::string, double>> Counters() { return {}; }
 };
 

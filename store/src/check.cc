@@ -213,10 +213,7 @@ Result<Stats> DBImpl::GetStats() {
   if (stats.garbage_ratio < 0) stats.garbage_ratio = 0;
   stats.writer_stalls = writer_stalls_.load(std::memory_order_relaxed);
   stats.writer_stall_micros = writer_stall_micros_.load(std::memory_order_relaxed);
-  {
-    std::lock_guard<std::mutex> guard(background_mutex_);
-    stats.background_compactions = background_installed_;
-  }
+  stats.background_compactions = BackgroundInstalled();
   return stats;
 }
 

@@ -611,8 +611,10 @@ Status DBImpl::CheckWritable() {
   return CheckNotFailed();
 }
 
+bool DBImpl::Forked() const noexcept { return opened_generation_ != ForkGeneration(); }
+
 Status DBImpl::CheckNotForked() const {
-  if (opened_generation_ == ForkGeneration()) return Status::Ok();
+  if (!Forked()) return Status::Ok();
   return Status::InvalidArgument(path_ + ": this handle was opened before a fork, and a forked child cannot use it "
                                  "(open a handle of its own)");
 }
@@ -1000,9 +1002,12 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
       if (view.log_bytes_since_fold() <= bound) {
         return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
       }
+      // The count is read before the lock goes: the compaction's last pass takes the lock and
+      // installs, and a writer that read it only after that would wait for the next one.
+      const uint64_t installed = BackgroundInstalled();
       lock = WriterLock{};
       const auto stalled_at = std::chrono::steady_clock::now();
-      WaitForBackgroundCompaction();
+      WaitForBackgroundCompaction(installed);
       const auto stalled = std::chrono::steady_clock::now() - stalled_at;
       writer_stalls_.fetch_add(1, std::memory_order_relaxed);
       writer_stall_micros_.fetch_add(
@@ -1024,9 +1029,13 @@ bool DBImpl::BackgroundCompactionRunning() {
   return background_running_;
 }
 
-void DBImpl::WaitForBackgroundCompaction() {
+uint64_t DBImpl::BackgroundInstalled() {
+  std::lock_guard<std::mutex> guard(background_mutex_);
+  return background_installed_;
+}
+
+void DBImpl::WaitForBackgroundCompaction(uint64_t installed) {
   std::unique_lock<std::mutex> guard(background_mutex_);
-  const uint64_t installed = background_installed_;
   background_done_->wait(guard, [&] { return !background_running_ || background_installed_ != installed; });
 }
 
@@ -1092,7 +1101,7 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
 
 void DBImpl::StopBackgroundCompaction() {
   closing_.store(true);
-  if (!CheckNotForked().ok()) {
+  if (Forked()) {
     // A parent's handle, destroyed in a forked child. Fork copied only the thread that called it:
     // the parent's compaction thread, and any writer of the parent waiting for it, do not exist
     // here, so nothing would end the wait for the compaction, the join of its thread, or the
@@ -1267,7 +1276,7 @@ DBImpl::~DBImpl() {
   // nothing): only a handle that committed, only when due, and never waiting for a lock another
   // thread or process holds (that writer checkpoints when it closes).
   if (!options_.checkpoint_on_close || options_.read_only || !wrote_.load() || failed_.load()) return;
-  if (!CheckNotForked().ok()) return;  // a parent's handle, destroyed in a forked child
+  if (Forked()) return;  // a parent's handle, destroyed in a forked child
   auto lock = AcquireWriter(/*wait=*/false);
   if (lock.ok() && !WriteCheckpoint(/*asked=*/false).ok()) HoldWriterLockIfRollbackFailed(&*lock);
 }

@@ -240,9 +240,12 @@ class DBImpl final : public DB {
                                uint64_t end);
   // True while a background compaction runs.
   bool BackgroundCompactionRunning();
-  // Waits until the running background compaction installs a file or ends (REQUIRES: not the
-  // writer lock, which its last pass takes).
-  void WaitForBackgroundCompaction();
+  // Waits until the running background compaction installs a file after the `installed`-th (as
+  // BackgroundInstalled read it, under the writer lock) or ends (REQUIRES: not the writer lock,
+  // which its last pass takes).
+  void WaitForBackgroundCompaction(uint64_t installed);
+  // The files the background compaction installed since the handle opened.
+  uint64_t BackgroundInstalled();
   // Asks a running background compaction to give up, and joins its thread (the destructor).
   void StopBackgroundCompaction();
   // Aborted once the handle is closing (checked by compaction between steps).
@@ -348,6 +351,9 @@ class DBImpl final : public DB {
   Status CheckNotFailed() EXCLUDES(failure_mutex_);  // Failed after an earlier write-path error
   // InvalidArgument in a child forked after this handle was opened (fork_generation.h).
   Status CheckNotForked() const;
+  // True in a child forked after this handle was opened (CheckNotForked's test, without its
+  // message: for the destructor, which must not allocate there).
+  bool Forked() const noexcept;
 
   // Group commit (DB::Write): a Write waiting in the queue; the one at the front commits the
   // batches queued behind it too (CommitGroup) and hands each its status.

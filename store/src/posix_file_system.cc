@@ -38,14 +38,16 @@ class PosixMapping final : public FileMapping {
   ~PosixMapping() override { ::munmap(const_cast<char*>(data()), size()); }
 };
 
-// Descriptors a lock was taken through (File::Lock) and that stay open between locks. A child
-// forked without exec inherits them, and with them the open file descriptions their flocks belong
-// to: a parent that dies holding such a lock would leave it held for as long as the child lives
-// (every writer of the database would wait for a dead one). So the child's copies are pointed at
-// /dev/null as it starts (a pthread_atfork child handler, async-signal-safe: open, dup2, close),
-// and only the parent's refer to the lock files. A slot holds the descriptor plus one (0: free,
-// which is how static storage starts).
-constexpr int kLockedDescriptorSlots = 256;
+// Descriptors a lock may be taken through: every File opened for writing (from its open: a
+// child forked before its first lock must not share the description that lock will belong to),
+// every File a lock was taken through, and every FileSystem::Lock's own. A child forked without
+// exec inherits them, and with them the open file descriptions their flocks belong to: a parent
+// that dies holding such a lock would leave it held for as long as the child lives (every writer
+// of the database would wait for a dead one). So the child's copies are pointed at /dev/null as
+// it starts (a pthread_atfork child handler, async-signal-safe: open, dup2, close), and only the
+// parent's refer to the files. A slot holds the descriptor plus one (0: free, which is how static
+// storage starts).
+constexpr int kLockedDescriptorSlots = 1024;
 std::atomic<int> locked_descriptors[kLockedDescriptorSlots];
 
 void ForgetLockedDescriptorsInChild() {
@@ -103,7 +105,12 @@ Result<std::unique_ptr<FileLock>> FlockOpen(std::shared_ptr<OpenFd> open, const 
 class PosixFile final : public File {
  public:
   PosixFile(int fd, std::string path, bool read_only)
-      : open_(std::make_shared<OpenFd>(fd)), fd_(fd), path_(std::move(path)), read_only_(read_only) {}
+      : open_(std::make_shared<OpenFd>(fd)), fd_(fd), path_(std::move(path)), read_only_(read_only) {
+    // Listed from the open, not from the first lock: a fork in between would give the child the
+    // description that lock then belongs to. Best effort: if every slot is taken, Lock tries again
+    // and refuses.
+    if (!read_only && locked_descriptors_ready) (void)open_->Register();
+  }
 
   Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
     size_t done = 0;
@@ -344,6 +351,12 @@ class PosixFileSystem final : public FileSystem {
     int fd = ::open(path.c_str(), flags, 0644);
     if (fd < 0) return ErrnoStatus(errno, "open lock file " + path);
     auto open = std::make_shared<OpenFd>(fd);  // closed with the lock, or at once on an error
+    // Listed before the flock, as File::Lock does: a child forked while this lock is held must not
+    // keep it after the parent dies (the compaction lock, for one, is held for seconds).
+    if (!locked_descriptors_ready || !open->Register()) {
+      return Status::LimitExceeded("lock " + path + ": more than " + std::to_string(kLockedDescriptorSlots) +
+                                   " files kept open for locking in this process");
+    }
     DBDB_RETURN_IF_ERROR(RefuseUnlessRegular(fd, path));
     return FlockOpen(std::move(open), path, options);
   }

@@ -1,11 +1,14 @@
 // Compaction (I8): the newest commit survives, the file shrinks, readers keep reading, other
 // handles follow the new file, and stats report the garbage before and after.
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -18,6 +21,12 @@
 
 namespace dbdb {
 namespace {
+
+Options ReadOnlyOptions() {
+  Options options;
+  options.read_only = true;
+  return options;
+}
 
 using testing::TempDir;
 
@@ -259,7 +268,7 @@ TEST(Compaction, WritersCommitWhileTheTreeIsWrittenAndPauseOnlyForTheLastPass) {
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   a->reset();
   b->reset();
-  auto reopened = DB::Open(path, Options{.read_only = true});
+  auto reopened = DB::Open(path, ReadOnlyOptions());
   ASSERT_TRUE(reopened.ok());
   EXPECT_FALSE((*reopened)->Get("key1")->has_value());
   EXPECT_EQ(**(*reopened)->Get("key2"), "2");
@@ -526,7 +535,7 @@ TEST(Compaction, InTheBackgroundTheCommittingThreadGoesOn) {
   EXPECT_EQ(f.db->GetStats()->keys, static_cast<uint64_t>(before - 1 + 20));
   EXPECT_TRUE(f.db->Check().ok());
   f.db.reset();
-  auto reopened = DB::Open(f.path, Options{.read_only = true});
+  auto reopened = DB::Open(f.path, ReadOnlyOptions());
   ASSERT_TRUE(reopened.ok());
   EXPECT_GE(f.Generation(**reopened), 1u);
   EXPECT_EQ((*reopened)->GetStats()->keys, static_cast<uint64_t>(before - 1 + 20));
@@ -599,7 +608,7 @@ TEST(Compaction, ClosingAHandleAbandonsItsBackgroundCompaction) {
   std::this_thread::sleep_for(std::chrono::seconds(1));  // the closer is waiting by now
   f.held.Release();
   closer.join();
-  auto reopened = DB::Open(f.path, Options{.read_only = true});
+  auto reopened = DB::Open(f.path, ReadOnlyOptions());
   ASSERT_TRUE(reopened.ok());
   EXPECT_EQ(f.Generation(**reopened), 0u) << "the compaction was not abandoned";
   EXPECT_EQ((*reopened)->GetStats()->keys, static_cast<uint64_t>(before));
@@ -635,16 +644,33 @@ TEST(Compaction, AParentsHandleDestroyedInAForkedChildWaitsForNoneOfTheParentsTh
     last = now;
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
+  // The files as they are while the parent is still (its writer waits, its compaction is held):
+  // the child must leave every byte as it found it.
+  auto files = [&] {
+    std::map<std::string, std::string> bytes;
+    for (const std::string& name : {f.path, f.path + ".lock", f.path + ".compacting"}) {
+      std::ifstream in(name, std::ios::binary);
+      bytes[name] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return bytes;
+  };
   int status = -1;
   pid_t pid = -1;
+  std::map<std::string, std::string> before_fork, after_child;
   if (stalled) {
+    before_fork = files();
     pid = ::fork();
     if (pid == 0) {
       ::alarm(20);  // a hang is this test's failure: SIGALRM ends the child
       f.db.reset();
       ::_exit(0);
     }
-    if (pid > 0 && ::waitpid(pid, &status, 0) != pid) status = -1;
+    pid_t waited = -1;
+    do {
+      waited = pid > 0 ? ::waitpid(pid, &status, 0) : -1;
+    } while (waited < 0 && errno == EINTR);
+    if (waited != pid) status = -1;
+    after_child = files();
   }
   f.held.Release();
   writer.join();
@@ -653,6 +679,10 @@ TEST(Compaction, AParentsHandleDestroyedInAForkedChildWaitsForNoneOfTheParentsTh
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
       << "the child's destruction of its parent's handle did not return (killed by signal "
       << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "; 14 is the alarm: it hung)";
+  for (const auto& [name, bytes] : before_fork) {
+    EXPECT_TRUE(after_child[name] == bytes) << name << " changed while only the child ran: " << bytes.size()
+                                            << " bytes before, " << after_child[name].size() << " after";
+  }
   ASSERT_TRUE(f.WaitCompacted()) << "the parent's compaction never installed its file";
   EXPECT_EQ(f.db->GetStats()->keys, static_cast<uint64_t>(before + kPuts));
   EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(kPuts - 1)).size(), 2048u);
@@ -770,7 +800,7 @@ TEST(Compaction, MoreThan64MiBOfLiveData) {
   auto report = db->Check();
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   db.reset();
-  auto reopened = DB::Open(path, Options{.read_only = true});
+  auto reopened = DB::Open(path, ReadOnlyOptions());
   ASSERT_TRUE(reopened.ok());
   for (int i = 0; i < kKeys; i += 97) {
     auto got = (*reopened)->Get(key(i));

@@ -149,44 +149,83 @@ TEST(PosixFileSystem, ALockThroughAnOpenFileIsTheFilesLock) {
   EXPECT_TRUE((*other)->Lock({.wait = false}).ok());
 }
 
-// A child forked while a File that was locked through is open must not keep that lock's open file
-// description: a holder that dies with the lock held would leave it held for as long as the child
-// lived. The child's copy of the descriptor points at /dev/null instead.
-TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
-  TempDir dir;
-  const std::string path = dir.Path("lock");
+// How a holder takes the lock it then dies holding, with a child forked from it living on.
+enum class HolderLock {
+  kThroughAFileThenFork,       // File::Lock, then the fork
+  kOpenForkThenLockThroughIt,  // the File opened for writing, the fork, then File::Lock
+  kFileSystemLockThenFork,     // FileSystem::Lock (the compaction lock's way), then the fork
+};
+
+// Runs a holder process that takes the lock on `path` as `how` says, forks a child that lives on
+// until the returned pipe end is closed, and dies holding the lock. Returns that pipe end (the
+// caller closes it to let the child go), or -1 if the holder failed.
+int HolderDiesWithAChildAlive(const std::string& path, HolderLock how) {
   int hold[2], started[2];
-  ASSERT_EQ(::pipe(hold), 0);
-  ASSERT_EQ(::pipe(started), 0);
+  if (::pipe(hold) != 0 || ::pipe(started) != 0) return -1;
   pid_t holder = ::fork();
   if (holder == 0) {
     auto fs = NewPosixFileSystem();
+    auto spawn = [&] {
+      if (::fork() == 0) {  // lives on after the holder, until the test closes the pipe
+        // Code here runs after the fork's child handlers: the copies are redirected by now.
+        ::close(hold[1]);
+        if (::write(started[1], "s", 1) != 1) ::_exit(1);
+        char byte;
+        (void)!::read(hold[0], &byte, 1);
+        ::_exit(0);
+      }
+      char byte;
+      return ::read(started[0], &byte, 1) == 1;
+    };
+    std::unique_ptr<FileLock> lock;
+    if (how == HolderLock::kFileSystemLockThenFork) {
+      auto taken = fs->Lock(path, {.wait = false});
+      if (!taken.ok()) ::_exit(3);
+      lock = std::move(taken).value();
+      if (!spawn()) ::_exit(4);
+      ::_exit(0);  // dies holding the lock
+    }
     auto file = fs->Open(path, OpenOptions{.create = true});
     if (!file.ok()) ::_exit(2);
-    auto lock = (*file)->Lock({.wait = false});
-    if (!lock.ok()) ::_exit(3);
-    if (::fork() == 0) {  // lives on after the holder, until the test closes the pipe
-      // Code here runs after the fork's child handlers: the copies are redirected by now.
-      ::close(hold[1]);
-      if (::write(started[1], "s", 1) != 1) ::_exit(1);
-      char byte;
-      (void)!::read(hold[0], &byte, 1);
-      ::_exit(0);
-    }
-    char byte;
-    if (::read(started[0], &byte, 1) != 1) ::_exit(4);
+    if (how == HolderLock::kOpenForkThenLockThroughIt && !spawn()) ::_exit(4);
+    auto taken = (*file)->Lock({.wait = false});
+    if (!taken.ok()) ::_exit(3);
+    lock = std::move(taken).value();
+    if (how == HolderLock::kThroughAFileThenFork && !spawn()) ::_exit(4);
     ::_exit(0);  // dies holding the lock
   }
   ::close(started[0]);
   ::close(started[1]);
   ::close(hold[0]);
   int status = 0;
-  ASSERT_EQ(::waitpid(holder, &status, 0), holder);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the holder failed: " << status;
-  auto fs = NewPosixFileSystem();
-  auto lock = fs->Lock(path, {.wait = false});
-  EXPECT_TRUE(lock.ok()) << "a dead holder's lock is still held (by its child's copy): " << lock.status().ToString();
-  ::close(hold[1]);  // lets the grandchild go
+  pid_t waited;
+  do {
+    waited = ::waitpid(holder, &status, 0);
+  } while (waited < 0 && errno == EINTR);
+  if (waited != holder || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    ::close(hold[1]);
+    return -1;
+  }
+  return hold[1];
+}
+
+// A child forked while its parent holds a lock (or holds a File a lock will later be taken
+// through) must not keep that lock's open file description: a holder that dies with the lock held
+// would leave it held for as long as the child lived. The child's copy of the descriptor points at
+// /dev/null instead, for a File opened for writing from its open on, and for FileSystem::Lock's.
+TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
+  for (HolderLock how : {HolderLock::kThroughAFileThenFork, HolderLock::kOpenForkThenLockThroughIt,
+                         HolderLock::kFileSystemLockThenFork}) {
+    SCOPED_TRACE(static_cast<int>(how));
+    TempDir dir;
+    const std::string path = dir.Path("lock");
+    const int child_alive = HolderDiesWithAChildAlive(path, how);
+    ASSERT_GE(child_alive, 0) << "the holder failed";
+    auto fs = NewPosixFileSystem();
+    auto lock = fs->Lock(path, {.wait = false});
+    EXPECT_TRUE(lock.ok()) << "a dead holder's lock is still held (by its child's copy): " << lock.status().ToString();
+    ::close(child_alive);  // lets the grandchild go
+  }
 }
 
 TEST(PosixFileSystem, DirName) {

@@ -17,12 +17,17 @@
 // Processes: open handles in the process that uses them. A child forked from a process with open
 // handles opens its own: a parent's handle refuses every read and write in the child
 // (InvalidArgument); snapshots, iterators and transactions made before the fork must not be used
-// there either (their file reads may fail as corruption). Destroying the handle there is safe: it
-// writes nothing, takes no lock and waits for none of the parent's threads (fork copies only the
-// one that called it); it leaves the parent's background compaction thread object and a condition
-// variable undestroyed (a few hundred bytes). A child never holds its parent's locks: the
-// descriptors a handle keeps open to lock through point to /dev/null in a forked child, so a
-// parent that dies holding a lock releases it even while its children live.
+// there either (their file reads may fail as corruption). Destroying the handle there does not
+// hang: it writes nothing, takes none of the handle's locks and waits for none of the parent's
+// threads (fork() copies only the thread that called it). It leaves undestroyed a condition
+// variable and what the parent's background compaction thread held (among it descriptors and
+// mappings of the database file, so space a compaction of the parent's frees stays allocated
+// until the child exits or execs). Fork while no other thread is inside a call on the handle: the
+// destructor frees what the handle holds, and a thread caught mid-change by the fork leaves that
+// half-changed (undefined behaviour). Children made without fork()'s handlers (vfork, a raw
+// clone) are not covered. A child never holds its parent's locks: the descriptors a handle opens
+// for writing or locks through point to /dev/null in a forked child, so a parent that dies
+// holding a lock releases it even while its children live.
 //
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
 // log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its
@@ -217,7 +222,11 @@ struct Stats {
   // This handle's, since it opened (not the file's): how often its writers waited for its
   // background compaction because the log since the fold had passed eight compaction slacks
   // (Options::background_compaction), for how long in all, and how many compacted files that
-  // compaction installed. A writer that outruns the compaction is held to its pace here.
+  // compaction installed. A writer that outruns the compaction is held to its pace here. Only
+  // those waits count (a lower bound of what compaction costs writers): not a wait for the writer
+  // lock while the compaction's last pass holds it, nor Writes queued behind a group's leader
+  // while it waits. Several writer threads' waits add up (past the time elapsed, possibly), and
+  // a wait that found the compaction already done counts, with its near-zero time.
   uint64_t writer_stalls = 0;
   uint64_t writer_stall_micros = 0;
   uint64_t background_compactions = 0;

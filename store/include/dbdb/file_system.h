@@ -121,8 +121,9 @@ class File {
   // exclude each other, without opening the file again (a handle that locks at every commit keeps
   // the file open instead). A File holds at most one lock at a time: InvalidArgument while a lock
   // it gave is alive. The lock stays held, and valid, after the File is destroyed, until the lock
-  // is. A File locked through is not shared with a child forked later: the real file system points
-  // the child's copy of its descriptor at /dev/null, so that the lock dies with the holder.
+  // is. A File opened for writing or locked through is not shared with a child forked later: the
+  // real file system points the child's copy of its descriptor at /dev/null, so that a lock taken
+  // through it dies with the holder (and a forked child cannot use its parent's writable Files).
   virtual Result<std::unique_ptr<FileLock>> Lock(LockOptions options) = 0;
 };
 
@@ -170,6 +171,7 @@ class FileSystem {
   // one process). The file is created if missing unless !options.create (then NotFound). With
   // !options.wait returns Busy at once if a conflicting holder has it; else blocks until it is
   // free. Any other error (EACCES, EMFILE, ...) says nothing about whether another holder exists.
+  // A child forked while the lock is held does not hold it (as File::Lock).
   virtual Result<std::unique_ptr<FileLock>> Lock(const std::string& path, LockOptions options) = 0;
 
   // False for a filesystem that must see every call from one thread per process (a simulation
