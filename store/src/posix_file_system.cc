@@ -38,15 +38,16 @@ class PosixMapping final : public FileMapping {
   ~PosixMapping() override { ::munmap(const_cast<char*>(data()), size()); }
 };
 
-// Descriptors a lock may be taken through: every File opened for writing (from its open: a
-// child forked before its first lock must not share the description that lock will belong to),
-// every File a lock was taken through, and every FileSystem::Lock's own. A child forked without
-// exec inherits them, and with them the open file descriptions their flocks belong to: a parent
-// that dies holding such a lock would leave it held for as long as the child lives (every writer
-// of the database would wait for a dead one). So the child's copies are pointed at /dev/null as
-// it starts (a pthread_atfork child handler, async-signal-safe: open, dup2, close), and only the
-// parent's refer to the files. A slot holds the descriptor plus one (0: free, which is how static
-// storage starts).
+// Descriptors a lock was taken through: every File a lock was taken through (File::Lock), which
+// stays open between locks, and every FileSystem::Lock's own. A child forked without exec
+// inherits them, and with them the open file descriptions their flocks belong to: a parent that
+// dies holding such a lock would leave it held for as long as the child lives (every writer of
+// the database would wait for a dead one). So the child's copies are pointed at /dev/null as it
+// starts (a pthread_atfork child handler, async-signal-safe: open, dup2, fcntl, close), and only
+// the parent's refer to the lock files. A slot holds the descriptor plus one (0: free, which is
+// how static storage starts). Not covered: a File opened, then a fork, then a first lock through
+// it (the child already holds the description the lock then belongs to); locking through a
+// descriptor of its own, opened at the first lock, would close that (docs/PERSISTENCE.md).
 constexpr int kLockedDescriptorSlots = 1024;
 std::atomic<int> locked_descriptors[kLockedDescriptorSlots];
 
@@ -57,8 +58,13 @@ void ForgetLockedDescriptorsInChild() {
     if (fd < 0) continue;
     if (null_fd < 0) null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     // If /dev/null cannot be opened, close the copy: the number may then be reused in the child,
-    // but the parent's lock is released when the parent dies, which is what matters.
-    if (null_fd < 0 || ::dup2(null_fd, fd) < 0) ::close(fd);
+    // but the parent's lock is released when the parent dies, which is what matters. dup2 clears
+    // close-on-exec on its target: set it again, or a child that execs passes the copy on.
+    if (null_fd < 0 || ::dup2(null_fd, fd) < 0) {
+      ::close(fd);
+    } else {
+      (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
     slot.store(0, std::memory_order_relaxed);
   }
   if (null_fd >= 0) ::close(null_fd);
@@ -105,12 +111,7 @@ Result<std::unique_ptr<FileLock>> FlockOpen(std::shared_ptr<OpenFd> open, const 
 class PosixFile final : public File {
  public:
   PosixFile(int fd, std::string path, bool read_only)
-      : open_(std::make_shared<OpenFd>(fd)), fd_(fd), path_(std::move(path)), read_only_(read_only) {
-    // Listed from the open, not from the first lock: a fork in between would give the child the
-    // description that lock then belongs to. Best effort: if every slot is taken, Lock tries again
-    // and refuses.
-    if (!read_only && locked_descriptors_ready) (void)open_->Register();
-  }
+      : open_(std::make_shared<OpenFd>(fd)), fd_(fd), path_(std::move(path)), read_only_(read_only) {}
 
   Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
     size_t done = 0;

@@ -121,9 +121,11 @@ class File {
   // exclude each other, without opening the file again (a handle that locks at every commit keeps
   // the file open instead). A File holds at most one lock at a time: InvalidArgument while a lock
   // it gave is alive. The lock stays held, and valid, after the File is destroyed, until the lock
-  // is. A File opened for writing or locked through is not shared with a child forked later: the
-  // real file system points the child's copy of its descriptor at /dev/null, so that a lock taken
-  // through it dies with the holder (and a forked child cannot use its parent's writable Files).
+  // is. A File locked through is not shared with a child forked later: the real file system
+  // points the child's copy of its descriptor at /dev/null, so that the lock dies with the holder
+  // (reads there see an empty file and writes vanish: a child must not use such a File). A File
+  // opened before a fork and first locked through after it is not covered: the child shares the
+  // description the lock then belongs to.
   virtual Result<std::unique_ptr<FileLock>> Lock(LockOptions options) = 0;
 };
 
