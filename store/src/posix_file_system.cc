@@ -11,8 +11,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <memory>
 #include <cstring>
+#include <memory>
+#include <mutex>
 
 #include "dbdb/file_system.h"
 
@@ -38,16 +39,16 @@ class PosixMapping final : public FileMapping {
   ~PosixMapping() override { ::munmap(const_cast<char*>(data()), size()); }
 };
 
-// Descriptors a lock was taken through: every File a lock was taken through (File::Lock), which
-// stays open between locks, and every FileSystem::Lock's own. A child forked without exec
+// Descriptors a lock was taken through: every File's own descriptor for locking (File::Lock opens
+// it at the first lock and keeps it), and every FileSystem::Lock's. A child forked without exec
 // inherits them, and with them the open file descriptions their flocks belong to: a parent that
 // dies holding such a lock would leave it held for as long as the child lives (every writer of
 // the database would wait for a dead one). So the child's copies are pointed at /dev/null as it
 // starts (a pthread_atfork child handler, async-signal-safe: open, dup2, fcntl, close), and only
 // the parent's refer to the lock files. A slot holds the descriptor plus one (0: free, which is
-// how static storage starts). Not covered: a File opened, then a fork, then a first lock through
-// it (the child already holds the description the lock then belongs to); locking through a
-// descriptor of its own, opened at the first lock, would close that (docs/PERSISTENCE.md).
+// how static storage starts). A File's data descriptor is never listed: a child must be able to
+// read a File its parent opened, and its lock is taken through a description of its own opened
+// at the first lock, which a child forked before then does not have.
 constexpr int kLockedDescriptorSlots = 1024;
 std::atomic<int> locked_descriptors[kLockedDescriptorSlots];
 
@@ -84,8 +85,8 @@ struct OpenFd {
     if (slot >= 0) locked_descriptors[slot].compare_exchange_strong(ours, 0, std::memory_order_relaxed);
     ::close(fd);
   }
-  // Lists the descriptor among those the child handler redirects, once (the first File::Lock).
-  // False if every slot is taken (the caller then refuses the lock).
+  // Lists the descriptor among those the child handler redirects, once, before any flock through
+  // it. False if every slot is taken (the caller then refuses the lock).
   bool Register() {
     if (slot >= 0) return true;
     for (int i = 0; i < kLockedDescriptorSlots; i++) {
@@ -101,7 +102,7 @@ struct OpenFd {
   OpenFd& operator=(const OpenFd&) = delete;
   const int fd;
   std::atomic<bool> locked{false};  // a lock taken through it is alive
-  int slot = -1;                    // in locked_descriptors, once registered (under `locked`)
+  int slot = -1;                    // in locked_descriptors, once registered (before it is shared)
 };
 
 // flock on `open`: the lock belongs to the open file description (two descriptions of one file
@@ -213,22 +214,56 @@ class PosixFile final : public File {
   }
 
   Result<std::unique_ptr<FileLock>> Lock(LockOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(std::shared_ptr<OpenFd> lock_open, LockDescriptor());
     // A second flock through one description would convert the lock, not exclude: refuse it.
     // (Callers lock through one File one at a time: just after a lock's release the flag may still
     // read as held for a moment.)
-    if (open_->locked.exchange(true)) return Status::InvalidArgument("lock " + path_ + ": this handle holds a lock already");
-    if (!locked_descriptors_ready || !open_->Register()) {
-      open_->locked.store(false);
-      return Status::LimitExceeded("lock " + path_ + ": more than " + std::to_string(kLockedDescriptorSlots) +
-                                   " files kept open for locking in this process");
-    }
-    auto lock = FlockOpen(open_, path_, options);
-    if (!lock.ok()) open_->locked.store(false);
+    if (lock_open->locked.exchange(true)) return Status::InvalidArgument("lock " + path_ + ": this handle holds a lock already");
+    auto lock = FlockOpen(lock_open, path_, options);
+    if (!lock.ok()) lock_open->locked.store(false);
     return lock;
   }
 
  private:
+  // The descriptor this File locks through: an open file description of its own, opened at the
+  // first lock and kept, and listed for the fork handler before any flock. Not the data
+  // descriptor's: a child forked since the open shares that one (and would keep a lock taken
+  // through it after its parent died), and pointing the data descriptor at /dev/null in a child
+  // would make the File read as empty there. Through /proc/self/fd (the same file even if it was
+  // renamed over or removed since); without /proc, through the name, if it still names the file.
+  Result<std::shared_ptr<OpenFd>> LockDescriptor() {
+    std::lock_guard<std::mutex> guard(lock_open_mutex_);
+    if (lock_open_) return lock_open_;
+    const std::string self = "/proc/self/fd/" + std::to_string(fd_);
+    int fd;
+    do {
+      fd = ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+      do {
+        fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+      } while (fd < 0 && errno == EINTR);
+      if (fd < 0) return ErrnoStatus(errno, "open " + path_ + " to lock it (no " + self + ")");
+      struct stat mine, named;
+      if (::fstat(fd_, &mine) != 0 || ::fstat(fd, &named) != 0 || mine.st_dev != named.st_dev ||
+          mine.st_ino != named.st_ino) {
+        ::close(fd);
+        return Status::IOError("lock " + path_ + ": cannot reopen the open file to lock it (no " + self +
+                               ", and the name names another file now)");
+      }
+    }
+    auto open = std::make_shared<OpenFd>(fd);  // closed here on an error, else with the File and its locks
+    if (!locked_descriptors_ready || !open->Register()) {
+      return Status::LimitExceeded("lock " + path_ + ": more than " + std::to_string(kLockedDescriptorSlots) +
+                                   " files kept open for locking in this process");
+    }
+    lock_open_ = open;
+    return open;
+  }
+
   const std::shared_ptr<OpenFd> open_;
+  std::mutex lock_open_mutex_;
+  std::shared_ptr<OpenFd> lock_open_;  // guarded by lock_open_mutex_; null until the first lock
   const int fd_;  // open_->fd
   std::string path_;
   bool read_only_;

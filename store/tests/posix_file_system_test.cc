@@ -151,8 +151,9 @@ TEST(PosixFileSystem, ALockThroughAnOpenFileIsTheFilesLock) {
 
 // How a holder takes the lock it then dies holding, with a child forked from it living on.
 enum class HolderLock {
-  kThroughAFileThenFork,    // File::Lock, then the fork
-  kFileSystemLockThenFork,  // FileSystem::Lock (the compaction lock's way), then the fork
+  kThroughAFileThenFork,       // File::Lock, then the fork
+  kOpenForkThenLockThroughIt,  // the File opened, the fork, then File::Lock (a handle that commits after a fork)
+  kFileSystemLockThenFork,     // FileSystem::Lock (the compaction lock's way), then the fork
 };
 
 // Runs a holder process that takes the lock on `path` as `how` says, forks a child that lives on
@@ -189,6 +190,7 @@ int HolderDiesWithAChildAlive(const std::string& path, HolderLock how) {
     }
     auto file = fs->Open(path, OpenOptions{.create = true});
     if (!file.ok()) ::_exit(2);
+    if (how == HolderLock::kOpenForkThenLockThroughIt && !spawn()) ::_exit(4);
     auto taken = (*file)->Lock({.wait = false});
     if (!taken.ok()) ::_exit(3);
     lock = std::move(taken).value();
@@ -210,12 +212,13 @@ int HolderDiesWithAChildAlive(const std::string& path, HolderLock how) {
   return hold[1];
 }
 
-// A child forked while its parent holds a lock must not keep that lock's open file description: a
-// holder that dies with the lock held would leave it held for as long as the child lived. The
-// child's copy of the descriptor points at /dev/null instead, for a File locked through and for
-// FileSystem::Lock's own.
+// A child forked from a lock's holder must not share that lock's open file description: a holder
+// that dies with the lock held would leave it held for as long as the child lived. A File locks
+// through a description of its own, opened at its first lock, so a child forked before then does
+// not have it; a child forked after has its copy, and FileSystem::Lock's, pointed at /dev/null.
 TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
-  for (HolderLock how : {HolderLock::kThroughAFileThenFork, HolderLock::kFileSystemLockThenFork}) {
+  for (HolderLock how : {HolderLock::kThroughAFileThenFork, HolderLock::kOpenForkThenLockThroughIt,
+                         HolderLock::kFileSystemLockThenFork}) {
     SCOPED_TRACE(static_cast<int>(how));
     TempDir dir;
     const std::string path = dir.Path("lock");
@@ -226,6 +229,35 @@ TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
     EXPECT_TRUE(lock.ok()) << "a dead holder's lock is still held (by its child's copy): " << lock.status().ToString();
     ::close(child_alive);  // lets the grandchild go
   }
+}
+
+// The data descriptor of a File is the parent's to share: a child forked after the parent locked
+// through it still reads the file's bytes through it (only the lock's own descriptor is pointed
+// at /dev/null there).
+TEST(PosixFileSystem, AForkedChildReadsAFileItsParentLocksThrough) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  auto file = fs->Open(dir.Path("data"), OpenOptions{.create = true});
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->WriteAt(0, std::string_view("0123456789")).ok());
+  auto lock = (*file)->Lock({.wait = false});
+  ASSERT_TRUE(lock.ok()) << lock.status().ToString();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::alarm(20);
+    char bytes[10];
+    auto got = (*file)->ReadAt(0, std::span<char>(bytes, sizeof bytes));
+    ::_exit(got.ok() && *got == 10 && std::string_view(bytes, 10) == "0123456789" ? 0 : 1);
+  }
+  int status = 0;
+  pid_t waited;
+  do {
+    waited = ::waitpid(pid, &status, 0);
+  } while (waited < 0 && errno == EINTR);
+  ASSERT_EQ(waited, pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child could not read its parent's File";
+  EXPECT_EQ(fs->Lock(dir.Path("data"), {.wait = false}).status().code(), StatusCode::kBusy)
+      << "the parent's lock went with the child";
 }
 
 TEST(PosixFileSystem, DirName) {

@@ -26,10 +26,9 @@
 // only waiting in one (for a lock or for the background compaction): the destructor frees what
 // the handle holds, and a thread caught mid-change by the fork leaves that half-changed
 // (undefined behaviour). Children made without fork()'s handlers (vfork, a raw clone) are not
-// covered. A child does not hold its parent's locks: the descriptors a handle locks through
-// point to /dev/null in a forked child, so a parent that dies holding a lock releases it even
-// while its children live; not covered is a fork between the handle's open and its first commit
-// (the child then shares the database file's description its in-flight lock will belong to).
+// covered. A child never holds its parent's locks: a handle locks through descriptors of their
+// own, opened at the first lock and pointed at /dev/null in a child forked later, so a parent
+// that dies holding a lock releases it even while its children live.
 //
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
 // log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its

@@ -121,11 +121,10 @@ class File {
   // exclude each other, without opening the file again (a handle that locks at every commit keeps
   // the file open instead). A File holds at most one lock at a time: InvalidArgument while a lock
   // it gave is alive. The lock stays held, and valid, after the File is destroyed, until the lock
-  // is. A File locked through is not shared with a child forked later: the real file system
-  // points the child's copy of its descriptor at /dev/null, so that the lock dies with the holder
-  // (reads there see an empty file and writes vanish: a child must not use such a File). A File
-  // opened before a fork and first locked through after it is not covered: the child shares the
-  // description the lock then belongs to.
+  // is. A forked child never holds a lock taken through a File of its parent's: the real file
+  // system locks through a descriptor of the File's own, opened at its first lock (a child forked
+  // before then does not have it) and pointed at /dev/null in a child forked later, so that the
+  // lock dies with the holder. The File's data descriptor is inherited as usual.
   virtual Result<std::unique_ptr<FileLock>> Lock(LockOptions options) = 0;
 };
 
