@@ -39,16 +39,15 @@ class PosixMapping final : public FileMapping {
   ~PosixMapping() override { ::munmap(const_cast<char*>(data()), size()); }
 };
 
-// Descriptors a lock was taken through: every File's own descriptor for locking (File::Lock opens
-// it at the first lock and keeps it), and every FileSystem::Lock's. A child forked without exec
+// Descriptors of locked files: every File's own descriptor for locking (File::Lock opens it at the
+// first lock and keeps it) and, from then on, its data descriptor; and every FileSystem::Lock's. A child forked without exec
 // inherits them, and with them the open file descriptions their flocks belong to: a parent that
 // dies holding such a lock would leave it held for as long as the child lives (every writer of
 // the database would wait for a dead one). So the child's copies are pointed at /dev/null as it
 // starts (a pthread_atfork child handler, async-signal-safe: open, dup2, fcntl, close), and only
 // the parent's refer to the lock files. A slot holds the descriptor plus one (0: free, which is
-// how static storage starts). A File's data descriptor is never listed: a child must be able to
-// read a File its parent opened, and its lock is taken through a description of its own opened
-// at the first lock, which a child forked before then does not have.
+// how static storage starts). A child forked between a File's open and its first lock keeps a
+// working data descriptor but not the lock, which is taken through a description opened after.
 constexpr int kLockedDescriptorSlots = 1024;
 std::atomic<int> locked_descriptors[kLockedDescriptorSlots];
 
@@ -227,33 +226,40 @@ class PosixFile final : public File {
  private:
   // The descriptor this File locks through: an open file description of its own, opened at the
   // first lock and kept, and listed for the fork handler before any flock. Not the data
-  // descriptor's: a child forked since the open shares that one (and would keep a lock taken
-  // through it after its parent died), and pointing the data descriptor at /dev/null in a child
-  // would make the File read as empty there. Through /proc/self/fd (the same file even if it was
-  // renamed over or removed since); without /proc, through the name, if it still names the file.
+  // descriptor's: a child forked between the open and the first lock shares that one, and would
+  // keep a lock taken through it after its parent died. The data descriptor is listed at the first
+  // lock too, so that a child forked later cannot write the locked file (the change counter's
+  // marks, a commit's bytes) through its copy: that copy points at /dev/null there. Reopened with
+  // the data descriptor's access mode (NFS emulates flock with POSIX locks, which need it), through
+  // /proc/thread-self/fd or /proc/self/fd, else by name; whichever opens it, it must be the same
+  // file (device and inode) as the data descriptor's.
   Result<std::shared_ptr<OpenFd>> LockDescriptor() {
     std::lock_guard<std::mutex> guard(lock_open_mutex_);
     if (lock_open_) return lock_open_;
-    const std::string self = "/proc/self/fd/" + std::to_string(fd_);
-    int fd;
-    do {
-      fd = ::open(self.c_str(), O_RDONLY | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0) {
+    const int mode = ::fcntl(fd_, F_GETFL);
+    if (mode < 0) return ErrnoStatus(errno, "fcntl " + path_ + " to lock it");
+    struct stat mine;
+    if (::fstat(fd_, &mine) != 0) return ErrnoStatus(errno, "fstat " + path_ + " to lock it");
+    std::string tried;
+    int fd = -1;
+    for (const std::string& name : {"/proc/thread-self/fd/" + std::to_string(fd_), "/proc/self/fd/" + std::to_string(fd_),
+                                    path_}) {
       do {
-        fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        fd = ::open(name.c_str(), (mode & O_ACCMODE) | O_CLOEXEC | O_NONBLOCK);
       } while (fd < 0 && errno == EINTR);
-      if (fd < 0) return ErrnoStatus(errno, "open " + path_ + " to lock it (no " + self + ")");
-      struct stat mine, named;
-      if (::fstat(fd_, &mine) != 0 || ::fstat(fd, &named) != 0 || mine.st_dev != named.st_dev ||
-          mine.st_ino != named.st_ino) {
-        ::close(fd);
-        return Status::IOError("lock " + path_ + ": cannot reopen the open file to lock it (no " + self +
-                               ", and the name names another file now)");
+      if (fd < 0) {
+        tried += (tried.empty() ? "" : "; ") + name + ": " + std::strerror(errno);
+        continue;
       }
+      struct stat opened;
+      if (::fstat(fd, &opened) == 0 && opened.st_dev == mine.st_dev && opened.st_ino == mine.st_ino) break;
+      tried += (tried.empty() ? "" : "; ") + name + ": another file";
+      ::close(fd);
+      fd = -1;
     }
+    if (fd < 0) return Status::IOError("lock " + path_ + ": cannot open the file again to lock it (" + tried + ")");
     auto open = std::make_shared<OpenFd>(fd);  // closed here on an error, else with the File and its locks
-    if (!locked_descriptors_ready || !open->Register()) {
+    if (!locked_descriptors_ready || !open->Register() || !open_->Register()) {
       return Status::LimitExceeded("lock " + path_ + ": more than " + std::to_string(kLockedDescriptorSlots) +
                                    " files kept open for locking in this process");
     }

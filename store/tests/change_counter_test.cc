@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <fstream>
+#include <iterator>
 #include <set>
 
 #include "change_counter.h"
@@ -320,6 +322,55 @@ TEST(ChangeCounter, AHandleInAForkedChildDoesNotShareItsParentsLock) {
   ASSERT_TRUE((*txn)->Commit().ok());
   EXPECT_EQ(*(*db)->Get("k"), std::optional<std::string>("2"));
   EXPECT_EQ(*(*db)->Get("child"), std::nullopt);
+  EXPECT_TRUE((*db)->Check().ok());
+}
+
+// A child forked while its parent holds the writer lock (a write transaction open), which then
+// destroys the transaction and the handle (a child that unwinds), must leave the parent's files
+// alone: giving the lock up there would write the counter's next even value, which a reader could
+// keep while the parent's commit writes the same value again (change_counter.h: the counter never
+// returns to a value a reader kept). The child's copies of the lock file's descriptors point at
+// /dev/null once the file was first locked through.
+TEST(ChangeCounter, AForkedChildDroppingItsParentsTransactionWritesNothing) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.background_compaction = false;
+  options.checkpoint_on_close = true;
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE((*db)->Put("k", "1").ok());
+  auto txn = (*db)->BeginWrite();
+  ASSERT_TRUE(txn.ok()) << txn.status().ToString();
+  ASSERT_TRUE((*txn)->Put("k", "2").ok());
+  auto bytes = [](const std::string& name) {
+    std::ifstream in(name, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string lock_before = bytes(path + ".lock"), db_before = bytes(path);
+  const uint64_t counter_before = ReadCounter(path + ".lock");
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0) << "fork failed";
+  if (pid == 0) {
+    ::alarm(20);  // a hang fails the test
+    txn->reset();
+    db->reset();
+    ::_exit(0);
+  }
+  int status = 0;
+  pid_t waited;
+  do {
+    waited = ::waitpid(pid, &status, 0);
+  } while (waited < 0 && errno == EINTR);
+  ASSERT_EQ(waited, pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child failed or hung: " << status;
+  EXPECT_EQ(ReadCounter(path + ".lock"), counter_before)
+      << "the child wrote the parent's change counter";
+  EXPECT_TRUE(bytes(path + ".lock") == lock_before);
+  EXPECT_TRUE(bytes(path) == db_before) << "the child wrote the database file";
+  ASSERT_TRUE((*txn)->Commit().ok());
+  EXPECT_EQ(*(*db)->Get("k"), std::optional<std::string>("2"));
   EXPECT_TRUE((*db)->Check().ok());
 }
 

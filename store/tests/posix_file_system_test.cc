@@ -163,6 +163,7 @@ int HolderDiesWithAChildAlive(const std::string& path, HolderLock how) {
   int hold[2], started[2];
   if (::pipe(hold) != 0 || ::pipe(started) != 0) return -1;
   pid_t holder = ::fork();
+  if (holder < 0) return -1;
   if (holder == 0) {
     auto fs = NewPosixFileSystem();
     ::alarm(20);  // the holder never outlives a stuck step by much
@@ -216,6 +217,7 @@ int HolderDiesWithAChildAlive(const std::string& path, HolderLock how) {
 // that dies with the lock held would leave it held for as long as the child lived. A File locks
 // through a description of its own, opened at its first lock, so a child forked before then does
 // not have it; a child forked after has its copy, and FileSystem::Lock's, pointed at /dev/null.
+// (The holder's fork failing makes the case fail, not pass.)
 TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
   for (HolderLock how : {HolderLock::kThroughAFileThenFork, HolderLock::kOpenForkThenLockThroughIt,
                          HolderLock::kFileSystemLockThenFork}) {
@@ -229,35 +231,6 @@ TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
     EXPECT_TRUE(lock.ok()) << "a dead holder's lock is still held (by its child's copy): " << lock.status().ToString();
     ::close(child_alive);  // lets the grandchild go
   }
-}
-
-// The data descriptor of a File is the parent's to share: a child forked after the parent locked
-// through it still reads the file's bytes through it (only the lock's own descriptor is pointed
-// at /dev/null there).
-TEST(PosixFileSystem, AForkedChildReadsAFileItsParentLocksThrough) {
-  TempDir dir;
-  auto fs = NewPosixFileSystem();
-  auto file = fs->Open(dir.Path("data"), OpenOptions{.create = true});
-  ASSERT_TRUE(file.ok());
-  ASSERT_TRUE((*file)->WriteAt(0, std::string_view("0123456789")).ok());
-  auto lock = (*file)->Lock({.wait = false});
-  ASSERT_TRUE(lock.ok()) << lock.status().ToString();
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::alarm(20);
-    char bytes[10];
-    auto got = (*file)->ReadAt(0, std::span<char>(bytes, sizeof bytes));
-    ::_exit(got.ok() && *got == 10 && std::string_view(bytes, 10) == "0123456789" ? 0 : 1);
-  }
-  int status = 0;
-  pid_t waited;
-  do {
-    waited = ::waitpid(pid, &status, 0);
-  } while (waited < 0 && errno == EINTR);
-  ASSERT_EQ(waited, pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child could not read its parent's File";
-  EXPECT_EQ(fs->Lock(dir.Path("data"), {.wait = false}).status().code(), StatusCode::kBusy)
-      << "the parent's lock went with the child";
 }
 
 TEST(PosixFileSystem, DirName) {
