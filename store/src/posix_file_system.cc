@@ -40,14 +40,15 @@ class PosixMapping final : public FileMapping {
 };
 
 // Descriptors of locked files: every File's own descriptor for locking (File::Lock opens it at the
-// first lock and keeps it) and, from then on, its data descriptor; and every FileSystem::Lock's. A child forked without exec
-// inherits them, and with them the open file descriptions their flocks belong to: a parent that
-// dies holding such a lock would leave it held for as long as the child lives (every writer of
-// the database would wait for a dead one). So the child's copies are pointed at /dev/null as it
-// starts (a pthread_atfork child handler, async-signal-safe: open, dup2, fcntl, close), and only
-// the parent's refer to the lock files. A slot holds the descriptor plus one (0: free, which is
-// how static storage starts). A child forked between a File's open and its first lock keeps a
-// working data descriptor but not the lock, which is taken through a description opened after.
+// first lock and keeps it) and, from then on, its data descriptor; and every FileSystem::Lock's. A
+// child forked without exec inherits them, and with them the open file descriptions their flocks
+// belong to: a parent that dies holding such a lock would leave it held for as long as the child
+// lives (every writer of the database would wait for a dead one). So the child's copies are pointed
+// at /dev/null as it starts (a pthread_atfork child handler, async-signal-safe: open, dup2, fcntl,
+// close), and only the parent's refer to the lock files. A slot holds the descriptor plus one (0:
+// free, which is how static storage starts). A child forked between a File's open and its first
+// lock keeps a working data descriptor but not the lock, which is taken through a description
+// opened after.
 constexpr int kLockedDescriptorSlots = 1024;
 std::atomic<int> locked_descriptors[kLockedDescriptorSlots];
 
