@@ -828,6 +828,7 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
       if (!opened.ok()) return opened.status().WithContext("opening the lock file " + lock_path_);
       counter_file_ = std::move(opened).value();
     }
+    Status failed;  // the lock's error, if it was not taken
     if (wait && give_up != nullptr) {
       // The lock file may be held by another handle or process for as long as it likes (an open
       // transaction in a shell): try it, and give up once asked, rather than wait without end.
@@ -837,17 +838,31 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
           lock.file_lock = std::move(held).value();
           break;
         }
-        if (held.status().code() != StatusCode::kBusy) return held.status();
+        if (held.status().code() != StatusCode::kBusy) {
+          failed = held.status();
+          break;
+        }
         if (give_up->load()) return Status::Aborted(path_ + " is being closed; compaction abandoned");
         std::this_thread::sleep_for(pause);
       }
     } else {
-      DBDB_ASSIGN_OR_RETURN(lock.file_lock, counter_file_->Lock({.wait = wait}));
+      auto held = counter_file_->Lock({.wait = wait});
+      if (held.ok()) {
+        lock.file_lock = std::move(held).value();
+      } else {
+        failed = held.status();
+      }
     }
     // The lock is the file's, not the name's: had the lock file been removed or renamed over since
     // this handle opened it, another writer would take the lock of the file the name holds now.
+    // Asked after a failed lock too: a file whose name is gone may not be lockable at all (the real
+    // file system opens it again to lock it, by name where /proc is missing), and the file the name
+    // holds now is the one to lock.
     DBDB_ASSIGN_OR_RETURN(FileStat stat, counter_file_->Stat());
-    if (!stat.unlinked) break;
+    if (!stat.unlinked) {
+      if (!failed.ok()) return failed;
+      break;
+    }
     lock.file_lock.reset();
     ForgetLockFile();
   }

@@ -51,6 +51,9 @@ class PosixMapping final : public FileMapping {
 // opened after.
 constexpr int kLockedDescriptorSlots = 1024;
 std::atomic<int> locked_descriptors[kLockedDescriptorSlots];
+// A slot whose descriptor the child handler closed (it could not open /dev/null): the number may
+// be another descriptor's in the child by now, so the descriptor's owner must not close it again.
+constexpr int kClosedInChild = -1;
 
 void ForgetLockedDescriptorsInChild() {
   int null_fd = -1;
@@ -63,10 +66,11 @@ void ForgetLockedDescriptorsInChild() {
     // close-on-exec on its target: set it again, or a child that execs passes the copy on.
     if (null_fd < 0 || ::dup2(null_fd, fd) < 0) {
       ::close(fd);
+      slot.store(kClosedInChild, std::memory_order_relaxed);
     } else {
       (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);
+      slot.store(0, std::memory_order_relaxed);
     }
-    slot.store(0, std::memory_order_relaxed);
   }
   if (null_fd >= 0) ::close(null_fd);
 }
@@ -79,11 +83,20 @@ const bool locked_descriptors_ready = ::pthread_atfork(nullptr, nullptr, ForgetL
 struct OpenFd {
   explicit OpenFd(int fd) : fd(fd) {}
   ~OpenFd() {
-    // Only if the slot is still ours: in a forked child the handler freed it, and another
-    // descriptor may hold it since.
+    // The slot is freed only if it is still ours: in a forked child the handler freed it, and
+    // another descriptor may hold it since. A descriptor the handler closed is not closed again.
+    const bool closed = ClosedInChild();
     int ours = fd + 1;
-    if (slot >= 0) locked_descriptors[slot].compare_exchange_strong(ours, 0, std::memory_order_relaxed);
-    ::close(fd);
+    if (slot >= 0) {
+      locked_descriptors[slot].compare_exchange_strong(ours, 0, std::memory_order_relaxed);
+      if (closed) locked_descriptors[slot].store(0, std::memory_order_relaxed);
+    }
+    if (!closed) ::close(fd);
+  }
+  // True in a forked child whose handler closed this descriptor (no /dev/null to point it at):
+  // the number may be another descriptor's there, to be neither unlocked nor closed.
+  bool ClosedInChild() const {
+    return slot >= 0 && locked_descriptors[slot].load(std::memory_order_relaxed) == kClosedInChild;
   }
   // Lists the descriptor among those the child handler redirects, once, before any flock through
   // it. False if every slot is taken (the caller then refuses the lock).
@@ -280,7 +293,7 @@ class PosixFileLock final : public FileLock {
  public:
   explicit PosixFileLock(std::shared_ptr<OpenFd> open) : open_(std::move(open)) {}
   ~PosixFileLock() override {
-    ::flock(open_->fd, LOCK_UN);
+    if (!open_->ClosedInChild()) ::flock(open_->fd, LOCK_UN);
     open_->locked.store(false);
   }
 

@@ -1,16 +1,14 @@
 // Compaction (I8): the newest commit survives, the file shrinks, readers keep reading, other
 // handles follow the new file, and stats report the garbage before and after.
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <iterator>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <sys/wait.h>
@@ -28,7 +26,9 @@ Options ReadOnlyOptions() {
   return options;
 }
 
+using testing::ReadFile;
 using testing::TempDir;
+using testing::WaitForChild;
 
 // Every commit folds and nothing compacts by itself: each commit rewrites its leaf-to-root path,
 // so garbage builds up for Compact() to reclaim (automatic compaction: log_fold_test.cc).
@@ -503,6 +503,31 @@ struct BackgroundCompactionFixture {
     auto value = handle.Get(key);
     return value.ok() ? value->value_or("<none>") : "<error>";
   }
+  // Starts a writer thread putting kLatePuts values "late<j>" of 2 KiB (800 KiB: past the eight
+  // 64 KiB slacks a writer may run ahead of a held compaction), counting them in `done`.
+  static constexpr int kLatePuts = 400;
+  std::thread StartLateWriter(std::atomic<int>* done) {
+    return std::thread([this, done] {
+      for (int j = 0; j < kLatePuts; j++) {
+        Status s = db->Put("late" + std::to_string(j), std::string(2048, 'x'));
+        EXPECT_TRUE(s.ok()) << s.ToString();
+        (*done)++;
+      }
+    });
+  }
+  // Waits (bounded) until that writer stops while the log since the fold is past the bound: no
+  // progress for a second with the log past it (a slow sync alone is not taken for a stall).
+  // The log's size then, or nothing if it never stopped.
+  std::optional<uint64_t> WaitForLateWriterToStall(const std::atomic<int>& done) {
+    for (int i = 0, last = -1; i < 600 && done.load() < kLatePuts; i++) {
+      const int now = done.load();
+      const uint64_t unfolded = db->GetStats()->unfolded_bytes;
+      if (now == last && unfolded > 8u * 64 * 1024) return unfolded;
+      last = now;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    return std::nullopt;
+  }
   // Waits (bounded) for the handle's file to have been compacted at least once.
   bool WaitCompacted() {
     for (int i = 0; i < 3000; i++) {
@@ -554,31 +579,16 @@ TEST(Compaction, InTheBackgroundWritersWaitOnceTheLogIsTooFarBehind) {
   EXPECT_EQ(before->writer_stall_micros, 0u);
   EXPECT_EQ(before->background_compactions, 0u) << "the first one is held";
   std::atomic<int> done{0};
-  const int kPuts = 400;  // 800 KiB of values: past 8 x 64 KiB
-  std::thread writer([&] {
-    for (int j = 0; j < kPuts; j++) {
-      Status s = f.db->Put("late" + std::to_string(j), std::string(2048, 'x'));
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      done++;
-    }
-  });
-  // The writer stops once the log since the fold passes the bound, while the gate is closed: no
-  // progress for a second with the log past it (a slow sync alone is not taken for a stall).
-  uint64_t unfolded = 0;
-  for (int i = 0, last = -1; i < 600 && done.load() < kPuts; i++) {
-    const int now = done.load();
-    unfolded = f.db->GetStats()->unfolded_bytes;
-    if (now == last && unfolded > 8 * 64 * 1024) break;
-    last = now;
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-  }
+  std::thread writer = f.StartLateWriter(&done);
+  // The writer stops once the log since the fold passes the bound, while the gate is closed.
+  const uint64_t unfolded = f.WaitForLateWriterToStall(done).value_or(0);
   const int stalled_at = done.load();
   f.held.Release();
   writer.join();
-  EXPECT_LT(stalled_at, kPuts) << "every write committed while the compaction was held";
+  EXPECT_LT(stalled_at, f.kLatePuts) << "every write committed while the compaction was held";
   EXPECT_GT(unfolded, 8u * 64 * 1024) << "stalled before the log passed the bound";
   EXPECT_LE(unfolded, 8u * 64 * 1024 + 4096) << "not stalled once the log passed the bound (one put more)";
-  EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(kPuts - 1)).size(), 2048u);
+  EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(f.kLatePuts - 1)).size(), 2048u);
   EXPECT_TRUE(f.db->Check().ok());
   // The stall is counted, with its time: at least the second without progress seen above (less
   // a margin for when in that second it began).
@@ -626,32 +636,13 @@ TEST(Compaction, AParentsHandleDestroyedInAForkedChildWaitsForNoneOfTheParentsTh
   const int before = f.FillUntilHeld();
   ASSERT_TRUE(f.held.WaitStarted());
   std::atomic<int> done{0};
-  const int kPuts = 400;  // 800 KiB of values: past 8 x 64 KiB, so the writer waits for the compaction
-  std::thread writer([&] {
-    for (int j = 0; j < kPuts; j++) {
-      Status s = f.db->Put("late" + std::to_string(j), std::string(2048, 'x'));
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      done++;
-    }
-  });
-  bool stalled = false;  // no progress for a second with the log past the bound
-  for (int i = 0, last = -1; i < 600 && done.load() < kPuts; i++) {
-    const int now = done.load();
-    if (now == last && f.db->GetStats()->unfolded_bytes > 8u * 64 * 1024) {
-      stalled = true;
-      break;
-    }
-    last = now;
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-  }
+  std::thread writer = f.StartLateWriter(&done);
+  const bool stalled = f.WaitForLateWriterToStall(done).has_value();
   // The files as they are while the parent is still (its writer waits, its compaction is held):
   // the child must leave every byte as it found it.
   auto files = [&] {
     std::map<std::string, std::string> bytes;
-    for (const std::string& name : {f.path, f.path + ".lock", f.path + ".compacting"}) {
-      std::ifstream in(name, std::ios::binary);
-      bytes[name] = std::string(std::istreambuf_iterator<char>(in), {});
-    }
+    for (const std::string& name : {f.path, f.path + ".lock", f.path + ".compacting"}) bytes[name] = ReadFile(name);
     return bytes;
   };
   int status = -1;
@@ -665,18 +656,14 @@ TEST(Compaction, AParentsHandleDestroyedInAForkedChildWaitsForNoneOfTheParentsTh
       f.db.reset();
       ::_exit(0);
     }
-    pid_t waited = -1;
-    do {
-      waited = pid > 0 ? ::waitpid(pid, &status, 0) : -1;
-    } while (waited < 0 && errno == EINTR);
-    if (waited != pid) status = -1;
+    status = WaitForChild(pid);
     after_child = files();
   }
   f.held.Release();
   writer.join();
   ASSERT_TRUE(stalled) << "the writer never waited for the held compaction";
   ASSERT_GT(pid, 0) << "fork failed";
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+  EXPECT_TRUE(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
       << "the child's destruction of its parent's handle did not return (killed by signal "
       << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << "; 14 is the alarm: it hung)";
   for (const auto& [name, bytes] : before_fork) {
@@ -684,8 +671,8 @@ TEST(Compaction, AParentsHandleDestroyedInAForkedChildWaitsForNoneOfTheParentsTh
                                             << " bytes before, " << after_child[name].size() << " after";
   }
   ASSERT_TRUE(f.WaitCompacted()) << "the parent's compaction never installed its file";
-  EXPECT_EQ(f.db->GetStats()->keys, static_cast<uint64_t>(before + kPuts));
-  EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(kPuts - 1)).size(), 2048u);
+  EXPECT_EQ(f.db->GetStats()->keys, static_cast<uint64_t>(before + f.kLatePuts));
+  EXPECT_EQ(f.Read(*f.db, "late" + std::to_string(f.kLatePuts - 1)).size(), 2048u);
   EXPECT_TRUE(f.db->Check().ok());
 }
 

@@ -17,6 +17,8 @@
 namespace dbdb::format {
 namespace {
 
+using testing::ReadFile;
+
 TEST(Format, HeaderRoundTripsAndRejectsDamage) {
   std::string header = EncodeFileHeader(FileHeader{kFormatVersion, 7});
   ASSERT_EQ(header.size(), kFileHeaderSizeBytes);
@@ -461,11 +463,6 @@ std::string Rechecksum(std::string f) {
     offset += kRecordOverheadBytes + length;
   }
   return f;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 void WriteFile(const std::string& path, const std::string& bytes) {

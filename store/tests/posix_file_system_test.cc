@@ -1,6 +1,11 @@
 // PosixFileSystem: the real filesystem behind the I/O seam.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <vector>
 
 #include "dbdb/file_system.h"
 #include "test_util.h"
@@ -9,6 +14,7 @@ namespace dbdb {
 namespace {
 
 using testing::TempDir;
+using testing::WaitForChild;
 
 TEST(PosixFileSystem, WriteReadSizeTruncateSync) {
   TempDir dir;
@@ -201,12 +207,8 @@ int HolderDiesWithAChildAlive(const std::string& path, HolderLock how) {
   ::close(started[0]);
   ::close(started[1]);
   ::close(hold[0]);
-  int status = 0;
-  pid_t waited;
-  do {
-    waited = ::waitpid(holder, &status, 0);
-  } while (waited < 0 && errno == EINTR);
-  if (waited != holder || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  const int status = WaitForChild(holder);
+  if (status < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     ::close(hold[1]);
     return -1;
   }
@@ -231,6 +233,56 @@ TEST(PosixFileSystem, AForkedChildDoesNotKeepALockItsParentDiesHolding) {
     EXPECT_TRUE(lock.ok()) << "a dead holder's lock is still held (by its child's copy): " << lock.status().ToString();
     ::close(child_alive);  // lets the grandchild go
   }
+}
+
+// When the child handler cannot open /dev/null (no descriptor number free in the child), it closes
+// the copy instead, and the number may become another descriptor's in the child. Destroying the
+// parent's File and lock there must then neither unlock nor close that number.
+TEST(PosixFileSystem, AForkedChildNeverClosesOrUnlocksANumberItsHandlerFreed) {
+  TempDir dir;
+  const std::string a = dir.Path("a"), b = dir.Path("b");
+  pid_t holder = ::fork();
+  ASSERT_GE(holder, 0) << "fork failed";
+  if (holder == 0) {
+    ::alarm(20);
+    auto fs = NewPosixFileSystem();
+    auto file = fs->Open(a, OpenOptions{.create = true});
+    if (!file.ok()) ::_exit(2);
+    auto lock = (*file)->Lock({.wait = false});
+    if (!lock.ok()) ::_exit(3);
+    // Every descriptor number below a low limit taken, so that the child's handler finds none.
+    struct rlimit limit;
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(4);
+    limit.rlim_cur = 256;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(4);
+    const int seed = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (seed < 0) ::_exit(5);
+    std::vector<int> fillers;
+    fillers.reserve(256);
+    for (int fd; (fd = ::fcntl(seed, F_DUPFD_CLOEXEC, 0)) >= 0;) fillers.push_back(fd);
+    const pid_t child = ::fork();
+    if (child == 0) {
+      // The handler closed one listed copy (the number is free again), pointed the rest at /dev/null.
+      const int mine = ::open(b.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (mine < 0) ::_exit(10);  // no number freed: the handler did not have to close one
+      if (::flock(mine, LOCK_EX | LOCK_NB) != 0) ::_exit(11);
+      // Numbers for what runs next (a sanitizer's runtime opens pipes to check memory).
+      for (size_t i = 0; i < 16 && i < fillers.size(); i++) ::close(fillers[i]);
+      (*lock).reset();  // the parent's lock and File, destroyed in the child
+      (*file).reset();
+      if (::fcntl(mine, F_GETFD) < 0) ::_exit(12);  // closed by their destructors
+      const int other = ::open(b.c_str(), O_RDONLY | O_CLOEXEC);
+      if (other < 0) ::_exit(13);
+      if (::flock(other, LOCK_EX | LOCK_NB) == 0) ::_exit(14);  // the child's own lock was dropped
+      ::_exit(0);
+    }
+    const int status = WaitForChild(child);
+    ::_exit(status >= 0 && WIFEXITED(status) ? 20 + WEXITSTATUS(status) : 99);
+  }
+  const int status = WaitForChild(holder);
+  ASSERT_TRUE(status >= 0 && WIFEXITED(status)) << "the holder did not exit: " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 20) << "2-5: the holder's set-up failed; 30: the handler closed nothing; "
+                                     << "32: a destructor closed the child's descriptor; 34: it unlocked it";
 }
 
 TEST(PosixFileSystem, DirName) {

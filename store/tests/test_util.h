@@ -1,12 +1,16 @@
-// Helpers shared by the store's unit tests: a temporary directory removed at the end, and a
-// filesystem whose compaction files refuse writes.
+// Helpers shared by the store's unit tests: a temporary directory removed at the end, a file's
+// bytes, a forked child's wait, and a filesystem whose compaction files refuse writes.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <atomic>
+#include <cerrno>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
@@ -30,6 +34,24 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Every byte of the file at `path` ("" if it cannot be read).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Waits for the child `pid` (again after a signal); its wait status, or -1 if it cannot be waited
+// for (a failed fork's -1 among them).
+inline int WaitForChild(pid_t pid) {
+  if (pid <= 0) return -1;
+  int status = 0;
+  pid_t waited;
+  do {
+    waited = ::waitpid(pid, &status, 0);
+  } while (waited < 0 && errno == EINTR);
+  return waited == pid ? status : -1;
+}
 
 // True for the file a compaction writes ("<path>.compacting"), which test file systems single out.
 inline bool IsCompactionFile(const std::string& path) {

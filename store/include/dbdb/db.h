@@ -25,7 +25,9 @@
 // until the child exits or execs). Fork while no other thread is inside a call on the handle, or
 // only waiting in one (for a lock or for the background compaction): the destructor frees what
 // the handle holds, and a thread caught mid-change by the fork leaves that half-changed
-// (undefined behaviour). Children made without fork()'s handlers (vfork, a raw clone) are not
+// (undefined behaviour). The handle's own background compaction is such a thread, and a user
+// cannot know when it changes the handle: with one possibly running, end a child that holds a
+// parent's handle by exec or _exit rather than by destroying the handle. Children made without fork()'s handlers (vfork, a raw clone) are not
 // covered. A child never holds its parent's locks: a handle locks through descriptors of their
 // own, opened at the first lock and pointed at /dev/null in a child forked later, so a parent
 // that dies holding a lock releases it even while its children live.

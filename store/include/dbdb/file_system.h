@@ -116,18 +116,18 @@ class File {
     return std::shared_ptr<const FileMapping>();
   }
 
-  // Takes the advisory lock of this file (FileSystem::Lock; options.create is ignored) through
-  // this open handle: the same lock that FileSystem::Lock on a name of the file takes, so the two
-  // exclude each other, without opening the file again after the first lock (a handle that locks
-  // at every commit keeps the file open instead; the real file system opens it once more, by
-  // itself, at the first lock, and keeps that open too). A File holds at most one lock at a time: InvalidArgument while a lock
-  // it gave is alive. The lock stays held, and valid, after the File is destroyed, until the lock
-  // is. A forked child never holds a lock taken through a File of its parent's: the real file
-  // system locks through a descriptor of the File's own, opened at its first lock (a child forked
-  // before then does not have it) and pointed at /dev/null in a child forked later, so that the
-  // lock dies with the holder; from the first lock on, the File's data descriptor is pointed at
-  // /dev/null in such a child too (reads there see an empty file and writes vanish: a child must
-  // not use its parent's locked Files).
+  // Takes the advisory lock of this file (FileSystem::Lock; options.create is ignored) through this
+  // open handle: the same lock that FileSystem::Lock on a name of the file takes, so the two
+  // exclude each other, without opening the file again after the first lock (a handle that locks at
+  // every commit keeps the file open instead; the real file system opens it once more, by itself,
+  // at the first lock, and keeps that open too). A File holds at most one lock at a time:
+  // InvalidArgument while a lock it gave is alive. The lock stays held, and valid, after the File
+  // is destroyed, until the lock is. A forked child never holds a lock taken through a File of its
+  // parent's: the real file system locks through a descriptor of the File's own, opened at its
+  // first lock (a child forked before then does not have it) and pointed at /dev/null in a child
+  // forked later, so that the lock dies with the holder; from the first lock on, the File's data
+  // descriptor is pointed at /dev/null in such a child too (reads there see an empty file and
+  // writes vanish: a child must not use its parent's locked Files).
   virtual Result<std::unique_ptr<FileLock>> Lock(LockOptions options) = 0;
 };
 
