@@ -291,7 +291,7 @@ struct InjectFault : Command {
                               : *rc::gen::element<std::string>("faultfs/write", "faultfs/write/short", "faultfs/sync",
                                                                "faultfs/sync/lose", "faultfs/read",
                                                                "faultfs/read/corrupt", "faultfs/truncate",
-                                                               "faultfs/lock", "faultfs/syncdir");
+                                                               "faultfs/allocate", "faultfs/lock", "faultfs/syncdir");
   int skip = *rc::gen::inRange(0, 4);
   bool no_space = *rc::gen::arbitrary<bool>();
   std::string key = GenKey(), value = GenValue();

@@ -232,7 +232,8 @@ std::pair<std::string, std::optional<std::string>> Put500(std::string key, char 
 // writer now writes such bytes again before its sync (DBImpl::RewriteUnproven; mutant 59). The
 // kill steps were moved (from 26 and 61) when writers, and the process creating the database,
 // began to mark the change counter, which adds operations to every transaction, and again (from
-// 34 and 74) when writers began to lock through the lock file they keep open; with mutant 59 this
+// 34 and 74) when writers began to lock through the lock file they keep open (and to 38 and 109 when writers began
+// to allocate ahead, which adds operations); with mutant 59 this
 // schedule still fails.
 TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDropped) {
   using Kind = ProcessStep::Kind;
@@ -261,7 +262,7 @@ TEST(MultiProcess, AWriterMakesADeadWritersCommitDurableOverPagesAFailedSyncDrop
   p2.faults = {ArmedFault{"faultfs/rename", 0, EACCES}};
   w.processes = {p1, p2};
   w.schedule.choices = {0, 0, 7, 0, 0, 0, 0, 31, 0, 3};
-  w.schedule.kills = {37, 77};
+  w.schedule.kills = {38, 109};
   for (CrashPlan plan : {CrashPlan::kPrefix, CrashPlan::kDrop, CrashPlan::kSubset}) {
     faultfs::MultiExploreResult result = faultfs::ExploreMulti(w, plan, 64, 1, 1);
     EXPECT_GT(result.faults_fired["faultfs/sync/lose"], 0u) << "the history no longer reaches the failed sync";
@@ -291,9 +292,9 @@ TEST(MultiProcess, AReaderShowsADeadWritersCommitAfterSyncingIt) {
     p2.steps = {{Kind::kOpenReadOnly, {}}, {Kind::kRead, {}}, {Kind::kRead, {}}};
     w.processes = {p1, p2};
     // p1 runs first (choices past the end pick the first eligible process) and is killed at its
-    // step after the failed sync, before its rollback (step 34 since writers lock through the lock
-    // file they keep open, 31 before); then p2 runs.
-    w.schedule.kills = {34};
+    // step after the failed sync, before its rollback (step 35 since writers allocate ahead, 34
+    // since they lock through the lock file they keep open, 31 before); then p2 runs.
+    w.schedule.kills = {35};
     faultfs::MultiOracle oracle;
     faultfs::MultiRun run = oracle.Run(w, std::make_shared<faultfs::SimFileSystem>(1));
     ASSERT_EQ(run.kills, 1u);

@@ -578,7 +578,8 @@ const std::vector<std::string>& MultiFaultPoints(const std::string& engine, bool
   static const std::vector<std::string> kDbdbWriter = {
       "faultfs/write", "faultfs/write/short", "faultfs/sync",         "faultfs/sync/lose", "faultfs/truncate",
       "faultfs/syncdir", "faultfs/rename",    "faultfs/open",         "faultfs/lock",      "faultfs/read",
-      "faultfs/read/corrupt", "faultfs/map",  "faultfs/map/fault",    "faultfs/map/corrupt"};
+      "faultfs/read/corrupt", "faultfs/map",  "faultfs/map/fault",    "faultfs/map/corrupt",
+      "faultfs/allocate"};
   static const std::vector<std::string> kDbdbReader = {"faultfs/read", "faultfs/read/corrupt", "faultfs/lock",
                                                        "faultfs/open", "faultfs/map",          "faultfs/map/fault",
                                                        "faultfs/map/corrupt"};

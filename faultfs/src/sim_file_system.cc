@@ -318,6 +318,25 @@ class SimFile final : public dbdb::File {
     return Status::Ok();
   }
 
+  Result<bool> Allocate(uint64_t offset, uint64_t length) override {
+    // posix_fallocate's mode 0: the file grows to the range's end (zeros), as a truncate that grows
+    // it does, and is volatile as that is (the trace records it as one). Space is not modelled, so
+    // only the fault point can make it fail.
+    if (read_only_) return Status::InvalidArgument("allocate in a read-only file");
+    std::unique_lock<std::mutex> guard(state_->mutex);
+    DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));
+    int error_number;
+    if (state_->Fires(process_, "faultfs/allocate", &error_number)) return InjectedError("allocate", error_number);
+    const uint64_t old_size = inode_->data.size();
+    if (length > UINT64_MAX - offset || offset + length <= old_size) return true;
+    inode_->data.resize(offset + length, '\0');
+    inode_->Mirror(old_size);
+    TraceOp op{TraceOp::Kind::kTruncate, inode_->id, "", "", offset + length, 0, ""};
+    op.transient = transient_;
+    state_->Record(std::move(op), process_);
+    return true;
+  }
+
   Result<std::shared_ptr<const dbdb::FileMapping>> Map(uint64_t length) override {
     std::unique_lock<std::mutex> guard(state_->mutex);
     DBDB_RETURN_IF_ERROR(state_->Enter(process_, guard));

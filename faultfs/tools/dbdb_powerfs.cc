@@ -394,7 +394,7 @@ class PowerFs {
   int ArmFault(const std::vector<std::string>& words, std::string* reply) {
     static const std::set<std::string> kPoints = {
         "faultfs/open",          "faultfs/read",       "faultfs/read/corrupt", "faultfs/write",
-        "faultfs/write/short",   "faultfs/write/misdirect", "faultfs/truncate", "faultfs/sync",
+        "faultfs/write/short",   "faultfs/write/misdirect", "faultfs/truncate", "faultfs/allocate", "faultfs/sync",
         "faultfs/sync/lose",     "faultfs/rename",     "faultfs/remove",       "faultfs/syncdir"};
     faultfs::ArmedFault fault;
     fault.point = words[1];
@@ -905,17 +905,17 @@ void StatFs(fuse_req_t req, fuse_ino_t) {
   fuse_reply_statfs(req, &st);
 }
 
-// posix_fallocate's mode 0 only: the file grows, as a truncate up would.
+// posix_fallocate's mode 0 only: the file grows, as a truncate up would (the simulator's
+// Allocate, and its fault point faultfs/allocate).
 void Fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
   if (mode != 0) return (void)fuse_reply_err(req, EOPNOTSUPP);
   PowerFs::Op op(*Fs(req), req);
   if (op.error()) return (void)fuse_reply_err(req, op.error());
   auto file = op.File(fi);
   if (file == nullptr) return (void)fuse_reply_err(req, EBADF);
-  auto size = file->Size();
-  if (!size.ok()) return (void)fuse_reply_err(req, Errno(size.status()));
-  uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
-  fuse_reply_err(req, end <= *size ? 0 : Errno(file->Truncate(end)));
+  auto allocated = file->Allocate(static_cast<uint64_t>(offset), static_cast<uint64_t>(length));
+  if (!allocated.ok()) return (void)fuse_reply_err(req, Errno(allocated.status()));
+  fuse_reply_err(req, *allocated ? 0 : EOPNOTSUPP);
 }
 
 fuse_lowlevel_ops Operations() {

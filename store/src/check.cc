@@ -167,7 +167,9 @@ Result<CheckReport> DBImpl::Check() {
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   CheckReport report;
   DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
-  report.tail_bytes = size - view.end();
+  DBDB_ASSIGN_OR_RETURN(uint64_t written, view.file->WrittenEnd(view.end(), size, UINT64_MAX));
+  report.tail_bytes = written - view.end();
+  report.allocated_bytes = size > written ? size - written : 0;
   report.bytes_verified = format::kFileHeaderSizeBytes;
   if (!view.commit) return report;
   const format::Commit& newest = *view.commit;
@@ -198,6 +200,9 @@ Result<Stats> DBImpl::GetStats() {
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   Stats stats;
   DBDB_ASSIGN_OR_RETURN(stats.file_size_bytes, view.file->file().Size());
+  // What lies below the trailing hole is read (a file system that reports no holes: every zero).
+  DBDB_ASSIGN_OR_RETURN(uint64_t written, view.file->WrittenEnd(view.end(), stats.file_size_bytes, UINT64_MAX));
+  stats.allocated_bytes = stats.file_size_bytes > written ? stats.file_size_bytes - written : 0;
   stats.generation = view.file->header().generation;
   stats.live_bytes = view.live_bytes();
   if (view.commit) {
@@ -207,9 +212,8 @@ Result<Stats> DBImpl::GetStats() {
     stats.commits_in_file = view.commit->commits_in_file;
     stats.tree_height = view.commit->tree_height;
   }
-  stats.garbage_ratio = stats.file_size_bytes == 0 ? 0.0
-                                                   : 1.0 - static_cast<double>(stats.live_bytes) /
-                                                               static_cast<double>(stats.file_size_bytes);
+  const uint64_t used = stats.file_size_bytes - stats.allocated_bytes;
+  stats.garbage_ratio = used == 0 ? 0.0 : 1.0 - static_cast<double>(stats.live_bytes) / static_cast<double>(used);
   if (stats.garbage_ratio < 0) stats.garbage_ratio = 0;
   stats.writer_stalls = writer_stalls_.load(std::memory_order_relaxed);
   stats.writer_stall_micros = writer_stall_micros_.load(std::memory_order_relaxed);

@@ -12,6 +12,11 @@ namespace {
 
 // A write transaction buffers its changes and applies them to the tree at commit.
 constexpr uint64_t kTransactionBytesMax = uint64_t{1} << 30;
+// Space allocated ahead ends on a page boundary. A writer keeps the zeros after the newest commit
+// (never a tail) up to its own allocate_ahead_bytes or this, whichever is more, plus a page: the
+// default's allocation, from a handle that allocates less or nothing.
+constexpr uint64_t kPageBytes = 4096;
+constexpr uint64_t kAllocatedAheadKeptBytes = uint64_t{1} << 20;
 
 Status ValidateOptions(const Options& o) {
   if (o.node_size_target_bytes < 512 || o.node_size_target_bytes > (1u << 20)) {
@@ -29,6 +34,9 @@ Status ValidateOptions(const Options& o) {
   }
   if (o.fold_threshold_bytes > kTransactionBytesMax) {
     return Status::InvalidArgument("fold_threshold_bytes must be at most 1073741824");
+  }
+  if (o.allocate_ahead_bytes > kTransactionBytesMax) {
+    return Status::InvalidArgument("allocate_ahead_bytes must be at most 1073741824");
   }
   return Status::Ok();
 }
@@ -383,9 +391,18 @@ Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
     if (*unchanged) {
       // One fstat, against what the counter cannot rule out: a lock-file page the kernel dropped
       // and read back with an older value (docs/PERSISTENCE.md). Another writer's commit or
-      // compaction since would show in the size or the link count.
+      // compaction since would show in the size or the link count, or, for a commit written into
+      // the space this handle allocated ahead (which changes no size), in the bytes after its own
+      // commit: a record's first 8 bytes are never all zero (its length is not 0).
       DBDB_ASSIGN_OR_RETURN(FileStat stat, file_->file().Stat());
-      *unchanged = !stat.unlinked && stat.size_bytes == left->end;
+      *unchanged = !stat.unlinked && stat.size_bytes == left->size;
+      if (*unchanged && left->size > left->end) {
+        char next[8] = {};
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof next, left->size - left->end));
+        DBDB_ASSIGN_OR_RETURN(size_t got, file_->file().ReadAt(left->end, std::span<char>(next, want)));
+        *unchanged = got == want && std::all_of(next, next + want, [](char c) { return c == 0; });
+      }
+      if (*unchanged) writer_at_ = left;
     }
     if (*unchanged) {
       DBDB_RETURN_IF_ERROR(CatchUpOverlay());  // Publish may have left it to be replayed
@@ -653,6 +670,7 @@ Status DBImpl::SettleBase(View& base, bool rollback) {
     DBDB_ASSIGN_OR_RETURN(uint64_t size, file.Size());
     DBDB_RETURN_IF_ERROR(base.file->ReadSeal(&*base.commit, size));
   }
+  writer_at_.reset();  // set again by PrepareWriterView once settled
   DBDB_RETURN_IF_ERROR(file.Truncate(base.end()));
   if (!rollback) DBDB_RETURN_IF_ERROR(RewriteUnproven(base));
   if (base.commit && base.commit->sealed) {
@@ -875,6 +893,7 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
   if (was_mapped && !own_counter_.mapped()) own_counter_tried_ = false;  // cut: map it again once put back
   const std::optional<LeftByThisHandle> left = std::exchange(left_, std::nullopt);
   unchanged_since_left_.reset();
+  writer_at_.reset();
   if (left && before && last_mark_ && *before == *last_mark_ + 1) unchanged_since_left_ = left;
   // Odd before anything of the database may change: no reader trusts a view without a look from
   // now until the mark is released (change_counter.h).
@@ -958,10 +977,19 @@ Result<View> DBImpl::PrepareWriterView() {
   // As this handle's own commit left it: the file ends at that commit's seal, which is on disk
   // as this handle wrote it. Else look: the base's seal as it is on disk now (the next body
   // checksums those bytes; another handle may have written it since this handle last looked).
-  uint64_t size = view.end();
+  uint64_t size = unchanged ? writer_at_->size : view.end();
+  bool tail = false;
   if (!unchanged) {
     DBDB_ASSIGN_OR_RETURN(size, view.file->file().Size());
     if (view.commit) DBDB_RETURN_IF_ERROR(view.file->ReadSeal(&*view.commit, size));
+    // Zeros after the base are space a writer allocated ahead (AllocateAhead), not a tail: the
+    // next commit is written into them. Anything else after it is a tail, and so are more zeros
+    // than any writer allocates ahead (a file grown by hand, say): cut.
+    if (size > view.end()) {
+      const uint64_t kept_max = std::max(options_.allocate_ahead_bytes, kAllocatedAheadKeptBytes) + kPageBytes;
+      DBDB_ASSIGN_OR_RETURN(uint64_t written, view.file->WrittenEnd(view.end(), size, kept_max));
+      tail = written > view.end() || size - view.end() > kept_max;
+    }
   }
   // Torn or abandoned bytes after the newest commit are cut off, durably, before appending (I6).
   // A base this handle did not make durable itself is settled too, so that synced_through
@@ -970,7 +998,6 @@ Result<View> DBImpl::PrepareWriterView() {
   // sync, which bounds what opening must verify.
   // A base its writer left unsealed is sealed too, so that only a commit in flight is ever
   // unsealed while a writer holds the in-flight lock (SettledForReaderSyncingADeadWriter relies on it).
-  bool tail = size > view.end();
   bool unsealed = view.commit && !view.commit->sealed;
   bool unsynced = !KnownDurable(view);
   bool settle = options_.durability == Durability::kSync
@@ -981,7 +1008,9 @@ Result<View> DBImpl::PrepareWriterView() {
     if (!s.ok()) return Fail(s.WithContext(tail ? "truncating the torn tail of " + path_ : "syncing " + path_));
     SetDurable(view, view.body_start());
     Publish(view);
+    size = view.end();
   }
+  writer_at_ = LeftByThisHandle{view.file, view.end(), size};
   return view;
 }
 
@@ -1290,10 +1319,21 @@ DBImpl::~DBImpl() {
   // Checkpoint on close (best effort: nothing is lost without it, and a destructor reports
   // nothing): only a handle that committed, only when due, and never waiting for a lock another
   // thread or process holds (that writer checkpoints when it closes).
-  if (!options_.checkpoint_on_close || options_.read_only || !wrote_.load() || failed_.load()) return;
+  if (options_.read_only || !wrote_.load() || failed_.load()) return;
   if (Forked()) return;  // a parent's handle, destroyed in a forked child
   auto lock = AcquireWriter(/*wait=*/false);
-  if (lock.ok() && !WriteCheckpoint(/*asked=*/false).ok()) HoldWriterLockIfRollbackFailed(&*lock);
+  if (!lock.ok()) return;
+  // The zeros this handle allocated ahead of its last commit are cut too, if no writer came since.
+  const bool allocated = unchanged_since_left_ && unchanged_since_left_->size > unchanged_since_left_->end;
+  if (options_.checkpoint_on_close) {
+    if (!WriteCheckpoint(/*asked=*/false).ok()) {
+      HoldWriterLockIfRollbackFailed(&*lock);
+      return;
+    }
+  } else if (!allocated || !PrepareWriterView().ok()) {
+    return;
+  }
+  CutAllocatedAhead();
 }
 
 std::string AssembleCommit(const std::optional<format::Commit>& base, std::string_view records,
@@ -1338,6 +1378,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
                                  std::to_string(options_.file_size_max_bytes) + "); compact or raise the limit");
   }
   File& file = base.file->file();
+  DBDB_RETURN_IF_ERROR(AllocateAhead(base, commit.end()));
   // Readers that find this commit unsealed wait for this lock instead of guessing.
   DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight(file));
   if (options_.durability == Durability::kNoSync) {
@@ -1365,8 +1406,46 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   }
   in_flight.reset();
   Publish(View{base.file, commit, nullptr}, batch);
-  left_ = LeftByThisHandle{base.file, commit.end()};
+  const uint64_t size = writer_at_ && writer_at_->file == base.file ? std::max(writer_at_->size, commit.end()) : commit.end();
+  writer_at_ = LeftByThisHandle{base.file, commit.end(), size};
+  left_ = writer_at_;
   return Status::Ok();
+}
+
+Status DBImpl::AllocateAhead(const View& base, uint64_t end) {
+  // A commit's sync that must also record a new size (an append) costs a journal commit on most
+  // file systems; one that writes into space the file already has does not (docs/FORMAT.md).
+  // Readers and recovery skip the zeros where the file system reports them as a hole
+  // (File::DataEnd), and read them (at most allocate_ahead_bytes) where it does not.
+  if (options_.allocate_ahead_bytes == 0 || allocate_unsupported_) return Status::Ok();
+  // Only on the base as PrepareWriterView left it, whose file's size it knows.
+  if (!writer_at_ || writer_at_->file != base.file || writer_at_->end != base.end()) return Status::Ok();
+  const uint64_t size = writer_at_->size;
+  if (end <= size) return Status::Ok();
+  uint64_t target = end + options_.allocate_ahead_bytes;
+  target = std::min(target + (kPageBytes - target % kPageBytes) % kPageBytes, options_.file_size_max_bytes);
+  if (target <= end) return Status::Ok();
+  File& file = base.file->file();
+  auto allocated = file.Allocate(size, target - size);
+  if (allocated.ok()) {
+    if (!*allocated) allocate_unsupported_ = true;
+    if (*allocated) writer_at_->size = target;
+    return Status::Ok();
+  }
+  // A full disk, say: the commit's own write will tell. The file may have grown by part of the
+  // range (zeros after the base, which the commit writes over or the next writer keeps).
+  auto now = file.Size();
+  if (!now.ok()) return now.status().WithContext("after allocating ahead in " + path_ + " failed");
+  writer_at_->size = std::max(size, *now);
+  return Status::Ok();
+}
+
+void DBImpl::CutAllocatedAhead() {
+  // Only the zeros after the newest commit as this writer prepared or left the file, under the
+  // writer lock: no commit of another writer lies there. Not synced: zeros that come back after
+  // a crash are space allocated ahead, which the next writer keeps.
+  if (!writer_at_ || writer_at_->size <= writer_at_->end) return;
+  if (writer_at_->file->file().Truncate(writer_at_->end).ok()) writer_at_->size = writer_at_->end;
 }
 
 }  // namespace dbdb

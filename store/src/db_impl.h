@@ -332,6 +332,14 @@ class DBImpl final : public DB {
   // The view of the handle's newest commit (the overlay caught up).
   View CurrentView() const REQUIRES(state_mutex_);
 
+  // Grows the base's file ahead of a commit that will end at `end`, when that passes its size
+  // (writer_at_; Options::allocate_ahead_bytes), so that the commit's sync records no new size;
+  // an allocation that fails is not the commit's failure (its write reports a full disk).
+  // REQUIRES: writer lock held, after PrepareWriterView.
+  Status AllocateAhead(const View& base, uint64_t end);
+  // Cuts the zeros after the newest commit as PrepareWriterView or this handle's last commit left
+  // the file (writer_at_), unsynced (on close). REQUIRES: writer lock held.
+  void CutAllocatedAhead();
   // Marks the handle failed after an I/O error on the write path (I7) and returns the error.
   Status Fail(const Status& cause) EXCLUDES(failure_mutex_);
   // Truncates to the end of `base`, re-writes its seal and syncs; seals it if its writer died
@@ -396,7 +404,8 @@ class DBImpl final : public DB {
   // its newest commit are as this handle left them.
   struct LeftByThisHandle {
     std::shared_ptr<TreeFile> file;
-    uint64_t end = 0;  // the commit's end (its seal's), which the file ends at
+    uint64_t end = 0;   // the commit's end (its seal's)
+    uint64_t size = 0;  // the file's size: `end`, or past it by the zeros allocated ahead
   };
   // The fork generation this handle was opened in: a forked child shares its open file
   // descriptions (and their locks) with the parent, so CheckNotForked refuses it there.
@@ -404,6 +413,12 @@ class DBImpl final : public DB {
   std::optional<uint64_t> last_mark_;
   std::optional<LeftByThisHandle> left_;
   std::optional<LeftByThisHandle> unchanged_since_left_;
+  // Under the writer lock, from PrepareWriterView on (reset when the lock is taken and when the
+  // file is cut): the writer's file, its newest commit's end and its size, which is that end or
+  // past it by zeros a writer allocated ahead (AllocateAhead).
+  std::optional<LeftByThisHandle> writer_at_;
+  // Under the writer lock: the file system cannot allocate ahead (File::Allocate said so once).
+  bool allocate_unsupported_ = false;
   // Under the writer lock: the end of the last commit record this handle knows to be durable in
   // the current file (0 if none), so a kSync writer syncs a base it did not sync itself.
   uint64_t durable_end_ = 0;

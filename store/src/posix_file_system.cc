@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "dbdb/file_system.h"
 
@@ -197,33 +198,52 @@ class PosixFile final : public File {
     return std::shared_ptr<const FileMapping>(std::make_shared<PosixMapping>(address, length));
   }
 
-  Result<uint64_t> DataEnd() override {
-    // One lseek when the last 64 KiB hold data (every ordinary file); when they are a hole (a
-    // file extended by truncate, say), a binary search for the last data in O(log size) calls.
+  Result<uint64_t> DataEnd(uint64_t from) override {
+    // Where the last data at or above `from` ends, found run by run upward (SEEK_DATA, then
+    // SEEK_HOLE): a file's own data followed by space allocated ahead of it costs three lseeks.
+    // Past a few runs (a sparse file), a binary search for the last data in O(log size) calls.
     DBDB_ASSIGN_OR_RETURN(uint64_t size, Size());
-    constexpr uint64_t kProbeBytes = 64 * 1024;
-    auto has_data_from = [&](uint64_t offset) -> Result<bool> {
-      if (::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA) >= 0) return true;
-      if (errno == ENXIO) return false;
+    if (from >= size) return size;
+    auto data_from = [&](uint64_t offset) -> Result<std::optional<uint64_t>> {
+      off_t data = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+      if (data >= 0) return std::optional<uint64_t>(static_cast<uint64_t>(data));
+      if (errno == ENXIO) return std::optional<uint64_t>();
       return ErrnoStatus(errno, "lseek SEEK_DATA " + path_);
     };
-    if (size <= kProbeBytes) return size;
-    auto tail_has_data = has_data_from(size - kProbeBytes);
-    if (!tail_has_data.ok()) return size;  // no SEEK_DATA here (EINVAL): scan everything
-    if (*tail_has_data) return size;
-    uint64_t low = 0, high = size - kProbeBytes;  // data from `low` on (or none at all); none from `high`
-    DBDB_ASSIGN_OR_RETURN(bool any, has_data_from(0));
-    if (!any) return 0;
+    auto first = data_from(from);
+    if (!first.ok()) return size;  // no SEEK_DATA here (EINVAL): scan everything
+    if (!*first) return from;      // only a hole above `from`
+    uint64_t data = **first;
+    constexpr int kRunsMax = 8;
+    for (int run = 0; run < kRunsMax; run++) {
+      off_t hole = ::lseek(fd_, static_cast<off_t>(data), SEEK_HOLE);
+      if (hole < 0) return ErrnoStatus(errno, "lseek SEEK_HOLE " + path_);
+      if (static_cast<uint64_t>(hole) >= size) return size;
+      DBDB_ASSIGN_OR_RETURN(auto next, data_from(static_cast<uint64_t>(hole)));
+      if (!next) return static_cast<uint64_t>(hole);
+      data = *next;
+    }
+    uint64_t low = data, high = size;  // data from `low` on; none from `high`
     while (high - low > 1) {
       uint64_t middle = low + (high - low) / 2;
-      DBDB_ASSIGN_OR_RETURN(bool data, has_data_from(middle));
-      (data ? low : high) = middle;
+      DBDB_ASSIGN_OR_RETURN(auto found, data_from(middle));
+      (found ? low : high) = middle;
     }
-    off_t data = ::lseek(fd_, static_cast<off_t>(low), SEEK_DATA);
-    if (data < 0) return ErrnoStatus(errno, "lseek SEEK_DATA " + path_);
-    off_t hole = ::lseek(fd_, data, SEEK_HOLE);
+    DBDB_ASSIGN_OR_RETURN(auto last, data_from(low));
+    if (!last) return low;  // cut short meanwhile
+    off_t hole = ::lseek(fd_, static_cast<off_t>(*last), SEEK_HOLE);
     if (hole < 0) return ErrnoStatus(errno, "lseek SEEK_HOLE " + path_);
     return std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+  }
+
+  Result<bool> Allocate(uint64_t offset, uint64_t length) override {
+    while (::fallocate(fd_, 0, static_cast<off_t>(offset), static_cast<off_t>(length)) != 0) {
+      if (errno == EINTR) continue;
+      if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
+      return ErrnoStatus(errno, "fallocate " + path_ + " at offset " + std::to_string(offset) + " (" +
+                                    std::to_string(length) + " bytes)");
+    }
+    return true;
   }
 
   Result<std::unique_ptr<FileLock>> Lock(LockOptions options) override {

@@ -363,8 +363,8 @@ Status TreeFile::ScanBackward(uint64_t top_end, uint64_t floor, const std::strin
 Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t size, uint64_t floor, uint64_t verified_commit,
                                                                   bool* skipped) {
   floor = std::max(floor, format::kFileHeaderSizeBytes);
-  // Nothing lies in a trailing hole: start below it.
-  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd());
+  // Nothing lies in a trailing hole (space a writer allocated ahead, say): start below it.
+  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd(floor));
   uint64_t top_end = std::min(size, data_end);
   std::optional<format::Commit> found;
   DBDB_RETURN_IF_ERROR(ScanBackward(top_end, floor, format::CommitRecordPrefix(header_.version), [&](uint64_t p) -> Result<bool> {
@@ -392,8 +392,30 @@ Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t siz
   return found;
 }
 
+Result<uint64_t> TreeFile::WrittenEnd(uint64_t end, uint64_t size, uint64_t read_max) {
+  if (end >= size) return end;
+  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd(end));
+  data_end = std::min(data_end, size);
+  if (data_end <= end) return end;
+  if (data_end - end > read_max) return data_end;
+  // Backward from the trailing hole, a window at a time: the last byte that is not zero.
+  constexpr uint64_t kWindowBytes = 64 * 1024;
+  std::string window;
+  for (uint64_t top = data_end; top > end;) {
+    const uint64_t low = top - std::min(kWindowBytes, top - end);
+    window.resize(top - low);
+    DBDB_ASSIGN_OR_RETURN(size_t got, file_->ReadAt(low, window));
+    // A read that comes up short (the file cut meanwhile) leaves nothing there to keep.
+    for (size_t i = std::min<size_t>(got, window.size()); i > 0; i--) {
+      if (window[i - 1] != 0) return low + i;
+    }
+    top = low;
+  }
+  return end;
+}
+
 Result<std::optional<uint64_t>> TreeFile::DurableSealAbove(uint64_t above, uint64_t size) {
-  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd());
+  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd(above));
   std::optional<uint64_t> sealed;
   std::string buffer;
   DBDB_RETURN_IF_ERROR(ScanBackward(std::min(size, data_end), above, format::SealRecordPrefix(),

@@ -112,6 +112,12 @@ class TreeFile {
   // Sets commit->sealed and seal_durable from the bytes at its record's end (in a file of `size`).
   Status ReadSeal(format::Commit* commit, uint64_t size);
 
+  // Where the bytes from `end` on stop holding anything but zeros, in a file of `size`: `end` when
+  // all of them read as zeros (space a writer allocated ahead, docs/FORMAT.md), else just past the
+  // last byte that does not. Reads only what lies below the trailing hole (File::DataEnd), and at
+  // most `read_max` bytes: past that, the trailing hole's start, as if none were zeros.
+  Result<uint64_t> WrittenEnd(uint64_t end, uint64_t size, uint64_t read_max);
+
  private:
   TreeFile(std::unique_ptr<File> file, std::string path, uint64_t identity,
            format::FileHeader header, uint64_t cache_bytes, bool map_reads)

@@ -45,11 +45,11 @@ TEST(LogFold, BatchesAreReplayedByOtherHandlesAndSnapshotsStayPut) {
   auto reader = OpenOrDie(path, options);
   auto early = reader->GetSnapshot();
   ASSERT_TRUE(early.ok());
-  uint64_t size_before = std::filesystem::file_size(path);
+  uint64_t size_before = testing::DataSize(*writer);
   ASSERT_TRUE(writer->Put(Key(1), "one").ok());
   // A batch record (16 bytes of framing; count, type, key length, key, value length, value:
   // 1 + 1 + 1 + 9 + 1 + 3), a commit and a seal: no nodes.
-  EXPECT_EQ(std::filesystem::file_size(path) - size_before,
+  EXPECT_EQ(testing::DataSize(*writer) - size_before,
             16 + 16 + format::kCommitRecordSizeBytes + format::kSealRecordSizeBytes);
   for (int i = 2; i < 100; i++) ASSERT_TRUE(writer->Put(Key(i), "v" + std::to_string(i)).ok());
   ASSERT_TRUE(writer->Del(Key(0)).ok());

@@ -36,6 +36,43 @@ TEST(PosixFileSystem, WriteReadSizeTruncateSync) {
   EXPECT_EQ(*(*file)->ReadAt(100, buffer), 0u);
 }
 
+// DataEnd(from) is where the last data at or above `from` ends: past a hole inside the data (a
+// page of zeros a crash left unwritten, say, under a commit that still verifies) to the data
+// after it, and before space allocated ahead, which reads as zeros.
+TEST(PosixFileSystem, DataEndFindsTheLastDataPastHolesAndStopsAtSpaceAllocatedAhead) {
+  TempDir dir;
+  auto fs = NewPosixFileSystem();
+  auto file = fs->Open(dir.Path("f"), OpenOptions{.create = true});
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  constexpr uint64_t kMiB = 1 << 20;
+  ASSERT_TRUE((*file)->WriteAt(0, std::string(4096, 'a')).ok());
+  ASSERT_TRUE((*file)->WriteAt(kMiB, std::string(100, 'b')).ok());  // a hole of a MiB below it
+  auto allocated = (*file)->Allocate(kMiB + 100, 2 * kMiB);
+  ASSERT_TRUE(allocated.ok()) << allocated.status().ToString();
+  ASSERT_TRUE(*allocated) << "this file system cannot allocate ahead";
+  EXPECT_EQ(*(*file)->Size(), 3 * kMiB + 100) << "Allocate grows the file";
+  for (uint64_t from : {uint64_t{0}, uint64_t{100}, uint64_t{5000}, kMiB + 50}) {
+    auto end = (*file)->DataEnd(from);
+    ASSERT_TRUE(end.ok()) << end.status().ToString();
+    // Page granular: the data's last page, not past it (no more than a page of zeros to read).
+    EXPECT_GE(*end, kMiB + 100) << "from " << from;
+    EXPECT_LE(*end, kMiB + 4096) << "from " << from;
+  }
+  EXPECT_EQ(*(*file)->DataEnd(2 * kMiB), 2 * kMiB) << "only a hole above `from`";
+  EXPECT_EQ(*(*file)->DataEnd(4 * kMiB), 3 * kMiB + 100) << "`from` past the end";
+  // Read, it is zeros; and a page read into the cache may count as data from then on (ext4 and
+  // tmpfs do so): DataEnd is an upper bound of the data, never below it.
+  std::string zeros(4096, '?');
+  ASSERT_EQ(*(*file)->ReadAt(2 * kMiB, zeros), 4096u);
+  EXPECT_EQ(zeros, std::string(4096, '\0')) << "space allocated ahead reads as zeros";
+  // Many holes (a sparse file): the binary search finds the same end.
+  for (uint64_t i = 0; i < 12; i++) ASSERT_TRUE((*file)->WriteAt(4 * kMiB + i * 64 * 1024, std::string(10, 'c')).ok());
+  auto sparse = (*file)->DataEnd(0);
+  ASSERT_TRUE(sparse.ok());
+  EXPECT_GE(*sparse, 4 * kMiB + 11 * 64 * 1024 + 10);
+  EXPECT_LE(*sparse, 4 * kMiB + 11 * 64 * 1024 + 4096);
+}
+
 TEST(PosixFileSystem, MissingFileIsNotFound) {
   TempDir dir;
   auto fs = NewPosixFileSystem();

@@ -58,6 +58,7 @@ struct Fixture {
 
   Fixture() {
     Options options;
+    options.allocate_ahead_bytes = 0;  // FileSize() is where the last record ends
     options.create_if_missing = true;
     options.file_system = hooked;
     writer = std::move(DB::Open(path, options)).value();
@@ -65,6 +66,7 @@ struct Fixture {
   }
   std::unique_ptr<DB> Reader(bool read_only = false) {
     Options options;
+    options.allocate_ahead_bytes = 0;
     options.read_only = read_only;
     options.file_system = hooked;
     auto db = DB::Open(path, options);

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 
+#include "dbdb/db.h"
 #include "dbdb/file_system.h"
 
 namespace dbdb::testing {
@@ -34,6 +35,13 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Where `db`'s data ends: its file's size less the zeros allocated ahead of the next commit.
+inline uint64_t DataSize(DB& db) {
+  auto stats = db.GetStats();
+  EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+  return stats.ok() ? stats->file_size_bytes - stats->allocated_bytes : 0;
+}
 
 // Every byte of the file at `path` ("" if it cannot be read).
 inline std::string ReadFile(const std::string& path) {

@@ -125,6 +125,7 @@ int Stat(DB& db, std::ostream& out, std::ostream& err) {
       << "txn_id          " << stats->txn_id << "\n"
       << "commits_in_file " << stats->commits_in_file << "\n"
       << "file_size_bytes " << stats->file_size_bytes << "\n"
+      << "allocated_bytes " << stats->allocated_bytes << "\n"
       << "live_bytes      " << stats->live_bytes << "\n"
       << "unfolded_bytes  " << stats->unfolded_bytes << "\n"
       << "garbage_ratio   " << std::fixed << std::setprecision(3) << stats->garbage_ratio << "\n"
@@ -149,7 +150,9 @@ int Compact(DB& db, std::ostream& out, std::ostream& err) {
   if (!s.ok()) return Report(s, err);
   auto after = db.GetStats();
   if (!after.ok()) return Report(after.status(), err);
-  out << "compacted: " << before->file_size_bytes << " -> " << after->file_size_bytes << " bytes\n";
+  // The data, not the zeros allocated ahead of the next commit.
+  out << "compacted: " << before->file_size_bytes - before->allocated_bytes << " -> "
+      << after->file_size_bytes - after->allocated_bytes << " bytes\n";
   return kExitOk;
 }
 

@@ -27,8 +27,8 @@
 //
 // Fault points (libfiu; enable with fiu_enable* in tests, or fiu-ctrl on a running process), and
 // the same points armed per simulated process with ArmFault:
-//   faultfs/open, faultfs/read, faultfs/write, faultfs/truncate, faultfs/sync, faultfs/rename,
-//   faultfs/remove, faultfs/syncdir, faultfs/lock: the call fails with EIO, or with the errno
+//   faultfs/open, faultfs/read, faultfs/write, faultfs/truncate, faultfs/allocate, faultfs/sync,
+//   faultfs/rename, faultfs/remove, faultfs/syncdir, faultfs/lock: the call fails with EIO, or with the errno
 //     pointed to by the failinfo (an int*, e.g. ENOSPC, EACCES, EMFILE) when one is given.
 //     Nothing happens.
 //   faultfs/write/short: half of the data is written, then the call fails with EIO.

@@ -104,10 +104,26 @@ class File {
   // the same time: used to notice that a path now names another file (after compaction).
   virtual Result<uint64_t> Identity() = 0;
 
-  // An offset at or below Size() past which the file holds only a hole (reads as zeros without
-  // being stored), so a backward scan for records may start there instead of at the end. A file
-  // system that cannot tell returns Size(), which is always correct.
-  virtual Result<uint64_t> DataEnd() { return Size(); }
+  // An offset at or below Size(), and at or above `from` (or Size() if `from` is past it), past
+  // which the file holds only a hole (reads as zeros without being stored: never written, or
+  // allocated ahead by Allocate and not written since), so a backward scan for records above
+  // `from` may start there instead of at the end. A file system that cannot tell returns Size(),
+  // which is always correct.
+  virtual Result<uint64_t> DataEnd(uint64_t from) {
+    (void)from;
+    return Size();
+  }
+
+  // Allocates [offset, offset + length) and grows the file to at least its end, the new bytes
+  // reading as zeros, as posix_fallocate's mode 0 does: later writes there need no more space and
+  // do not change the size. Volatile until Sync, as a truncate that grows the file is (the size a
+  // crash leaves may be the old one). False if this file system cannot allocate (then nothing
+  // changed); on an error the file may have grown by any part of the range.
+  virtual Result<bool> Allocate(uint64_t offset, uint64_t length) {
+    (void)offset;
+    (void)length;
+    return false;
+  }
 
   // Maps the first `length` bytes of the file (which may run past its end) read-only and shared.
   // A null mapping if this file system does not map files: the caller then reads with ReadAt.
@@ -196,7 +212,8 @@ class FileWrapper : public File {
   Status Truncate(uint64_t size_bytes) override { return base_->Truncate(size_bytes); }
   Status Sync() override { return base_->Sync(); }
   Result<uint64_t> Identity() override { return base_->Identity(); }
-  Result<uint64_t> DataEnd() override { return base_->DataEnd(); }
+  Result<uint64_t> DataEnd(uint64_t from) override { return base_->DataEnd(from); }
+  Result<bool> Allocate(uint64_t offset, uint64_t length) override { return base_->Allocate(offset, length); }
   Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override { return base_->Map(length); }
   Result<std::unique_ptr<FileLock>> Lock(LockOptions options) override { return base_->Lock(options); }
   File& base() { return *base_; }
