@@ -91,6 +91,18 @@ TEST(Recovery, GarbageTailIsIgnoredByReadersAndTruncatedByTheFirstWriter) {
       EXPECT_LT(FileSize(path), committed + 2000 + 128 * 1024) << "the tail was not cut";
     }
   }
+  // A file grown by hand past any allocation, as a hole (no byte of it is read): a tail too.
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  { ASSERT_TRUE(Open(path)->Put("a", "1").ok()); }
+  const uint64_t committed = FileSize(path);
+  std::filesystem::resize_file(path, committed + (64 << 20));
+  Options no_sync;
+  no_sync.durability = Durability::kNoSync;
+  auto writer = DB::Open(path, no_sync);
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  ASSERT_TRUE((*writer)->Put("b", "2").ok());
+  EXPECT_LT(FileSize(path), committed + 2000 + 128 * 1024) << "64 MiB of zeros were kept as space allocated ahead";
 }
 
 // A transaction cut short at every byte: recovery lands on the previous commit, until the cut
