@@ -167,9 +167,8 @@ Result<CheckReport> DBImpl::Check() {
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   CheckReport report;
   DBDB_ASSIGN_OR_RETURN(uint64_t size, view.file->file().Size());
-  DBDB_ASSIGN_OR_RETURN(uint64_t written, view.file->WrittenEnd(view.end(), size, UINT64_MAX));
-  report.tail_bytes = written - view.end();
-  report.allocated_bytes = size > written ? size - written : 0;
+  DBDB_ASSIGN_OR_RETURN(report.allocated_bytes, AllocatedAheadAfter(view.file->file(), view.end(), size));
+  report.tail_bytes = size > view.end() ? size - view.end() - report.allocated_bytes : 0;
   report.bytes_verified = format::kFileHeaderSizeBytes;
   if (!view.commit) return report;
   const format::Commit& newest = *view.commit;
@@ -200,9 +199,7 @@ Result<Stats> DBImpl::GetStats() {
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   Stats stats;
   DBDB_ASSIGN_OR_RETURN(stats.file_size_bytes, view.file->file().Size());
-  // What lies below the trailing hole is read (a file system that reports no holes: every zero).
-  DBDB_ASSIGN_OR_RETURN(uint64_t written, view.file->WrittenEnd(view.end(), stats.file_size_bytes, UINT64_MAX));
-  stats.allocated_bytes = stats.file_size_bytes > written ? stats.file_size_bytes - written : 0;
+  DBDB_ASSIGN_OR_RETURN(stats.allocated_bytes, AllocatedAheadAfter(view.file->file(), view.end(), stats.file_size_bytes));
   stats.generation = view.file->header().generation;
   stats.live_bytes = view.live_bytes();
   if (view.commit) {

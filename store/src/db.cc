@@ -6,17 +6,14 @@
 #include "dbdb_assert.h"
 #include "checksum.h"
 #include "db_impl.h"
+#include "record_walker.h"
 
 namespace dbdb {
 namespace {
 
 // A write transaction buffers its changes and applies them to the tree at commit.
 constexpr uint64_t kTransactionBytesMax = uint64_t{1} << 30;
-// Space allocated ahead ends on a page boundary. A writer keeps the zeros after the newest commit
-// (never a tail) up to its own allocate_ahead_bytes or this, whichever is more, plus a page: the
-// default's allocation, from a handle that allocates less or nothing.
-constexpr uint64_t kPageBytes = 4096;
-constexpr uint64_t kAllocatedAheadKeptBytes = uint64_t{1} << 20;
+
 
 Status ValidateOptions(const Options& o) {
   if (o.node_size_target_bytes < 512 || o.node_size_target_bytes > (1u << 20)) {
@@ -35,8 +32,8 @@ Status ValidateOptions(const Options& o) {
   if (o.fold_threshold_bytes > kTransactionBytesMax) {
     return Status::InvalidArgument("fold_threshold_bytes must be at most 1073741824");
   }
-  if (o.allocate_ahead_bytes > kTransactionBytesMax) {
-    return Status::InvalidArgument("allocate_ahead_bytes must be at most 1073741824");
+  if (o.allocate_ahead_bytes > format::kAllocateAheadMaxBytes) {
+    return Status::InvalidArgument("allocate_ahead_bytes must be at most 1048576");
   }
   return Status::Ok();
 }
@@ -399,8 +396,8 @@ Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
       if (*unchanged && left->size > left->end) {
         char next[8] = {};
         const size_t want = static_cast<size_t>(std::min<uint64_t>(sizeof next, left->size - left->end));
-        DBDB_ASSIGN_OR_RETURN(size_t got, file_->file().ReadAt(left->end, std::span<char>(next, want)));
-        *unchanged = got == want && std::all_of(next, next + want, [](char c) { return c == 0; });
+        auto got = file_->file().ReadAt(left->end, std::span<char>(next, want));  // an error: look instead
+        *unchanged = got.ok() && *got == want && std::all_of(next, next + want, [](char c) { return c == 0; });
       }
       if (*unchanged) writer_at_ = left;
     }
@@ -986,9 +983,8 @@ Result<View> DBImpl::PrepareWriterView() {
     // next commit is written into them. Anything else after it is a tail, and so are more zeros
     // than any writer allocates ahead (a file grown by hand, say): cut.
     if (size > view.end()) {
-      const uint64_t kept_max = std::max(options_.allocate_ahead_bytes, kAllocatedAheadKeptBytes) + kPageBytes;
-      DBDB_ASSIGN_OR_RETURN(uint64_t written, view.file->WrittenEnd(view.end(), size, kept_max));
-      tail = written > view.end() || size - view.end() > kept_max;
+      DBDB_ASSIGN_OR_RETURN(uint64_t allocated, AllocatedAheadAfter(view.file->file(), view.end(), size));
+      tail = allocated == 0;
     }
   }
   // Torn or abandoned bytes after the newest commit are cut off, durably, before appending (I6).
@@ -1321,10 +1317,19 @@ DBImpl::~DBImpl() {
   // thread or process holds (that writer checkpoints when it closes).
   if (options_.read_only || !wrote_.load() || failed_.load()) return;
   if (Forked()) return;  // a parent's handle, destroyed in a forked child
+  // The zeros after the newest commit are cut too (those this handle allocated ahead of its last
+  // commit, or another writer's since): without a checkpoint to write, only if this handle's
+  // last commit allocated ahead and no writer came since, so that a close never takes the lock
+  // (and marks the change counter) for nothing.
+  bool allocated = false;
+  {
+    std::lock_guard<std::mutex> guard(writer_mutex_);
+    allocated = left_ && left_->size > left_->end;
+  }
+  if (!options_.checkpoint_on_close && !allocated) return;
   auto lock = AcquireWriter(/*wait=*/false);
   if (!lock.ok()) return;
-  // The zeros this handle allocated ahead of its last commit are cut too, if no writer came since.
-  const bool allocated = unchanged_since_left_ && unchanged_since_left_->size > unchanged_since_left_->end;
+  allocated = allocated && unchanged_since_left_;
   if (options_.checkpoint_on_close) {
     if (!WriteCheckpoint(/*asked=*/false).ok()) {
       HoldWriterLockIfRollbackFailed(&*lock);
@@ -1417,13 +1422,15 @@ Status DBImpl::AllocateAhead(const View& base, uint64_t end) {
   // file systems; one that writes into space the file already has does not (docs/FORMAT.md).
   // Readers and recovery skip the zeros where the file system reports them as a hole
   // (File::DataEnd), and read them (at most allocate_ahead_bytes) where it does not.
-  if (options_.allocate_ahead_bytes == 0 || allocate_unsupported_) return Status::Ok();
+  // Not for a close's checkpoint: the close cuts what it would allocate.
+  if (options_.allocate_ahead_bytes == 0 || allocate_unsupported_ || closing_.load()) return Status::Ok();
   // Only on the base as PrepareWriterView left it, whose file's size it knows.
   if (!writer_at_ || writer_at_->file != base.file || writer_at_->end != base.end()) return Status::Ok();
   const uint64_t size = writer_at_->size;
   if (end <= size) return Status::Ok();
   uint64_t target = end + options_.allocate_ahead_bytes;
-  target = std::min(target + (kPageBytes - target % kPageBytes) % kPageBytes, options_.file_size_max_bytes);
+  constexpr uint64_t kPage = format::kAllocationPageBytes;
+  target = std::min(target + (kPage - target % kPage) % kPage, options_.file_size_max_bytes);
   if (target <= end) return Status::Ok();
   File& file = base.file->file();
   auto allocated = file.Allocate(size, target - size);

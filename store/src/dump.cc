@@ -150,9 +150,16 @@ Status DumpFile(const std::string& path, const DumpOptions& options, std::ostrea
   RecordPrinter printer(out, header->version, options.show_values);
   auto committed_end = PrintCommittedRecords(walker, header->version, printer);
   if (!committed_end.ok()) return committed_end.status().WithContext(path);
-  if (*committed_end < walker.end()) {
-    out << "tail    offset " << *committed_end << " length " << walker.end() - *committed_end
+  // Zeros the next writer keeps are space allocated ahead of its commit, not a tail.
+  DBDB_ASSIGN_OR_RETURN(uint64_t allocated, AllocatedAheadAfter(*file, *committed_end, walker.end()));
+  const uint64_t written_end = walker.end() - allocated;
+  if (*committed_end < written_end) {
+    out << "tail    offset " << *committed_end << " length " << written_end - *committed_end
         << ": not covered by a valid commit (ignored by readers, truncated by the next writer)\n";
+  }
+  if (written_end < walker.end()) {
+    out << "zeros   offset " << written_end << " length " << walker.end() - written_end
+        << ": space allocated ahead of the next commit (written into by the next writer)\n";
   }
   return Status::Ok();
 }

@@ -67,6 +67,12 @@ static_assert(CommitRecordSize(1) == 96, "docs/FORMAT.md: a version-1 commit rec
 inline constexpr uint64_t kSealPayloadSizeBytes = 8;
 inline constexpr uint64_t kSealRecordSizeBytes = kRecordOverheadBytes + kSealPayloadSizeBytes;
 static_assert(kSealRecordSizeBytes == 24, "docs/FORMAT.md: a seal record is 24 bytes");
+
+// Space allocated ahead (docs/FORMAT.md): a writer allocates at most this much past a commit, to a
+// page boundary, and every writer keeps zeros after the newest commit up to this plus a page.
+inline constexpr uint64_t kAllocateAheadMaxBytes = uint64_t{1} << 20;
+inline constexpr uint64_t kAllocationPageBytes = 4096;
+inline constexpr uint64_t kAllocatedAheadKeptMaxBytes = kAllocateAheadMaxBytes + kAllocationPageBytes;
 static_assert(kRecordOverheadBytes == 16, "docs/FORMAT.md: record framing is 16 bytes");
 
 // Hard limits of the encoding, above any configurable limit (Options).

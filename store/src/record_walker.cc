@@ -65,4 +65,29 @@ Result<std::optional<format::RecordView>> RecordWalker::At(uint64_t offset, std:
   return Maybe(*record);
 }
 
+Result<uint64_t> AllocatedAheadAfter(File& file, uint64_t end, uint64_t size) {
+  if (size <= end || size - end > format::kAllocatedAheadKeptMaxBytes) return 0;
+  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file.DataEnd(end));
+  data_end = std::min(data_end, size);
+  if (data_end <= end) return size - end;
+  DBDB_ASSIGN_OR_RETURN(uint64_t nonzero, EndOfNonZero(file, end, data_end));
+  return nonzero == end ? size - end : 0;
+}
+
+Result<uint64_t> EndOfNonZero(File& file, uint64_t from, uint64_t to) {
+  constexpr uint64_t kWindowBytes = 64 * 1024;
+  std::string window;
+  for (uint64_t top = to; top > from;) {
+    const uint64_t low = top - std::min(kWindowBytes, top - from);
+    window.resize(top - low);
+    DBDB_ASSIGN_OR_RETURN(size_t got, file.ReadAt(low, window));
+    // A read that comes up short (the file cut meanwhile) leaves nothing there.
+    for (size_t i = std::min<size_t>(got, window.size()); i > 0; i--) {
+      if (window[i - 1] != 0) return low + i;
+    }
+    top = low;
+  }
+  return from;
+}
+
 }  // namespace dbdb

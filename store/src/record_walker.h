@@ -43,4 +43,14 @@ class RecordWalker {
   uint64_t start_ = 0, filled_ = 0;
 };
 
+// Where the bytes of `file` in [from, to) stop holding anything but zeros: `from` when all of them
+// read as zeros, else just past the last byte that does not. Reads backward, 64 KiB at a time.
+Result<uint64_t> EndOfNonZero(File& file, uint64_t from, uint64_t to);
+
+// The bytes after a newest commit ending at `end`, in a file of `size`, that a writer keeps as
+// space allocated ahead (docs/FORMAT.md): all of them when every one reads as zero and they are at
+// most format::kAllocatedAheadKeptMaxBytes, else none (they are a tail, which a writer cuts).
+// Reads only what lies below the trailing hole (File::DataEnd), at most that bound.
+Result<uint64_t> AllocatedAheadAfter(File& file, uint64_t end, uint64_t size);
+
 }  // namespace dbdb

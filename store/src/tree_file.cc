@@ -3,6 +3,7 @@
 
 #include "checksum.h"
 #include "map_guard.h"
+#include "record_walker.h"
 
 #include <string.h>
 
@@ -361,7 +362,7 @@ Status TreeFile::ScanBackward(uint64_t top_end, uint64_t floor, const std::strin
 }
 
 Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t size, uint64_t floor, uint64_t verified_commit,
-                                                                  bool* skipped) {
+                                                                  bool* skipped, uint64_t* above) {
   floor = std::max(floor, format::kFileHeaderSizeBytes);
   // Nothing lies in a trailing hole (space a writer allocated ahead, say): start below it.
   DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd(floor));
@@ -379,9 +380,10 @@ Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t siz
     if (chain.ok()) {
       DBDB_RETURN_IF_ERROR(ReadSeal(&commit.value(), size));
       found = commit.value();
-      // Bytes above it that are not a commit (a torn tail) are read twice, like a candidate
-      // that did not verify: one bad read could have hidden a commit's first bytes.
-      if (found->end() < top_end) *skipped = true;
+      // Bytes above it that are not a commit (a torn tail, or space allocated ahead) are read
+      // twice, like a candidate that did not verify: one bad read could have hidden a commit's
+      // first bytes (FindNewestCommit).
+      if (found->end() < top_end) *above = top_end;
       return false;
     }
     if (!chain.IsCorruption()) return chain;
@@ -390,28 +392,6 @@ Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t siz
   }));
   if (!found && top_end > floor) *skipped = true;
   return found;
-}
-
-Result<uint64_t> TreeFile::WrittenEnd(uint64_t end, uint64_t size, uint64_t read_max) {
-  if (end >= size) return end;
-  DBDB_ASSIGN_OR_RETURN(uint64_t data_end, file_->DataEnd(end));
-  data_end = std::min(data_end, size);
-  if (data_end <= end) return end;
-  if (data_end - end > read_max) return data_end;
-  // Backward from the trailing hole, a window at a time: the last byte that is not zero.
-  constexpr uint64_t kWindowBytes = 64 * 1024;
-  std::string window;
-  for (uint64_t top = data_end; top > end;) {
-    const uint64_t low = top - std::min(kWindowBytes, top - end);
-    window.resize(top - low);
-    DBDB_ASSIGN_OR_RETURN(size_t got, file_->ReadAt(low, window));
-    // A read that comes up short (the file cut meanwhile) leaves nothing there to keep.
-    for (size_t i = std::min<size_t>(got, window.size()); i > 0; i--) {
-      if (window[i - 1] != 0) return low + i;
-    }
-    top = low;
-  }
-  return end;
 }
 
 Result<std::optional<uint64_t>> TreeFile::DurableSealAbove(uint64_t above, uint64_t size) {
@@ -442,10 +422,19 @@ Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, 
   // takes the newer of the two answers: one transient bad read cannot make anyone fall back to an
   // older commit (which a writer would then make permanent by cutting the newer one away).
   bool skipped = false;
-  DBDB_ASSIGN_OR_RETURN(auto found, ScanForNewestCommit(size, floor, verified_commit, &skipped));
+  uint64_t above = 0;
+  DBDB_ASSIGN_OR_RETURN(auto found, ScanForNewestCommit(size, floor, verified_commit, &skipped, &above));
+  if (!skipped && found && above > found->end()) {
+    // Only bytes above the commit found, no candidate that failed: if a second read of them
+    // finds only zeros (space allocated ahead, after every commit a writer made in it), no
+    // commit hides there, and scanning and verifying the chain again would find the same one.
+    DBDB_ASSIGN_OR_RETURN(uint64_t nonzero, EndOfNonZero(*file_, found->end(), above));
+    skipped = nonzero > found->end();
+  }
   if (skipped) {
     bool again = false;
-    DBDB_ASSIGN_OR_RETURN(auto second, ScanForNewestCommit(size, floor, verified_commit, &again));
+    uint64_t unused = 0;
+    DBDB_ASSIGN_OR_RETURN(auto second, ScanForNewestCommit(size, floor, verified_commit, &again, &unused));
     if (second && (!found || second->offset > found->offset)) found = second;
   }
   // A durable seal above the commit found proves a newer commit was synced. Either a writer

@@ -112,12 +112,6 @@ class TreeFile {
   // Sets commit->sealed and seal_durable from the bytes at its record's end (in a file of `size`).
   Status ReadSeal(format::Commit* commit, uint64_t size);
 
-  // Where the bytes from `end` on stop holding anything but zeros, in a file of `size`: `end` when
-  // all of them read as zeros (space a writer allocated ahead, docs/FORMAT.md), else just past the
-  // last byte that does not. Reads only what lies below the trailing hole (File::DataEnd), and at
-  // most `read_max` bytes: past that, the trailing hole's start, as if none were zeros.
-  Result<uint64_t> WrittenEnd(uint64_t end, uint64_t size, uint64_t read_max);
-
  private:
   TreeFile(std::unique_ptr<File> file, std::string path, uint64_t identity,
            format::FileHeader header, uint64_t cache_bytes, bool map_reads)
@@ -131,9 +125,10 @@ class TreeFile {
   // until visit returns false.
   Status ScanBackward(uint64_t top_end, uint64_t floor, const std::string& prefix,
                       const std::function<Result<bool>(uint64_t)>& visit);
-  // *skipped: a candidate above the commit found did not verify.
+  // *skipped: a candidate above the commit found did not verify. *above: where the bytes scanned
+  // above the commit found end (0 if none were).
   Result<std::optional<format::Commit>> ScanForNewestCommit(uint64_t size, uint64_t floor, uint64_t verified_commit,
-                                                            bool* skipped);
+                                                            bool* skipped, uint64_t* above);
   // The commit at `offset` if its record and chain verify (nullopt if not), with its seal read.
   Result<std::optional<format::Commit>> VerifiedCommitAt(uint64_t offset, uint64_t size, uint64_t verified_commit);
   // The offset of a commit at or above `above` that a durable seal in [above, size) names.

@@ -16,12 +16,12 @@ namespace {
 using testing::DataSize;
 using testing::TempDir;
 
-// Files whose Allocate answers as `allocate` says (null: as the real file system does), counting
-// the calls.
+// Files whose Allocate answers as `allocate` says, given the real file (null: as the real file
+// system does), counting the calls.
 class AllocatingFileSystem final : public FileSystemWrapper {
  public:
   AllocatingFileSystem() : FileSystemWrapper(NewPosixFileSystem()) {}
-  std::function<Result<bool>()> allocate;
+  std::function<Result<bool>(File& real, uint64_t offset, uint64_t length)> allocate;
   int allocations = 0;
 
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
@@ -35,7 +35,7 @@ class AllocatingFileSystem final : public FileSystemWrapper {
     AllocatingFile(AllocatingFileSystem* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
     Result<bool> Allocate(uint64_t offset, uint64_t length) override {
       fs_->allocations++;
-      if (fs_->allocate) return fs_->allocate();
+      if (fs_->allocate) return fs_->allocate(base(), offset, length);
       return FileWrapper::Allocate(offset, length);
     }
 
@@ -128,7 +128,7 @@ TEST(Allocate, AFileSystemThatCannotAllocateGrowsTheFileWithEachCommit) {
   TempDir dir;
   const std::string path = dir.Path("db");
   auto fs = std::make_shared<AllocatingFileSystem>();
-  fs->allocate = [] { return Result<bool>(false); };
+  fs->allocate = [](File&, uint64_t, uint64_t) { return Result<bool>(false); };
   auto db = OpenOrDie(path, fs);
   for (int i = 0; i < 20; i++) {
     ASSERT_TRUE(db->Put("k" + std::to_string(i), "v").ok());
@@ -138,21 +138,32 @@ TEST(Allocate, AFileSystemThatCannotAllocateGrowsTheFileWithEachCommit) {
 }
 
 // An allocation that fails (a full disk) is not the commit's failure: the commit's own write
-// decides, and nothing is lost.
+// decides, and nothing is lost, whether the failed allocation grew the file by nothing or by part
+// of its range (zeros, which the next commit writes into).
 TEST(Allocate, AFailedAllocationIsNotTheCommitsFailure) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  auto fs = std::make_shared<AllocatingFileSystem>();
-  fs->allocate = [] { return Result<bool>(Status::NoSpace("injected: fallocate: No space left on device")); };
-  {
+  for (uint64_t grown : {uint64_t{0}, uint64_t{1000}, uint64_t{5000}}) {
+    SCOPED_TRACE(grown);
+    TempDir dir;
+    const std::string path = dir.Path("db");
+    auto fs = std::make_shared<AllocatingFileSystem>();
+    fs->allocate = [grown](File& real, uint64_t offset, uint64_t) -> Result<bool> {
+      if (grown > 0) DBDB_RETURN_IF_ERROR(real.Truncate(offset + grown));
+      return Status::NoSpace("injected: fallocate: No space left on device");
+    };
+    {
+      auto db = OpenOrDie(path, fs);
+      for (int i = 0; i < 20; i++) ASSERT_TRUE(db->Put("k" + std::to_string(i), "v").ok());
+      EXPECT_GE(fs->allocations, grown == 0 ? 20 : 1) << "a commit past the file's end does not try again";
+      EXPECT_LE(FileSize(path) - DataSize(*db), grown);
+      auto report = db->Check();
+      ASSERT_TRUE(report.ok()) << report.status().ToString();
+      EXPECT_EQ(report->tail_bytes, 0u);
+      EXPECT_EQ(report->commits, 20u);
+    }
+    fs->allocate = nullptr;
     auto db = OpenOrDie(path, fs);
-    for (int i = 0; i < 20; i++) ASSERT_TRUE(db->Put("k" + std::to_string(i), "v").ok());
-    EXPECT_EQ(fs->allocations, 20) << "each commit past the file's end tries again";
-    EXPECT_EQ(FileSize(path), DataSize(*db));
+    EXPECT_EQ(db->GetStats()->keys, 20u);
   }
-  fs->allocate = nullptr;
-  auto db = OpenOrDie(path, fs);
-  EXPECT_EQ(db->GetStats()->keys, 20u);
 }
 
 // 0 turns it off.

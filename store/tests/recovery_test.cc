@@ -46,8 +46,8 @@ TEST(Recovery, NewDatabaseIsAHeaderOnly) {
 }
 
 // Zeros after the newest commit are space allocated ahead, not a tail: reported apart, kept by
-// the next writer (and written over), and not counted in tail_bytes; more zeros than any writer
-// allocates ahead are a tail like any other. (The writer does not sync each commit: a kSync
+// the next writer (and written over), and not counted in tail_bytes; zeros after a non-zero byte,
+// or more zeros than any writer allocates ahead, are a tail like any other. (The writer does not sync each commit: a kSync
 // writer settles a base it did not sync itself, which cuts whatever follows it anyway.)
 TEST(Recovery, GarbageTailIsIgnoredByReadersAndTruncatedByTheFirstWriter) {
   struct Case {
@@ -57,8 +57,8 @@ TEST(Recovery, GarbageTailIsIgnoredByReadersAndTruncatedByTheFirstWriter) {
   };
   const std::string garbage = std::string(3000, '\0') + "x" + std::string(3000, '\0');
   for (const Case& c : {Case{std::string(1, 'x'), 1, false}, Case{std::string(5000, '\0'), 0, true},
-                        Case{std::string(70000, 'g'), 70000, false}, Case{garbage, 3001, false},
-                        Case{std::string(2 << 20, '\0'), 0, false}}) {
+                        Case{std::string(70000, 'g'), 70000, false}, Case{garbage, 6001, false},
+                        Case{std::string(2 << 20, '\0'), 2 << 20, false}}) {
     SCOPED_TRACE(c.tail.size());
     TempDir dir;
     const std::string path = dir.Path("db");

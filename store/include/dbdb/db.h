@@ -122,7 +122,7 @@ struct Options {
   // them, and a handle that committed cuts them when it closes (if it can take the writer lock at
   // once). Readers and recovery scan them only where the file system reports them as data (pages
   // read into the cache, or no SEEK_HOLE): at most this much more per look. 0, or a FileSystem
-  // that does not allocate: the file grows with each commit. At most 1 GiB.
+  // that does not allocate: the file grows with each commit. At most 1 MiB (what every writer keeps).
   uint64_t allocate_ahead_bytes = 64 * 1024;
 };
 
@@ -218,10 +218,10 @@ struct CheckReport {
   uint64_t keys = 0;
   uint32_t tree_height = 0;
   uint64_t bytes_verified = 0;
-  uint64_t tail_bytes = 0;       // bytes after the newest commit up to its last non-zero byte
-                                 // (torn or uncommitted writes): what the next writer cuts
-  uint64_t allocated_bytes = 0;  // zeros after those, to the end of the file (space allocated
-                                 // ahead of the next commit: Options::allocate_ahead_bytes)
+  uint64_t tail_bytes = 0;       // bytes after the newest commit (torn or uncommitted writes)
+                                 // that the next writer cuts
+  uint64_t allocated_bytes = 0;  // or the zeros after it that the next writer keeps and writes
+                                 // into (space allocated ahead: docs/FORMAT.md); one is 0
 };
 
 struct Stats {
@@ -231,6 +231,7 @@ struct Stats {
   uint64_t commits_in_file = 0;   // commit records in this file (reset by compaction)
   uint64_t file_size_bytes = 0;
   uint64_t allocated_bytes = 0;   // of file_size_bytes, zeros allocated ahead of the next commit
+                                  // (CheckReport::allocated_bytes)
   uint64_t live_bytes = 0;        // the header, the fold's tree, the unfolded log, the newest commit
   double garbage_ratio = 0;       // 1 - live_bytes / (file_size_bytes - allocated_bytes)
   uint32_t tree_height = 0;
