@@ -1324,7 +1324,8 @@ DBImpl::~DBImpl() {
   bool allocated = false;
   {
     std::lock_guard<std::mutex> guard(writer_mutex_);
-    allocated = left_ && left_->size > left_->end;
+    const std::optional<uint64_t> counter = own_counter_.Read();
+    allocated = left_ && left_->size > left_->end && last_mark_ && counter && *counter == *last_mark_ + 1;
   }
   if (!options_.checkpoint_on_close && !allocated) return;
   auto lock = AcquireWriter(/*wait=*/false);

@@ -241,6 +241,7 @@ class PosixFile final : public File {
       if (!next) return hole;
       data = *next;
     }
+    if (data >= size) return size;     // grown meanwhile: past the size read first
     uint64_t low = data, high = size;  // data from `low` on; none from `high`
     while (high - low > 1) {
       uint64_t middle = low + (high - low) / 2;

@@ -390,7 +390,7 @@ Result<std::optional<format::Commit>> TreeFile::ScanForNewestCommit(uint64_t siz
     *skipped = true;
     return true;
   }));
-  if (!found && top_end > floor) *skipped = true;
+  if (!found && top_end > floor) *above = top_end;
   return found;
 }
 
@@ -424,12 +424,13 @@ Result<std::optional<format::Commit>> TreeFile::FindNewestCommit(uint64_t size, 
   bool skipped = false;
   uint64_t above = 0;
   DBDB_ASSIGN_OR_RETURN(auto found, ScanForNewestCommit(size, floor, verified_commit, &skipped, &above));
-  if (!skipped && found && above > found->end()) {
-    // Only bytes above the commit found, no candidate that failed: if a second read of them
-    // finds only zeros (space allocated ahead, after every commit a writer made in it), no
-    // commit hides there, and scanning and verifying the chain again would find the same one.
-    DBDB_ASSIGN_OR_RETURN(uint64_t nonzero, EndOfNonZero(*file_, found->end(), above));
-    skipped = nonzero > found->end();
+  const uint64_t lower = found ? found->end() : std::max(floor, format::kFileHeaderSizeBytes);
+  if (!skipped && above > lower) {
+    // Only bytes above the commit found (or above the floor), no candidate that failed: if a
+    // second read of them finds only zeros (space allocated ahead), no commit hides there, and
+    // scanning and verifying the chain again would find the same answer.
+    DBDB_ASSIGN_OR_RETURN(uint64_t nonzero, EndOfNonZero(*file_, lower, above));
+    skipped = nonzero > lower;
   }
   if (skipped) {
     bool again = false;

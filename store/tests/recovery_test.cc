@@ -105,6 +105,66 @@ TEST(Recovery, GarbageTailIsIgnoredByReadersAndTruncatedByTheFirstWriter) {
   EXPECT_LT(FileSize(path), committed + 2000 + 128 * 1024) << "64 MiB of zeros were kept as space allocated ahead";
 }
 
+// One read that hides the newest commit's first bytes (a bit flipped in the read, not on disk):
+// a reader's scan finds the commit before it, with bytes above it that are not a candidate.
+// Those bytes are read again before the answer is taken; without that (mutant 112), a no-sync
+// commit, which no durable seal proves, is missing from a reader that looks after it returned.
+TEST(Recovery, OneReadHidingTheNewestCommitDoesNotHideItFromAReader) {
+  class FlipOnce final : public FileSystemWrapper {
+   public:
+    explicit FlipOnce(std::string path) : FileSystemWrapper(NewPosixFileSystem()), path_(std::move(path)) {}
+    std::optional<uint64_t> at;  // armed: flip a bit of the next read that covers this offset
+    int flipped = 0;
+    Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+      DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+      if (path != path_) return file;
+      return std::unique_ptr<File>(new Flipping(this, std::move(file)));
+    }
+
+   private:
+    class Flipping final : public FileWrapper {
+     public:
+      Flipping(FlipOnce* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
+      Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
+        auto n = FileWrapper::ReadAt(offset, dst);
+        if (n.ok() && fs_->at && offset <= *fs_->at && *fs_->at < offset + *n) {
+          dst[*fs_->at - offset] ^= 1;
+          fs_->at.reset();
+          fs_->flipped++;
+        }
+        return n;
+      }
+
+     private:
+      FlipOnce* fs_;
+    };
+    std::string path_;
+  };
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.durability = Durability::kNoSync;  // no durable seal proves the newest commit
+  options.allocate_ahead_bytes = 0;          // the file ends at the newest commit's seal
+  auto writer = DB::Open(path, options);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Put("a", "1").ok());
+  auto fs = std::make_shared<FlipOnce>(path);
+  Options reading = options;
+  reading.file_system = fs;
+  reading.read_only = true;
+  auto reader = DB::Open(path, reading);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  for (int i = 0; i < 2; i++) ASSERT_TRUE((*reader)->Get("a")->has_value());  // settled on commit 1
+  ASSERT_TRUE((*writer)->Put("b", "2").ok());
+  ASSERT_TRUE((*writer)->Put("c", "3").ok());
+  fs->at = FileSize(path) - format::kSealRecordSizeBytes - format::kCommitRecordSizeBytes;  // its first byte
+  auto got = (*reader)->Get("c");
+  EXPECT_EQ(fs->flipped, 1) << "no read covered the newest commit";
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(got->has_value()) << "one bad read hid a commit that returned before the reader looked";
+}
+
 // A transaction cut short at every byte: recovery lands on the previous commit, until the cut
 // falls inside the seal that follows a complete commit record, which is then the newest commit.
 TEST(Recovery, TornLastTransactionAtEveryLengthFallsBackToThePreviousCommit) {
