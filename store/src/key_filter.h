@@ -10,6 +10,11 @@
 // Not thread-safe: the owner (LogOverlay) guards it with its own lock.
 #pragma once
 
+// The hash is inlined (XXH_INLINE_ALL): a call into the shared library for a 16-byte key cost
+// more than the hashing.
+#ifndef XXH_INLINE_ALL
+#define XXH_INLINE_ALL
+#endif
 #include <xxhash.h>
 
 #include <cstdint>

@@ -118,11 +118,24 @@ const format::BatchChange* LogOverlay::BaseFind(std::string_view key, uint64_t t
   return it != base_.end() && it->key == key ? &*it : nullptr;
 }
 
+std::vector<uint64_t> LogOverlay::PrefixesOf(const std::vector<format::BatchChange>& changes) {
+  std::vector<uint64_t> prefixes;
+  prefixes.reserve(changes.size());
+  for (const format::BatchChange& c : changes) prefixes.push_back(KeyPrefix(c.key));
+  return prefixes;
+}
+
 std::vector<format::BatchChange>::const_iterator LogOverlay::BaseSeek(std::string_view key, bool inclusive) const {
+  // KeyPrefix keeps the keys' order (key_prefix.h): every key with a smaller prefix is smaller,
+  // every key with a larger one larger, so the answer lies in the run of keys with key's prefix
+  // or at its end, and only that run's keys are compared.
+  const uint64_t prefix = KeyPrefix(key);
+  auto [first, last] = std::equal_range(base_prefixes_.begin(), base_prefixes_.end(), prefix);
+  auto begin = base_.begin() + (first - base_prefixes_.begin());
+  auto end = base_.begin() + (last - base_prefixes_.begin());
   auto less = [](const format::BatchChange& c, std::string_view k) { return c.key < k; };
   auto more = [](std::string_view k, const format::BatchChange& c) { return k < c.key; };
-  return inclusive ? std::lower_bound(base_.begin(), base_.end(), key, less)
-                   : std::upper_bound(base_.begin(), base_.end(), key, more);
+  return inclusive ? std::lower_bound(begin, end, key, less) : std::upper_bound(begin, end, key, more);
 }
 
 const LogOverlay::Version* LogOverlay::VisibleAt(const Version* newest, uint64_t txn_id) {

@@ -68,7 +68,7 @@ class LogOverlay {
       : fold_offset_(fold_offset), through_offset_(checkpoint_offset), through_txn_id_(txn_id),
         checkpoint_bytes_(record_bytes), checkpoints_bytes_(record_bytes), log_bytes_(record_bytes),
         base_bytes_(std::move(bytes)),
-        base_(std::move(changes)), base_txn_id_(txn_id) {}
+        base_(std::move(changes)), base_prefixes_(PrefixesOf(base_)), base_txn_id_(txn_id) {}
   LogOverlay(const LogOverlay&) = delete;
   LogOverlay& operator=(const LogOverlay&) = delete;
 
@@ -189,6 +189,7 @@ class LogOverlay {
   // The first checkpoint change with a key >= `key` (> when !inclusive).
   std::vector<format::BatchChange>::const_iterator BaseSeek(std::string_view key, bool inclusive) const;
   static std::optional<std::string> ValueOf(const Version& v);
+  static std::vector<uint64_t> PrefixesOf(const std::vector<format::BatchChange>& changes);
   std::string_view Copy(std::string_view bytes);  // REQUIRES: mutex_ held exclusively
   // Sizes the filter for every key held and adds them all. REQUIRES: mutex_ held exclusively, or
   // shared with filter_build_mutex_ while filter_built_ is false (BuildFilter).
@@ -209,6 +210,9 @@ class LogOverlay {
   // bytes, at base_txn_id_. Never changed after construction.
   const ReadBytes base_bytes_;
   const std::vector<format::BatchChange> base_;
+  // KeyPrefix of each key of base_, in its order: a search probes this array, one line holding
+  // eight probes' worth, and reads a key only among those with the prefix it looks for.
+  const std::vector<uint64_t> base_prefixes_;
   const uint64_t base_txn_id_ = 0;
   std::pmr::monotonic_buffer_resource arena_;  // GUARDED_BY(mutex_) for allocation
   // In the arena too, and never destroyed: everything it holds is trivially destructible and the

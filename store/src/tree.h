@@ -141,6 +141,7 @@ class BulkLoader {
   std::vector<LeafEntry> leaf_entries_;  // views into leaf_data_ while a leaf is encoded
   size_t leaf_bytes_ = 0;
   std::vector<Slot> slots_;  // the leaves written so far
+  std::string last_key_;     // the last key of the leaf written last
   uint64_t key_count_ = 0;
   uint64_t tree_bytes_ = 0;
 };

@@ -9,13 +9,18 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "dbdb/db.h"
+#include "format.h"
+#include "node.h"
 #include "test_util.h"
+#include "tree.h"
+#include "tree_file.h"
 
 namespace dbdb {
 namespace {
@@ -40,6 +45,74 @@ std::unique_ptr<DB> Open(const std::string& path) {
   auto db = DB::Open(path, options);
   EXPECT_TRUE(db.ok()) << db.status().ToString();
   return std::move(db).value();
+}
+
+// A compacted tree's separators are the shortest prefixes of each leaf's first key that lie above
+// every key of the leaf before it (bulk_loader.cc), and route every key where it lies.
+TEST(Compaction, SeparatorsAreTheShortestPrefixesThatSplitTheLeaves) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.node_size_target_bytes = 512;  // many leaves, a tree of height 3 or more
+  options.key_size_max_bytes = 64;
+  std::map<std::string, std::string> expected;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    auto txn = (*db)->BeginWrite();
+    std::mt19937_64 rng(5);
+    for (int i = 0; i < 3000; i++) {
+      // Neighbours share prefixes of many lengths: a separator may be 5 bytes or 20.
+      std::string key = "user/" + std::to_string(rng() % 1000) + "/" + std::to_string(rng() % 100000000);
+      expected[key] = std::string(1 + rng() % 60, 'a' + i % 26);
+      ASSERT_TRUE((*txn)->Put(key, expected[key]).ok());
+    }
+    ASSERT_TRUE((*txn)->Commit().ok());
+    ASSERT_TRUE((*db)->Compact().ok());
+    auto report = (*db)->Check();
+    ASSERT_TRUE(report.ok()) << report.status().ToString();
+    for (const auto& [key, value] : expected) {
+      auto got = (*db)->Get(key);
+      ASSERT_TRUE(got.ok() && got->has_value() && **got == value) << key;
+    }
+  }
+  auto fs = NewPosixFileSystem();
+  auto tree = TreeFile::Open(*fs, path, true, 0, false);
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  auto newest = (*tree)->FindNewestCommit((*tree)->file().Size().value(), format::kFileHeaderSizeBytes);
+  ASSERT_TRUE(newest.ok() && newest->has_value());
+  const TreeRoot root = RootOf(**newest);
+  ASSERT_GE(root.height, 3u);
+  struct Leaf {
+    std::optional<std::string> separator;  // the one that routes to it (none for the first leaf)
+    std::string first, last;
+  };
+  std::vector<Leaf> leaves;
+  std::function<void(NodeRef, uint32_t, std::optional<std::string>)> walk = [&](NodeRef ref, uint32_t height,
+                                                                             std::optional<std::string> separator) {
+    auto node = (*tree)->ReadNodeUncached(ref);
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    if (height == 1) {
+      leaves.push_back(Leaf{separator, std::string((*node)->keys.front()), std::string((*node)->keys.back())});
+      return;
+    }
+    for (size_t i = 0; i < (*node)->children.size(); i++) {
+      walk((*node)->children[i], height - 1, i == 0 ? separator : std::string((*node)->keys[i]));
+    }
+  };
+  walk(root.ref, root.height, std::nullopt);
+  ASSERT_GT(leaves.size(), 100u);
+  size_t shorter = 0;
+  for (size_t i = 1; i < leaves.size(); i++) {
+    ASSERT_TRUE(leaves[i].separator.has_value());
+    const std::string& separator = *leaves[i].separator;
+    EXPECT_LT(leaves[i - 1].last, separator);
+    EXPECT_EQ(leaves[i].first.substr(0, separator.size()), separator);  // a prefix: at most the first key
+    EXPECT_LE(separator.substr(0, separator.size() - 1), leaves[i - 1].last);  // no shorter one splits them
+    if (separator.size() < leaves[i].first.size()) shorter++;
+  }
+  EXPECT_GT(shorter, leaves.size() / 2);
 }
 
 TEST(Compaction, KeepsTheNewestCommitAndShrinksTheFile) {

@@ -211,6 +211,61 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
   }
 }
 
+// An overlay opened at a checkpoint searches the checkpoint's sorted array by the keys' first eight
+// bytes first (log_overlay.h): keys that share those bytes, end inside them, or hold zero and 0xff
+// bytes there are found, and seeks both ways land on the model's next key.
+TEST(LogOverlay, ACheckpointsKeysThatShareOrEndInsideTheirPrefixAreFoundInOrder) {
+  std::mt19937_64 rng(20261204);
+  SCOPED_TRACE("seed 20261204");
+  const char alphabet[] = {'\0', '\x01', 'a', '\xff'};
+  auto draw = [&] {
+    std::string k(rng() % 13, '\0');
+    for (char& c : k) c = alphabet[rng() % 4];
+    return k;
+  };
+  std::map<std::string, std::optional<std::string>> model;
+  for (int i = 0; i < 3000; i++) {
+    std::string k = draw();
+    model[k] = rng() % 4 == 0 ? std::nullopt : std::optional<std::string>(k + "@checkpoint");
+  }
+  std::string text;
+  for (const auto& [k, v] : model) text += k + v.value_or("");
+  ReadBytes bytes;
+  bytes.Resize(text.size());
+  std::copy(text.begin(), text.end(), bytes.span().begin());
+  std::vector<format::BatchChange> base;
+  size_t at = 0;
+  for (const auto& [k, v] : model) {
+    const std::string_view key = bytes.view().substr(at, k.size());
+    at += k.size();
+    std::optional<std::string_view> value;
+    if (v) value = bytes.view().substr(at, v->size());
+    at += v.value_or("").size();
+    base.push_back(format::BatchChange{key, value});
+  }
+  LogOverlay overlay(100, 200, 10, std::move(bytes), std::move(base), 1000);
+  std::vector<std::string> probes;
+  for (const auto& [k, v] : model) probes.push_back(k);
+  for (int i = 0; i < 3000; i++) probes.push_back(draw());
+  for (const std::string& probe : probes) {
+    auto it = model.find(probe);
+    ASSERT_EQ(overlay.Get(probe, 10),
+              it == model.end() ? std::nullopt : std::optional<std::optional<std::string>>(it->second))
+        << "get";
+    for (bool inclusive : {true, false}) {
+      auto want = inclusive ? model.lower_bound(probe) : model.upper_bound(probe);
+      std::string found;
+      std::optional<std::string> value;
+      const bool got = overlay.Seek(probe, inclusive, 10, &found, &value);
+      ASSERT_EQ(got, want != model.end()) << (inclusive ? "seek >=" : "seek >");
+      if (got) {
+        ASSERT_EQ(found, want->first) << (inclusive ? "seek >=" : "seek >");
+        ASSERT_EQ(value, want->second);
+      }
+    }
+  }
+}
+
 // A walk through the overlay's changes with Next (as an iterator's cursor walks) steps on from
 // where it stopped while the overlay gains no key, and searches again when it does: commits after
 // the walk's snapshot, adding keys before and after where it stands and new versions of keys it
