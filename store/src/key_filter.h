@@ -10,12 +10,6 @@
 // Not thread-safe: the owner (LogOverlay) guards it with its own lock.
 #pragma once
 
-// The hash is inlined (XXH_INLINE_ALL): a call into the shared library for a 16-byte key cost
-// more than the hashing.
-#ifndef XXH_INLINE_ALL
-#define XXH_INLINE_ALL
-#endif
-#include <xxhash.h>
 
 #include <cstdint>
 #include <string_view>
@@ -55,7 +49,10 @@ class KeyFilter {
   static constexpr size_t kMinWords = 64;  // 512 bytes
   static constexpr size_t kBitsPerKeyMin = 10;
 
-  static uint64_t Hash(std::string_view key) { return XXH3_64bits(key.data(), key.size()); }
+  // XXH3 of the key, compiled into key_filter.cc with the hash's code inlined (XXH_INLINE_ALL):
+  // a call into the shared library for a 16-byte key cost more than the hashing. Kept out of
+  // this header, where the macro would rename xxhash's names for every file including it.
+  static uint64_t Hash(std::string_view key);
   // Three bits from the hash's high bits (the low ones pick the word).
   static uint64_t Mask(uint64_t h) {
     return (uint64_t{1} << ((h >> 46) & 63)) | (uint64_t{1} << ((h >> 52) & 63)) | (uint64_t{1} << ((h >> 58) & 63));

@@ -61,6 +61,7 @@ TEST(Compaction, SeparatorsAreTheShortestPrefixesThatSplitTheLeaves) {
     auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok()) << db.status().ToString();
     auto txn = (*db)->BeginWrite();
+    ASSERT_TRUE(txn.ok());
     std::mt19937_64 rng(5);
     for (int i = 0; i < 3000; i++) {
       // Neighbours share prefixes of many lengths: a separator may be 5 bytes or 20.
@@ -113,6 +114,56 @@ TEST(Compaction, SeparatorsAreTheShortestPrefixesThatSplitTheLeaves) {
     if (separator.size() < leaves[i].first.size()) shorter++;
   }
   EXPECT_GT(shorter, leaves.size() / 2);
+
+  // Commits folded into that tree put keys in both gaps a short separator opens around itself:
+  // above the left leaf's last key and below the separator, and from the separator up to the
+  // right leaf's first key (which leaves split and merge over), and delete the keys around them.
+  options.fold_threshold_bytes = 0;  // every commit folds into the tree
+  options.auto_compact = false;      // into the compacted one
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  size_t below = 0, above = 0;
+  for (size_t i = 1; i < leaves.size(); i++) {
+    auto txn = (*db)->BeginWrite();
+    ASSERT_TRUE(txn.ok()) << txn.status().ToString();
+    const std::string& separator = *leaves[i].separator;
+    const std::string after_last = leaves[i - 1].last + '\0';  // the least key above the left leaf's
+    for (const std::string& key : {after_last, separator}) {
+      if (key <= leaves[i - 1].last || key >= leaves[i].first) continue;
+      (key < separator ? below : above)++;
+      expected[key] = "gap" + std::to_string(i);
+      ASSERT_TRUE((*txn)->Put(key, expected[key]).ok());
+    }
+    if (i % 3 == 0) {
+      for (const std::string& key : {leaves[i - 1].last, leaves[i].first}) {
+        expected.erase(key);
+        ASSERT_TRUE((*txn)->Del(key).ok());
+      }
+    }
+    ASSERT_TRUE((*txn)->Commit().ok());
+  }
+  EXPECT_GT(below, leaves.size() / 4);
+  EXPECT_GT(above, leaves.size() / 4);
+  auto report = (*db)->Check();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->keys, expected.size());
+  auto snapshot = (*db)->GetSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  auto it = (*snapshot)->NewIterator();
+  auto want = expected.begin();
+  ASSERT_TRUE(it->SeekToFirst().ok());
+  for (; it->Valid(); ++want) {
+    ASSERT_NE(want, expected.end());
+    ASSERT_EQ(it->key(), want->first);
+    ASSERT_EQ(it->value(), want->second);
+    ASSERT_TRUE(it->Next().ok());
+  }
+  ASSERT_TRUE(it->status().ok());
+  EXPECT_EQ(want, expected.end());
+  for (const auto& [key, value] : expected) {
+    auto got = (*db)->Get(key);
+    ASSERT_TRUE(got.ok() && got->has_value() && **got == value) << key;
+  }
 }
 
 TEST(Compaction, KeepsTheNewestCommitAndShrinksTheFile) {
