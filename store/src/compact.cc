@@ -111,7 +111,8 @@ Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
                       return s;
                     });
   // The view's keys: the fold's tree with the unfolded log over it, so compaction also folds.
-  auto it = NewViewIterator(view);
+  // Each node is read once: verified at each read, kept in no table (TreeFile::NodeUse).
+  auto it = NewViewIterator(view, TreeFile::NodeUse::kOnePass);
   DBDB_RETURN_IF_ERROR(it->SeekToFirst());
   for (uint64_t n = 1; it->Valid(); n++) {
     DBDB_RETURN_IF_ERROR(loader.Add(it->key(), it->value()));

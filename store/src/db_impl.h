@@ -486,7 +486,7 @@ class DBImpl final : public DB {
 
 // Iterator adapters (iterators.cc).
 // The view's keys in order: the fold's tree with the overlay's changes (at the view's commit) over it.
-std::unique_ptr<Iterator> NewViewIterator(const View& view);
+std::unique_ptr<Iterator> NewViewIterator(const View& view, TreeFile::NodeUse use = TreeFile::NodeUse::kSearch);
 // `base` with a write transaction's own changes over it. `changes` must outlive the iterator.
 std::unique_ptr<Iterator> NewChangesIterator(std::unique_ptr<Iterator> base, const Overlay* changes);
 Result<std::vector<KeyValue>> ScanWith(Iterator& iterator, const ScanRange& range);

@@ -9,7 +9,8 @@ namespace {
 
 class TreeIteratorAdapter final : public Iterator {
  public:
-  TreeIteratorAdapter(std::shared_ptr<TreeFile> file, TreeRoot root) : it_(std::move(file), root) {}
+  TreeIteratorAdapter(std::shared_ptr<TreeFile> file, TreeRoot root, TreeFile::NodeUse use)
+      : it_(std::move(file), root, use) {}
   Status SeekToFirst() override { return Check(it_.SeekToFirst()); }
   Status Seek(std::string_view key) override { return Check(it_.Seek(key)); }
   Status Next() override { return Check(it_.Next()); }
@@ -143,8 +144,8 @@ class MergedIterator final : public Iterator {
 
 }  // namespace
 
-std::unique_ptr<Iterator> NewViewIterator(const View& view) {
-  auto tree = std::make_unique<TreeIteratorAdapter>(view.file, view.root());
+std::unique_ptr<Iterator> NewViewIterator(const View& view, TreeFile::NodeUse use) {
+  auto tree = std::make_unique<TreeIteratorAdapter>(view.file, view.root(), use);
   if (!view.overlay) return tree;
   return std::make_unique<MergedIterator>(std::move(tree), std::make_unique<LogCursor>(view.overlay, view.txn_id()));
 }

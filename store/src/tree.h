@@ -40,7 +40,9 @@ Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root,
 // while the database moves on; key() and value() are copies, never views into a mapping.
 class TreeIterator {
  public:
-  TreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root) : file_(std::move(file)), root_(root) {}
+  // use: kOnePass for a walk that reads each node once (TreeFile::NodeUse).
+  TreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root, TreeFile::NodeUse use = TreeFile::NodeUse::kSearch)
+      : file_(std::move(file)), root_(root), use_(use) {}
   Status SeekToFirst() { return Seek(std::string_view()); }
   Status Seek(std::string_view key);  // first key >= key
   Status Next();
@@ -60,6 +62,7 @@ class TreeIterator {
   Status Settle(Status s);    // an error leaves the iterator invalid
   std::shared_ptr<TreeFile> file_;
   TreeRoot root_;
+  TreeFile::NodeUse use_;
   std::vector<Level> stack_;
   std::string key_, value_;
 };

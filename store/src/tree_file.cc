@@ -133,7 +133,7 @@ void TreeFile::Prefetch(NodeRef ref) const {
   verified_.Prefetch(ref.offset);
 }
 
-Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
+Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref, NodeUse use) {
   const FileMapping* mapping = nullptr;
   if (map_reads_) {
     DBDB_RETURN_IF_ERROR(CheckRecordLength(ref.offset, ref.length));
@@ -143,7 +143,7 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
     DBDB_ASSIGN_OR_RETURN(mapping, MappingCovering(ref.offset + ref.length));
   }
   if (mapping == nullptr) {
-    DBDB_ASSIGN_OR_RETURN(auto node, ReadNode(ref));
+    DBDB_ASSIGN_OR_RETURN(auto node, use == NodeUse::kOnePass ? ReadNodeUncached(ref) : ReadNode(ref));
     return NodeHandle{node->view(), node};
   }
   std::string_view record(mapping->data() + ref.offset, ref.length);
@@ -156,7 +156,7 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
   __builtin_prefetch(payload.data());
   __builtin_prefetch(payload.data() + std::min<size_t>(64, payload.size()));
   __builtin_prefetch(payload.data() + payload.size() / 2);
-  uint8_t type = verified_.Find(ref, mapping);
+  uint8_t type = use == NodeUse::kOnePass ? 0 : verified_.Find(ref, mapping);
   if (type == 0) {
     // First use in this mapping: the record's checksum and the node's structure (I5), read in
     // place. Nothing in here allocates, so a fault may abandon it (map_guard.h).
@@ -179,7 +179,7 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref) {
     }
     if (why != nullptr) return BadNode(ref.offset, why);
     type = read_type;
-    verified_.Insert(ref, mapping, type);
+    if (use != NodeUse::kOnePass) verified_.Insert(ref, mapping, type);
   }
   return NodeHandle{NodeView(payload.data(), static_cast<uint32_t>(payload.size()),
                              type == static_cast<uint8_t>(format::RecordType::kLeaf)),

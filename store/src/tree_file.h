@@ -49,7 +49,13 @@ class TreeFile {
     NodeView view;
     std::shared_ptr<const Node> owner;  // null when the view lies in the mapping (alive with this TreeFile)
   };
-  Result<NodeHandle> ReadNodeView(NodeRef ref);
+  // kOnePass: a pass that reads each node once (compaction's walk of the whole tree) verifies the
+  // node every time, without asking or filling the verified-node table or the node cache: a
+  // table or cache filled with every node of a tree helps no later read of its own and costs a
+  // page fault for each of the table's pages it touches first (a profile of a 1M-key fill had
+  // those faults at a tenth of the compaction thread's time).
+  enum class NodeUse { kSearch, kOnePass };
+  Result<NodeHandle> ReadNodeView(NodeRef ref, NodeUse use = NodeUse::kSearch);
   // A hint that ReadNodeView(ref) comes soon (a scan's next leaf): fetches into the CPU cache the
   // node's first bytes, if mapped, and the verified-node table's line for it. Reads nothing and
   // never faults (a prefetch does not).

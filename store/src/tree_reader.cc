@@ -57,7 +57,7 @@ Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root,
 
 Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost) {
   for (; height > 0; height--) {
-    DBDB_ASSIGN_OR_RETURN(auto node, file_->ReadNodeView(ref));
+    DBDB_ASSIGN_OR_RETURN(auto node, file_->ReadNodeView(ref, use_));
     if (node.view.is_leaf() != (height == 1)) return WrongNodeKind(ref, height);
     uint32_t count = 0, index = 0;
     NodeRef child;

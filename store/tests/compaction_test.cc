@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -526,6 +527,57 @@ TEST(Compaction, OneBadReadDuringAPassAbandonsTheCompactionNotTheDatabase) {
   ASSERT_TRUE((*db)->Compact().ok());
   EXPECT_EQ((*db)->GetStats()->generation, 1u);
   EXPECT_EQ(**(*db)->Get("k49"), "v");
+}
+
+// Compaction reads every node of the tree once and verifies each as it reads it, even one this
+// process verified before (TreeFile::NodeUse::kOnePass): a leaf whose bytes changed on the disk
+// since a read verified it fails the compaction as Corruption, and is not copied into a new file
+// under fresh checksums.
+TEST(Compaction, ALeafChangedSinceAReadVerifiedItFailsTheCompaction) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.auto_compact = false;
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok());
+  {
+    auto txn = (*db)->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    for (int i = 0; i < 2000; i++) ASSERT_TRUE((*txn)->Put("k" + std::to_string(10000 + i), "value").ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+  }
+  ASSERT_TRUE((*db)->Compact().ok());  // the keys now lie in the tree
+  for (int i = 0; i < 2000; i++) ASSERT_TRUE((*db)->Get("k" + std::to_string(10000 + i)).ok());  // every leaf verified
+  // The first leaf's last byte: its last value's.
+  uint64_t flip_at = 0;
+  {
+    auto fs = NewPosixFileSystem();
+    auto tree = TreeFile::Open(*fs, path, true, 0, false);
+    ASSERT_TRUE(tree.ok());
+    auto newest = (*tree)->FindNewestCommit((*tree)->file().Size().value(), format::kFileHeaderSizeBytes);
+    ASSERT_TRUE(newest.ok() && newest->has_value());
+    TreeRoot root = RootOf(**newest);
+    NodeRef ref = root.ref;
+    for (uint32_t height = root.height; height > 1; height--) {
+      auto node = (*tree)->ReadNodeUncached(ref);
+      ASSERT_TRUE(node.ok());
+      ref = (*node)->children.front();
+    }
+    flip_at = ref.offset + ref.length - format::kRecordTrailerSizeBytes - 1;
+  }
+  std::string file = testing::ReadFile(path);
+  ASSERT_EQ(file[flip_at], 'e');
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(static_cast<std::streamoff>(flip_at));
+    out.put('E');
+  }
+  ASSERT_TRUE((*db)->Put("k0", "new").ok());  // something for the compaction to do
+  Status s = (*db)->Compact();
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.ToString().find("checksum"), std::string::npos) << s.ToString();
+  EXPECT_EQ((*db)->GetStats()->generation, 1u);  // no new file installed
 }
 
 // With wait_for_writer=false an automatic compaction never gives the writer lock up (taking it
