@@ -8,8 +8,16 @@
 namespace faultfs {
 namespace {
 
+// Under TSan (about fifty times slower here) one workload: its crash states keep both threads
+// busy; elsewhere six.
+#if defined(__SANITIZE_THREAD__)
+constexpr uint64_t kSeeds[] = {11};
+#else
+constexpr uint64_t kSeeds[] = {11, 12, 13, 14, 15, 16};
+#endif
+
 TEST(Explorer, TwoThreadsCheckExactlyWhatOneThreadChecks) {
-  for (uint64_t seed : {11, 12}) {
+  for (uint64_t seed : kSeeds) {
     SCOPED_TRACE("workload seed " + std::to_string(seed));
     const Workload workload = GenerateWorkload(seed, 40);
     ExploreOptions options;
