@@ -125,12 +125,12 @@ Status TreeFile::MapFault(uint64_t offset) {
                          " (SIGBUS: the page could not be read, or the file was cut short under it)");
 }
 
-void TreeFile::Prefetch(NodeRef ref) const {
+void TreeFile::Prefetch(NodeRef ref, NodeUse use) const {
   const FileMapping* mapping = mapping_.load(std::memory_order_acquire);
   if (mapping == nullptr || ref.offset >= mapping->size() || mapping->size() - ref.offset < 128) return;
   __builtin_prefetch(mapping->data() + ref.offset);
   __builtin_prefetch(mapping->data() + ref.offset + 64);
-  verified_.Prefetch(ref.offset);
+  if (use != NodeUse::kOnePass) verified_.Prefetch(ref.offset);
 }
 
 Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref, NodeUse use) {

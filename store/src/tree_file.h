@@ -59,7 +59,7 @@ class TreeFile {
   // A hint that ReadNodeView(ref) comes soon (a scan's next leaf): fetches into the CPU cache the
   // node's first bytes, if mapped, and the verified-node table's line for it. Reads nothing and
   // never faults (a prefetch does not).
-  void Prefetch(NodeRef ref) const;
+  void Prefetch(NodeRef ref, NodeUse use = NodeUse::kSearch) const;  // kOnePass: not the table's line
   // The IOError for a read of the node at `offset` that ReadMapped abandoned; the next read maps
   // the file anew.
   Status MapFault(uint64_t offset);

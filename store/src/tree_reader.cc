@@ -77,7 +77,7 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
     const Level& parent = stack_[stack_.size() - 2];
     NodeRef next;
     if (parent.index + 1 < parent.count && ReadMapped([&] { next = parent.node.view.child(parent.index + 1); })) {
-      file_->Prefetch(next);
+      file_->Prefetch(next, use_);
     }
   }
   return Status::Ok();

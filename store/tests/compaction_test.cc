@@ -532,13 +532,17 @@ TEST(Compaction, OneBadReadDuringAPassAbandonsTheCompactionNotTheDatabase) {
 // Compaction reads every node of the tree once and verifies each as it reads it, even one this
 // process verified before (TreeFile::NodeUse::kOnePass): a leaf whose bytes changed on the disk
 // since a read verified it fails the compaction as Corruption, and is not copied into a new file
-// under fresh checksums.
-TEST(Compaction, ALeafChangedSinceAReadVerifiedItFailsTheCompaction) {
+// under fresh checksums. Through the mapping (the verified-node table) and without it (the node
+// cache).
+class CompactionReads : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CompactionReads, ALeafChangedSinceAReadVerifiedItFailsTheCompaction) {
   TempDir dir;
   const std::string path = dir.Path("db");
   Options options;
   options.create_if_missing = true;
   options.auto_compact = false;
+  options.mmap_reads = GetParam();
   auto db = DB::Open(path, options);
   ASSERT_TRUE(db.ok());
   {
@@ -579,6 +583,9 @@ TEST(Compaction, ALeafChangedSinceAReadVerifiedItFailsTheCompaction) {
   EXPECT_NE(s.ToString().find("checksum"), std::string::npos) << s.ToString();
   EXPECT_EQ((*db)->GetStats()->generation, 1u);  // no new file installed
 }
+
+INSTANTIATE_TEST_SUITE_P(Compaction, CompactionReads, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Mapped" : "Cached"; });
 
 // With wait_for_writer=false an automatic compaction never gives the writer lock up (taking it
 // back would mean waiting, or failing the transaction with Busy after rewriting the database):
