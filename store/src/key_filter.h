@@ -10,7 +10,6 @@
 // Not thread-safe: the owner (LogOverlay) guards it with its own lock.
 #pragma once
 
-
 #include <cstdint>
 #include <string_view>
 #include <vector>
