@@ -131,6 +131,36 @@ TEST(KeyFilter, AFilterBuiltWhileCommitsAreAppliedMissesNoneOfThem) {
   }
 }
 
+// A key drawn to collide in its first eight bytes with others: 0 to 12 bytes of 0, 1, 'a' and 0xff.
+std::string DrawCollidingKey(std::mt19937_64& rng) {
+  const char alphabet[] = {'\0', '\x01', 'a', '\xff'};
+  std::string k(rng() % 13, '\0');
+  for (char& c : k) c = alphabet[rng() % 4];
+  return k;
+}
+
+// An overlay opened at a checkpoint (txn 10, of fold 100 at offset 200) whose batch holds
+// `changes` (a value, or nullopt for a delete), its keys and values viewing into bytes it keeps,
+// as a decoded checkpoint's do.
+std::unique_ptr<LogOverlay> OverlayAtCheckpoint(const std::map<std::string, std::optional<std::string>>& changes) {
+  std::string text;
+  for (const auto& [k, v] : changes) text += k + v.value_or("");
+  ReadBytes bytes;
+  bytes.Resize(text.size());
+  std::copy(text.begin(), text.end(), bytes.span().begin());
+  std::vector<format::BatchChange> base;
+  size_t at = 0;
+  for (const auto& [k, v] : changes) {
+    const std::string_view key = bytes.view().substr(at, k.size());
+    at += k.size();
+    std::optional<std::string_view> value;
+    if (v) value = bytes.view().substr(at, v->size());
+    at += v.value_or("").size();
+    base.push_back(format::BatchChange{key, value});
+  }
+  return std::make_unique<LogOverlay>(100, 200, 10, std::move(bytes), std::move(base), 1000);
+}
+
 // The overlay orders its B-tree by each key's first eight bytes before the whole key: keys that
 // share those bytes, end inside them, or hold zero and 0xff bytes there must still be told apart
 // and kept in byte order. Gets and seeks both ways (which see the B-tree's order), and the fold's
@@ -140,12 +170,7 @@ TEST(KeyFilter, AFilterBuiltWhileCommitsAreAppliedMissesNoneOfThem) {
 TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
   std::mt19937_64 rng(20261203);
   SCOPED_TRACE("seed 20261203");
-  const char alphabet[] = {'\0', '\x01', 'a', '\xff'};
-  auto draw = [&] {
-    std::string k(rng() % 13, '\0');
-    for (char& c : k) c = alphabet[rng() % 4];
-    return k;
-  };
+  auto draw = [&] { return DrawCollidingKey(rng); };
   LogOverlay overlay(100, 7);
   // key -> (txn, value or deleted), oldest first
   std::map<std::string, std::vector<std::pair<uint64_t, std::optional<std::string>>>> model;
@@ -217,33 +242,14 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
 TEST(LogOverlay, ACheckpointsKeysThatShareOrEndInsideTheirPrefixAreFoundInOrder) {
   std::mt19937_64 rng(20261204);
   SCOPED_TRACE("seed 20261204");
-  const char alphabet[] = {'\0', '\x01', 'a', '\xff'};
-  auto draw = [&] {
-    std::string k(rng() % 13, '\0');
-    for (char& c : k) c = alphabet[rng() % 4];
-    return k;
-  };
+  auto draw = [&] { return DrawCollidingKey(rng); };
   std::map<std::string, std::optional<std::string>> model;
   for (int i = 0; i < 3000; i++) {
     std::string k = draw();
     model[k] = rng() % 4 == 0 ? std::nullopt : std::optional<std::string>(k + "@checkpoint");
   }
-  std::string text;
-  for (const auto& [k, v] : model) text += k + v.value_or("");
-  ReadBytes bytes;
-  bytes.Resize(text.size());
-  std::copy(text.begin(), text.end(), bytes.span().begin());
-  std::vector<format::BatchChange> base;
-  size_t at = 0;
-  for (const auto& [k, v] : model) {
-    const std::string_view key = bytes.view().substr(at, k.size());
-    at += k.size();
-    std::optional<std::string_view> value;
-    if (v) value = bytes.view().substr(at, v->size());
-    at += v.value_or("").size();
-    base.push_back(format::BatchChange{key, value});
-  }
-  LogOverlay overlay(100, 200, 10, std::move(bytes), std::move(base), 1000);
+  const std::unique_ptr<LogOverlay> at_checkpoint = OverlayAtCheckpoint(model);
+  const LogOverlay& overlay = *at_checkpoint;
   std::vector<std::string> probes;
   for (const auto& [k, v] : model) probes.push_back(k);
   for (int i = 0; i < 3000; i++) probes.push_back(draw());
@@ -278,21 +284,10 @@ void CheckWalkAsCommitsArrive(bool with_checkpoint) {
   std::map<std::string, std::optional<std::string>> want;  // as of the walk's snapshot, txn 20
   std::unique_ptr<LogOverlay> overlay;
   if (with_checkpoint) {
-    std::map<std::string, std::string> checkpoint;
-    for (int i = 0; i < 400; i++) checkpoint[key(rng())] = "checkpoint";
-    std::string text;
-    for (const auto& [k, v] : checkpoint) text += k;
-    ReadBytes bytes;
-    bytes.Resize(text.size());
-    std::copy(text.begin(), text.end(), bytes.span().begin());
-    std::vector<format::BatchChange> base;
-    size_t at = 0;
-    for (const auto& [k, v] : checkpoint) {
-      base.push_back(format::BatchChange{bytes.view().substr(at, k.size()), std::nullopt});  // deletes
-      at += k.size();
-      want[k] = std::nullopt;
-    }
-    overlay = std::make_unique<LogOverlay>(100, 200, 10, std::move(bytes), std::move(base), 1000);
+    std::map<std::string, std::optional<std::string>> checkpoint;
+    for (int i = 0; i < 400; i++) checkpoint[key(rng())] = std::nullopt;  // deletes
+    for (const auto& [k, v] : checkpoint) want[k] = std::nullopt;
+    overlay = OverlayAtCheckpoint(checkpoint);
   } else {
     overlay = std::make_unique<LogOverlay>(100, 10);
   }
