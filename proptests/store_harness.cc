@@ -16,10 +16,12 @@ Sut::Sut(bool simulated_fs, Durability durability, uint64_t seed_value) : simula
   options.value_size_max_bytes = 4096;
   options.node_cache_bytes = 64 * 1024;
   // The write path varies with the seed: fold every commit, every few, or rarely; compact by
-  // itself often or hardly ever.
+  // itself often or hardly ever; merge the log's index in memory as often as it may, or (the
+  // default) not in a run this small.
   static const uint64_t kFoldThresholds[] = {0, 300, 2000, uint64_t{1} << 22};
   options.fold_threshold_bytes = kFoldThresholds[seed % 4];
   options.auto_compact_slack_bytes = (seed / 4) % 2 == 0 ? 2048 : uint64_t{1} << 20;
+  if ((seed / 8) % 2 == 0) options.overlay_merge_keys = 1;
   if (simulated) {
     sim = std::make_shared<faultfs::SimFileSystem>(seed);
     options.file_system = sim;

@@ -173,6 +173,8 @@ int RunChild(const ChildArgs& a) {
   faultfs::Rng knobs(a.seed ^ 0x6b6e6f6273ull);
   options.fold_threshold_bytes = kFoldThresholds[knobs.Uniform(3)];
   options.auto_compact_slack_bytes = kSlacks[knobs.Uniform(3)];
+  // The log's index in memory merged as often as it may, or at the default.
+  if (knobs.OneIn(2)) options.overlay_merge_keys = 1;
   auto db = dbdb::DB::Open(a.path, options);
   if (!db.ok()) out.Die("open", db.status(), "");
   return a.role == "writer" ? RunWriter(a, **db, out) : RunReader(a, **db, out);

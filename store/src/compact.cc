@@ -66,7 +66,7 @@ Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, WriterLock* hel
 
 Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, WriterLock* held) {
   DBDB_ASSIGN_OR_RETURN(format::Commit fold, WriteCompactedTree(start, out));
-  CopiedLog log{*start.commit, fold, fold.record_end(), std::make_shared<LogOverlay>(fold.offset, fold.txn_id)};
+  CopiedLog log{*start.commit, fold, fold.record_end(), NewOverlay(fold.offset, fold.txn_id)};
   if (held != nullptr) return LockedLog{std::move(*held), log};  // nothing can have been committed since
   for (int pass = 0; pass < kUnlockedPassesMax; pass++) {
     DBDB_RETURN_IF_ERROR(CheckNotClosing());

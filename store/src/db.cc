@@ -32,6 +32,7 @@ Status ValidateOptions(const Options& o) {
   if (o.fold_threshold_bytes > kTransactionBytesMax) {
     return Status::InvalidArgument("fold_threshold_bytes must be at most 1073741824");
   }
+  if (o.overlay_merge_keys == 0) return Status::InvalidArgument("overlay_merge_keys must be at least 1");
   if (o.allocate_ahead_bytes > format::kAllocateAheadMaxBytes) {
     return Status::InvalidArgument("allocate_ahead_bytes must be at most 1048576");
   }
@@ -329,9 +330,8 @@ Status DBImpl::CatchUpOverlay() {
       if (!changes.ok()) {
         return changes.status().IsCorruption() ? not_checkpoint(*checkpoint, changes.status()) : changes.status();
       }
-      overlay_ = std::make_shared<LogOverlay>(newest.fold_offset, checkpoint->offset, checkpoint->txn_id,
-                                              std::move(bytes), std::move(changes).value(),
-                                              LogRecordBytes(*checkpoint));
+      overlay_ = NewOverlay(newest.fold_offset, checkpoint->offset, checkpoint->txn_id, std::move(bytes),
+                            std::move(changes).value(), LogRecordBytes(*checkpoint));
     }
     // Oldest first, each new commit must follow the overlay's newest one: the next txn id, or (a
     // checkpoint) the same. A commit that repeats or goes back in txn ids otherwise is a damaged
@@ -360,14 +360,14 @@ Status DBImpl::CatchUpOverlay() {
 }
 
 Result<std::shared_ptr<LogOverlay>> DBImpl::OverlayAtFold(const format::Commit& newest) {
-  if (newest.folded()) return std::make_shared<LogOverlay>(newest.offset, newest.txn_id);
+  if (newest.folded()) return NewOverlay(newest.offset, newest.txn_id);
   DBDB_ASSIGN_OR_RETURN(format::Commit fold, file_->ReadCommit(newest.fold_offset));
   if (!fold.folded() || !SameTree(fold, newest) || fold.txn_id >= newest.txn_id) {
     return Status::Corruption(path_ + ": the commit at offset " + std::to_string(newest.offset) +
                               " names a fold at offset " + std::to_string(newest.fold_offset) +
                               " that is not its fold");
   }
-  return std::make_shared<LogOverlay>(fold.offset, fold.txn_id);
+  return NewOverlay(fold.offset, fold.txn_id);
 }
 
 View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
@@ -780,7 +780,7 @@ void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* c
   if (!newer) return;
   const format::Commit& c = *newest_;
   if (c.folded()) {
-    overlay_ = std::make_shared<LogOverlay>(c.offset, c.txn_id);
+    overlay_ = NewOverlay(c.offset, c.txn_id);
   } else if (changes != nullptr && overlay_ && overlay_->fold_offset() == c.fold_offset &&
              overlay_->through_offset() == c.prev_commit_offset) {
     overlay_->Apply(c.offset, c.txn_id, *changes, LogRecordBytes(c));  // this handle's own commit

@@ -329,6 +329,13 @@ class DBImpl final : public DB {
   // A new, empty overlay over the fold `newest` builds on, from the fold commit's txn id (read and
   // checked against `newest`: a fold commit with the same tree and an older txn id).
   Result<std::shared_ptr<LogOverlay>> OverlayAtFold(const format::Commit& newest) REQUIRES(state_mutex_);
+  // A new overlay (the arguments are LogOverlay's constructor's), tuned by options_.
+  template <typename... Args>
+  std::shared_ptr<LogOverlay> NewOverlay(Args&&... args) const {
+    auto overlay = std::make_shared<LogOverlay>(std::forward<Args>(args)...);
+    overlay->SetMergeKeys(options_.overlay_merge_keys);
+    return overlay;
+  }
   // The view of the handle's newest commit (the overlay caught up).
   View CurrentView() const REQUIRES(state_mutex_);
 

@@ -8,17 +8,25 @@
 // out under the lock, so nothing a reader holds can change under it.
 //
 // Memory: an overlay only grows until it is dropped (versions are never removed), so its keys,
-// values and tree nodes come from one arena, freed at once with the overlay. Replaying a commit
-// costs one tree lookup per change and a few bump allocations, no allocation per key or value:
-// opening a file replays the whole unfolded tail (docs/FORMAT.md, "Commits, batches and folds").
+// values and versions come from one arena, freed at once with the overlay. Replaying a commit
+// costs one search of a small tree per change and a few bump allocations, no allocation per key or
+// value: opening a file replays the whole unfolded tail (docs/FORMAT.md, "Commits, batches and
+// folds").
 //
-// The keys are kept in a B-tree (absl::btree_set), not a red-black tree, each with its first
-// eight bytes beside it. Between folds (and at a million keys and more, where compactions take
-// the place of folds) an overlay holds hundreds of thousands of keys, every change of every commit
-// is one ordered insert, and at that size each level of a binary tree, and each comparison that
-// reads a key, is a cache miss. A profile of a 1M-key batch fill had that insert at two thirds of
-// the committing thread's time. A B-tree node holds many entries in a few cache lines, and the
-// prefixes settle most comparisons without reading the key.
+// The keys live in two places, each key with its first eight bytes beside it (most comparisons are
+// settled without reading the key, a cache miss):
+// - `recent_`, a B-tree (absl::btree_set) of the keys changed since the last merge, kept small
+//   (RecentLimit()) so that its upper levels stay in the CPU cache;
+// - `merged_`, a sorted array of the keys changed before it.
+// Between folds (and at a million keys and more, where compactions take the place of folds) an
+// overlay holds hundreds of thousands of keys, and every change of every commit is one ordered
+// insert. In one B-tree of them all, each level of that insert was a cache miss: a profile of a
+// 1M-key batch fill had it at a third of all samples, and it costs twice that per key at a million
+// keys as at a quarter million. Inserting into the small tree and merging it into the array, one
+// sequential pass every RecentLimit() new keys, keeps the insert's cost flat.
+//
+// A key may be in both: then the tree holds its versions since the merge and the array the older
+// ones, and a merge links the two lists. A merge moves entries, so it ends every Position.
 //
 // Checkpoints: an overlay opened at a checkpoint (a commit whose batch holds every key's newest
 // change since the fold, as of its txn; docs/FORMAT.md, "Checkpoints") starts from that batch as
@@ -87,6 +95,8 @@ class LogOverlay {
   // The record bytes of every checkpoint since the fold this overlay knows of: each it stepped over,
   // and the one it was opened at (not those before that one, which it never read).
   uint64_t checkpoints_bytes() const;
+  // How many times Apply has merged the tree into the array.
+  uint64_t merges() const;
 
   // Applies the changes of the commit at `commit_offset` (txn `txn_id`, newer than every applied
   // one), whose records took `record_bytes`. REQUIRES: commit_offset > through_offset() and
@@ -104,9 +114,10 @@ class LogOverlay {
   std::optional<std::optional<std::string>> Get(std::string_view key, uint64_t txn_id) const;
 
   // Where a forward walk through the changes stands (an iterator's LogCursor): the next candidates
-  // in the tree and in the checkpoint's array. Valid only while no key has been added to the
-  // overlay since it was taken (a B-tree insert moves entries); Next checks, and seeks if one was.
-  // A position passes for good the tree's keys with no version visible to the walk's txn: sound
+  // in the tree, in the merged array and in the checkpoint's array. Valid only while no key has
+  // been added to the tree and no merge has run since it was taken (both move entries); Next
+  // checks, and seeks if either happened.
+  // A position passes for good the keys with no version visible to the walk's txn: sound
   // because a version applied later is newer than every snapshot of the overlay (Apply requires
   // txn ids above through_txn_id(), and a view is at most that), so such a key stays invisible.
   class Position;
@@ -128,7 +139,7 @@ class LogOverlay {
   // One version of a key, in the arena; a key's versions are a list from the newest back.
   struct Version {
     uint64_t txn_id;
-    const Version* older;    // the version before it, or null
+    Version* older;          // the version before it, or null (changed only by MergeRecent)
     std::string_view value;  // in the arena
     bool deleted;
   };
@@ -136,7 +147,7 @@ class LogOverlay {
   struct Held {
     const char* data;
     size_t size;
-    const Version* newest;
+    Version* newest;
     std::string_view key() const { return {data, size}; }
   };
   // The tree's element: a held key and its KeyPrefix (key_prefix.h), so that
@@ -163,7 +174,7 @@ class LogOverlay {
     static std::string_view KeyOf(const Entry& e) { return e.held->key(); }
     static std::string_view KeyOf(const Probe& p) { return p.key; }
   };
-  using Entries = absl::btree_set<Entry, EntryLess, std::pmr::polymorphic_allocator<Entry>>;
+  using Entries = absl::btree_set<Entry, EntryLess>;
 
  public:
   class Position {
@@ -172,18 +183,36 @@ class LogOverlay {
 
    private:
     friend class LogOverlay;
-    Position(uint64_t k, Entries::const_iterator e, size_t b) : keys_added(k), entry(e), base(b) {}
-    uint64_t keys_added = UINT64_MAX;  // keys_added_ when taken (UINT64_MAX: never taken)
+    Position(uint64_t g, Entries::const_iterator e, size_t m, size_t b) : generation(g), entry(e), merged(m), base(b) {}
+    uint64_t generation = UINT64_MAX;  // generation_ when taken (UINT64_MAX: never taken)
     Entries::const_iterator entry;     // the first tree entry not yet passed
+    size_t merged = 0;                 // the first entry of merged_ not yet passed
     size_t base = 0;                   // the first checkpoint change not yet passed
   };
 
+  // Apply merges the tree into the array once the tree holds `keys` keys (at least 1) or a quarter
+  // as many as the array, whichever is more (Options::overlay_merge_keys; kMergeKeysDefault).
+  void SetMergeKeys(size_t keys);
+  static constexpr size_t kMergeKeysDefault = 16384;
+
  private:
-  // The first change at or after the candidates `entry` (skipping keys with no version at or before
-  // `txn_id`) and `base`; with `position`, where to go on from it. REQUIRES: mutex_ held shared.
-  bool FirstFrom(Entries::const_iterator entry, size_t base, uint64_t txn_id, std::string* found_key,
+  // The first change at or after the candidates `entry`, `merged` (skipping, in both, keys with no
+  // version at or before `txn_id`) and `base`; with `position`, where to go on from it. On one key,
+  // the tree's version wins over the array's, and either over the checkpoint's. REQUIRES: mutex_
+  // held shared.
+  bool FirstFrom(Entries::const_iterator entry, size_t merged, size_t base, uint64_t txn_id, std::string* found_key,
                  std::optional<std::string>* value, Position* position) const;
   static const Version* VisibleAt(const Version* newest, uint64_t txn_id);
+  // The newest version of `key` at or before `txn_id` in the tree, then in the array; null if
+  // neither has one. REQUIRES: mutex_ held.
+  const Version* FindVisible(const Probe& probe, uint64_t txn_id) const;
+  // The first entry of merged_ >= `probe` (> when !inclusive).
+  size_t MergedSeek(const Probe& probe, bool inclusive) const;
+  // How many keys the tree may hold before Apply merges it into the array: a quarter of the array
+  // (each key is then moved about five times in all), at least merge_keys_.
+  size_t RecentLimit() const;
+  // Merges recent_ into merged_ and empties it. REQUIRES: mutex_ held exclusively.
+  void MergeRecent();
   // The checkpoint's change of `key`, or null. REQUIRES: mutex_ held; txn_id >= base_txn_id_.
   const format::BatchChange* BaseFind(std::string_view key, uint64_t txn_id) const;
   // The first checkpoint change with a key >= `key` (> when !inclusive).
@@ -205,7 +234,9 @@ class LogOverlay {
   uint64_t commits_after_checkpoint_ = 0;    // GUARDED_BY(mutex_)
   uint64_t checkpoints_bytes_ = 0;           // GUARDED_BY(mutex_)
   uint64_t log_bytes_ = 0;                   // GUARDED_BY(mutex_)
-  uint64_t keys_added_ = 0;                  // GUARDED_BY(mutex_): inserts into entries_ (Position)
+  // GUARDED_BY(mutex_): inserts into recent_ and merges, each of which may move entries (Position).
+  uint64_t generation_ = 0;
+  uint64_t merges_ = 0;  // GUARDED_BY(mutex_)
   // The checkpoint this overlay was opened at (empty if none): its changes, viewing into its
   // bytes, at base_txn_id_. Never changed after construction.
   const ReadBytes base_bytes_;
@@ -215,10 +246,12 @@ class LogOverlay {
   const std::vector<uint64_t> base_prefixes_;
   const uint64_t base_txn_id_ = 0;
   std::pmr::monotonic_buffer_resource arena_;  // GUARDED_BY(mutex_) for allocation
-  // In the arena too, and never destroyed: everything it holds is trivially destructible and the
-  // arena frees it all at once, so dropping an overlay does not walk its tree.
-  Entries& entries_ = *new (arena_.allocate(sizeof(Entries), alignof(Entries))) Entries(&arena_);  // GUARDED_BY(mutex_)
-  // Every key of base_ and entries_ once built (never a false negative: a key missing here is
+  size_t merge_keys_ = kMergeKeysDefault;  // GUARDED_BY(mutex_)
+  // The keys changed since the last merge (their nodes from the heap, reused after each merge),
+  // and, sorted, those changed before it. GUARDED_BY(mutex_).
+  Entries recent_;
+  std::vector<Entry> merged_;
+  // Every key of base_, merged_ and recent_ once built (never a false negative: a key missing here is
   // read from the tree, a stale read). Built by the first Get under the shared lock and
   // filter_build_mutex_, published by filter_built_ (release); from then on changed only by Apply,
   // under the exclusive lock.

@@ -161,19 +161,39 @@ std::unique_ptr<LogOverlay> OverlayAtCheckpoint(const std::map<std::string, std:
   return std::make_unique<LogOverlay>(100, 200, 10, std::move(bytes), std::move(base), 1000);
 }
 
-// The overlay orders its B-tree by each key's first eight bytes before the whole key: keys that
-// share those bytes, end inside them, or hold zero and 0xff bytes there must still be told apart
-// and kept in byte order. Gets and seeks both ways (which see the B-tree's order), and the fold's
-// LatestChanges (which sees which versions are kept), at several snapshots, against a model, for
-// keys drawn to collide: lengths 0 to 12 over the bytes 0, 1, 'a' and 0xff. And the empty view,
-// whose data() is null (an iterator's SeekToFirst seeks it).
-TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
+// The overlay orders its keys by their first eight bytes before the whole keys: keys that share
+// those bytes, end inside them, or hold zero and 0xff bytes there must still be told apart and kept
+// in byte order. Gets, seeks both ways and whole walks with Next (which see the order), and the
+// fold's LatestChanges (which sees which versions are kept), at several snapshots, against a
+// model, for keys drawn to collide: lengths 0 to 12 over the bytes 0, 1, 'a' and 0xff. And the
+// empty view, whose data() is null (an iterator's SeekToFirst seeks it).
+//
+// `merge_keys` low makes Apply merge its B-tree into its sorted array every few commits, so that
+// many keys have versions in both, linked by the merges (log_overlay.h); `with_checkpoint` puts a
+// checkpoint's array under both, whose changes theirs hide.
+void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
   std::mt19937_64 rng(20261203);
-  SCOPED_TRACE("seed 20261203");
+  SCOPED_TRACE("seed 20261203, merge_keys " + std::to_string(merge_keys) +
+               (with_checkpoint ? ", over a checkpoint" : ""));
   auto draw = [&] { return DrawCollidingKey(rng); };
-  LogOverlay overlay(100, 7);
   // key -> (txn, value or deleted), oldest first
   std::map<std::string, std::vector<std::pair<uint64_t, std::optional<std::string>>>> model;
+  std::unique_ptr<LogOverlay> overlay;
+  uint64_t first_txn;  // the overlay's: its fold's, or its checkpoint's
+  if (with_checkpoint) {
+    std::map<std::string, std::optional<std::string>> checkpoint;
+    for (int i = 0; i < 300; i++) {
+      std::string k = draw();
+      checkpoint[k] = rng() % 4 == 0 ? std::nullopt : std::optional<std::string>(k + "@checkpoint");
+    }
+    for (const auto& [k, v] : checkpoint) model[k].emplace_back(10, v);
+    overlay = OverlayAtCheckpoint(checkpoint);
+    first_txn = 10;
+  } else {
+    overlay = std::make_unique<LogOverlay>(100, 7);
+    first_txn = 7;
+  }
+  if (merge_keys != 0) overlay->SetMergeKeys(merge_keys);
   std::vector<std::string> probes;
   for (uint64_t commit = 0; commit < 60; commit++) {
     std::map<std::string, std::optional<std::string>> batch;
@@ -184,8 +204,9 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
     }
     std::vector<format::BatchChange> changes;
     for (const auto& [k, v] : batch) changes.push_back({k, v ? std::optional<std::string_view>(*v) : std::nullopt});
-    overlay.Apply(200 + commit, 8 + commit, changes, 100);
-    for (const auto& [k, v] : batch) model[k].emplace_back(8 + commit, v);
+    const uint64_t txn = first_txn + 1 + commit;
+    overlay->Apply(300 + commit, txn, changes, 100);
+    for (const auto& [k, v] : batch) model[k].emplace_back(txn, v);
   }
   for (const auto& [k, versions] : model) probes.push_back(k);
   // What the model holds for `key` at `txn`: nullopt if nothing.
@@ -198,18 +219,20 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
     }
     return out;
   };
-  // Before the first commit nothing is visible (a seek from here would walk every key).
-  EXPECT_EQ(overlay.Get(std::string_view(), 7), std::nullopt);
-  EXPECT_EQ(overlay.Get(draw(), 7), std::nullopt);
+  if (!with_checkpoint) {
+    // Before the first commit nothing is visible (a seek from here would walk every key).
+    EXPECT_EQ(overlay->Get(std::string_view(), first_txn), std::nullopt);
+    EXPECT_EQ(overlay->Get(draw(), first_txn), std::nullopt);
+  }
   {
     std::string found;
     std::optional<std::string> value;
-    ASSERT_TRUE(overlay.Seek(std::string_view(), true, 67, &found, &value));
+    ASSERT_TRUE(overlay->Seek(std::string_view(), true, first_txn + 60, &found, &value));
     EXPECT_EQ(found, model.begin()->first);
   }
-  for (uint64_t txn : {uint64_t{8}, uint64_t{30}, uint64_t{67}}) {
+  for (uint64_t txn : {first_txn, first_txn + 1, first_txn + 23, first_txn + 60}) {
     for (const std::string& probe : probes) {
-      ASSERT_EQ(overlay.Get(probe, txn), at(probe, txn)) << "get, txn " << txn;
+      ASSERT_EQ(overlay->Get(probe, txn), at(probe, txn)) << "get, txn " << txn;
       for (bool inclusive : {true, false}) {
         std::optional<std::string> want_key;
         for (auto it = inclusive ? model.lower_bound(probe) : model.upper_bound(probe); it != model.end(); ++it) {
@@ -220,7 +243,7 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
         }
         std::string found;
         std::optional<std::string> value;
-        const bool got = overlay.Seek(probe, inclusive, txn, &found, &value);
+        const bool got = overlay->Seek(probe, inclusive, txn, &found, &value);
         ASSERT_EQ(got, want_key.has_value()) << "seek, txn " << txn << (inclusive ? " >=" : " >");
         if (got) {
           ASSERT_EQ(found, *want_key) << "seek, txn " << txn;
@@ -232,7 +255,26 @@ TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
     for (const auto& [k, versions] : model) {
       if (auto v = at(k, txn)) want.emplace(k, *v);
     }
-    ASSERT_EQ(overlay.LatestChanges(txn), want) << "txn " << txn;
+    ASSERT_EQ(overlay->LatestChanges(txn), want) << "txn " << txn;
+    // A whole walk from the first key, stepping with Next.
+    LogOverlay::Latest walked;
+    std::string found;
+    std::optional<std::string> value;
+    LogOverlay::Position position;
+    for (bool valid = overlay->Seek(std::string_view(), true, txn, &found, &value, &position); valid;
+         valid = overlay->Next(txn, &found, &value, &position)) {
+      ASSERT_TRUE(walked.empty() || walked.rbegin()->first < found) << "walk out of order at txn " << txn;
+      walked.emplace(found, value);
+    }
+    ASSERT_EQ(walked, want) << "walk, txn " << txn;
+  }
+}
+
+TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
+  for (bool with_checkpoint : {false, true}) {
+    CheckVersionsAgainstModel(0, with_checkpoint);  // 2,400 changes: no merge at the default
+    CheckVersionsAgainstModel(1, with_checkpoint);  // a merge every quarter of the array
+    CheckVersionsAgainstModel(40, with_checkpoint);
   }
 }
 
@@ -276,9 +318,11 @@ TEST(LogOverlay, ACheckpointsKeysThatShareOrEndInsideTheirPrefixAreFoundInOrder)
 // where it stopped while the overlay gains no key, and searches again when it does: commits after
 // the walk's snapshot, adding keys before and after where it stands and new versions of keys it
 // has yet to reach, change nothing it sees. With and without a checkpoint under the tree, whose
-// changes the tree's hide on the same key.
-void CheckWalkAsCommitsArrive(bool with_checkpoint) {
-  SCOPED_TRACE(with_checkpoint ? "over a checkpoint" : "no checkpoint");
+// changes the tree's hide on the same key; and with `merge_keys` 1, merges of the tree into the
+// array during the walk (each ends every position).
+void CheckWalkAsCommitsArrive(bool with_checkpoint, size_t merge_keys) {
+  SCOPED_TRACE(std::string(with_checkpoint ? "over a checkpoint" : "no checkpoint") + ", merge_keys " +
+               std::to_string(merge_keys));
   std::mt19937_64 rng(20261204);
   auto key = [&](uint64_t n) { return "k" + std::to_string(n % 3000 + 1000); };  // 1000..3999, byte order as numbers
   std::map<std::string, std::optional<std::string>> want;  // as of the walk's snapshot, txn 20
@@ -291,6 +335,7 @@ void CheckWalkAsCommitsArrive(bool with_checkpoint) {
   } else {
     overlay = std::make_unique<LogOverlay>(100, 10);
   }
+  if (merge_keys != 0) overlay->SetMergeKeys(merge_keys);
   uint64_t offset = 300, txn = 11;
   auto commit = [&](int keys, bool seen) {
     std::map<std::string, std::optional<std::string>> batch;
@@ -303,6 +348,7 @@ void CheckWalkAsCommitsArrive(bool with_checkpoint) {
     }
   };
   while (txn <= 20) commit(60, true);  // the snapshot: txn 20
+  const uint64_t merges_before_walk = overlay->merges();
   std::vector<std::string> got;
   std::string found;
   std::optional<std::string> value;
@@ -318,11 +364,16 @@ void CheckWalkAsCommitsArrive(bool with_checkpoint) {
   for (const auto& [k, v] : want) keys.push_back(k);
   EXPECT_EQ(got, keys);
   EXPECT_GT(txn, 40u) << "too few commits arrived during the walk";
+  if (merge_keys == 1) {
+    EXPECT_GE(overlay->merges() - merges_before_walk, 1u) << "no merge during the walk";
+  }
 }
 
 TEST(LogOverlay, AWalkGoesOnFromWhereItStoppedAndSeesNoLaterCommit) {
-  CheckWalkAsCommitsArrive(false);
-  CheckWalkAsCommitsArrive(true);
+  for (bool with_checkpoint : {false, true}) {
+    CheckWalkAsCommitsArrive(with_checkpoint, 0);
+    CheckWalkAsCommitsArrive(with_checkpoint, 1);
+  }
 }
 
 // A FileMapping is only compared by address here; two distinct objects stand for two mappings.

@@ -162,6 +162,9 @@ struct DbdbTuning {
   uint32_t node_size_target_bytes = 512;
   uint64_t fold_threshold_bytes = 1024;
   uint64_t auto_compact_slack_bytes = 4096;
+  // 1: each handle merges its in-memory index of the unfolded log (Options::overlay_merge_keys)
+  // as often as it may, every few commits of a small workload, so that merges are explored.
+  uint32_t overlay_merge_keys = 1;
 };
 
 // Whether `name` ("engine/config", "engine", or "" for the default) names dbdb.
