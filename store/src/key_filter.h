@@ -21,9 +21,14 @@ class KeyFilter {
   KeyFilter() : words_(kMinWords, 0) {}
 
   // Adds `key`. True if the filter is now too full and the owner should call Rebuild with every
-  // key it holds (which doubles it).
+  // key it holds (which doubles it). A key whose bits are all set already (added before, or a
+  // false positive) changes nothing and is not counted: the owner may add a key more than once.
   bool Add(std::string_view key) {
-    Set(Hash(key));
+    const uint64_t h = Hash(key);
+    uint64_t& word = words_[h & (words_.size() - 1)];
+    const uint64_t mask = Mask(h);
+    if ((word & mask) == mask) return false;
+    word |= mask;
     return ++keys_ * kBitsPerKeyMin > words_.size() * 64;
   }
 
@@ -56,7 +61,6 @@ class KeyFilter {
   static uint64_t Mask(uint64_t h) {
     return (uint64_t{1} << ((h >> 46) & 63)) | (uint64_t{1} << ((h >> 52) & 63)) | (uint64_t{1} << ((h >> 58) & 63));
   }
-  void Set(uint64_t h) { words_[h & (words_.size() - 1)] |= Mask(h); }
 
   std::vector<uint64_t> words_;  // a power of two of them
   size_t keys_ = 0;

@@ -95,10 +95,12 @@ TEST(KeyFilter, TheOverlayFindsEveryKeyItHoldsAndNoOther) {
 
 // Under TSan too: the first gets of a fresh overlay build its filter while commits are applied to
 // it. A reader that has seen a commit applied (the counter below, published after Apply returns)
-// must find its key, whichever of the build and that Apply came first.
+// must find its key, whichever of the build and that Apply came first. Every other round the
+// overlay merges its tree into its array as often as it may, so that gets race merges too.
 TEST(KeyFilter, AFilterBuiltWhileCommitsAreAppliedMissesNoneOfThem) {
   for (int round = 0; round < 20; round++) {
     LogOverlay overlay(100, 7);
+    if (round % 2 == 1) overlay.SetMergeKeys(1);
     constexpr uint64_t kCommits = 100;
     std::atomic<uint64_t> applied{0};  // commits whose Apply has returned
     std::atomic<uint64_t> missed{0};
@@ -128,6 +130,9 @@ TEST(KeyFilter, AFilterBuiltWhileCommitsAreAppliedMissesNoneOfThem) {
     }
     for (auto& t : readers) t.join();
     ASSERT_EQ(missed.load(), 0u) << "round " << round;
+    if (round % 2 == 1) {
+      EXPECT_GE(overlay.merges(), 4u) << "round " << round;
+    }
   }
 }
 
@@ -207,6 +212,9 @@ void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
     const uint64_t txn = first_txn + 1 + commit;
     overlay->Apply(300 + commit, txn, changes, 100);
     for (const auto& [k, v] : batch) model[k].emplace_back(txn, v);
+  }
+  if (merge_keys != 0) {
+    EXPECT_GT(overlay->merges(), 5u) << "too few merges";
   }
   for (const auto& [k, versions] : model) probes.push_back(k);
   // What the model holds for `key` at `txn`: nullopt if nothing.
