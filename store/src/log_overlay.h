@@ -6,7 +6,9 @@
 //
 // Thread safety: Apply takes the lock exclusively; every read takes it shared. Values are copied
 // out under the lock, so nothing a reader holds can change under it. An Apply that merges (below)
-// holds the lock for one pass over the sorted array: reads of this overlay wait for it (MERGE_MS).
+// holds the lock for one pass over the sorted array, and reads of this overlay wait for it: in the
+// driver below, 9 ms at 514,000 keys and 15 ms at 804,000, and 39 ms at 643,000, where the array
+// doubled its capacity (its new pages faulted in).
 //
 // Memory: an overlay only grows until it is dropped (versions are never removed), so its keys,
 // values and versions come from one arena, freed at once with the overlay: replaying a commit
