@@ -11,7 +11,7 @@ packages=(
   libfiu-dev fiu-utils                              # fault injection
   libcli11-dev nlohmann-json3-dev libfmt-dev        # command lines, reports
   libbenchmark-dev                                  # microbenchmarks
-  clang libclang-rt-14-dev                          # the libFuzzer targets (ci/fuzz.sh)
+  clang libclang-rt-14-dev                          # the libFuzzer targets (ci/fuzz.sh), the sanitizer trees
   liblmdb-dev libleveldb-dev librocksdb-dev libsqlite3-dev  # the peers of dbdb-bench
   jq chromium fonts-dejavu-core                     # campaign merges and the HTML report's browser test
   fuse3 libfuse3-dev sqlite3                        # dbdb-powerfs (FUSE) and the unmodified-programs recipe

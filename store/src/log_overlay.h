@@ -17,8 +17,9 @@
 //
 // The keys are indexed in two parts, each key with its first eight bytes beside it (most
 // comparisons are settled without reading the key, a cache miss):
-// - `recent_`, a B-tree (absl::btree_set) of the keys changed since the last merge, at most
-//   RecentLimit() of them: Options::overlay_merge_keys, or a quarter of the array if more;
+// - `recent_`, a B-tree (absl::btree_set) of the keys changed since the last merge, about
+//   RecentLimit() of them at most (Options::overlay_merge_keys, or a quarter of the array if
+//   more; Apply checks after each whole batch, so one large batch may pass it);
 // - `merged_`, a sorted array of the keys changed before it, into which Apply merges the tree,
 //   in place from the back, once the tree reaches that limit (so each key is moved about five
 //   times in all).
@@ -35,10 +36,10 @@
 //
 // Checkpoints: an overlay opened at a checkpoint (a commit whose batch holds every key's newest
 // change since the fold, as of its txn; docs/FORMAT.md, "Checkpoints") starts from that batch as
-// it was read, a sorted array searched in place, and keeps only the commits after it in the tree:
-// opening costs one read and one decode of the checkpoint, not a tree insert per change. Every
-// snapshot of such an overlay is at the checkpoint's txn or later, so every change of the array is
-// visible to it.
+// it was read, a sorted array searched in place (`base_`), and indexes only the commits after it
+// in the two parts above: opening costs one read and one decode of the checkpoint, not an insert
+// per change. Every snapshot of such an overlay is at the checkpoint's txn or later, so every
+// change of the checkpoint's array is visible to it.
 //
 // Get asks a Bloom filter of every key the overlay holds (key_filter.h) before searching: most
 // reads of a large database are of keys the overlay does not hold. The first Get builds it (so
@@ -93,7 +94,7 @@ class LogOverlay {
   // Record bytes of what a reader replays: the newest checkpoint's records (if any) and those of
   // the commits applied after it (batch, commit and seal records).
   uint64_t log_bytes() const;
-  size_t key_count() const;  // keys with a change (at most; a key may be counted twice)
+  size_t key_count() const;  // keys with a change (at most: a key may be counted in each part)
   // The newest checkpoint's record bytes (0: none since the fold), and the commits applied after it.
   uint64_t checkpoint_bytes() const;
   uint64_t commits_after_checkpoint() const;

@@ -279,10 +279,15 @@ void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
 }
 
 TEST(LogOverlay, KeysThatShareOrEndInsideTheirPrefixKeepTheirOrderAndVersions) {
+  // 0: 2,400 changes, no merge at the default; 1: a merge every quarter of the array. Under a
+  // sanitizer (this test took 10 s under ASan and 30 s under TSan for all three) only 1.
+#if defined(DBDB_SANITIZER_THREAD) || defined(DBDB_SANITIZER_ADDRESS)
+  const size_t merge_keys[] = {1};
+#else
+  const size_t merge_keys[] = {0, 1, 40};
+#endif
   for (bool with_checkpoint : {false, true}) {
-    CheckVersionsAgainstModel(0, with_checkpoint);  // 2,400 changes: no merge at the default
-    CheckVersionsAgainstModel(1, with_checkpoint);  // a merge every quarter of the array
-    CheckVersionsAgainstModel(40, with_checkpoint);
+    for (size_t keys : merge_keys) CheckVersionsAgainstModel(keys, with_checkpoint);
   }
 }
 
