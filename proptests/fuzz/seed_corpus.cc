@@ -41,6 +41,10 @@ struct Maker {
 
   explicit Maker(dbdb::Options options = {}) {
     options.file_system = fs;
+    // No space allocated ahead (Options::allocate_ahead_bytes, since these seeds were first
+    // made): the image is taken with the handle open, and the zeros ahead of its next commit
+    // (64 KiB by default) would put every seed over 16 KiB.
+    options.allocate_ahead_bytes = 0;
     options.create_if_missing = true;
     auto opened = dbdb::DB::Open("db", options);
     Must(opened.status(), "open");
