@@ -111,10 +111,10 @@ const char* ValidateNode(uint64_t offset, format::RecordType type, std::string_v
   uint64_t count = DecodeFixed32(payload.data());
   // A leaf is never empty (the empty tree has no root): an empty one would end a scan silently.
   if (count == 0) return leaf ? "empty leaf" : "internal node without children";
-  uint64_t first = kNodeCountSizeBytes + kSlotSizeBytes * count;
+  uint64_t first = kNodeCountSizeBytes + (leaf ? kLeafSlotSizeBytes : kInternalSlotSizeBytes) * count;
   if (first > payload.size()) return "count larger than the node";
-  const char* prefixes = payload.data() + kNodeCountSizeBytes;
-  const char* slots = prefixes + kSlotPrefixSizeBytes * count;
+  const char* prefixes = payload.data() + kNodeCountSizeBytes;  // a leaf's
+  const char* slots = prefixes + (leaf ? kSlotPrefixSizeBytes * count : 0);
   NodeView view(payload.data(), static_cast<uint32_t>(payload.size()), leaf);
   uint64_t expected = first;  // where entry i must start: right after entry i - 1
   std::string_view previous;
@@ -135,7 +135,9 @@ const char* ValidateNode(uint64_t offset, format::RecordType type, std::string_v
       if (!LiesBefore(ref, offset)) return "child reference does not point before the node";
     }
     // The prefix a search decides by, which must say what the key says (I5: every byte checked).
-    if (DecodeFixed64(prefixes + kSlotPrefixSizeBytes * i) != KeyPrefix(key)) return "slot prefix does not match its key";
+    if (leaf && DecodeFixed64(prefixes + kSlotPrefixSizeBytes * i) != KeyPrefix(key)) {
+      return "slot prefix does not match its key";
+    }
     previous = key;
     expected = slot + entry.size();
   }
@@ -162,26 +164,29 @@ size_t Node::LowerBound(std::string_view key) const {
 NodeView Node::view() const { return NodeView(payload.data(), static_cast<uint32_t>(payload.size()), is_leaf); }
 
 size_t LeafEntrySize(std::string_view key, std::string_view value) {
-  return kSlotSizeBytes + VarintLength(key.size()) + VarintLength(value.size()) + key.size() + value.size();
+  return kLeafSlotSizeBytes + VarintLength(key.size()) + VarintLength(value.size()) + key.size() + value.size();
 }
 
 size_t InternalEntrySize(std::string_view key) {
-  return kSlotSizeBytes + kChildRefSizeBytes + VarintLength(key.size()) + key.size();
+  return kInternalSlotSizeBytes + kChildRefSizeBytes + VarintLength(key.size()) + key.size();
 }
 
 namespace {
 
-// The count, the prefixes of the keys `key_of(i)`, and the slot array for entries of the given
-// encoded sizes, then the entries appended by `append(i, out)`.
+// The count, (a leaf's) prefixes of the keys `key_of(i)`, and the slot array for entries of the
+// given encoded sizes, then the entries appended by `append(i, out)`.
 template <typename SizeFn, typename KeyFn, typename AppendFn>
-std::string EncodeSlotted(size_t n, SizeFn size_of, KeyFn key_of, AppendFn append) {
+std::string EncodeSlotted(bool leaf, size_t n, SizeFn size_of, KeyFn key_of, AppendFn append) {
   std::string out;
-  uint64_t total = kNodeCountSizeBytes + kSlotSizeBytes * n;
+  const uint64_t first = kNodeCountSizeBytes + (leaf ? kLeafSlotSizeBytes : kInternalSlotSizeBytes) * n;
+  uint64_t total = first;
   for (size_t i = 0; i < n; i++) total += size_of(i);
   out.reserve(total);
   PutFixed32(&out, static_cast<uint32_t>(n));
-  for (size_t i = 0; i < n; i++) PutFixed64(&out, KeyPrefix(key_of(i)));
-  uint64_t at = kNodeCountSizeBytes + kSlotSizeBytes * n;
+  if (leaf) {
+    for (size_t i = 0; i < n; i++) PutFixed64(&out, KeyPrefix(key_of(i)));
+  }
+  uint64_t at = first;
   for (size_t i = 0; i < n; i++) {
     PutFixed32(&out, static_cast<uint32_t>(at));
     at += size_of(i);
@@ -194,8 +199,8 @@ std::string EncodeSlotted(size_t n, SizeFn size_of, KeyFn key_of, AppendFn appen
 
 std::string EncodeLeaf(const std::vector<LeafEntry>& entries, size_t begin, size_t end) {
   return EncodeSlotted(
-      end - begin,
-      [&](size_t i) { return LeafEntrySize(entries[begin + i].key, entries[begin + i].value) - kSlotSizeBytes; },
+      /*leaf=*/true, end - begin,
+      [&](size_t i) { return LeafEntrySize(entries[begin + i].key, entries[begin + i].value) - kLeafSlotSizeBytes; },
       [&](size_t i) { return entries[begin + i].key; },
       [&](size_t i, std::string* out) {
         const LeafEntry& e = entries[begin + i];
@@ -210,7 +215,7 @@ std::string EncodeInternal(const std::vector<ChildEntry>& children, size_t begin
   // Child 0's key is not stored (it holds everything below child 1's).
   auto key_of = [&](size_t i) { return i == 0 ? std::string_view() : children[begin + i].key; };
   return EncodeSlotted(
-      end - begin, [&](size_t i) { return InternalEntrySize(key_of(i)) - kSlotSizeBytes; }, key_of,
+      /*leaf=*/false, end - begin, [&](size_t i) { return InternalEntrySize(key_of(i)) - kInternalSlotSizeBytes; }, key_of,
       [&](size_t i, std::string* out) {
         PutFixed64(out, children[begin + i].ref.offset);
         PutFixed32(out, children[begin + i].ref.length);
@@ -261,9 +266,9 @@ const char* DecodeSequential(uint64_t offset, bool leaf, std::string_view payloa
   return nullptr;
 }
 
-// Versions 3 and 4 (docs/FORMAT.md, "Versions 1 to 4"): count:u32, slot:u32{count} (no prefixes),
-// then the entries of the layout above. The same rules as ValidateNode's, prefixes aside. Fills
-// `entries` or `children`.
+// Versions 3 and 4 (docs/FORMAT.md, "Versions 1 to 4"): count:u32, slot:u32{count}, then the
+// entries of the layout above; leaves without prefixes (internal nodes are as in version 5). The
+// same rules as ValidateNode's, prefixes aside. Fills `entries` or `children`.
 const char* DecodeUnprefixed(uint64_t offset, bool leaf, std::string_view payload, std::vector<LeafEntry>* entries,
                              std::vector<ChildEntry>* children) {
   constexpr uint64_t kSlotBytes = kSlotOffsetSizeBytes;

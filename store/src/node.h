@@ -1,9 +1,9 @@
 // B+tree nodes as they sit in the file (docs/FORMAT.md, "Nodes").
 //
-// Version 5 lays a node out to be searched in place: a count, each entry's key prefix (its first
-// eight bytes as one number, key_prefix.h), each entry's offset, then the entries, so a lookup
-// binary-searches the prefixes and reads an entry's key only where a prefix equals the one it
-// looks for (NodeView). Files of versions 3 and 4 (slots without prefixes) and 1 and 2 (entries
+// Version 5 lays a node out to be searched in place: a count, (in a leaf) each entry's key prefix
+// (its first eight bytes as one number, key_prefix.h), each entry's offset, then the entries, so
+// a lookup in a leaf binary-searches the prefixes and reads an entry's key only where a prefix
+// equals the one it looks for, and one in an internal node binary-searches the offsets (NodeView). Files of versions 3 and 4 (slots without prefixes) and 1 and 2 (entries
 // in sequence), read-only until upgraded, hold older layouts; DecodeNode reads them all. Nodes are
 // immutable.
 #pragma once
@@ -57,18 +57,23 @@ class NodeView {
 
   const char* data() const { return data_; }
   uint32_t size() const { return size_; }
-  // Entry i's bytes, from its slot to the next slot (or the payload's end); a null view if the
-  // slots point outside the payload.
+  // Entry i's bytes, from its slot to the next slot (or the payload's end; a slot past the end
+  // reads as the end); a null view if the next slot lies before this one.
   std::string_view Entry(uint32_t i) const;
 
  private:
   uint32_t Slot(uint32_t i) const;  // REQUIRES: i < count(); at most size_
-  uint64_t Prefix(uint32_t i) const;  // REQUIRES: i < count()
+  uint64_t Prefix(uint32_t i) const;  // REQUIRES: leaf_, i < count()
+  // Whether entry i's key is below `key` (whose KeyPrefix is `prefix`), and whether it is at most
+  // `key`: by the prefix array in a leaf, by the key otherwise. REQUIRES: i < count().
+  bool EntryBelow(uint32_t i, std::string_view key, uint64_t prefix) const;
+  bool EntryAtMost(uint32_t i, std::string_view key, uint64_t prefix) const;
   bool Varint(uint32_t* at, uint64_t* v) const;
   bool LongVarint(uint32_t* at, uint64_t* v) const;  // a varint of two bytes or more
   bool KeyAt(uint32_t at, uint32_t* key_at, uint64_t* key_size, uint64_t* value_size) const;
   std::string_view KeyOfSlot(uint32_t i) const;  // REQUIRES: i < count()
-  void PrefetchPrefixes() const;
+  void PrefetchSlots() const;  // a leaf's prefix array, an internal node's slot array
+  void PrefetchKey(uint32_t i) const;  // REQUIRES: i < count()
 
   const char* data_ = nullptr;
   uint32_t size_ = 0;
@@ -76,23 +81,26 @@ class NodeView {
 };
 
 // The hot path of a lookup, inline (a lookup spent about a third of its instructions calling them):
-// one prefix per probe, a slot and one or two varints per key read, every read bounded by the
-// payload (not by the entry, which only ValidateNode needs to pin down).
+// one prefix per probe in a leaf, a slot and one or two varints per key read, every read bounded
+// by the payload (not by the entry, which only ValidateNode needs to pin down).
 inline constexpr size_t kNodeCountSizeBytes = 4;  // the count
-inline constexpr uint64_t kSlotPrefixSizeBytes = 8;  // prefix:u64 in the prefix array
-inline constexpr uint64_t kSlotOffsetSizeBytes = 4;  // offset:u32 in the offset array
-inline constexpr uint64_t kSlotSizeBytes = kSlotPrefixSizeBytes + kSlotOffsetSizeBytes;  // per entry
+inline constexpr uint64_t kSlotPrefixSizeBytes = 8;  // prefix:u64, a leaf's prefix array
+inline constexpr uint64_t kSlotOffsetSizeBytes = 4;  // offset:u32, the slot array
+// Per entry, before the entries: a leaf's prefix and offset, an internal node's offset.
+inline constexpr uint64_t kLeafSlotSizeBytes = kSlotPrefixSizeBytes + kSlotOffsetSizeBytes;
+inline constexpr uint64_t kInternalSlotSizeBytes = kSlotOffsetSizeBytes;
 inline constexpr uint64_t kChildRefSizeBytes = 12;  // offset:u64 length:u32
 
 inline uint32_t NodeView::count() const {
   if (size_ < kNodeCountSizeBytes) return 0;
   uint64_t count = coding::DecodeFixed32(data_);
-  return static_cast<uint32_t>(std::min<uint64_t>(count, (size_ - kNodeCountSizeBytes) / kSlotSizeBytes));
+  const uint64_t slot_size = leaf_ ? kLeafSlotSizeBytes : kInternalSlotSizeBytes;
+  return static_cast<uint32_t>(std::min<uint64_t>(count, (size_ - kNodeCountSizeBytes) / slot_size));
 }
 
 inline uint32_t NodeView::Slot(uint32_t i) const {
-  uint32_t at = coding::DecodeFixed32(data_ + kNodeCountSizeBytes + kSlotPrefixSizeBytes * count() +
-                                      kSlotOffsetSizeBytes * i);
+  const uint64_t prefixes = leaf_ ? kSlotPrefixSizeBytes * count() : 0;
+  uint32_t at = coding::DecodeFixed32(data_ + kNodeCountSizeBytes + prefixes + kSlotOffsetSizeBytes * i);
   return at < size_ ? at : size_;
 }
 
@@ -128,24 +136,56 @@ inline std::string_view NodeView::KeyOfSlot(uint32_t i) const {
   return std::string_view(data_ + at, key_size);
 }
 
-// Both searches are binary searches over the prefix array, which is fetched ahead at the start:
-// one run of overlapping cache misses, where a probe of version 4's layout read a slot and then
-// the entry it named, a miss each. A probe reads the entry's key only when its prefix equals the
-// one looked for (ValidateNode checked each prefix against its key): at most once per search
-// when keys differ in their first eight bytes, at every probe when all share them.
-inline void NodeView::PrefetchPrefixes() const {
-  uint64_t end = kNodeCountSizeBytes + kSlotPrefixSizeBytes * count();  // at most size_
+// Both searches are binary searches. In a leaf (most often not in the CPU cache: a million keys'
+// leaves are a hundred MB) they search the prefix array, fetched ahead at the start, one run of
+// overlapping cache misses; a probe reads the entry's key only when its prefix equals the one
+// looked for (ValidateNode checked each prefix against its key): at most once a search when keys
+// differ in their first eight bytes, at every probe when all share them. An internal node has no
+// prefixes (they would cost it a third of its children, and a million keys a level: format 5's
+// first version): every probe reads a slot and then the entry it names, so the slots are fetched
+// at the start and each probe fetches ahead the entries of both probes that may come next, and
+// most comparisons are settled by KeyPrefix of the two keys.
+inline void NodeView::PrefetchSlots() const {
+  uint64_t end = kNodeCountSizeBytes + (leaf_ ? kSlotPrefixSizeBytes : kSlotOffsetSizeBytes) * count();  // at most size_
   for (uint64_t at = 64; at < end; at += 64) __builtin_prefetch(data_ + at);
+}
+
+// A hint: the address stays inside the payload (at most one past it) whatever the bytes say.
+inline void NodeView::PrefetchKey(uint32_t i) const {
+  uint32_t at = Slot(i);
+  uint64_t key_at = at + (leaf_ ? 2 : kChildRefSizeBytes + 1);  // past one-byte varints
+  __builtin_prefetch(data_ + (key_at <= size_ ? key_at : at));
+}
+
+inline bool NodeView::EntryBelow(uint32_t i, std::string_view key, uint64_t prefix) const {
+  if (leaf_) {
+    const uint64_t p = Prefix(i);
+    return p != prefix ? p < prefix : KeyOfSlot(i) < key;
+  }
+  std::string_view k = KeyOfSlot(i);
+  return KeyLess(k, KeyPrefix(k), key, prefix);
+}
+
+inline bool NodeView::EntryAtMost(uint32_t i, std::string_view key, uint64_t prefix) const {
+  if (leaf_) {
+    const uint64_t p = Prefix(i);
+    return p != prefix ? p < prefix : !(key < KeyOfSlot(i));
+  }
+  std::string_view k = KeyOfSlot(i);
+  return !KeyLess(key, prefix, k, KeyPrefix(k));
 }
 
 inline uint32_t NodeView::LowerBound(std::string_view key) const {
   uint64_t prefix = KeyPrefix(key);
   uint32_t lo = 0, hi = count();
-  PrefetchPrefixes();
+  PrefetchSlots();
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    uint64_t p = Prefix(mid);
-    if (p < prefix || (p == prefix && KeyOfSlot(mid) < key)) {
+    if (!leaf_) {
+      if (mid > lo) PrefetchKey(lo + (mid - lo) / 2);
+      if (hi - mid > 1) PrefetchKey(mid + 1 + (hi - mid - 1) / 2);
+    }
+    if (EntryBelow(mid, key, prefix)) {
       lo = mid + 1;
     } else {
       hi = mid;
@@ -158,11 +198,14 @@ inline uint32_t NodeView::ChildFor(std::string_view key) const {
   // The last i with key(i) <= key, treating key(0) as minus infinity.
   uint64_t prefix = KeyPrefix(key);
   uint32_t lo = 1, hi = count();
-  PrefetchPrefixes();
+  PrefetchSlots();
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    uint64_t p = Prefix(mid);
-    if (p < prefix || (p == prefix && !(key < KeyOfSlot(mid)))) {
+    if (!leaf_) {
+      if (mid > lo) PrefetchKey(lo + (mid - lo) / 2);
+      if (hi - mid > 1) PrefetchKey(mid + 1 + (hi - mid - 1) / 2);
+    }
+    if (EntryAtMost(mid, key, prefix)) {
       lo = mid + 1;
     } else {
       hi = mid;
@@ -171,8 +214,8 @@ inline uint32_t NodeView::ChildFor(std::string_view key) const {
   return lo - 1;
 }
 
-// Checks that a version-5 node payload is well formed: the count, the prefixes (each the KeyPrefix
-// of its entry's key), the slots (each entry starting exactly where the one before ends, the last
+// Checks that a version-5 node payload is well formed: the count, a leaf's prefixes (each the
+// KeyPrefix of its entry's key), the slots (each entry starting exactly where the one before ends, the last
 // ending at the payload's end), strictly increasing keys, and child references lying before the
 // node at `offset`. nullptr if it is; else what is
 // wrong, as a static string (no allocation: it runs on mapped memory under a fault guard).

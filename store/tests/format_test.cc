@@ -249,8 +249,8 @@ TEST(Nodes, LeafRoundTripAndDamage) {
   EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, huge_count).status().IsCorruption());
 }
 
-// Version 5: count, prefixes, slots, entries (docs/FORMAT.md, "Nodes"), searched in place by
-// NodeView; the one encoding of a node is the only one ValidateNode accepts.
+// Version 5: count, (in a leaf) prefixes, slots, entries (docs/FORMAT.md, "Nodes"), searched in
+// place by NodeView; the one encoding of a node is the only one ValidateNode accepts.
 TEST(Nodes, SlottedLayoutIsSearchedInPlaceAndHasOneEncoding) {
   std::vector<LeafEntry> entries = {{"a", "1"}, {"b", ""}, {"c", "333"}};
   std::string payload = EncodeLeaf(entries, 0, entries.size());
@@ -306,13 +306,11 @@ TEST(Nodes, SlottedLayoutIsSearchedInPlaceAndHasOneEncoding) {
   EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, prefixes_swapped), "slot prefix does not match its key");
   EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, flipped).status().IsCorruption());
 
-  // An internal node whose first child carries a separator key.
+  // An internal node (no prefixes: count, slots, entries) whose first child carries a separator key.
   std::string internal;
   coding::PutFixed32(&internal, 2);
-  coding::PutFixed64(&internal, KeyPrefix("a"));
-  coding::PutFixed64(&internal, KeyPrefix("m"));
-  coding::PutFixed32(&internal, 28);
-  coding::PutFixed32(&internal, 28 + 14);
+  coding::PutFixed32(&internal, 12);
+  coding::PutFixed32(&internal, 12 + 14);
   for (std::string key : {"a", "m"}) {
     coding::PutFixed64(&internal, 512);
     coding::PutFixed32(&internal, 100);
@@ -320,7 +318,7 @@ TEST(Nodes, SlottedLayoutIsSearchedInPlaceAndHasOneEncoding) {
     internal += key;
   }
   EXPECT_STREQ(ValidateNode(4096, RecordType::kInternal, internal), "first child has a separator key");
-  internal[28 + 12 + 0] = 0;  // key_len 0 for child 0, and its key byte now trails...
+  internal[12 + 12 + 0] = 0;  // key_len 0 for child 0, and its key byte now trails...
   EXPECT_NE(ValidateNode(4096, RecordType::kInternal, internal), nullptr) << "...which the slots do not allow";
 }
 
@@ -347,22 +345,31 @@ TEST(Nodes, UnprefixedNodesOfVersionFourDecodeIntoTheCurrentLayout) {
   std::swap(unsorted[18], unsorted[22]);  // keys "b" and "a"
   EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, unsorted, 4).status().IsCorruption());
 
+  // An internal node of version 4, children at 512, 612, ... with the given separators.
+  auto v4_internal = [](const std::vector<std::string>& keys) {
+    std::string node, entries;
+    coding::PutFixed32(&node, static_cast<uint32_t>(keys.size()));
+    for (size_t i = 0; i < keys.size(); i++) {
+      coding::PutFixed32(&node, static_cast<uint32_t>(4 + 4 * keys.size() + entries.size()));
+      coding::PutFixed64(&entries, 512 + 100 * i);
+      coding::PutFixed32(&entries, 100);
+      coding::PutVarint(&entries, keys[i].size());
+      entries += keys[i];
+    }
+    return node + entries;
+  };
   std::vector<ChildEntry> children = {{"", NodeRef{512, 100}}, {"m", NodeRef{612, 100}}};
-  std::string internal;
-  coding::PutFixed32(&internal, 2);
-  coding::PutFixed32(&internal, 12);
-  coding::PutFixed32(&internal, 12 + 13);
-  for (const ChildEntry& child : children) {
-    coding::PutFixed64(&internal, child.ref.offset);
-    coding::PutFixed32(&internal, child.ref.length);
-    coding::PutVarint(&internal, child.key.size());
-    internal += child.key;
-  }
+  const std::string internal = v4_internal({"", "m"});
   auto decoded = DecodeNode(4096, RecordType::kInternal, internal, 4);
   ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
   EXPECT_EQ((*decoded)->payload, EncodeInternal(children, 0, children.size()));
   EXPECT_EQ((*decoded)->children[1].offset, 612u);
   EXPECT_TRUE(DecodeNode(600, RecordType::kInternal, internal, 4).status().IsCorruption()) << "child after its parent";
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kInternal, v4_internal({"a", "m"}), 4).status().IsCorruption())
+      << "a separator for the first child";
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kInternal, v4_internal({"", "m", "c"}), 4).status().IsCorruption())
+      << "separators out of order";
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kInternal, v4_internal({"", "c", "m"}), 4).ok());
 }
 
 // NodeView never reads outside its payload, whatever the bytes (what ValidateNode checks is what
@@ -378,7 +385,7 @@ TEST(Nodes, NodeViewStaysInsideGarbage) {
     for (bool leaf : {true, false}) {
       NodeView view(copy.get(), static_cast<uint32_t>(garbage.size()), leaf);
       uint32_t n = view.count();
-      ASSERT_LE(4u + 12u * n, std::max<size_t>(garbage.size(), 4));
+      ASSERT_LE(4u + (leaf ? 12u : 4u) * n, std::max<size_t>(garbage.size(), 4));
       for (uint32_t i = 0; i <= n; i++) {
         for (std::string_view part : {view.key(i), view.value(i)}) {
           if (!part.empty()) {
