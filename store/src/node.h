@@ -141,8 +141,8 @@ inline std::string_view NodeView::KeyOfSlot(uint32_t i) const {
 // overlapping cache misses; a probe reads the entry's key only when its prefix equals the one
 // looked for (ValidateNode checked each prefix against its key): at most once a search when keys
 // differ in their first eight bytes, at every probe when all share them. An internal node has no
-// prefixes (they would cost it a third of its children, and a million keys a level: format 5's
-// first version): every probe reads a slot and then the entry it names, so the slots are fetched
+// prefixes (they would cost it more than a quarter of its children, and a million keys a level:
+// format 5's first version): every probe reads a slot and then the entry it names, so the slots are fetched
 // at the start and each probe fetches ahead the entries of both probes that may come next, and
 // most comparisons are settled by KeyPrefix of the two keys.
 inline void NodeView::PrefetchSlots() const {
