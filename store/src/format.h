@@ -15,8 +15,6 @@
 // no batches, an 80-byte commit payload) is still read, read-only. Version 4: a checkpoint (a
 // commit that restates its predecessor's txn id) holds in its batch every key's newest change since
 // the fold, so a reader replays it and the batches after it, not the whole log.
-// Version 5: each leaf's slots carry its keys' first eight bytes (a prefix array before the
-// offsets), so a search in place reads a key only where a prefix matches.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +29,7 @@ namespace dbdb::format {
 
 // "dbdb" then 0x00 0x0d 0x0a 0x1a, so text-mode transfers and NUL truncation break it visibly.
 inline constexpr char kFileMagic[8] = {'d', 'b', 'd', 'b', 0x00, 0x0d, 0x0a, 0x1a};
-inline constexpr uint32_t kFormatVersion = 5;  // 3: nodes searched in place; 4: checkpoints; 5: key prefixes in leaves
+inline constexpr uint32_t kFormatVersion = 4;  // 3: nodes searched in place; 4: checkpoints
 // The first version whose files may hold checkpoints: commits that restate their predecessor's
 // txn id and whose batch holds every change since the fold (docs/FORMAT.md, "Checkpoints").
 inline constexpr uint32_t kCheckpointVersion = 4;

@@ -62,9 +62,9 @@ bool LiesBefore(const NodeRef& ref, uint64_t offset) {
 std::string_view NodeView::Entry(uint32_t i) const {
   uint32_t n = count();
   if (i >= n) return {};
-  uint64_t begin = Slot(i);
-  uint64_t end = i + 1 < n ? Slot(i + 1) : size_;
-  if (begin > end) return {};
+  uint64_t begin = DecodeFixed32(data_ + kNodeCountSizeBytes + kSlotSizeBytes * i);
+  uint64_t end = i + 1 < n ? DecodeFixed32(data_ + kNodeCountSizeBytes + kSlotSizeBytes * (i + 1)) : size_;
+  if (begin > end || end > size_) return {};
   return std::string_view(data_ + begin, end - begin);
 }
 
@@ -111,15 +111,13 @@ const char* ValidateNode(uint64_t offset, format::RecordType type, std::string_v
   uint64_t count = DecodeFixed32(payload.data());
   // A leaf is never empty (the empty tree has no root): an empty one would end a scan silently.
   if (count == 0) return leaf ? "empty leaf" : "internal node without children";
-  uint64_t first = kNodeCountSizeBytes + (leaf ? kLeafSlotSizeBytes : kInternalSlotSizeBytes) * count;
+  uint64_t first = kNodeCountSizeBytes + kSlotSizeBytes * count;
   if (first > payload.size()) return "count larger than the node";
-  const char* prefixes = payload.data() + kNodeCountSizeBytes;  // a leaf's
-  const char* slots = prefixes + (leaf ? kSlotPrefixSizeBytes * count : 0);
   NodeView view(payload.data(), static_cast<uint32_t>(payload.size()), leaf);
   uint64_t expected = first;  // where entry i must start: right after entry i - 1
   std::string_view previous;
   for (uint32_t i = 0; i < count; i++) {
-    uint64_t slot = DecodeFixed32(slots + kSlotOffsetSizeBytes * i);
+    uint64_t slot = DecodeFixed32(payload.data() + kNodeCountSizeBytes + kSlotSizeBytes * i);
     if (slot != expected) return "slot does not point where the entry before it ends";
     std::string_view entry = view.Entry(i);
     if (entry.data() == nullptr) return "slot points outside the node";
@@ -133,10 +131,6 @@ const char* ValidateNode(uint64_t offset, format::RecordType type, std::string_v
       if (i == 0 && !key.empty()) return "first child has a separator key";
       if (i > 1 && !(previous < key)) return "separator keys out of order";
       if (!LiesBefore(ref, offset)) return "child reference does not point before the node";
-    }
-    // The prefix a search decides by, which must say what the key says (I5: every byte checked).
-    if (leaf && DecodeFixed64(prefixes + kSlotPrefixSizeBytes * i) != KeyPrefix(key)) {
-      return "slot prefix does not match its key";
     }
     previous = key;
     expected = slot + entry.size();
@@ -164,29 +158,25 @@ size_t Node::LowerBound(std::string_view key) const {
 NodeView Node::view() const { return NodeView(payload.data(), static_cast<uint32_t>(payload.size()), is_leaf); }
 
 size_t LeafEntrySize(std::string_view key, std::string_view value) {
-  return kLeafSlotSizeBytes + VarintLength(key.size()) + VarintLength(value.size()) + key.size() + value.size();
+  return kSlotSizeBytes + VarintLength(key.size()) + VarintLength(value.size()) + key.size() + value.size();
 }
 
 size_t InternalEntrySize(std::string_view key) {
-  return kInternalSlotSizeBytes + kChildRefSizeBytes + VarintLength(key.size()) + key.size();
+  return kSlotSizeBytes + kChildRefSizeBytes + VarintLength(key.size()) + key.size();
 }
 
 namespace {
 
-// The count, (a leaf's) prefixes of the keys `key_of(i)`, and the slot array for entries of the
-// given encoded sizes, then the entries appended by `append(i, out)`.
-template <typename SizeFn, typename KeyFn, typename AppendFn>
-std::string EncodeSlotted(bool leaf, size_t n, SizeFn size_of, KeyFn key_of, AppendFn append) {
+// The count and slot array for entries of the given encoded sizes, then the entries appended by
+// `append(i, out)`.
+template <typename SizeFn, typename AppendFn>
+std::string EncodeSlotted(size_t n, SizeFn size_of, AppendFn append) {
   std::string out;
-  const uint64_t first = kNodeCountSizeBytes + (leaf ? kLeafSlotSizeBytes : kInternalSlotSizeBytes) * n;
-  uint64_t total = first;
+  uint64_t total = kNodeCountSizeBytes + kSlotSizeBytes * n;
   for (size_t i = 0; i < n; i++) total += size_of(i);
   out.reserve(total);
   PutFixed32(&out, static_cast<uint32_t>(n));
-  if (leaf) {
-    for (size_t i = 0; i < n; i++) PutFixed64(&out, KeyPrefix(key_of(i)));
-  }
-  uint64_t at = first;
+  uint64_t at = kNodeCountSizeBytes + kSlotSizeBytes * n;
   for (size_t i = 0; i < n; i++) {
     PutFixed32(&out, static_cast<uint32_t>(at));
     at += size_of(i);
@@ -199,9 +189,8 @@ std::string EncodeSlotted(bool leaf, size_t n, SizeFn size_of, KeyFn key_of, App
 
 std::string EncodeLeaf(const std::vector<LeafEntry>& entries, size_t begin, size_t end) {
   return EncodeSlotted(
-      /*leaf=*/true, end - begin,
-      [&](size_t i) { return LeafEntrySize(entries[begin + i].key, entries[begin + i].value) - kLeafSlotSizeBytes; },
-      [&](size_t i) { return entries[begin + i].key; },
+      end - begin,
+      [&](size_t i) { return LeafEntrySize(entries[begin + i].key, entries[begin + i].value) - kSlotSizeBytes; },
       [&](size_t i, std::string* out) {
         const LeafEntry& e = entries[begin + i];
         PutVarint(out, e.key.size());
@@ -215,7 +204,7 @@ std::string EncodeInternal(const std::vector<ChildEntry>& children, size_t begin
   // Child 0's key is not stored (it holds everything below child 1's).
   auto key_of = [&](size_t i) { return i == 0 ? std::string_view() : children[begin + i].key; };
   return EncodeSlotted(
-      /*leaf=*/false, end - begin, [&](size_t i) { return InternalEntrySize(key_of(i)) - kInternalSlotSizeBytes; }, key_of,
+      end - begin, [&](size_t i) { return InternalEntrySize(key_of(i)) - kSlotSizeBytes; },
       [&](size_t i, std::string* out) {
         PutFixed64(out, children[begin + i].ref.offset);
         PutFixed32(out, children[begin + i].ref.length);
@@ -229,7 +218,7 @@ std::string EncodeInternal(const std::vector<ChildEntry>& children, size_t begin
 
 namespace {
 
-// Versions 1 and 2 (docs/FORMAT.md, "Versions 1 to 4"): count:varint, then sequential
+// Versions 1 and 2 (docs/FORMAT.md, "Versions 1, 2 and 3"): count:varint, then sequential
 // entries. Fills `entries` or `children`.
 const char* DecodeSequential(uint64_t offset, bool leaf, std::string_view payload, std::vector<LeafEntry>* entries,
                              std::vector<ChildEntry>* children) {
@@ -266,49 +255,6 @@ const char* DecodeSequential(uint64_t offset, bool leaf, std::string_view payloa
   return nullptr;
 }
 
-// Versions 3 and 4 (docs/FORMAT.md, "Versions 1 to 4"): count:u32, slot:u32{count}, then the
-// entries of the layout above; leaves without prefixes (internal nodes are as in version 5). The
-// same rules as ValidateNode's, prefixes aside. Fills `entries` or `children`.
-const char* DecodeUnprefixed(uint64_t offset, bool leaf, std::string_view payload, std::vector<LeafEntry>* entries,
-                             std::vector<ChildEntry>* children) {
-  constexpr uint64_t kSlotBytes = kSlotOffsetSizeBytes;
-  if (payload.size() < kNodeCountSizeBytes) return "truncated count";
-  const uint64_t count = DecodeFixed32(payload.data());
-  if (count == 0) return leaf ? "empty leaf" : "internal node without children";
-  uint64_t at = kNodeCountSizeBytes + kSlotBytes * count;  // where entry i must start
-  if (at > payload.size()) return "count larger than the node";
-  for (uint64_t i = 0; i < count; i++) {
-    if (DecodeFixed32(payload.data() + kNodeCountSizeBytes + kSlotBytes * i) != at) {
-      return "slot does not point where the entry before it ends";
-    }
-    coding::Reader reader(payload.substr(at));
-    std::string_view key, value;
-    if (leaf) {
-      uint64_t key_size, value_size;
-      if (!reader.GetVarint(&key_size) || !reader.GetVarint(&value_size) || !reader.GetBytes(key_size, &key) ||
-          !reader.GetBytes(value_size, &value)) {
-        return "truncated leaf entry";
-      }
-      if (i > 0 && !(entries->back().key < key)) return "leaf keys out of order";
-      entries->push_back(LeafEntry{key, value});
-    } else {
-      NodeRef ref;
-      uint64_t key_size;
-      if (!reader.GetFixed64(&ref.offset) || !reader.GetFixed32(&ref.length) || !reader.GetVarint(&key_size) ||
-          !reader.GetBytes(key_size, &key)) {
-        return "truncated internal entry";
-      }
-      if (i == 0 && !key.empty()) return "first child has a separator key";
-      if (i > 1 && !(children->back().key < key)) return "separator keys out of order";
-      if (!LiesBefore(ref, offset)) return "child reference does not point before the node";
-      children->push_back(ChildEntry{key, ref});
-    }
-    at = payload.size() - reader.remaining();
-  }
-  if (at != payload.size()) return "trailing bytes after the entries";
-  return nullptr;
-}
-
 }  // namespace
 
 Result<std::shared_ptr<const Node>> DecodeNode(uint64_t offset, format::RecordType type, std::string payload,
@@ -318,13 +264,12 @@ Result<std::shared_ptr<const Node>> DecodeNode(uint64_t offset, format::RecordTy
   }
   auto node = std::make_shared<Node>();
   node->is_leaf = type == format::RecordType::kLeaf;
-  if (version < kPrefixedNodeVersion) {
+  if (version < kSlottedNodeVersion) {
     std::vector<LeafEntry> entries;
     std::vector<ChildEntry> children;
-    const char* why = version < kSlottedNodeVersion
-                          ? DecodeSequential(offset, node->is_leaf, payload, &entries, &children)
-                          : DecodeUnprefixed(offset, node->is_leaf, payload, &entries, &children);
-    if (why != nullptr) return BadNode(offset, why);
+    if (const char* why = DecodeSequential(offset, node->is_leaf, payload, &entries, &children)) {
+      return BadNode(offset, why);
+    }
     node->payload = node->is_leaf ? EncodeLeaf(entries, 0, entries.size()) : EncodeInternal(children, 0, children.size());
   } else {
     if (const char* why = ValidateNode(offset, type, payload)) return BadNode(offset, why);

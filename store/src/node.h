@@ -1,11 +1,9 @@
 // B+tree nodes as they sit in the file (docs/FORMAT.md, "Nodes").
 //
-// Version 5 lays a node out to be searched in place: a count, (in a leaf) each entry's key prefix
-// (its first eight bytes as one number, key_prefix.h), each entry's offset, then the entries, so
-// a lookup in a leaf binary-searches the prefixes and reads an entry's key only where a prefix
-// equals the one it looks for, and one in an internal node binary-searches the offsets (NodeView). Files of versions 3 and 4 (slots without prefixes) and 1 and 2 (entries
-// in sequence), read-only until upgraded, hold older layouts; DecodeNode reads them all. Nodes are
-// immutable.
+// Version 3 lays a node out to be searched in place: a count, a slot array of entry offsets, then
+// the entries, so a lookup binary-searches the slots without decoding the node (NodeView). Files
+// of versions 1 and 2 (read-only until upgraded) hold the older sequential layout; DecodeNode
+// reads both. Nodes are immutable.
 #pragma once
 
 #include <algorithm>
@@ -28,12 +26,10 @@ struct NodeRef {
   uint32_t length = 0;  // whole record bytes, header and checksum included
 };
 
-// The first format version whose nodes have a slot array (offsets only: versions 3 and 4), and the
-// first whose slots carry key prefixes, the layout NodeView reads in place.
+// The first format version whose nodes have the slotted layout.
 inline constexpr uint32_t kSlottedNodeVersion = 3;
-inline constexpr uint32_t kPrefixedNodeVersion = 5;
 
-// A version-5 node payload read in place (from a file mapping or a buffer), without copying or
+// A version-3 node payload read in place (from a file mapping or a buffer), without copying or
 // decoding it. Every accessor stays inside the payload whatever its bytes say: on bytes that do
 // not validate (ValidateNode) they return empty keys and null child references, never read
 // outside [data, data + size). Cheap to copy; does not own the bytes.
@@ -57,22 +53,17 @@ class NodeView {
 
   const char* data() const { return data_; }
   uint32_t size() const { return size_; }
-  // Entry i's bytes, from its slot to the next slot (or the payload's end; a slot past the end
-  // reads as the end); a null view if the next slot lies before this one.
+  // Entry i's bytes, from its slot to the next slot (or the payload's end); a null view if the
+  // slots point outside the payload.
   std::string_view Entry(uint32_t i) const;
 
  private:
   uint32_t Slot(uint32_t i) const;  // REQUIRES: i < count(); at most size_
-  uint64_t Prefix(uint32_t i) const;  // REQUIRES: leaf_, i < count()
-  // Whether entry i's key is below `key` (whose KeyPrefix is `prefix`), and whether it is at most
-  // `key`: by the prefix array in a leaf, by the key otherwise. REQUIRES: i < count().
-  bool EntryBelow(uint32_t i, std::string_view key, uint64_t prefix) const;
-  bool EntryAtMost(uint32_t i, std::string_view key, uint64_t prefix) const;
   bool Varint(uint32_t* at, uint64_t* v) const;
   bool LongVarint(uint32_t* at, uint64_t* v) const;  // a varint of two bytes or more
   bool KeyAt(uint32_t at, uint32_t* key_at, uint64_t* key_size, uint64_t* value_size) const;
   std::string_view KeyOfSlot(uint32_t i) const;  // REQUIRES: i < count()
-  void PrefetchSlots() const;  // a leaf's prefix array, an internal node's slot array
+  void PrefetchSlots() const;
   void PrefetchKey(uint32_t i) const;  // REQUIRES: i < count()
 
   const char* data_ = nullptr;
@@ -81,31 +72,21 @@ class NodeView {
 };
 
 // The hot path of a lookup, inline (a lookup spent about a third of its instructions calling them):
-// one prefix per probe in a leaf, a slot and one or two varints per key read, every read bounded
-// by the payload (not by the entry, which only ValidateNode needs to pin down).
+// one slot and one or two varints per key compared, every read bounded by the payload (not by the
+// entry, which only ValidateNode needs to pin down).
 inline constexpr size_t kNodeCountSizeBytes = 4;  // the count
-inline constexpr uint64_t kSlotPrefixSizeBytes = 8;  // prefix:u64, a leaf's prefix array
-inline constexpr uint64_t kSlotOffsetSizeBytes = 4;  // offset:u32, the slot array
-// Per entry, before the entries: a leaf's prefix and offset, an internal node's offset.
-inline constexpr uint64_t kLeafSlotSizeBytes = kSlotPrefixSizeBytes + kSlotOffsetSizeBytes;
-inline constexpr uint64_t kInternalSlotSizeBytes = kSlotOffsetSizeBytes;
+inline constexpr uint64_t kSlotSizeBytes = 4;
 inline constexpr uint64_t kChildRefSizeBytes = 12;  // offset:u64 length:u32
 
 inline uint32_t NodeView::count() const {
   if (size_ < kNodeCountSizeBytes) return 0;
   uint64_t count = coding::DecodeFixed32(data_);
-  const uint64_t slot_size = leaf_ ? kLeafSlotSizeBytes : kInternalSlotSizeBytes;
-  return static_cast<uint32_t>(std::min<uint64_t>(count, (size_ - kNodeCountSizeBytes) / slot_size));
+  return static_cast<uint32_t>(std::min<uint64_t>(count, (size_ - kNodeCountSizeBytes) / kSlotSizeBytes));
 }
 
 inline uint32_t NodeView::Slot(uint32_t i) const {
-  const uint64_t prefixes = leaf_ ? kSlotPrefixSizeBytes * count() : 0;
-  uint32_t at = coding::DecodeFixed32(data_ + kNodeCountSizeBytes + prefixes + kSlotOffsetSizeBytes * i);
+  uint32_t at = coding::DecodeFixed32(data_ + kNodeCountSizeBytes + kSlotSizeBytes * i);
   return at < size_ ? at : size_;
-}
-
-inline uint64_t NodeView::Prefix(uint32_t i) const {
-  return coding::DecodeFixed64(data_ + kNodeCountSizeBytes + kSlotPrefixSizeBytes * i);
 }
 
 inline bool NodeView::Varint(uint32_t* at, uint64_t* v) const {
@@ -136,20 +117,6 @@ inline std::string_view NodeView::KeyOfSlot(uint32_t i) const {
   return std::string_view(data_ + at, key_size);
 }
 
-// Both searches are binary searches. In a leaf (most often not in the CPU cache: a million keys'
-// leaves are a hundred MB) they search the prefix array, fetched ahead at the start, one run of
-// overlapping cache misses; a probe reads the entry's key only when its prefix equals the one
-// looked for (ValidateNode checked each prefix against its key): at most once a search when keys
-// differ in their first eight bytes, at every probe when all share them. An internal node has no
-// prefixes (they would cost it more than a quarter of its children, and a million keys a level:
-// format 5's first version): every probe reads a slot and then the entry it names, so the slots are fetched
-// at the start and each probe fetches ahead the entries of both probes that may come next, and
-// most comparisons are settled by KeyPrefix of the two keys.
-inline void NodeView::PrefetchSlots() const {
-  uint64_t end = kNodeCountSizeBytes + (leaf_ ? kSlotPrefixSizeBytes : kSlotOffsetSizeBytes) * count();  // at most size_
-  for (uint64_t at = 64; at < end; at += 64) __builtin_prefetch(data_ + at);
-}
-
 // A hint: the address stays inside the payload (at most one past it) whatever the bytes say.
 inline void NodeView::PrefetchKey(uint32_t i) const {
   uint32_t at = Slot(i);
@@ -157,22 +124,13 @@ inline void NodeView::PrefetchKey(uint32_t i) const {
   __builtin_prefetch(data_ + (key_at <= size_ ? key_at : at));
 }
 
-inline bool NodeView::EntryBelow(uint32_t i, std::string_view key, uint64_t prefix) const {
-  if (leaf_) {
-    const uint64_t p = Prefix(i);
-    return p != prefix ? p < prefix : KeyOfSlot(i) < key;
-  }
-  std::string_view k = KeyOfSlot(i);
-  return KeyLess(k, KeyPrefix(k), key, prefix);
-}
-
-inline bool NodeView::EntryAtMost(uint32_t i, std::string_view key, uint64_t prefix) const {
-  if (leaf_) {
-    const uint64_t p = Prefix(i);
-    return p != prefix ? p < prefix : !(key < KeyOfSlot(i));
-  }
-  std::string_view k = KeyOfSlot(i);
-  return !KeyLess(key, prefix, k, KeyPrefix(k));
+// Both searches are binary searches whose every probe reads a slot and then the entry it names,
+// most often a cache miss each when the node was not read lately. So the slots are fetched ahead
+// at the start, and each probe fetches ahead the entries of both probes that may come next: the
+// misses of a search overlap instead of following one another.
+inline void NodeView::PrefetchSlots() const {
+  uint64_t end = kNodeCountSizeBytes + kSlotSizeBytes * count();  // at most size_
+  for (uint64_t at = 64; at < end; at += 64) __builtin_prefetch(data_ + at);
 }
 
 inline uint32_t NodeView::LowerBound(std::string_view key) const {
@@ -181,11 +139,10 @@ inline uint32_t NodeView::LowerBound(std::string_view key) const {
   PrefetchSlots();
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (!leaf_) {
-      if (mid > lo) PrefetchKey(lo + (mid - lo) / 2);
-      if (hi - mid > 1) PrefetchKey(mid + 1 + (hi - mid - 1) / 2);
-    }
-    if (EntryBelow(mid, key, prefix)) {
+    if (mid > lo) PrefetchKey(lo + (mid - lo) / 2);
+    if (hi - mid > 1) PrefetchKey(mid + 1 + (hi - mid - 1) / 2);
+    std::string_view k = KeyOfSlot(mid);
+    if (KeyLess(k, KeyPrefix(k), key, prefix)) {
       lo = mid + 1;
     } else {
       hi = mid;
@@ -201,11 +158,10 @@ inline uint32_t NodeView::ChildFor(std::string_view key) const {
   PrefetchSlots();
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (!leaf_) {
-      if (mid > lo) PrefetchKey(lo + (mid - lo) / 2);
-      if (hi - mid > 1) PrefetchKey(mid + 1 + (hi - mid - 1) / 2);
-    }
-    if (EntryAtMost(mid, key, prefix)) {
+    if (mid > lo) PrefetchKey(lo + (mid - lo) / 2);
+    if (hi - mid > 1) PrefetchKey(mid + 1 + (hi - mid - 1) / 2);
+    std::string_view k = KeyOfSlot(mid);
+    if (!KeyLess(key, prefix, k, KeyPrefix(k))) {
       lo = mid + 1;
     } else {
       hi = mid;
@@ -214,10 +170,9 @@ inline uint32_t NodeView::ChildFor(std::string_view key) const {
   return lo - 1;
 }
 
-// Checks that a version-5 node payload is well formed: the count, a leaf's prefixes (each the
-// KeyPrefix of its entry's key), the slots (each entry starting exactly where the one before ends, the last
-// ending at the payload's end), strictly increasing keys, and child references lying before the
-// node at `offset`. nullptr if it is; else what is
+// Checks that a version-3 node payload is well formed: the count, the slots (each entry starting
+// exactly where the one before ends, the last ending at the payload's end), strictly increasing
+// keys, and child references lying before the node at `offset`. nullptr if it is; else what is
 // wrong, as a static string (no allocation: it runs on mapped memory under a fault guard).
 const char* ValidateNode(uint64_t offset, format::RecordType type, std::string_view payload);
 
@@ -241,18 +196,18 @@ struct Node {
   size_t ChildFor(std::string_view key) const;
   // The first index i with keys[i] >= key (leaves).
   size_t LowerBound(std::string_view key) const;
-  // The payload in the version-5 layout, to read in place (a version-5 node's own payload; an
-  // older node's re-encoded when decoded).
+  // The payload in the version-3 layout, to read in place (a version-3 node's own payload; a
+  // version-1 or -2 node's re-encoded when decoded).
   NodeView view() const;
 };
 
 // Decodes a node payload of a file of `version`. Corruption (naming `offset`) if it is malformed:
 // truncated, trailing bytes, unsorted keys, a child that does not lie before the node, an empty
-// node. An older version's node payload is re-encoded in the version-5 layout.
+// node. A version-1 or -2 node's payload is re-encoded in the version-3 layout.
 Result<std::shared_ptr<const Node>> DecodeNode(uint64_t offset, format::RecordType type, std::string payload,
                                                uint32_t version = format::kFormatVersion);
 
-// Encoded sizes (version 5, the prefix and slot included), for splitting nodes by bytes.
+// Encoded sizes (version 3, the slot included), for splitting nodes by bytes.
 size_t LeafEntrySize(std::string_view key, std::string_view value);
 size_t InternalEntrySize(std::string_view key);  // child 0's key is not stored: subtract its size
 
@@ -265,7 +220,7 @@ struct ChildEntry {
   NodeRef ref;
 };
 
-// Version-5 encodings.
+// Version-3 encodings.
 std::string EncodeLeaf(const std::vector<LeafEntry>& entries, size_t begin, size_t end);
 std::string EncodeInternal(const std::vector<ChildEntry>& children, size_t begin, size_t end);
 

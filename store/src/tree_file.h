@@ -26,7 +26,7 @@ namespace dbdb {
 class TreeFile {
  public:
   // Opens an existing dbdb file and verifies its header.
-  // With `map_reads`, a version-5 file's nodes are read in place through a read-only mapping of
+  // With `map_reads`, a version-3 file's nodes are read in place through a read-only mapping of
   // the file (when the file system maps files), each verified once by this TreeFile before its
   // first use; else (and for older versions) read, verified and decoded into the node cache.
   static Result<std::shared_ptr<TreeFile>> Open(FileSystem& fs, const std::string& path,
@@ -122,7 +122,7 @@ class TreeFile {
   TreeFile(std::unique_ptr<File> file, std::string path, uint64_t identity,
            format::FileHeader header, uint64_t cache_bytes, bool map_reads)
       : file_(std::move(file)), path_(std::move(path)), identity_(identity), header_(header),
-        cache_(cache_bytes), map_reads_(map_reads && header.version >= kPrefixedNodeVersion),
+        cache_(cache_bytes), map_reads_(map_reads && header.version >= kSlottedNodeVersion),
         verified_(map_reads_ ? cache_bytes : 0) {}
   // The mapping holding [0, end), mapping the file anew (larger) when the current one is shorter;
   // null if the file system does not map files.

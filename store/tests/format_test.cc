@@ -249,19 +249,14 @@ TEST(Nodes, LeafRoundTripAndDamage) {
   EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, huge_count).status().IsCorruption());
 }
 
-// Version 5: count, (in a leaf) prefixes, slots, entries (docs/FORMAT.md, "Nodes"), searched in
-// place by NodeView; the one encoding of a node is the only one ValidateNode accepts.
+// Version 3: count, slots, entries (docs/FORMAT.md, "Nodes"), searched in place by NodeView; the
+// one encoding of a node is the only one ValidateNode accepts.
 TEST(Nodes, SlottedLayoutIsSearchedInPlaceAndHasOneEncoding) {
   std::vector<LeafEntry> entries = {{"a", "1"}, {"b", ""}, {"c", "333"}};
   std::string payload = EncodeLeaf(entries, 0, entries.size());
-  // count, 3 prefixes, 3 slots, then 2 varints and the bytes of each entry
-  ASSERT_EQ(payload.size(), 4u + 3 * 8 + 3 * 4 + (4 + 3 + 6));
+  ASSERT_EQ(payload.size(), 4u + 3 * 4 + (4 + 3 + 6));  // count, slots, then 2 varints and the bytes each
   EXPECT_EQ(coding::DecodeFixed32(payload.data()), 3u);
-  EXPECT_EQ(coding::DecodeFixed64(payload.data() + 4), KeyPrefix("a"));
-  EXPECT_EQ(coding::DecodeFixed64(payload.data() + 4), uint64_t{0x61} << 56) << "big-endian, zero-padded";
-  EXPECT_EQ(coding::DecodeFixed64(payload.data() + 20), KeyPrefix("c"));
-  EXPECT_EQ(coding::DecodeFixed32(payload.data() + 28), 40u) << "entry 0 right after the slots";
-  EXPECT_EQ(coding::DecodeFixed32(payload.data() + 32), 44u);
+  EXPECT_EQ(coding::DecodeFixed32(payload.data() + 4), 16u) << "entry 0 right after the slots";
   EXPECT_EQ(ValidateNode(4096, RecordType::kLeaf, payload), nullptr);
   NodeView view(payload.data(), static_cast<uint32_t>(payload.size()), true);
   EXPECT_EQ(view.count(), 3u);
@@ -281,32 +276,22 @@ TEST(Nodes, SlottedLayoutIsSearchedInPlaceAndHasOneEncoding) {
   };
   // A slot one byte off, slots swapped, a count of zero, a gap before the first entry (every
   // entry still well formed and sorted: only the slots' rule refuses it).
-  EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, damaged(32, 45)), "truncated leaf entry");
+  EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, damaged(8, 21)), "truncated leaf entry");
   std::string gap = payload;
-  gap.insert(40, 1, 'x');
-  for (size_t at = 28; at < 40; at += 4) {
+  gap.insert(16, 1, 'x');
+  for (size_t at = 4; at < 16; at += 4) {
     uint32_t slot = coding::DecodeFixed32(gap.data() + at) + 1;
     for (int i = 0; i < 4; i++) gap[at + i] = static_cast<char>((slot >> (8 * i)) & 0xff);
   }
   EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, gap), "slot does not point where the entry before it ends");
   std::string swapped = payload;
-  std::swap_ranges(swapped.begin() + 32, swapped.begin() + 36, swapped.begin() + 36);  // slots 1 and 2
+  std::swap_ranges(swapped.begin() + 8, swapped.begin() + 12, swapped.begin() + 12);  // slots 1 and 2
   EXPECT_NE(ValidateNode(4096, RecordType::kLeaf, swapped), nullptr);
   EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, damaged(0, 0)), "empty leaf");
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, damaged(32, 45)).status().IsCorruption());
+  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, damaged(8, 21)).status().IsCorruption());
   EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, std::string(4, '\0')).status().IsCorruption());
 
-  // A prefix that does not say what its key says: one bit off, or two prefixes swapped (each still
-  // in order with its neighbours' keys), is refused, since a search decides by the prefixes.
-  std::string flipped = payload;
-  flipped[4 + 8 + 3] ^= 1;  // a padding byte of entry 1's prefix
-  EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, flipped), "slot prefix does not match its key");
-  std::string prefixes_swapped = payload;
-  std::swap_ranges(prefixes_swapped.begin() + 4, prefixes_swapped.begin() + 12, prefixes_swapped.begin() + 12);
-  EXPECT_STREQ(ValidateNode(4096, RecordType::kLeaf, prefixes_swapped), "slot prefix does not match its key");
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, flipped).status().IsCorruption());
-
-  // An internal node (no prefixes: count, slots, entries) whose first child carries a separator key.
+  // An internal node whose first child carries a separator key.
   std::string internal;
   coding::PutFixed32(&internal, 2);
   coding::PutFixed32(&internal, 12);
@@ -322,56 +307,6 @@ TEST(Nodes, SlottedLayoutIsSearchedInPlaceAndHasOneEncoding) {
   EXPECT_NE(ValidateNode(4096, RecordType::kInternal, internal), nullptr) << "...which the slots do not allow";
 }
 
-// Versions 3 and 4 (docs/FORMAT.md, "Versions 1 to 4"): slots without prefixes. Read through the
-// node cache, each node re-encoded in version 5's layout; damaged ones are refused by the same rules.
-TEST(Nodes, UnprefixedNodesOfVersionFourDecodeIntoTheCurrentLayout) {
-  std::vector<LeafEntry> entries = {{"a", "1"}, {"b", ""}, {"c", "333"}};
-  std::string v4;
-  coding::PutFixed32(&v4, 3);
-  for (uint32_t slot : {16u, 20u, 23u}) coding::PutFixed32(&v4, slot);
-  v4 += std::string("\x01\x01" "a1" "\x01\x00" "b" "\x01\x03" "c333", 13);
-  auto node = DecodeNode(4096, RecordType::kLeaf, v4, 4);
-  ASSERT_TRUE(node.ok()) << node.status().ToString();
-  EXPECT_EQ((*node)->payload, EncodeLeaf(entries, 0, entries.size()));
-  EXPECT_EQ((*node)->keys[2], "c");
-  EXPECT_EQ((*node)->values[2], "333");
-  EXPECT_NE(ValidateNode(4096, RecordType::kLeaf, v4), nullptr) << "not a version-5 node";
-  std::string off = v4;
-  off[8] = 17;  // slot 1 one byte off
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, off, 4).status().IsCorruption());
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, v4 + "x", 3).status().IsCorruption());
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, v4.substr(0, v4.size() - 1), 4).status().IsCorruption());
-  std::string unsorted = v4;
-  std::swap(unsorted[18], unsorted[22]);  // keys "b" and "a"
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kLeaf, unsorted, 4).status().IsCorruption());
-
-  // An internal node of version 4, children at 512, 612, ... with the given separators.
-  auto v4_internal = [](const std::vector<std::string>& keys) {
-    std::string node, entries;
-    coding::PutFixed32(&node, static_cast<uint32_t>(keys.size()));
-    for (size_t i = 0; i < keys.size(); i++) {
-      coding::PutFixed32(&node, static_cast<uint32_t>(4 + 4 * keys.size() + entries.size()));
-      coding::PutFixed64(&entries, 512 + 100 * i);
-      coding::PutFixed32(&entries, 100);
-      coding::PutVarint(&entries, keys[i].size());
-      entries += keys[i];
-    }
-    return node + entries;
-  };
-  std::vector<ChildEntry> children = {{"", NodeRef{512, 100}}, {"m", NodeRef{612, 100}}};
-  const std::string internal = v4_internal({"", "m"});
-  auto decoded = DecodeNode(4096, RecordType::kInternal, internal, 4);
-  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
-  EXPECT_EQ((*decoded)->payload, EncodeInternal(children, 0, children.size()));
-  EXPECT_EQ((*decoded)->children[1].offset, 612u);
-  EXPECT_TRUE(DecodeNode(600, RecordType::kInternal, internal, 4).status().IsCorruption()) << "child after its parent";
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kInternal, v4_internal({"a", "m"}), 4).status().IsCorruption())
-      << "a separator for the first child";
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kInternal, v4_internal({"", "m", "c"}), 4).status().IsCorruption())
-      << "separators out of order";
-  EXPECT_TRUE(DecodeNode(4096, RecordType::kInternal, v4_internal({"", "c", "m"}), 4).ok());
-}
-
 // NodeView never reads outside its payload, whatever the bytes (what ValidateNode checks is what
 // makes the answers right; the bounds make them safe). Run under ASan in CI.
 TEST(Nodes, NodeViewStaysInsideGarbage) {
@@ -385,7 +320,7 @@ TEST(Nodes, NodeViewStaysInsideGarbage) {
     for (bool leaf : {true, false}) {
       NodeView view(copy.get(), static_cast<uint32_t>(garbage.size()), leaf);
       uint32_t n = view.count();
-      ASSERT_LE(4u + (leaf ? 12u : 4u) * n, std::max<size_t>(garbage.size(), 4));
+      ASSERT_LE(4u + 4u * n, std::max<size_t>(garbage.size(), 4));
       for (uint32_t i = 0; i <= n; i++) {
         for (std::string_view part : {view.key(i), view.value(i)}) {
           if (!part.empty()) {
@@ -573,11 +508,7 @@ TEST(TreeWriter, RefusesToMergeANodeHoldingAKeyOutsideItsRange) {
   ASSERT_GT(left->size(), 2u);
   auto right = leaf(second);
   ASSERT_EQ(right->keys[0].size(), 4u);
-  const std::string moved = "a" + std::string(right->keys[0].substr(1));  // "k040" -> "a040", say
-  file[second + kRecordHeaderSizeBytes + (right->keys[0].data() - right->payload.data())] = 'a';
-  std::string prefix;  // and entry 0's slot prefix with it: the node itself stays well formed
-  coding::PutFixed64(&prefix, KeyPrefix(moved));
-  file.replace(second + kRecordHeaderSizeBytes + kNodeCountSizeBytes, prefix.size(), prefix);
+  file[second + kRecordHeaderSizeBytes + (right->keys[0].data() - right->payload.data())] = 'a';  // "k040" -> "a040"
   WriteFile(path, Rechecksum(file));
 
   auto db = DB::Open(path, options);

@@ -81,7 +81,7 @@ struct Options {
   // first time it maps a file, which passes every SIGBUS raised outside its own reads on to the
   // handler installed before it (install your own before opening a database; one installed after
   // replaces dbdb's). false (or a FileSystem that does not map files, or a map that fails, or a
-  // file of format 1 to 4): nodes are read with ReadAt into the node cache. A snapshot's mapping
+  // file of format 1 or 2): nodes are read with ReadAt into the node cache. A snapshot's mapping
   // stays valid while the snapshot lives, even after a compaction replaced the file.
   bool mmap_reads = true;
   // kNoSync: a writer syncs once this many bytes were appended since the last sync, so that
@@ -298,7 +298,7 @@ class DB {
   // sealed); a write error fails the handle as a commit's does.
   virtual Status Checkpoint() = 0;
 
-  // Converts a file of an older version (1 to 4, which this build opens read-only) into the
+  // Converts a file of an older version (1 to 3, which this build opens read-only) into the
   // current format by verifying it (as Check() does: a file that does not verify is Corruption,
   // and is left as it is) and compacting it, both under the compaction lock and the writer lock
   // (which older writers take too). A current file is left as it is. Afterwards a build that only

@@ -23,9 +23,9 @@ make_damaged() {
   make_worked_example "$1" || return 1
   local seals
   seals=$("$dbdb" dump "$1" | awk '$1 == "seal" { print $3 }' | tr '\n' ' ')
-  [ "$seals" = "694 862 " ] || { echo "the seals are at '$seals', not 694 and 862"; return 1; }
-  dd if=/dev/zero of="$1" bs=1 seek=694 count=24 conv=notrunc status=none || return 1
-  [ "$2" = unsealed ] && truncate -s 862 "$1"
+  [ "$seals" = "686 854 " ] || { echo "the seals are at '$seals', not 686 and 854"; return 1; }
+  dd if=/dev/zero of="$1" bs=1 seek=686 count=24 conv=notrunc status=none || return 1
+  [ "$2" = unsealed ] && truncate -s 854 "$1"
   printf 'garbage after the last commit' >>"$1"
 }
 
