@@ -34,6 +34,36 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 mkdir -p "$regressions"
 
 status=0
+# The seeds are what the store writes today: dbdb_fuzz_seed must make each committed seed-* again,
+# byte for byte, and no other (a change to what the store writes, or a generator that no longer
+# runs, shows here; regenerate with the command below and keep a format bump's old seeds as
+# vN-seed-*). The generator had stopped working unnoticed: once writers allocated space ahead,
+# every seed it made was over its 16 KiB limit.
+echo "== fuzz seeds: the generator writes the committed seed corpus again"
+fresh_seeds=$(mktemp -d)
+trap 'rm -rf "$fresh_seeds"' EXIT
+regenerate="$build_dir/bin/dbdb_fuzz_seed $fuzz_dir/corpus/raw $fuzz_dir/corpus/structured"
+if ! "$build_dir/bin/dbdb_fuzz_seed" "$fresh_seeds" > "$build_dir/seeds.log" 2>&1; then
+  cat "$build_dir/seeds.log"
+  echo "FAIL: dbdb_fuzz_seed failed"
+  exit 1
+fi
+for corpus in "$fuzz_dir"/corpus/*; do
+  made=$(cd "$fresh_seeds" && ls seed-*)
+  committed=$(cd "$corpus" && ls seed-*)
+  if [ "$made" != "$committed" ]; then
+    echo "FAIL: $corpus holds seeds [$(echo $committed)], the generator makes [$(echo $made)]; regenerate: $regenerate"
+    status=1
+  fi
+  for fresh in "$fresh_seeds"/seed-*; do  # (not $seed: that is libFuzzer's)
+    if [ -f "$corpus/${fresh##*/}" ] && ! cmp -s "$fresh" "$corpus/${fresh##*/}"; then
+      echo "FAIL: $corpus/${fresh##*/} is not what the generator writes now; regenerate: $regenerate"
+      status=1
+    fi
+  done
+done
+if [ $status -ne 0 ]; then exit $status; fi
+
 echo "== fuzz replay: every regression and seed input through every target"
 replayed=0
 for target in $targets; do
