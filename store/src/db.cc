@@ -326,7 +326,7 @@ Status DBImpl::CatchUpOverlay() {
         return not_checkpoint(*checkpoint, Status::Corruption("its txn id is not above its fold's"));
       }
       ReadBytes bytes;
-      auto changes = file_->ReadBatch(*checkpoint, &bytes, /*checkpoint=*/true);
+      auto changes = file_->ReadCheckpoint(*checkpoint, &bytes);
       if (!changes.ok()) {
         return changes.status().IsCorruption() ? not_checkpoint(*checkpoint, changes.status()) : changes.status();
       }

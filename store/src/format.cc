@@ -260,7 +260,10 @@ std::string EncodeBatch(const std::vector<BatchChange>& changes) {
   return out;
 }
 
-Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view payload) {
+namespace {
+
+template <typename Changes>
+Result<Changes> DecodeBatchAs(uint64_t offset, std::string_view payload) {
   auto bad = [offset](const std::string& why) {
     return Status::Corruption("batch record at offset " + std::to_string(offset) + ": " + why);
   };
@@ -269,7 +272,7 @@ Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view p
   if (!in.GetVarint(&count)) return bad("truncated count");
   // Every change takes at least two bytes (op, key length): a count above that is a lie.
   if (count == 0 || count > payload.size() / 2) return bad("change count " + std::to_string(count));
-  std::vector<BatchChange> changes;
+  Changes changes;
   changes.reserve(std::min<uint64_t>(count, payload.size() / 16));  // not what a damaged count claims
   for (uint64_t i = 0; i < count; i++) {
     std::string_view op, key;
@@ -291,6 +294,16 @@ Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view p
   }
   if (!in.done()) return bad("trailing bytes");
   return changes;
+}
+
+}  // namespace
+
+Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view payload) {
+  return DecodeBatchAs<std::vector<BatchChange>>(offset, payload);
+}
+
+Result<LargeBatchChanges> DecodeLargeBatch(uint64_t offset, std::string_view payload) {
+  return DecodeBatchAs<LargeBatchChanges>(offset, payload);
 }
 
 std::string_view RecordTypeName(RecordType type) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "dbdb/status.h"
+#include "large_alloc.h"
 
 namespace dbdb::format {
 
@@ -167,6 +168,10 @@ inline constexpr uint8_t kBatchDelete = 2;
 std::string EncodeBatch(const std::vector<BatchChange>& changes);
 // Decodes a verified batch payload read at record offset `offset`; the views point into `payload`.
 Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view payload);
+// The same into an array on huge pages (large_alloc.h), for a checkpoint an overlay keeps: its
+// array's first touches would cost an open more than decoding it does.
+using LargeBatchChanges = std::vector<BatchChange, LargeAllocator<BatchChange>>;
+Result<LargeBatchChanges> DecodeLargeBatch(uint64_t offset, std::string_view payload);
 
 
 // The checks of VerifyRecord without building a Status (no allocation: it runs on mapped memory

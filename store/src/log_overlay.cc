@@ -168,8 +168,8 @@ const format::BatchChange* LogOverlay::BaseFind(std::string_view key, uint64_t t
   return it != base_.end() && it->key == key ? &*it : nullptr;
 }
 
-std::vector<uint64_t> LogOverlay::PrefixesOf(const std::vector<format::BatchChange>& changes) {
-  std::vector<uint64_t> prefixes;
+LogOverlay::Prefixes LogOverlay::PrefixesOf(const format::LargeBatchChanges& changes) {
+  Prefixes prefixes;
   prefixes.reserve(changes.size());
   for (const format::BatchChange& c : changes) prefixes.push_back(KeyPrefix(c.key));
   return prefixes;
@@ -193,7 +193,7 @@ const LogOverlay::Version* LogOverlay::FindVisible(const Probe& probe, uint64_t 
   return nullptr;
 }
 
-std::vector<format::BatchChange>::const_iterator LogOverlay::BaseSeek(std::string_view key, bool inclusive) const {
+format::LargeBatchChanges::const_iterator LogOverlay::BaseSeek(std::string_view key, bool inclusive) const {
   // KeyPrefix keeps the keys' order (key_prefix.h): every key with a smaller prefix is smaller,
   // every key with a larger one larger, so the answer lies in the run of keys with key's prefix
   // or at its end, and only that run's keys are compared.

@@ -195,9 +195,9 @@ Result<format::Commit> TreeFile::ReadCommit(uint64_t offset) {
   return format::DecodeCommitPayload(offset, record.payload, header_.version);
 }
 
-Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commit& commit, ReadBytes* buffer,
-                                                            bool checkpoint) {
-  if (commit.batch_offset == 0) return std::vector<format::BatchChange>();
+Result<std::optional<std::string_view>> TreeFile::ReadBatchPayload(const format::Commit& commit, ReadBytes* buffer,
+                                                                    bool checkpoint) {
+  if (commit.batch_offset == 0) return std::optional<std::string_view>();
   // DecodeCommitPayload checked that the batch lies inside the body, ending at the commit.
   const uint64_t length = commit.offset - commit.batch_offset;
   DBDB_RETURN_IF_ERROR(CheckRecordLength(commit.batch_offset, length));
@@ -219,7 +219,20 @@ Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commi
                               std::string(format::RecordTypeName(expected)) +
                               (checkpoint ? " (the commit restates the txn id of the one before it)" : ""));
   }
-  return format::DecodeBatch(commit.batch_offset, record.payload);
+  return std::optional<std::string_view>(record.payload);
+}
+
+Result<std::vector<format::BatchChange>> TreeFile::ReadBatch(const format::Commit& commit, ReadBytes* buffer,
+                                                            bool checkpoint) {
+  DBDB_ASSIGN_OR_RETURN(auto payload, ReadBatchPayload(commit, buffer, checkpoint));
+  if (!payload) return std::vector<format::BatchChange>();
+  return format::DecodeBatch(commit.batch_offset, *payload);
+}
+
+Result<format::LargeBatchChanges> TreeFile::ReadCheckpoint(const format::Commit& commit, ReadBytes* buffer) {
+  DBDB_ASSIGN_OR_RETURN(auto payload, ReadBatchPayload(commit, buffer, /*checkpoint=*/true));
+  if (!payload) return format::LargeBatchChanges();
+  return format::DecodeLargeBatch(commit.batch_offset, *payload);
 }
 
 Status TreeFile::VerifyCommitBody(const format::Commit& commit, ReadBytes* kept) {

@@ -81,6 +81,8 @@ class TreeFile {
   // is checked.
   Result<std::vector<format::BatchChange>> ReadBatch(const format::Commit& commit, ReadBytes* buffer,
                                                      bool checkpoint = false);
+  // ReadBatch of a checkpoint, decoded into an array on huge pages (for the overlay that keeps it).
+  Result<format::LargeBatchChanges> ReadCheckpoint(const format::Commit& commit, ReadBytes* buffer);
 
   // Ok if the bytes of the commit's body match its body checksum. With `kept`, a body that is
   // the commit's batch record (after the base's seal) and at most kKeptBodyBytesMax is read in one
@@ -140,6 +142,9 @@ class TreeFile {
   // The offset of a commit at or above `above` that a durable seal in [above, size) names.
   Result<std::optional<uint64_t>> DurableSealAbove(uint64_t above, uint64_t size);
   Status ReadInto(uint64_t offset, std::span<char> dst);  // all of dst, or Corruption
+  // The verified batch record's payload for ReadBatch (nullopt: the commit has none), in *buffer.
+  Result<std::optional<std::string_view>> ReadBatchPayload(const format::Commit& commit, ReadBytes* buffer,
+                                                           bool checkpoint);
   Status ReadExactly(uint64_t offset, uint64_t length, std::string* buffer);
   Status ReadExactly(uint64_t offset, uint64_t length, ReadBytes* buffer);
   // The body VerifyCommitChain verified last for its newest commit, if ReadBatch may take it: the

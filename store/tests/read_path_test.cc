@@ -49,7 +49,7 @@ TEST(KeyFilter, NeverForgetsAKeyAcrossItsRebuildsAndRarelyClaimsOneItLacks) {
 // after them (the build adds them).
 void CheckOverlayFindsEveryKey(bool get_first) {
   SCOPED_TRACE(get_first ? "a get before the commits" : "the first get after them");
-  std::vector<format::BatchChange> base;
+  format::LargeBatchChanges base;
   std::string text;
   for (uint64_t i = 0; i < 500; i++) text.append(Key(i)).push_back('\0');
   ReadBytes bytes;
@@ -153,7 +153,7 @@ std::unique_ptr<LogOverlay> OverlayAtCheckpoint(const std::map<std::string, std:
   ReadBytes bytes;
   bytes.Resize(text.size());
   std::copy(text.begin(), text.end(), bytes.span().begin());
-  std::vector<format::BatchChange> base;
+  format::LargeBatchChanges base;
   size_t at = 0;
   for (const auto& [k, v] : changes) {
     const std::string_view key = bytes.view().substr(at, k.size());
