@@ -1,12 +1,10 @@
 // Large allocations on transparent huge pages (large_alloc.h).
 #include "large_alloc.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 namespace dbdb {
 
@@ -24,27 +22,19 @@ constexpr bool kMapLargeBlocks = true;
 constexpr bool kMapLargeBlocks = true;
 #endif
 
-// The size of a transparent huge page, as the kernel states it; 0 when it does not (no THP), or
-// states one too small or too large to be worth aligning to (then blocks come from operator new).
-size_t ReadHugePageBytes() {
-  int fd = ::open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  char text[32] = {};
-  ssize_t n = ::read(fd, text, sizeof(text) - 1);
-  ::close(fd);
-  if (n <= 0) return 0;
-  char* end = nullptr;
-  unsigned long long bytes = std::strtoull(text, &end, 10);
-  const long page = ::sysconf(_SC_PAGESIZE);
-  if (end == text || page <= 0 || bytes <= static_cast<unsigned long long>(page) || bytes > (uint64_t{64} << 20) ||
-      (bytes & (bytes - 1)) != 0) {
-    return 0;
-  }
-  return static_cast<size_t>(bytes);
-}
-
+// The size of a huge page where the kernel offers them: what one page table of 8-byte entries
+// maps (2 MiB with 4 KiB pages, as on x86-64). Computed, not read from
+// /sys/kernel/mm/transparent_hugepage/hpage_pmd_size: only posix_file_system.cc makes file system
+// calls. 0 (blocks from operator new) when larger than worth aligning to. A kernel without
+// transparent huge pages refuses the advice, and the block is a plain anonymous mapping.
 size_t HugePageBytes() {
-  static const size_t bytes = kMapLargeBlocks ? ReadHugePageBytes() : 0;
+  static const size_t bytes = [] {
+    if (!kMapLargeBlocks) return size_t{0};
+    const long page = ::sysconf(_SC_PAGESIZE);
+    if (page <= 0) return size_t{0};
+    const size_t huge = static_cast<size_t>(page) * (static_cast<size_t>(page) / 8);
+    return huge <= (size_t{64} << 20) ? huge : size_t{0};
+  }();
   return bytes;
 }
 

@@ -6,13 +6,14 @@
 // part in: on the machine dbdb is measured on, reading a 952 KB checkpoint into a new buffer took
 // 3.6-3.7 ms (3.8 us a KiB, most of it faults), and 0.32-0.43 ms into a buffer on a huge page
 // (one fault for 2 MiB); writing 4 MB of fresh memory, 15 ms against 0.34-0.48 ms. So a block of
-// kLargeBytesMin or more is mapped on its own, aligned to the huge page size and advised
-// MADV_HUGEPAGE; smaller blocks come from operator new. The same holds for a log overlay's arena
+// kLargeBytesMin or more is mapped on its own, aligned to the huge page size (2 MiB with 4 KiB
+// pages) and advised MADV_HUGEPAGE; smaller blocks come from operator new. The same holds for a log overlay's arena
 // and sorted array, which grow by doubling while a writer commits.
 //
 // Memory: a large block takes whole huge pages once touched, so it holds up to a huge page more
 // than it asked for (1.75 MiB at most, for a 256 KiB block; nothing more when the kernel has no
-// huge page to give, or transparent huge pages are off: then it is a plain anonymous mapping). The
+// huge page to give, or transparent huge pages are off or absent: then it is a plain anonymous
+// mapping, its pages touched one by one as before). The
 // blocks that use it are few and short-lived, or belong to a log overlay (its checkpoint, its
 // sorted array, its arena's larger blocks), which holds megabytes already when they are used.
 //
