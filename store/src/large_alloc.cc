@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace dbdb {
@@ -25,17 +26,16 @@ constexpr bool kMapLargeBlocks = true;
 // The size of a huge page where the kernel offers them: what one page table of 8-byte entries
 // maps (2 MiB with 4 KiB pages, as on x86-64). Computed, not read from
 // /sys/kernel/mm/transparent_hugepage/hpage_pmd_size: only posix_file_system.cc makes file system
-// calls. 0 (blocks from operator new) when larger than worth aligning to. A kernel without
-// transparent huge pages refuses the advice, and the block is a plain anonymous mapping.
-size_t HugePageBytes() {
-  static const size_t bytes = [] {
-    if (!kMapLargeBlocks) return size_t{0};
-    const long page = ::sysconf(_SC_PAGESIZE);
-    if (page <= 0) return size_t{0};
-    const size_t huge = static_cast<size_t>(page) * (static_cast<size_t>(page) / 8);
-    return huge <= (size_t{64} << 20) ? huge : size_t{0};
-  }();
-  return bytes;
+// calls. A kernel without transparent huge pages refuses the advice, and the block is a plain
+// anonymous mapping.
+size_t ComputeHugePageBytes() {
+  if (!kMapLargeBlocks) return 0;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page <= 0) return 0;
+  const size_t huge = static_cast<size_t>(page) * (static_cast<size_t>(page) / 8);
+  // Larger huge pages (16 or 64 KiB base pages: 32 or 512 MiB) would round a block up by more
+  // than the faults it saves are worth; such systems fault a tenth as often per byte anyway.
+  return huge <= (size_t{2} << 20) ? huge : 0;
 }
 
 size_t MappedLength(size_t bytes) {
@@ -44,6 +44,11 @@ size_t MappedLength(size_t bytes) {
 }
 
 }  // namespace
+
+size_t HugePageBytes() {
+  static const size_t bytes = ComputeHugePageBytes();
+  return bytes;
+}
 
 bool LargeBlockIsMapped(size_t bytes) {
   return bytes >= kLargeBytesMin && HugePageBytes() != 0 && bytes <= SIZE_MAX - 2 * HugePageBytes();
@@ -61,8 +66,7 @@ void* AllocateLarge(size_t bytes) {
   const uintptr_t first = reinterpret_cast<uintptr_t>(raw);
   const uintptr_t start = (first + huge - 1) / huge * huge;
   if (start > first) ::munmap(raw, start - first);
-  const size_t tail = huge - (start - first);
-  if (tail > 0) ::munmap(reinterpret_cast<void*>(start + length), tail);
+  ::munmap(reinterpret_cast<void*>(start + length), huge - (start - first));  // never 0 bytes
   void* block = reinterpret_cast<void*>(start);
   // Advice only: a kernel that has no huge page to give, or has them off, backs it with small pages.
   (void)::madvise(block, length, MADV_HUGEPAGE);
@@ -78,20 +82,44 @@ void FreeLarge(void* block, size_t bytes) noexcept {
   ::munmap(block, MappedLength(bytes));
 }
 
-void* LargeMemoryResource::do_allocate(size_t bytes, size_t alignment) {
-  // Operator new's alignment, or a huge page's for a mapped block.
-  if (alignment > __STDCPP_DEFAULT_NEW_ALIGNMENT__) throw std::bad_alloc();
-  void* block = AllocateLarge(bytes == 0 ? 1 : bytes);
-  return block;
+LargeArena::~LargeArena() {
+  for (const Chunk& chunk : chunks_) {
+    if (chunk.large) {
+      FreeLarge(chunk.data, chunk.bytes);
+    } else {
+      ::operator delete(chunk.data);
+    }
+  }
 }
 
-void LargeMemoryResource::do_deallocate(void* p, size_t bytes, size_t /*alignment*/) {
-  FreeLarge(p, bytes == 0 ? 1 : bytes);
+void* LargeArena::Allocate(size_t bytes, size_t alignment) {
+  const size_t pad = (alignment - reinterpret_cast<uintptr_t>(next_) % alignment) % alignment;
+  if (next_ == nullptr || left_ < pad || left_ - pad < bytes) {
+    if (bytes > (size_t{1} << 40)) throw std::bad_alloc();  // (so that the doubling below cannot wrap)
+    const size_t huge = HugePageBytes();
+    size_t chunk_bytes = next_chunk_bytes_;
+    while (chunk_bytes < bytes + alignment) chunk_bytes *= 2;
+    // Whole huge pages once a chunk reaches one (a multiple of the huge page: nothing rounded up).
+    const bool large = huge != 0 && chunk_bytes >= huge;
+    if (large) chunk_bytes = (chunk_bytes + huge - 1) / huge * huge;
+    chunks_.reserve(chunks_.size() + 1);  // so that push_back cannot throw once the chunk is taken
+    char* data = static_cast<char*>(large ? AllocateLarge(chunk_bytes) : ::operator new(chunk_bytes));
+    chunks_.push_back(Chunk{data, chunk_bytes, large});
+    next_ = data;
+    left_ = chunk_bytes;
+    next_chunk_bytes_ = std::min(2 * next_chunk_bytes_, kChunkBytesMax);
+    return Allocate(bytes, alignment);
+  }
+  char* at = next_ + pad;
+  next_ = at + bytes;
+  left_ -= pad + bytes;
+  return at;
 }
 
-std::pmr::memory_resource* LargeResource() {
-  static LargeMemoryResource resource;
-  return &resource;
+size_t LargeArena::chunk_bytes() const {
+  size_t total = 0;
+  for (const Chunk& chunk : chunks_) total += chunk.bytes;
+  return total;
 }
 
 }  // namespace dbdb

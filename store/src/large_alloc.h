@@ -10,20 +10,25 @@
 // pages) and advised MADV_HUGEPAGE; smaller blocks come from operator new. The same holds for a log overlay's arena
 // and sorted array, which grow by doubling while a writer commits.
 //
-// Memory: a large block takes whole huge pages once touched, so it holds up to a huge page more
-// than it asked for (1.75 MiB at most, for a 256 KiB block; nothing more when the kernel has no
-// huge page to give, or transparent huge pages are off or absent: then it is a plain anonymous
-// mapping, its pages touched one by one as before). The
-// blocks that use it are few and short-lived, or belong to a log overlay (its checkpoint, its
-// sorted array, its arena's larger blocks), which holds megabytes already when they are used.
+// Memory: a large block takes whole huge pages once touched, so it holds up to a huge page less
+// one byte more than it asked for (1.75 MiB at most, for a 256 KiB block; huge pages larger than
+// 2 MiB, as with 16 or 64 KiB base pages, are not used). Nothing more when the kernel has no huge
+// page to give, or transparent huge pages are off or absent: then the block is a plain anonymous
+// mapping, its pages touched one by one as before. The blocks that use it are few a handle: a
+// checkpoint's bytes, array and prefixes and a log overlay's sorted array. An arena (LargeArena)
+// takes chunks of whole huge pages, which round nothing up.
+//
+// Latency: with the kernel's transparent_hugepage/defrag at "madvise" (a common default), a fault
+// in an advised block may compact memory before it is served: milliseconds, where memory is
+// fragmented. A log overlay takes such faults under its lock, while it applies a commit or merges.
 //
 // Under AddressSanitizer every block comes from operator new, so that its overflows are caught.
 #pragma once
 
 #include <cstddef>
-#include <memory>
-#include <memory_resource>
+#include <cstdint>
 #include <new>
+#include <vector>
 
 namespace dbdb {
 
@@ -54,15 +59,38 @@ struct LargeAllocator {
   bool operator==(const LargeAllocator<U>&) const noexcept { return true; }
 };
 
-// A memory resource over AllocateLarge: the upstream of an arena whose blocks grow (a monotonic
-// buffer resource doubles them), so that its large blocks are on huge pages.
-class LargeMemoryResource final : public std::pmr::memory_resource {
+// The size of a huge page blocks are aligned to (2 MiB with 4 KiB pages), or 0 when large blocks
+// come from operator new (under AddressSanitizer, or where huge pages are larger than 2 MiB).
+size_t HugePageBytes();
+
+// A bump allocator whose memory is freed all at once, when it is destroyed (a log overlay's keys,
+// values and versions). Its chunks double from 64 KiB: from operator new while smaller than a huge
+// page, then whole huge pages from AllocateLarge (2, 4, 8 MiB, ... up to 64 MiB a chunk), so that
+// no chunk is rounded up to a huge page it does not fill. Not thread-safe.
+class LargeArena {
+ public:
+  LargeArena() = default;
+  ~LargeArena();
+  LargeArena(const LargeArena&) = delete;
+  LargeArena& operator=(const LargeArena&) = delete;
+
+  // `bytes` bytes aligned to `alignment` (a power of two, at most 16). Throws std::bad_alloc.
+  void* Allocate(size_t bytes, size_t alignment);
+  // The bytes of every chunk taken (for tests).
+  size_t chunk_bytes() const;
+
  private:
-  void* do_allocate(size_t bytes, size_t alignment) override;
-  void do_deallocate(void* p, size_t bytes, size_t alignment) override;
-  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
+  struct Chunk {
+    char* data;
+    size_t bytes;
+    bool large;  // from AllocateLarge, else operator new
+  };
+  static constexpr size_t kFirstChunkBytes = size_t{64} << 10;
+  static constexpr size_t kChunkBytesMax = size_t{64} << 20;
+  std::vector<Chunk> chunks_;
+  char* next_ = nullptr;  // in the newest chunk
+  size_t left_ = 0;       // bytes after next_ in it
+  size_t next_chunk_bytes_ = kFirstChunkBytes;
 };
-// The one instance (it holds no state).
-std::pmr::memory_resource* LargeResource();
 
 }  // namespace dbdb

@@ -70,7 +70,7 @@ LogOverlay::Probe::Probe(std::string_view k) : prefix(KeyPrefix(k)), key(k) {}
 
 std::string_view LogOverlay::Copy(std::string_view bytes) {
   if (bytes.empty()) return {};
-  char* to = static_cast<char*>(arena_.allocate(bytes.size(), 1));
+  char* to = static_cast<char*>(arena_.Allocate(bytes.size(), 1));
   std::memcpy(to, bytes.data(), bytes.size());
   return {to, bytes.size()};
 }
@@ -90,7 +90,7 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
     // links them to the older ones.
     if (it == recent_.end() || it->prefix != probe.prefix || it->held->key() != change.key) {
       const std::string_view key = Copy(change.key);
-      held = new (arena_.allocate(sizeof(Held), alignof(Held))) Held{key.data(), key.size(), nullptr};
+      held = new (arena_.Allocate(sizeof(Held), alignof(Held))) Held{key.data(), key.size(), nullptr};
       recent_.insert(it, Entry{probe.prefix, held});  // invalidates it (a B-tree's insert may move others)
       generation_++;  // and every Position
       // filter_built_ only turns true under the shared lock, which this exclusive one excludes.
@@ -98,7 +98,7 @@ void LogOverlay::Apply(uint64_t commit_offset, uint64_t txn_id, const std::vecto
     } else {
       held = it->held;
     }
-    auto* version = static_cast<Version*>(arena_.allocate(sizeof(Version), alignof(Version)));
+    auto* version = static_cast<Version*>(arena_.Allocate(sizeof(Version), alignof(Version)));
     new (version) Version{txn_id, held->newest, change.value ? Copy(*change.value) : std::string_view(), !change.value};
     held->newest = version;
   }

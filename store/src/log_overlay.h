@@ -9,14 +9,14 @@
 // holds the lock for one pass over the sorted array, and reads of this overlay wait for it: in the
 // driver below, 9 ms at 514,000 keys and 15 ms at 804,000, and 39 ms at 643,000, where the array
 // doubled its capacity (its new pages faulted in), with the array on small pages; on huge pages
-// (below), the merge at 643,000 took 5.9 to 32.5 ms (34 to 48 ms on small pages, same runs).
+// (below), the longest merge took 5.8 to 27.1 ms (37 to 48 ms on small pages, alternated runs).
 //
 // Memory: an overlay only grows until it is dropped (versions are never removed), so its keys,
 // values and versions come from one arena, freed at once with the overlay: replaying a commit
 // costs a few bump allocations, none per key or value (opening a file replays the whole unfolded
-// tail; docs/FORMAT.md, "Commits, batches and folds"). The arena's larger blocks, the sorted array
-// and a checkpoint's bytes, array and prefixes are on huge pages (large_alloc.h): the driver
-// below took 0.19 to 0.69 s with them there, 0.83 to 1.12 s on small pages, most of the
+// tail; docs/FORMAT.md, "Commits, batches and folds"). The arena's chunks from 2 MiB up, the sorted
+// array and a checkpoint's bytes, array and prefixes are on huge pages (large_alloc.h): the driver
+// below took 0.21 to 0.60 s with them there, 0.87 to 1.09 s on small pages, most of the
 // difference first touches of fresh pages. The B-tree's nodes come from the heap.
 //
 // The keys are indexed in two parts, each key with its first eight bytes beside it (most
@@ -54,7 +54,6 @@
 #include <map>
 #include <memory>
 #include <atomic>
-#include <memory_resource>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -258,7 +257,7 @@ class LogOverlay {
   // eight probes' worth, and reads a key only among those with the prefix it looks for.
   const Prefixes base_prefixes_;
   const uint64_t base_txn_id_ = 0;
-  std::pmr::monotonic_buffer_resource arena_{LargeResource()};  // GUARDED_BY(mutex_) for allocation
+  LargeArena arena_;  // GUARDED_BY(mutex_) for allocation
   size_t merge_keys_ = kMergeKeysDefault;  // GUARDED_BY(mutex_)
   // The keys changed since the last merge (the tree's nodes from the heap, freed by each merge),
   // and, sorted, those changed before it. GUARDED_BY(mutex_).

@@ -97,9 +97,78 @@ TEST(LargeAlloc, LargeBlocksAreOnAdvisedHugePageMappingsSmallOnesOnTheHeap) {
   }
   EXPECT_FALSE(LargeBlockIsMapped(kLargeBytesMin - 1));
   void* small = AllocateLarge(kLargeBytesMin - 1);
-  EXPECT_FALSE(AdvisedHuge(small));
+  ASSERT_NE(small, nullptr);
   FreeLarge(small, kLargeBytesMin - 1);
   EXPECT_EQ(AllocateLarge(0), nullptr);
+  EXPECT_EQ(HugePageBytes(), expect_mapped ? huge : 0u);
+}
+
+// An array that grows past kLargeBytesMin moves from the heap to a mapped block and keeps its
+// contents on the way.
+TEST(LargeAlloc, AnArrayGrowsFromTheHeapOntoHugePages) {
+  std::vector<uint64_t, LargeAllocator<uint64_t>> words;
+  for (uint64_t i = 0; i < 300000; i++) words.push_back(i * 7);
+  for (uint64_t i = 0; i < words.size(); i++) ASSERT_EQ(words[i], i * 7) << i;
+  if (LargeBlockIsMapped(words.capacity() * sizeof(uint64_t))) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(words.data()) % HugePageBytes(), 0u);
+  }
+}
+
+// A buffer shrunk and then destroyed, or moved over, frees the block it allocated (the size it
+// allocated, not the size it holds now: a large block freed as a small one would be handed to
+// operator delete, which aborts).
+TEST(LargeAlloc, AShrunkBufferFreesTheBlockItAllocated) {
+  for (int round = 0; round < 3; round++) {
+    ReadBytes bytes;
+    bytes.Resize(size_t{3} << 20);
+    bytes.span().back() = 'x';
+    bytes.Resize(100);
+    EXPECT_EQ(bytes.size(), 100u);
+    if (round == 1) bytes = ReadBytes();
+    if (round == 2) {
+      ReadBytes other;
+      other.Resize(kLargeBytesMin + 1);
+      bytes = std::move(other);
+      EXPECT_EQ(bytes.size(), kLargeBytesMin + 1);
+    }
+  }
+}
+
+// The arena's chunks: from the heap while smaller than a huge page, then whole huge pages, advised
+// (where the kernel has them); every allocation aligned as asked and inside a chunk.
+TEST(LargeAlloc, AnArenasChunksAreHeapBlocksThenWholeHugePages) {
+  const size_t huge = HugePageBytes();
+  const bool advised = huge != 0 && StatedHugePageBytes() != 0;
+  LargeArena arena;
+  size_t chunks_before = 0, allocated = 0;
+  std::vector<size_t> chunk_sizes;
+  for (int i = 0; i < 200000; i++) {
+    const size_t bytes = 1 + static_cast<size_t>(i % 97) * 3;
+    const size_t alignment = size_t{1} << (i % 5);
+    auto* p = static_cast<unsigned char*>(arena.Allocate(bytes, alignment));
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % alignment, 0u);
+    p[0] = 1;
+    p[bytes - 1] = 2;
+    allocated += bytes;
+    if (arena.chunk_bytes() != chunks_before) {  // p opens a new chunk
+      const size_t chunk = arena.chunk_bytes() - chunks_before;
+      chunks_before = arena.chunk_bytes();
+      chunk_sizes.push_back(chunk);
+      SCOPED_TRACE("chunk of " + std::to_string(chunk));
+      if (huge != 0 && chunk >= huge) {
+        EXPECT_EQ(chunk % huge, 0u);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % huge, 0u);
+      }
+      EXPECT_EQ(AdvisedHuge(p), advised && chunk >= huge) << VmFlagsOf(p);
+    }
+  }
+  ASSERT_GE(chunk_sizes.size(), 5u);
+  EXPECT_EQ(chunk_sizes.front(), size_t{64} << 10);
+  // Doubling chunks: what was taken is at most about twice what was asked for.
+  EXPECT_LE(arena.chunk_bytes(), 2 * allocated + (size_t{64} << 10) + huge);
+  if (huge != 0) {
+    EXPECT_GE(chunk_sizes.back(), huge);
+  }
 }
 
 // What an open at a checkpoint allocates: the record's buffer and its decoded array.
