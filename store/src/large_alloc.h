@@ -5,18 +5,19 @@
 // time, and on a virtual machine each first touch of a 4 KiB page is a fault the hypervisor takes
 // part in: on the machine dbdb is measured on, reading a 952 KB checkpoint into a new buffer took
 // 3.6-3.7 ms (3.8 us a KiB, most of it faults), and 0.32-0.43 ms into a buffer on a huge page
-// (one fault for 2 MiB); writing 4 MB of fresh memory, 15 ms against 0.34-0.48 ms. So a block of
-// kLargeBytesMin or more is mapped on its own, aligned to the huge page size (2 MiB with 4 KiB
-// pages) and advised MADV_HUGEPAGE; smaller blocks come from operator new. The same holds for a log overlay's arena
-// and sorted array, which grow by doubling while a writer commits.
+// (one fault for 2 MiB). So a block of kLargeBytesMin or more is mapped on its own, aligned to the
+// huge page size (2 MiB with 4 KiB pages) and advised MADV_HUGEPAGE; smaller blocks come from
+// operator new. The same helps a log overlay's arena and sorted array, which grow by doubling
+// while a writer commits.
 //
 // Memory: a large block takes whole huge pages once touched, so it holds up to a huge page less
 // one byte more than it asked for (1.75 MiB at most, for a 256 KiB block; huge pages larger than
 // 2 MiB, as with 16 or 64 KiB base pages, are not used). Nothing more when the kernel has no huge
 // page to give, or transparent huge pages are off or absent: then the block is a plain anonymous
-// mapping, its pages touched one by one as before. The blocks that use it are few a handle: a
-// checkpoint's bytes, array and prefixes and a log overlay's sorted array. An arena (LargeArena)
-// takes chunks of whole huge pages, which round nothing up.
+// mapping, its pages touched one by one as before. The blocks that use it are few: four at most a
+// log overlay (a checkpoint's bytes, array and prefixes, and its sorted array), and a read of a
+// large record one while it runs. An arena (LargeArena) takes chunks of whole huge pages, which
+// round nothing up.
 //
 // Latency: with the kernel's transparent_hugepage/defrag at "madvise" (a common default), a fault
 // in an advised block may compact memory before it is served: milliseconds, where memory is
