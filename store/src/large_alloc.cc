@@ -9,6 +9,8 @@
 
 namespace dbdb {
 
+static_assert(sizeof(size_t) == 8, "the arena's bounds and the mappings' arithmetic assume 64-bit sizes");
+
 namespace {
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -102,7 +104,9 @@ void* LargeArena::Allocate(size_t bytes, size_t alignment) {
     // Whole huge pages once a chunk reaches one (a multiple of the huge page: nothing rounded up).
     const bool large = huge != 0 && chunk_bytes >= huge;
     if (large) chunk_bytes = (chunk_bytes + huge - 1) / huge * huge;
-    chunks_.reserve(chunks_.size() + 1);  // so that push_back cannot throw once the chunk is taken
+    if (chunks_.size() == chunks_.capacity()) {  // so that push_back cannot throw once the chunk is taken
+      chunks_.reserve(std::max<size_t>(2 * chunks_.capacity(), 8));
+    }
     char* data = static_cast<char*>(large ? AllocateLarge(chunk_bytes) : ::operator new(chunk_bytes));
     chunks_.push_back(Chunk{data, chunk_bytes, large});
     next_ = data;
