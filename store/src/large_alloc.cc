@@ -13,7 +13,7 @@ static_assert(sizeof(size_t) == 8, "the arena's bounds and the mappings' arithme
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(DBDB_SANITIZER_ADDRESS) || defined(__SANITIZE_ADDRESS__)
 constexpr bool kMapLargeBlocks = false;
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
