@@ -47,11 +47,10 @@ class DbdbStore final : public Store {
     if (auto s = db_->Write(b); !s.ok()) Die("dbdb write: " + s.ToString());
   }
   bool Get(const std::string& key, std::string* value) override {
-    auto v = db_->Get(key);
-    if (!v.ok()) Die("dbdb get: " + v.status().ToString());
-    if (!v->has_value()) return false;
-    *value = std::move(**v);
-    return true;
+    // Into the caller's string, as the other adapters read (its capacity reused from get to get).
+    auto found = db_->Get(key, value);
+    if (!found.ok()) Die("dbdb get: " + found.status().ToString());
+    return *found;
   }
   uint64_t Scan() override {
     auto snapshot = db_->GetSnapshot();

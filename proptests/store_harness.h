@@ -70,6 +70,9 @@ class Sut {
     uint64_t txn_id;
   };
   std::vector<OpenSnapshot> snapshots;
+  // The buffer Get reads into, kept from one Get to the next (DB::Get's second form must assign
+  // it when it finds the key and leave it alone when it does not).
+  std::string get_buffer;
   uint64_t seed;
   // Commits on the current simulated filesystem, with trace positions (model::AllowedAt).
   std::map<uint64_t, model::CommitTiming> commit_traces;

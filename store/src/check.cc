@@ -156,7 +156,8 @@ static Result<uint64_t> CountKeys(const View& view) {
   if (!view.overlay) return keys;
   // The tree's keys, plus the overlay's puts of new keys, minus its deletes of the tree's keys.
   for (const auto& [key, value] : view.overlay->LatestChanges(view.txn_id())) {
-    DBDB_ASSIGN_OR_RETURN(auto in_tree, TreeGet(*view.file, view.root(), key));
+    std::string tree_value;
+    DBDB_ASSIGN_OR_RETURN(bool in_tree, TreeGet(*view.file, view.root(), key, &tree_value));
     if (value && !in_tree) keys++;
     if (!value && in_tree) keys--;
   }

@@ -58,7 +58,8 @@ class SnapshotImpl final : public Snapshot {
  public:
   explicit SnapshotImpl(View view) : view_(std::move(view)) {}
   uint64_t txn_id() const override { return view_.txn_id(); }
-  Result<std::optional<std::string>> Get(std::string_view key) override { return view_.Get(key); }
+  using Snapshot::Get;
+  Result<bool> Get(std::string_view key, std::string* value) override { return view_.Get(key, value); }
   std::unique_ptr<Iterator> NewIterator() override { return NewViewIterator(view_); }
   Result<std::vector<KeyValue>> Scan(const ScanRange& range) override {
     auto it = NewIterator();
@@ -79,11 +80,14 @@ class WriteTransactionImpl final : public WriteTransaction {
 
   uint64_t base_txn_id() const override { return base_.txn_id(); }
 
-  Result<std::optional<std::string>> Get(std::string_view key) override {
+  using WriteTransaction::Get;
+  Result<bool> Get(std::string_view key, std::string* value) override {
     DBDB_RETURN_IF_ERROR(CheckOpen());
     auto it = changes_.find(key);
-    if (it != changes_.end()) return it->second;
-    return base_.Get(key);
+    if (it == changes_.end()) return base_.Get(key, value);
+    if (!it->second) return false;  // deleted in this transaction
+    value->assign(*it->second);
+    return true;
   }
   std::unique_ptr<Iterator> NewIterator() override { return NewChangesIterator(NewViewIterator(base_), &changes_); }
   Result<std::vector<KeyValue>> Scan(const ScanRange& range) override {
@@ -255,12 +259,18 @@ Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const 
   return db;
 }
 
-Result<std::optional<std::string>> View::Get(std::string_view key) const {
+Result<bool> View::Get(std::string_view key, std::string* value) const {
   if (overlay) {
-    auto change = overlay->Get(key, txn_id());
-    if (change) return *change;
+    switch (overlay->Get(key, txn_id(), value)) {
+      case LogOverlay::Found::kValue:
+        return true;
+      case LogOverlay::Found::kDeleted:
+        return false;
+      case LogOverlay::Found::kNothing:
+        break;
+    }
   }
-  return TreeGet(*file, root(), key);
+  return TreeGet(*file, root(), key, value);
 }
 
 Status DBImpl::CatchUpOverlay() {
@@ -504,9 +514,9 @@ Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight(File& file) {
   return lock;
 }
 
-Result<std::optional<std::string>> DBImpl::Get(std::string_view key) {
+Result<bool> DBImpl::Get(std::string_view key, std::string* value) {
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
-  return view.Get(key);
+  return view.Get(key, value);
 }
 
 Status DBImpl::Put(std::string_view key, std::string_view value) {

@@ -67,9 +67,9 @@ struct View {
     uint64_t log = log_is_garbage ? 0 : log_bytes();
     return format::kFileHeaderSizeBytes + commit->tree_bytes + (log > 0 ? log : commit->end() - commit->offset);
   }
-  // The value of `key` in this view: the overlay's newest change at or before the commit, else the
-  // fold's tree.
-  Result<std::optional<std::string>> Get(std::string_view key) const;
+  // The value of `key` in this view, into `*value` (DB::Get's second form): the overlay's newest
+  // change at or before the commit, else the fold's tree.
+  Result<bool> Get(std::string_view key, std::string* value) const;
 };
 
 // A write transaction's own changes: a put (a value) or a delete (nullopt) per key.
@@ -164,7 +164,8 @@ class DBImpl final : public DB {
   // synced, renamed, the directory synced). REQUIRES: the compaction lock and the writer lock.
   Status InstallEmptyUpgrade(const View& view);
 
-  Result<std::optional<std::string>> Get(std::string_view key) override;
+  using DB::Get;
+  Result<bool> Get(std::string_view key, std::string* value) override;
   Status Put(std::string_view key, std::string_view value) override;
   Status Del(std::string_view key) override;
   Status Write(const WriteBatch& batch) override;

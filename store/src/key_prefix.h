@@ -14,15 +14,34 @@
 
 namespace dbdb {
 
-inline uint64_t KeyPrefix(std::string_view key) {
-  uint64_t v = 0;
-  if (key.size() >= 8) {
-    std::memcpy(&v, key.data(), 8);
-    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
-    return v;
+namespace key_prefix_internal {
+template <typename T>
+T LoadBigEndian(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  if constexpr (std::endian::native == std::endian::little) {
+    if constexpr (sizeof v == 8) v = __builtin_bswap64(v);
+    if constexpr (sizeof v == 4) v = __builtin_bswap32(v);
   }
-  for (size_t i = 0; i < 8; i++) v = v << 8 | (i < key.size() ? static_cast<uint8_t>(key[i]) : 0);
   return v;
+}
+}  // namespace key_prefix_internal
+
+// Without a loop over the bytes of a key under eight bytes (most of an internal node's separators,
+// which compaction shortens; a byte loop was the single costliest line of a lookup, counted by
+// callgrind): four to seven bytes are two loads of four that overlap, one to three bytes are the
+// first, middle and last byte (which between them are every byte).
+inline uint64_t KeyPrefix(std::string_view key) {
+  using key_prefix_internal::LoadBigEndian;
+  const char* p = key.data();
+  const size_t n = key.size();
+  if (n >= 8) return LoadBigEndian<uint64_t>(p);
+  if (n >= 4) {
+    return uint64_t{LoadBigEndian<uint32_t>(p)} << 32 | uint64_t{LoadBigEndian<uint32_t>(p + n - 4)} << (64 - 8 * n);
+  }
+  if (n == 0) return 0;
+  return uint64_t{static_cast<uint8_t>(p[0])} << 56 | uint64_t{static_cast<uint8_t>(p[n / 2])} << (56 - 8 * (n / 2)) |
+         uint64_t{static_cast<uint8_t>(p[n - 1])} << (64 - 8 * n);
 }
 
 // Whether `a` < `b`, given their KeyPrefix (for keys already in hand; the overlay's comparator

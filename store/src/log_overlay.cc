@@ -219,14 +219,21 @@ std::optional<std::string> LogOverlay::ValueOf(const Version& v) {
   return std::string(v.value);
 }
 
-std::optional<std::optional<std::string>> LogOverlay::Get(std::string_view key, uint64_t txn_id) const {
+LogOverlay::Found LogOverlay::Get(std::string_view key, uint64_t txn_id, std::string* value) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   if (!filter_built_.load(std::memory_order_acquire)) BuildFilter();
-  if (!filter_.MayContain(key)) return std::nullopt;
-  if (const Version* v = FindVisible(Probe(key), txn_id)) return ValueOf(*v);
-  const format::BatchChange* base = BaseFind(key, txn_id);
-  if (base == nullptr) return std::nullopt;
-  return base->value ? std::optional<std::string>(std::string(*base->value)) : std::nullopt;
+  if (!filter_.MayContain(key)) return Found::kNothing;
+  std::optional<std::string_view> change;  // copied out under the lock
+  if (const Version* v = FindVisible(Probe(key), txn_id)) {
+    if (!v->deleted) change = v->value;
+  } else if (const format::BatchChange* base = BaseFind(key, txn_id)) {
+    change = base->value;
+  } else {
+    return Found::kNothing;
+  }
+  if (!change) return Found::kDeleted;
+  value->assign(*change);
+  return Found::kValue;
 }
 
 bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,

@@ -119,9 +119,10 @@ class LogOverlay {
   // REQUIRES: commit_offset > through_offset() (the caller checks the txn id).
   void Restate(uint64_t commit_offset, uint64_t record_bytes);
 
-  // What the overlay holds for `key` as of txn `txn_id`: nullopt when nothing (read the tree);
-  // otherwise the value, or nullopt inside when the key was deleted.
-  std::optional<std::optional<std::string>> Get(std::string_view key, uint64_t txn_id) const;
+  // What the overlay holds for `key` as of txn `txn_id`: kNothing (read the tree), kDeleted, or
+  // kValue with the value assigned to `*value` (its capacity reused; untouched otherwise).
+  enum class Found { kNothing, kDeleted, kValue };
+  Found Get(std::string_view key, uint64_t txn_id, std::string* value) const;
 
   // Where a forward walk through the changes stands (an iterator's LogCursor): the next candidates
   // in the tree, in the merged array and in the checkpoint's array. Valid only while no key has

@@ -33,8 +33,9 @@ inline Status WrongNodeKind(NodeRef ref, uint32_t height) {
                             (height == 1 ? " should be a leaf" : " should be an internal node"));
 }
 
-// Looks `key` up in the tree. nullopt when absent.
-Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key);
+// Looks `key` up in the tree: true and its value in `*value` (assigned, so its capacity is reused),
+// or false when absent (`*value` untouched).
+Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key, std::string* value);
 
 // Ordered iteration over one tree. Holds the nodes on its path (and the file), so it stays valid
 // while the database moves on; key() and value() are copies, never views into a mapping.

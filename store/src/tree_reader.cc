@@ -26,7 +26,7 @@ void SetRoot(format::Commit* commit, const TreeRoot& root) {
 // Every read of a node's bytes below is inside ReadMapped (a mapped page may fault) and owns
 // nothing there; what outlives it is copied out.
 
-Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key) {
+Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key, std::string* value) {
   NodeRef ref = root.ref;
   for (uint32_t height = root.height; height > 1; height--) {
     DBDB_ASSIGN_OR_RETURN(auto node, file.ReadNodeView(ref));
@@ -35,21 +35,23 @@ Result<std::optional<std::string>> TreeGet(TreeFile& file, const TreeRoot& root,
     if (!ReadMapped([&] { child = node.view.child(node.view.ChildFor(key)); })) return file.MapFault(ref.offset);
     ref = child;
   }
-  if (root.height == 0) return std::optional<std::string>();
+  if (root.height == 0) return false;
   DBDB_ASSIGN_OR_RETURN(auto leaf, file.ReadNodeView(ref));
   if (!leaf.view.is_leaf()) return WrongNodeKind(ref, 1);
-  std::string_view value;
-  bool found = false;
+  std::string_view found;
+  bool present = false;
   if (!ReadMapped([&] {
         std::string_view at;
-        found = leaf.view.KeyValue(leaf.view.LowerBound(key), &at, &value) && at == key;
+        present = leaf.view.KeyValue(leaf.view.LowerBound(key), &at, &found) && at == key;
       })) {
     return file.MapFault(ref.offset);
   }
-  if (!found) return std::optional<std::string>();
-  std::optional<std::string> out(std::in_place, value.size(), '\0');  // allocated before the copy
-  if (!ReadMapped([&] { value.copy(out->data(), value.size()); })) return file.MapFault(ref.offset);
-  return out;
+  if (!present) return false;
+  // Sized before the copy (an allocation is not made under the fault guard, which would leak it
+  // on a fault); the copy alone may fault.
+  value->resize(found.size());
+  if (!ReadMapped([&] { found.copy(value->data(), found.size()); })) return file.MapFault(ref.offset);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------

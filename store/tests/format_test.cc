@@ -336,6 +336,31 @@ TEST(Nodes, NodeViewStaysInsideGarbage) {
   }
 }
 
+// KeyPrefix is a key's first eight bytes, big-endian, zero-padded: against that definition written
+// as a loop over the bytes, at every length from empty to past eight, over random bytes (the high
+// bit set and zeros among them) and at every placement of the key in its buffer.
+TEST(Nodes, KeyPrefixIsTheFirstEightBytesBigEndianZeroPadded) {
+  const uint64_t seed = 20261205;
+  std::mt19937_64 rng(seed);
+  auto reference = [](std::string_view key) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++) v = v << 8 | (i < key.size() ? static_cast<uint8_t>(key[i]) : 0);
+    return v;
+  };
+  EXPECT_EQ(KeyPrefix(""), 0u);
+  EXPECT_EQ(KeyPrefix("a"), uint64_t{0x61} << 56);
+  EXPECT_EQ(KeyPrefix("abcde"), 0x6162636465000000u);
+  EXPECT_EQ(KeyPrefix("abcdefghij"), 0x6162636465666768u);
+  for (int round = 0; round < 2000; round++) {
+    std::string buffer(24, '\0');
+    for (char& c : buffer) c = static_cast<char>(rng() % 4 == 0 ? 0 : rng());
+    const size_t size = round % 13, start = rng() % (buffer.size() - size + 1);
+    const std::string_view key(buffer.data() + start, size);
+    ASSERT_EQ(KeyPrefix(key), reference(key))
+        << "seed " << seed << ", round " << round << ": " << ::testing::PrintToString(std::string(key));
+  }
+}
+
 // A search in place settles most comparisons by the keys' first eight bytes (KeyPrefix) and only
 // then compares whole keys. Keys that share those eight bytes, keys shorter than eight bytes, and
 // keys holding zero bytes (which the prefix pads with) must still sort exactly as std::string

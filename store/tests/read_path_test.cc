@@ -23,6 +23,25 @@ namespace {
 
 std::string Key(uint64_t i) { return "key-" + std::to_string(i * 2654435761u); }
 
+// LogOverlay::Get as one value: nullopt when the overlay holds nothing for `key` at `txn`, else the
+// value or (inside) nullopt for a delete. The buffer it reads into starts with a sentinel, so that
+// a Get that reports nothing or a delete must also have left it alone.
+std::optional<std::optional<std::string>> OverlayGet(const LogOverlay& overlay, std::string_view key, uint64_t txn) {
+  const std::string sentinel = "untouched: longer than any short-string buffer";
+  std::string value = sentinel;
+  switch (overlay.Get(key, txn, &value)) {
+    case LogOverlay::Found::kValue:
+      return std::optional<std::string>(value);
+    case LogOverlay::Found::kDeleted:
+      EXPECT_EQ(value, sentinel) << "a delete wrote the value";
+      return std::optional<std::string>();
+    case LogOverlay::Found::kNothing:
+      EXPECT_EQ(value, sentinel) << "an absent key wrote the value";
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 TEST(KeyFilter, NeverForgetsAKeyAcrossItsRebuildsAndRarelyClaimsOneItLacks) {
   KeyFilter filter;
   std::vector<std::string> added;
@@ -66,7 +85,7 @@ void CheckOverlayFindsEveryKey(bool get_first) {
   LogOverlay overlay(100, 200, 7, std::move(bytes), std::move(base), 1000);
   uint64_t offset = 300, txn = 8;
   if (get_first) {
-    EXPECT_FALSE(overlay.Get(Key(20000), 7).has_value());
+    EXPECT_FALSE(OverlayGet(overlay, Key(20000), 7).has_value());
   }
   for (uint64_t batch = 0; batch < 40; batch++) {
     std::vector<std::string> owned;
@@ -76,16 +95,16 @@ void CheckOverlayFindsEveryKey(bool get_first) {
     overlay.Apply(offset++, txn++, changes, 100);
   }
   for (uint64_t i = 0; i < 500; i++) {
-    auto found = overlay.Get(Key(i), txn);
+    auto found = OverlayGet(overlay, Key(i), txn);
     ASSERT_TRUE(found.has_value()) << "checkpoint key " << i;
     EXPECT_EQ(**found, Key(i));
   }
   for (uint64_t i = 10000; i < 20000; i++) {
-    auto found = overlay.Get(Key(i), txn);
+    auto found = OverlayGet(overlay, Key(i), txn);
     ASSERT_TRUE(found.has_value()) << "applied key " << i;
     EXPECT_FALSE(found->has_value()) << "a delete reads as a value";
   }
-  for (uint64_t i = 20000; i < 21000; i++) EXPECT_FALSE(overlay.Get(Key(i), txn).has_value());
+  for (uint64_t i = 20000; i < 21000; i++) EXPECT_FALSE(OverlayGet(overlay, Key(i), txn).has_value());
 }
 
 TEST(KeyFilter, TheOverlayFindsEveryKeyItHoldsAndNoOther) {
@@ -110,11 +129,11 @@ TEST(KeyFilter, AFilterBuiltWhileCommitsAreAppliedMissesNoneOfThem) {
         for (uint64_t seen = 0; seen < kCommits;) {
           seen = applied.load(std::memory_order_acquire);
           if (seen == 0) {
-            if (overlay.Get(Key(0), 7).has_value()) missed++;  // nothing applied yet: absent
+            if (OverlayGet(overlay, Key(0), 7).has_value()) missed++;  // nothing applied yet: absent
           } else {
             // The newest applied commit's key, and the first one's.
             for (uint64_t i : {seen - 1, uint64_t{0}}) {
-              auto found = overlay.Get(Key(i), 7 + seen);
+              auto found = OverlayGet(overlay, Key(i), 7 + seen);
               if (!found.has_value() || !found->has_value() || **found != Key(i)) missed++;
             }
           }
@@ -229,8 +248,8 @@ void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
   };
   if (!with_checkpoint) {
     // Before the first commit nothing is visible (a seek from here would walk every key).
-    EXPECT_EQ(overlay->Get(std::string_view(), first_txn), std::nullopt);
-    EXPECT_EQ(overlay->Get(draw(), first_txn), std::nullopt);
+    EXPECT_EQ(OverlayGet(*overlay, std::string_view(), first_txn), std::nullopt);
+    EXPECT_EQ(OverlayGet(*overlay, draw(), first_txn), std::nullopt);
   }
   {
     std::string found;
@@ -240,7 +259,7 @@ void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
   }
   for (uint64_t txn : {first_txn, first_txn + 1, first_txn + 23, first_txn + 60}) {
     for (const std::string& probe : probes) {
-      ASSERT_EQ(overlay->Get(probe, txn), at(probe, txn)) << "get, txn " << txn;
+      ASSERT_EQ(OverlayGet(*overlay, probe, txn), at(probe, txn)) << "get, txn " << txn;
       for (bool inclusive : {true, false}) {
         std::optional<std::string> want_key;
         for (auto it = inclusive ? model.lower_bound(probe) : model.upper_bound(probe); it != model.end(); ++it) {
@@ -310,7 +329,7 @@ TEST(LogOverlay, ACheckpointsKeysThatShareOrEndInsideTheirPrefixAreFoundInOrder)
   for (int i = 0; i < 3000; i++) probes.push_back(draw());
   for (const std::string& probe : probes) {
     auto it = model.find(probe);
-    ASSERT_EQ(overlay.Get(probe, 10),
+    ASSERT_EQ(OverlayGet(overlay, probe, 10),
               it == model.end() ? std::nullopt : std::optional<std::optional<std::string>>(it->second))
         << "get";
     for (bool inclusive : {true, false}) {

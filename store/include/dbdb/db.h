@@ -7,6 +7,9 @@
 //   (*txn)->Put("a", "1"); (*txn)->Del("b");
 //   Status s = (*txn)->Commit();             // atomic; durable in Durability::kSync
 //   auto snap = (*db)->GetSnapshot();        // one commit, for as long as it lives
+//   auto v = (*db)->Get("k");                // Result<std::optional<std::string>>
+//   std::string value;                        // or into a string reused from get to get:
+//   auto found = (*db)->Get("k", &value);     // Result<bool>
 //
 // Thread safety: a DB may be used from many threads. Snapshots, iterators and write
 // transactions each belong to one thread at a time. Any number of processes may open the same
@@ -163,13 +166,30 @@ struct ScanRange {
   static ScanRange Prefix(std::string_view prefix);  // every key starting with `prefix`
 };
 
+namespace detail {
+// Get(key) in terms of Get(key, &value), for Snapshot, WriteTransaction and DB.
+template <typename Reader>
+Result<std::optional<std::string>> GetAsOptional(Reader& reader, std::string_view key) {
+  std::string value;
+  Result<bool> found = reader.Get(key, &value);
+  if (!found.ok()) return found.status();
+  if (!*found) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(value));
+}
+}  // namespace detail
+
 // A read-only view of one commit, unchanged for its whole life (I4). Cheap; does not block the
 // writer; keeps the file it reads alive even if compaction replaces it.
 class Snapshot {
  public:
   virtual ~Snapshot() = default;
   virtual uint64_t txn_id() const = 0;  // the commit it shows; 0 for an empty new database
-  virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
+  // The value of `key`, or nullopt when absent.
+  Result<std::optional<std::string>> Get(std::string_view key) { return detail::GetAsOptional(*this, key); }
+  // The same into `*value`, assigned (so a string reused across gets keeps its capacity and most
+  // gets allocate nothing): true when found; false when absent, `*value` untouched; on an error
+  // `*value` is unspecified.
+  virtual Result<bool> Get(std::string_view key, std::string* value) = 0;
   virtual std::unique_ptr<Iterator> NewIterator() = 0;
   virtual Result<std::vector<KeyValue>> Scan(const ScanRange& range) = 0;
 };
@@ -180,7 +200,9 @@ class WriteTransaction {
  public:
   virtual ~WriteTransaction() = default;
   virtual uint64_t base_txn_id() const = 0;  // the commit it started from (always the newest)
-  virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
+  // As Snapshot's Get, both forms.
+  Result<std::optional<std::string>> Get(std::string_view key) { return detail::GetAsOptional(*this, key); }
+  virtual Result<bool> Get(std::string_view key, std::string* value) = 0;
   virtual std::unique_ptr<Iterator> NewIterator() = 0;
   virtual Result<std::vector<KeyValue>> Scan(const ScanRange& range) = 0;
   virtual Status Put(std::string_view key, std::string_view value) = 0;  // checks the limits
@@ -264,8 +286,10 @@ class DB {
   // the file; a torn tail is truncated by the first write transaction (I6).
   static Result<std::unique_ptr<DB>> Open(const std::string& path, const Options& options);
 
-  // Auto-commit conveniences: Get is one read snapshot; Put and Del are a Write of one change.
-  virtual Result<std::optional<std::string>> Get(std::string_view key) = 0;
+  // Auto-commit conveniences: Get is one read snapshot (both forms as Snapshot's); Put and Del are
+  // a Write of one change.
+  Result<std::optional<std::string>> Get(std::string_view key) { return detail::GetAsOptional(*this, key); }
+  virtual Result<bool> Get(std::string_view key, std::string* value) = 0;
   virtual Status Put(std::string_view key, std::string_view value) = 0;
   virtual Status Del(std::string_view key) = 0;
 
