@@ -71,8 +71,9 @@ class Sut {
   };
   std::vector<OpenSnapshot> snapshots;
   // The buffer Get reads into, kept from one Get to the next (DB::Get's second form must assign
-  // it when it finds the key and leave it alone when it does not).
-  std::string get_buffer;
+  // it when it finds the key and leave it alone when it does not); it starts as no value the
+  // commands write, so that a miss that empties or writes it shows before the first hit.
+  std::string get_buffer = std::string(40, '\x7f');
   uint64_t seed;
   // Commits on the current simulated filesystem, with trace positions (model::AllowedAt).
   std::map<uint64_t, model::CommitTiming> commit_traces;

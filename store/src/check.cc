@@ -155,8 +155,8 @@ static Result<uint64_t> CountKeys(const View& view) {
   uint64_t keys = view.commit ? view.commit->key_count : 0;
   if (!view.overlay) return keys;
   // The tree's keys, plus the overlay's puts of new keys, minus its deletes of the tree's keys.
+  std::string tree_value;  // read only to learn whether the tree holds the key; reused
   for (const auto& [key, value] : view.overlay->LatestChanges(view.txn_id())) {
-    std::string tree_value;
     DBDB_ASSIGN_OR_RETURN(bool in_tree, TreeGet(*view.file, view.root(), key, &tree_value));
     if (value && !in_tree) keys++;
     if (!value && in_tree) keys--;

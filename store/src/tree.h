@@ -34,7 +34,8 @@ inline Status WrongNodeKind(NodeRef ref, uint32_t height) {
 }
 
 // Looks `key` up in the tree: true and its value in `*value` (assigned, so its capacity is reused),
-// or false when absent (`*value` untouched).
+// or false when absent (`*value` untouched). On an error `*value` is unspecified (a fault in the
+// copy leaves it resized and partly written). `key` is not read after `*value` is written.
 Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key, std::string* value);
 
 // Ordered iteration over one tree. Holds the nodes on its path (and the file), so it stays valid

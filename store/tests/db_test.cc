@@ -7,6 +7,7 @@
 #include <fstream>
 #include <mutex>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -102,11 +103,12 @@ TEST(DB, TransactionReadsItsOwnWritesAndCommitsAtomically) {
 }
 
 
-// Get(key, &value) answers as Get(key) does, from each place a value can come from (the folded
-// tree, the overlay's log, a delete in the log over a key in the tree, a transaction's own put and
-// delete), for the handle, a snapshot and a transaction; writes the buffer only when it finds
-// the key, and assigns it (a longer old value leaves nothing behind; its capacity is kept).
-TEST(DB, GetIntoABufferAnswersAsGetAndWritesItOnlyWhenFound) {
+// Get(key, &value) and Get(key) answer what was written, from each place a value can come from
+// (the folded tree, the overlay's log, a delete in the log over a key in the tree, a transaction's
+// own put and delete), for the handle, a snapshot and a transaction; Get(key, &value) writes the
+// buffer only when it finds the key, and assigns it (a longer old value leaves nothing behind; its
+// capacity is kept).
+TEST(DB, GetIntoABufferAnswersAsWrittenAndWritesItOnlyWhenFound) {
   TempDir dir;
   auto db = OpenOrDie(dir.Path("db"));
   ASSERT_TRUE(db->Put("tree", "folded value").ok());
@@ -114,47 +116,56 @@ TEST(DB, GetIntoABufferAnswersAsGetAndWritesItOnlyWhenFound) {
   ASSERT_TRUE(db->Compact().ok());  // both now in the tree, nothing in the log
   ASSERT_TRUE(db->Put("log", "a value in the log").ok());
   ASSERT_TRUE(db->Del("gone").ok());
-  const std::vector<std::string> keys = {"tree", "gone", "log", "absent", ""};
+  using Want = std::map<std::string, std::optional<std::string>>;
+  const Want committed = {{"tree", "folded value"}, {"gone", std::nullopt}, {"log", "a value in the log"},
+                          {"absent", std::nullopt}, {"", std::nullopt}};
   const std::string kStale(200, '#');  // longer than every value, on the heap
-  auto check = [&](auto& reader, const char* what) {
-    for (const std::string& key : keys) {
+  auto check = [&](auto& reader, const Want& want, const char* what) {
+    for (const auto& [key, value_wanted] : want) {
       SCOPED_TRACE(std::string(what) + ", key '" + key + "'");
-      auto want = reader.Get(key);
-      ASSERT_TRUE(want.ok()) << want.status().ToString();
+      auto got = reader.Get(key);
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      EXPECT_EQ(*got, value_wanted);
       std::string value = kStale;
       const char* buffer = value.data();
       auto found = reader.Get(key, &value);
       ASSERT_TRUE(found.ok()) << found.status().ToString();
-      ASSERT_EQ(*found, want->has_value());
+      ASSERT_EQ(*found, value_wanted.has_value());
       if (*found) {
-        EXPECT_EQ(value, **want);
+        EXPECT_EQ(value, *value_wanted);
         EXPECT_EQ(value.data(), buffer) << "the buffer's capacity was not reused";
       } else {
         EXPECT_EQ(value, kStale) << "a key not found wrote the buffer";
       }
     }
   };
-  EXPECT_EQ(Value(*db, "tree"), "folded value");
-  EXPECT_EQ(Value(*db, "gone"), "<none>");
-  EXPECT_EQ(Value(*db, "log"), "a value in the log");
-  check(*db, "the handle");
+  check(*db, committed, "the handle");
   auto snapshot = db->GetSnapshot();
   ASSERT_TRUE(snapshot.ok());
-  check(**snapshot, "a snapshot");
+  check(**snapshot, committed, "a snapshot");
   auto txn = db->BeginWrite();
   ASSERT_TRUE(txn.ok());
-  check(**txn, "a transaction's base");
+  check(**txn, committed, "a transaction's base");
   ASSERT_TRUE((*txn)->Put("absent", "put in the transaction").ok());
   ASSERT_TRUE((*txn)->Del("tree").ok());
   ASSERT_TRUE((*txn)->Put("gone", "back").ok());
-  check(**txn, "a transaction's own changes");
-  std::string value = kStale;
-  ASSERT_TRUE((*txn)->Get("absent", &value).ok());
-  EXPECT_EQ(value, "put in the transaction");
+  Want own = committed;
+  own["absent"] = "put in the transaction";
+  own["tree"] = std::nullopt;
+  own["gone"] = "back";
+  check(**txn, own, "a transaction's own changes");
+  check(**snapshot, committed, "the snapshot, while the transaction is open");
+  for (std::string key : {"tree", "log"}) {  // the key's own string as the buffer
+    const std::string want = *committed.at(key);
+    auto found = db->Get(key, &key);
+    ASSERT_TRUE(found.ok() && *found) << key;
+    EXPECT_EQ(key, want);
+  }
   (*txn)->Abort();
-  value = kStale;
+  std::string value = kStale;
   EXPECT_EQ((*txn)->Get("tree", &value).status().code(), StatusCode::kAborted);
 }
+
 TEST(DB, AbortDropsEverything) {
   TempDir dir;
   auto db = OpenOrDie(dir.Path("db"));

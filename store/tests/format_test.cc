@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 #include <iterator>
+#include <memory>
 
 #include "coding.h"
 #include "dbdb/db.h"
@@ -338,7 +339,8 @@ TEST(Nodes, NodeViewStaysInsideGarbage) {
 
 // KeyPrefix is a key's first eight bytes, big-endian, zero-padded: against that definition written
 // as a loop over the bytes, at every length from empty to past eight, over random bytes (the high
-// bit set and zeros among them) and at every placement of the key in its buffer.
+// bit set and zeros among them), at every placement of the key in a buffer and alone in a block of
+// its own size (AddressSanitizer's builds catch a read past the key).
 TEST(Nodes, KeyPrefixIsTheFirstEightBytesBigEndianZeroPadded) {
   const uint64_t seed = 20261205;
   std::mt19937_64 rng(seed);
@@ -358,6 +360,10 @@ TEST(Nodes, KeyPrefixIsTheFirstEightBytesBigEndianZeroPadded) {
     const std::string_view key(buffer.data() + start, size);
     ASSERT_EQ(KeyPrefix(key), reference(key))
         << "seed " << seed << ", round " << round << ": " << ::testing::PrintToString(std::string(key));
+    // And alone in a block of exactly its size, so that AddressSanitizer catches a read past it.
+    auto alone = std::make_unique<char[]>(size);
+    std::memcpy(alone.get(), key.data(), size);
+    ASSERT_EQ(KeyPrefix(std::string_view(alone.get(), size)), reference(key)) << "seed " << seed << ", round " << round;
   }
 }
 

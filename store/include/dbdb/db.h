@@ -188,7 +188,8 @@ class Snapshot {
   Result<std::optional<std::string>> Get(std::string_view key) { return detail::GetAsOptional(*this, key); }
   // The same into `*value`, assigned (so a string reused across gets keeps its capacity and most
   // gets allocate nothing): true when found; false when absent, `*value` untouched; on an error
-  // `*value` is unspecified.
+  // `*value` is unspecified. `value` may be the string `key` views (the key is not read after
+  // `*value` is written). REQUIRES: value != nullptr.
   virtual Result<bool> Get(std::string_view key, std::string* value) = 0;
   virtual std::unique_ptr<Iterator> NewIterator() = 0;
   virtual Result<std::vector<KeyValue>> Scan(const ScanRange& range) = 0;
