@@ -56,6 +56,17 @@ class TreeFile {
   // those faults at a tenth of the compaction thread's time).
   enum class NodeUse { kSearch, kOnePass };
   Result<NodeHandle> ReadNodeView(NodeRef ref, NodeUse use = NodeUse::kSearch);
+  // The fast path of a search, for a descent that runs whole under one ReadMapped (TreeGet): the
+  // mapping reads go through now, or null (none yet, a fault dropped it, or the file is read
+  // without one).
+  const FileMapping* CurrentMapping() const {
+    return map_reads_ ? mapping_.load(std::memory_order_acquire) : nullptr;
+  }
+  // The node at `ref` in `mapping` if this process verified it there already (the same offset,
+  // length, mapping and epoch: ReadNodeView checked all of it then); else nullopt, and the caller
+  // asks ReadNodeView, which verifies or reports. Reads only the verified-node table: allocates
+  // nothing, takes no lock, reports nothing, so it may run under ReadMapped.
+  std::optional<NodeView> VerifiedMappedNode(NodeRef ref, const FileMapping* mapping) const;
   // A hint that ReadNodeView(ref) comes soon (a scan's next leaf): fetches into the CPU cache the
   // node's first bytes, if mapped, and the verified-node table's line for it. Reads nothing and
   // never faults (a prefetch does not).

@@ -26,7 +26,63 @@ void SetRoot(format::Commit* commit, const TreeRoot& root) {
 // Every read of a node's bytes below is inside ReadMapped (a mapped page may fault) and owns
 // nothing there; what outlives it is copied out.
 
+namespace {
+
+// What TreeGet's fast path found.
+enum class MappedGet { kAbsent, kCopied, kFoundOverCapacity, kUnverified };
+
+// TreeGet through `mapping` alone, every node on the path verified in it already, under one fault
+// guard for the whole descent (ReadMapped costs a sigsetjmp; the path through ReadNodeView took
+// one a level). kUnverified: a node on the path is not (or not of the kind its height says): the
+// caller searches again through ReadNodeView, which verifies, maps and reports. It runs under
+// ReadMapped, so it allocates nothing: the value is copied only into the capacity `*value` has;
+// beyond it, `*found` names it for the caller to size and copy. `*at` is the offset of the node
+// being read, for the fault's message (volatile: read after a fault abandons this).
+MappedGet GetMapped(const TreeFile& file, const FileMapping* mapping, const TreeRoot& root, std::string_view key,
+                    std::string* value, std::string_view* found, volatile uint64_t* at) {
+  if (root.height == 0) return MappedGet::kAbsent;  // (TreeGet answers before; the loop needs it)
+  NodeRef ref = root.ref;
+  std::optional<NodeView> node;
+  for (uint32_t height = root.height;; height--) {
+    *at = ref.offset;
+    node = file.VerifiedMappedNode(ref, mapping);
+    if (!node || node->is_leaf() != (height == 1)) return MappedGet::kUnverified;
+    if (height == 1) break;
+    ref = node->child(node->ChildFor(key));
+  }
+  std::string_view at_key;
+  if (!node->KeyValue(node->LowerBound(key), &at_key, found) || at_key != key) return MappedGet::kAbsent;
+  if (found->size() > value->capacity()) return MappedGet::kFoundOverCapacity;
+  value->resize(found->size());  // within its capacity: no allocation. `key` is not read after this.
+  found->copy(value->data(), found->size());
+  return MappedGet::kCopied;
+}
+
+}  // namespace
+
 Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key, std::string* value) {
+  if (root.height == 0) return false;
+  if (const FileMapping* mapping = file.CurrentMapping()) {
+    MappedGet got = MappedGet::kUnverified;
+    std::string_view found;
+    volatile uint64_t at = root.ref.offset;
+    if (!ReadMapped([&] { got = GetMapped(file, mapping, root, key, value, &found, &at); })) return file.MapFault(at);
+    switch (got) {
+      case MappedGet::kAbsent:
+        return false;
+      case MappedGet::kCopied:
+        return true;
+      case MappedGet::kFoundOverCapacity:
+        // Sized outside the fault guard (an allocation abandoned by a fault would leak).
+        value->resize(found.size());
+        if (!ReadMapped([&] { found.copy(value->data(), found.size()); })) return file.MapFault(at);
+        return true;
+      case MappedGet::kUnverified:
+        break;
+    }
+  }
+  // The path through ReadNodeView: a node this process has not verified in this mapping (it is
+  // verified now), a file read without a mapping, or a fault or damage to report.
   NodeRef ref = root.ref;
   for (uint32_t height = root.height; height > 1; height--) {
     DBDB_ASSIGN_OR_RETURN(auto node, file.ReadNodeView(ref));
@@ -35,7 +91,6 @@ Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key,
     if (!ReadMapped([&] { child = node.view.child(node.view.ChildFor(key)); })) return file.MapFault(ref.offset);
     ref = child;
   }
-  if (root.height == 0) return false;
   DBDB_ASSIGN_OR_RETURN(auto leaf, file.ReadNodeView(ref));
   if (!leaf.view.is_leaf()) return WrongNodeKind(ref, 1);
   std::string_view found;

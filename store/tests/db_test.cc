@@ -111,21 +111,22 @@ TEST(DB, TransactionReadsItsOwnWritesAndCommitsAtomically) {
 TEST(DB, GetIntoABufferAnswersAsWrittenAndWritesItOnlyWhenFound) {
   TempDir dir;
   auto db = OpenOrDie(dir.Path("db"));
-  ASSERT_TRUE(db->Put("tree", "folded value").ok());
+  // Longer than a string's own short buffer: a get into a new string sizes it (a lookup that has
+  // verified its path copies into a buffer's capacity under its one fault guard, and beyond it
+  // sizes the buffer outside the guard first).
+  const std::string kTreeValue = "a folded value, longer than 15 bytes";
+  ASSERT_TRUE(db->Put("tree", kTreeValue).ok());
   ASSERT_TRUE(db->Put("gone", "folded, then deleted").ok());
   ASSERT_TRUE(db->Compact().ok());  // both now in the tree, nothing in the log
   ASSERT_TRUE(db->Put("log", "a value in the log").ok());
   ASSERT_TRUE(db->Del("gone").ok());
   using Want = std::map<std::string, std::optional<std::string>>;
-  const Want committed = {{"tree", "folded value"}, {"gone", std::nullopt}, {"log", "a value in the log"},
+  const Want committed = {{"tree", kTreeValue}, {"gone", std::nullopt}, {"log", "a value in the log"},
                           {"absent", std::nullopt}, {"", std::nullopt}};
   const std::string kStale(200, '#');  // longer than every value, on the heap
   auto check = [&](auto& reader, const Want& want, const char* what) {
     for (const auto& [key, value_wanted] : want) {
       SCOPED_TRACE(std::string(what) + ", key '" + key + "'");
-      auto got = reader.Get(key);
-      ASSERT_TRUE(got.ok()) << got.status().ToString();
-      EXPECT_EQ(*got, value_wanted);
       std::string value = kStale;
       const char* buffer = value.data();
       auto found = reader.Get(key, &value);
@@ -137,6 +138,9 @@ TEST(DB, GetIntoABufferAnswersAsWrittenAndWritesItOnlyWhenFound) {
       } else {
         EXPECT_EQ(value, kStale) << "a key not found wrote the buffer";
       }
+      auto got = reader.Get(key);  // into a new string, after the buffer (see below)
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      EXPECT_EQ(*got, value_wanted);
     }
   };
   check(*db, committed, "the handle");
@@ -155,11 +159,20 @@ TEST(DB, GetIntoABufferAnswersAsWrittenAndWritesItOnlyWhenFound) {
   own["gone"] = "back";
   check(**txn, own, "a transaction's own changes");
   check(**snapshot, committed, "the snapshot, while the transaction is open");
-  for (std::string key : {"tree", "log"}) {  // the key's own string as the buffer
-    const std::string want = *committed.at(key);
-    auto found = db->Get(key, &key);
-    ASSERT_TRUE(found.ok() && *found) << key;
-    EXPECT_EQ(key, want);
+  // A handle reading without a mapping verifies and searches one node at a time on every get (the
+  // mapped handle above does so only until the path is verified: MappedReads tests both there).
+  Options unmapped;
+  unmapped.mmap_reads = false;
+  auto reader = OpenOrDie(dir.Path("db"), unmapped);
+  check(*reader, committed, "a handle reading without a mapping");
+  for (const bool roomy : {false, true}) {
+    for (std::string key : {"tree", "log"}) {  // the key's own string as the buffer
+      if (roomy) key.reserve(64);               // the value fits in it, or the string grows first
+      const std::string want = *committed.at(key);
+      auto found = db->Get(key, &key);
+      ASSERT_TRUE(found.ok() && *found) << key;
+      EXPECT_EQ(key, want);
+    }
   }
   (*txn)->Abort();
   std::string value = kStale;

@@ -199,6 +199,53 @@ TEST(MappedReads, ANewMappingVerifiesAgainWhatItReads) {
   EXPECT_TRUE(got.status().IsCorruption()) << (got.ok() ? "read: " + got->value_or("(absent)") : got.status().ToString());
 }
 
+// A get whose whole path this mapping has verified searches it under one fault guard, copying
+// the value into the caller's string when it fits its capacity (else into a string sized first);
+// the first get of a path verifies it one node at a time. Both answer alike, for every key of a
+// tree of three levels, for the keys between them and beyond both ends, and into a string that
+// is also the key.
+TEST(MappedReads, AGetOnAVerifiedPathAnswersAsTheFirstGetDid) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  const std::string prefix(40, 'v');  // values of 46 bytes: past a string's own short buffer
+  Fill(path, prefix);
+  auto db = DB::Open(path, SmallNodes());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  for (int round = 0; round < 2; round++) {
+    SCOPED_TRACE(round == 0 ? "first gets: each path verified as it is reached" : "second gets: every path verified");
+    std::string value;  // reused: sized by the first found value, then copied into
+    for (int i = 0; i < kKeys; i++) {
+      const std::string want = prefix + Key(i);
+      auto found = (*db)->Get(Key(i), &value);
+      ASSERT_TRUE(found.ok() && *found) << Key(i) << ": " << found.status().ToString();
+      ASSERT_EQ(value, want);
+      auto got = (*db)->Get(Key(i));  // a new string each time
+      ASSERT_TRUE(got.ok() && got->has_value()) << Key(i);
+      ASSERT_EQ(**got, want);
+      for (const std::string& absent : {Key(i) + "!", Key(i).substr(0, 5)}) {  // just after it; a prefix of it
+        found = (*db)->Get(absent, &value);
+        ASSERT_TRUE(found.ok()) << found.status().ToString();
+        ASSERT_FALSE(*found) << absent;
+        ASSERT_EQ(value, want) << "a key not found wrote the string";
+      }
+    }
+    for (const std::string& absent : {std::string(), std::string("a"), std::string("zzz")}) {
+      auto found = (*db)->Get(absent, &value);
+      ASSERT_TRUE(found.ok() && !*found) << absent;
+    }
+    std::string key = Key(kKeys / 2);
+    key.reserve(64);  // the value fits: copied into the key's own string
+    auto found = (*db)->Get(key, &key);
+    ASSERT_TRUE(found.ok() && *found);
+    EXPECT_EQ(key, prefix + Key(kKeys / 2));
+    key = Key(kKeys / 3);
+    key.shrink_to_fit();  // it does not: the string grows first
+    found = (*db)->Get(key, &key);
+    ASSERT_TRUE(found.ok() && *found);
+    EXPECT_EQ(key, prefix + Key(kKeys / 3));
+  }
+}
+
 // A file system whose Map fails (a mount without mmap: ENODEV; no address space left: ENOMEM).
 class NoMapFs final : public FileSystemWrapper {
  public:
