@@ -259,9 +259,10 @@ Result<std::unique_ptr<DBImpl>> DBImpl::OpenImpl(const std::string& path, const 
   return db;
 }
 
-Result<bool> View::Get(std::string_view key, std::string* value) const {
-  if (overlay) {
-    switch (overlay->Get(key, txn_id(), value)) {
+Result<bool> ReadPoint::Get(TreeFile& file, const LogOverlay* overlay, uint64_t txn_id, const TreeRoot& root,
+                            std::string_view key, std::string* value) {
+  if (overlay != nullptr) {
+    switch (overlay->Get(key, txn_id, value)) {
       case LogOverlay::Found::kValue:
         return true;
       case LogOverlay::Found::kDeleted:
@@ -270,7 +271,11 @@ Result<bool> View::Get(std::string_view key, std::string* value) const {
         break;
     }
   }
-  return TreeGet(*file, root(), key, value);
+  return TreeGet(file, root, key, value);
+}
+
+Result<bool> View::Get(std::string_view key, std::string* value) const {
+  return ReadPoint::Get(*file, overlay.get(), txn_id(), root(), key, value);
 }
 
 Status DBImpl::CatchUpOverlay() {
@@ -390,7 +395,7 @@ Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
   // unless no writer has held the lock since this handle's own last commit (AcquireWriter), and
   // that commit is still the handle's newest.
   const std::optional<uint64_t> counter = counter_.Read();
-  if (!writer && counter && fresh_at_ == counter) return CurrentView();
+  if (!writer && ViewFreshForReader(counter)) return CurrentView();
   fresh_at_.reset();
   if (unchanged != nullptr) {
     const std::optional<LeftByThisHandle> left = std::exchange(unchanged_since_left_, std::nullopt);
@@ -514,7 +519,21 @@ Result<std::unique_ptr<FileLock>> DBImpl::LockInFlight(File& file) {
   return lock;
 }
 
+bool DBImpl::FreshReadPoint(ReadPoint* point) {
+  MutexLock guard(&state_mutex_);
+  if (!ViewFreshForReader(counter_.Read())) return false;
+  point->file = file_;
+  point->overlay = overlay_;
+  point->txn_id = newest_ ? newest_->txn_id : 0;
+  point->root = newest_ ? RootOf(*newest_) : TreeRoot{};
+  return true;
+}
+
 Result<bool> DBImpl::Get(std::string_view key, std::string* value) {
+  DBDB_RETURN_IF_ERROR(CheckNotForked());
+  if (ReadPoint point; FreshReadPoint(&point)) {
+    return ReadPoint::Get(*point.file, point.overlay.get(), point.txn_id, point.root, key, value);
+  }
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
   return view.Get(key, value);
 }

@@ -72,6 +72,19 @@ struct View {
   Result<bool> Get(std::string_view key, std::string* value) const;
 };
 
+// What a get reads of a view: its file, overlay, txn id and root, without the commit's other
+// fields (DBImpl::Get takes these from a fresh view instead of copying the view).
+struct ReadPoint {
+  std::shared_ptr<TreeFile> file;
+  std::shared_ptr<const LogOverlay> overlay;
+  uint64_t txn_id = 0;
+  TreeRoot root;
+
+  // View::Get's lookup: the overlay's newest change at or before txn_id, else the fold's tree.
+  static Result<bool> Get(TreeFile& file, const LogOverlay* overlay, uint64_t txn_id, const TreeRoot& root,
+                          std::string_view key, std::string* value);
+};
+
 // A write transaction's own changes: a put (a value) or a delete (nullopt) per key.
 using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
 
@@ -271,6 +284,15 @@ class DBImpl final : public DB {
   // file the path names now (SettledForReaderSyncingADeadWriter decides an unsealed one), with
   // the overlay caught up. Writes no byte; its one write-like act is that function's sync.
   Result<View> ReaderView() EXCLUDES(state_mutex_) { return NewestView(/*writer=*/false); }
+  // The reader's view's parts a get reads, when the handle's view is still the newest
+  // (NewestView's first test, ViewFreshForReader); else false, and the caller asks ReaderView.
+  // A get's fast path: no view (and its commit) copied, no Result built.
+  bool FreshReadPoint(ReadPoint* point) EXCLUDES(state_mutex_);
+  // NewestView's first test: no writer has held the lock since this handle last looked with none
+  // at work (`counter`: the change counter read under state_mutex_, before anything else).
+  bool ViewFreshForReader(const std::optional<uint64_t>& counter) const REQUIRES(state_mutex_) {
+    return counter && fresh_at_ == counter;
+  }
   // What the writer starts from (REQUIRES: the writer lock): the newest commit of the file the
   // path itself names, sealed or not, taken as is (PrepareWriterView then settles it: the
   // writer's writes are there, in SettleBase).
