@@ -524,7 +524,7 @@ bool DBImpl::FreshReadPoint(ReadPoint* point) {
   if (!ViewFreshForReader(counter_.Read())) return false;
   point->file = file_;
   point->overlay = overlay_;
-  point->txn_id = newest_ ? newest_->txn_id : 0;
+  point->txn_id = newest_ ? newest_->txn_id : 0;  // View::txn_id(), as the overlay is read at it
   point->root = newest_ ? RootOf(*newest_) : TreeRoot{};
   return true;
 }

@@ -326,6 +326,34 @@ TEST(ChangeCounter, AHandleInAForkedChildDoesNotShareItsParentsLock) {
   EXPECT_TRUE((*db)->Check().ok());
 }
 
+// The same refusal where a get would otherwise read the handle's view without looking at the file:
+// no writer at work, the parent's view fresh when it forks (a get's fast path, DBImpl::Get).
+TEST(ChangeCounter, AParentsHandleRefusesAGetInAForkedChildThoughItsViewIsFresh) {
+  TempDir dir;
+  Options options;
+  options.create_if_missing = true;
+  options.background_compaction = false;
+  auto db = DB::Open(dir.Path("db"), options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE((*db)->Put("k", "1").ok());
+  ASSERT_EQ(*(*db)->Get("k"), std::optional<std::string>("1"));  // the view is the newest now
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::string value;
+    auto into = (*db)->Get("k", &value);
+    auto got = (*db)->Get("k");
+    const bool refused = into.status().code() == StatusCode::kInvalidArgument &&
+                         into.status().ToString().find("fork") != std::string::npos &&
+                         got.status().code() == StatusCode::kInvalidArgument;
+    ::_exit(refused ? 0 : into.ok() ? 1 : 2);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the parent's handle answered a get in the child (1: it read)";
+  EXPECT_EQ(*(*db)->Get("k"), std::optional<std::string>("1"));
+}
+
 // A child forked while its parent holds the writer lock (a write transaction open), which then
 // destroys the transaction and the handle (a child that unwinds), must leave the parent's files
 // alone: giving the lock up there would write the counter's next even value, which a reader could
