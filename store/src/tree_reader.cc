@@ -28,30 +28,44 @@ void SetRoot(format::Commit* commit, const TreeRoot& root) {
 
 namespace {
 
+// The value of `key` in `leaf`, as a view of its bytes: false if the leaf does not hold the key.
+// Reads the node: run it under ReadMapped.
+bool FindInLeaf(const NodeView& leaf, std::string_view key, std::string_view* found) {
+  std::string_view at_key;
+  return leaf.KeyValue(leaf.LowerBound(key), &at_key, found) && at_key == key;
+}
+
+// Copies the value `found` (in the leaf at `leaf_offset`) into `*value`: sized first, outside the
+// fault guard (an allocation abandoned by a fault would leak); the copy alone may fault.
+Result<bool> CopyOut(TreeFile& file, uint64_t leaf_offset, std::string_view found, std::string* value) {
+  value->resize(found.size());
+  if (!ReadMapped([&] { found.copy(value->data(), found.size()); })) return file.MapFault(leaf_offset);
+  return true;
+}
+
 // What TreeGet's fast path found.
 enum class MappedGet { kAbsent, kCopied, kFoundOverCapacity, kUnverified };
 
-// TreeGet through `mapping` alone, every node on the path verified in it already, under one fault
-// guard for the whole descent (ReadMapped costs a sigsetjmp; the path through ReadNodeView took
-// one a level). kUnverified: a node on the path is not (or not of the kind its height says): the
-// caller searches again through ReadNodeView, which verifies, maps and reports. It runs under
-// ReadMapped, so it allocates nothing: the value is copied only into the capacity `*value` has;
-// beyond it, `*found` names it for the caller to size and copy. `*at` is the offset of the node
-// being read, for the fault's message (volatile: read after a fault abandons this).
-MappedGet GetMapped(const TreeFile& file, const FileMapping* mapping, const TreeRoot& root, std::string_view key,
-                    std::string* value, std::string_view* found, volatile uint64_t* at) {
-  if (root.height == 0) return MappedGet::kAbsent;  // (TreeGet answers before; the loop needs it)
-  NodeRef ref = root.ref;
+// TreeGet through `mapping` alone, from the node `*ref` at `*height` (at least 1), every node on
+// the path verified in it already, under one fault guard for the whole descent (ReadMapped costs
+// a sigsetjmp; the path through ReadNodeView takes one a level). kUnverified: the node `*ref` at
+// `*height` is not verified there (or not of the kind its height says), and the caller goes on
+// from it through ReadNodeView, which verifies, maps and reports; the nodes above it are not
+// searched again. It runs under ReadMapped, so it allocates nothing: the value is copied only
+// into the capacity `*value` has; beyond it, `*found` names it (in the leaf `*ref`) for the
+// caller to copy. `*at` is the offset of the node being read, for the fault's message (volatile:
+// read after a fault abandons this; `*ref` and `*height` are read only when it returns).
+MappedGet GetMapped(const TreeFile& file, const FileMapping* mapping, std::string_view key, NodeRef* ref,
+                    uint32_t* height, std::string* value, std::string_view* found, volatile uint64_t* at) {
   std::optional<NodeView> node;
-  for (uint32_t height = root.height;; height--) {
-    *at = ref.offset;
-    node = file.VerifiedMappedNode(ref, mapping);
-    if (!node || node->is_leaf() != (height == 1)) return MappedGet::kUnverified;
-    if (height == 1) break;
-    ref = node->child(node->ChildFor(key));
+  for (;; --*height) {
+    *at = ref->offset;
+    node = file.VerifiedMappedNode(*ref, mapping);
+    if (!node || node->is_leaf() != (*height == 1)) return MappedGet::kUnverified;
+    if (*height == 1) break;
+    *ref = node->child(node->ChildFor(key));
   }
-  std::string_view at_key;
-  if (!node->KeyValue(node->LowerBound(key), &at_key, found) || at_key != key) return MappedGet::kAbsent;
+  if (!FindInLeaf(*node, key, found)) return MappedGet::kAbsent;
   if (found->size() > value->capacity()) return MappedGet::kFoundOverCapacity;
   value->resize(found->size());  // within its capacity: no allocation. `key` is not read after this.
   found->copy(value->data(), found->size());
@@ -62,29 +76,30 @@ MappedGet GetMapped(const TreeFile& file, const FileMapping* mapping, const Tree
 
 Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key, std::string* value) {
   if (root.height == 0) return false;
+  NodeRef ref = root.ref;
+  uint32_t height = root.height;
   if (const FileMapping* mapping = file.CurrentMapping()) {
     MappedGet got = MappedGet::kUnverified;
     std::string_view found;
-    volatile uint64_t at = root.ref.offset;
-    if (!ReadMapped([&] { got = GetMapped(file, mapping, root, key, value, &found, &at); })) return file.MapFault(at);
+    volatile uint64_t at = ref.offset;
+    if (!ReadMapped([&] { got = GetMapped(file, mapping, key, &ref, &height, value, &found, &at); })) {
+      return file.MapFault(at);
+    }
     switch (got) {
       case MappedGet::kAbsent:
         return false;
       case MappedGet::kCopied:
         return true;
       case MappedGet::kFoundOverCapacity:
-        // Sized outside the fault guard (an allocation abandoned by a fault would leak).
-        value->resize(found.size());
-        if (!ReadMapped([&] { found.copy(value->data(), found.size()); })) return file.MapFault(at);
-        return true;
+        return CopyOut(file, ref.offset, found, value);
       case MappedGet::kUnverified:
-        break;
+        break;  // on from `ref` at `height`
     }
   }
-  // The path through ReadNodeView: a node this process has not verified in this mapping (it is
-  // verified now), a file read without a mapping, or a fault or damage to report.
-  NodeRef ref = root.ref;
-  for (uint32_t height = root.height; height > 1; height--) {
+  // Through ReadNodeView, from the root or from the first node the fast path could not take: a
+  // node this process has not verified in this mapping (it is verified now), a file read without
+  // a mapping, or a fault or damage to report.
+  for (; height > 1; height--) {
     DBDB_ASSIGN_OR_RETURN(auto node, file.ReadNodeView(ref));
     if (node.view.is_leaf()) return WrongNodeKind(ref, height);
     NodeRef child;
@@ -95,18 +110,9 @@ Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key,
   if (!leaf.view.is_leaf()) return WrongNodeKind(ref, 1);
   std::string_view found;
   bool present = false;
-  if (!ReadMapped([&] {
-        std::string_view at;
-        present = leaf.view.KeyValue(leaf.view.LowerBound(key), &at, &found) && at == key;
-      })) {
-    return file.MapFault(ref.offset);
-  }
+  if (!ReadMapped([&] { present = FindInLeaf(leaf.view, key, &found); })) return file.MapFault(ref.offset);
   if (!present) return false;
-  // Sized before the copy (an allocation is not made under the fault guard, which would leak it
-  // on a fault); the copy alone may fault.
-  value->resize(found.size());
-  if (!ReadMapped([&] { found.copy(value->data(), found.size()); })) return file.MapFault(ref.offset);
-  return true;
+  return CopyOut(file, ref.offset, found, value);
 }
 
 // ---------------------------------------------------------------------------------------------
