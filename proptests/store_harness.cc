@@ -22,6 +22,9 @@ Sut::Sut(bool simulated_fs, Durability durability, uint64_t seed_value) : simula
   options.fold_threshold_bytes = kFoldThresholds[seed % 4];
   options.auto_compact_slack_bytes = (seed / 4) % 2 == 0 ? 2048 : uint64_t{1} << 20;
   if ((seed / 8) % 2 == 0) options.overlay_merge_keys = 1;
+  // A close folds any unfolded log, one past a few hundred bytes, or (the default) one past 256 KiB.
+  static const uint64_t kCloseFolds[] = {0, 600, dbdb::Options{}.fold_on_close_bytes};
+  options.fold_on_close_bytes = kCloseFolds[(seed / 16) % 3];
   if (simulated) {
     sim = std::make_shared<faultfs::SimFileSystem>(seed);
     options.file_system = sim;

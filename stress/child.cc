@@ -175,6 +175,9 @@ int RunChild(const ChildArgs& a) {
   options.auto_compact_slack_bytes = kSlacks[knobs.Uniform(3)];
   // The log's index in memory merged as often as it may, or at the default.
   if (knobs.OneIn(2)) options.overlay_merge_keys = 1;
+  // A close folds any unfolded log, one past 16 KiB, or one past the default.
+  static const uint64_t kCloseFolds[] = {0, 16 * 1024, dbdb::Options{}.fold_on_close_bytes};
+  options.fold_on_close_bytes = kCloseFolds[knobs.Uniform(3)];
   auto db = dbdb::DB::Open(a.path, options);
   if (!db.ok()) out.Die("open", db.status(), "");
   return a.role == "writer" ? RunWriter(a, **db, out) : RunReader(a, **db, out);

@@ -118,6 +118,7 @@ dbdb::Result<std::unique_ptr<EngineHandle>> OpenDbdb(const DbdbTuning& tuning, s
   o.fold_threshold_bytes = tuning.fold_threshold_bytes;
   o.auto_compact_slack_bytes = tuning.auto_compact_slack_bytes;
   o.overlay_merge_keys = tuning.overlay_merge_keys;
+  o.fold_on_close_bytes = tuning.fold_on_close_bytes;
   o.value_size_max_bytes = 1 << 16;
   o.node_cache_bytes = 1 << 20;
   // dbdb is one file: the engine's "directory" is that file's path.

@@ -290,7 +290,7 @@ void RunOracle(const std::string& image) {
     ro.reset();
   }
 
-  // 1b. A file of an older version (1 to 3) opens read-only only (ReadOnly for writing, saying to
+  // 1b. A file of an older version (1 to 4) opens read-only only (ReadOnly for writing, saying to
   // upgrade), and DB::Upgrade converts it: Ok or Corruption, never anything else; the steps below
   // then run on the converted file, which must read exactly as the older file did.
   auto header = format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes));

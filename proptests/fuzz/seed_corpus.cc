@@ -39,13 +39,20 @@ struct Maker {
   std::shared_ptr<faultfs::SimFileSystem> fs = std::make_shared<faultfs::SimFileSystem>(1);
   std::unique_ptr<dbdb::DB> db;
 
-  explicit Maker(dbdb::Options options = {}) {
+  dbdb::Options options;
+
+  explicit Maker(dbdb::Options o = {}) : options(std::move(o)) {
     options.file_system = fs;
     // No space allocated ahead (Options::allocate_ahead_bytes, since these seeds were first
     // made): the image is taken with the handle open, and the zeros ahead of its next commit
     // (64 KiB by default) would put every seed over 16 KiB.
     options.allocate_ahead_bytes = 0;
     options.create_if_missing = true;
+    Reopen();
+  }
+  // Closes the handle (which may write: a checkpoint, a close fold) and opens a new one.
+  void Reopen() {
+    db.reset();
     auto opened = dbdb::DB::Open("db", options);
     Must(opened.status(), "open");
     db = std::move(opened).value();
@@ -139,6 +146,20 @@ std::map<std::string, std::string> Seeds() {
     Must(m.db->Checkpoint(), "checkpoint");
     m.Put(Key(3), "after the checkpoint");
     seeds["checkpoint"] = m.Image();
+  }
+  {
+    // (format 5) A close fold: the log of a few commits (a delete of a folded key among them)
+    // folded when the handle closed, restating the newest txn id; then one more batch after it.
+    dbdb::Options options;
+    options.fold_threshold_bytes = 1000;
+    options.auto_compact = false;
+    options.fold_on_close_bytes = 0;
+    Maker m(options);
+    for (int i = 0; i < 6; i++) m.Put(Key(i), "logged" + std::to_string(i));
+    m.Del(Key(0));
+    m.Reopen();
+    m.Put(Key(7), "after the close fold");
+    seeds["close-fold"] = m.Image();
   }
   {
     // Automatic compaction: a tiny slack, so the history compacts by itself in the middle.

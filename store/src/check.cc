@@ -45,13 +45,19 @@ Status CheckRecords(TreeFile& file, const format::Commit& newest, CheckReport* r
       if (commit.prev_commit_offset != expected_prev) {
         return Bad("commit at offset " + std::to_string(offset) + " names the wrong previous commit");
       }
-      // A checkpoint (a commit naming a checkpoint record) restates its predecessor's txn id, and
-      // only a checkpoint does (CheckCheckpoints checks what it holds).
+      // A checkpoint (a commit naming a checkpoint record) restates its predecessor's txn id
+      // (CheckCheckpoints checks what it holds), and so does a close fold (a fold that names no
+      // batch, after the file's first commit); no other commit does.
       const bool checkpoint = checkpoint_before && file.version() >= format::kCheckpointVersion && !commit.folded();
-      if (checkpoint_before != checkpoint || (checkpoint && !previous) || (previous && commit.txn_id != previous->txn_id + (checkpoint ? 0 : 1))) {
+      const bool close_fold =
+          previous && commit.folded() && commit.batch_offset == 0 && file.version() >= format::kCloseFoldVersion;
+      const bool restates = checkpoint || close_fold;
+      if (checkpoint_before != checkpoint || (checkpoint && !previous) ||
+          (previous && commit.txn_id != previous->txn_id + (restates ? 0 : 1))) {
         return Bad("commit at offset " + std::to_string(offset) +
-                   (checkpoint ? " is a checkpoint that does not restate the txn id before it"
-                               : " does not follow the txn id before it (or names a checkpoint it cannot be)"));
+                   (checkpoint   ? " is a checkpoint that does not restate the txn id before it"
+                    : close_fold ? " is a close fold (a fold with no batch) that does not restate the txn id before it"
+                                 : " does not follow the txn id before it (or names a checkpoint it cannot be)"));
       }
       DBDB_RETURN_IF_ERROR(file.VerifyCommitBody(commit));
       previous = commit;

@@ -82,10 +82,13 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, W
     if (!copied.ok()) return copied.status();
     if (copied.value() < kLockedPassBytesMax) break;
   }
-  // The last pass, under the writer lock: the newest commit, settled as a writer settles it.
+  // The last pass, under the writer lock: the newest commit, settled as a writer settles it. Once
+  // the handle is closing the lock is only tried: the background compaction gives up, and so does
+  // the close's own (FoldOrCheckpointOnClose) when another writer holds it, rather than a close
+  // waiting for a transaction that may stay open for as long as it likes.
   DBDB_RETURN_IF_ERROR(CheckNotClosing());
-  DBDB_ASSIGN_OR_RETURN(WriterLock lock,
-                        AcquireWriter(options_.wait_for_writer, in_background_compaction ? &closing_ : nullptr));
+  DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter(options_.wait_for_writer && !closing_.load(),
+                                                       in_background_compaction ? &closing_ : nullptr));
   DBDB_ASSIGN_OR_RETURN(View newest, PrepareWriterView());
   if (newest.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
   DBDB_RETURN_IF_ERROR(CopyLog(newest, &log, out).status());
@@ -117,7 +120,7 @@ Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
   for (uint64_t n = 1; it->Valid(); n++) {
     DBDB_RETURN_IF_ERROR(loader.Add(it->key(), it->value()));
     DBDB_RETURN_IF_ERROR(it->Next());
-    if (n % 4096 == 0) DBDB_RETURN_IF_ERROR(CheckNotClosing());  // a handle closing does not wait for all of it
+    if (n % 4096 == 0) DBDB_RETURN_IF_ERROR(CheckNotClosing());  // a closing handle's background one gives up
   }
   DBDB_ASSIGN_OR_RETURN(TreeRoot root, loader.Finish());
   if (view.log_bytes() == 0 && root.key_count != old.key_count) {
@@ -191,7 +194,12 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   ReadBytes buffer;
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
     if (it->txn_id == log->source.txn_id) {
-      // A checkpoint (its record must say so): nothing new to copy.
+      // A checkpoint (its record must say so) or a close fold (a fold with no batch, another
+      // handle's, since this compaction started): nothing new to copy.
+      if (it->batch_offset == 0 && !(it->folded() && upto.file->version() >= format::kCloseFoldVersion)) {
+        return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " restates txn " +
+                                  std::to_string(it->txn_id) + " and is neither a checkpoint nor a close fold");
+      }
       DBDB_RETURN_IF_ERROR(upto.file->ReadBatch(*it, &buffer, /*checkpoint=*/true).status());
       log->source = *it;
       continue;

@@ -1157,7 +1157,10 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
   // commits fold meanwhile and the log stays bounded); damage is reported (to the next write
   // transaction), never skipped; a failure after the rename has failed the handle.
   const bool skipped = s.IsIOError() || s.code() == StatusCode::kAborted;
-  if (!s.ok() && file != nullptr) {
+  // Not a compaction the close abandoned: the close then compacts in its place if its fold
+  // would make compaction due (FoldOrCheckpointOnClose).
+  const bool abandoned = closing_.load() && s.code() == StatusCode::kAborted;
+  if (!s.ok() && file != nullptr && !abandoned) {
     MutexLock guard(&compaction_state_mutex_);
     compaction_failed_file_ = file;
     compaction_failed_end_ = end;
@@ -1188,7 +1191,11 @@ void DBImpl::StopBackgroundCompaction() {
 }
 
 Status DBImpl::CheckNotClosing() const {
-  if (closing_.load(std::memory_order_relaxed)) return Status::Aborted(path_ + " is being closed; compaction abandoned");
+  // Only the background compaction gives up: a compaction on the closing thread (the close's own,
+  // FoldOrCheckpointOnClose) runs to its end.
+  if (in_background_compaction && closing_.load(std::memory_order_relaxed)) {
+    return Status::Aborted(path_ + " is being closed; compaction abandoned");
+  }
   return Status::Ok();
 }
 
@@ -1254,6 +1261,29 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   return Status::Ok();
 }
 
+format::Commit DBImpl::CommitAfter(const View& base, uint64_t txn_id, const TreeRoot& root, uint64_t batch_offset,
+                                   uint64_t fold_offset) {
+  format::Commit commit;
+  commit.txn_id = txn_id;
+  commit.prev_commit_offset = base.commit ? base.commit->offset : 0;
+  commit.commits_in_file = base.commit ? base.commit->commits_in_file + 1 : 1;
+  SetRoot(&commit, root);
+  commit.fold_offset = fold_offset;
+  commit.batch_offset = batch_offset;
+  return commit;
+}
+
+Result<TreeRoot> DBImpl::FoldLog(const View& base, const std::vector<format::BatchChange>& batch, TreeWriter* writer) {
+  Overlay all = base.overlay ? base.overlay->LatestChanges(base.txn_id()) : Overlay();
+  for (const format::BatchChange& change : batch) {
+    all.insert_or_assign(std::string(change.key), change.value ? std::optional<std::string>(*change.value) : std::nullopt);
+  }
+  std::vector<Change> tree_changes;
+  tree_changes.reserve(all.size());
+  for (const auto& [key, value] : all) tree_changes.push_back(Change{key, &value});
+  return writer->Apply(base.root(), tree_changes);
+}
+
 Status DBImpl::CommitChanges(const View& base, const std::vector<format::BatchChange>& batch) {
   const std::string payload = format::EncodeBatch(batch);
   const uint64_t batch_record_bytes = payload.size() + format::kRecordOverheadBytes;
@@ -1270,24 +1300,13 @@ Status DBImpl::CommitChanges(const View& base, const std::vector<format::BatchCh
   TreeWriter writer(*base.file, base.end(), options_.node_size_target_bytes);
   TreeRoot root = base.root();
   if (fold) {
-    Overlay all = base.overlay ? base.overlay->LatestChanges(base.txn_id()) : Overlay();
-    for (const format::BatchChange& change : batch) {
-      all.insert_or_assign(std::string(change.key), change.value ? std::optional<std::string>(*change.value) : std::nullopt);
-    }
-    std::vector<Change> tree_changes;
-    tree_changes.reserve(all.size());
-    for (const auto& [key, value] : all) tree_changes.push_back(Change{key, &value});
-    DBDB_ASSIGN_OR_RETURN(root, writer.Apply(base.root(), tree_changes));
+    DBDB_ASSIGN_OR_RETURN(root, FoldLog(base, batch, &writer));
   }
   std::string& bytes = writer.buffer();
-  format::Commit commit;
-  commit.batch_offset = base.end() + bytes.size();
-  format::AppendRecord(&bytes, commit.batch_offset, format::RecordType::kBatch, payload);
-  commit.txn_id = base.txn_id() + 1;
-  commit.prev_commit_offset = base.commit ? base.commit->offset : 0;
-  commit.commits_in_file = base.commit ? base.commit->commits_in_file + 1 : 1;
-  SetRoot(&commit, root);
-  commit.fold_offset = fold ? base.end() + bytes.size() : base.commit->fold_offset;
+  const uint64_t batch_offset = base.end() + bytes.size();
+  format::AppendRecord(&bytes, batch_offset, format::RecordType::kBatch, payload);
+  format::Commit commit = CommitAfter(base, base.txn_id() + 1, root, batch_offset,
+                                      fold ? base.end() + bytes.size() : base.commit->fold_offset);
   Status s = AppendCommit(base, &bytes, commit, &batch);
   if (s.ok()) wrote_.store(true);
   return s;
@@ -1313,6 +1332,10 @@ Status DBImpl::Checkpoint() {
 
 Status DBImpl::WriteCheckpoint(bool asked) {
   DBDB_ASSIGN_OR_RETURN(View base, PrepareWriterView());
+  return WriteCheckpointOn(base, asked);
+}
+
+Status DBImpl::WriteCheckpointOn(const View& base, bool asked) {
   if (!CheckpointDue(base, asked)) return Status::Ok();
   // Every key's newest change since the fold, as of the base: replaying this one batch gives the
   // base's state, so the checkpoint restates its txn id (it is not a transaction).
@@ -1327,41 +1350,83 @@ Status DBImpl::WriteCheckpoint(bool asked) {
     return Status::LimitExceeded("a checkpoint of " + std::to_string(payload.size()) +
                                  " bytes would pass the largest record (1 GiB)");
   }
-  format::Commit commit;
-  commit.batch_offset = base.end();
   std::string bytes;
-  format::AppendRecord(&bytes, commit.batch_offset, format::RecordType::kCheckpoint, payload);
-  commit.txn_id = base.txn_id();
-  commit.prev_commit_offset = base.commit->offset;
-  commit.commits_in_file = base.commit->commits_in_file + 1;
-  SetRoot(&commit, base.root());
-  commit.fold_offset = base.commit->fold_offset;
+  format::AppendRecord(&bytes, base.end(), format::RecordType::kCheckpoint, payload);
+  format::Commit commit = CommitAfter(base, base.txn_id(), base.root(), base.end(), base.commit->fold_offset);
   return AppendCommit(base, &bytes, commit, nullptr);
+}
+
+bool DBImpl::CloseFoldDue(const View& view) const {
+  // Not in no-sync mode: a close fold there is sealed without a sync, so the next open would hash
+  // its body (the fold's nodes, up to the tree) and settling would rewrite it: a checkpoint instead.
+  return options_.durability == Durability::kSync && view.commit && !view.commit->folded() &&
+         view.file->version() >= format::kCloseFoldVersion && view.log_bytes() > options_.fold_on_close_bytes;
+}
+
+Status DBImpl::WriteCloseFold(const View& base) {
+  // The base's tree with every change since its fold applied, and no batch: it changes nothing,
+  // so it restates the base's txn id (docs/FORMAT.md, "Close folds").
+  TreeWriter writer(*base.file, base.end(), options_.node_size_target_bytes);
+  DBDB_ASSIGN_OR_RETURN(TreeRoot root, FoldLog(base, {}, &writer));
+  std::string& bytes = writer.buffer();
+  format::Commit commit = CommitAfter(base, base.txn_id(), root, /*batch_offset=*/0, base.end() + bytes.size());
+  return AppendCommit(base, &bytes, commit, nullptr);
+}
+
+Status DBImpl::FoldOrCheckpointOnClose(WriterLock* lock) {
+  DBDB_ASSIGN_OR_RETURN(View base, PrepareWriterView());
+  if (CloseFoldDue(base)) {
+    // As a commit's fold (CommitChanges): unless the fold's nodes would make compaction due at
+    // once, and then a compaction, which folds too. Online, as an automatic one: the writer lock
+    // is let go while the tree is written, so other writers wait only for the last pass, whose
+    // lock a closing handle only tries (a writer holding it: the compaction is abandoned, and
+    // that writer folds or compacts in its turn). The compaction lock is only tried too; a
+    // compaction another handle runs (busy) folds the log into its own file, and a checkpoint,
+    // when due, bounds the replay meanwhile (so it does when the lock cannot be had at all).
+    if (CompactionBackingOff(base) || !CompactionDue(base, base.end(), FoldEstimate(base, 0))) {
+      return WriteCloseFold(base);
+    }
+    auto compaction_lock = LockCompaction(/*wait=*/false);
+    if (compaction_lock.ok()) {
+      *lock = WriterLock{};
+      auto compacted = CompactFrom(base, nullptr);
+      if (compacted.ok()) *lock = std::move(compacted->lock);
+      return compacted.status();
+    }
+  }
+  if (!options_.checkpoint_on_close) return Status::Ok();
+  return WriteCheckpointOn(base, /*asked=*/false);
 }
 
 DBImpl::~DBImpl() {
   StopBackgroundCompaction();
-  // Checkpoint on close (best effort: nothing is lost without it, and a destructor reports
-  // nothing): only a handle that committed, only when due, and never waiting for a lock another
-  // thread or process holds (that writer checkpoints when it closes).
+  // On close (best effort: nothing is lost without it, and a destructor reports nothing): a log
+  // past fold_on_close_bytes is folded, else a checkpoint is written when due; only by a handle
+  // that committed, and never waiting for a lock another thread or process holds (that writer
+  // does the same when it closes).
   if (options_.read_only || !wrote_.load() || failed_.load()) return;
   if (Forked()) return;  // a parent's handle, destroyed in a forked child
   // The zeros after the newest commit are cut too (those this handle allocated ahead of its last
-  // commit, or another writer's since): without a checkpoint to write, only if this handle's
-  // last commit allocated ahead and no writer came since, so that a close never takes the lock
-  // (and marks the change counter) for nothing.
+  // commit, or another writer's since): without a fold or checkpoint to write, only if this
+  // handle's last commit allocated ahead and no writer came since, so that a close never takes
+  // the lock (and marks the change counter) for nothing.
   bool allocated = false;
   {
     std::lock_guard<std::mutex> guard(writer_mutex_);
     const std::optional<uint64_t> counter = own_counter_.Read();
     allocated = left_ && left_->size > left_->end && last_mark_ && counter && *counter == *last_mark_ + 1;
   }
-  if (!options_.checkpoint_on_close && !allocated) return;
+  bool fold = false;
+  {
+    MutexLock guard(&state_mutex_);
+    fold = overlay_ && overlay_->log_bytes() > options_.fold_on_close_bytes;
+  }
+  if (!options_.checkpoint_on_close && !fold && !allocated) return;
   auto lock = AcquireWriter(/*wait=*/false);
   if (!lock.ok()) return;
   allocated = allocated && unchanged_since_left_;
-  if (options_.checkpoint_on_close) {
-    if (!WriteCheckpoint(/*asked=*/false).ok()) {
+  if (options_.checkpoint_on_close || fold) {
+    if (!FoldOrCheckpointOnClose(&*lock).ok()) {
       HoldWriterLockIfRollbackFailed(&*lock);
       return;
     }

@@ -262,7 +262,8 @@ class DBImpl final : public DB {
   uint64_t BackgroundInstalled();
   // Asks a running background compaction to give up, and joins its thread (the destructor).
   void StopBackgroundCompaction();
-  // Aborted once the handle is closing (checked by compaction between steps).
+  // Aborted on the background compaction's thread once the handle is closing (checked by
+  // compaction between steps).
   Status CheckNotClosing() const;
   // True when the garbage in `view`'s file (of `size` bytes) passes the automatic-compaction
   // threshold; with `fold_bytes`, as it would be after a fold writing about that many bytes.
@@ -322,6 +323,13 @@ class DBImpl final : public DB {
   // unfolded log passes fold_threshold_bytes), then its commit record, appended on `base`.
   // `batch`: the changes, sorted by key, one per key. REQUIRES: writer lock held.
   Status CommitChanges(const View& base, const std::vector<format::BatchChange>& batch);
+  // The commit record's fields every commit after `base` fills the same way (the chain, the root,
+  // the fold, the batch): for a transaction, a checkpoint and a close fold alike.
+  static format::Commit CommitAfter(const View& base, uint64_t txn_id, const TreeRoot& root, uint64_t batch_offset,
+                                    uint64_t fold_offset);
+  // A fold's tree: `base`'s tree with every key's newest change since its fold, then `batch`,
+  // applied; the new nodes go to `writer`.
+  static Result<TreeRoot> FoldLog(const View& base, const std::vector<format::BatchChange>& batch, TreeWriter* writer);
   // Appends `bytes` (a fold's nodes, the batch) and then the commit record after `base`, syncs in
   // kSync mode, seals, and publishes the commit (`batch`: its changes, for the handle's overlay).
   // REQUIRES: writer lock held.
@@ -335,6 +343,18 @@ class DBImpl final : public DB {
   // Appends a checkpoint of the newest commit when due: a commit restating its txn id whose batch
   // holds every key's newest change since the fold. REQUIRES: writer lock held.
   Status WriteCheckpoint(bool asked);
+  Status WriteCheckpointOn(const View& base, bool asked);  // on a base PrepareWriterView gave
+
+  // True when a close folds `view`'s log: it is not folded and its unfolded bytes (what an open
+  // replays) pass fold_on_close_bytes, in a file of format::kCloseFoldVersion or later.
+  bool CloseFoldDue(const View& view) const;
+  // Appends a close fold on `base`: its log folded into the tree, no batch, its txn id restated.
+  // REQUIRES: writer lock held.
+  Status WriteCloseFold(const View& base);
+  // What a close writes under the writer lock it took (`lock`, which a compaction may move): a
+  // close fold when due (a compaction instead, when the fold would make one due), else a
+  // checkpoint when due and checkpoint_on_close is set.
+  Status FoldOrCheckpointOnClose(WriterLock* lock);
 
   // The in-flight lock (flock of the database file itself): held by a writer from the first byte
   // of a commit to its seal or rollback, never across a transaction; a reader probes it.

@@ -14,7 +14,9 @@
 // active, so they never see a commit whose sync may still fail. Version 1 (every commit a fold,
 // no batches, an 80-byte commit payload) is still read, read-only. Version 4: a checkpoint (a
 // commit that restates its predecessor's txn id) holds in its batch every key's newest change since
-// the fold, so a reader replays it and the batches after it, not the whole log.
+// the fold, so a reader replays it and the batches after it, not the whole log. Version 5: a
+// close fold (a fold with no batch that restates its predecessor's txn id), written when a handle
+// closes, so the next open replays nothing.
 #pragma once
 
 #include <cstdint>
@@ -30,10 +32,13 @@ namespace dbdb::format {
 
 // "dbdb" then 0x00 0x0d 0x0a 0x1a, so text-mode transfers and NUL truncation break it visibly.
 inline constexpr char kFileMagic[8] = {'d', 'b', 'd', 'b', 0x00, 0x0d, 0x0a, 0x1a};
-inline constexpr uint32_t kFormatVersion = 4;  // 3: nodes searched in place; 4: checkpoints
+inline constexpr uint32_t kFormatVersion = 5;  // 3: nodes searched in place; 4: checkpoints; 5: close folds
 // The first version whose files may hold checkpoints: commits that restate their predecessor's
 // txn id and whose batch holds every change since the fold (docs/FORMAT.md, "Checkpoints").
 inline constexpr uint32_t kCheckpointVersion = 4;
+// The first version whose files may hold close folds: folds with no batch that restate their
+// predecessor's txn id, written when a handle closes (docs/FORMAT.md, "Close folds").
+inline constexpr uint32_t kCloseFoldVersion = 5;
 inline constexpr uint32_t kFormatVersionMin = 1;  // read (read-only) and upgraded by `dbdb upgrade`
 inline constexpr uint64_t kFileHeaderSizeBytes = 512;  // one sector: written whole or not at all
 inline constexpr uint64_t kFileHeaderChecksumOffset = 56;

@@ -218,7 +218,7 @@ std::string EncodeInternal(const std::vector<ChildEntry>& children, size_t begin
 
 namespace {
 
-// Versions 1 and 2 (docs/FORMAT.md, "Versions 1, 2 and 3"): count:varint, then sequential
+// Versions 1 and 2 (docs/FORMAT.md, "Versions 1 to 4"): count:varint, then sequential
 // entries. Fills `entries` or `children`.
 const char* DecodeSequential(uint64_t offset, bool leaf, std::string_view payload, std::vector<LeafEntry>* entries,
                              std::vector<ChildEntry>* children) {

@@ -315,6 +315,15 @@ bool TreeFile::IsCompactedTree(const format::Commit& commit) const {
          commit.batch_offset == 0;
 }
 
+bool TreeFile::IsDurableCloseFold(const format::Commit& commit) {
+  if (header_.version < format::kCloseFoldVersion || !commit.folded() || commit.batch_offset != 0 ||
+      commit.prev_commit_offset == 0) {
+    return false;
+  }
+  format::Commit sealed = commit;
+  return ReadSeal(&sealed, UINT64_MAX).ok() && sealed.seal_durable;  // an error: hashed, as any commit
+}
+
 Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verified_commit) {
   // The newest commit's body, when it is its batch record, is kept for ReadBatch: a handle that
   // opens at a checkpoint reads and hashes it once, not twice.
@@ -326,7 +335,7 @@ Status TreeFile::VerifyCommitChain(const format::Commit& newest, uint64_t verifi
   };
   format::Commit commit = newest;
   while (true) {
-    if (!IsCompactedTree(commit)) {
+    if (!IsCompactedTree(commit) && !IsDurableCloseFold(commit)) {
       DBDB_RETURN_IF_ERROR(VerifyCommitBody(commit, commit.offset == newest.offset ? &newest_body : nullptr));
     }
     // Everything before synced_through was durable when this commit was written, so the commits

@@ -26,7 +26,7 @@ namespace dbdb {
 class TreeFile {
  public:
   // Opens an existing dbdb file and verifies its header.
-  // With `map_reads`, a version-3 file's nodes are read in place through a read-only mapping of
+  // With `map_reads`, a version-3 (or later) file's nodes are read in place through a read-only mapping of
   // the file (when the file system maps files), each verified once by this TreeFile before its
   // first use; else (and for older versions) read, verified and decoded into the node cache.
   static Result<std::shared_ptr<TreeFile>> Open(FileSystem& fs, const std::string& path,
@@ -114,6 +114,14 @@ class TreeFile {
   // rollback never cuts below its base; settling treats it as proven), and each node is verified
   // before its first use (I5). check() still hashes it.
   bool IsCompactedTree(const format::Commit& commit) const;
+  // True for a close fold (format::kCloseFoldVersion or later: a fold after the file's first
+  // commit that names no batch) whose seal says durable. Its body (the fold's nodes, the whole
+  // tree's worth after a large log) is not hashed when the commit is found either: its writer's
+  // sync returned before that seal was written, so no crash leaves it torn under the seal; a
+  // durable seal is proof that is never fallen back past (FindNewestCommit, I9), so the hash could
+  // only turn damage into Corruption at open, which the node's own check does at its first use
+  // (I5). check() still hashes it. An unsealed one, or one sealed in no-sync mode, is hashed.
+  bool IsDurableCloseFold(const format::Commit& commit);
 
   // Ok if the commit's body and, back to the last sync point it names (or to the commit at
   // `verified_commit`, which this handle verified with its chain already; 0: none), its

@@ -602,6 +602,161 @@ TEST(Checkpoint, ClosingAWriterCheckpointsOnlyWhenDue) {
   ASSERT_TRUE((*db)->Check().ok());
 }
 
+// A close folds the log once its unfolded bytes pass fold_on_close_bytes (a commit that restates
+// the newest txn id, folded, with no batch: the next open replays nothing), and below that
+// checkpoints as before; UINT64_MAX turns it off, and so does no-sync mode. check() accepts the fold.
+TEST(CloseFold, ClosingFoldsALogPastTheBoundAndOnlyThen) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;
+  options.auto_compact = false;
+  options.fold_on_close_bytes = 2000;
+  auto stats = [&] {
+    Options read_only;
+    read_only.read_only = true;
+    return DB::Open(path, read_only).value()->GetStats().value();
+  };
+  const std::string big(1000, 'x');
+  auto session = [&](const std::string& key, int puts, const Options& o) {
+    auto db = OpenOrDie(path, o);
+    for (int i = 0; i < puts; i++) ASSERT_TRUE(db->Put(key + std::to_string(i), big).ok());
+  };
+  session("a", 1, options);  // the first commit folds
+  session("b", 1, options);
+  EXPECT_EQ(stats().commits_in_file, 2u) << "a log of one small commit: neither a fold nor a checkpoint";
+  EXPECT_GT(stats().unfolded_bytes, 0u);
+  session("c", 3, options);
+  Stats after = stats();
+  EXPECT_EQ(after.commits_in_file, 6u) << "three commits, then the close fold";
+  EXPECT_EQ(after.unfolded_bytes, 0u) << "the close folded the log";
+  EXPECT_EQ(after.txn_id, 5u) << "the close fold restates the newest txn id";
+  EXPECT_EQ(after.keys, 5u);
+  Options off = options;
+  off.fold_on_close_bytes = UINT64_MAX;
+  session("d", 3, off);
+  after = stats();
+  EXPECT_EQ(after.commits_in_file, 10u) << "three commits, then a checkpoint (no fold)";
+  EXPECT_GT(after.unfolded_bytes, 3000u);
+  EXPECT_EQ(after.txn_id, 8u);
+  Options nosync = options;  // a close fold would not be synced: every open would hash it
+  nosync.durability = Durability::kNoSync;
+  session("e", 3, nosync);
+  after = stats();
+  EXPECT_EQ(after.commits_in_file, 14u) << "no-sync: three commits, then a checkpoint (no close fold)";
+  EXPECT_GT(after.unfolded_bytes, 6000u);
+  Options read_only;
+  read_only.read_only = true;
+  auto db = DB::Open(path, read_only);
+  ASSERT_TRUE(db.ok());
+  auto all = All(**db);
+  EXPECT_EQ(all.size(), 11u);
+  for (const auto& [key, value] : all) EXPECT_EQ(value, big) << key;
+  auto check = (*db)->Check();
+  EXPECT_TRUE(check.ok()) << check.status().ToString();
+}
+
+// A close fold's body is hashed when found unless its seal says durable. Cut the seal and damage
+// a byte of the fold's leaf: the fold is torn, and opening falls back to the commit before it (the
+// same state, the same txn id). Keep the seal and damage the byte: opening takes the fold without
+// hashing it (its sync returned before the seal was written), and the damage is Corruption when
+// the leaf is read, and in check(), never wrong data.
+TEST(CloseFold, AnUnsealedCloseFoldIsHashedADurablySealedOneIsNot) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;
+  options.auto_compact = false;
+  options.fold_on_close_bytes = 0;
+  options.allocate_ahead_bytes = 0;
+  uint64_t before_close = 0;
+  {
+    auto db = OpenOrDie(path, options);
+    for (int i = 0; i < 6; i++) ASSERT_TRUE(db->Put(Key(i), "value" + std::to_string(i)).ok());
+    before_close = testing::DataSize(*db);
+  }
+  const std::string folded = testing::ReadFile(path);
+  // The fold's body: the base's seal written again, then its one leaf; then its commit and seal.
+  ASSERT_GT(folded.size(), before_close + format::kSealRecordSizeBytes + 112);
+  const uint64_t leaf_byte = before_close + 20;
+  Options read_only;
+  read_only.read_only = true;
+  auto write = [&](const std::string& bytes) { std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes; };
+  {
+    std::string torn = folded.substr(0, folded.size() - format::kSealRecordSizeBytes);
+    torn[leaf_byte] ^= 0x40;
+    write(torn);
+    auto db = DB::Open(path, read_only);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    auto stats = (*db)->GetStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->txn_id, 6u);
+    EXPECT_GT(stats->unfolded_bytes, 0u) << "the torn fold was taken";
+    auto all = All(**db);
+    ASSERT_EQ(all.size(), 6u);
+    for (int i = 0; i < 6; i++) EXPECT_EQ(all[Key(i)], "value" + std::to_string(i));
+  }
+  {
+    std::string damaged = folded;
+    damaged[leaf_byte] ^= 0x40;
+    write(damaged);
+    auto db = DB::Open(path, read_only);
+    ASSERT_TRUE(db.ok()) << "a durably sealed close fold is not hashed at open: " << db.status().ToString();
+    EXPECT_EQ((*db)->GetStats()->unfolded_bytes, 0u) << "the fold was not taken";
+    auto got = (*db)->Get(Key(3));
+    EXPECT_TRUE(!got.ok() && got.status().IsCorruption()) << (got.ok() ? "a value" : got.status().ToString());
+    auto check = (*db)->Check();
+    EXPECT_TRUE(!check.ok() && check.status().IsCorruption()) << check.status().ToString();
+  }
+}
+
+// When folding the log at close would make automatic compaction due (the fold's nodes about
+// double the garbage), the close compacts instead, under the writer lock it holds: the file is
+// rewritten once, not grown by a fold and then rewritten by the next writer.
+TEST(CloseFold, WhenTheFoldWouldMakeCompactionDueTheCloseCompacts) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;
+  options.auto_compact_slack_bytes = 4096;
+  options.background_compaction = false;
+  options.fold_on_close_bytes = 2000;
+  // More keys than a compaction copies between two looks at whether its handle is closing (4,096):
+  // the close's own compaction must not give up as its background one does.
+  const int keys = 5000;
+  const std::string value(100, 'v'), newer(100, 'w');
+  {
+    auto db = OpenOrDie(path, options);
+    WriteBatch first;
+    for (int i = 0; i < keys; i++) first.Put(Key(i), value);
+    ASSERT_TRUE(db->Write(first).ok());  // the first commit folds: a tree of 5,000 keys
+    for (int batch = 0; batch < keys / 100; batch++) {  // every key changed, unfolded (under 1 MiB)
+      WriteBatch changes;
+      for (int i = batch * 100; i < batch * 100 + 100; i++) changes.Put(Key(i), newer);
+      ASSERT_TRUE(db->Write(changes).ok());
+    }
+    auto stats = db->GetStats();
+    ASSERT_TRUE(stats.ok());
+    ASSERT_EQ(stats->generation, 0u) << "compacted before the close";
+    ASSERT_GT(stats->unfolded_bytes, 500u * 1000);
+  }
+  Options read_only;
+  read_only.read_only = true;
+  auto db = DB::Open(path, read_only);
+  ASSERT_TRUE(db.ok());
+  auto stats = (*db)->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->generation, 1u) << "the close did not compact";
+  EXPECT_EQ(stats->commits_in_file, 1u);
+  EXPECT_EQ(stats->unfolded_bytes, 0u);
+  EXPECT_EQ(stats->txn_id, 51u);
+  auto all = All(**db);
+  ASSERT_EQ(all.size(), 5000u);
+  for (const auto& [key, v] : all) ASSERT_EQ(v, newer) << key;
+  auto check = (*db)->Check();
+  EXPECT_TRUE(check.ok()) << check.status().ToString();
+}
+
 // A checkpoint restates the log since the fold, so folds count the batches (and their commits and
 // seals) and not the checkpoints as well. Counting both made a reopened 1M-key database fold (a
 // whole compaction, at that size) after its first 1,500 single-put commits: dbdb-bench's fillsync

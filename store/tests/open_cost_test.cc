@@ -234,6 +234,7 @@ TEST(OpenCost, OpeningAtACheckpointReadsItOnce) {
   options.create_if_missing = true;
   options.auto_compact = false;
   options.fold_threshold_bytes = 64 * kMiB;  // the 12 MiB stay log, and the close's checkpoint restates them
+  options.fold_on_close_bytes = UINT64_MAX;    // (a close fold would fold them instead: the test below)
   uint64_t before_close = 0;
   {
     auto db = DB::Open(path, options);
@@ -254,6 +255,46 @@ TEST(OpenCost, OpeningAtACheckpointReadsItOnce) {
       auto got = opened.db->Get(key);
       ASSERT_TRUE(got.ok() && *got == std::optional<std::string>(kBigValue)) << key << ": " << got.status().ToString();
     }
+  }
+}
+
+// A close folds a log past fold_on_close_bytes, and the next open reads neither the log nor the
+// fold's nodes: the fold is the newest commit, its body (every node it wrote, megabytes here) is
+// not hashed when its seal says durable (TreeFile::IsDurableCloseFold), and nothing after it is
+// left to replay. The fold restates the txn id; check() hashes its body and passes.
+TEST(OpenCost, AfterACloseFoldOpeningReadsNeitherTheLogNorTheFold) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.create_if_missing = true;
+  options.auto_compact = false;
+  options.fold_threshold_bytes = 64 * kMiB;  // the 12 MiB stay log until the close folds them
+  uint64_t txn = 0, before_close = 0;
+  {
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    WriteTwelveMiB(**db);
+    txn = (*db)->GetStats()->txn_id;
+    ASSERT_GT((*db)->GetStats()->unfolded_bytes, 8 * kMiB);
+    before_close = testing::DataSize(**db);
+  }
+  const uint64_t fold = std::filesystem::file_size(path) - before_close;
+  ASSERT_GT(fold, 8 * kMiB) << "closing folded nothing";
+  for (bool read_only : {true, false}) {
+    CountedOpen opened = OpenCounting(path, options, read_only);
+    ASSERT_NE(opened.db, nullptr);
+    EXPECT_LE(opened.bytes_read, 1 * kMiB) << "read_only=" << read_only << ": opening after a " << fold
+                                           << "-byte close fold read " << opened.bytes_read << " bytes";
+    auto stats = opened.db->GetStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->unfolded_bytes, 0u) << "the close did not fold the log";
+    EXPECT_EQ(stats->txn_id, txn) << "a close fold restates the newest txn id";
+    for (const char* key : {"key0", "key1234", "key2999"}) {
+      auto got = opened.db->Get(key);
+      ASSERT_TRUE(got.ok() && *got == std::optional<std::string>(kBigValue)) << key << ": " << got.status().ToString();
+    }
+    auto check = opened.db->Check();
+    EXPECT_TRUE(check.ok()) << check.status().ToString();
   }
 }
 

@@ -64,7 +64,7 @@ Commands Declare(CLI::App& app, Args& a) {
   c.check =
       add_common(app.add_subcommand("check", "verify every record and tree invariant (exit 3 on corruption)"), false);
   c.compact = add_common(app.add_subcommand("compact", "rewrite the newest commit into a fresh file"), true);
-  c.upgrade = app.add_subcommand("upgrade", "convert a file of an older format (1, 2 or 3) to the current one (a compaction)");
+  c.upgrade = app.add_subcommand("upgrade", "convert a file of an older format (1 to 4) to the current one (a compaction)");
   c.upgrade->add_option("DB", a.path, "database file")->required();
   c.upgrade->add_flag("--no-wait", a.no_wait, "fail with exit code 5 instead of waiting for another writer");
   c.dump = app.add_subcommand("dump", "print every record of the file: nodes, batches, checkpoints, commits, seals, tail");

@@ -165,6 +165,9 @@ struct DbdbTuning {
   // 1: each handle merges its in-memory index of the unfolded log (Options::overlay_merge_keys)
   // as often as it may, every few commits of a small workload, so that merges are explored.
   uint32_t overlay_merge_keys = 1;
+  // A close folds a log past this many bytes (Options::fold_on_close_bytes): small, so that the
+  // small workloads' closes fold and close folds are explored (crash states, other processes).
+  uint64_t fold_on_close_bytes = 512;
 };
 
 // Whether `name` ("engine/config", "engine", or "" for the default) names dbdb.

@@ -125,6 +125,21 @@ struct Options {
   // waiting for the writer lock (busy: skipped), and best effort (an error is not reported and
   // loses nothing). The next open then replays the checkpoint and what follows it, not the log.
   bool checkpoint_on_close = true;
+  // When a handle that committed is closed and the unfolded log (what the next open replays: the
+  // newest checkpoint and the batches after it) passes this many bytes, it folds the log into the
+  // tree instead of checkpointing it: a close fold, a commit that changes nothing (it restates the
+  // newest txn id) and writes each changed key's path once, as a commit's fold does; or, if those
+  // nodes would make automatic compaction due (and it is not backing off after a failure), an
+  // online compaction (a closing handle's running background compaction is abandoned first; the
+  // close's own lets the writer lock go while it writes the tree, and is abandoned in its turn if
+  // another writer holds the lock at its last pass). The next open then reads no log: opening
+  // takes the same time whatever the log held (docs/FORMAT.md, "Close folds"). A close may so
+  // take as long as a fold or a compaction. Whether to take the writer lock at all is judged from
+  // the log this handle last saw (with checkpoint_on_close off, a log other handles grew since is
+  // theirs to fold). Best effort and without waiting for the writer lock, as the checkpoint. Only
+  // in Durability::kSync (in no-sync mode a close fold would not be synced, and every open would
+  // hash it: the close checkpoints instead). UINT64_MAX: never.
+  uint64_t fold_on_close_bytes = 256 * 1024;
   // A writer grows the file ahead of its commits (fallocate) by this much past the commit that
   // needs more room, so that the commits after it write into space the file already has and their
   // syncs record no new size: on ext4, about 1.3-1.5x as many one-put durable commits a second.

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A version-1 file (the fuzz corpus keeps some, written by the version-1 store): every reading
 # command works; every writing command is refused with exit 6 and a message that says to run
-# `dbdb upgrade`, leaving the file as it was; `dbdb upgrade` converts it to format 4 with the same
+# `dbdb upgrade`, leaving the file as it was; `dbdb upgrade` converts it to format 5 with the same
 # contents; after that, writes work and `dbdb check` passes; a second upgrade changes nothing. A
 # damaged version-1 file is refused by `dbdb upgrade` (exit 3) and left as it was. A version-2 file
-# (a tree of a deep seed) and a version-3 file (before checkpoints) are read and upgraded the same way.
+# (a tree of a deep seed), a version-3 file (before checkpoints) and a version-4 file (before close
+# folds) are read and upgraded the same way.
 #
 #   upgrade_test.sh PATH_TO_DBDB
 source "$(dirname "$0")/lib.sh"
@@ -32,7 +33,7 @@ done
 [ "$(md5sum <old.dbdb)" = "$sum" ] && pass "the refused writes left the file as it was" || fail "the file changed"
 run "$dbdb" upgrade old.dbdb
 expect_rc 0 "dbdb upgrade"
-expect_header old.dbdb 4 1 "the file is format 4 now"
+expect_header old.dbdb 5 1 "the file is format 5 now"
 run "$dbdb" scan old.dbdb
 expect_out "$before_scan" "the upgraded file holds the same keys and values"
 run "$dbdb" put old.dbdb k v
@@ -67,7 +68,7 @@ run "$dbdb" put two.dbdb k v
 expect_rc 6 "dbdb put on a format-2 file is refused"
 run "$dbdb" upgrade two.dbdb
 expect_rc 0 "dbdb upgrade of the format-2 file"
-expect_header two.dbdb 4 1 "the format-2 file is format 4 now"
+expect_header two.dbdb 5 1 "the format-2 file is format 5 now"
 run "$dbdb" scan two.dbdb
 expect_out "$before_scan" "the upgraded format-2 file holds the same keys and values"
 run "$dbdb" check two.dbdb
@@ -81,11 +82,29 @@ run "$dbdb" put three.dbdb k v
 expect_rc 6 "dbdb put on a format-3 file is refused"
 run "$dbdb" upgrade three.dbdb
 expect_rc 0 "dbdb upgrade of the format-3 file"
-expect_header three.dbdb 4 1 "the format-3 file is format 4 now"
+expect_header three.dbdb 5 1 "the format-3 file is format 5 now"
 run "$dbdb" scan three.dbdb
 expect_out "$before_scan" "the upgraded format-3 file holds the same keys and values"
 run "$dbdb" put three.dbdb k v
 expect_rc 0 "dbdb put on the upgraded format-3 file"
 run "$dbdb" check three.dbdb
 expect_rc 0 "check after upgrading the format-3 file"
+
+# A version-4 file (no close folds), with a checkpoint and a batch after it: the same.
+cp "$corpus/v4-seed-checkpoint" four.dbdb
+expect_header four.dbdb 4 0 "the fourth input is a format-4 file"
+before_scan=$("$dbdb" scan four.dbdb)
+[ -n "$before_scan" ] && pass "scan reads the format-4 file" || fail "scan of the format-4 file is empty"
+run "$dbdb" put four.dbdb k v
+expect_rc 6 "dbdb put on a format-4 file is refused"
+grep -q "dbdb upgrade" <<<"$err" && pass "and says to upgrade" || fail "dbdb put on a format-4 file: message: $err"
+run "$dbdb" upgrade four.dbdb
+expect_rc 0 "dbdb upgrade of the format-4 file"
+expect_header four.dbdb 5 1 "the format-4 file is format 5 now"
+run "$dbdb" scan four.dbdb
+expect_out "$before_scan" "the upgraded format-4 file holds the same keys and values"
+run "$dbdb" put four.dbdb k v
+expect_rc 0 "dbdb put on the upgraded format-4 file"
+run "$dbdb" check four.dbdb
+expect_rc 0 "check after upgrading the format-4 file"
 finish
