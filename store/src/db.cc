@@ -1157,9 +1157,11 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
   // commits fold meanwhile and the log stays bounded); damage is reported (to the next write
   // transaction), never skipped; a failure after the rename has failed the handle.
   const bool skipped = s.IsIOError() || s.code() == StatusCode::kAborted;
-  // Not a compaction the close abandoned: the close then compacts in its place if its fold
-  // would make compaction due (FoldOrCheckpointOnClose).
-  const bool abandoned = closing_.load() && s.code() == StatusCode::kAborted;
+  // Not a compaction the close abandoned (Aborted; or Busy, when the close came between the last
+  // pass's look at it and its try of the writer lock): the close then compacts in its place if its
+  // fold would make compaction due (FoldOrCheckpointOnClose).
+  const bool abandoned =
+      closing_.load() && (s.code() == StatusCode::kAborted || s.code() == StatusCode::kBusy);
   if (!s.ok() && file != nullptr && !abandoned) {
     MutexLock guard(&compaction_state_mutex_);
     compaction_failed_file_ = file;
