@@ -1418,8 +1418,8 @@ DBImpl::~DBImpl() {
     const std::optional<uint64_t> counter = own_counter_.Read();
     allocated = left_ && left_->size > left_->end && last_mark_ && counter && *counter == *last_mark_ + 1;
   }
-  bool fold = false;
-  {
+  bool fold = false;  // as CloseFoldDue will judge it, from the log this handle last saw
+  if (options_.durability == Durability::kSync) {
     MutexLock guard(&state_mutex_);
     fold = overlay_ && overlay_->log_bytes() > options_.fold_on_close_bytes;
   }
