@@ -345,8 +345,8 @@ class DBImpl final : public DB {
   Status WriteCheckpoint(bool asked);
   Status WriteCheckpointOn(const View& base, bool asked);  // on a base PrepareWriterView gave
 
-  // True when a close folds `view`'s log: it is not folded and its unfolded bytes (what an open
-  // replays) pass fold_on_close_bytes, in a file of format::kCloseFoldVersion or later.
+  // True when a close folds `view`'s log: in kSync mode, it is not folded and its unfolded bytes
+  // (what an open replays) pass fold_on_close_bytes, in a file of format::kCloseFoldVersion or later.
   bool CloseFoldDue(const View& view) const;
   // Appends a close fold on `base`: its log folded into the tree, no batch, its txn id restated.
   // REQUIRES: writer lock held.
