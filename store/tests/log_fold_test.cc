@@ -710,6 +710,56 @@ TEST(CloseFold, AnUnsealedCloseFoldIsHashedADurablySealedOneIsNot) {
   }
 }
 
+// check() holds a close fold to its rules: in a version-5 file a batch-less fold after the first
+// commit must restate its predecessor's txn id, and no version-4 file may hold one (there the same
+// commit is a fold that does not follow the txn id before it). Opening takes either (the open
+// path checks a chain only down to its sync point); check() reports both as Corruption.
+TEST(CloseFold, CheckRefusesACloseFoldOutsideItsRules) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;
+  options.auto_compact = false;
+  options.fold_on_close_bytes = 0;
+  options.allocate_ahead_bytes = 0;
+  {
+    auto db = OpenOrDie(path, options);
+    for (int i = 0; i < 6; i++) ASSERT_TRUE(db->Put(Key(i), "value" + std::to_string(i)).ok());
+  }
+  const std::string folded = testing::ReadFile(path);
+  const uint64_t commit_at = folded.size() - format::kSealRecordSizeBytes - format::CommitRecordSize(format::kFormatVersion);
+  const std::string_view payload =
+      std::string_view(folded).substr(commit_at + 8, format::CommitRecordSize(format::kFormatVersion) - 16);
+  auto fold = format::DecodeCommitPayload(commit_at, payload);
+  ASSERT_TRUE(fold.ok()) << fold.status().ToString();
+  ASSERT_TRUE(fold->folded() && fold->batch_offset == 0 && fold->txn_id == 6u) << "the newest commit is not the close fold";
+  Options read_only;
+  read_only.read_only = true;
+  auto check = [&](const std::string& bytes, const std::string& what, bool ok) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+    auto db = DB::Open(path, read_only);
+    ASSERT_TRUE(db.ok()) << what << ": " << db.status().ToString();
+    auto report = (*db)->Check();
+    if (ok) {
+      EXPECT_TRUE(report.ok()) << what << ": " << report.status().ToString();
+    } else {
+      EXPECT_TRUE(!report.ok() && report.status().IsCorruption()) << what << ": "
+                                                                 << (report.ok() ? "passed" : report.status().ToString());
+    }
+  };
+  check(folded, "the close fold as written", true);
+  std::string version4 = folded;
+  version4.replace(0, format::kFileHeaderSizeBytes, format::EncodeFileHeader(format::FileHeader{.version = 4, .generation = 0}));
+  check(version4, "a version-4 file holding a close fold", false);
+  format::Commit next = *fold;
+  next.txn_id = 7;  // a batch-less fold that takes the next txn id
+  std::string record;
+  format::AppendRecord(&record, commit_at, format::RecordType::kCommit, format::EncodeCommitPayload(next));
+  std::string renumbered = folded;
+  renumbered.replace(commit_at, record.size(), record);
+  check(renumbered, "a close fold that does not restate", false);
+}
+
 // When folding the log at close would make automatic compaction due (the fold's nodes about
 // double the garbage), the close compacts instead, under the writer lock it holds: the file is
 // rewritten once, not grown by a fold and then rewritten by the next writer.
