@@ -656,6 +656,23 @@ TEST(CloseFold, ClosingFoldsALogPastTheBoundAndOnlyThen) {
   EXPECT_TRUE(check.ok()) << check.status().ToString();
 }
 
+// Six puts of Key(i) = "value<i>", each its own commit after the first (which folds), and a
+// close that folds them (fold_on_close_bytes 0, nothing allocated ahead): the file ends with the
+// close fold's leaf, commit record and seal. `*before_close`: the file's end before the close.
+std::string SixPutsAndACloseFold(const std::string& path, uint64_t* before_close) {
+  Options options;
+  options.fold_threshold_bytes = 1 << 20;
+  options.auto_compact = false;
+  options.fold_on_close_bytes = 0;
+  options.allocate_ahead_bytes = 0;
+  {
+    auto db = OpenOrDie(path, options);
+    for (int i = 0; i < 6; i++) EXPECT_TRUE(db->Put(Key(i), "value" + std::to_string(i)).ok());
+    *before_close = testing::DataSize(*db);
+  }
+  return testing::ReadFile(path);
+}
+
 // A close fold's body is hashed when found unless its seal says durable. Cut the seal and damage
 // a byte of the fold's leaf: the fold is torn, and opening falls back to the commit before it (the
 // same state, the same txn id). Keep the seal and damage the byte: opening takes the fold without
@@ -664,18 +681,9 @@ TEST(CloseFold, ClosingFoldsALogPastTheBoundAndOnlyThen) {
 TEST(CloseFold, AnUnsealedCloseFoldIsHashedADurablySealedOneIsNot) {
   TempDir dir;
   const std::string path = dir.Path("db");
-  Options options;
-  options.fold_threshold_bytes = 1 << 20;
-  options.auto_compact = false;
-  options.fold_on_close_bytes = 0;
-  options.allocate_ahead_bytes = 0;
   uint64_t before_close = 0;
-  {
-    auto db = OpenOrDie(path, options);
-    for (int i = 0; i < 6; i++) ASSERT_TRUE(db->Put(Key(i), "value" + std::to_string(i)).ok());
-    before_close = testing::DataSize(*db);
-  }
-  const std::string folded = testing::ReadFile(path);
+  const std::string folded = SixPutsAndACloseFold(path, &before_close);
+  ASSERT_FALSE(::testing::Test::HasFailure());
   // The fold's body: the base's seal written again, then its one leaf; then its commit and seal.
   ASSERT_GT(folded.size(), before_close + format::kSealRecordSizeBytes + 112);
   const uint64_t leaf_byte = before_close + 20;
@@ -717,16 +725,9 @@ TEST(CloseFold, AnUnsealedCloseFoldIsHashedADurablySealedOneIsNot) {
 TEST(CloseFold, CheckRefusesACloseFoldOutsideItsRules) {
   TempDir dir;
   const std::string path = dir.Path("db");
-  Options options;
-  options.fold_threshold_bytes = 1 << 20;
-  options.auto_compact = false;
-  options.fold_on_close_bytes = 0;
-  options.allocate_ahead_bytes = 0;
-  {
-    auto db = OpenOrDie(path, options);
-    for (int i = 0; i < 6; i++) ASSERT_TRUE(db->Put(Key(i), "value" + std::to_string(i)).ok());
-  }
-  const std::string folded = testing::ReadFile(path);
+  uint64_t before_close = 0;
+  const std::string folded = SixPutsAndACloseFold(path, &before_close);
+  ASSERT_FALSE(::testing::Test::HasFailure());
   const uint64_t commit_at = folded.size() - format::kSealRecordSizeBytes - format::CommitRecordSize(format::kFormatVersion);
   const std::string_view payload =
       std::string_view(folded).substr(commit_at + 8, format::CommitRecordSize(format::kFormatVersion) - 16);
