@@ -222,6 +222,8 @@ Result<Stats> DBImpl::GetStats() {
   stats.writer_stalls = writer_stalls_.load(std::memory_order_relaxed);
   stats.writer_stall_micros = writer_stall_micros_.load(std::memory_order_relaxed);
   stats.background_compactions = BackgroundInstalled();
+  stats.nodes_verified = view.file->verified_count();
+  stats.nodes_warmed = nodes_warmed_.load(std::memory_order_relaxed);
   return stats;
 }
 

@@ -49,7 +49,7 @@ Result<std::optional<DBImpl::Compacted>> DBImpl::CompactOnline() {
 Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, WriterLock* held) {
   const std::string temp = path_ + ".compacting";
   DBDB_ASSIGN_OR_RETURN(auto out, fs_->Open(temp, OpenOptions{.create = true}));
-  auto written = WriteCompacted(start, *out, held);
+  auto written = WriteCompacted(start, temp, *out, held);
   // Any error before the rename leaves the database untouched: report it, keep the handle. A
   // partial file gives its space back (a full disk must not stay full) but keeps its name and
   // inode: removing it would let the next compaction create a new file under that name, and a
@@ -60,14 +60,17 @@ Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, WriterLock* hel
     return written.status();
   }
   out.reset();
-  DBDB_ASSIGN_OR_RETURN(View view, InstallCompacted(temp, written->log.last, std::move(written->log.overlay)));
+  DBDB_ASSIGN_OR_RETURN(View view, InstallCompacted(temp, written->log.last, std::move(written->log.overlay),
+                                                    std::move(written->warmed)));
   return Compacted{std::move(written->lock), std::move(view)};
 }
 
-Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, WriterLock* held) {
+Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, const std::string& temp, File& out,
+                                                 WriterLock* held) {
   DBDB_ASSIGN_OR_RETURN(format::Commit fold, WriteCompactedTree(start, out));
+  DBDB_ASSIGN_OR_RETURN(std::shared_ptr<TreeFile> warmed, WarmCompacted(temp, fold));
   CopiedLog log{*start.commit, fold, fold.record_end(), NewOverlay(fold.offset, fold.txn_id)};
-  if (held != nullptr) return LockedLog{std::move(*held), log};  // nothing can have been committed since
+  if (held != nullptr) return LockedLog{std::move(*held), log, warmed};  // nothing can have been committed since
   for (int pass = 0; pass < kUnlockedPassesMax; pass++) {
     DBDB_RETURN_IF_ERROR(CheckNotClosing());
     DBDB_ASSIGN_OR_RETURN(View now, ReaderView());
@@ -92,7 +95,27 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, File& out, W
   DBDB_ASSIGN_OR_RETURN(View newest, PrepareWriterView());
   if (newest.file != start.file) return Status::Aborted(path_ + " was replaced while it was being compacted");
   DBDB_RETURN_IF_ERROR(CopyLog(newest, &log, out).status());
-  return LockedLog{std::move(lock), log};
+  return LockedLog{std::move(lock), log, warmed};
+}
+
+Result<std::shared_ptr<TreeFile>> DBImpl::WarmCompacted(const std::string& temp, const format::Commit& tree) {
+  uint64_t reads;
+  {
+    MutexLock guard(&state_mutex_);
+    reads = reads_since_install_;
+  }
+  // As many nodes as the reads since the last install could have verified (each a path from the
+  // root): none for a handle that only writes (a fill's compactions), the whole tree, up to the
+  // table's capacity, for one that reads. A close's compaction leaves the file to the next open.
+  const uint64_t height = std::max<uint64_t>(tree.tree_height, 1);
+  const uint64_t nodes = reads > UINT64_MAX / height ? UINT64_MAX : reads * height;
+  if (!options_.mmap_reads || closing_.load() || nodes == 0) return std::shared_ptr<TreeFile>();
+  auto file = TreeFile::Open(*fs_, temp, /*read_only=*/true, options_.node_cache_bytes, /*map_reads=*/true);
+  if (!file.ok()) return file.status().WithContext("opening the compacted file to verify its tree");
+  auto warmed = file.value()->WarmTree(NodeRef{tree.root_offset, tree.root_length}, tree.tree_height, nodes, closing_);
+  if (!warmed.ok()) return warmed.status().WithContext("verifying the compacted tree in " + temp + " before installing it");
+  nodes_warmed_.fetch_add(warmed.value(), std::memory_order_relaxed);
+  return file;
 }
 
 Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
@@ -236,7 +259,7 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
 }
 
 Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Commit& newest,
-                                      std::shared_ptr<LogOverlay> overlay) {
+                                      std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed) {
   // A failed rename may still have happened (or happen at the next crash): this handle must not
   // go on appending to a file that may no longer have the name. Fail it (I7); a new handle finds
   // whichever file the name holds, both with the same newest commit.
@@ -248,11 +271,13 @@ Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Com
   if (!s.ok()) return Fail(s.WithContext("syncing the directory after compacting " + path_));
   auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes, options_.mmap_reads);
   if (!file.ok()) return Fail(file.status().WithContext("reopening " + path_ + " after compaction"));
+  if (warmed != nullptr) (void)file.value()->AdoptMappings(*warmed);  // false: another file (not expected)
   View compacted;
   {
     MutexLock guard(&state_mutex_);
     file_ = file.value();
     newest_ = newest;
+    reads_since_install_ = 0;
     // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
     // only if it is not through `newest` (never expected).
     DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);

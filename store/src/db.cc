@@ -526,6 +526,7 @@ bool DBImpl::FreshReadPoint(ReadPoint* point) {
   point->overlay = overlay_;
   point->txn_id = newest_ ? newest_->txn_id : 0;  // View::txn_id(), as the overlay is read at it
   point->root = newest_ ? RootOf(*newest_) : TreeRoot{};
+  reads_since_install_++;
   return true;
 }
 
@@ -535,6 +536,7 @@ Result<bool> DBImpl::Get(std::string_view key, std::string* value) {
     return ReadPoint::Get(*point.file, point.overlay.get(), point.txn_id, point.root, key, value);
   }
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
+  CountRead();
   return view.Get(key, value);
 }
 
@@ -628,6 +630,7 @@ Status DBImpl::CommitBatches(const std::vector<PendingWrite*>& group) {
 
 Result<std::unique_ptr<Snapshot>> DBImpl::GetSnapshot() {
   DBDB_ASSIGN_OR_RETURN(View view, ReaderView());
+  CountRead();
   return std::unique_ptr<Snapshot>(new SnapshotImpl(std::move(view)));
 }
 

@@ -213,6 +213,7 @@ class DBImpl final : public DB {
   struct LockedLog {
     WriterLock lock;
     CopiedLog log;
+    std::shared_ptr<TreeFile> warmed;  // WarmCompacted's, or null
   };
   // Online compaction: the tree of a reader's snapshot written without the writer lock, the
   // commits since copied in passes, the last under the writer lock, which it returns held.
@@ -223,16 +224,25 @@ class DBImpl final : public DB {
   // The one compaction, from `start`: into "<path>.compacting", then renamed over the database.
   // With `held` (the writer lock, held since `start` was taken), no pass runs without it.
   Result<Compacted> CompactFrom(const View& start, WriterLock* held);
-  Result<LockedLog> WriteCompacted(const View& start, File& out, WriterLock* held);  // (its writes)
+  Result<LockedLog> WriteCompacted(const View& start, const std::string& temp, File& out,
+                                   WriterLock* held);  // (its writes)
   // Truncates `out`, writes the header, `view`'s keys as a packed tree and its commit, and syncs.
   Result<format::Commit> WriteCompactedTree(const View& view, File& out);
+  // The compacted file at `temp` opened read-only, its tree (`tree`'s) verified through a mapping
+  // (TreeFile::WarmTree), for InstallCompacted to take the mapping and the verified nodes from:
+  // the handle then reads the new file from its first get as it read the old one, its nodes
+  // verified and their pages mapped, instead of verifying and faulting in every node again. Not
+  // on the close's compaction (null), nor without mapped reads. Damage found fails the compaction
+  // before the rename: a file is never renamed over the database after a read of it failed.
+  Result<std::shared_ptr<TreeFile>> WarmCompacted(const std::string& temp, const format::Commit& tree);
   // Copies the commits after log->source through `upto`'s commit (same file) into `out` after
   // log->last, and syncs; returns the bytes written (0: nothing new).
   Result<uint64_t> CopyLog(const View& upto, CopiedLog* log, File& out);
   // Renames the written file over the database, syncs the directory and follows the new file,
-  // whose overlay through `newest` is `overlay` (CopiedLog).
+  // whose overlay through `newest` is `overlay` (CopiedLog), taking `warmed`'s mapping and
+  // verified nodes if not null (WarmCompacted).
   Result<View> InstallCompacted(const std::string& temp, const format::Commit& newest,
-                                std::shared_ptr<LogOverlay> overlay);
+                                std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed);
   // The lock one compaction at a time holds ("<path>.compacting.lock").
   Result<std::unique_ptr<FileLock>> LockCompaction(bool wait);
   // True when a write transaction should compact before it starts (REQUIRES: the writer lock).
@@ -497,6 +507,7 @@ class DBImpl final : public DB {
   // Writers that waited for the background compaction (BeginWrite), for GetStats.
   std::atomic<uint64_t> writer_stalls_{0};
   std::atomic<uint64_t> writer_stall_micros_{0};
+  std::atomic<uint64_t> nodes_warmed_{0};  // by WarmCompacted, for GetStats
   Status background_error_;
   std::atomic<bool> closing_{false};
   bool KnownDurable(const View& view) const {
@@ -521,6 +532,14 @@ class DBImpl final : public DB {
   ChangeCounterView counter_ GUARDED_BY(state_mutex_);
   std::optional<uint64_t> fresh_at_ GUARDED_BY(state_mutex_);
   uint64_t counter_tried_at_size_ GUARDED_BY(state_mutex_) = UINT64_MAX;
+  // Gets and snapshots since this handle opened or installed a compacted file: how many nodes
+  // the next compaction verifies ahead in its new file (WarmCompacted), at most this many times
+  // the tree's height. A handle that only writes warms nothing.
+  uint64_t reads_since_install_ GUARDED_BY(state_mutex_) = 0;
+  void CountRead() EXCLUDES(state_mutex_) {
+    MutexLock guard(&state_mutex_);
+    reads_since_install_++;
+  }
   const bool upgrading_;
 
   std::atomic<bool> wrote_{false};  // a commit of this handle succeeded (checkpoint_on_close)

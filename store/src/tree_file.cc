@@ -117,6 +117,20 @@ Result<const FileMapping*> TreeFile::MappingCovering(uint64_t end) {
   return fresh.get();
 }
 
+bool TreeFile::AdoptMappings(TreeFile& warmed) {
+  if (warmed.identity_ != identity_ || !map_reads_ || !warmed.map_reads_ ||
+      warmed.unmappable_.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  std::scoped_lock lock(map_mutex_, warmed.map_mutex_);
+  if (!mappings_.empty() || warmed.mapping_.load(std::memory_order_acquire) == nullptr) return false;
+  mappings_ = std::move(warmed.mappings_);
+  warmed.mappings_.clear();
+  mapping_.store(warmed.mapping_.exchange(nullptr, std::memory_order_acq_rel), std::memory_order_release);
+  verified_.Swap(warmed.verified_);
+  return true;
+}
+
 Status TreeFile::MapFault(uint64_t offset) {
   // The next read maps the file anew (the fault may have been the mapping's, not the file's);
   // the faulted mapping stays until this TreeFile goes, as a reader may still hold a view into it.

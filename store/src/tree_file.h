@@ -71,6 +71,24 @@ class TreeFile {
   // node's first bytes, if mapped, and the verified-node table's line for it. Reads nothing and
   // never faults (a prefetch does not).
   void Prefetch(NodeRef ref, NodeUse use = NodeUse::kSearch) const;  // kOnePass: not the table's line
+  // Verifies the nodes of the tree of `height` under `root` through this file's mapping, level by
+  // level from the root, as their first reads would (I5), so that the verified-node table holds
+  // them and the mapping's pages are mapped in: at most `max_nodes` and half the table's capacity
+  // (the upper levels first), and none without a mapping. Stops early, Ok, once `stop` is set.
+  // Returns the nodes verified. Corruption or IOError as ReadNodeView reports them (a node of the
+  // wrong kind for its level too).
+  Result<uint64_t> WarmTree(NodeRef root, uint32_t height, uint64_t max_nodes, const std::atomic<bool>& stop);
+  // How many nodes have been verified and entered in this TreeFile's verified-node table, by its
+  // reads or its WarmTree (a node verified again in a newer mapping counts twice; the nodes of a
+  // table AdoptMappings took over count in the TreeFile that verified them, not here).
+  uint64_t verified_count() const { return verified_.inserted(); }
+  // Takes over the mappings and the verified-node table of `warmed`, the same file (the same
+  // identity) opened under another name: the compacted file opened under its temporary name and
+  // warmed (WarmTree) before it was renamed over the database. What `warmed` verified through
+  // those mappings counts as verified here: the mapped bytes are the file's whatever its name, and
+  // no write lands below a tree once it is synced. False, and nothing taken, if the identities
+  // differ or this TreeFile has mapped the file already. REQUIRES: no other thread uses either.
+  bool AdoptMappings(TreeFile& warmed);
   // The IOError for a read of the node at `offset` that ReadMapped abandoned; the next read maps
   // the file anew.
   Status MapFault(uint64_t offset);

@@ -23,6 +23,40 @@ void SetRoot(format::Commit* commit, const TreeRoot& root) {
 }
 
 
+Result<uint64_t> TreeFile::WarmTree(NodeRef root, uint32_t height, uint64_t max_nodes, const std::atomic<bool>& stop) {
+  if (root.offset == 0 || height == 0 || !map_reads_) return uint64_t{0};
+  if (root.offset > UINT64_MAX - root.length) return Status::Corruption("root at offset " + std::to_string(root.offset) + " runs past 2^64");
+  DBDB_ASSIGN_OR_RETURN(const FileMapping* mapping, MappingCovering(root.offset + root.length));
+  if (mapping == nullptr) return uint64_t{0};  // read without a mapping: nothing to warm
+  const uint64_t before = verified_.inserted();
+  uint64_t budget = std::min(max_nodes, verified_.capacity() / 2);
+  std::vector<NodeRef> level{root}, next;
+  for (; !level.empty() && height > 0; height--) {
+    next.clear();
+    for (const NodeRef& ref : level) {
+      if (budget == 0 || stop.load(std::memory_order_relaxed)) return verified_.inserted() - before;
+      budget--;
+      DBDB_ASSIGN_OR_RETURN(NodeHandle node, ReadNodeView(ref));
+      if (node.owner != nullptr) return verified_.inserted() - before;  // read without a mapping since
+      if (node.view.is_leaf() != (height == 1)) return WrongNodeKind(ref, height);
+      if (height == 1) continue;
+      // The children, as many as the budget may still take: the vector is sized outside the
+      // fault guard, and filled inside it without allocating.
+      uint32_t count = 0;
+      if (!ReadMapped([&] { count = node.view.count(); })) return MapFault(ref.offset);
+      const uint64_t take = std::min<uint64_t>(count, budget > next.size() ? budget - next.size() : 0);
+      next.reserve(next.size() + take);
+      if (!ReadMapped([&] {
+            for (uint32_t i = 0; i < take; i++) next.push_back(node.view.child(i));
+          })) {
+        return MapFault(ref.offset);
+      }
+    }
+    level.swap(next);
+  }
+  return verified_.inserted() - before;
+}
+
 // Every read of a node's bytes below is inside ReadMapped (a mapped page may fault) and owns
 // nothing there; what outlives it is copied out.
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <utility>
 #include <sys/mman.h>
 
 namespace dbdb {
@@ -45,6 +46,16 @@ VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
 
 VerifiedNodes::~VerifiedNodes() {
   if (table_ != nullptr) munmap(table_, bytes_);
+}
+
+void VerifiedNodes::Swap(VerifiedNodes& other) {
+  std::swap(sets_, other.sets_);
+  std::swap(shift_, other.shift_);
+  std::swap(bytes_, other.bytes_);
+  std::swap(table_, other.table_);
+  const uint64_t epoch = epoch_.load(std::memory_order_relaxed);
+  epoch_.store(other.epoch_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  other.epoch_.store(epoch, std::memory_order_relaxed);
 }
 
 uint8_t VerifiedNodes::Find(NodeRef ref, const FileMapping* mapping) const {
@@ -93,6 +104,7 @@ void VerifiedNodes::Insert(NodeRef ref, const FileMapping* mapping, uint8_t type
   Word(slot[2]).store(reinterpret_cast<uintptr_t>(mapping), std::memory_order_release);
   Word(slot[3]).store(Info(ref, type), std::memory_order_release);
   Word(slot[0]).store(sequence + 2, std::memory_order_release);
+  inserted_.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace dbdb

@@ -42,6 +42,13 @@ class VerifiedNodes {
   }
   // Forgets every node (a new epoch: nothing inserted before matches again).
   void Clear() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+  // How many inserts into this object have taken a slot (Swap exchanges the tables, not this).
+  uint64_t inserted() const { return inserted_.load(std::memory_order_relaxed); }
+  // How many nodes the table holds at most (0: no table).
+  uint64_t capacity() const { return table_ != nullptr ? sets_ * kWays : 0; }
+  // Exchanges the two tables and their epochs, not their insert counts (TreeFile::AdoptMappings).
+  // REQUIRES: no other thread uses either.
+  void Swap(VerifiedNodes& other);
 
  private:
   // A slot's words: the sequence, the offset, the mapping, and length << 32 | epoch << 8 | type.
@@ -60,6 +67,7 @@ class VerifiedNodes {
   size_t bytes_;     // of the mapping
   uint64_t* table_;  // an anonymous mapping (page-aligned), or null: no table
   std::atomic<uint64_t> epoch_{1};
+  std::atomic<uint64_t> inserted_{0};
 };
 
 }  // namespace dbdb

@@ -308,6 +308,125 @@ TEST(MappedReads, ASnapshotKeepsReadingTheFileACompactionReplaced) {
   EXPECT_EQ(**(*after)->Get(Key(7)), "new-" + Key(7));
 }
 
+// Reads every key of the Fill and counts the ones that read as `prefix` wrote them.
+int GetAll(DB& db, const std::string& prefix) {
+  int right = 0;
+  std::string value;
+  for (int i = 0; i < kKeys; i++) {
+    auto found = db.Get(Key(i), &value);
+    if (found.ok() && *found && value == prefix + Key(i)) right++;
+  }
+  return right;
+}
+
+// A compaction verifies its new file's tree before installing it, as far as the handle read since
+// the last one (Stats::nodes_warmed): the handle's reads then find every node verified already,
+// and verify none at their first use in the new file (Stats::nodes_verified). A handle that has
+// not read warms nothing, and its reads verify the nodes themselves (I5 either way).
+TEST(MappedReads, ACompactionWarmsItsFileForAHandleThatReads) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Fill(path, "v-");
+  {
+    auto db = DB::Open(path, SmallNodes());
+    ASSERT_TRUE(db.ok());
+    ASSERT_EQ(GetAll(**db, "v-"), kKeys);
+    const uint64_t verified = (*db)->GetStats()->nodes_verified;
+    EXPECT_GT(verified, 10u) << "3,000 keys in 512-byte nodes";
+    ASSERT_TRUE((*db)->Compact().ok());
+    auto stats = (*db)->GetStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->generation, 1u);
+    EXPECT_GE(stats->nodes_warmed, verified) << "the compacted tree has no fewer nodes than the reads met";
+    EXPECT_EQ(stats->nodes_verified, 0u) << "a new file: nothing read from it yet";
+    ASSERT_EQ(GetAll(**db, "v-"), kKeys);
+    EXPECT_EQ((*db)->GetStats()->nodes_verified, 0u) << "every node the gets read was verified by the compaction";
+    EXPECT_TRUE((*db)->Check().ok());
+  }
+  {
+    // One get: the compaction warms at most one path's worth (the tree's height).
+    auto db = DB::Open(path, SmallNodes());
+    ASSERT_TRUE(db.ok());
+    EXPECT_EQ(**(*db)->Get(Key(5)), "v-" + Key(5));
+    ASSERT_TRUE((*db)->Compact().ok());
+    auto stats = (*db)->GetStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_GT(stats->nodes_warmed, 0u);
+    EXPECT_LE(stats->nodes_warmed, stats->tree_height);
+  }
+  auto db = DB::Open(path, SmallNodes());
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)->Compact().ok());
+  EXPECT_EQ((*db)->GetStats()->nodes_warmed, 0u) << "no reads, no warming";
+  ASSERT_EQ(GetAll(**db, "v-"), kKeys);
+  EXPECT_GT((*db)->GetStats()->nodes_verified, 10u) << "the gets verified the nodes themselves";
+}
+
+// Maps the file at `target` privately with one byte flipped at `flip_at` (when the file reaches
+// it): the bytes a mapping shows are damaged, the file's are not.
+class FlipMapFile final : public FileWrapper {
+ public:
+  FlipMapFile(std::unique_ptr<File> base, std::string path, uint64_t flip_at)
+      : FileWrapper(std::move(base)), path_(std::move(path)), flip_at_(flip_at) {}
+  Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override {
+    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::IOError("open " + path_);
+    void* address = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    ::close(fd);
+    if (address == MAP_FAILED) return Status::IOError("mmap " + path_);
+    if (flip_at_ < std::filesystem::file_size(path_)) static_cast<char*>(address)[flip_at_] ^= 0x20;
+    ::mprotect(address, length, PROT_READ);
+    return std::shared_ptr<const FileMapping>(std::make_shared<RawMapping>(address, length, length));
+  }
+
+ private:
+  std::string path_;
+  uint64_t flip_at_;
+};
+
+class FlipMapFs final : public FileSystemWrapper {
+ public:
+  FlipMapFs(std::string target, uint64_t flip_at)
+      : FileSystemWrapper(NewPosixFileSystem()), target_(std::move(target)), flip_at_(flip_at) {}
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
+    if (path != target_) return file;
+    return std::unique_ptr<File>(std::make_unique<FlipMapFile>(std::move(file), path, flip_at_));
+  }
+
+ private:
+  std::string target_;
+  uint64_t flip_at_;
+};
+
+// The compaction's read of its new tree meets damage (here in its mapping of the new file): the
+// compaction fails with Corruption before the rename, and the database is as it was.
+TEST(MappedReads, ACompactedTreeThatDoesNotVerifyIsNeverInstalled) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  Fill(path, "v-");
+  const std::string before = ReadAll(path);
+  Options options = SmallNodes();
+  // Inside the compacted file's first node (a leaf, right after the 512-byte header): its
+  // checksum fails.
+  options.file_system = std::make_shared<FlipMapFs>(path + ".compacting", 512 + 40);
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok());
+  ASSERT_EQ(GetAll(**db, "v-"), kKeys);
+  Status s = (*db)->Compact();
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.ToString().find("verifying the compacted tree"), std::string::npos) << s.ToString();
+  EXPECT_EQ((*db)->GetStats()->generation, 0u) << "not installed";
+  ASSERT_EQ(GetAll(**db, "v-"), kKeys);
+  EXPECT_TRUE((*db)->Put("after", "the failed compaction").ok());
+  db->reset();
+  EXPECT_EQ(ReadAll(path).substr(0, before.size()), before);
+  auto reopened = DB::Open(path, SmallNodes());
+  ASSERT_TRUE(reopened.ok());
+  ASSERT_EQ(GetAll(**reopened, "v-"), kKeys);
+  EXPECT_TRUE((*reopened)->Check().ok());
+}
+
 // Killed by SIGBUS; or, in a sanitizer build, ended by the sanitizer's own SIGBUS handler (the one
 // installed before dbdb's, so the one dbdb hands a foreign SIGBUS to), which reports and then
 // exits with its exit code (ASan and UBSan 1, TSan 66) or aborts (abort_on_error=1, as CI runs).

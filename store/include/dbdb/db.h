@@ -292,6 +292,13 @@ struct Stats {
   uint64_t writer_stalls = 0;
   uint64_t writer_stall_micros = 0;
   uint64_t background_compactions = 0;
+  // This handle's, with mapped reads (Options::mmap_reads): the nodes verified at their first
+  // read (I5) in the file it reads now, and the nodes its compactions verified in their new files
+  // before installing them, since it opened. A compaction warms its file only as far as the
+  // handle read since the last one: at most its gets and snapshots times the tree's height, and
+  // the nodes the node-cache budget's verified-node table holds (docs/PERSISTENCE.md).
+  uint64_t nodes_verified = 0;
+  uint64_t nodes_warmed = 0;
 };
 
 class DB {
