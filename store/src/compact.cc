@@ -68,9 +68,10 @@ Result<DBImpl::Compacted> DBImpl::CompactFrom(const View& start, WriterLock* hel
 Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, const std::string& temp, File& out,
                                                  WriterLock* held) {
   DBDB_ASSIGN_OR_RETURN(format::Commit fold, WriteCompactedTree(start, out));
-  DBDB_ASSIGN_OR_RETURN(std::shared_ptr<TreeFile> warmed, WarmCompacted(temp, fold));
   CopiedLog log{*start.commit, fold, fold.record_end(), NewOverlay(fold.offset, fold.txn_id)};
-  if (held != nullptr) return LockedLog{std::move(*held), log, warmed};  // nothing can have been committed since
+  // Held: nothing can have been committed since, and no warm-up lengthens the writers' wait.
+  if (held != nullptr) return LockedLog{std::move(*held), log, nullptr};
+  DBDB_ASSIGN_OR_RETURN(std::shared_ptr<TreeFile> warmed, WarmCompacted(temp, fold));
   for (int pass = 0; pass < kUnlockedPassesMax; pass++) {
     DBDB_RETURN_IF_ERROR(CheckNotClosing());
     DBDB_ASSIGN_OR_RETURN(View now, ReaderView());
@@ -99,14 +100,11 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, const std::s
 }
 
 Result<std::shared_ptr<TreeFile>> DBImpl::WarmCompacted(const std::string& temp, const format::Commit& tree) {
-  uint64_t reads;
-  {
-    MutexLock guard(&state_mutex_);
-    reads = reads_since_install_;
-  }
+  const uint64_t reads = reads_since_install_.load(std::memory_order_relaxed);
   // As many nodes as the reads since the last install could have verified (each a path from the
-  // root): none for a handle that only writes (a fill's compactions), the whole tree, up to the
-  // table's capacity, for one that reads. A close's compaction leaves the file to the next open.
+  // root): none for a handle that only writes (a fill's compactions), the whole tree, up to half
+  // the verified-node table, for one that reads. A close's compaction leaves the file to the next
+  // open.
   const uint64_t height = std::max<uint64_t>(tree.tree_height, 1);
   const uint64_t nodes = reads > UINT64_MAX / height ? UINT64_MAX : reads * height;
   if (!options_.mmap_reads || closing_.load() || nodes == 0) return std::shared_ptr<TreeFile>();
@@ -277,7 +275,7 @@ Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Com
     MutexLock guard(&state_mutex_);
     file_ = file.value();
     newest_ = newest;
-    reads_since_install_ = 0;
+    reads_since_install_.store(0, std::memory_order_relaxed);
     // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
     // only if it is not through `newest` (never expected).
     DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);

@@ -526,7 +526,7 @@ bool DBImpl::FreshReadPoint(ReadPoint* point) {
   point->overlay = overlay_;
   point->txn_id = newest_ ? newest_->txn_id : 0;  // View::txn_id(), as the overlay is read at it
   point->root = newest_ ? RootOf(*newest_) : TreeRoot{};
-  reads_since_install_++;
+  CountRead();
   return true;
 }
 

@@ -534,11 +534,11 @@ class DBImpl final : public DB {
   uint64_t counter_tried_at_size_ GUARDED_BY(state_mutex_) = UINT64_MAX;
   // Gets and snapshots since this handle opened or installed a compacted file: how many nodes
   // the next compaction verifies ahead in its new file (WarmCompacted), at most this many times
-  // the tree's height. A handle that only writes warms nothing.
-  uint64_t reads_since_install_ GUARDED_BY(state_mutex_) = 0;
-  void CountRead() EXCLUDES(state_mutex_) {
-    MutexLock guard(&state_mutex_);
-    reads_since_install_++;
+  // the tree's height. A handle that only writes warms nothing. A hint: counted without a
+  // read-modify-write, so reads racing on other threads may count once between them.
+  std::atomic<uint64_t> reads_since_install_{0};
+  void CountRead() {
+    reads_since_install_.store(reads_since_install_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   const bool upgrading_;
 

@@ -45,7 +45,7 @@ Result<uint64_t> TreeFile::WarmTree(NodeRef root, uint32_t height, uint64_t max_
       uint32_t count = 0;
       if (!ReadMapped([&] { count = node.view.count(); })) return MapFault(ref.offset);
       const uint64_t take = std::min<uint64_t>(count, budget > next.size() ? budget - next.size() : 0);
-      next.reserve(next.size() + take);
+      if (next.capacity() - next.size() < take) next.reserve(std::max<size_t>(2 * next.capacity(), next.size() + take));
       if (!ReadMapped([&] {
             for (uint32_t i = 0; i < take; i++) next.push_back(node.view.child(i));
           })) {

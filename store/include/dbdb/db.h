@@ -292,11 +292,14 @@ struct Stats {
   uint64_t writer_stalls = 0;
   uint64_t writer_stall_micros = 0;
   uint64_t background_compactions = 0;
-  // This handle's, with mapped reads (Options::mmap_reads): the nodes verified at their first
-  // read (I5) in the file it reads now, and the nodes its compactions verified in their new files
-  // before installing them, since it opened. A compaction warms its file only as far as the
-  // handle read since the last one: at most its gets and snapshots times the tree's height, and
-  // the nodes the node-cache budget's verified-node table holds (docs/PERSISTENCE.md).
+  // This handle's, with mapped reads (Options::mmap_reads). nodes_verified: the nodes its reads
+  // verified at their first use (I5) and entered in the verified-node table, in the file it
+  // reads now (from 0 at each file it starts reading; a node verified again, after the table let
+  // it go or in a newer mapping, counts again). nodes_warmed: the nodes its compactions verified
+  // in their new files before the rename, since it opened (a compaction abandoned after its
+  // warm-up included). A compaction warms its file only as far as the handle read since the last
+  // one: at most its gets and snapshots times the tree's height, and half the verified-node table
+  // the node-cache budget sizes (docs/PERSISTENCE.md).
   uint64_t nodes_verified = 0;
   uint64_t nodes_warmed = 0;
 };
