@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "dbdb/db.h"
@@ -364,69 +365,75 @@ TEST(MappedReads, ACompactionWarmsItsFileForAHandleThatReads) {
   EXPECT_GT((*db)->GetStats()->nodes_verified, 10u) << "the gets verified the nodes themselves";
 }
 
-// Maps the file at `target` privately with one byte flipped at `flip_at` (when the file reaches
-// it): the bytes a mapping shows are damaged, the file's are not.
-class FlipMapFile final : public FileWrapper {
+// Maps the file at `target` damaged: privately with one byte flipped at `flip_at` (when the file
+// reaches it), or, with no flip, as an empty file whose every page raises SIGBUS (pages the disk
+// cannot deliver). The bytes a mapping shows are damaged, the file's are not.
+class DamagedMapFile final : public FileWrapper {
  public:
-  FlipMapFile(std::unique_ptr<File> base, std::string path, uint64_t flip_at)
+  DamagedMapFile(std::unique_ptr<File> base, std::string path, std::optional<uint64_t> flip_at)
       : FileWrapper(std::move(base)), path_(std::move(path)), flip_at_(flip_at) {}
   Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override {
-    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = flip_at_ ? ::open(path_.c_str(), O_RDONLY | O_CLOEXEC) : ::memfd_create("dbdb-test-fault", MFD_CLOEXEC);
     if (fd < 0) return Status::IOError("open " + path_);
     void* address = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     ::close(fd);
     if (address == MAP_FAILED) return Status::IOError("mmap " + path_);
-    if (flip_at_ < std::filesystem::file_size(path_)) static_cast<char*>(address)[flip_at_] ^= 0x20;
+    if (flip_at_ && *flip_at_ < std::filesystem::file_size(path_)) static_cast<char*>(address)[*flip_at_] ^= 0x20;
     ::mprotect(address, length, PROT_READ);
     return std::shared_ptr<const FileMapping>(std::make_shared<RawMapping>(address, length, length));
   }
 
  private:
   std::string path_;
-  uint64_t flip_at_;
+  std::optional<uint64_t> flip_at_;
 };
 
-class FlipMapFs final : public FileSystemWrapper {
+class DamagedMapFs final : public FileSystemWrapper {
  public:
-  FlipMapFs(std::string target, uint64_t flip_at)
+  DamagedMapFs(std::string target, std::optional<uint64_t> flip_at)
       : FileSystemWrapper(NewPosixFileSystem()), target_(std::move(target)), flip_at_(flip_at) {}
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
     if (path != target_) return file;
-    return std::unique_ptr<File>(std::make_unique<FlipMapFile>(std::move(file), path, flip_at_));
+    return std::unique_ptr<File>(std::make_unique<DamagedMapFile>(std::move(file), path, flip_at_));
   }
 
  private:
   std::string target_;
-  uint64_t flip_at_;
+  std::optional<uint64_t> flip_at_;
 };
 
-// The compaction's read of its new tree meets damage (here in its mapping of the new file): the
-// compaction fails with Corruption before the rename, and the database is as it was.
+// The compaction's read of its new tree meets damage in its mapping of the new file: a node that
+// does not verify fails the compaction with Corruption, a page that faults with an IOError, both
+// before the rename, and the database is as it was.
 TEST(MappedReads, ACompactedTreeThatDoesNotVerifyIsNeverInstalled) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  Fill(path, "v-");
-  const std::string before = ReadAll(path);
-  Options options = SmallNodes();
   // Inside the compacted file's first node (a leaf, right after the 512-byte header): its
-  // checksum fails.
-  options.file_system = std::make_shared<FlipMapFs>(path + ".compacting", 512 + 40);
-  auto db = DB::Open(path, options);
-  ASSERT_TRUE(db.ok());
-  ASSERT_EQ(GetAll(**db, "v-"), kKeys);
-  Status s = (*db)->Compact();
-  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
-  EXPECT_NE(s.ToString().find("verifying the compacted tree"), std::string::npos) << s.ToString();
-  EXPECT_EQ((*db)->GetStats()->generation, 0u) << "not installed";
-  ASSERT_EQ(GetAll(**db, "v-"), kKeys);
-  EXPECT_TRUE((*db)->Put("after", "the failed compaction").ok());
-  db->reset();
-  EXPECT_EQ(ReadAll(path).substr(0, before.size()), before);
-  auto reopened = DB::Open(path, SmallNodes());
-  ASSERT_TRUE(reopened.ok());
-  ASSERT_EQ(GetAll(**reopened, "v-"), kKeys);
-  EXPECT_TRUE((*reopened)->Check().ok());
+  // checksum fails. No flip: every page faults.
+  for (std::optional<uint64_t> flip_at : {std::optional<uint64_t>(512 + 40), std::optional<uint64_t>()}) {
+    SCOPED_TRACE(flip_at ? "a flipped byte" : "pages that fault");
+    TempDir dir;
+    const std::string path = dir.Path("db");
+    Fill(path, "v-");
+    const std::string before = ReadAll(path);
+    Options options = SmallNodes();
+    options.file_system = std::make_shared<DamagedMapFs>(path + ".compacting", flip_at);
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    ASSERT_EQ(GetAll(**db, "v-"), kKeys);
+    Status s = (*db)->Compact();
+    EXPECT_TRUE(flip_at ? s.IsCorruption() : s.IsIOError()) << s.ToString();
+    EXPECT_NE(s.ToString().find("verifying the compacted tree"), std::string::npos) << s.ToString();
+    EXPECT_EQ((*db)->GetStats()->generation, 0u) << "not installed";
+    ASSERT_EQ(GetAll(**db, "v-"), kKeys);
+    EXPECT_TRUE((*db)->Put("after", "the failed compaction").ok());
+    db->reset();
+    EXPECT_EQ(ReadAll(path).substr(0, before.size()), before);
+    auto reopened = DB::Open(path, SmallNodes());
+    ASSERT_TRUE(reopened.ok());
+    ASSERT_EQ(GetAll(**reopened, "v-"), kKeys);
+    EXPECT_EQ(**(*reopened)->Get("after"), "the failed compaction");
+    EXPECT_TRUE((*reopened)->Check().ok());
+  }
 }
 
 // Killed by SIGBUS; or, in a sanitizer build, ended by the sanitizer's own SIGBUS handler (the one
