@@ -231,9 +231,11 @@ class DBImpl final : public DB {
   // The compacted file at `temp` opened read-only, its tree (`tree`'s) verified through a mapping
   // (TreeFile::WarmTree), for InstallCompacted to take the mapping and the verified nodes from:
   // the handle then reads the new file from its first get as it read the old one, its nodes
-  // verified and their pages mapped, instead of verifying and faulting in every node again. Not
-  // on the close's compaction (null), nor without mapped reads. Damage found fails the compaction
-  // before the rename: a file is never renamed over the database after a read of it failed.
+  // verified and their pages mapped, instead of verifying and faulting in every node again. Null
+  // (nothing warmed) for a handle that has not read since the last install, on the close's
+  // compaction, and without mapped reads; WriteCompacted does not call it under a held writer
+  // lock. Damage found fails the compaction before the rename: a file is never renamed over the
+  // database after a read of it failed.
   Result<std::shared_ptr<TreeFile>> WarmCompacted(const std::string& temp, const format::Commit& tree);
   // Copies the commits after log->source through `upto`'s commit (same file) into `out` after
   // log->last, and syncs; returns the bytes written (0: nothing new).
