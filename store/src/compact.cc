@@ -110,8 +110,17 @@ Result<std::shared_ptr<TreeFile>> DBImpl::WarmCompacted(const std::string& temp,
   if (!options_.mmap_reads || closing_.load() || nodes == 0) return std::shared_ptr<TreeFile>();
   auto file = TreeFile::Open(*fs_, temp, /*read_only=*/true, options_.node_cache_bytes, /*map_reads=*/true);
   if (!file.ok()) return file.status().WithContext("opening the compacted file to verify its tree");
-  auto warmed = file.value()->WarmTree(NodeRef{tree.root_offset, tree.root_length}, tree.tree_height, nodes, closing_);
-  if (!warmed.ok()) return warmed.status().WithContext("verifying the compacted tree in " + temp + " before installing it");
+  NodeRef failed;
+  auto warmed = file.value()->WarmTree(NodeRef{tree.root_offset, tree.root_length}, tree.tree_height, nodes, closing_,
+                                       &failed);
+  if (!warmed.ok()) {
+    // One read of a mapping is not the file: the node is read again from the file (ReadAt). Bytes
+    // that verify there install the file unwarmed (its reads verify each node at first use, I5);
+    // bytes that do not, or a node of the wrong kind, fail the compaction before the rename.
+    Status s = failed.offset == 0 ? warmed.status() : file.value()->ReadNodeUncached(failed).status();
+    if (!s.ok()) return s.WithContext("verifying the compacted tree in " + temp + " before installing it");
+    return std::shared_ptr<TreeFile>();
+  }
   nodes_warmed_.fetch_add(warmed.value(), std::memory_order_relaxed);
   return file;
 }

@@ -234,8 +234,9 @@ class DBImpl final : public DB {
   // verified and their pages mapped, instead of verifying and faulting in every node again. Null
   // (nothing warmed) for a handle that has not read since the last install, on the close's
   // compaction, and without mapped reads; WriteCompacted does not call it under a held writer
-  // lock. Damage found fails the compaction before the rename: a file is never renamed over the
-  // database after a read of it failed.
+  // lock. A node whose read through the mapping fails is read again from the file: damage there
+  // fails the compaction before the rename (a file is never renamed over the database after a
+  // read of it from the file failed); bytes that verify there install it unwarmed (null).
   Result<std::shared_ptr<TreeFile>> WarmCompacted(const std::string& temp, const format::Commit& tree);
   // Copies the commits after log->source through `upto`'s commit (same file) into `out` after
   // log->last, and syncs; returns the bytes written (0: nothing new).

@@ -23,7 +23,9 @@ void SetRoot(format::Commit* commit, const TreeRoot& root) {
 }
 
 
-Result<uint64_t> TreeFile::WarmTree(NodeRef root, uint32_t height, uint64_t max_nodes, const std::atomic<bool>& stop) {
+Result<uint64_t> TreeFile::WarmTree(NodeRef root, uint32_t height, uint64_t max_nodes, const std::atomic<bool>& stop,
+                                    NodeRef* failed) {
+  *failed = NodeRef{};
   if (root.offset == 0 || height == 0 || !map_reads_) return uint64_t{0};
   if (root.offset > UINT64_MAX - root.length) return Status::Corruption("root at offset " + std::to_string(root.offset) + " runs past 2^64");
   DBDB_ASSIGN_OR_RETURN(const FileMapping* mapping, MappingCovering(root.offset + root.length));
@@ -36,19 +38,25 @@ Result<uint64_t> TreeFile::WarmTree(NodeRef root, uint32_t height, uint64_t max_
     for (const NodeRef& ref : level) {
       if (budget == 0 || stop.load(std::memory_order_relaxed)) return verified_.inserted() - before;
       budget--;
-      DBDB_ASSIGN_OR_RETURN(NodeHandle node, ReadNodeView(ref));
+      auto read = ReadNodeView(ref);
+      if (!read.ok()) *failed = ref;
+      DBDB_ASSIGN_OR_RETURN(NodeHandle node, std::move(read));
       if (node.owner != nullptr) return verified_.inserted() - before;  // read without a mapping since
       if (node.view.is_leaf() != (height == 1)) return WrongNodeKind(ref, height);
       if (height == 1) continue;
       // The children, as many as the budget may still take: the vector is sized outside the
       // fault guard, and filled inside it without allocating.
       uint32_t count = 0;
-      if (!ReadMapped([&] { count = node.view.count(); })) return MapFault(ref.offset);
+      if (!ReadMapped([&] { count = node.view.count(); })) {
+        *failed = ref;
+        return MapFault(ref.offset);
+      }
       const uint64_t take = std::min<uint64_t>(count, budget > next.size() ? budget - next.size() : 0);
       if (next.capacity() - next.size() < take) next.reserve(std::max<size_t>(2 * next.capacity(), next.size() + take));
       if (!ReadMapped([&] {
             for (uint32_t i = 0; i < take; i++) next.push_back(node.view.child(i));
           })) {
+        *failed = ref;
         return MapFault(ref.offset);
       }
     }
