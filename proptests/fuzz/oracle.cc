@@ -237,6 +237,9 @@ void ExpectFlipNoticed(const std::string& image, uint64_t txn_id, const dbdb::Ch
     if (!reads.snapshot_ok || reads.txn_id != txn_id) continue;  // recovery fell back: noticed
     auto check = (*db)->Check();
     ExpectClean(check.status(), "Check of the file with a flipped byte");
+    // Recovery fell back to an earlier commit that restates the same txn id (an unsealed close
+    // fold or checkpoint, whose body the flip broke, dropped as a torn tail): noticed too.
+    if (check.ok() && check->commits < report.commits) continue;
     if (check.ok()) {
       char what[128];
       std::snprintf(what, sizeof(what), "byte %" PRIu64 " (of %" PRIu64 " verified) flipped from 0x%02x to 0x%02x",
