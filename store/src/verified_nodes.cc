@@ -23,14 +23,15 @@ VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
     shift_--;
   }
   static_assert(kWays * kWords * sizeof(uint64_t) == kLineBytes, "a set is one cache line");
-  // An anonymous mapping: page-aligned, and zero pages the kernel maps in only when touched (an
-  // empty slot is all zeros), at every open. (calloc would hand a reopen the heap memory the last
-  // table freed, and clear all of it first: a millisecond per open at 16 MiB.) If even the address
-  // space is refused, a smaller table (more nodes verified again), down to none at all (every node
+  // An anonymous mapping: page-aligned, and zeroed pages the kernel allocates only when touched
+  // (an empty slot is all zeros), at every open. (calloc would hand a reopen the heap memory the
+  // last table freed, and clear all of it first: a millisecond per open at 16 MiB.) Shared, so
+  // that a page's first touch is its only fault (verified_nodes.h). If even the address space is
+  // refused, a smaller table (more nodes verified again), down to none at all (every node
   // verified at every use): never an exception out of an open.
   for (;;) {
     bytes_ = sets_ * kWays * kWords * sizeof(uint64_t);
-    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (memory != MAP_FAILED) {
       table_ = static_cast<uint64_t*>(memory);
       return;

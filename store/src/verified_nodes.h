@@ -14,6 +14,14 @@
 // Memory: the table is sized from the budget (budget_bytes / 128 slots of 32 bytes, from 4,096 to
 // 4M slots) and mapped anonymously, zeroed without being touched, so only the lines used cost
 // resident memory. If the mapping fails it is made smaller, down to no table (every use verifies).
+// The mapping is shared (MAP_SHARED | MAP_ANONYMOUS), not private: a page's first touch is a
+// lookup, a read, and in a private mapping a read maps the kernel's zero page, so the insert
+// after it faulted a second time, copied the page and flushed the old entry from every CPU
+// running one of the process's threads (an interrupt to the reader's CPU for each page a
+// background compaction's warm-up touched, and the other way round). A shared page is allocated
+// at the first touch, read or write, and mapped writable: one fault a page. A forked child shares
+// the pages, which no correct program touches there (db.h: a parent's handle refuses reads in a
+// child, and its snapshots must not be used), and unmaps its copy with the handle.
 #pragma once
 
 #include <atomic>
