@@ -26,14 +26,21 @@ VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
   // An anonymous mapping: page-aligned, and zeroed pages the kernel allocates only when touched
   // (an empty slot is all zeros), at every open. (calloc would hand a reopen the heap memory the
   // last table freed, and clear all of it first: a millisecond per open at 16 MiB.) Shared, so
-  // that a page's first touch is its only fault (verified_nodes.h). If even the address space is
-  // refused, a smaller table (more nodes verified again), down to none at all (every node
-  // verified at every use): never an exception out of an open.
+  // that a page's first touch is its only fault (verified_nodes.h), and without MAP_NORESERVE:
+  // a shared mapping would then be accounted page by page at each first fault, where a refusal
+  // is a SIGBUS (inside a mapped read's guard, taken for the file's), rather than once here. If
+  // even the address space is refused, a smaller table (more nodes verified again), down to none
+  // at all (every node verified at every use): never an exception out of an open.
   for (;;) {
     bytes_ = sets_ * kWays * kWords * sizeof(uint64_t);
-    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory != MAP_FAILED) {
       table_ = static_cast<uint64_t*>(memory);
+      // Advice (a kernel that refuses it loses nothing): small pages, so that a few lookups do
+      // not make a huge page resident where shared memory is on huge pages; and no place in a
+      // core dump, which would fault in every page of the table a process never touched.
+      (void)madvise(memory, bytes_, MADV_NOHUGEPAGE);
+      (void)madvise(memory, bytes_, MADV_DONTDUMP);
       return;
     }
     if (sets_ * kWays <= kMinSlots) break;

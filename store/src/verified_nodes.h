@@ -19,9 +19,13 @@
 // after it faulted a second time, copied the page and flushed the old entry from every CPU
 // running one of the process's threads (an interrupt to the reader's CPU for each page a
 // background compaction's warm-up touched, and the other way round). A shared page is allocated
-// at the first touch, read or write, and mapped writable: one fault a page. A forked child shares
-// the pages, which no correct program touches there (db.h: a parent's handle refuses reads in a
-// child, and its snapshots must not be used), and unmaps its copy with the handle.
+// at the first touch, read or write, and mapped writable: one fault a page where the hardware
+// sets a page's dirty bit itself (x86-64; most arm64). Its memory counts as shared memory
+// (Shmem), on small pages (MADV_NOHUGEPAGE), and is left out of core dumps. A forked child shares
+// the pages of the tables that existed at the fork, which no correct program touches there (db.h:
+// a parent's handle refuses reads in a child, and its snapshots must not be used): their pages
+// stay allocated until the child too has unmapped them (destroying its copy of the handle,
+// exiting or exec'ing), as do the parent's mappings of the file (db.h).
 #pragma once
 
 #include <atomic>
