@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <sstream>
 
 #include "dbdb/db.h"
@@ -365,55 +364,49 @@ TEST(MappedReads, ACompactionWarmsItsFileForAHandleThatReads) {
   EXPECT_GT((*db)->GetStats()->nodes_verified, 10u) << "the gets verified the nodes themselves";
 }
 
-// What a DamagedMapFs shows of its target: with `flip_at`, one byte flipped there (when the file
-// reaches it) in every mapping, and also in every ReadAt with `reads_too` (the file's own bytes,
-// as far as dbdb can tell); without, mappings as an empty file whose every page raises SIGBUS
-// (pages the disk cannot deliver). The bytes on disk are never touched.
-struct Damage {
-  std::optional<uint64_t> flip_at;
-  bool reads_too = false;
-};
-
-class DamagedMapFile final : public FileWrapper {
+// What a FlipMapFs shows of its target: one byte flipped at `flip_at` (when the file reaches it)
+// in every mapping, and also in every ReadAt with `reads_too` (the file's own bytes, as far as
+// dbdb can tell). The bytes on disk are never touched.
+class FlipMapFile final : public FileWrapper {
  public:
-  DamagedMapFile(std::unique_ptr<File> base, std::string path, Damage damage)
-      : FileWrapper(std::move(base)), path_(std::move(path)), damage_(damage) {}
+  FlipMapFile(std::unique_ptr<File> base, std::string path, uint64_t flip_at, bool reads_too)
+      : FileWrapper(std::move(base)), path_(std::move(path)), flip_at_(flip_at), reads_too_(reads_too) {}
   Result<std::shared_ptr<const FileMapping>> Map(uint64_t length) override {
-    int fd = damage_.flip_at ? ::open(path_.c_str(), O_RDONLY | O_CLOEXEC) : ::memfd_create("dbdb-test-fault", MFD_CLOEXEC);
+    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return Status::IOError("open " + path_);
     void* address = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     ::close(fd);
     if (address == MAP_FAILED) return Status::IOError("mmap " + path_);
-    const auto flip = damage_.flip_at;
-    if (flip && *flip < std::filesystem::file_size(path_)) static_cast<char*>(address)[*flip] ^= 0x20;
+    if (flip_at_ < std::filesystem::file_size(path_)) static_cast<char*>(address)[flip_at_] ^= 0x20;
     ::mprotect(address, length, PROT_READ);
     return std::shared_ptr<const FileMapping>(std::make_shared<RawMapping>(address, length, length));
   }
   Result<size_t> ReadAt(uint64_t offset, std::span<char> dst) override {
     DBDB_ASSIGN_OR_RETURN(size_t n, FileWrapper::ReadAt(offset, dst));
-    const auto flip = damage_.flip_at;
-    if (damage_.reads_too && flip && *flip >= offset && *flip < offset + n) dst[*flip - offset] ^= 0x20;
+    if (reads_too_ && flip_at_ >= offset && flip_at_ < offset + n) dst[flip_at_ - offset] ^= 0x20;
     return n;
   }
 
  private:
   std::string path_;
-  Damage damage_;
+  uint64_t flip_at_;
+  bool reads_too_;
 };
 
-class DamagedMapFs final : public FileSystemWrapper {
+class FlipMapFs final : public FileSystemWrapper {
  public:
-  DamagedMapFs(std::string target, Damage damage)
-      : FileSystemWrapper(NewPosixFileSystem()), target_(std::move(target)), damage_(damage) {}
+  FlipMapFs(std::string target, uint64_t flip_at, bool reads_too)
+      : FileSystemWrapper(NewPosixFileSystem()), target_(std::move(target)), flip_at_(flip_at), reads_too_(reads_too) {}
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
     if (path != target_) return file;
-    return std::unique_ptr<File>(std::make_unique<DamagedMapFile>(std::move(file), path, damage_));
+    return std::unique_ptr<File>(std::make_unique<FlipMapFile>(std::move(file), path, flip_at_, reads_too_));
   }
 
  private:
   std::string target_;
-  Damage damage_;
+  uint64_t flip_at_;
+  bool reads_too_;
 };
 
 // Inside the compacted file's first node (Key(0)'s leaf, right after the 512-byte header).
@@ -424,16 +417,23 @@ constexpr uint64_t kFirstLeafByte = 512 + 40;
 // unwarmed, every key reading right. In the file's own bytes too: the compaction fails with
 // Corruption before the rename, and the database is as it was.
 TEST(MappedReads, ACompactedTreeThatDoesNotVerifyIsNeverInstalled) {
-  const Damage cases[] = {{kFirstLeafByte, false}, {std::nullopt, false}, {kFirstLeafByte, true}};
-  for (const Damage& damage : cases) {
-    const bool in_file = damage.reads_too;
-    SCOPED_TRACE(in_file ? "the file's bytes" : damage.flip_at ? "a byte flipped in the mapping" : "mapped pages that fault");
+  enum class Damage { kFlippedInTheMapping, kMappedPagesThatFault, kFlippedInTheFile };
+  for (Damage damage : {Damage::kFlippedInTheMapping, Damage::kMappedPagesThatFault, Damage::kFlippedInTheFile}) {
+    const bool in_file = damage == Damage::kFlippedInTheFile;
+    SCOPED_TRACE(in_file ? "the file's bytes" : damage == Damage::kFlippedInTheMapping ? "a byte flipped in the mapping" : "mapped pages that fault");
     TempDir dir;
     const std::string path = dir.Path("db");
     Fill(path, "v-");
     const std::string before = ReadAll(path);
     Options options = SmallNodes();
-    options.file_system = std::make_shared<DamagedMapFs>(path + ".compacting", damage);
+    if (damage == Damage::kMappedPagesThatFault) {
+      // Mapped as an empty file: every page raises SIGBUS (pages the disk cannot deliver).
+      const std::string empty = dir.Path("empty");
+      WriteAll(empty, "");
+      options.file_system = std::make_shared<SideMapFs>(path + ".compacting", empty);
+    } else {
+      options.file_system = std::make_shared<FlipMapFs>(path + ".compacting", kFirstLeafByte, in_file);
+    }
     auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok());
     ASSERT_EQ(GetAll(**db, "v-"), kKeys);
@@ -468,7 +468,7 @@ TEST(MappedReads, ANodeTheWarmUpDidNotReachIsVerifiedAtItsFirstRead) {
   const std::string path = dir.Path("db");
   Fill(path, "v-");
   Options options = SmallNodes();
-  options.file_system = std::make_shared<DamagedMapFs>(path + ".compacting", Damage{kFirstLeafByte, false});
+  options.file_system = std::make_shared<FlipMapFs>(path + ".compacting", kFirstLeafByte, /*reads_too=*/false);
   auto db = DB::Open(path, options);
   ASSERT_TRUE(db.ok());
   EXPECT_EQ(**(*db)->Get(Key(kKeys - 1)), "v-" + Key(kKeys - 1));
