@@ -100,7 +100,7 @@ Result<DBImpl::LockedLog> DBImpl::WriteCompacted(const View& start, const std::s
 }
 
 Result<std::shared_ptr<TreeFile>> DBImpl::WarmCompacted(const std::string& temp, const format::Commit& tree) {
-  const uint64_t reads = reads_since_install_.load(std::memory_order_relaxed);
+  const uint64_t reads = ReadsSinceInstall();
   // As many nodes as the reads since the last install could have verified (each a path from the
   // root): none for a handle that only writes (a fill's compactions), the whole tree, up to half
   // the verified-node table, for one that reads. A close's compaction leaves the file to the next
@@ -284,7 +284,7 @@ Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Com
     MutexLock guard(&state_mutex_);
     file_ = file.value();
     newest_ = newest;
-    reads_since_install_.store(0, std::memory_order_relaxed);
+    reads_at_install_.store(reads_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
     // only if it is not through `newest` (never expected).
     DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);

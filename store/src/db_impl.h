@@ -535,13 +535,20 @@ class DBImpl final : public DB {
   ChangeCounterView counter_ GUARDED_BY(state_mutex_);
   std::optional<uint64_t> fresh_at_ GUARDED_BY(state_mutex_);
   uint64_t counter_tried_at_size_ GUARDED_BY(state_mutex_) = UINT64_MAX;
-  // Gets and snapshots since this handle opened or installed a compacted file: how many nodes
-  // the next compaction verifies ahead in its new file (WarmCompacted), at most this many times
-  // the tree's height. A handle that only writes warms nothing. A hint: counted without a
-  // read-modify-write, so reads racing on other threads may count once between them.
-  std::atomic<uint64_t> reads_since_install_{0};
-  void CountRead() {
-    reads_since_install_.store(reads_since_install_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  // The gets and snapshots this handle made, and how many it had made when it last installed a
+  // compacted file: the reads since, times the tree's height, are how many nodes the next
+  // compaction verifies ahead in its new file (WarmCompacted). A handle that only writes warms
+  // nothing. A hint, counted without a read-modify-write: reads racing on other threads may
+  // count once between them, and an install never writes reads_, so a count racing with it
+  // cannot bring back the reads before it (at most the reads in flight at the install count
+  // after it).
+  std::atomic<uint64_t> reads_{0};
+  std::atomic<uint64_t> reads_at_install_{0};
+  void CountRead() { reads_.store(reads_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  uint64_t ReadsSinceInstall() const {
+    const uint64_t reads = reads_.load(std::memory_order_relaxed);
+    const uint64_t at_install = reads_at_install_.load(std::memory_order_relaxed);
+    return reads > at_install ? reads - at_install : 0;  // a lost count may leave reads_ behind
   }
   const bool upgrading_;
 

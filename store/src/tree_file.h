@@ -75,9 +75,9 @@ class TreeFile {
   // level from the root, as their first reads would (I5), so that the verified-node table holds
   // them and the mapping's pages are mapped in: at most `max_nodes` and half the table's capacity
   // (the upper levels first), and none without a mapping. Stops early, Ok, once `stop` is set.
-  // Returns the nodes verified. Corruption or IOError as ReadNodeView reports them, with *failed
-  // the node whose read failed; Corruption for a node of the wrong kind for its level, with
-  // *failed left null (offset 0: the node read and verified).
+  // Returns the nodes verified. Corruption or IOError as ReadNodeView reports them (or mapping
+  // the root does), with *failed the node whose read failed; Corruption for a node of the wrong
+  // kind for its level, with *failed left null (offset 0: the node read and verified).
   Result<uint64_t> WarmTree(NodeRef root, uint32_t height, uint64_t max_nodes, const std::atomic<bool>& stop,
                             NodeRef* failed);
   // How many nodes have been verified and entered in this TreeFile's verified-node table, by its

@@ -28,7 +28,9 @@ Result<uint64_t> TreeFile::WarmTree(NodeRef root, uint32_t height, uint64_t max_
   *failed = NodeRef{};
   if (root.offset == 0 || height == 0 || !map_reads_) return uint64_t{0};
   if (root.offset > UINT64_MAX - root.length) return Status::Corruption("root at offset " + std::to_string(root.offset) + " runs past 2^64");
-  DBDB_ASSIGN_OR_RETURN(const FileMapping* mapping, MappingCovering(root.offset + root.length));
+  auto covering = MappingCovering(root.offset + root.length);
+  if (!covering.ok()) *failed = root;  // the mapping's failure (short, or the size unread), or the file's
+  DBDB_ASSIGN_OR_RETURN(const FileMapping* mapping, std::move(covering));
   if (mapping == nullptr) return uint64_t{0};  // read without a mapping: nothing to warm
   const uint64_t before = verified_.inserted();
   uint64_t budget = std::min(max_nodes, verified_.capacity() / 2);

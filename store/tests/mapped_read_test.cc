@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "dbdb/db.h"
 #include "test_util.h"
@@ -413,24 +414,31 @@ class FlipMapFs final : public FileSystemWrapper {
 constexpr uint64_t kFirstLeafByte = 512 + 40;
 
 // The compaction's read of its new tree meets damage. Only in its mapping (a byte flipped there,
-// or pages that fault): the node is read again from the file, verifies, and the file is installed
-// unwarmed, every key reading right. In the file's own bytes too: the compaction fails with
-// Corruption before the rename, and the database is as it was.
+// pages that fault, a mapping too short for the root): the node is read again from the file,
+// verifies, and the file is installed unwarmed, every key reading right. In the file's own bytes
+// too: the compaction fails with Corruption before the rename, and the database is as it was.
 TEST(MappedReads, ACompactedTreeThatDoesNotVerifyIsNeverInstalled) {
-  enum class Damage { kFlippedInTheMapping, kMappedPagesThatFault, kFlippedInTheFile };
-  for (Damage damage : {Damage::kFlippedInTheMapping, Damage::kMappedPagesThatFault, Damage::kFlippedInTheFile}) {
+  enum class Damage { kFlippedInTheMapping, kMappedPagesThatFault, kMappingShorterThanAsked, kFlippedInTheFile };
+  const std::pair<Damage, const char*> cases[] = {
+      {Damage::kFlippedInTheMapping, "a byte flipped in the mapping"},
+      {Damage::kMappedPagesThatFault, "mapped pages that fault"},
+      {Damage::kMappingShorterThanAsked, "a mapping shorter than asked (the root's read fails)"},
+      {Damage::kFlippedInTheFile, "the file's bytes"}};
+  for (const auto& [damage, what] : cases) {
     const bool in_file = damage == Damage::kFlippedInTheFile;
-    SCOPED_TRACE(in_file ? "the file's bytes" : damage == Damage::kFlippedInTheMapping ? "a byte flipped in the mapping" : "mapped pages that fault");
+    SCOPED_TRACE(what);
     TempDir dir;
     const std::string path = dir.Path("db");
     Fill(path, "v-");
     const std::string before = ReadAll(path);
     Options options = SmallNodes();
-    if (damage == Damage::kMappedPagesThatFault) {
-      // Mapped as an empty file: every page raises SIGBUS (pages the disk cannot deliver).
+    if (damage == Damage::kMappedPagesThatFault || damage == Damage::kMappingShorterThanAsked) {
+      // Mapped as an empty file: every page raises SIGBUS (pages the disk cannot deliver); or,
+      // as short mappings, the mapping holds none of the bytes asked for.
       const std::string empty = dir.Path("empty");
       WriteAll(empty, "");
-      options.file_system = std::make_shared<SideMapFs>(path + ".compacting", empty);
+      options.file_system = std::make_shared<SideMapFs>(path + ".compacting", empty,
+                                                        damage == Damage::kMappingShorterThanAsked);
     } else {
       options.file_system = std::make_shared<FlipMapFs>(path + ".compacting", kFirstLeafByte, in_file);
     }

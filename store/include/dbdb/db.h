@@ -20,7 +20,9 @@
 // Processes: open handles in the process that uses them. A child forked from a process with open
 // handles opens its own: a parent's handle refuses every read and write in the child
 // (InvalidArgument); snapshots, iterators and transactions made before the fork must not be used
-// there either (their file reads may fail as corruption). Destroying the handle there does not
+// there either (their file reads may fail as corruption, and the parent's table of verified
+// nodes is memory the child shares, so the child's reads would write to it). Destroying the
+// handle there does not
 // hang: it writes nothing, takes none of the handle's locks and waits for none of the parent's
 // threads (fork() copies only the thread that called it). It leaves undestroyed a condition
 // variable and what the parent's background compaction thread held (among it descriptors and
