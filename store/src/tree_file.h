@@ -212,7 +212,8 @@ class TreeFile {
   static constexpr size_t kMappingsMax = 16;                  // then unmappable_
   // The nodes verified in a mapping, so each is checked once per mapping (a new, larger mapping
   // of the file verifies again what it reads: cheap, since it is made only when the file has
-  // doubled, and it never trusts bytes it did not check itself).
+  // doubled, and it never trusts bytes it did not check itself). Its table is mapped with the
+  // first mapping of the file, on pages the file's size then picks (verified_nodes.h).
   VerifiedNodes verified_;
 
   std::mutex kept_mutex_;

@@ -422,6 +422,13 @@ TEST(VerifiedNodes, AnswersOnlyForTheOffsetLengthAndMappingItWasToldUntilCleared
   const FileMapping* a = FakeMapping(0);
   const FileMapping* b = FakeMapping(1);
   NodeRef ref{4096, 512};
+  // Before its table is mapped (with the file's first mapping) it holds nothing.
+  EXPECT_EQ(verified.capacity(), 0u);
+  verified.Insert(ref, a, 2);
+  EXPECT_EQ(verified.Find(ref, a), 0) << "trusted before the table was mapped";
+  verified.Map(0);
+  EXPECT_TRUE(verified.mapped());
+  EXPECT_GT(verified.capacity(), 0u);
   EXPECT_EQ(verified.Find(ref, a), 0);
   verified.Insert(ref, a, 2);
   EXPECT_EQ(verified.Find(ref, a), 2);
@@ -446,22 +453,53 @@ TEST(VerifiedNodes, AnswersOnlyForTheOffsetLengthAndMappingItWasToldUntilCleared
   EXPECT_GT(found, 1000u);
 }
 
+// This thread's minor faults so far.
+uint64_t ThreadFaults() {
+  rusage usage{};
+  EXPECT_EQ(getrusage(RUSAGE_THREAD, &usage), 0);
+  return static_cast<uint64_t>(usage.ru_minflt);
+}
+
+// The faults of `nodes` lookups into a fresh table of a 64 MiB budget (512Ki slots of 32 bytes:
+// 16 MiB), each followed by the insert, as ReadNodeView does after verifying a node the table
+// did not hold; `file_bytes` picks its pages.
+struct TableFaults {
+  uint64_t faults;
+  bool huge_pages;
+};
+TableFaults FaultsOfAFreshTable(uint64_t file_bytes, uint64_t nodes) {
+  constexpr uint64_t kBudget = uint64_t{64} << 20;
+  VerifiedNodes verified(kBudget);
+  verified.Map(file_bytes);
+  EXPECT_EQ(verified.capacity(), kBudget / 128);
+  const FileMapping* a = FakeMapping(0);
+  const uint64_t before = ThreadFaults();
+  uint64_t found = 0;
+  for (uint64_t i = 1; i <= nodes; i++) {
+    const NodeRef ref{i * 4096, 4000};
+    found += verified.Find(ref, a) != 0;  // as ReadNodeView: look, verify, insert
+    verified.Insert(ref, a, 1);
+  }
+  const uint64_t taken = ThreadFaults() - before;
+  EXPECT_EQ(found, 0u);
+  EXPECT_GT(verified.inserted(), nodes / 2);
+  return TableFaults{taken, verified.huge_pages()};
+}
+
+constexpr uint64_t kTableBytes = uint64_t{16} << 20;  // FaultsOfAFreshTable's
+
 // A lookup first touches a table page by reading it, then the insert after the node's
-// verification writes it. In a private anonymous mapping that read maps the zero page and the
-// write faults again, copies it and flushes the old entry from the CPUs of the process's other
-// threads; in the shared mapping the table uses, the first touch is the page's only fault
-// (verified_nodes.h). Counted on this thread (its minor faults): about one a page, where the
-// private table took two. On x86-64, whose hardware sets a page's dirty bit without a fault, and
-// not under TSan, whose shadow memory faults on the table's writes too.
+// verification writes it. In a private anonymous mapping on small pages that read maps the zero
+// page and the write faults again, copies it and flushes the old entry from the CPUs of the
+// process's other threads; in the shared mapping a table for a file smaller than itself uses,
+// the first touch is the page's only fault (verified_nodes.h). Counted on this thread (its minor
+// faults): about one a page, where the private table took two. On x86-64, whose hardware sets a
+// page's dirty bit without a fault, and not under TSan, whose shadow memory faults on the
+// table's writes too.
 TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
 #if defined(DBDB_SANITIZER_THREAD) || !defined(__x86_64__)
   GTEST_SKIP() << "counts faults only on x86-64 without TSan";
 #else
-  auto faults = [] {
-    rusage usage{};
-    EXPECT_EQ(getrusage(RUSAGE_THREAD, &usage), 0);
-    return static_cast<uint64_t>(usage.ru_minflt);
-  };
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   {
     // A kernel (or sandbox) that does not count this thread's faults, or maps anonymous memory on
@@ -470,32 +508,60 @@ TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
     void* control = mmap(nullptr, kControlPages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     ASSERT_NE(control, MAP_FAILED);
     (void)madvise(control, kControlPages * page, MADV_NOHUGEPAGE);
-    const uint64_t before = faults();
+    const uint64_t before = ThreadFaults();
     for (uint64_t i = 0; i < kControlPages; i++) static_cast<volatile char*>(control)[i * page] = 1;
-    const uint64_t taken = faults() - before;
+    const uint64_t taken = ThreadFaults() - before;
     munmap(control, kControlPages * page);
     if (taken < kControlPages / 2) GTEST_SKIP() << "this thread's faults are not counted a page each (" << taken << ")";
   }
-  constexpr uint64_t kBudget = uint64_t{64} << 20;  // 512Ki slots of 32 bytes: a 16 MiB table
-  const uint64_t pages = (kBudget / 128) * 32 / page;
-  VerifiedNodes verified(kBudget);
-  ASSERT_EQ(verified.capacity() * 32 / page, pages);
-  const FileMapping* a = FakeMapping(0);
-  // Enough nodes that nearly every page of the table holds a few (the hash spreads them).
-  const uint64_t nodes = 16 * pages * (page / 4096);
-  const uint64_t before = faults();
-  uint64_t found = 0;
-  for (uint64_t i = 1; i <= nodes; i++) {
-    const NodeRef ref{i * 4096, 4000};
-    found += verified.Find(ref, a) != 0;  // as ReadNodeView: look, verify, insert
-    verified.Insert(ref, a, 1);
-  }
-  const uint64_t taken = faults() - before;
-  EXPECT_EQ(found, 0u);
-  EXPECT_GT(verified.inserted(), nodes / 2);
+  const uint64_t pages = kTableBytes / page;
+  // Enough nodes that nearly every page of the table holds a few (the hash spreads them). A file
+  // of one byte: smaller than the table, which is then on small pages.
+  const TableFaults table = FaultsOfAFreshTable(1, 16 * pages * (page / 4096));
+  EXPECT_FALSE(table.huge_pages);
   // Each page once (an ASan build faults in the table's shadow too: an eighth as many pages).
-  EXPECT_LE(taken, pages + pages / 4) << "a page faulted twice: a read mapped the zero page, the insert copied it";
-  EXPECT_GE(taken, pages / 2) << "the table was not touched lazily";
+  EXPECT_LE(table.faults, pages + pages / 4) << "a page faulted twice: a read mapped the zero page, the insert copied it";
+  EXPECT_GE(table.faults, pages / 2) << "the table was not touched lazily";
+#endif
+}
+
+// A table for a file at least as large as itself is on huge pages where the kernel gives them
+// (verified_nodes.h): the same lookups and inserts as above fault about twice a huge page (the
+// lookup maps the huge zero page, the insert allocates the page), not once or twice each small
+// page, which cost a reader's first gets 60 to 90 ms a compacted file on this project's virtual
+// machines. Skipped where a control of two huge pages, written once a small page, is not on huge
+// pages: a kernel without them, or none free now.
+TEST(VerifiedNodes, ATableForAFileAsLargeAsItselfFaultsAboutTwiceAHugePage) {
+#if defined(DBDB_SANITIZER_THREAD) || !defined(__x86_64__)
+  GTEST_SKIP() << "counts faults only on x86-64 without TSan";
+#else
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  constexpr uint64_t kHuge = uint64_t{2} << 20;  // x86-64's with 4 KiB pages
+  {
+    void* raw = mmap(nullptr, 3 * kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(raw, MAP_FAILED);
+    char* control = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + kHuge - 1) & ~(kHuge - 1));
+    const int advised = madvise(control, 2 * kHuge, MADV_HUGEPAGE);
+    const uint64_t before = ThreadFaults();
+    for (uint64_t i = 0; i < 2 * kHuge; i += page) static_cast<volatile char*>(control)[i] = 1;
+    const uint64_t taken = ThreadFaults() - before;
+    munmap(raw, 3 * kHuge);
+    // On huge pages: 2 faults (and, under ASan, its shadow's: 128 small pages).
+    if (advised != 0 || taken >= 2 * kHuge / page / 2) {
+      GTEST_SKIP() << "no huge pages for this process now (a control of " << 2 * kHuge / page << " small pages faulted "
+                   << taken << " times)";
+    }
+  }
+  const uint64_t pages = kTableBytes / page;
+  const TableFaults table = FaultsOfAFreshTable(kTableBytes, 16 * pages * (page / 4096));
+  EXPECT_TRUE(table.huge_pages) << "a table for a file as large as itself is on small pages";
+#if defined(DBDB_SANITIZER_ADDRESS)
+  // The table's shadow is on small pages: an eighth of the table's.
+  const uint64_t bound = pages / 4;
+#else
+  const uint64_t bound = 2 * (kTableBytes / kHuge) + 8;
+#endif
+  EXPECT_LE(table.faults, bound) << "the table is on small pages (" << pages << " of them)";
 #endif
 }
 
@@ -503,6 +569,7 @@ TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
 // never see a slot half written.
 TEST(VerifiedNodes, ReadersRacingWritersNeverSeeAWrongAnswer) {
   VerifiedNodes verified(0);  // the smallest table: every slot contended
+  verified.Map(0);
   const FileMapping* a = FakeMapping(0);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> wrong{0};
