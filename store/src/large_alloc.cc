@@ -25,20 +25,41 @@ constexpr bool kMapLargeBlocks = true;
 constexpr bool kMapLargeBlocks = true;
 #endif
 
-// The size of a huge page where the kernel offers them: what one page table of 8-byte entries
-// maps (2 MiB with 4 KiB pages, as on x86-64). Computed, not read from
-// /sys/kernel/mm/transparent_hugepage/hpage_pmd_size: only posix_file_system.cc makes file system
-// calls. A kernel without transparent huge pages refuses the advice, and the block is a plain
-// anonymous mapping.
-size_t ComputeHugePageBytes() {
-  if (!kMapLargeBlocks) return 0;
-  const long page = ::sysconf(_SC_PAGESIZE);
-  if (page <= 0) return 0;
-  const size_t huge = static_cast<size_t>(page) * (static_cast<size_t>(page) / 8);
-  // Larger huge pages (16 or 64 KiB base pages: 32 or 512 MiB) would round a block up by more
-  // than the faults it saves are worth; such systems fault a tenth as often per byte anyway.
-  return huge <= (size_t{2} << 20) ? huge : 0;
+}  // namespace
+
+size_t TransparentHugePageBytes() {
+  // What one page table of 8-byte entries maps (2 MiB with 4 KiB pages, as on x86-64). Computed,
+  // not read from /sys/kernel/mm/transparent_hugepage/hpage_pmd_size: only posix_file_system.cc
+  // makes file system calls. A kernel without transparent huge pages refuses the advice, and the
+  // memory is a plain anonymous mapping.
+  static const size_t bytes = [] {
+    const long page = ::sysconf(_SC_PAGESIZE);
+    if (page <= 0) return size_t{0};
+    const size_t huge = static_cast<size_t>(page) * (static_cast<size_t>(page) / 8);
+    // Larger huge pages (16 or 64 KiB base pages: 32 or 512 MiB) would round a block up by more
+    // than the faults it saves are worth; such systems fault a tenth as often per byte anyway.
+    return huge <= (size_t{2} << 20) ? huge : size_t{0};
+  }();
+  return bytes;
 }
+
+void* MapHugeAligned(size_t bytes, size_t huge) {
+  if (bytes == 0 || huge == 0 || bytes % huge != 0 || bytes > SIZE_MAX - huge) return nullptr;
+  // Mapped one huge page longer, then trimmed to a huge-page-aligned run of `bytes`: only a range
+  // aligned to a huge page, whole inside its mapping, can be backed by one.
+  void* raw = ::mmap(nullptr, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t start = (first + huge - 1) / huge * huge;
+  if (start > first) ::munmap(raw, start - first);
+  ::munmap(reinterpret_cast<void*>(start + bytes), huge - (start - first));  // never 0 bytes
+  void* block = reinterpret_cast<void*>(start);
+  // Advice only: a kernel that has no huge page to give, or has them off, backs it with small pages.
+  (void)::madvise(block, bytes, MADV_HUGEPAGE);
+  return block;
+}
+
+namespace {
 
 size_t MappedLength(size_t bytes) {
   const size_t huge = HugePageBytes();
@@ -47,10 +68,7 @@ size_t MappedLength(size_t bytes) {
 
 }  // namespace
 
-size_t HugePageBytes() {
-  static const size_t bytes = ComputeHugePageBytes();
-  return bytes;
-}
+size_t HugePageBytes() { return kMapLargeBlocks ? TransparentHugePageBytes() : 0; }
 
 bool LargeBlockIsMapped(size_t bytes) {
   return bytes >= kLargeBytesMin && HugePageBytes() != 0 && bytes <= SIZE_MAX - 2 * HugePageBytes();
@@ -59,19 +77,8 @@ bool LargeBlockIsMapped(size_t bytes) {
 void* AllocateLarge(size_t bytes) {
   if (bytes == 0) return nullptr;
   if (!LargeBlockIsMapped(bytes)) return ::operator new(bytes);
-  const size_t huge = HugePageBytes();
-  const size_t length = MappedLength(bytes);
-  // Mapped one huge page longer, then trimmed to a huge-page-aligned run of `length` bytes: only a
-  // range aligned to a huge page, whole inside its mapping, can be backed by one.
-  void* raw = ::mmap(nullptr, length + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) throw std::bad_alloc();
-  const uintptr_t first = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t start = (first + huge - 1) / huge * huge;
-  if (start > first) ::munmap(raw, start - first);
-  ::munmap(reinterpret_cast<void*>(start + length), huge - (start - first));  // never 0 bytes
-  void* block = reinterpret_cast<void*>(start);
-  // Advice only: a kernel that has no huge page to give, or has them off, backs it with small pages.
-  (void)::madvise(block, length, MADV_HUGEPAGE);
+  void* block = MapHugeAligned(MappedLength(bytes), HugePageBytes());
+  if (block == nullptr) throw std::bad_alloc();
   return block;
 }
 

@@ -64,6 +64,15 @@ struct LargeAllocator {
 // come from operator new (under AddressSanitizer, or where huge pages are larger than 2 MiB).
 size_t HugePageBytes();
 
+// The size of this machine's transparent huge pages (2 MiB with 4 KiB pages), or 0 where they
+// would be larger than 2 MiB; whether the kernel gives any is its own (advice only).
+size_t TransparentHugePageBytes();
+
+// `bytes` (a multiple of `huge`) of private anonymous memory, zero pages allocated as they are
+// touched, aligned to `huge` and advised onto huge pages; null if the address space is refused
+// (or the sizes are not as required). Unmapped with munmap(block, bytes).
+void* MapHugeAligned(size_t bytes, size_t huge);
+
 // A bump allocator whose memory is freed all at once, when it is destroyed (a log overlay's keys,
 // values and versions). Its chunks double from 64 KiB: from operator new while smaller than a huge
 // page, then whole huge pages from AllocateLarge (2, 4, 8 MiB, ... up to 64 MiB a chunk), so that

@@ -84,6 +84,9 @@ class TreeFile {
   // reads or its WarmTree (a node verified again in a newer mapping counts twice; the nodes of a
   // table AdoptMappings took over count in the TreeFile that verified them, not here).
   uint64_t verified_count() const { return verified_.inserted(); }
+  // Whether the verified-node table went on huge pages (verified_nodes.h: the file's size at its
+  // first mapping picks). REQUIRES: no other thread is mapping this file (tests).
+  bool verified_table_on_huge_pages() const { return verified_.huge_pages(); }
   // Takes over the mappings and the verified-node table of `warmed`, the same file (the same
   // identity) opened under another name: the compacted file opened under its temporary name and
   // warmed (WarmTree) before it was renamed over the database. What `warmed` verified through

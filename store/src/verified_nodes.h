@@ -12,37 +12,37 @@
 // is verified again. Inserts are best effort (one that finds its slot being written gives up).
 //
 // Memory: the table is sized from the budget (budget_bytes / 128 slots of 32 bytes, from 4,096 to
-// 4M slots) and mapped anonymously, zeroed without being touched, so only the pages used cost
-// resident memory. If the mapping fails it is made smaller, down to no table (every use verifies).
+// 4M slots) and mapped anonymously (private) with the file's first mapping, zeroed without being
+// touched, so only the pages used cost resident memory. If the mapping fails it is made smaller,
+// down to no table (every use verifies).
 //
-// Two kinds of pages:
-// - For a file at least as large as the table (nearly every page of the table would come to hold
-//   a node), where the kernel has transparent huge pages for memory that asks (its mode "always"
-//   or "madvise"): private, aligned to and advised onto huge pages (MADV_HUGEPAGE). A 16 MiB table
-//   is then 8 pages, and a reader's first lookups fault 16 times (a lookup maps the huge zero
-//   page, the insert after it allocates the page) where small pages took 4,096 faults: each 10 to
-//   15 us on this project's virtual machines, 60 to 90 ms of a reader's first gets on every file
-//   a compaction installed. Where the kernel cannot find a huge page at the fault, it falls back
-//   to small pages there (each then faulting twice, as below). A forked child gets a
-//   copy-on-write copy of the table: a write in either copies a 2 MiB page.
-// - Otherwise shared (MAP_SHARED | MAP_ANONYMOUS) on small pages (MADV_NOHUGEPAGE), not private:
-//   a page's first touch is a lookup, a read, and in a private mapping a read maps the kernel's
-//   zero page, so the insert after it faulted a second time, copied the page and flushed the old
-//   entry from every CPU running one of the process's threads (an interrupt to the reader's CPU
-//   for each page a background compaction's warm-up touched, and the other way round). A shared
-//   page is allocated at the first touch, read or write, and mapped writable: one fault a page
-//   where the hardware sets a page's dirty bit itself (x86-64; most arm64). Its memory counts as
-//   shared memory (Shmem). A forked child shares the pages of the tables that existed at the fork,
-//   which no correct program touches there (db.h: a parent's handle refuses reads in a child, and
-//   its snapshots must not be used): their pages stay allocated until the child too has unmapped
-//   them (destroying its copy of the handle, exiting or exec'ing), as do the parent's mappings of
-//   the file (db.h).
-// Either way the table is left out of core dumps.
+// Each page's first touch is a write, its only fault: a bitmap (one bit a page, 512 bytes for a
+// 16 MiB table) says which pages an insert has written, and a lookup in a page no insert has
+// written answers "not verified" without reading it. (A lookup reading a fresh page of a private
+// mapping maps the kernel's zero page, and the insert after it faulted a second time, copied the
+// page and flushed the old entry from every CPU running one of the process's threads.)
+//
+// Pages:
+// - For a file at least four times the table's size when first mapped (a reader that reads a
+//   fraction of its nodes comes to touch most of the table): huge pages, the table aligned to
+//   them and advised MADV_HUGEPAGE (large_alloc.h). A 16 MiB table is then 8 pages, 8 faults
+//   where small pages took 4,096 (each 10 to 15 us on this project's virtual machines: 60 to
+//   90 ms of a reader's first gets on every file a compaction installed). The whole table may
+//   then become resident after a few dozen reads, within the budget (db.h,
+//   Options::node_cache_bytes). Where the kernel gives no huge page (its mode "never", or none
+//   free at the fault), small pages, as below.
+// - Otherwise small pages (MADV_NOHUGEPAGE): a few reads of a small file make a few small pages
+//   resident.
+// A file that grows after its first mapping keeps its table's pages (a compaction's new file gets
+// a new table). A forked child's copy of the table starts empty (MADV_WIPEONFORK; an empty table
+// is a valid one), so neither process copies pages on write; no correct program uses a parent's
+// handle or snapshot in a child (db.h). The table is left out of core dumps.
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "node.h"
 
@@ -75,7 +75,7 @@ class VerifiedNodes {
   void Clear() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
   // How many inserts into this object have taken a slot (Swap exchanges the tables, not this).
   uint64_t inserted() const { return inserted_.load(std::memory_order_relaxed); }
-  // Whether the table is on huge pages (advised: the kernel may still give a part small ones).
+  // Whether the table was advised onto huge pages (the kernel may still give small ones).
   bool huge_pages() const { return huge_pages_; }
   // How many nodes the table holds at most (0: no table).
   uint64_t capacity() const { return table_ != nullptr ? sets_ * kWays : 0; }
@@ -91,11 +91,27 @@ class VerifiedNodes {
   static constexpr uint64_t kMaxSlots = uint64_t{1} << 22;  // 128 MiB of address space
   uint64_t* SlotOf(size_t set, size_t way) const { return table_ + (set * kWays + way) * kWords; }
   size_t SetOf(uint64_t offset) const { return static_cast<size_t>((offset * 0x9E3779B97F4A7C15ULL) >> shift_); }
+  // Whether an insert has written the page holding `set` (one bit a page: written_).
+  bool Written(size_t set) const {
+    const size_t page = (set * kWays * kWords * sizeof(uint64_t)) >> page_shift_;
+    return (written_[page / 64].load(std::memory_order_acquire) >> (page % 64) & 1) != 0;
+  }
+  void MarkWritten(size_t set) {
+    const size_t page = (set * kWays * kWords * sizeof(uint64_t)) >> page_shift_;
+    const uint64_t bit = uint64_t{1} << (page % 64);
+    if ((written_[page / 64].load(std::memory_order_relaxed) & bit) == 0) {
+      written_[page / 64].fetch_or(bit, std::memory_order_release);
+    }
+  }
   uint64_t Info(NodeRef ref, uint8_t type) const {
     return uint64_t{ref.length} << 32 | (epoch_.load(std::memory_order_acquire) & 0xFFFFFF) << 8 | type;
   }
 
+  // Huge pages for a file at least this many times the table's size (above).
+  static constexpr uint64_t kHugeFileRatio = 4;
   bool map_called_ = false;
+  int page_shift_ = 12;  // log2 of the page size
+  std::unique_ptr<std::atomic<uint64_t>[]> written_;  // a bit a page of the table: an insert wrote it
   bool huge_pages_ = false;
   size_t sets_;   // a power of two
   int shift_;     // 64 - log2(sets_)

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "key_filter.h"
+#include "large_alloc.h"
 #include "log_overlay.h"
 #include "verified_nodes.h"
 
@@ -488,32 +489,37 @@ TableFaults FaultsOfAFreshTable(uint64_t file_bytes, uint64_t nodes) {
 
 constexpr uint64_t kTableBytes = uint64_t{16} << 20;  // FaultsOfAFreshTable's
 
-// A lookup first touches a table page by reading it, then the insert after the node's
-// verification writes it. In a private anonymous mapping on small pages that read maps the zero
-// page and the write faults again, copies it and flushes the old entry from the CPUs of the
-// process's other threads; in the shared mapping a table for a file smaller than itself uses,
-// the first touch is the page's only fault (verified_nodes.h). Counted on this thread (its minor
-// faults): about one a page, where the private table took two. On x86-64, whose hardware sets a
-// page's dirty bit without a fault, and not under TSan, whose shadow memory faults on the
-// table's writes too.
+// Whether this thread's faults are counted a page each: a control of 64 pages written once each,
+// on small pages.
+bool FaultsAreCountedAPageEach(uint64_t page) {
+  constexpr uint64_t kControlPages = 64;
+  void* control = mmap(nullptr, kControlPages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  EXPECT_NE(control, MAP_FAILED);
+  if (control == MAP_FAILED) return false;
+  (void)madvise(control, kControlPages * page, MADV_NOHUGEPAGE);
+  const uint64_t before = ThreadFaults();
+  for (uint64_t i = 0; i < kControlPages; i++) static_cast<volatile char*>(control)[i * page] = 1;
+  const uint64_t taken = ThreadFaults() - before;
+  munmap(control, kControlPages * page);
+  return taken >= kControlPages / 2;
+}
+
+// A lookup would first touch a table page by reading it, then the insert after the node's
+// verification writes it. In a private anonymous mapping that read maps the zero page and the
+// write faults again, copies it and flushes the old entry from the CPUs of the process's other
+// threads; the table's lookups read no page an insert has not written, so the first touch is the
+// page's only fault (verified_nodes.h). Counted on this thread (its minor faults), for a table on
+// small pages (a file smaller than itself): about one a page, where reading first took two. On
+// x86-64, whose hardware sets a page's dirty bit without a fault, and not under TSan, whose
+// shadow memory faults on the table's writes too.
 TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
 #if defined(DBDB_SANITIZER_THREAD) || !defined(__x86_64__)
   GTEST_SKIP() << "counts faults only on x86-64 without TSan";
 #else
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  {
-    // A kernel (or sandbox) that does not count this thread's faults, or maps anonymous memory on
-    // huge pages whatever the advice, cannot say: a control of 64 pages written once each.
-    constexpr uint64_t kControlPages = 64;
-    void* control = mmap(nullptr, kControlPages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ASSERT_NE(control, MAP_FAILED);
-    (void)madvise(control, kControlPages * page, MADV_NOHUGEPAGE);
-    const uint64_t before = ThreadFaults();
-    for (uint64_t i = 0; i < kControlPages; i++) static_cast<volatile char*>(control)[i * page] = 1;
-    const uint64_t taken = ThreadFaults() - before;
-    munmap(control, kControlPages * page);
-    if (taken < kControlPages / 2) GTEST_SKIP() << "this thread's faults are not counted a page each (" << taken << ")";
-  }
+  // A kernel (or sandbox) that does not count this thread's faults, or maps anonymous memory on
+  // huge pages whatever the advice, cannot say.
+  if (!FaultsAreCountedAPageEach(page)) GTEST_SKIP() << "this thread's faults are not counted a page each";
   const uint64_t pages = kTableBytes / page;
   // Enough nodes that nearly every page of the table holds a few (the hash spreads them). A file
   // of one byte: smaller than the table, which is then on small pages.
@@ -525,43 +531,42 @@ TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
 #endif
 }
 
-// A table for a file at least as large as itself is on huge pages where the kernel gives them
-// (verified_nodes.h): the same lookups and inserts as above fault about twice a huge page (the
-// lookup maps the huge zero page, the insert allocates the page), not once or twice each small
-// page, which cost a reader's first gets 60 to 90 ms a compacted file on this project's virtual
-// machines. Skipped where a control of two huge pages, written once a small page, is not on huge
-// pages: a kernel without them, or none free now.
-TEST(VerifiedNodes, ATableForAFileAsLargeAsItselfFaultsAboutTwiceAHugePage) {
+// A table for a file at least four times its size is on huge pages where the kernel gives them
+// (verified_nodes.h): the same lookups and inserts as above fault about once a huge page, not once
+// a small page, which cost a reader's first gets 60 to 90 ms a compacted file on this project's
+// virtual machines. Skipped where a control as large as the table, written once a small page, is
+// not on huge pages: a kernel without them (or with them off), or too few free now.
+TEST(VerifiedNodes, ATableForAFileFourTimesItsSizeFaultsOnceAHugePage) {
 #if defined(DBDB_SANITIZER_THREAD) || !defined(__x86_64__)
   GTEST_SKIP() << "counts faults only on x86-64 without TSan";
 #else
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  constexpr uint64_t kHuge = uint64_t{2} << 20;  // x86-64's with 4 KiB pages
+  if (!FaultsAreCountedAPageEach(page)) GTEST_SKIP() << "this thread's faults are not counted a page each";
+  const uint64_t huge = TransparentHugePageBytes();
+  if (huge == 0) GTEST_SKIP() << "no transparent huge pages of at most 2 MiB here";
+  const uint64_t pages = kTableBytes / page;
+#if defined(DBDB_SANITIZER_ADDRESS)
+  const uint64_t bound = pages / 4;  // the table's shadow is on small pages: an eighth of the table's
+#else
+  const uint64_t bound = kTableBytes / huge + 8;
+#endif
   {
-    void* raw = mmap(nullptr, 3 * kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    ASSERT_NE(raw, MAP_FAILED);
-    char* control = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + kHuge - 1) & ~(kHuge - 1));
-    const int advised = madvise(control, 2 * kHuge, MADV_HUGEPAGE);
+    void* control = MapHugeAligned(kTableBytes, huge);
+    ASSERT_NE(control, nullptr);
     const uint64_t before = ThreadFaults();
-    for (uint64_t i = 0; i < 2 * kHuge; i += page) static_cast<volatile char*>(control)[i] = 1;
+    for (uint64_t i = 0; i < kTableBytes; i += page) static_cast<volatile char*>(control)[i] = 1;
     const uint64_t taken = ThreadFaults() - before;
-    munmap(raw, 3 * kHuge);
-    // On huge pages: 2 faults (and, under ASan, its shadow's: 128 small pages).
-    if (advised != 0 || taken >= 2 * kHuge / page / 2) {
-      GTEST_SKIP() << "no huge pages for this process now (a control of " << 2 * kHuge / page << " small pages faulted "
-                   << taken << " times)";
+    munmap(control, kTableBytes);
+    if (taken > bound) {
+      GTEST_SKIP() << "no huge pages for this process now (a control of " << pages << " small pages faulted " << taken
+                   << " times)";
     }
   }
-  const uint64_t pages = kTableBytes / page;
-  const TableFaults table = FaultsOfAFreshTable(kTableBytes, 16 * pages * (page / 4096));
-  EXPECT_TRUE(table.huge_pages) << "a table for a file as large as itself is on small pages";
-#if defined(DBDB_SANITIZER_ADDRESS)
-  // The table's shadow is on small pages: an eighth of the table's.
-  const uint64_t bound = pages / 4;
-#else
-  const uint64_t bound = 2 * (kTableBytes / kHuge) + 8;
-#endif
+  const TableFaults table = FaultsOfAFreshTable(4 * kTableBytes, 16 * pages * (page / 4096));
+  EXPECT_TRUE(table.huge_pages) << "a table for a file four times its size is on small pages";
   EXPECT_LE(table.faults, bound) << "the table is on small pages (" << pages << " of them)";
+  // A file a byte short of four times: small pages.
+  EXPECT_FALSE(FaultsOfAFreshTable(4 * kTableBytes - 1, 1).huge_pages);
 #endif
 }
 
