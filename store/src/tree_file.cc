@@ -134,8 +134,9 @@ bool TreeFile::AdoptMappings(TreeFile& warmed) {
   if (!mappings_.empty() || warmed.mapping_.load(std::memory_order_acquire) == nullptr) return false;
   mappings_ = std::move(warmed.mappings_);
   warmed.mappings_.clear();
-  mapping_.store(warmed.mapping_.exchange(nullptr, std::memory_order_acq_rel), std::memory_order_release);
+  // The table before the mapping is published: a reader that sees the mapping sees its table.
   verified_.Swap(warmed.verified_);
+  mapping_.store(warmed.mapping_.exchange(nullptr, std::memory_order_acq_rel), std::memory_order_release);
   return true;
 }
 

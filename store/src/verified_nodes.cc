@@ -64,7 +64,7 @@ void VerifiedNodes::Map(uint64_t file_bytes) {
       if (memory != nullptr) (void)madvise(memory, bytes_, MADV_NOHUGEPAGE);
     }
     if (memory != nullptr) {
-      const size_t pages = bytes_ >> page_shift_;
+      const size_t pages = (bytes_ + (size_t{1} << page_shift_) - 1) >> page_shift_;  // at least 1
       written_.reset(new (std::nothrow) std::atomic<uint64_t>[(pages + 63) / 64]());
       if (written_ == nullptr) {
         munmap(memory, bytes_);
@@ -75,7 +75,9 @@ void VerifiedNodes::Map(uint64_t file_bytes) {
       // copy-on-write, which would copy a page at the parent's next insert into it; and no
       // place in a core dump, which would fault in every page of the table a process never
       // touched. (Advice: a kernel that refuses either loses nothing.)
+#ifdef MADV_WIPEONFORK
       (void)madvise(memory, bytes_, MADV_WIPEONFORK);
+#endif
       (void)madvise(memory, bytes_, MADV_DONTDUMP);
       return;
     }

@@ -20,10 +20,10 @@
 // Processes: open handles in the process that uses them. A child forked from a process with open
 // handles opens its own: a parent's handle refuses every read and write in the child
 // (InvalidArgument); snapshots, iterators and transactions made before the fork must not be used
-// there either (their file reads may fail as corruption, and the parent's table of verified
-// nodes is memory the child shares for a small file, so the child's reads would write to it,
-// or copies on write for a large one, 2 MiB a page). Destroying the handle there does not hang: it writes nothing, takes none of the handle's locks and waits for none of the parent's
-// threads (fork() copies only the thread that called it). It leaves undestroyed a condition
+// there either (their file reads may fail as corruption, and the child's copy of the parent's
+// table of verified nodes starts empty). Destroying the handle there does not hang: it writes
+// nothing, takes none of the handle's locks and waits for none of the parent's threads (fork()
+// copies only the thread that called it). It leaves undestroyed a condition
 // variable and what the parent's background compaction thread held (among it descriptors and
 // mappings of the database file, so space a compaction of the parent's frees stays allocated
 // until the child exits or execs). Fork while no other thread is inside a call on the handle, or
@@ -78,8 +78,8 @@ struct Options {
   // Per open file: the node cache (the writer's, and reads without a mapping), and a quarter of it
   // (at most 128 MiB) of address space for the table of which mapped nodes were verified, of
   // which only the parts used become resident (32 bytes a node): in 4 KiB pages, or in 2 MiB
-  // transparent huge pages where the kernel has them and the file was at least as large as the
-  // table when first mapped (nearly all of the table then comes to be used).
+  // transparent huge pages where the kernel has them and the file was at least four times the
+  // table's size when first mapped (most of the table then comes to be used).
   uint64_t node_cache_bytes = 64 * 1024 * 1024;
   // Readers search the tree's nodes in place through a read-only shared mapping of the file
   // (mmap), each node's checksum and structure verified once per mapping before its first use. A
