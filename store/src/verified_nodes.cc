@@ -41,8 +41,9 @@ void VerifiedNodes::Map(uint64_t file_bytes) {
   }
   page_shift_ = __builtin_ctzl(static_cast<unsigned long>(page));
   // A private anonymous mapping: page-aligned, and zeroed pages the kernel allocates only when
-  // touched (an empty slot is all zeros), at every open. (calloc would hand a reopen the heap
-  // memory the last table freed, and clear all of it first: a millisecond per open at 16 MiB.)
+  // touched (an empty slot is all zeros), for every file's first mapping. (calloc would hand a
+  // reopen the heap memory the last table freed, and clear all of it first: a millisecond per
+  // open at 16 MiB.)
   // No lookup reads a page no insert has written (written_), so each page's first touch is a
   // write and its only fault. On huge pages for a file at least four times the table's size,
   // on small pages otherwise (verified_nodes.h). If even the address space is refused, a smaller
