@@ -15,7 +15,8 @@
 # most of it. So the normal build keeps line tables only (-g1: stack traces, a third less compile
 # time than -g), the sanitizer trees build with clang (gcc, the normal build's compiler, took 943
 # compile-seconds for the ASan tree and 258 for the TSan tree; clang 14 takes 532 and 144), at -O1
-# with line tables, and leave out the benchmarks,
+# with line tables, and leave out the benchmarks (the test executables' own code at -O0:
+# dbdb_test_code in CMakeLists.txt),
 # the ASan run gives each property 100 cases (the normal build's 300 are where the cases count)
 # and each crash-exploration property 30, and the TSan tree builds and runs only the tests
 # labelled `threads`: the store's tests, the simulated filesystem's, and the crash explorer on two
