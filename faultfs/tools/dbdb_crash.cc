@@ -151,10 +151,24 @@ std::string TraceText(const faultfs::MultiWorkload& minimal, uint64_t workload_s
   return text;
 }
 
-// --processes N: multi-process histories (faultfs/multiprocess.h) instead of one handle's workload.
-int RunMultiProcess(const Cli& cli) {
+// What a multi-process run draws its workloads with: the engine, the crash plan, and the fault
+// points the workloads may arm.
+struct MultiSetup {
+  std::unique_ptr<faultfs::Engine> engine;
   CrashPlan plan;
-  faultfs::ParseCrashPlan(cli.plan_name, &plan);
+  // --fault-points: the faults a workload arms are drawn among every point the engine reaches;
+  // those not allowed are left out (empty: all allowed).
+  std::set<std::string> allowed_points;
+  std::string fault_points_flag;  // as the replay line repeats it
+  bool promised = false;          // "promised": held to the engine's promise only
+  std::string engine_label;
+};
+
+// The setup of --processes N, or nullopt (reported) for an engine several processes cannot share
+// or a fault point the engine never reaches.
+std::optional<MultiSetup> SetUpMultiProcess(const Cli& cli) {
+  MultiSetup setup;
+  faultfs::ParseCrashPlan(cli.plan_name, &setup.plan);
   // The engine: dbdb by default (each workload draws its durability), or --engine's configuration.
   auto engine = faultfs::NewEngine(cli.engine_name.empty() ? "dbdb" : cli.engine_name);
   if (!engine.ok() || !(*engine)->info().multi_process) {
@@ -162,93 +176,98 @@ int RunMultiProcess(const Cli& cli) {
               << (engine.ok() ? (*engine)->info().name() + " does not support several processes (dbdb and sqlite do)"
                               : engine.status().ToString())
               << "\n";
-    return 2;
+    return std::nullopt;
   }
-  const faultfs::EngineInfo& info = (*engine)->info();
-  // --fault-points: the faults a workload arms are drawn among every point the engine reaches;
-  // those not allowed are left out.
-  std::set<std::string> allowed_points(cli.fault_points.begin(), cli.fault_points.end());
-  std::string fault_points_flag;
-  for (const std::string& point : cli.fault_points) fault_points_flag += (fault_points_flag.empty() ? "" : ",") + point;
-  if (!fault_points_flag.empty()) fault_points_flag = " --fault-points " + fault_points_flag;
+  setup.engine = std::move(engine).value();
+  const faultfs::EngineInfo& info = setup.engine->info();
+  setup.allowed_points = std::set<std::string>(cli.fault_points.begin(), cli.fault_points.end());
+  for (const std::string& point : cli.fault_points) {
+    setup.fault_points_flag += (setup.fault_points_flag.empty() ? "" : ",") + point;
+  }
+  if (!setup.fault_points_flag.empty()) setup.fault_points_flag = " --fault-points " + setup.fault_points_flag;
   // "promised" also holds the engine to its promise only: what its findings document is excused.
-  const bool promised = allowed_points.erase("promised") != 0;
-  if (promised) {
-    for (const std::string& point : faultfs::MultiFaultPoints(cli.engine_name, false, true)) allowed_points.insert(point);
+  setup.promised = setup.allowed_points.erase("promised") != 0;
+  if (setup.promised) {
+    for (const std::string& point : faultfs::MultiFaultPoints(cli.engine_name, false, true)) {
+      setup.allowed_points.insert(point);
+    }
   }
   const auto& known = faultfs::MultiFaultPoints(cli.engine_name, false);
-  for (const std::string& point : allowed_points) {
+  for (const std::string& point : setup.allowed_points) {
     if (point != "none" && std::find(known.begin(), known.end(), point) == known.end()) {
       std::cerr << "dbdb-crash: --fault-points: " << info.name() << " reaches no fault point " << point << "\n";
-      return 2;
+      return std::nullopt;
     }
   }
-  size_t shrunk = 0;
-  std::string engine_label = cli.engine_name.empty() ? "dbdb (sync or nosync, drawn per workload)" : info.name();
-  nlohmann::json config = {{"mode", "multi-process"}, {"engine", engine_label},        {"processes", cli.processes},
-                           {"ops", cli.ops},          {"plan", cli.plan_name},         {"states_max", cli.states_max},
-                           {"workloads", cli.workloads}};
-  std::map<std::string, uint64_t> fired;
-  auto replay = [&](uint64_t s) {
-    return "dbdb-crash" + (cli.engine_name.empty() ? std::string() : " --engine " + cli.engine_name) + " --processes " +
-           std::to_string(cli.processes) + " --seed " + std::to_string(s) +
-           " --workloads 1 --ops " + std::to_string(cli.ops) + " --plan " + cli.plan_name + " --states-max " +
-           std::to_string(cli.states_max) + fault_points_flag + (cli.kills ? "" : " --no-kills");
-  };
-  auto run_case = [&](uint64_t workload_seed) {
-    faultfs::MultiWorkload workload =
-        faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops, cli.engine_name);
-    if (!cli.kills) workload.schedule.kills.clear();
-    workload.held_to_promise = promised;
-    if (!allowed_points.empty()) {
-      for (auto& process : workload.processes) {
-        std::erase_if(process.faults, [&](const faultfs::ArmedFault& f) { return allowed_points.count(f.point) == 0; });
-      }
+  setup.engine_label = cli.engine_name.empty() ? "dbdb (sync or nosync, drawn per workload)" : info.name();
+  return setup;
+}
+
+std::string MultiReplayCommand(const Cli& cli, const MultiSetup& setup, uint64_t seed) {
+  return "dbdb-crash" + (cli.engine_name.empty() ? std::string() : " --engine " + cli.engine_name) + " --processes " +
+         std::to_string(cli.processes) + " --seed " + std::to_string(seed) + " --workloads 1 --ops " +
+         std::to_string(cli.ops) + " --plan " + cli.plan_name + " --states-max " + std::to_string(cli.states_max) +
+         setup.fault_points_flag + (cli.kills ? "" : " --no-kills");
+}
+
+// One multi-process workload, explored; a violation shrunk (while --shrink-max allows: `shrunk`
+// counts them) and reported. Adds the faults it fired to `fired`.
+CaseOutcome RunMultiCase(const Cli& cli, const MultiSetup& setup, uint64_t workload_seed, size_t* shrunk,
+                         std::map<std::string, uint64_t>* fired) {
+  faultfs::MultiWorkload workload = faultfs::GenerateMultiWorkload(workload_seed, cli.processes, cli.ops, cli.engine_name);
+  if (!cli.kills) workload.schedule.kills.clear();
+  workload.held_to_promise = setup.promised;
+  if (!setup.allowed_points.empty()) {
+    for (auto& process : workload.processes) {
+      std::erase_if(process.faults, [&](const faultfs::ArmedFault& f) { return setup.allowed_points.count(f.point) == 0; });
     }
-    faultfs::MultiExploreResult result = faultfs::ExploreMulti(workload, plan, cli.states_max, workload_seed, cli.threads);
-    CaseOutcome o;
-    o.replay = replay(workload_seed);
-    o.figures = {{"histories", result.histories},          {"crash_points", result.crash_points},
-                 {"states_checked", result.states_checked}, {"distinct_states", result.distinct_states},
-                 {"kills", result.kills},                   {"commits_acknowledged", result.commits_acknowledged}};
-    o.extra["faults_fired"] = result.faults_fired;
-    for (const auto& [point, count] : result.faults_fired) fired[point] += count;
-    if (result.violations.empty()) return o;
-    auto still_fails = [&](const faultfs::MultiWorkload& candidate) {
-      return !faultfs::ExploreMulti(candidate, plan, cli.states_max, workload_seed, cli.threads, 1).violations.empty();
-    };
-    bool shrink = cli.shrink && shrunk < cli.shrink_max;  // as in single-process runs
-    if (shrink) shrunk++;
-    faultfs::MultiWorkload minimal = shrink ? faultfs::ShrinkMultiWorkload(workload, still_fails) : workload;
-    auto minimal_result = faultfs::ExploreMulti(minimal, plan, cli.states_max, workload_seed, cli.threads, 1);
-    std::string message = minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
-    o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + message + "\n" +
-               "  minimal workload:\n" + minimal.Describe() + "  replay: " + o.replay + "\n" +
-               TraceText(minimal, workload_seed);
-    o.passed = false;
-    o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", message},
-                            {"invariant", campaign::InvariantOf(message)}, {"counterexample", minimal.Describe()},
-                            {"minimal_workload", minimal.Describe()}, {"replay", o.replay}};
-    return o;
+  }
+  faultfs::MultiExploreResult result = faultfs::ExploreMulti(workload, setup.plan, cli.states_max, workload_seed, cli.threads);
+  CaseOutcome o;
+  o.replay = MultiReplayCommand(cli, setup, workload_seed);
+  o.figures = {{"histories", result.histories},          {"crash_points", result.crash_points},
+               {"states_checked", result.states_checked}, {"distinct_states", result.distinct_states},
+               {"kills", result.kills},                   {"commits_acknowledged", result.commits_acknowledged}};
+  o.extra["faults_fired"] = result.faults_fired;
+  for (const auto& [point, count] : result.faults_fired) (*fired)[point] += count;
+  if (result.violations.empty()) return o;
+  auto still_fails = [&](const faultfs::MultiWorkload& candidate) {
+    return !faultfs::ExploreMulti(candidate, setup.plan, cli.states_max, workload_seed, cli.threads, 1).violations.empty();
   };
-  auto progress_text = [&](const CasesRun& run, double seconds) {
-    const nlohmann::json& totals = run.totals;
-    uint64_t checked = totals.value("states_checked", uint64_t{0});
-    return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
-           std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("histories", uint64_t{0})) +
-           " histories, " + std::to_string(checked) + " crash states checked (" +
-           std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
-           std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s";
-  };
-  // The campaign's tool name: dbdb's default run keeps its old name, an --engine run names it.
-  std::string tool = cli.engine_name.empty() ? "dbdb-crash-multiprocess" : "dbdb-crash-multiprocess:" + info.name();
-  std::optional<CasesRun> run = RunCases(cli, tool, config, run_case, progress_text);
-  if (!run) return 2;
-  const nlohmann::json& totals = run->totals;
-  const nlohmann::json& violations = run->violations;
-  double seconds = run->seconds;
+  bool shrink = cli.shrink && *shrunk < cli.shrink_max;  // as in single-process runs
+  if (shrink) ++*shrunk;
+  faultfs::MultiWorkload minimal = shrink ? faultfs::ShrinkMultiWorkload(workload, still_fails) : workload;
+  auto minimal_result = faultfs::ExploreMulti(minimal, setup.plan, cli.states_max, workload_seed, cli.threads, 1);
+  std::string message = minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
+  o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + message + "\n" +
+             "  minimal workload:\n" + minimal.Describe() + "  replay: " + o.replay + "\n" +
+             TraceText(minimal, workload_seed);
+  o.passed = false;
+  o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", message},
+                          {"invariant", campaign::InvariantOf(message)}, {"counterexample", minimal.Describe()},
+                          {"minimal_workload", minimal.Describe()}, {"replay", o.replay}};
+  return o;
+}
+
+std::string MultiProgressText(const Cli& cli, const CasesRun& run, double seconds) {
+  const nlohmann::json& totals = run.totals;
+  uint64_t checked = totals.value("states_checked", uint64_t{0});
+  return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
+         std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("histories", uint64_t{0})) +
+         " histories, " + std::to_string(checked) + " crash states checked (" +
+         std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
+         std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s";
+}
+
+// The summary of a multi-process run on stdout and in --report; the exit code.
+int ReportMultiProcess(const Cli& cli, const MultiSetup& setup, const CasesRun& run,
+                       const std::map<std::string, uint64_t>& fired) {
+  const faultfs::EngineInfo& info = setup.engine->info();
+  const nlohmann::json& totals = run.totals;
+  const nlohmann::json& violations = run.violations;
+  double seconds = run.seconds;
   uint64_t histories = totals.value("histories", uint64_t{0}), checked = totals.value("states_checked", uint64_t{0});
-  std::cout << "engine:                  " << engine_label << ", " << info.version << "\n"
+  std::cout << "engine:                  " << setup.engine_label << ", " << info.version << "\n"
             << "multi-process histories: " << histories << " (" << cli.processes << " processes, about " << cli.ops
             << " steps each, plan " << cli.plan_name << ")" << ShardFlags(cli) << ", "
             << static_cast<uint64_t>(histories / std::max(seconds, 1e-9)) << " histories/s\n"
@@ -264,7 +283,7 @@ int RunMultiProcess(const Cli& cli) {
   std::cout << "\nviolations:              " << violations.size()
             << (violations.empty() ? "" : " " + by_invariant.dump()) << "\n";
   nlohmann::json report = totals;
-  report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"engine", engine_label},
+  report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"engine", setup.engine_label},
                  {"version", info.version}, {"promise", info.promise}, {"durable", info.durable},
                  {"durable_after", info.durable_after}, {"processes", cli.processes},
                  {"ops_per_process", cli.ops}, {"plan", cli.plan_name}, {"faults_fired", fired}, {"seconds", seconds},
@@ -273,6 +292,25 @@ int RunMultiProcess(const Cli& cli) {
                  {"violations_by_invariant", by_invariant}, {"matched_promise", violations.empty()}});
   WriteReport(cli.report_path, report);
   return violations.empty() ? 0 : 1;
+}
+
+// --processes N: multi-process histories (faultfs/multiprocess.h) instead of one handle's workload.
+int RunMultiProcess(const Cli& cli) {
+  std::optional<MultiSetup> setup = SetUpMultiProcess(cli);
+  if (!setup) return 2;
+  nlohmann::json config = {{"mode", "multi-process"}, {"engine", setup->engine_label}, {"processes", cli.processes},
+                           {"ops", cli.ops},          {"plan", cli.plan_name},         {"states_max", cli.states_max},
+                           {"workloads", cli.workloads}};
+  size_t shrunk = 0;
+  std::map<std::string, uint64_t> fired;
+  // The campaign's tool name: dbdb's default run keeps its old name, an --engine run names it.
+  std::string tool =
+      cli.engine_name.empty() ? "dbdb-crash-multiprocess" : "dbdb-crash-multiprocess:" + setup->engine->info().name();
+  std::optional<CasesRun> run = RunCases(
+      cli, tool, config, [&](uint64_t seed) { return RunMultiCase(cli, *setup, seed, &shrunk, &fired); },
+      [&](const CasesRun& r, double seconds) { return MultiProgressText(cli, r, seconds); });
+  if (!run) return 2;
+  return ReportMultiProcess(cli, *setup, *run, fired);
 }
 
 bool IsDbdb(const Cli& c) { return faultfs::IsDbdbEngine(c.engine_name); }
@@ -291,8 +329,9 @@ std::string ReplayCommand(const Cli& c, uint64_t seed) {
 
 uint64_t SaturatingAdd(uint64_t a, uint64_t b) { return b > UINT64_MAX - a ? UINT64_MAX : a + b; }
 
-// One handle's workloads, every crash state of each (faultfs/explorer.h).
-int RunSingleProcess(const Cli& cli) {
+// The explorer's options for one handle's workloads, --engine's configuration and dbdb's tuning in
+// them; nullopt (reported) for an engine that does not exist.
+std::optional<faultfs::ExploreOptions> SingleProcessOptions(const Cli& cli) {
   faultfs::ExploreOptions options;
   faultfs::ParseCrashPlan(cli.plan_name, &options.plan);
   options.states_max = cli.states_max;
@@ -308,7 +347,7 @@ int RunSingleProcess(const Cli& cli) {
     auto engine = faultfs::NewEngine(cli.engine_name, tuning);
     if (!engine.ok()) {
       std::cerr << "dbdb-crash: " << engine.status().message() << "\n";
-      return 2;
+      return std::nullopt;
     }
     options.engine = std::move(engine).value();
   }
@@ -316,95 +355,99 @@ int RunSingleProcess(const Cli& cli) {
     if (!options.engine) options.engine = faultfs::NewDbdbEngine(cli.durability_name, tuning);
     options.engine = faultfs::HoldToDurable(options.engine);
   }
-  faultfs::EngineInfo info = options.engine ? options.engine->info() : faultfs::NewDbdbEngine(cli.durability_name, {})->info();
-  std::cout << "engine: " << info.name() << " (" << info.version << "), "
-            << (info.durable ? "durable" : info.durable_after > 0 ? "durable after " + std::to_string(info.durable_after) + " later commit(s)" : "not durable")
-            << ": " << info.promise << std::endl;
-  nlohmann::json config = {{"mode", "single-process"}, {"engine", info.name()},
-                           {"hold_to_durable", cli.hold_to_durable}, {"ops", cli.ops},
-                           {"plan", cli.plan_name},    {"states_max", cli.states_max},
-                           {"durability", cli.durability_name}, {"node_size", cli.node_size},
-                           {"fold_threshold", cli.fold_threshold}, {"workloads", cli.workloads}};
-  uint64_t exist = 0, epochs = 0, epochs_complete = 0, epoch_checked = 0, epoch_exist = 0;
-  size_t shrunk = 0;
-  auto run_case = [&](uint64_t workload_seed) {
-    faultfs::ExploreOptions o_options = options;
-    o_options.seed = workload_seed;
-    faultfs::Workload workload = faultfs::GenerateWorkload(workload_seed, cli.ops);
-    faultfs::ExploreResult result = faultfs::Explore(workload, o_options);
-    CaseOutcome o;
-    o.replay = ReplayCommand(cli, workload_seed);
-    o.figures = {{"crash_points", result.crash_points}, {"states_checked", result.states_checked},
-                 {"distinct_states", result.distinct_states},
-                 {"states_losing_acknowledged_commits", result.states_losing_acknowledged}};
-    // Recoveries run depend on how the threads met (two may recover one image): work, not a figure.
-    o.extra["work"] = {{"recoveries", result.recoveries}};
-    exist = SaturatingAdd(exist, result.states_exist);
-    nlohmann::json epoch_lines = nlohmann::json::array();
-    for (const auto& e : result.epochs) {
-      epochs++;
-      if (e.states_checked >= e.states_exist) epochs_complete++;
-      epoch_checked += e.states_checked;
-      epoch_exist = SaturatingAdd(epoch_exist, e.states_exist);
-      epoch_lines.push_back({e.states_checked, e.states_exist});
-    }
-    o.extra["epochs"] = epoch_lines;
-    if (result.violations.empty()) return o;
-    auto still_fails = [&](const faultfs::Workload& candidate) {
-      return !faultfs::Explore(candidate, o_options).violations.empty();
-    };
-    // Shrinking re-explores the workload many times: --shrink-max bounds how many a run shrinks.
-    bool shrink = cli.shrink && shrunk < cli.shrink_max;
-    if (shrink) shrunk++;
-    faultfs::Workload minimal = shrink ? faultfs::ShrinkWorkload(workload, still_fails) : workload;
-    faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, o_options);
-    const faultfs::Violation& v =
-        minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
-    std::string trace_text;
-    if (const char* lines_env = std::getenv("DBDB_TRACE_LINES")) {
-      faultfs::ExploreOptions trace_options = o_options;
-      trace_options.keep_trace = true;
-      std::vector<faultfs::TraceOp> trace = faultfs::Explore(minimal, trace_options).trace;
-      size_t end = std::min(trace.size(), v.crash_point), lines = std::strtoull(lines_env, nullptr, 10);
-      trace_text = "  trace of the minimal workload up to the crash (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
-      for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
-        trace_text += "    " + std::to_string(i + 1) + ": " + trace[i].ToString() + "\n";
-      }
-    }
-    o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + v.message + "\n" +
-               "  crash after " + std::to_string(v.crash_point) + " operations (last: " + v.last_operation + ")\n" +
-               "  crash state: " + v.crash_state + "\n" + "  minimal workload (" + std::to_string(minimal.size()) +
-               " of " + std::to_string(workload.size()) + " steps):\n" + faultfs::DescribeWorkload(minimal) +
-               "  replay: " + o.replay + "\n" + trace_text;
-    o.passed = false;
-    o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", v.message},
-                            {"invariant", campaign::InvariantOf(v.message)}, {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
-                            {"crash_state", v.crash_state},   {"counterexample", faultfs::DescribeWorkload(minimal)},
-                            {"minimal_workload", faultfs::DescribeWorkload(minimal)}, {"replay", o.replay}};
-    return o;
+  return options;
+}
+
+// The crash states that exist and the sync epochs, summed over a run's workloads.
+struct EpochTotals {
+  uint64_t states_exist = 0, epochs = 0, epochs_complete = 0, epoch_checked = 0, epoch_exist = 0;
+};
+
+// The minimal workload's trace up to its crash point, the last DBDB_TRACE_LINES operations ("" unset).
+std::string SingleTraceText(const faultfs::Workload& minimal, const faultfs::ExploreOptions& options,
+                            size_t crash_point) {
+  const char* lines_env = std::getenv("DBDB_TRACE_LINES");
+  if (lines_env == nullptr) return "";
+  faultfs::ExploreOptions trace_options = options;
+  trace_options.keep_trace = true;
+  std::vector<faultfs::TraceOp> trace = faultfs::Explore(minimal, trace_options).trace;
+  size_t end = std::min(trace.size(), crash_point), lines = std::strtoull(lines_env, nullptr, 10);
+  std::string text = "  trace of the minimal workload up to the crash (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
+  for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
+    text += "    " + std::to_string(i + 1) + ": " + trace[i].ToString() + "\n";
+  }
+  return text;
+}
+
+// One handle's workload, every crash state of it explored; a violation shrunk (while --shrink-max
+// allows: `shrunk` counts them) and reported. Adds its states and epochs to `epochs`.
+CaseOutcome RunSingleCase(const Cli& cli, const faultfs::ExploreOptions& options, uint64_t workload_seed,
+                          size_t* shrunk, EpochTotals* epochs) {
+  faultfs::ExploreOptions o_options = options;
+  o_options.seed = workload_seed;
+  faultfs::Workload workload = faultfs::GenerateWorkload(workload_seed, cli.ops);
+  faultfs::ExploreResult result = faultfs::Explore(workload, o_options);
+  CaseOutcome o;
+  o.replay = ReplayCommand(cli, workload_seed);
+  o.figures = {{"crash_points", result.crash_points}, {"states_checked", result.states_checked},
+               {"distinct_states", result.distinct_states},
+               {"states_losing_acknowledged_commits", result.states_losing_acknowledged}};
+  // Recoveries run depend on how the threads met (two may recover one image): work, not a figure.
+  o.extra["work"] = {{"recoveries", result.recoveries}};
+  epochs->states_exist = SaturatingAdd(epochs->states_exist, result.states_exist);
+  nlohmann::json epoch_lines = nlohmann::json::array();
+  for (const auto& e : result.epochs) {
+    epochs->epochs++;
+    if (e.states_checked >= e.states_exist) epochs->epochs_complete++;
+    epochs->epoch_checked += e.states_checked;
+    epochs->epoch_exist = SaturatingAdd(epochs->epoch_exist, e.states_exist);
+    epoch_lines.push_back({e.states_checked, e.states_exist});
+  }
+  o.extra["epochs"] = epoch_lines;
+  if (result.violations.empty()) return o;
+  auto still_fails = [&](const faultfs::Workload& candidate) {
+    return !faultfs::Explore(candidate, o_options).violations.empty();
   };
-  auto progress_text = [&](const CasesRun& run, double seconds) {
-    const nlohmann::json& totals = run.totals;
-    uint64_t checked = totals.value("states_checked", uint64_t{0});
-    return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
-           std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("crash_points", uint64_t{0})) +
-           " crash points, " + std::to_string(checked) + " states checked (" +
-           std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
-           std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s, " +
-           std::to_string(run.violations.size()) + " violations";
-  };
-  // Campaign tool names: dbdb's own runs keep theirs; another engine's configuration is a tool of its
-  // own, so a campaign over several merges them side by side.
-  std::string tool = cli.engine_name.empty() ? "dbdb-crash"
-                     : "dbdb-crash:" + info.name() + (cli.plan_name == "all" ? "" : ":" + cli.plan_name) +
-                           (cli.hold_to_durable ? ":held-to-durable" : "");
-  std::optional<CasesRun> run = RunCases(cli, tool, config, run_case, progress_text);
-  if (!run) return 2;
-  const nlohmann::json& totals = run->totals;
-  const nlohmann::json& violations = run->violations;
-  double seconds = run->seconds;
+  // Shrinking re-explores the workload many times: --shrink-max bounds how many a run shrinks.
+  bool shrink = cli.shrink && *shrunk < cli.shrink_max;
+  if (shrink) ++*shrunk;
+  faultfs::Workload minimal = shrink ? faultfs::ShrinkWorkload(workload, still_fails) : workload;
+  faultfs::ExploreResult minimal_result = faultfs::Explore(minimal, o_options);
+  const faultfs::Violation& v =
+      minimal_result.violations.empty() ? result.violations.front() : minimal_result.violations.front();
+  o.report = "VIOLATION in workload seed " + std::to_string(workload_seed) + ": " + v.message + "\n" +
+             "  crash after " + std::to_string(v.crash_point) + " operations (last: " + v.last_operation + ")\n" +
+             "  crash state: " + v.crash_state + "\n" + "  minimal workload (" + std::to_string(minimal.size()) +
+             " of " + std::to_string(workload.size()) + " steps):\n" + faultfs::DescribeWorkload(minimal) +
+             "  replay: " + o.replay + "\n" + SingleTraceText(minimal, o_options, v.crash_point);
+  o.passed = false;
+  o.extra["violation"] = {{"workload_seed", workload_seed}, {"message", v.message},
+                          {"invariant", campaign::InvariantOf(v.message)}, {"crash_point", v.crash_point},   {"last_operation", v.last_operation},
+                          {"crash_state", v.crash_state},   {"counterexample", faultfs::DescribeWorkload(minimal)},
+                          {"minimal_workload", faultfs::DescribeWorkload(minimal)}, {"replay", o.replay}};
+  return o;
+}
+
+std::string SingleProgressText(const Cli& cli, const CasesRun& run, double seconds) {
+  const nlohmann::json& totals = run.totals;
+  uint64_t checked = totals.value("states_checked", uint64_t{0});
+  return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
+         std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("crash_points", uint64_t{0})) +
+         " crash points, " + std::to_string(checked) + " states checked (" +
+         std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
+         std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s, " +
+         std::to_string(run.violations.size()) + " violations";
+}
+
+// The summary of a single-process run on stdout and in --report; the exit code.
+int ReportSingleProcess(const Cli& cli, const faultfs::EngineInfo& info, const CasesRun& run,
+                        const EpochTotals& epochs) {
+  const nlohmann::json& totals = run.totals;
+  const nlohmann::json& violations = run.violations;
+  double seconds = run.seconds;
   uint64_t checked = totals.value("states_checked", uint64_t{0}), recoveries = totals.value("recoveries", uint64_t{0});
-  double coverage = epoch_exist == 0 ? 1.0 : static_cast<double>(epoch_checked) / static_cast<double>(epoch_exist);
+  double coverage = epochs.epoch_exist == 0 ? 1.0
+                                            : static_cast<double>(epochs.epoch_checked) / static_cast<double>(epochs.epoch_exist);
   nlohmann::json by_invariant = ViolationsByInvariant(violations);
   std::cout << "workloads run:        " << totals.value("workloads", uint64_t{0}) << " (" << cli.ops
             << " steps each, plan " << cli.plan_name << ", " << info.name() << ")" << ShardFlags(cli) << "\n"
@@ -414,7 +457,7 @@ int RunSingleProcess(const Cli& cli) {
             << "states per second:    " << static_cast<uint64_t>(checked / std::max(seconds, 1e-9)) << " ("
             << static_cast<uint64_t>(recoveries / std::max(seconds, 1e-9)) << " recoveries/s, " << cli.threads
             << " threads, " << seconds << " s)\n"
-            << "sync epochs:          " << epochs << ", " << epochs_complete
+            << "sync epochs:          " << epochs.epochs << ", " << epochs.epochs_complete
             << " covered exhaustively; states checked / states that exist = " << coverage << "\n"
             << "lost acknowledged:    " << totals.value("states_losing_acknowledged_commits", uint64_t{0})
             << " states recovered to a commit older than the newest acknowledged one"
@@ -427,13 +470,41 @@ int RunSingleProcess(const Cli& cli) {
                  {"violations_by_invariant", by_invariant}, {"matched_promise", violations.empty()}});
   report.update({{"seed", cli.seed}, {"shard", cli.shard.ToString()}, {"ops_per_workload", cli.ops},
                  {"plan", cli.plan_name}, {"durability", cli.durability_name}, {"threads", cli.threads},
-                 {"states_max", cli.states_max}, {"states_that_exist", exist}, {"seconds", seconds},
+                 {"states_max", cli.states_max}, {"states_that_exist", epochs.states_exist}, {"seconds", seconds},
                  {"states_per_second", checked / std::max(seconds, 1e-9)},
-                 {"recoveries_per_second", recoveries / std::max(seconds, 1e-9)}, {"sync_epochs", epochs},
-                 {"sync_epochs_covered_exhaustively", epochs_complete}, {"epoch_coverage", coverage},
+                 {"recoveries_per_second", recoveries / std::max(seconds, 1e-9)}, {"sync_epochs", epochs.epochs},
+                 {"sync_epochs_covered_exhaustively", epochs.epochs_complete}, {"epoch_coverage", coverage},
                  {"violations", violations}});
   WriteReport(cli.report_path, report);
   return violations.empty() ? 0 : 1;
+}
+
+// One handle's workloads, every crash state of each (faultfs/explorer.h).
+int RunSingleProcess(const Cli& cli) {
+  std::optional<faultfs::ExploreOptions> options = SingleProcessOptions(cli);
+  if (!options) return 2;
+  faultfs::EngineInfo info =
+      options->engine ? options->engine->info() : faultfs::NewDbdbEngine(cli.durability_name, {})->info();
+  std::cout << "engine: " << info.name() << " (" << info.version << "), "
+            << (info.durable ? "durable" : info.durable_after > 0 ? "durable after " + std::to_string(info.durable_after) + " later commit(s)" : "not durable")
+            << ": " << info.promise << std::endl;
+  nlohmann::json config = {{"mode", "single-process"}, {"engine", info.name()},
+                           {"hold_to_durable", cli.hold_to_durable}, {"ops", cli.ops},
+                           {"plan", cli.plan_name},    {"states_max", cli.states_max},
+                           {"durability", cli.durability_name}, {"node_size", cli.node_size},
+                           {"fold_threshold", cli.fold_threshold}, {"workloads", cli.workloads}};
+  EpochTotals epochs;
+  size_t shrunk = 0;
+  // Campaign tool names: dbdb's own runs keep theirs; another engine's configuration is a tool of its
+  // own, so a campaign over several merges them side by side.
+  std::string tool = cli.engine_name.empty() ? "dbdb-crash"
+                     : "dbdb-crash:" + info.name() + (cli.plan_name == "all" ? "" : ":" + cli.plan_name) +
+                           (cli.hold_to_durable ? ":held-to-durable" : "");
+  std::optional<CasesRun> run = RunCases(
+      cli, tool, config, [&](uint64_t seed) { return RunSingleCase(cli, *options, seed, &shrunk, &epochs); },
+      [&](const CasesRun& r, double seconds) { return SingleProgressText(cli, r, seconds); });
+  if (!run) return 2;
+  return ReportSingleProcess(cli, info, *run, epochs);
 }
 
 void AddOptions(CLI::App& app, Cli& c, CLI::Option** seed_option) {
