@@ -188,124 +188,160 @@ struct ToolMerge {
   std::vector<nlohmann::json> cases;
 };
 
-void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult* result, nlohmann::json* out) {
-  auto problem = [&](const std::string& what) { result->problems.push_back(tool + ": " + what); };
+// What a tool's shard lines say: how many shards the campaign had, its configuration, which
+// shards finished (and how often), and their time.
+struct ShardLines {
   uint64_t count = 0;
   nlohmann::json config;
   std::map<uint64_t, int> present;
   double seconds_total = 0, seconds_max = 0;
+};
+
+// The shard lines of one tool, each missing, repeated or foreign shard a problem (a missing one
+// only a note when `partial`).
+ShardLines ReadShardLines(const std::string& tool, const ToolMerge& m, bool partial, MergeResult* result) {
+  auto problem = [&](const std::string& what) { result->problems.push_back(tool + ": " + what); };
+  ShardLines l;
   for (const auto& s : m.shards) {
-    if (count == 0) {
-      count = s.value("shard_count", uint64_t{0});
-      config = s.value("config", nlohmann::json::object());
-    } else if (s.value("shard_count", uint64_t{0}) != count) {
-      problem("shards of different counts (" + std::to_string(count) + " and " +
+    if (l.count == 0) {
+      l.count = s.value("shard_count", uint64_t{0});
+      l.config = s.value("config", nlohmann::json::object());
+    } else if (s.value("shard_count", uint64_t{0}) != l.count) {
+      problem("shards of different counts (" + std::to_string(l.count) + " and " +
               std::to_string(s.value("shard_count", uint64_t{0})) + ") in one merge");
-    } else if (s.value("config", nlohmann::json::object()) != config) {
+    } else if (s.value("config", nlohmann::json::object()) != l.config) {
       problem("shard " + std::to_string(s.value("shard_index", uint64_t{0})) +
               " ran a different configuration: " + s.value("config", nlohmann::json::object()).dump() + " vs " +
-              config.dump());
+              l.config.dump());
     }
-    present[s.value("shard_index", uint64_t{0})]++;
-    seconds_total += s.value("seconds", 0.0);
-    seconds_max = std::max(seconds_max, s.value("seconds", 0.0));
+    l.present[s.value("shard_index", uint64_t{0})]++;
+    l.seconds_total += s.value("seconds", 0.0);
+    l.seconds_max = std::max(l.seconds_max, s.value("seconds", 0.0));
   }
   if (m.shards.empty()) {
     problem("case lines but no shard line: no shard finished");
-    count = 0;
+    l.count = 0;
   }
-  for (uint64_t i = 0; i < count; i++) {
-    int n = present.count(i) ? present[i] : 0;
-    std::string missing = "shard " + std::to_string(i) + "/" + std::to_string(count) + " is missing (no shard line)";
+  for (uint64_t i = 0; i < l.count; i++) {
+    int n = l.present.count(i) ? l.present[i] : 0;
+    std::string missing = "shard " + std::to_string(i) + "/" + std::to_string(l.count) + " is missing (no shard line)";
     if (n == 0 && partial) result->notes.push_back(tool + ": " + missing);
     if (n == 0 && !partial) problem(missing);
-    if (n > 1) problem("shard " + std::to_string(i) + "/" + std::to_string(count) + " appears " + std::to_string(n) + " times");
+    if (n > 1) problem("shard " + std::to_string(i) + "/" + std::to_string(l.count) + " appears " + std::to_string(n) + " times");
   }
-  for (const auto& [i, n] : present) {
-    if (count != 0 && i >= count) problem("shard " + std::to_string(i) + " is beyond the count " + std::to_string(count));
+  for (const auto& [i, n] : l.present) {
+    if (l.count != 0 && i >= l.count) problem("shard " + std::to_string(i) + " is beyond the count " + std::to_string(l.count));
   }
+  return l;
+}
+
+// The sums of one tool's case lines, and its violations with the repeats of each removed.
+struct CaseSums {
   std::map<uint64_t, uint64_t> cases_per_shard;
   std::set<uint64_t> seen_cases;
   nlohmann::json figures = nlohmann::json::object(), work = nlohmann::json::object(), faults = nlohmann::json::object();
   std::vector<std::pair<uint64_t, uint64_t>> epochs;  // per sync epoch index: checked, exist
-  std::map<std::string, size_t> violation_index;
+  std::map<std::string, size_t> violation_index;      // the violation's kind: its index in violations
   nlohmann::json violations = nlohmann::json::array();
   uint64_t passed = 0, duplicates = 0;
+};
+
+void AddEpochs(const nlohmann::json& c, CaseSums* sums) {
+  if (!c.contains("epochs") || !c["epochs"].is_array()) return;
+  const auto& e = c["epochs"];
+  if (sums->epochs.size() < e.size()) sums->epochs.resize(e.size());
+  for (size_t i = 0; i < e.size(); i++) {
+    uint64_t checked = e[i].at(0).get<uint64_t>(), exist = e[i].at(1).get<uint64_t>();
+    sums->epochs[i].first += checked;
+    sums->epochs[i].second = exist > UINT64_MAX - sums->epochs[i].second ? UINT64_MAX : sums->epochs[i].second + exist;
+  }
+}
+
+// A violating case's violation: the first of its kind (its invariant and the shape of its
+// counterexample) is kept, later ones count as its repeats.
+void AddViolation(const nlohmann::json& c, uint64_t k, CaseSums* sums) {
+  nlohmann::json v = c.value("violation", nlohmann::json::object());
+  v["case"] = k;
+  v["seed"] = c.value("seed", uint64_t{0});
+  if (!v.contains("replay")) v["replay"] = c.value("replay", "");
+  if (!v.contains("invariant")) v["invariant"] = InvariantOf(v.value("message", ""));
+  std::string key = v.value("invariant", "") + "\n" + Shape(v.value("counterexample", v.value("message", "")));
+  auto [it, fresh] = sums->violation_index.emplace(key, sums->violations.size());
+  if (fresh) {
+    v["repeats"] = 0;
+    v["repeat_cases"] = nlohmann::json::array();
+    sums->violations.push_back(v);
+    return;
+  }
+  nlohmann::json& first = sums->violations[it->second];
+  first["repeats"] = first["repeats"].get<uint64_t>() + 1;
+  if (first["repeat_cases"].size() < 20) first["repeat_cases"].push_back(k);
+  sums->duplicates++;
+}
+
+// One tool's case lines, in case order, each once (a repeated or foreign case a problem); leaves
+// m.cases holding each case once.
+CaseSums SumCases(const std::string& tool, ToolMerge& m, uint64_t count, MergeResult* result) {
+  auto problem = [&](const std::string& what) { result->problems.push_back(tool + ": " + what); };
+  CaseSums sums;
   std::sort(m.cases.begin(), m.cases.end(),
             [](const nlohmann::json& a, const nlohmann::json& b) { return a.value("case", 0ull) < b.value("case", 0ull); });
   std::vector<nlohmann::json> unique_cases;
   for (const auto& c : m.cases) {
     uint64_t k = c.value("case", uint64_t{0}), shard = c.value("shard_index", uint64_t{0});
-    if (!seen_cases.insert(k).second) {
+    if (!sums.seen_cases.insert(k).second) {
       problem("case " + std::to_string(k) + " appears more than once");
       continue;
     }
     unique_cases.push_back(c);
-    cases_per_shard[shard]++;
+    sums.cases_per_shard[shard]++;
     if (count != 0 && (c.value("shard_count", uint64_t{0}) != count || k % count != shard)) {
       problem("case " + std::to_string(k) + " does not belong to shard " + std::to_string(shard) + "/" +
               std::to_string(count));
     }
-    AddFigures(figures, c.value("figures", nlohmann::json::object()));
-    AddFigures(work, c.value("work", nlohmann::json::object()));
-    AddFigures(faults, c.value("faults_fired", nlohmann::json::object()));
-    if (c.contains("epochs") && c["epochs"].is_array()) {
-      const auto& e = c["epochs"];
-      if (epochs.size() < e.size()) epochs.resize(e.size());
-      for (size_t i = 0; i < e.size(); i++) {
-        uint64_t checked = e[i].at(0).get<uint64_t>(), exist = e[i].at(1).get<uint64_t>();
-        epochs[i].first += checked;
-        epochs[i].second = exist > UINT64_MAX - epochs[i].second ? UINT64_MAX : epochs[i].second + exist;
-      }
-    }
+    AddFigures(sums.figures, c.value("figures", nlohmann::json::object()));
+    AddFigures(sums.work, c.value("work", nlohmann::json::object()));
+    AddFigures(sums.faults, c.value("faults_fired", nlohmann::json::object()));
+    AddEpochs(c, &sums);
     if (c.value("verdict", "") == "pass") {
-      passed++;
+      sums.passed++;
       continue;
     }
-    nlohmann::json v = c.value("violation", nlohmann::json::object());
-    v["case"] = k;
-    v["seed"] = c.value("seed", uint64_t{0});
-    if (!v.contains("replay")) v["replay"] = c.value("replay", "");
-    if (!v.contains("invariant")) v["invariant"] = InvariantOf(v.value("message", ""));
-    std::string key = v.value("invariant", "") + "\n" + Shape(v.value("counterexample", v.value("message", "")));
-    auto [it, fresh] = violation_index.emplace(key, violations.size());
-    if (fresh) {
-      v["repeats"] = 0;
-      v["repeat_cases"] = nlohmann::json::array();
-      violations.push_back(v);
-    } else {
-      nlohmann::json& first = violations[it->second];
-      first["repeats"] = first["repeats"].get<uint64_t>() + 1;
-      if (first["repeat_cases"].size() < 20) first["repeat_cases"].push_back(k);
-      duplicates++;
-    }
-  }
-  for (const auto& s : m.shards) {
-    uint64_t i = s.value("shard_index", uint64_t{0}), claimed = s.value("cases", uint64_t{0});
-    if (cases_per_shard[i] != claimed && present[i] == 1) {
-      problem("shard " + std::to_string(i) + "/" + std::to_string(count) + " says it ran " + std::to_string(claimed) +
-              " cases; " + std::to_string(cases_per_shard[i]) + " case lines are here");
-    }
+    AddViolation(c, k, &sums);
   }
   m.cases = std::move(unique_cases);
+  return sums;
+}
+
+void MergeTool(const std::string& tool, ToolMerge& m, bool partial, MergeResult* result, nlohmann::json* out) {
+  ShardLines lines = ReadShardLines(tool, m, partial, result);
+  CaseSums sums = SumCases(tool, m, lines.count, result);
+  for (const auto& s : m.shards) {
+    uint64_t i = s.value("shard_index", uint64_t{0}), claimed = s.value("cases", uint64_t{0});
+    if (sums.cases_per_shard[i] != claimed && lines.present[i] == 1) {
+      result->problems.push_back(tool + ": shard " + std::to_string(i) + "/" + std::to_string(lines.count) +
+                                 " says it ran " + std::to_string(claimed) + " cases; " +
+                                 std::to_string(sums.cases_per_shard[i]) + " case lines are here");
+    }
+  }
   nlohmann::json epoch_json = nlohmann::json::array();
-  for (const auto& [checked, exist] : epochs) epoch_json.push_back({checked, exist});
-  result->violations += violations.size();
-  *out = {{"shard_count", count},
-          {"shards_present", present.size()},
-          {"config", config},
-          {"cases", seen_cases.size()},
-          {"passed", passed},
-          {"figures", figures},
-          {"work", work},
+  for (const auto& [checked, exist] : sums.epochs) epoch_json.push_back({checked, exist});
+  result->violations += sums.violations.size();
+  *out = {{"shard_count", lines.count},
+          {"shards_present", lines.present.size()},
+          {"config", lines.config},
+          {"cases", sums.seen_cases.size()},
+          {"passed", sums.passed},
+          {"figures", sums.figures},
+          {"work", sums.work},
           {"epochs", epoch_json},
-          {"faults_fired", faults},
-          {"violations", violations},
-          {"duplicate_violations_removed", duplicates},
-          {"seconds_total", seconds_total},
-          {"seconds_max", seconds_max}};
-  if (figures.contains("states_checked") && seconds_total > 0) {
-    (*out)["states_per_second"] = figures["states_checked"].get<double>() / seconds_total;
+          {"faults_fired", sums.faults},
+          {"violations", sums.violations},
+          {"duplicate_violations_removed", sums.duplicates},
+          {"seconds_total", lines.seconds_total},
+          {"seconds_max", lines.seconds_max}};
+  if (sums.figures.contains("states_checked") && lines.seconds_total > 0) {
+    (*out)["states_per_second"] = sums.figures["states_checked"].get<double>() / lines.seconds_total;
   }
 }
 
