@@ -452,6 +452,119 @@ std::vector<Seen> ObserveImage(Engine& engine, const MultiOracle& oracle, const 
   return seen;
 }
 
+// (c) Stable recovery: every observer recovers the same commit (the skipped ones are taken out of
+// `seen`). The violation, or "".
+std::string UnstableRecovery(std::vector<Seen>& seen) {
+  std::erase_if(seen, [](const Seen& s) { return s.skipped; });
+  auto all = [&] {
+    std::string out;
+    for (const Seen& s : seen) out += "\n    " + Show(s);
+    return out;
+  };
+  for (const Seen& s : seen) {
+    if (!s.error.empty()) return "recovery failed: " + Show(s) + all();
+    if (s.exists != seen.front().exists || s.txn_id != seen.front().txn_id || s.state != seen.front().state) {
+      return "observers of one crash image disagree (I9):" + all();
+    }
+  }
+  return "";
+}
+
+// (d) The recovered state is exactly its chain's, of an attempt begun before the cut, on the state
+// this boot started from. The violation, or "".
+std::string NotItsChainsState(const MultiOracle& oracle, const MultiRun& run, size_t point, const Seen& recovered,
+                              uint64_t attempt) {
+  auto expected = oracle.StateOf(attempt);
+  if (!expected || *expected != recovered.state || oracle.DepthOf(attempt) != recovered.txn_id) {
+    return "recovered commit " + std::to_string(recovered.txn_id) + " (attempt " + std::to_string(attempt) +
+           ") does not hold its chain's state (I1/I3): " + model::Describe(recovered.state);
+  }
+  auto begun = run.attempts.find(attempt);
+  if (attempt >= run.first_attempt && begun != run.attempts.end() && begun->second.begun_at >= point) {
+    return "recovered attempt " + std::to_string(attempt) + ", which began after the power cut (I3)";
+  }
+  if (!oracle.IsAncestorOrSelf(oracle.floor(), attempt)) {
+    return "recovered attempt " + std::to_string(attempt) + " does not build on the state this boot started from (I2)";
+  }
+  return "";
+}
+
+// (a) Acknowledged commits the promise keeps survive: every one in a durable configuration, one
+// with `durable_after` acknowledged descendants in one that says so. The violation, or "".
+std::string LostAcknowledged(const MultiOracle& oracle, const EngineInfo& info, const MultiRun& run, size_t point,
+                             uint64_t attempt, uint64_t recovered_txn_id) {
+  auto promised = [&](uint64_t id, const CommitAttempt& a) {
+    if (a.acknowledged_at > point) return false;
+    if (a.durable) return true;
+    if (info.durable_after == 0) return false;
+    uint64_t later = 0;
+    for (const auto& [other, o] : run.attempts) {
+      if (other != id && o.acknowledged_at <= point && oracle.IsAncestorOrSelf(id, other)) later++;
+    }
+    return later >= info.durable_after;
+  };
+  for (const auto& [id, a] : run.attempts) {
+    if (id < run.first_attempt) continue;  // earlier boots: covered by the floor
+    if (promised(id, a) && !oracle.IsAncestorOrSelf(id, attempt)) {
+      return "commit " + std::to_string(oracle.DepthOf(id)) + " (attempt " + std::to_string(id) + " by p" +
+             std::to_string(a.process) + ") was acknowledged durable at trace position " +
+             std::to_string(a.acknowledged_at) + " and is lost after a power cut at " + std::to_string(point) +
+             ", which recovered commit " + std::to_string(recovered_txn_id) + " (I2)";
+    }
+  }
+  return "";
+}
+
+// Whether an observation of a commit the cut lost is excused.
+//
+// The fsyncgate limit of dbdb's readers (docs/PERSISTENCE.md, "Limits"): a sync that failed
+// and dropped its pages is reported to the process that made it, and (rule 9) a later sync of
+// another process may return OK over them. A dbdb reader that finds a commit its writer never
+// acknowledged nor rolled back (it died) syncs the file before showing it; after such a failed
+// sync of that file, its sync may return OK over pages the disk never got, and a reader (which
+// never writes) cannot tell. So what a dbdb reader saw of an attempt never acknowledged, after
+// a sync of the file that attempt wrote lost pages since the attempt began, may be lost. A
+// writer's base is not excused: a writer writes such bytes again before its sync (mutant 59).
+//
+// An engine's finding, when the workload holds it to its promise (EngineInfo's
+// killed_writers_commit_visible_before_durable): what anyone saw of an attempt never
+// acknowledged, once its writer had been killed, may be lost. "Once": the kill is strictly
+// before the observation's end in the trace (a kill at the same trace position may have come
+// after it: trace positions do not order operations that leave no entry).
+bool Excused(const MultiWorkload& workload, const EngineInfo& info, const MultiRun& run, size_t point,
+             const Observation& o) {
+  auto a = run.attempts.find(o.attempt);
+  if (a == run.attempts.end() || a->second.acknowledged_at <= point) return false;
+  if (workload.held_to_promise && info.killed_writers_commit_visible_before_durable) {
+    auto killed = run.killed_at.find(a->second.process);
+    if (killed != run.killed_at.end() && killed->second >= a->second.begun_at && killed->second < o.at) return true;
+  }
+  if (!IsDbdbEngine(workload.EngineName()) || o.what != "read") return false;
+  std::optional<uint64_t> inode;  // the file the attempt wrote
+  for (uint64_t i = a->second.begun_at; i < o.at && i < run.trace.size(); i++) {
+    const TraceOp& op = run.trace[i];
+    if (!inode && op.kind == TraceOp::Kind::kWrite && !op.transient && op.process == a->second.process) inode = op.inode;
+    if (inode && op.kind == TraceOp::Kind::kSyncLost && op.inode == *inode) return true;
+  }
+  return false;
+}
+
+// (b) In a durable configuration, what any process saw survives the cut (unless Excused). The
+// violation, or "".
+std::string SeenButLost(const MultiOracle& oracle, const MultiWorkload& workload, const EngineInfo& info,
+                        const MultiRun& run, size_t point, uint64_t attempt, uint64_t recovered_txn_id) {
+  if (!info.durable) return "";
+  for (const Observation& o : run.observations) {
+    if (o.at <= point && !oracle.IsAncestorOrSelf(o.attempt, attempt) && !Excused(workload, info, run, point, o)) {
+      return "p" + std::to_string(o.process) + " saw commit " + std::to_string(o.txn_id) + " (attempt " +
+             std::to_string(o.attempt) + ", " + o.what + ") at trace position " + std::to_string(o.at) +
+             ", and a power cut at " + std::to_string(point) + " recovered commit " + std::to_string(recovered_txn_id) +
+             ": seen but not durable (I2)";
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& run, size_t point,
@@ -464,23 +577,8 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
   }
   const EngineInfo& info = (*engine)->info();
   std::vector<Seen> seen = ObserveImage(**engine, *this, image, 1);
-  auto all = [&] {
-    std::string out;
-    for (const Seen& s : seen) out += "\n    " + Show(s);
-    return out;
-  };
-  // (c) Stable recovery: every observer recovers the same commit.
-  std::erase_if(seen, [](const Seen& s) { return s.skipped; });
-  for (const Seen& s : seen) {
-    if (!s.error.empty()) {
-      r.violation = "recovery failed: " + Show(s) + all();
-      return r;
-    }
-    if (s.exists != seen.front().exists || s.txn_id != seen.front().txn_id || s.state != seen.front().state) {
-      r.violation = "observers of one crash image disagree (I9):" + all();
-      return r;
-    }
-  }
+  r.violation = UnstableRecovery(seen);
+  if (!r.violation.empty()) return r;
   const Seen& recovered = seen.front();
   auto attempt = recovered.exists ? AttemptOf(recovered.state) : std::optional<uint64_t>(0);
   if (!attempt) {
@@ -489,88 +587,9 @@ Recovery MultiOracle::CheckCrash(const MultiWorkload& workload, const MultiRun& 
   }
   r.attempt = *attempt;
   r.txn_id = recovered.txn_id;
-  // (d) The recovered state is exactly its chain's.
-  auto expected = StateOf(*attempt);
-  if (!expected || *expected != recovered.state || DepthOf(*attempt) != recovered.txn_id) {
-    r.violation = "recovered commit " + std::to_string(recovered.txn_id) + " (attempt " + std::to_string(*attempt) +
-                  ") does not hold its chain's state (I1/I3): " + model::Describe(recovered.state);
-    return r;
-  }
-  auto begun = run.attempts.find(*attempt);
-  if (*attempt >= run.first_attempt && begun != run.attempts.end() && begun->second.begun_at >= point) {
-    r.violation = "recovered attempt " + std::to_string(*attempt) + ", which began after the power cut (I3)";
-    return r;
-  }
-  if (!IsAncestorOrSelf(floor_, *attempt)) {
-    r.violation = "recovered attempt " + std::to_string(*attempt) + " does not build on the state this boot started from (I2)";
-    return r;
-  }
-  // (a) Acknowledged commits the promise keeps survive: every one in a durable configuration, one
-  // with `durable_after` acknowledged descendants in one that says so; (b) in a durable
-  // configuration, so does what any reader saw.
-  auto promised = [&](uint64_t id, const CommitAttempt& a) {
-    if (a.acknowledged_at > point) return false;
-    if (a.durable) return true;
-    if (info.durable_after == 0) return false;
-    uint64_t later = 0;
-    for (const auto& [other, o] : run.attempts) {
-      if (other != id && o.acknowledged_at <= point && IsAncestorOrSelf(id, other)) later++;
-    }
-    return later >= info.durable_after;
-  };
-  for (const auto& [id, a] : run.attempts) {
-    if (id < run.first_attempt) continue;  // earlier boots: covered by the floor
-    if (promised(id, a) && !IsAncestorOrSelf(id, *attempt)) {
-      r.violation = "commit " + std::to_string(DepthOf(id)) + " (attempt " + std::to_string(id) + " by p" +
-                    std::to_string(a.process) + ") was acknowledged durable at trace position " +
-                    std::to_string(a.acknowledged_at) + " and is lost after a power cut at " + std::to_string(point) +
-                    ", which recovered commit " + std::to_string(recovered.txn_id) + " (I2)";
-      return r;
-    }
-  }
-  // The fsyncgate limit of dbdb's readers (docs/PERSISTENCE.md, "Limits"): a sync that failed
-  // and dropped its pages is reported to the process that made it, and (rule 9) a later sync of
-  // another process may return OK over them. A dbdb reader that finds a commit its writer never
-  // acknowledged nor rolled back (it died) syncs the file before showing it; after such a failed
-  // sync of that file, its sync may return OK over pages the disk never got, and a reader (which
-  // never writes) cannot tell. So what a dbdb reader saw of an attempt never acknowledged, after
-  // a sync of the file that attempt wrote lost pages since the attempt began, may be lost. A
-  // writer's base is not excused: a writer writes such bytes again before its sync (mutant 59).
-  //
-  // An engine's finding, when the workload holds it to its promise (EngineInfo's
-  // killed_writers_commit_visible_before_durable): what anyone saw of an attempt never
-  // acknowledged, once its writer had been killed, may be lost. "Once": the kill is strictly
-  // before the observation's end in the trace (a kill at the same trace position may have come
-  // after it: trace positions do not order operations that leave no entry).
-  const bool dbdb_readers = IsDbdbEngine(workload.EngineName());
-  const bool killed_writers_excused = workload.held_to_promise && info.killed_writers_commit_visible_before_durable;
-  auto excused = [&](const Observation& o) {
-    auto a = run.attempts.find(o.attempt);
-    if (a == run.attempts.end() || a->second.acknowledged_at <= point) return false;
-    if (killed_writers_excused) {
-      auto killed = run.killed_at.find(a->second.process);
-      if (killed != run.killed_at.end() && killed->second >= a->second.begun_at && killed->second < o.at) return true;
-    }
-    if (!dbdb_readers || o.what != "read") return false;
-    std::optional<uint64_t> inode;  // the file the attempt wrote
-    for (uint64_t i = a->second.begun_at; i < o.at && i < run.trace.size(); i++) {
-      const TraceOp& op = run.trace[i];
-      if (!inode && op.kind == TraceOp::Kind::kWrite && !op.transient && op.process == a->second.process) inode = op.inode;
-      if (inode && op.kind == TraceOp::Kind::kSyncLost && op.inode == *inode) return true;
-    }
-    return false;
-  };
-  if (info.durable) {
-    for (const Observation& o : run.observations) {
-      if (o.at <= point && !IsAncestorOrSelf(o.attempt, *attempt) && !excused(o)) {
-        r.violation = "p" + std::to_string(o.process) + " saw commit " + std::to_string(o.txn_id) + " (attempt " +
-                      std::to_string(o.attempt) + ", " + o.what + ") at trace position " + std::to_string(o.at) +
-                      ", and a power cut at " + std::to_string(point) + " recovered commit " +
-                      std::to_string(recovered.txn_id) + ": seen but not durable (I2)";
-        return r;
-      }
-    }
-  }
+  r.violation = NotItsChainsState(*this, run, point, recovered, *attempt);
+  if (r.violation.empty()) r.violation = LostAcknowledged(*this, info, run, point, *attempt, recovered.txn_id);
+  if (r.violation.empty()) r.violation = SeenButLost(*this, workload, info, run, point, *attempt, recovered.txn_id);
   return r;
 }
 
