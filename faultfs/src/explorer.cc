@@ -174,6 +174,136 @@ struct Point {
   uint64_t acknowledged;  // the newest commit acknowledged before this point (durable or not)
 };
 
+// The crash points of a run: one after every mutation in its trace, each with the tracker as of
+// then, the commits a recovery there may hold and the newest acknowledged one. `epochs` is set to
+// the number of the last sync epoch (the syncs before the last point).
+std::vector<Point> CrashPoints(const Run& run, size_t* epochs) {
+  std::vector<Point> points;
+  PersistenceTracker tracker;
+  size_t epoch = 0;
+  size_t next_acknowledged = 0;
+  uint64_t acknowledged = 0;  // the newest commit acknowledged so far
+  for (size_t i = 0; i < run.trace.size(); i++) {
+    const TraceOp& op = run.trace[i];
+    if (!op.IsMutation()) continue;
+    tracker.Apply(op);
+    if (op.kind == TraceOp::Kind::kSync || op.kind == TraceOp::Kind::kSyncDir || op.kind == TraceOp::Kind::kSyncLost) {
+      epoch++;
+    }
+    auto [lowest, highest] = model::AllowedAt(run.timings, i + 1, 0);
+    // Commits are acknowledged in order: advance past those acknowledged by now.
+    while (next_acknowledged < run.timings.size() && run.acknowledged_at[next_acknowledged] <= i + 1) {
+      acknowledged = run.timings[next_acknowledged++].k;
+    }
+    points.push_back(
+        Point{i + 1, epoch, std::make_shared<PersistenceTracker>(tracker), lowest, highest, acknowledged});
+  }
+  *epochs = epoch;
+  return points;
+}
+
+// The crash states to check at each point (every one up to states_max, a seeded sample beyond),
+// with how many exist and how many are checked, per sync epoch, counted into `result`.
+std::vector<Task> CrashTasks(const std::vector<Point>& points, const ExploreOptions& options, ExploreResult* result) {
+  std::vector<Task> tasks;
+  for (size_t p = 0; p < points.size(); p++) {
+    const Point& point = points[p];
+    uint64_t exist = point.tracker->CountStates(options.plan);
+    EpochCoverage& coverage = result->epochs[point.epoch];
+    coverage.crash_points++;
+    coverage.states_exist = exist > UINT64_MAX - coverage.states_exist ? UINT64_MAX : coverage.states_exist + exist;
+    result->states_exist = exist > UINT64_MAX - result->states_exist ? UINT64_MAX : result->states_exist + exist;
+    uint64_t before = tasks.size();
+    point.tracker->Enumerate(options.plan, options.states_max, options.seed ^ (p * 0x9E3779B97F4A7C15ULL),
+                             [&](const CrashChoice& c) {
+                               tasks.push_back(Task{p, c});
+                               return true;
+                             });
+    if (tasks.size() == before) {  // a plan with nothing to do here (e.g. nothing to tear)
+      CrashChoice none = PickCrashChoice(*point.tracker, CrashPlan::kDrop, options.seed);
+      tasks.push_back(Task{p, none});
+    }
+    coverage.states_checked += tasks.size() - before;
+  }
+  return tasks;
+}
+
+// What the threads checking a run's tasks share.
+struct TaskChecks {
+  TaskChecks(const Run& run, const std::vector<Point>& points, const std::vector<Task>& tasks,
+             const ExploreOptions& options, Engine& engine)
+      : run(run), points(points), tasks(tasks), options(options), engine(engine) {}
+  const Run& run;
+  const std::vector<Point>& points;
+  const std::vector<Task>& tasks;
+  const ExploreOptions& options;
+  Engine& engine;
+  std::mutex mutex;
+  std::unordered_map<uint64_t, std::shared_ptr<const Recovered>> recovered_by_image;  // one recovery an image
+  std::atomic<size_t> next{0};
+  std::atomic<uint64_t> recoveries{0};
+  std::atomic<uint64_t> lost_acknowledged{0};
+  // Every violation with its task's index: the report keeps the first violations_max in task
+  // order, so which ones it shows does not depend on how the threads met.
+  std::vector<std::pair<size_t, Violation>> found;
+};
+
+// Task t: its image recovered (or an equal image's recovery reused) and judged.
+void CheckTask(TaskChecks& c, size_t t) {
+  const Task& task = c.tasks[t];
+  const Point& point = c.points[task.point];
+  CrashImage image = point.tracker->Build(task.choice);
+  uint64_t hash = image.Hash();
+  std::shared_ptr<const Recovered> r;
+  {
+    std::lock_guard<std::mutex> guard(c.mutex);
+    auto it = c.recovered_by_image.find(hash);
+    if (it != c.recovered_by_image.end()) r = it->second;
+  }
+  if (!r) {
+    r = std::make_shared<const Recovered>(Recover(image, c.run.dirs, c.options, c.engine));
+    c.recoveries++;
+    std::lock_guard<std::mutex> guard(c.mutex);
+    c.recovered_by_image.emplace(hash, r);
+  }
+  std::string problem = r->error;
+  if (problem.empty()) {
+    problem = model::CheckRecovery(c.run.states, point.lowest, point.highest, r->txn_id, r->state).value_or("");
+    if (problem.empty() && r->txn_id < point.acknowledged) c.lost_acknowledged++;
+  }
+  if (problem.empty()) return;
+  std::lock_guard<std::mutex> guard(c.mutex);
+  c.found.emplace_back(t, Violation{point.trace_position, c.run.trace[point.trace_position - 1].ToString(),
+                                    task.choice.Describe(), problem});
+  if (c.found.size() > 2 * c.options.violations_max + 16) {  // a bound: drop all but the lowest indexes
+    std::sort(c.found.begin(), c.found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    c.found.resize(c.options.violations_max);
+  }
+}
+
+// Every task checked on options.threads threads; the counts and the first violations_max
+// violations (in task order, then sorted by crash point) into `result`.
+void CheckTasks(const Run& run, const std::vector<Point>& points, const std::vector<Task>& tasks,
+                const ExploreOptions& options, Engine& engine, ExploreResult* result) {
+  TaskChecks c(run, points, tasks, options, engine);
+  auto worker = [&] {
+    for (size_t t = c.next++; t < tasks.size(); t = c.next++) CheckTask(c, t);
+  };
+  unsigned threads = std::max(1u, options.threads);
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; i++) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+  result->states_checked = tasks.size();
+  result->distinct_states = c.recovered_by_image.size();
+  result->recoveries = c.recoveries.load();
+  result->states_losing_acknowledged = c.lost_acknowledged.load();
+  std::sort(c.found.begin(), c.found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 0; i < c.found.size() && i < options.violations_max; i++) result->violations.push_back(c.found[i].second);
+  std::sort(result->violations.begin(), result->violations.end(),
+            [](const Violation& a, const Violation& b) { return a.crash_point < b.crash_point; });
+}
+
 }  // namespace
 
 std::string WorkloadStep::ToString() const {
@@ -238,106 +368,12 @@ ExploreResult Explore(const Workload& workload, const ExploreOptions& options) {
     result.violations.push_back(Violation{run.trace.size(), "", "", "the workload failed without a crash: " + run.error});
     return result;
   }
-  // Crash points: after every mutation. Each holds the tracker as of then.
-  std::vector<Point> points;
-  PersistenceTracker tracker;
-  size_t epoch = 0;
-  size_t next_acknowledged = 0;
-  uint64_t acknowledged = 0;  // the newest commit acknowledged so far
-  for (size_t i = 0; i < run.trace.size(); i++) {
-    const TraceOp& op = run.trace[i];
-    if (!op.IsMutation()) continue;
-    tracker.Apply(op);
-    if (op.kind == TraceOp::Kind::kSync || op.kind == TraceOp::Kind::kSyncDir || op.kind == TraceOp::Kind::kSyncLost) {
-      epoch++;
-    }
-    auto [lowest, highest] = model::AllowedAt(run.timings, i + 1, 0);
-    // Commits are acknowledged in order: advance past those acknowledged by now.
-    while (next_acknowledged < run.timings.size() && run.acknowledged_at[next_acknowledged] <= i + 1) {
-      acknowledged = run.timings[next_acknowledged++].k;
-    }
-    points.push_back(
-        Point{i + 1, epoch, std::make_shared<PersistenceTracker>(tracker), lowest, highest, acknowledged});
-  }
+  size_t epochs = 0;
+  std::vector<Point> points = CrashPoints(run, &epochs);
   result.crash_points = points.size();
-  result.epochs.resize(epoch + 1);
-  std::vector<Task> tasks;
-  for (size_t p = 0; p < points.size(); p++) {
-    const Point& point = points[p];
-    uint64_t exist = point.tracker->CountStates(options.plan);
-    EpochCoverage& coverage = result.epochs[point.epoch];
-    coverage.crash_points++;
-    coverage.states_exist = exist > UINT64_MAX - coverage.states_exist ? UINT64_MAX : coverage.states_exist + exist;
-    result.states_exist = exist > UINT64_MAX - result.states_exist ? UINT64_MAX : result.states_exist + exist;
-    uint64_t before = tasks.size();
-    point.tracker->Enumerate(options.plan, options.states_max, options.seed ^ (p * 0x9E3779B97F4A7C15ULL),
-                             [&](const CrashChoice& c) {
-                               tasks.push_back(Task{p, c});
-                               return true;
-                             });
-    if (tasks.size() == before) {  // a plan with nothing to do here (e.g. nothing to tear)
-      CrashChoice none = PickCrashChoice(*point.tracker, CrashPlan::kDrop, options.seed);
-      tasks.push_back(Task{p, none});
-    }
-    coverage.states_checked += tasks.size() - before;
-  }
-
-  // Check every task, in parallel; one recovery per distinct image.
-  std::mutex mutex;
-  std::unordered_map<uint64_t, std::shared_ptr<const Recovered>> recovered_by_image;
-  std::atomic<size_t> next{0};
-  std::atomic<uint64_t> recoveries{0};
-  std::atomic<uint64_t> lost_acknowledged{0};
-  // Every violation with its task's index: the report keeps the first violations_max in task
-  // order, so which ones it shows does not depend on how the threads met.
-  std::vector<std::pair<size_t, Violation>> found;
-  auto worker = [&] {
-    for (size_t t = next++; t < tasks.size(); t = next++) {
-      const Task& task = tasks[t];
-      const Point& point = points[task.point];
-      CrashImage image = point.tracker->Build(task.choice);
-      uint64_t hash = image.Hash();
-      std::shared_ptr<const Recovered> r;
-      {
-        std::lock_guard<std::mutex> guard(mutex);
-        auto it = recovered_by_image.find(hash);
-        if (it != recovered_by_image.end()) r = it->second;
-      }
-      if (!r) {
-        r = std::make_shared<const Recovered>(Recover(image, run.dirs, options, *engine));
-        recoveries++;
-        std::lock_guard<std::mutex> guard(mutex);
-        recovered_by_image.emplace(hash, r);
-      }
-      std::string problem = r->error;
-      if (problem.empty()) {
-        problem = model::CheckRecovery(run.states, point.lowest, point.highest, r->txn_id, r->state).value_or("");
-        if (problem.empty() && r->txn_id < point.acknowledged) lost_acknowledged++;
-      }
-      if (!problem.empty()) {
-        std::lock_guard<std::mutex> guard(mutex);
-        found.emplace_back(t, Violation{point.trace_position, run.trace[point.trace_position - 1].ToString(),
-                                        task.choice.Describe(), problem});
-        if (found.size() > 2 * options.violations_max + 16) {  // a bound: drop all but the lowest indexes
-          std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-          found.resize(options.violations_max);
-        }
-      }
-    }
-  };
-  unsigned threads = std::max(1u, options.threads);
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; i++) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
-  result.states_checked = tasks.size();
-  result.distinct_states = recovered_by_image.size();
-  result.recoveries = recoveries.load();
-  result.states_losing_acknowledged = lost_acknowledged.load();
-  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (size_t i = 0; i < found.size() && i < options.violations_max; i++) result.violations.push_back(found[i].second);
-  std::sort(result.violations.begin(), result.violations.end(),
-            [](const Violation& a, const Violation& b) { return a.crash_point < b.crash_point; });
+  result.epochs.resize(epochs + 1);
+  std::vector<Task> tasks = CrashTasks(points, options, &result);
+  CheckTasks(run, points, tasks, options, *engine, &result);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
 }
