@@ -260,6 +260,161 @@ std::string NewKey(const Reads& reads) {
   return key;
 }
 
+// What the first, read-only look at a file found: whether it opened, what it read, and check()'s
+// report if check() passed.
+struct FirstLook {
+  Status open;
+  Reads reads;
+  std::optional<dbdb::CheckReport> report;
+};
+
+// 1. Read-only: open, read everything, check().
+FirstLook ReadOnlyLook(const std::string& image, const Options& ro_options) {
+  FirstLook look;
+  auto db = DB::Open("db", ro_options);
+  ExpectClean(db.status(), "read-only Open", Call::kOpen);
+  look.open = db.status();
+  if (!db.ok()) return look;
+  ExpectCanonicalHeader(image);
+  look.reads = ReadAll(**db, "read-only handle");
+  auto check = (*db)->Check();
+  ExpectClean(check.status(), "read-only Check");
+  if (check.ok()) {
+    look.report = check.value();
+    ExpectCheckedReads(look.reads, *look.report);
+  }
+  return look;
+}
+
+// 1b. A file of an older version (1 to 4) opens read-only only (ReadOnly for writing, saying to
+// upgrade), and DB::Upgrade converts it: Ok or Corruption, never anything else; the steps after
+// then run on the converted file, which must read exactly as the older file did. Whether they
+// run; `converted` says whether the file was an older one, converted.
+bool OlderVersion(const std::string& image, const FirstLook& look, const Options& rw_options, bool* converted) {
+  auto header = format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes));
+  const bool older = header.ok() && header->version < format::kFormatVersion;
+  *converted = look.open.ok() && older;
+  if (older && !look.open.ok()) {
+    // An older file that does not open even read-only (damaged): a read-write Open refuses it for
+    // its version before reading anything else (ReadOnly), or fails cleanly; nothing after
+    // applies. (Found by the fuzzer on a damaged format-2 seed.)
+    auto refused = DB::Open("db", rw_options);
+    if (refused.ok()) Violation("read-write Open of an older-version file that fails read-only succeeded");
+    if (refused.status().code() != dbdb::StatusCode::kReadOnly) {
+      ExpectClean(refused.status(), "read-write Open", Call::kOpen);
+    }
+    return false;
+  }
+  if (!*converted) return true;
+  auto refused = DB::Open("db", rw_options);
+  if (refused.ok() || refused.status().code() != dbdb::StatusCode::kReadOnly) {
+    Violation("read-write Open of an older-version file " + Describe(refused.status()) + ", not ReadOnly");
+  }
+  Status upgraded = DB::Upgrade("db", rw_options);
+  ExpectClean(upgraded, "Upgrade of an older-version file");
+  return upgraded.ok();
+}
+
+// 2. Read-write: open, start a write transaction and abort it (recovery: the tail is cut and a
+// commit whose writer died is settled), read everything again, check() again. The handle (null if
+// it did not open), and what it read in `reads`.
+std::unique_ptr<DB> ReadWriteLook(const FirstLook& look, bool converted, const Options& rw_options, Reads* reads) {
+  auto db = DB::Open("db", rw_options);
+  ExpectClean(db.status(), "read-write Open", Call::kOpen);
+  if (db.ok() != look.open.ok()) {
+    Violation("read-only Open " + Describe(look.open) + " but read-write Open " + Describe(db.status()));
+  }
+  if (!db.ok()) return nullptr;
+  std::unique_ptr<DB> rw = std::move(db).value();
+  auto txn = rw->BeginWrite();
+  ExpectClean(txn.status(), "BeginWrite");
+  if (!txn.ok()) Violation("BeginWrite failed on a file that opens: " + txn.status().ToString());
+  (*txn)->Abort();
+  *reads = ReadAll(*rw, "read-write handle");
+  ExpectSameReads(look.reads, "read-only view", *reads, "read-write view after recovery");
+  auto check = rw->Check();
+  ExpectClean(check.status(), "read-write Check");
+  // (A converted older file is checked afresh: the conversion left its garbage behind.)
+  if (!converted && check.ok() != look.report.has_value()) {
+    Violation("check() " + std::string(look.report ? "succeeded" : "failed") + " read-only but " +
+              Describe(check.status()) + " read-write after recovery");
+  }
+  return rw;
+}
+
+// 3. Read-only again, after the read-write handle's recovery: the same view (recovery is stable).
+void ReadOnlyAgain(const FirstLook& look, const Reads& rw_reads, const Options& ro_options) {
+  auto db = DB::Open("db", ro_options);
+  ExpectClean(db.status(), "second read-only Open", Call::kOpen);
+  if (db.ok() != look.open.ok()) {
+    Violation("read-only Open " + Describe(look.open) + " at first but " + Describe(db.status()) +
+              " after the read-write handle's recovery");
+  }
+  if (db.ok()) {
+    Reads again = ReadAll(**db, "second read-only handle");
+    ExpectSameReads(rw_reads, "read-write view", again, "second read-only view");
+  }
+}
+
+// The rows in key order, then value order.
+std::vector<KeyValue> Sorted(std::vector<KeyValue> rows) {
+  std::sort(rows.begin(), rows.end(), [](const KeyValue& a, const KeyValue& b) {
+    return a.key != b.key ? a.key < b.key : a.value < b.value;
+  });
+  return rows;
+}
+
+// After a commit of (key, value) on a file read as `before`: the file reads back as the new commit,
+// with the new key and, if the scan worked before, the same pairs plus the new one; on a sound file
+// (`report`), check() passes on what the commit wrote.
+void ExpectCommitReadBack(const Reads& before, const std::string& key, const std::string& value, bool sound,
+                          const Options& ro_options) {
+  auto db = DB::Open("db", ro_options);
+  if (!db.ok()) Violation("after a successful commit the file does not open: " + db.status().ToString());
+  Reads after = ReadAll(**db, "read-only handle after the commit");
+  std::string what = "after a commit of \"" + Escape(key) + "\" on a file read as (" + before.Summary() +
+                     "), it reads back as (" + after.Summary() + ")";
+  if (!after.snapshot_ok || after.txn_id != before.txn_id + 1) Violation(what + ": not the new commit");
+  auto got = (*db)->Get(key);
+  if (!got.ok() || !got->has_value() || **got != value) {
+    Violation(what + ": Get of the new key " + (got.ok() ? "does not return its value" : Describe(got.status())));
+  }
+  if (before.scan_ok) {
+    // The same pairs plus the new one. (Their order is the tree's: a damaged tree may hold a key
+    // where the scan does not expect it, and the commit leaves it there.)
+    std::vector<KeyValue> expected = before.rows;
+    expected.push_back(KeyValue{key, value});
+    expected = Sorted(std::move(expected));
+    std::vector<KeyValue> got_rows = Sorted(after.rows);
+    bool same = after.scan_ok && got_rows.size() == expected.size();
+    for (size_t i = 0; same && i < expected.size(); i++) {
+      same = got_rows[i].key == expected[i].key && got_rows[i].value == expected[i].value;
+    }
+    if (!same) Violation(what + ": not the previous contents plus the new key");
+  }
+  if (sound) {
+    // On a sound file the commit writes a sound file.
+    auto check = (*db)->Check();
+    if (!check.ok()) Violation(what + ": check() fails on what the commit wrote: " + check.status().ToString());
+    ExpectCheckedReads(after, check.value());
+  }
+}
+
+// 4. A commit on the (possibly damaged) file: fails cleanly, or reads back with what was there.
+// Closes `rw`.
+void CommitOnIt(std::unique_ptr<DB> rw, const Reads& rw_reads, bool sound, size_t image_size,
+                const Options& ro_options) {
+  std::string key = NewKey(rw_reads);
+  std::string value = "fuzz value " + std::to_string(image_size);
+  Status put = rw->Put(key, value);
+  ExpectClean(put, "Put of a new key", Call::kCommit);
+  if (sound && !put.ok() && put.code() != dbdb::StatusCode::kLimitExceeded) {
+    Violation("a commit on a file check() accepts failed: " + put.ToString());
+  }
+  rw.reset();
+  if (put.ok()) ExpectCommitReadBack(rw_reads, key, value, sound, ro_options);
+}
+
 }  // namespace
 
 void RunOracle(const std::string& image) {
@@ -270,149 +425,15 @@ void RunOracle(const std::string& image) {
   Options rw_options = ro_options;
   rw_options.read_only = false;
 
-  // 1. Read-only: open, read everything, check().
-  std::unique_ptr<DB> ro;
-  Status ro_open;
-  Reads ro_reads;
-  std::optional<dbdb::CheckReport> report;
-  {
-    auto db = DB::Open("db", ro_options);
-    ExpectClean(db.status(), "read-only Open", Call::kOpen);
-    ro_open = db.status();
-    if (db.ok()) ro = std::move(db).value();
-  }
-  if (ro) {
-    ExpectCanonicalHeader(image);
-    ro_reads = ReadAll(*ro, "read-only handle");
-    auto check = ro->Check();
-    ExpectClean(check.status(), "read-only Check");
-    if (check.ok()) {
-      report = check.value();
-      ExpectCheckedReads(ro_reads, *report);
-    }
-    ro.reset();
-  }
-
-  // 1b. A file of an older version (1 to 4) opens read-only only (ReadOnly for writing, saying to
-  // upgrade), and DB::Upgrade converts it: Ok or Corruption, never anything else; the steps below
-  // then run on the converted file, which must read exactly as the older file did.
-  auto header = format::DecodeFileHeader(image.substr(0, format::kFileHeaderSizeBytes));
-  const bool older = header.ok() && header->version < format::kFormatVersion;
-  const bool version1 = ro_open.ok() && older;
-  if (older && !ro_open.ok()) {
-    // An older file that does not open even read-only (damaged): a read-write Open refuses it for
-    // its version before reading anything else (ReadOnly), or fails cleanly; nothing below
-    // applies. (Found by the fuzzer on a damaged format-2 seed.)
-    auto refused = DB::Open("db", rw_options);
-    if (refused.ok()) Violation("read-write Open of an older-version file that fails read-only succeeded");
-    if (refused.status().code() != dbdb::StatusCode::kReadOnly) {
-      ExpectClean(refused.status(), "read-write Open", Call::kOpen);
-    }
-    return;
-  }
-  if (version1) {
-    auto refused = DB::Open("db", rw_options);
-    if (refused.ok() || refused.status().code() != dbdb::StatusCode::kReadOnly) {
-      Violation("read-write Open of an older-version file " + Describe(refused.status()) + ", not ReadOnly");
-    }
-    Status upgraded = DB::Upgrade("db", rw_options);
-    ExpectClean(upgraded, "Upgrade of an older-version file");
-    if (!upgraded.ok()) return;
-  }
-
-  // 2. Read-write: open, start a write transaction and abort it (recovery: the tail is cut and a
-  // commit whose writer died is settled), read everything again, check() again.
-  std::unique_ptr<DB> rw;
+  const FirstLook look = ReadOnlyLook(image, ro_options);
+  bool converted = false;
+  if (!OlderVersion(image, look, rw_options, &converted)) return;
   Reads rw_reads;
-  {
-    auto db = DB::Open("db", rw_options);
-    ExpectClean(db.status(), "read-write Open", Call::kOpen);
-    if (db.ok() != ro_open.ok()) {
-      Violation("read-only Open " + Describe(ro_open) + " but read-write Open " + Describe(db.status()));
-    }
-    if (db.ok()) rw = std::move(db).value();
-  }
-  if (rw) {
-    auto txn = rw->BeginWrite();
-    ExpectClean(txn.status(), "BeginWrite");
-    if (!txn.ok()) Violation("BeginWrite failed on a file that opens: " + txn.status().ToString());
-    (*txn)->Abort();
-    rw_reads = ReadAll(*rw, "read-write handle");
-    ExpectSameReads(ro_reads, "read-only view", rw_reads, "read-write view after recovery");
-    auto check = rw->Check();
-    ExpectClean(check.status(), "read-write Check");
-    // (A converted older file is checked afresh: the conversion left its garbage behind.)
-    if (!version1 && check.ok() != report.has_value()) {
-      Violation("check() " + std::string(report ? "succeeded" : "failed") + " read-only but " +
-                Describe(check.status()) + " read-write after recovery");
-    }
-  }
-
-  // 3. Read-only again, after the read-write handle's recovery: the same view (recovery is stable).
-  {
-    auto db = DB::Open("db", ro_options);
-    ExpectClean(db.status(), "second read-only Open", Call::kOpen);
-    if (db.ok() != ro_open.ok()) {
-      Violation("read-only Open " + Describe(ro_open) + " at first but " + Describe(db.status()) +
-                " after the read-write handle's recovery");
-    }
-    if (db.ok()) {
-      Reads again = ReadAll(**db, "second read-only handle");
-      ExpectSameReads(rw_reads, "read-write view", again, "second read-only view");
-    }
-  }
-
-  // 4. A commit on the (possibly damaged) file: fails cleanly, or reads back with what was there.
-  if (rw) {
-    std::string key = NewKey(rw_reads);
-    std::string value = "fuzz value " + std::to_string(image.size());
-    Status put = rw->Put(key, value);
-    ExpectClean(put, "Put of a new key", Call::kCommit);
-    if (report && !put.ok() && put.code() != dbdb::StatusCode::kLimitExceeded) {
-      Violation("a commit on a file check() accepts failed: " + put.ToString());
-    }
-    rw.reset();
-    if (put.ok()) {
-      auto db = DB::Open("db", ro_options);
-      if (!db.ok()) Violation("after a successful commit the file does not open: " + db.status().ToString());
-      Reads after = ReadAll(**db, "read-only handle after the commit");
-      std::string what = "after a commit of \"" + Escape(key) + "\" on a file read as (" + rw_reads.Summary() +
-                         "), it reads back as (" + after.Summary() + ")";
-      if (!after.snapshot_ok || after.txn_id != rw_reads.txn_id + 1) Violation(what + ": not the new commit");
-      auto got = (*db)->Get(key);
-      if (!got.ok() || !got->has_value() || **got != value) {
-        Violation(what + ": Get of the new key " + (got.ok() ? "does not return its value" : Describe(got.status())));
-      }
-      if (rw_reads.scan_ok) {
-        // The same pairs plus the new one. (Their order is the tree's: a damaged tree may hold a
-        // key where the scan does not expect it, and the commit leaves it there.)
-        auto sorted = [](std::vector<KeyValue> rows) {
-          std::sort(rows.begin(), rows.end(), [](const KeyValue& a, const KeyValue& b) {
-            return a.key != b.key ? a.key < b.key : a.value < b.value;
-          });
-          return rows;
-        };
-        std::vector<KeyValue> expected = rw_reads.rows;
-        expected.push_back(KeyValue{key, value});
-        expected = sorted(std::move(expected));
-        std::vector<KeyValue> got_rows = sorted(after.rows);
-        bool same = after.scan_ok && got_rows.size() == expected.size();
-        for (size_t i = 0; same && i < expected.size(); i++) {
-          same = got_rows[i].key == expected[i].key && got_rows[i].value == expected[i].value;
-        }
-        if (!same) Violation(what + ": not the previous contents plus the new key");
-      }
-      if (report) {
-        // On a sound file the commit writes a sound file.
-        auto check = (*db)->Check();
-        if (!check.ok()) Violation(what + ": check() fails on what the commit wrote: " + check.status().ToString());
-        ExpectCheckedReads(after, check.value());
-      }
-    }
-  }
-
+  std::unique_ptr<DB> rw = ReadWriteLook(look, converted, rw_options, &rw_reads);
+  ReadOnlyAgain(look, rw_reads, ro_options);
+  if (rw) CommitOnIt(std::move(rw), rw_reads, look.report.has_value(), image.size(), ro_options);
   // 5. Every verified byte is verified.
-  if (report) ExpectFlipNoticed(image, ro_reads.txn_id, *report);
+  if (look.report) ExpectFlipNoticed(image, look.reads.txn_id, *look.report);
 }
 
 std::string RecomputeChecksums(std::string f) {
