@@ -425,46 +425,40 @@ class PowerFs {
     return 0;
   }
 
-  // cut PLAN SEED [STATE] | reset
-  int Cut(pid_t controller, const std::vector<std::string>& words, std::string* reply) {
+  // The words of "cut PLAN SEED [STATE]" or "reset", parsed; 0, or EINVAL with the reply set.
+  static int ParseCut(const std::vector<std::string>& words, faultfs::CrashPlan* plan, uint64_t* seed,
+                      std::optional<uint64_t>* state, std::string* reply) {
     const bool reset = words[0] == "reset";
-    faultfs::CrashPlan plan = faultfs::CrashPlan::kDrop;
-    uint64_t seed = 0, state = 0;
-    bool has_state = false;
     if (reset ? words.size() != 1 : words.size() < 3 || words.size() > 4) {
       *reply = "usage: cut PLAN SEED [STATE] | reset";
       return EINVAL;
     }
-    if (!reset) {
-      if (!faultfs::ParseCrashPlan(words[1], &plan)) {
-        *reply = "unknown plan " + words[1] + " (drop, prefix, subset, torn, all)";
+    if (reset) return 0;
+    if (!faultfs::ParseCrashPlan(words[1], plan)) {
+      *reply = "unknown plan " + words[1] + " (drop, prefix, subset, torn, all)";
+      return EINVAL;
+    }
+    char* end;
+    *seed = std::strtoull(words[2].c_str(), &end, 10);
+    if (*end != '\0' || words[2].empty()) {
+      *reply = "seed must be a number: " + words[2];
+      return EINVAL;
+    }
+    if (words.size() == 4) {
+      *state = std::strtoull(words[3].c_str(), &end, 10);
+      if (*end != '\0' || words[3].empty()) {
+        *reply = "state must be a number: " + words[3];
         return EINVAL;
       }
-      char* end;
-      seed = std::strtoull(words[2].c_str(), &end, 10);
-      if (*end != '\0' || words[2].empty()) {
-        *reply = "seed must be a number: " + words[2];
-        return EINVAL;
-      }
-      if (words.size() == 4) {
-        has_state = true;
-        state = std::strtoull(words[3].c_str(), &end, 10);
-        if (*end != '\0' || words[3].empty()) {
-          *reply = "state must be a number: " + words[3];
-          return EINVAL;
-        }
-      }
     }
-    std::unique_lock<std::mutex> guard(mutex_);
-    if (frozen_) {
-      *reply = "a cut is already running";
-      return EBUSY;
-    }
-    // 1. Freeze: no operation starts from here on; the ones in flight finish.
-    frozen_ = true;
-    changed_.wait(guard, [&] { return active_ == 0; });
-    // 2. Kill every process with the mount open, scanning again until a scan finds no one new (a
-    // victim may have forked before it died; the child holds the same descriptors).
+    return 0;
+  }
+
+  // 2. Kills every process with the mount open but this one and the controller, scanning again
+  // until a scan finds no one new (a victim may have forked before it died; the child holds the
+  // same descriptors), and waits up to 30 s for them to be gone. How many it killed; those not
+  // yet gone in `alive`. REQUIRES: `guard` holds mutex_ (let go of while it scans and waits).
+  size_t KillEveryProcessOnTheMount(std::unique_lock<std::mutex>& guard, pid_t controller, std::vector<pid_t>* alive) {
     for (bool found = true; found;) {
       guard.unlock();
       std::set<pid_t> victims = ProcessesOnMount(mount_, {::getpid(), controller});
@@ -479,13 +473,12 @@ class PowerFs {
       changed_.notify_all();
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    std::vector<pid_t> alive;
     do {
-      alive.clear();
+      alive->clear();
       for (pid_t pid : victims_now_) {
-        if (!Dead(pid)) alive.push_back(pid);
+        if (!Dead(pid)) alive->push_back(pid);
       }
-      if (alive.empty()) break;
+      if (alive->empty()) break;
       guard.unlock();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       guard.lock();
@@ -493,34 +486,58 @@ class PowerFs {
     const size_t killed_now = victims_now_.size();
     killed_total_ += killed_now;
     victims_now_.clear();
-    // 3. The crash state, as the simulator builds it.
-    std::string outcome;
-    int error = 0;
+    return killed_now;
+  }
+
+  // 3. The crash state, as the simulator builds it (or, for a reset, an empty filesystem), made
+  // the machine; what happened in `outcome`. 0, or EINVAL if the cut could not be made (nothing
+  // is reset then). REQUIRES: mutex_ held.
+  int NewMachine(bool reset, faultfs::CrashPlan plan, uint64_t seed, std::optional<uint64_t> state,
+                 std::string* outcome) {
     if (reset) {
       machine_ = std::make_shared<SimFileSystem>(seed_);
-      outcome = "reset: an empty filesystem";
+      *outcome = "reset: an empty filesystem";
     } else {
-      auto cut = faultfs::CutPower(*machine_, plan, seed, has_state ? &state : nullptr);
+      auto cut = faultfs::CutPower(*machine_, plan, seed, state ? &*state : nullptr);
       if (!cut.ok()) {
-        error = EINVAL;
-        outcome = cut.status().message() + "; nothing was reset (the processes are killed)";
-      } else {
-        outcome = "cut " + std::to_string(++cuts_) + ": plan " + faultfs::CrashPlanName(plan) + " seed " +
-                  std::to_string(seed) + (has_state ? " state " + std::to_string(state) : "") + " of " +
-                  std::to_string(cut->states) + " states after " + std::to_string(machine_->TraceSize()) +
-                  " operations: " + cut->choice.Describe();
-        machine_ = cut->rebooted;
+        *outcome = cut.status().message() + "; nothing was reset (the processes are killed)";
+        return EINVAL;
       }
+      *outcome = "cut " + std::to_string(++cuts_) + ": plan " + faultfs::CrashPlanName(plan) + " seed " +
+                 std::to_string(seed) + (state ? " state " + std::to_string(*state) : "") + " of " +
+                 std::to_string(cut->states) + " states after " + std::to_string(machine_->TraceSize()) +
+                 " operations: " + cut->choice.Describe();
+      machine_ = cut->rebooted;
     }
-    if (error == 0) {
-      generation_++;  // every file number and handle of the old machine now names nothing
-      pins_.clear();
-      for (auto it = handles_.begin(); it != handles_.end();) it = it->second.control ? std::next(it) : handles_.erase(it);
-      if (reset) {  // a new disk: only the root directory
-        std::erase_if(dir_inos_, [](const auto& d) { return d.first != "/"; });
-        std::erase_if(dir_paths_, [](const auto& d) { return d.first != FUSE_ROOT_ID; });
-      }
+    generation_++;  // every file number and handle of the old machine now names nothing
+    pins_.clear();
+    for (auto it = handles_.begin(); it != handles_.end();) it = it->second.control ? std::next(it) : handles_.erase(it);
+    if (reset) {  // a new disk: only the root directory
+      std::erase_if(dir_inos_, [](const auto& d) { return d.first != "/"; });
+      std::erase_if(dir_paths_, [](const auto& d) { return d.first != FUSE_ROOT_ID; });
     }
+    return 0;
+  }
+
+  // cut PLAN SEED [STATE] | reset
+  int Cut(pid_t controller, const std::vector<std::string>& words, std::string* reply) {
+    const bool reset = words[0] == "reset";
+    faultfs::CrashPlan plan = faultfs::CrashPlan::kDrop;
+    uint64_t seed = 0;
+    std::optional<uint64_t> state;
+    if (int error = ParseCut(words, &plan, &seed, &state, reply); error != 0) return error;
+    std::unique_lock<std::mutex> guard(mutex_);
+    if (frozen_) {
+      *reply = "a cut is already running";
+      return EBUSY;
+    }
+    // 1. Freeze: no operation starts from here on; the ones in flight finish.
+    frozen_ = true;
+    changed_.wait(guard, [&] { return active_ == 0; });
+    std::vector<pid_t> alive;
+    const size_t killed_now = KillEveryProcessOnTheMount(guard, controller, &alive);
+    std::string outcome;
+    const int error = NewMachine(reset, plan, seed, state, &outcome);
     // Processes wholly gone leave the set; one with a thread still inside a call stays refused.
     for (auto it = killed_.begin(); it != killed_.end();) it = Dead(*it) ? killed_.erase(it) : std::next(it);
     *reply = outcome + "; killed " + std::to_string(killed_now) + " processes" +
