@@ -154,9 +154,9 @@ std::vector<std::pair<double, double>> RateOverTime(const std::vector<nlohmann::
   return points;
 }
 
-std::string ToolSection(const std::string& tool, const nlohmann::json& t, const std::vector<nlohmann::json>& cases) {
-  std::ostringstream s;
-  s << "<section class='tool' data-tool='" << Escape(tool) << "'><h2>" << Escape(tool) << "</h2>";
+// A tool's table of figures: shards, cases, each figure and each count of work, its pace, its
+// configuration.
+void FiguresTable(const nlohmann::json& t, std::ostringstream& s) {
   s << "<table class='figures'><tr><th>shards</th><td data-figure='shards'>" << t.value("shards_present", 0) << " of "
     << t.value("shard_count", 0) << "</td></tr><tr><th>cases</th><td data-figure='cases'>"
     << Number(t.value("cases", 0.0)) << " (" << Number(t.value("passed", 0.0)) << " passed)</td></tr>";
@@ -177,7 +177,13 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
   }
   s << "<tr><th>configuration</th><td><code>" << Escape(t.value("config", nlohmann::json::object()).dump())
     << "</code></td></tr></table>";
+}
+
+// A tool's charts: its pace over time, its coverage per sync epoch, the faults fired by point.
+void Charts(const std::string& tool, const nlohmann::json& t, const std::vector<nlohmann::json>& cases,
+            std::ostringstream& s) {
   s << "<div class='charts'>";
+  const nlohmann::json figures = t.value("figures", nlohmann::json::object());
   std::string figure = figures.contains("states_checked") ? "states_checked"
                        : figures.contains("commits")      ? "commits"
                                                           : "";
@@ -216,6 +222,11 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
       << BarChart(tool + "-faults", labels, values, y_max, "fault point", "times fired") << "</figure>";
   }
   s << "</div>";
+}
+
+// A tool's violations, each with the cases that repeat it, its crash state, its counterexample
+// and its replay line.
+void Violations(const nlohmann::json& t, std::ostringstream& s) {
   const auto& violations = t.value("violations", nlohmann::json::array());
   s << "<h3>violations: <span data-figure='violations'>" << violations.size() << "</span>";
   if (t.value("duplicate_violations_removed", 0) > 0) {
@@ -237,6 +248,14 @@ std::string ToolSection(const std::string& tool, const nlohmann::json& t, const 
     s << "<pre class='counterexample'>" << Escape(v.value("counterexample", "")) << "</pre><p>replay: <code class='replay'>"
       << Escape(v.value("replay", "")) << "</code></p></div>";
   }
+}
+
+std::string ToolSection(const std::string& tool, const nlohmann::json& t, const std::vector<nlohmann::json>& cases) {
+  std::ostringstream s;
+  s << "<section class='tool' data-tool='" << Escape(tool) << "'><h2>" << Escape(tool) << "</h2>";
+  FiguresTable(t, s);
+  Charts(tool, t, cases, s);
+  Violations(t, s);
   s << "</section>";
   return s.str();
 }
