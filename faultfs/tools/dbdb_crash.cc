@@ -151,6 +151,19 @@ std::string TraceText(const faultfs::MultiWorkload& minimal, uint64_t workload_s
   return text;
 }
 
+// A run's progress line: "[done/all] S s, <count> <count_name>, <checked> <checked_name> (<distinct>
+// distinct), <rate> states/s", `count_key` naming the count among the run's totals.
+std::string ProgressText(const Cli& cli, const CasesRun& run, double seconds, const std::string& count_key,
+                         const std::string& count_name, const std::string& checked_name) {
+  const nlohmann::json& totals = run.totals;
+  uint64_t checked = totals.value("states_checked", uint64_t{0});
+  return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
+         std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value(count_key, uint64_t{0})) + " " +
+         count_name + ", " + std::to_string(checked) + " " + checked_name + " (" +
+         std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
+         std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s";
+}
+
 // What a multi-process run draws its workloads with: the engine, the crash plan, and the fault
 // points the workloads may arm.
 struct MultiSetup {
@@ -250,13 +263,7 @@ CaseOutcome RunMultiCase(const Cli& cli, const MultiSetup& setup, uint64_t workl
 }
 
 std::string MultiProgressText(const Cli& cli, const CasesRun& run, double seconds) {
-  const nlohmann::json& totals = run.totals;
-  uint64_t checked = totals.value("states_checked", uint64_t{0});
-  return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
-         std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("histories", uint64_t{0})) +
-         " histories, " + std::to_string(checked) + " crash states checked (" +
-         std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
-         std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s";
+  return ProgressText(cli, run, seconds, "histories", "histories", "crash states checked");
 }
 
 // The summary of a multi-process run on stdout and in --report; the exit code.
@@ -429,13 +436,7 @@ CaseOutcome RunSingleCase(const Cli& cli, const faultfs::ExploreOptions& options
 }
 
 std::string SingleProgressText(const Cli& cli, const CasesRun& run, double seconds) {
-  const nlohmann::json& totals = run.totals;
-  uint64_t checked = totals.value("states_checked", uint64_t{0});
-  return "[" + std::to_string(totals.value("workloads", uint64_t{0})) + "/" + std::to_string(cli.workloads) + "] " +
-         std::to_string(static_cast<int>(seconds)) + " s, " + std::to_string(totals.value("crash_points", uint64_t{0})) +
-         " crash points, " + std::to_string(checked) + " states checked (" +
-         std::to_string(totals.value("distinct_states", uint64_t{0})) + " distinct), " +
-         std::to_string(static_cast<uint64_t>(checked / std::max(seconds, 1e-9))) + " states/s, " +
+  return ProgressText(cli, run, seconds, "crash_points", "crash points", "states checked") + ", " +
          std::to_string(run.violations.size()) + " violations";
 }
 
