@@ -81,6 +81,15 @@ stress_layer() {
   case $rc in 0|1) return $rc ;; *) return 99 ;; esac
 }
 
+# A JSON string's contents: backslashes, quotes and control characters escaped (a description
+# that quoted a message made the whole report unreadable).
+json_string() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/\\t}
+  printf '%s' "$s" | tr -d '\000-\010\013-\037'
+}
+
 rows=()
 json="["
 failures=0
@@ -126,7 +135,7 @@ for patch in "$repo"/ci/mutants/*.patch; do
   rows+=("$(printf '%-30s %-10s %8s  %s' "$name" "$caught" "$seconds_text" "$description")")
   echo "${rows[-1]}"
   json+=$(printf '%s{"mutant":"%s","description":"%s","caught_by":"%s","seconds":%s}' \
-          "$([ "$json" = "[" ] || echo ,)" "$name" "$description" "$caught" "$seconds_text")
+          "$([ "$json" = "[" ] || echo ,)" "$(json_string "$name")" "$(json_string "$description")" "$caught" "$seconds_text")
 done
 json+="]"
 echo "$json" > "$report"
