@@ -187,12 +187,13 @@ struct Results {
   std::map<std::string, std::map<std::string, std::vector<double>>> counters;
 };
 
-// fillbatch, readrandom and scan on an empty store at `path`; the peak size during the fill.
-void FillReadScan(bench::Store& store, const std::string& name, const std::string& path, const Data& d,
+// fillbatch, readrandom and scan on an empty store at `path`; returns the largest size seen during
+// the fill (sampled every 20 batches).
+double FillReadScan(bench::Store& store, const std::string& name, const std::string& path, const Data& d,
                   std::map<std::string, std::vector<double>>* r) {
   const size_t keys = d.fill.size();
   auto t = Clock::now();
-  double peak = 0, sampling = 0;  // the largest size seen during the fill (sampled every 20 batches)
+  double peak = 0, sampling = 0;
   for (size_t i = 0; i < keys; i += 1000) {
     bench::KeyValues batch(d.fill.begin() + static_cast<long>(i), d.fill.begin() + static_cast<long>(std::min<size_t>(i + 1000, keys)));
     store.WriteBatch(batch);
@@ -203,7 +204,6 @@ void FillReadScan(bench::Store& store, const std::string& name, const std::strin
     }
   }
   (*r)["fillbatch"].push_back(keys / (Since(t) - sampling));
-  (*r)["peak"].push_back(peak);  // the size after the close may raise it (RunStore)
   t = Clock::now();
   std::string value;
   for (size_t i : d.order) {
@@ -214,6 +214,7 @@ void FillReadScan(bench::Store& store, const std::string& name, const std::strin
   uint64_t scanned = store.Scan();
   (*r)["scan"].push_back(scanned / Since(t));
   if (scanned != keys) bench::Die(name + ": scan saw " + std::to_string(scanned) + " keys");
+  return peak;
 }
 
 // fillsync (one writer), then fillsync4 (kCommitThreads writers at once), on an open store.
@@ -241,11 +242,11 @@ void RunStore(const Config& config, const Data& d, const std::string& name, int 
   auto store = bench::MakeStore(name);
   store->Open(path);
   auto& r = results->workloads[name];
-  FillReadScan(*store, name, path, d, &r);
+  const double peak = FillReadScan(*store, name, path, d, &r);
   for (const auto& [counter, value] : store->Counters()) results->counters[name][counter].push_back(value);
   store->Close();
   r["size"].push_back(DirectoryBytes(path) / 1e6);
-  r["peak"].back() = std::max(r["peak"].back(), r["size"].back());
+  r["peak"].push_back(std::max(peak, r["size"].back()));
   auto t = Clock::now();
   store->Open(path);
   r["reopen"].push_back(1 / Since(t));

@@ -138,17 +138,21 @@ void WriteReport(const std::string& path, const nlohmann::json& report) {
 }
 
 // The minimal multi-process workload's trace, the last DBDB_TRACE_LINES operations ("" unset).
+// The last `lines` operations of trace[0, end), numbered, under "  trace of the minimal workload<what>".
+std::string TraceTail(const std::vector<faultfs::TraceOp>& trace, size_t end, size_t lines, const std::string& what) {
+  std::string text = "  trace of the minimal workload" + what + " (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
+  for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
+    text += "    " + std::to_string(i + 1) + ": " + trace[i].ToString() + "\n";
+  }
+  return text;
+}
+
 std::string TraceText(const faultfs::MultiWorkload& minimal, uint64_t workload_seed) {
   const char* lines_env = std::getenv("DBDB_TRACE_LINES");
   if (lines_env == nullptr) return "";
   faultfs::MultiOracle oracle;
   faultfs::MultiRun trace_run = oracle.Run(minimal, std::make_shared<faultfs::SimFileSystem>(workload_seed));
-  size_t lines = std::strtoull(lines_env, nullptr, 10), end = trace_run.trace.size();
-  std::string text = "  trace of the minimal workload (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
-  for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
-    text += "    " + std::to_string(i + 1) + ": " + trace_run.trace[i].ToString() + "\n";
-  }
-  return text;
+  return TraceTail(trace_run.trace, trace_run.trace.size(), std::strtoull(lines_env, nullptr, 10), "");
 }
 
 // A run's progress line: "[done/all] S s, <count> <count_name>, <checked> <checked_name> (<distinct>
@@ -378,12 +382,7 @@ std::string SingleTraceText(const faultfs::Workload& minimal, const faultfs::Exp
   faultfs::ExploreOptions trace_options = options;
   trace_options.keep_trace = true;
   std::vector<faultfs::TraceOp> trace = faultfs::Explore(minimal, trace_options).trace;
-  size_t end = std::min(trace.size(), crash_point), lines = std::strtoull(lines_env, nullptr, 10);
-  std::string text = "  trace of the minimal workload up to the crash (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
-  for (size_t i = end > lines ? end - lines : 0; i < end; i++) {
-    text += "    " + std::to_string(i + 1) + ": " + trace[i].ToString() + "\n";
-  }
-  return text;
+  return TraceTail(trace, std::min(trace.size(), crash_point), std::strtoull(lines_env, nullptr, 10), " up to the crash");
 }
 
 // One handle's workload, every crash state of it explored; a violation shrunk (while --shrink-max
