@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -101,6 +102,39 @@ class Runner {
   faultfs::campaign::Progress progress_;
 };
 
+// The signal that asked the run to stop early, or 0: SIGINT (Ctrl-C), SIGTERM (`timeout`, a
+// campaign's stop), SIGHUP, or SIGPIPE (the output piped into a program that has exited, such as
+// `head`). The run then stops as at the end of its duration: its children are stopped, the final
+// checks run on what it did, and its dbdb-powerfs mount is unmounted, where the default action
+// would have left the mount (and the children, until they noticed) behind.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void OnStopSignal(int signal) { g_stop_signal = signal; }
+
+void InstallStopHandlers() {
+  struct sigaction action {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  // The loop's poll returns at the signal whatever the flags; the waits and writes after it are
+  // restarted. Later signals change nothing: `timeout` sends SIGTERM twice (to the command, then
+  // to its process group), and every write to a closed pipe raises SIGPIPE again. (SIGKILL, or
+  // Ctrl-\ for SIGQUIT, still ends a run at once, its mount left behind.)
+  action.sa_flags = SA_RESTART;
+  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::sigaction(signal, &action, nullptr);
+}
+
+// In a forked process about to exec a child or a tool (ignored dispositions survive the exec):
+// Ctrl-C reaches the terminal's whole process group, but only the runner stops the run (it stops
+// the children with SIGTERM, and lets its tools finish their step), so that a child does not die
+// of it as of a crash. A tool also ignores SIGPIPE: its output shares the runner's, and a
+// `dbdb-powerfs mount` that died printing to a pipe `head` had closed would fail the run's set-up
+// (the children set SIGPIPE back to its default themselves: stress/child.cc).
+void IgnoreStopSignals(bool tool) {
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGHUP, SIG_IGN);
+  if (tool) ::signal(SIGPIPE, SIG_IGN);
+}
+
 void Runner::Violation(const std::string& what) {
   if (violations_.size() < 100) violations_.push_back(what);
   std::cerr << "\nVIOLATION: " << what << std::endl;
@@ -110,6 +144,7 @@ void Runner::Violation(const std::string& what) {
 int RunCommand(const std::vector<std::string>& command) {
   pid_t pid = ::fork();
   if (pid == 0) {
+    IgnoreStopSignals(/*tool=*/true);
     std::vector<char*> argv;
     for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -206,6 +241,7 @@ void Runner::Spawn(Child& c) {
   }
   pid_t pid = ::fork();
   if (pid == 0) {
+    IgnoreStopSignals(/*tool=*/false);
     ::dup2(fds[1], 3);  // the report pipe is fd 3 (dup2 clears close-on-exec)
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -529,7 +565,7 @@ void Runner::Loop() {
     return MonotonicNanos() + static_cast<uint64_t>(o_.cut_interval_ms * factor * 1e6);
   };
   uint64_t kill_at = next_kill(), cut_at = next_cut(), progress_at = start_ns_;
-  while (MonotonicNanos() < end_ns) {
+  while (MonotonicNanos() < end_ns && g_stop_signal == 0) {
     std::vector<pollfd> fds;
     for (auto& c : children_) {
       if (c.fd >= 0) fds.push_back(pollfd{c.fd, POLLIN, 0});
@@ -646,6 +682,7 @@ void Runner::WriteReport(double seconds) {
                  {"power_cut_plans", cut_plans_},
                  {"ops_per_second", static_cast<double>(commits_ + reads_) / std::max(seconds, 1e-9)},
                  {"violations", violations_},
+                 {"stopped_by_signal", static_cast<int>(g_stop_signal)},
                  {"replay", replay_}});
   std::ofstream(o_.report_path) << report.dump(2) << "\n";
   std::cout << "report:     " << o_.report_path << "\n";
@@ -682,6 +719,7 @@ int Runner::Run() {
     std::cerr << "dbdb-stress: cannot write " << o_.cases_path << "\n";
     return 2;
   }
+  InstallStopHandlers();
   if (!Setup()) {
     UnmountPowerFs();
     return 2;
@@ -690,6 +728,12 @@ int Runner::Run() {
   for (auto& c : children_) Spawn(c);
   Loop();
   const double run_seconds = Elapsed();  // the run itself, without the final checks below
+  const int stopped_by = g_stop_signal;
+  if (stopped_by != 0) {
+    std::cerr << "\ndbdb-stress: stopped early by signal " << stopped_by << " (" << ::strsignal(stopped_by) << ") after "
+              << run_seconds << " s: stopping the children, checking what the run did"
+              << (o_.power_cut ? ", unmounting " + mount_ : std::string()) << std::endl;
+  }
   StopChildren();
   ShowProgress();
   progress_.Done();
@@ -698,11 +742,15 @@ int Runner::Run() {
   UnmountPowerFs();
   PrintSummary(run_seconds);
   WriteReport(run_seconds);
-  LogCase(log.get(), run_seconds);
+  // A campaign's case is the run it asked for: one stopped early is not logged (the merge sees the
+  // case missing, as when a shard dies), only reported above and in --report.
+  if (stopped_by == 0 || !violations_.empty()) LogCase(log.get(), run_seconds);
   if (!violations_.empty()) {
     std::cout << "replay:     " << replay_ << "\n";
     return 1;
   }
+  // Checked, but not the whole run asked for: not a pass (the shell's code for a death by it).
+  if (stopped_by != 0) return 128 + stopped_by;
   return 0;
 }
 
