@@ -95,6 +95,7 @@ class Runner {
   uint64_t cuts_ = 0, cut_ledger_checked_ = 0;
   std::map<std::string, uint64_t> cut_plans_;
   std::string mount_;  // the dbdb-powerfs mount point, with --power-cut
+  int stopped_by_ = 0;  // the signal that stopped the run before its duration (g_stop_signal), or 0
   bool cutting_ = false;
   bool cut_soon_ = false;  // a compaction just began or ended: the next cut comes now (sometimes)
   std::map<int, int64_t> counter_acknowledged_, counter_maybe_;
@@ -106,33 +107,75 @@ class Runner {
 // campaign's stop), SIGHUP, or SIGPIPE (the output piped into a program that has exited, such as
 // `head`). The run then stops as at the end of its duration: its children are stopped, the final
 // checks run on what it did, and its dbdb-powerfs mount is unmounted, where the default action
-// would have left the mount (and the children, until they noticed) behind.
+// would have left the mount (and the children, until they noticed) behind. Then the runner ends
+// by the same signal (EndBySignal). The first signal is kept: `timeout` sends SIGTERM twice (to
+// the command, then to its process group), and every write to a closed pipe raises SIGPIPE again.
 volatile std::sig_atomic_t g_stop_signal = 0;
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
 
-extern "C" void OnStopSignal(int signal) { g_stop_signal = signal; }
+extern "C" void OnStopSignal(int signal) {
+  if (g_stop_signal == 0) g_stop_signal = signal;  // the others are blocked meanwhile (sa_mask)
+}
 
 void InstallStopHandlers() {
   struct sigaction action {};
   action.sa_handler = OnStopSignal;
   sigemptyset(&action.sa_mask);
+  for (int signal : kStopSignals) sigaddset(&action.sa_mask, signal);
   // The loop's poll returns at the signal whatever the flags; the waits and writes after it are
-  // restarted. Later signals change nothing: `timeout` sends SIGTERM twice (to the command, then
-  // to its process group), and every write to a closed pipe raises SIGPIPE again. (SIGKILL, or
-  // Ctrl-\ for SIGQUIT, still ends a run at once, its mount left behind.)
+  // restarted. A signal ignored on entry stays ignored (`nohup dbdb-stress ... &` must survive
+  // the logout). SIGKILL, or Ctrl-\ (SIGQUIT), still ends a run at once, its mount left behind.
   action.sa_flags = SA_RESTART;
-  for (int signal : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) ::sigaction(signal, &action, nullptr);
+  for (int signal : kStopSignals) {
+    struct sigaction old {};
+    if (::sigaction(signal, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+    ::sigaction(signal, &action, nullptr);
+  }
 }
 
-// In a forked process about to exec a child or a tool (ignored dispositions survive the exec):
-// Ctrl-C reaches the terminal's whole process group, but only the runner stops the run (it stops
-// the children with SIGTERM, and lets its tools finish their step), so that a child does not die
-// of it as of a crash. A tool also ignores SIGPIPE: its output shares the runner's, and a
-// `dbdb-powerfs mount` that died printing to a pipe `head` had closed would fail the run's set-up
-// (the children set SIGPIPE back to its default themselves: stress/child.cc).
-void IgnoreStopSignals(bool tool) {
-  ::signal(SIGINT, SIG_IGN);
-  ::signal(SIGHUP, SIG_IGN);
-  if (tool) ::signal(SIGPIPE, SIG_IGN);
+// Forks a process that is about to exec a child or a tool. The stop signals are blocked across the
+// fork, and the new process puts their handlers back to the default before it takes them again:
+// a SIGTERM sent to it before its exec (StopChildren right after a respawn) must not be swallowed
+// by a copy of the runner's handler. Then (ignored dispositions survive the exec):
+// - a child ignores SIGINT and SIGHUP: Ctrl-C reaches the terminal's whole process group, but only
+//   the runner stops the run (it stops the children with SIGTERM), so a child does not die of it
+//   as of a crash (its own SIGPIPE it sets back to the default: stress/child.cc);
+// - a tool (dbdb-powerfs mount, unmount) goes into a process group of its own, which neither a
+//   Ctrl-C nor `timeout`'s signal to the group reaches, and ignores SIGPIPE: its output shares the
+//   runner's, and a `dbdb-powerfs mount` that died printing to a pipe `head` had closed would fail
+//   the run's set-up. (The daemon a mount leaves runs in a session of its own anyway.)
+pid_t ForkToExec(bool tool) {
+  sigset_t stops, old;
+  sigemptyset(&stops);
+  for (int signal : kStopSignals) sigaddset(&stops, signal);
+  ::sigprocmask(SIG_BLOCK, &stops, &old);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    for (int signal : kStopSignals) ::signal(signal, SIG_DFL);
+    if (tool) {
+      ::setpgid(0, 0);
+      ::signal(SIGPIPE, SIG_IGN);
+    } else {
+      ::signal(SIGINT, SIG_IGN);
+      ::signal(SIGHUP, SIG_IGN);
+    }
+  }
+  ::sigprocmask(SIG_SETMASK, &old, nullptr);
+  return pid;
+}
+
+// After a run stopped by `signal`, cleaned up and reported: ends the process by that signal, so
+// that a shell sees it die of it (bash stops a script's loop at a Ctrl-C only if the command died
+// of SIGINT) and its status is 128 + the signal. Returns only if the signal does not end it.
+void EndBySignal(int signal) {
+  std::cout.flush();
+  std::cerr.flush();
+  ::signal(signal, SIG_DFL);
+  sigset_t unblock;
+  sigemptyset(&unblock);
+  sigaddset(&unblock, signal);
+  ::sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
+  ::raise(signal);
 }
 
 void Runner::Violation(const std::string& what) {
@@ -142,9 +185,8 @@ void Runner::Violation(const std::string& what) {
 
 // Runs `command` (argv) and waits for it; its exit status, or -1.
 int RunCommand(const std::vector<std::string>& command) {
-  pid_t pid = ::fork();
+  pid_t pid = ForkToExec(/*tool=*/true);
   if (pid == 0) {
-    IgnoreStopSignals(/*tool=*/true);
     std::vector<char*> argv;
     for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -239,9 +281,8 @@ void Runner::Spawn(Child& c) {
                         path_, std::string("--seed"), std::to_string(child_seed)}) {
     args.push_back(a);
   }
-  pid_t pid = ::fork();
+  pid_t pid = ForkToExec(/*tool=*/false);
   if (pid == 0) {
-    IgnoreStopSignals(/*tool=*/false);
     ::dup2(fds[1], 3);  // the report pipe is fd 3 (dup2 clears close-on-exec)
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -371,8 +412,10 @@ void Runner::Reap(Child& c, int status, bool killed_by_us, bool stopping) {
     // the child already reported it (X)
   } else if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
     Violation(name + " could not be started (is fiu-run installed?)");
-  } else if (stopping && WIFSIGNALED(status) && (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL)) {
-    // stopped at the end of the run before it could finish cleanly
+  } else if ((stopping || g_stop_signal != 0) && WIFSIGNALED(status) &&
+             (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL)) {
+    // stopped at the end of the run before it could finish cleanly; or, once the run is asked to
+    // stop, by a SIGTERM sent to the process group (`timeout`) before the child could catch it
   } else if (WIFSIGNALED(status)) {
     Violation(name + " died of signal " + std::to_string(WTERMSIG(status)) + " (a crash, not a kill)");
   } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
@@ -574,6 +617,7 @@ void Runner::Loop() {
     uint64_t wake = std::min({kill_at, cut_at, progress_at, end_ns});
     int timeout_ms = wake > now ? static_cast<int>((wake - now) / 1000000) + 1 : 0;
     ::poll(fds.data(), fds.size(), timeout_ms);
+    if (g_stop_signal != 0) break;  // no kill, cut or respawn after it: StopChildren reaps them
     for (auto& c : children_) Drain(c, false);
     for (auto& c : children_) {  // children that stopped by themselves (faults, violations)
       int status;
@@ -682,7 +726,7 @@ void Runner::WriteReport(double seconds) {
                  {"power_cut_plans", cut_plans_},
                  {"ops_per_second", static_cast<double>(commits_ + reads_) / std::max(seconds, 1e-9)},
                  {"violations", violations_},
-                 {"stopped_by_signal", static_cast<int>(g_stop_signal)},
+                 {"stopped_by_signal", stopped_by_},
                  {"replay", replay_}});
   std::ofstream(o_.report_path) << report.dump(2) << "\n";
   std::cout << "report:     " << o_.report_path << "\n";
@@ -710,7 +754,7 @@ void Runner::LogCase(faultfs::campaign::CaseLog* log, double seconds) {
     extra["violation"] = {{"message", violations_.front()}, {"counterexample", all}, {"replay", replay_}};
   }
   log->Case(o_.shard.index, o_.seed, violations_.empty(), Figures(), seconds, replay_, extra);
-  log->Finish("duration");
+  log->Finish(stopped_by_ != 0 ? "signal " + std::to_string(stopped_by_) : "duration");
 }
 
 int Runner::Run() {
@@ -729,6 +773,7 @@ int Runner::Run() {
   Loop();
   const double run_seconds = Elapsed();  // the run itself, without the final checks below
   const int stopped_by = g_stop_signal;
+  stopped_by_ = stopped_by;
   if (stopped_by != 0) {
     std::cerr << "\ndbdb-stress: stopped early by signal " << stopped_by << " (" << ::strsignal(stopped_by) << ") after "
               << run_seconds << " s: stopping the children, checking what the run did"
@@ -743,14 +788,18 @@ int Runner::Run() {
   PrintSummary(run_seconds);
   WriteReport(run_seconds);
   // A campaign's case is the run it asked for: one stopped early is not logged (the merge sees the
-  // case missing, as when a shard dies), only reported above and in --report.
+  // case missing, as when a shard dies), only reported above and in --report, unless it found a
+  // violation (its shard line then says the signal stopped it).
   if (stopped_by == 0 || !violations_.empty()) LogCase(log.get(), run_seconds);
   if (!violations_.empty()) {
     std::cout << "replay:     " << replay_ << "\n";
     return 1;
   }
-  // Checked, but not the whole run asked for: not a pass (the shell's code for a death by it).
-  if (stopped_by != 0) return 128 + stopped_by;
+  // Checked, but not the whole run asked for (or asked to stop during the checks): not a pass.
+  if (g_stop_signal != 0) {
+    EndBySignal(g_stop_signal);
+    return 128 + g_stop_signal;
+  }
   return 0;
 }
 
