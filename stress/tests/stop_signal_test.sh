@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dbdb-stress --power-cut stopped early, the three ways a user stops it:
 #   1. its output piped into a program that exits (as `head` does: SIGPIPE at its next line);
-#   2. Ctrl-C (SIGINT to its whole process group: the runner, its children, its tools);
+#   2. Ctrl-C (SIGINT to its whole process group: the runner and its children; its tools run in
+#      groups of their own);
 #   3. `timeout` (SIGTERM to the runner).
 # Each time the run must stop within seconds (the duration asked is 600 s), end by that signal
 # (status 128 + it), report no violation (the children were stopped, not crashed) and leave no
@@ -47,7 +48,7 @@ check_stopped() {  # $1: the run's name, $2: its exit status, $3: the status exp
 
 # 1. Piped into a program that exits once the run is under way (as `| head` does): stdout and
 # stderr both go to the pipe, so the progress line after grep exits raises SIGPIPE, with the mount
-# up. (The run's own report of the stop goes to the closed pipe too: only the status shows.)
+# up. (Its message about the stop goes to the closed pipe too: the status and --report show it.)
 start=$SECONDS
 $(stress pipe 1) 2>&1 | grep -q -m 1 "^power cuts: on a dbdb-powerfs mount"
 statuses=("${PIPESTATUS[@]}")
