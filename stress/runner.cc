@@ -772,10 +772,9 @@ int Runner::Run() {
   for (auto& c : children_) Spawn(c);
   Loop();
   const double run_seconds = Elapsed();  // the run itself, without the final checks below
-  const int stopped_by = g_stop_signal;
-  stopped_by_ = stopped_by;
-  if (stopped_by != 0) {
-    std::cerr << "\ndbdb-stress: stopped early by signal " << stopped_by << " (" << ::strsignal(stopped_by) << ") after "
+  stopped_by_ = g_stop_signal;
+  if (stopped_by_ != 0) {
+    std::cerr << "\ndbdb-stress: stopped early by signal " << stopped_by_ << " (" << ::strsignal(stopped_by_) << ") after "
               << run_seconds << " s: stopping the children, checking what the run did"
               << (o_.power_cut ? ", unmounting " + mount_ : std::string()) << std::endl;
   }
@@ -790,7 +789,7 @@ int Runner::Run() {
   // A campaign's case is the run it asked for: one stopped early is not logged (the merge sees the
   // case missing, as when a shard dies), only reported above and in --report, unless it found a
   // violation (its shard line then says the signal stopped it).
-  if (stopped_by == 0 || !violations_.empty()) LogCase(log.get(), run_seconds);
+  if (stopped_by_ == 0 || !violations_.empty()) LogCase(log.get(), run_seconds);
   if (!violations_.empty()) {
     std::cout << "replay:     " << replay_ << "\n";
     return 1;

@@ -137,7 +137,6 @@ void WriteReport(const std::string& path, const nlohmann::json& report) {
   std::cout << "report: " << path << "\n";
 }
 
-// The minimal multi-process workload's trace, the last DBDB_TRACE_LINES operations ("" unset).
 // The last `lines` operations of trace[0, end), numbered, under "  trace of the minimal workload<what>".
 std::string TraceTail(const std::vector<faultfs::TraceOp>& trace, size_t end, size_t lines, const std::string& what) {
   std::string text = "  trace of the minimal workload" + what + " (DBDB_TRACE_LINES=" + std::to_string(lines) + "):\n";
@@ -147,6 +146,7 @@ std::string TraceTail(const std::vector<faultfs::TraceOp>& trace, size_t end, si
   return text;
 }
 
+// The minimal multi-process workload's trace, the last DBDB_TRACE_LINES operations ("" unset).
 std::string TraceText(const faultfs::MultiWorkload& minimal, uint64_t workload_seed) {
   const char* lines_env = std::getenv("DBDB_TRACE_LINES");
   if (lines_env == nullptr) return "";
