@@ -253,26 +253,71 @@ uint64_t PersistenceTracker::CountStates(CrashPlan plan) const {
   return 0;
 }
 
+CrashChoice PersistenceTracker::NothingKept(uint64_t seed) const {
+  CrashChoice c;
+  c.writes.resize(volatile_writes_.size());
+  c.name_ops_kept.resize(volatile_names_.size(), false);
+  c.garbage_seed = seed;
+  return c;
+}
+
+namespace {
+
+void KeepWritesPrefix(CrashChoice* c, size_t k) {
+  for (size_t i = 0; i < k; i++) c->writes[i].kind = WriteFate::Kind::kKept;
+}
+
+void KeepNamesPrefix(CrashChoice* c, size_t k) {
+  for (size_t i = 0; i < c->name_ops_kept.size(); i++) c->name_ops_kept[i] = i < k;
+}
+
+}  // namespace
+
+bool PersistenceTracker::EnumerateSubsets(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const {
+  const size_t writes = volatile_writes_.size();
+  const size_t names = volatile_names_.size();
+  for (uint64_t mask = 0; mask < (uint64_t{1} << writes); mask++) {
+    for (uint64_t name_mask = 0; name_mask < (uint64_t{1} << names); name_mask++) {
+      CrashChoice c = NothingKept(seed);
+      for (size_t i = 0; i < writes; i++) {
+        if (mask >> i & 1) c.writes[i].kind = WriteFate::Kind::kKept;
+      }
+      for (size_t i = 0; i < names; i++) c.name_ops_kept[i] = (name_mask >> i & 1) != 0;
+      if (!visit(c)) return false;
+    }
+  }
+  return true;
+}
+
+bool PersistenceTracker::EnumerateTorn(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const {
+  const size_t writes = volatile_writes_.size();
+  const size_t names = volatile_names_.size();
+  for (size_t j = 0; j < writes; j++) {
+    uint32_t units = SectorCount(j);
+    for (int garbage = 0; garbage <= 1; garbage++) {
+      for (size_t d = 0; d <= names; d++) {
+        CrashChoice c = NothingKept(seed);
+        KeepWritesPrefix(&c, j);
+        KeepNamesPrefix(&c, d);
+        c.writes[j] = WriteFate{WriteFate::Kind::kExtendedOnly, 0, garbage == 1};
+        if (!visit(c)) return false;
+        for (uint64_t mask = 1; units > 1 && mask + 1 < (uint64_t{1} << units); mask++) {
+          c.writes[j] = WriteFate{WriteFate::Kind::kTorn, mask, garbage == 1};
+          if (!visit(c)) return false;
+        }
+      }
+    }
+  }
+  return true;
+}
+
 void PersistenceTracker::EnumerateExhaustive(CrashPlan plan, uint64_t seed,
                                              const std::function<bool(const CrashChoice&)>& visit) const {
   const size_t writes = volatile_writes_.size();
   const size_t names = volatile_names_.size();
-  auto base = [&] {
-    CrashChoice c;
-    c.writes.resize(writes);
-    c.name_ops_kept.resize(names, false);
-    c.garbage_seed = seed;
-    return c;
-  };
-  auto keep_prefix = [](CrashChoice* c, size_t k) {
-    for (size_t i = 0; i < k; i++) c->writes[i].kind = WriteFate::Kind::kKept;
-  };
-  auto names_prefix = [](CrashChoice* c, size_t k) {
-    for (size_t i = 0; i < c->name_ops_kept.size(); i++) c->name_ops_kept[i] = i < k;
-  };
   switch (plan) {
     case CrashPlan::kDrop:
-      visit(base());
+      visit(NothingKept(seed));
       return;
     case CrashPlan::kOrdered:
       for (size_t k = 0; k <= writes + names; k++) {
@@ -282,42 +327,18 @@ void PersistenceTracker::EnumerateExhaustive(CrashPlan plan, uint64_t seed,
     case CrashPlan::kPrefix:
       for (size_t k = 0; k <= writes; k++) {
         for (size_t d = 0; d <= names; d++) {
-          CrashChoice c = base();
-          keep_prefix(&c, k);
-          names_prefix(&c, d);
+          CrashChoice c = NothingKept(seed);
+          KeepWritesPrefix(&c, k);
+          KeepNamesPrefix(&c, d);
           if (!visit(c)) return;
         }
       }
       return;
     case CrashPlan::kSubset:
-      for (uint64_t mask = 0; mask < (uint64_t{1} << writes); mask++) {
-        for (uint64_t name_mask = 0; name_mask < (uint64_t{1} << names); name_mask++) {
-          CrashChoice c = base();
-          for (size_t i = 0; i < writes; i++) {
-            if (mask >> i & 1) c.writes[i].kind = WriteFate::Kind::kKept;
-          }
-          for (size_t i = 0; i < names; i++) c.name_ops_kept[i] = (name_mask >> i & 1) != 0;
-          if (!visit(c)) return;
-        }
-      }
+      EnumerateSubsets(seed, visit);
       return;
     case CrashPlan::kTorn:
-      for (size_t j = 0; j < writes; j++) {
-        uint32_t units = SectorCount(j);
-        for (int garbage = 0; garbage <= 1; garbage++) {
-          for (size_t d = 0; d <= names; d++) {
-            CrashChoice c = base();
-            keep_prefix(&c, j);
-            names_prefix(&c, d);
-            c.writes[j] = WriteFate{WriteFate::Kind::kExtendedOnly, 0, garbage == 1};
-            if (!visit(c)) return;
-            for (uint64_t mask = 1; units > 1 && mask + 1 < (uint64_t{1} << units); mask++) {
-              c.writes[j] = WriteFate{WriteFate::Kind::kTorn, mask, garbage == 1};
-              if (!visit(c)) return;
-            }
-          }
-        }
-      }
+      EnumerateTorn(seed, visit);
       return;
     case CrashPlan::kAll: {
       bool go = true;
@@ -343,10 +364,7 @@ void PersistenceTracker::Enumerate(CrashPlan plan, uint64_t states_max, uint64_t
   const size_t writes = volatile_writes_.size();
   const size_t names = volatile_names_.size();
   for (uint64_t n = 0; n < states_max; n++) {
-    CrashChoice c;
-    c.writes.resize(writes);
-    c.name_ops_kept.resize(names, false);
-    c.garbage_seed = seed + n;
+    CrashChoice c = NothingKept(seed + n);
     if (n > 0 && plan == CrashPlan::kOrdered) {  // spread evenly; the last sample keeps everything
       c = OrderedPrefix(n * (writes + names) / (states_max - 1), seed + n);
     } else if (n > 0) {
@@ -388,10 +406,7 @@ void PersistenceTracker::Enumerate(CrashPlan plan, uint64_t states_max, uint64_t
 }
 
 CrashChoice PersistenceTracker::OrderedPrefix(size_t k, uint64_t seed) const {
-  CrashChoice c;
-  c.writes.resize(volatile_writes_.size());
-  c.name_ops_kept.resize(volatile_names_.size(), false);
-  c.garbage_seed = seed;
+  CrashChoice c = NothingKept(seed);
   // Both lists are in sequence order: merge them, keeping the first k.
   size_t w = 0, n = 0;
   for (size_t kept = 0; kept < k; kept++) {
@@ -411,9 +426,7 @@ bool CrashChoiceAt(const PersistenceTracker& tracker, CrashPlan plan, uint64_t i
   constexpr uint64_t kListable = 4096;
   uint64_t count = tracker.CountStates(plan);
   if (count > kListable || index >= std::max<uint64_t>(count, 1)) return false;
-  choice->writes.assign(tracker.volatile_write_count(), WriteFate{});
-  choice->name_ops_kept.assign(tracker.volatile_name_op_count(), false);
-  choice->garbage_seed = seed;
+  *choice = tracker.NothingKept(seed);
   if (count == 0) return true;
   uint64_t n = 0;
   tracker.Enumerate(plan, kListable, seed, [&](const CrashChoice& c) {
@@ -427,10 +440,7 @@ bool CrashChoiceAt(const PersistenceTracker& tracker, CrashPlan plan, uint64_t i
 CrashChoice PickCrashChoice(const PersistenceTracker& tracker, CrashPlan plan, uint64_t seed) {
   constexpr uint64_t kListable = 4096;
   uint64_t count = tracker.CountStates(plan);
-  CrashChoice picked;
-  picked.writes.resize(tracker.volatile_write_count());
-  picked.name_ops_kept.resize(tracker.volatile_name_op_count(), false);
-  picked.garbage_seed = seed;
+  CrashChoice picked = tracker.NothingKept(seed);
   if (count == 0) return picked;  // e.g. nothing to tear: everything volatile is lost
   if (count <= kListable) {
     uint64_t target = Rng(seed).Uniform(count), n = 0;

@@ -505,6 +505,18 @@ std::string SimFileSystem::RunScheduled(const std::vector<std::shared_ptr<SimFil
       state_->changed.notify_all();
     });
   }
+  std::string outcome = DriveSchedule(guard, ids, schedule);
+  s.scheduling = false;
+  s.running = kNoProcess;
+  for (uint32_t id : ids) s.processes[id].participant = false;
+  guard.unlock();
+  for (auto& t : threads) t.join();
+  return outcome;
+}
+
+std::string SimFileSystem::DriveSchedule(std::unique_lock<std::mutex>& guard, const std::vector<uint32_t>& ids,
+                                         const Schedule& schedule) {
+  State& s = *state_;
   std::string outcome;
   size_t next_kill = 0;
   while (true) {
@@ -545,11 +557,6 @@ std::string SimFileSystem::RunScheduled(const std::vector<std::shared_ptr<SimFil
     s.processes[picked].at_step = false;
     s.changed.notify_all();
   }
-  s.scheduling = false;
-  s.running = kNoProcess;
-  for (uint32_t id : ids) s.processes[id].participant = false;
-  guard.unlock();
-  for (auto& t : threads) t.join();
   return outcome;
 }
 

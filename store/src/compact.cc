@@ -176,32 +176,32 @@ Result<format::Commit> DBImpl::WriteCompactedTree(const View& view, File& out) {
   return commit;
 }
 
-Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
+Result<std::vector<format::Commit>> DBImpl::ReadChainSinceCopied(const View& upto, const CopiedLog& log) {
   const format::Commit& newest = *upto.commit;
   // The commit copied last no longer reads back as it was copied: gone from the chain (a no-sync
   // commit rolled back after a failed write; another may even have taken its offset and txn id
   // since), or one bad read. Either way, give up: the database is untouched, and abandoning a
   // compaction is always safe.
   auto left = [&] {
-    return Status::Aborted(path_ + ": commit " + std::to_string(log->source.txn_id) +
+    return Status::Aborted(path_ + ": commit " + std::to_string(log.source.txn_id) +
                            " no longer reads back as copied (rolled back, replaced, or a bad read); "
                            "compaction abandoned");
   };
   auto is_source = [&](const format::Commit& c) {
-    return c.offset == log->source.offset && c.txn_id == log->source.txn_id &&
-           c.body_checksum == log->source.body_checksum;
+    return c.offset == log.source.offset && c.txn_id == log.source.txn_id &&
+           c.body_checksum == log.source.body_checksum;
   };
   // Read back, not trusted from memory: a commit rolled back and replaced by one of the same size
   // leaves the file's size, and so every handle's view of its newest commit, as it was.
-  auto at_source = upto.file->ReadCommit(log->source.offset);
+  auto at_source = upto.file->ReadCommit(log.source.offset);
   if (!at_source.ok() && !at_source.status().IsCorruption()) return at_source.status();  // I/O
   if (!at_source.ok() || !is_source(*at_source)) return left();
-  if (newest.offset == log->source.offset) return 0;
+  if (newest.offset == log.source.offset) return std::vector<format::Commit>{};
   // The commits after the last one copied, newest first, read back along the chain.
   std::vector<format::Commit> chain{newest};
-  while (chain.back().prev_commit_offset != log->source.offset) {
+  while (chain.back().prev_commit_offset != log.source.offset) {
     const format::Commit& at = chain.back();
-    if (at.prev_commit_offset < log->source.offset || at.prev_commit_offset == 0) return left();
+    if (at.prev_commit_offset < log.source.offset || at.prev_commit_offset == 0) return left();
     DBDB_ASSIGN_OR_RETURN(format::Commit prev, upto.file->ReadCommit(at.prev_commit_offset));
     chain.push_back(prev);
   }
@@ -209,7 +209,7 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   // the same for a checkpoint, which is not copied (the compacted tree holds its state, and the
   // new file's copies of the commits before it replay to the same).
   const bool checkpoints = upto.file->version() >= format::kCheckpointVersion;
-  uint64_t txn = log->source.txn_id;
+  uint64_t txn = log.source.txn_id;
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
     if (it->txn_id != txn + 1 && !(checkpoints && it->txn_id == txn)) {
       return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has txn " +
@@ -217,6 +217,12 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
     }
     txn = it->txn_id;
   }
+  return chain;
+}
+
+Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
+  DBDB_ASSIGN_OR_RETURN(std::vector<format::Commit> chain, ReadChainSinceCopied(upto, *log));
+  if (chain.empty()) return 0;
   // Each is copied as a commit of the new file: its batch, then its record (the same txn id, over
   // the compacted tree), sealed; durable with the file, which is synced before it has the name.
   const uint64_t start = log->last.record_end();
@@ -234,28 +240,8 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
       log->source = *it;
       continue;
     }
-    if (it->batch_offset == 0) {
-      return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has no batch");
-    }
-    DBDB_ASSIGN_OR_RETURN(auto batch, upto.file->ReadBatch(*it, &buffer));
-    format::Commit c;
-    c.txn_id = it->txn_id;
-    c.prev_commit_offset = log->last.offset;
-    c.commits_in_file = log->last.commits_in_file + 1;
-    SetRoot(&c, RootOf(log->last));
-    c.fold_offset = log->last.fold_offset;
-    c.synced_through = log->synced_end;
-    c.batch_offset = log->last.end();
-    c.sealed = true;
-    c.seal_durable = true;
-    std::string records;
-    format::AppendRecord(&records, c.batch_offset, format::RecordType::kBatch, format::EncodeBatch(batch));
-    std::string bytes = AssembleCommit(log->last, records, &c);
-    DBDB_RETURN_IF_ERROR(out.WriteAt(at, bytes));
-    at += bytes.size();
-    log->overlay->Apply(c.offset, c.txn_id, batch, LogRecordBytes(c));  // as a reader of the new file would
-    log->last = c;
-    log->source = *it;
+    DBDB_ASSIGN_OR_RETURN(uint64_t written, CopyCommit(upto, *it, log, out, at, &buffer));
+    at += written;
   }
   std::string seal;
   format::AppendSeal(&seal, log->last, true);
@@ -263,6 +249,32 @@ Result<uint64_t> DBImpl::CopyLog(const View& upto, CopiedLog* log, File& out) {
   DBDB_RETURN_IF_ERROR(out.Sync());  // before the name, and before the next pass says synced_through
   log->synced_end = log->last.record_end();
   return at + seal.size() - start;
+}
+
+Result<uint64_t> DBImpl::CopyCommit(const View& upto, const format::Commit& source, CopiedLog* log, File& out,
+                                    uint64_t at, ReadBytes* buffer) {
+  if (source.batch_offset == 0) {
+    return Status::Corruption(path_ + ": commit at offset " + std::to_string(source.offset) + " has no batch");
+  }
+  DBDB_ASSIGN_OR_RETURN(auto batch, upto.file->ReadBatch(source, buffer));
+  format::Commit c;
+  c.txn_id = source.txn_id;
+  c.prev_commit_offset = log->last.offset;
+  c.commits_in_file = log->last.commits_in_file + 1;
+  SetRoot(&c, RootOf(log->last));
+  c.fold_offset = log->last.fold_offset;
+  c.synced_through = log->synced_end;
+  c.batch_offset = log->last.end();
+  c.sealed = true;
+  c.seal_durable = true;
+  std::string records;
+  format::AppendRecord(&records, c.batch_offset, format::RecordType::kBatch, format::EncodeBatch(batch));
+  std::string bytes = AssembleCommit(log->last, records, &c);
+  DBDB_RETURN_IF_ERROR(out.WriteAt(at, bytes));
+  log->overlay->Apply(c.offset, c.txn_id, batch, LogRecordBytes(c));  // as a reader of the new file would
+  log->last = c;
+  log->source = source;
+  return bytes.size();
 }
 
 Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Commit& newest,

@@ -288,90 +288,100 @@ Status DBImpl::CatchUpOverlay() {
   if (overlay_ && (overlay_->fold_offset() != newest.fold_offset || overlay_->through_offset() > newest.offset)) {
     overlay_.reset();
   }
-  const bool checkpoints = file_->version() >= format::kCheckpointVersion;
   for (int attempt = 0; attempt < 2; attempt++) {
     if (!overlay_) {
       DBDB_ASSIGN_OR_RETURN(overlay_, OverlayAtFold(newest));
     }
-    const uint64_t through = overlay_->through_offset();
-    if (through == newest.offset) return Status::Ok();
-    // An overlay still at its fold starts from the newest checkpoint on the way back, if any.
-    const bool at_fold = through == newest.fold_offset;
-    std::optional<format::Commit> checkpoint;
-    // The commits after `through` (or after the checkpoint), newest first, read back along the chain.
-    std::vector<format::Commit> chain{newest};
-    bool reached = true;
-    while (chain.back().prev_commit_offset != through) {
-      const format::Commit& at = chain.back();
-      if (at.prev_commit_offset < through || at.prev_commit_offset < newest.fold_offset) {
-        reached = false;
-        break;
-      }
-      DBDB_ASSIGN_OR_RETURN(format::Commit prev, file_->ReadCommit(at.prev_commit_offset));
-      const bool restates = checkpoints && prev.txn_id == at.txn_id;  // `at` is a checkpoint
-      if ((prev.txn_id + 1 != at.txn_id && !restates) || prev.fold_offset != newest.fold_offset ||
-          !SameTree(prev, newest)) {
-        return Status::Corruption(path_ + ": commit at offset " + std::to_string(prev.offset) +
-                                  " does not belong to the chain of the fold at offset " +
-                                  std::to_string(newest.fold_offset));
-      }
-      if (restates && at_fold) {
-        checkpoint = at;
-        chain.pop_back();
-        break;
-      }
-      chain.push_back(prev);
-    }
-    if (!reached) {
+    if (overlay_->through_offset() == newest.offset) return Status::Ok();
+    DBDB_ASSIGN_OR_RETURN(ChainToOverlay chain, ReadChainToOverlay(newest));
+    if (!chain.reached) {
       // The overlay's newest commit is not on this chain: replay from the fold instead.
-      if (at_fold) break;
+      if (chain.from_fold) break;
       overlay_.reset();
       continue;
     }
-    // A commit that restates its predecessor's txn id must name a checkpoint record: anything else
-    // (a forged or misdirected commit) is Corruption, never a checkpoint.
-    auto not_checkpoint = [&](const format::Commit& c, const Status& why) {
-      return Status::Corruption(path_ + ": commit at offset " + std::to_string(c.offset) + " has txn " +
-                                std::to_string(c.txn_id) + " after txn " + std::to_string(c.txn_id) +
-                                " and is not a checkpoint: " + why.ToString());
-    };
-    if (checkpoint) {
-      // It restates a txn after the fold's (the overlay's, still at the fold): never one at or below.
-      if (checkpoint->txn_id <= overlay_->through_txn_id()) {
-        return not_checkpoint(*checkpoint, Status::Corruption("its txn id is not above its fold's"));
-      }
-      ReadBytes bytes;
-      auto changes = file_->ReadCheckpoint(*checkpoint, &bytes);
-      if (!changes.ok()) {
-        return changes.status().IsCorruption() ? not_checkpoint(*checkpoint, changes.status()) : changes.status();
-      }
-      overlay_ = NewOverlay(newest.fold_offset, checkpoint->offset, checkpoint->txn_id, std::move(bytes),
-                            std::move(changes).value(), LogRecordBytes(*checkpoint));
-    }
-    // Oldest first, each new commit must follow the overlay's newest one: the next txn id, or (a
-    // checkpoint) the same. A commit that repeats or goes back in txn ids otherwise is a damaged
-    // or foreign file, and applying it would change what snapshots already taken read.
-    ReadBytes buffer;
-    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
-      const uint64_t through_txn = overlay_->through_txn_id();
-      if (checkpoints && it->txn_id == through_txn) {
-        // What the overlay holds already: read only to check that it is a checkpoint.
-        auto changes = file_->ReadBatch(*it, &buffer, /*checkpoint=*/true);
-        if (!changes.ok()) return changes.status().IsCorruption() ? not_checkpoint(*it, changes.status()) : changes.status();
-        overlay_->Restate(it->offset, LogRecordBytes(*it));
-        continue;
-      }
-      if (it->txn_id != through_txn + 1) {
-        return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has txn " +
-                                  std::to_string(it->txn_id) + " after txn " + std::to_string(through_txn));
-      }
-      DBDB_ASSIGN_OR_RETURN(auto batch, file_->ReadBatch(*it, &buffer));
-      overlay_->Apply(it->offset, it->txn_id, batch, LogRecordBytes(*it));
-    }
-    return Status::Ok();
+    if (chain.checkpoint) DBDB_RETURN_IF_ERROR(StartOverlayAtCheckpoint(newest, *chain.checkpoint));
+    return ReplayOntoOverlay(chain.commits);
   }
   return Status::Corruption(path_ + ": the commit chain from offset " + std::to_string(newest.offset) +
                             " does not reach its fold at offset " + std::to_string(newest.fold_offset));
+}
+
+Result<DBImpl::ChainToOverlay> DBImpl::ReadChainToOverlay(const format::Commit& newest) {
+  const bool checkpoints = file_->version() >= format::kCheckpointVersion;
+  const uint64_t through = overlay_->through_offset();
+  ChainToOverlay chain;
+  // An overlay still at its fold starts from the newest checkpoint on the way back, if any.
+  chain.from_fold = through == newest.fold_offset;
+  chain.commits.push_back(newest);
+  while (chain.commits.back().prev_commit_offset != through) {
+    const format::Commit& at = chain.commits.back();
+    if (at.prev_commit_offset < through || at.prev_commit_offset < newest.fold_offset) {
+      chain.reached = false;
+      return chain;
+    }
+    DBDB_ASSIGN_OR_RETURN(format::Commit prev, file_->ReadCommit(at.prev_commit_offset));
+    const bool restates = checkpoints && prev.txn_id == at.txn_id;  // `at` is a checkpoint
+    if ((prev.txn_id + 1 != at.txn_id && !restates) || prev.fold_offset != newest.fold_offset ||
+        !SameTree(prev, newest)) {
+      return Status::Corruption(path_ + ": commit at offset " + std::to_string(prev.offset) +
+                                " does not belong to the chain of the fold at offset " +
+                                std::to_string(newest.fold_offset));
+    }
+    if (restates && chain.from_fold) {
+      chain.checkpoint = at;
+      chain.commits.pop_back();
+      return chain;
+    }
+    chain.commits.push_back(prev);
+  }
+  return chain;
+}
+
+Status DBImpl::NotACheckpoint(const format::Commit& c, const Status& why) const {
+  return Status::Corruption(path_ + ": commit at offset " + std::to_string(c.offset) + " has txn " +
+                            std::to_string(c.txn_id) + " after txn " + std::to_string(c.txn_id) +
+                            " and is not a checkpoint: " + why.ToString());
+}
+
+Status DBImpl::StartOverlayAtCheckpoint(const format::Commit& newest, const format::Commit& checkpoint) {
+  // It restates a txn after the fold's (the overlay's, still at the fold): never one at or below.
+  if (checkpoint.txn_id <= overlay_->through_txn_id()) {
+    return NotACheckpoint(checkpoint, Status::Corruption("its txn id is not above its fold's"));
+  }
+  ReadBytes bytes;
+  auto changes = file_->ReadCheckpoint(checkpoint, &bytes);
+  if (!changes.ok()) {
+    return changes.status().IsCorruption() ? NotACheckpoint(checkpoint, changes.status()) : changes.status();
+  }
+  overlay_ = NewOverlay(newest.fold_offset, checkpoint.offset, checkpoint.txn_id, std::move(bytes),
+                        std::move(changes).value(), LogRecordBytes(checkpoint));
+  return Status::Ok();
+}
+
+Status DBImpl::ReplayOntoOverlay(const std::vector<format::Commit>& newest_first) {
+  // Oldest first, each new commit must follow the overlay's newest one: the next txn id, or (a
+  // checkpoint) the same. A commit that repeats or goes back in txn ids otherwise is a damaged
+  // or foreign file, and applying it would change what snapshots already taken read.
+  const bool checkpoints = file_->version() >= format::kCheckpointVersion;
+  ReadBytes buffer;
+  for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) {
+    const uint64_t through_txn = overlay_->through_txn_id();
+    if (checkpoints && it->txn_id == through_txn) {
+      // What the overlay holds already: read only to check that it is a checkpoint.
+      auto changes = file_->ReadBatch(*it, &buffer, /*checkpoint=*/true);
+      if (!changes.ok()) return changes.status().IsCorruption() ? NotACheckpoint(*it, changes.status()) : changes.status();
+      overlay_->Restate(it->offset, LogRecordBytes(*it));
+      continue;
+    }
+    if (it->txn_id != through_txn + 1) {
+      return Status::Corruption(path_ + ": commit at offset " + std::to_string(it->offset) + " has txn " +
+                                std::to_string(it->txn_id) + " after txn " + std::to_string(through_txn));
+    }
+    DBDB_ASSIGN_OR_RETURN(auto batch, file_->ReadBatch(*it, &buffer));
+    overlay_->Apply(it->offset, it->txn_id, batch, LogRecordBytes(*it));
+  }
+  return Status::Ok();
 }
 
 Result<std::shared_ptr<LogOverlay>> DBImpl::OverlayAtFold(const format::Commit& newest) {
@@ -742,6 +752,37 @@ Status DBImpl::RewriteUnproven(const View& base) {
   const uint64_t end = base.commit->record_end();
   const uint64_t from =
       std::max({base.commit->synced_through, std::min(DurableEndIn(base), end), format::kFileHeaderSizeBytes});
+  DBDB_ASSIGN_OR_RETURN(std::vector<format::Commit> commits, ReadUnprovenCommits(base, from));
+  // Each commit's bytes are written back only once they verify as recovery verified them
+  // (ReadVerifiedCommit).
+  constexpr uint64_t kChunkBytes = 1 << 20;  // verified commits are written back up to 1 MiB at a time
+  std::string bytes, pending;  // pending: verified bytes not yet written back, from pending_at on
+  uint64_t pending_at = commits.back().body_offset;
+  auto flush = [&]() -> Status {
+    Status s = pending.empty() ? Status::Ok() : file.WriteAt(pending_at, pending);
+    pending_at += pending.size();
+    pending.clear();
+    return s;
+  };
+  for (auto c = commits.rbegin(); c != commits.rend(); ++c) {
+    DBDB_ASSIGN_OR_RETURN(bool verified, ReadVerifiedCommit(base, *c, &bytes));
+    if (!verified) {
+      return Status::IOError(path_ + ": re-reading commit " + std::to_string(c->txn_id) + " at offset " +
+                             std::to_string(c->offset) + " to make it durable, it did not verify" +
+                             "; what does not verify is not written back");
+    }
+    if (pending.size() + bytes.size() > kChunkBytes) DBDB_RETURN_IF_ERROR(flush());
+    if (bytes.size() >= kChunkBytes) {
+      DBDB_RETURN_IF_ERROR(file.WriteAt(pending_at, bytes));  // pending is empty: a big commit alone
+      pending_at += bytes.size();
+    } else {
+      pending.append(bytes);
+    }
+  }
+  return flush();
+}
+
+Result<std::vector<format::Commit>> DBImpl::ReadUnprovenCommits(const View& base, uint64_t from) {
   // The commits whose bodies lie at or above `from`, newest first: never below where recovery
   // stopped verifying (a commit whose own synced_through covers its body start), so that only
   // what recovery verified is read again. (DecodeCommitPayload ties each body to the record
@@ -761,47 +802,26 @@ Status DBImpl::RewriteUnproven(const View& base) {
     if (base.file->IsCompactedTree(*prev)) break;  // proven (above): the rewrite starts after it
     commits.push_back(*prev);
   }
-  // Each commit's bytes are written back only once they verify as recovery verified them: the
-  // body against the commit's body checksum, the commit record against its own. One bad read is
-  // not bad bytes: a commit that does not verify is read once more before giving up.
-  constexpr uint64_t kChunkBytes = 1 << 20;  // verified commits are written back up to 1 MiB at a time
-  std::string bytes, pending;  // pending: verified bytes not yet written back, from pending_at on
-  uint64_t pending_at = commits.back().body_offset;
-  auto flush = [&]() -> Status {
-    Status s = pending.empty() ? Status::Ok() : file.WriteAt(pending_at, pending);
-    pending_at += pending.size();
-    pending.clear();
-    return s;
-  };
-  for (auto c = commits.rbegin(); c != commits.rend(); ++c) {
-    bool verified = false;
-    for (int attempt = 0; attempt < 2 && !verified; attempt++) {
-      bytes.resize(c->record_end() - c->body_offset);
-      DBDB_ASSIGN_OR_RETURN(size_t got, file.ReadAt(c->body_offset, bytes));
-      if (got != bytes.size()) break;  // the file is shorter than the commit it was read with
-      std::string_view body = std::string_view(bytes).substr(0, c->offset - c->body_offset);
-      auto record = format::VerifyRecord(c->offset, std::string_view(bytes).substr(body.size()));
-      verified = format::BodyChecksum(c->body_offset, body) == c->body_checksum && record.ok() &&
-                 record->type == format::RecordType::kCommit;
-      if (verified) {
-        auto decoded = format::DecodeCommitPayload(c->offset, record->payload, base.file->version());
-        verified = decoded.ok() && decoded->txn_id == c->txn_id && decoded->body_checksum == c->body_checksum;
-      }
+  return commits;
+}
+
+Result<bool> DBImpl::ReadVerifiedCommit(const View& base, const format::Commit& c, std::string* bytes) {
+  // The body against the commit's body checksum, the commit record against its own. One bad read
+  // is not bad bytes: a commit that does not verify is read once more before giving up.
+  for (int attempt = 0; attempt < 2; attempt++) {
+    bytes->resize(c.record_end() - c.body_offset);
+    DBDB_ASSIGN_OR_RETURN(size_t got, base.file->file().ReadAt(c.body_offset, *bytes));
+    if (got != bytes->size()) return false;  // the file is shorter than the commit it was read with
+    std::string_view body = std::string_view(*bytes).substr(0, c.offset - c.body_offset);
+    auto record = format::VerifyRecord(c.offset, std::string_view(*bytes).substr(body.size()));
+    if (format::BodyChecksum(c.body_offset, body) != c.body_checksum || !record.ok() ||
+        record->type != format::RecordType::kCommit) {
+      continue;
     }
-    if (!verified) {
-      return Status::IOError(path_ + ": re-reading commit " + std::to_string(c->txn_id) + " at offset " +
-                             std::to_string(c->offset) + " to make it durable, it did not verify" +
-                             "; what does not verify is not written back");
-    }
-    if (pending.size() + bytes.size() > kChunkBytes) DBDB_RETURN_IF_ERROR(flush());
-    if (bytes.size() >= kChunkBytes) {
-      DBDB_RETURN_IF_ERROR(file.WriteAt(pending_at, bytes));  // pending is empty: a big commit alone
-      pending_at += bytes.size();
-    } else {
-      pending.append(bytes);
-    }
+    auto decoded = format::DecodeCommitPayload(c.offset, record->payload, base.file->version());
+    if (decoded.ok() && decoded->txn_id == c.txn_id && decoded->body_checksum == c.body_checksum) return true;
   }
-  return flush();
+  return false;
 }
 
 void DBImpl::Publish(const View& view, const std::vector<format::BatchChange>* changes) {
@@ -866,9 +886,17 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
   // After a failed rollback this handle keeps the writer lock for good (HoldWriterLock): fail
   // here, before locking through the file that lock was taken through.
   DBDB_RETURN_IF_ERROR(CheckWritable());
+  DBDB_ASSIGN_OR_RETURN(lock.file_lock, LockCounterFile(wait, give_up));
+  DBDB_RETURN_IF_ERROR(CheckWritable());
+  DBDB_RETURN_IF_ERROR(MarkChange(&lock));
+  return lock;
+}
+
+Result<std::unique_ptr<FileLock>> DBImpl::LockCounterFile(bool wait, const std::atomic<bool>* give_up) {
   // The lock file stays open from one writer to the next (its counter is written at every take),
   // so a lock costs a flock, not an open and a close. (Never in a forked child, whose copy of it
   // shares the parent's lock: CheckWritable refuses a handle there.)
+  std::unique_ptr<FileLock> file_lock;
   while (true) {
     if (counter_file_ == nullptr) {
       auto opened = fs_->Open(lock_path_, OpenOptions{.create = true, .transient = true});
@@ -882,7 +910,7 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
       for (auto pause = std::chrono::microseconds(100);; pause = std::min(2 * pause, kGiveUpPollMax)) {
         auto held = counter_file_->Lock({.wait = false});
         if (held.ok()) {
-          lock.file_lock = std::move(held).value();
+          file_lock = std::move(held).value();
           break;
         }
         if (held.status().code() != StatusCode::kBusy) {
@@ -895,7 +923,7 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
     } else {
       auto held = counter_file_->Lock({.wait = wait});
       if (held.ok()) {
-        lock.file_lock = std::move(held).value();
+        file_lock = std::move(held).value();
       } else {
         failed = held.status();
       }
@@ -908,12 +936,14 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
     DBDB_ASSIGN_OR_RETURN(FileStat stat, counter_file_->Stat());
     if (!stat.unlinked) {
       if (!failed.ok()) return failed;
-      break;
+      return file_lock;
     }
-    lock.file_lock.reset();
+    file_lock.reset();
     ForgetLockFile();
   }
-  DBDB_RETURN_IF_ERROR(CheckWritable());
+}
+
+Status DBImpl::MarkChange(WriterLock* lock) {
   // The counter still holds the even value this handle's last lock released (its mark plus one):
   // no writer has taken the lock since, as each writes a fresh value first (a writer whose mark
   // failed removed the counter, which reads as none). Then the file is as this handle left it.
@@ -937,8 +967,8 @@ Result<WriterLock> DBImpl::AcquireWriter(bool wait, const std::atomic<bool>* giv
     own_counter_tried_ = true;
     (void)own_counter_.MapOpen(*counter_file_);
   }
-  lock.mark = std::move(mark).value();
-  return lock;
+  lock->mark = std::move(mark).value();
+  return Status::Ok();
 }
 
 void AppendCommitRecord(std::string* bytes, const format::Commit& commit) {

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "change_counter.h"
 #include "dbdb/db.h"
@@ -241,6 +242,14 @@ class DBImpl final : public DB {
   // Copies the commits after log->source through `upto`'s commit (same file) into `out` after
   // log->last, and syncs; returns the bytes written (0: nothing new).
   Result<uint64_t> CopyLog(const View& upto, CopiedLog* log, File& out);
+  // The commits after log.source through `upto`'s commit, newest first, read back along the chain
+  // and checked to follow it in txn ids (empty: none). Aborted when log.source no longer reads back
+  // as copied.
+  Result<std::vector<format::Commit>> ReadChainSinceCopied(const View& upto, const CopiedLog& log);
+  // Writes `source`'s batch and a commit record for it over log->last's tree into `out` at `at`,
+  // applies it to log->overlay and moves log->last and log->source on; returns the bytes written.
+  Result<uint64_t> CopyCommit(const View& upto, const format::Commit& source, CopiedLog* log, File& out,
+                              uint64_t at, ReadBytes* buffer);
   // Renames the written file over the database, syncs the directory and follows the new file,
   // whose overlay through `newest` is `overlay` (CopiedLog), taking `warmed`'s mapping and
   // verified nodes if not null (WarmCompacted).
@@ -329,6 +338,12 @@ class DBImpl final : public DB {
   // `give_up`, the lock file is polled (every kGiveUpPollMax at most) and Aborted once *give_up.
   Result<WriterLock> AcquireWriter(bool wait, const std::atomic<bool>* give_up = nullptr);
   Result<WriterLock> AcquireWriter() { return AcquireWriter(options_.wait_for_writer); }
+  // AcquireWriter's lock of the lock file (counter_file_'s, opened here if need be; a file that
+  // lost its name is closed and the name's file locked instead), taken as `wait` and `give_up` say.
+  Result<std::unique_ptr<FileLock>> LockCounterFile(bool wait, const std::atomic<bool>* give_up);
+  // Under both locks: takes the change mark (odd) into lock->mark, and learns whether the file is
+  // as this handle's own last commit left it (unchanged_since_left_).
+  Status MarkChange(WriterLock* lock);
   // The writer's base: the newest commit, its tail cut and base settled. REQUIRES: writer lock held.
   Result<View> PrepareWriterView();
 
@@ -382,6 +397,25 @@ class DBImpl final : public DB {
   // Brings overlay_ up to newest_: replays the batches of the commits after the overlay's newest
   // (or after the fold, for a new overlay).
   Status CatchUpOverlay() REQUIRES(state_mutex_);
+  // The commits after the overlay's newest, newest first, read back along newest_'s chain and
+  // checked to belong to its fold (Corruption if not); `reached` false when the chain passes the
+  // overlay's newest commit (or the fold) without meeting it. An overlay still at its fold
+  // (`from_fold`) starts from the newest checkpoint on the way back: `checkpoint`, which
+  // `commits` then stop after.
+  struct ChainToOverlay {
+    std::vector<format::Commit> commits;
+    std::optional<format::Commit> checkpoint;
+    bool from_fold = false;
+    bool reached = true;
+  };
+  Result<ChainToOverlay> ReadChainToOverlay(const format::Commit& newest) REQUIRES(state_mutex_);
+  // Replaces the overlay (still at newest's fold) with `checkpoint`'s state, checked to be one.
+  Status StartOverlayAtCheckpoint(const format::Commit& newest, const format::Commit& checkpoint)
+      REQUIRES(state_mutex_);
+  // Applies `newest_first`'s batches to the overlay, oldest first, each checked to follow it.
+  Status ReplayOntoOverlay(const std::vector<format::Commit>& newest_first) REQUIRES(state_mutex_);
+  // Corruption: commit `c` restates its predecessor's txn id and is not a checkpoint (`why`).
+  Status NotACheckpoint(const format::Commit& c, const Status& why) const;
   // A new, empty overlay over the fold `newest` builds on, from the fold commit's txn id (read and
   // checked against `newest`: a fold commit with the same tree and an older txn id).
   Result<std::shared_ptr<LogOverlay>> OverlayAtFold(const format::Commit& newest) REQUIRES(state_mutex_);
@@ -412,6 +446,13 @@ class DBImpl final : public DB {
   // Writes again, verified, the bytes of the base that no sync of this handle or durable seal
   // proves durable (SettleBase, before its sync).
   Status RewriteUnproven(const View& base);
+  // The commits whose bodies lie at or above `from` back from base's (newest first), as far as
+  // recovery verified them: never below a commit whose own synced_through covers its body start,
+  // nor into a compacted file's first commit (proven: synced before the file had its name).
+  Result<std::vector<format::Commit>> ReadUnprovenCommits(const View& base, uint64_t from);
+  // Reads `c`'s body and record into *bytes (twice at most) and returns whether they verify as
+  // recovery verified them (false: not; an error: the read failed).
+  Result<bool> ReadVerifiedCommit(const View& base, const format::Commit& c, std::string* bytes);
   // Fail after a commit's write or sync failed: first settle the file back to `base` (I7). If
   // that fails too, the in-flight lock (*in_flight) is kept until the handle is closed.
   Status FailCommit(const View& base, const Status& cause, std::unique_ptr<FileLock>* in_flight);

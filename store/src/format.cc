@@ -107,6 +107,69 @@ std::string EncodeCommitPayload(const Commit& c) {
   return out;
 }
 
+namespace {
+
+// Why `c`, decoded from the commit record at c.offset, cannot be a commit (its structural checks);
+// empty if it can be one.
+std::string CommitStructureFault(const Commit& c) {
+  const uint64_t offset = c.offset;
+  const uint64_t record_size = CommitRecordSize(c.version);
+  // Structural checks: everything a commit names lies before it, in the order it was written.
+  if (c.txn_id == 0) return "transaction id 0";
+  if (c.body_offset < kFileHeaderSizeBytes || c.body_offset > offset) return "body outside the file";
+  if (c.prev_commit_offset != 0 && c.prev_commit_offset < kFileHeaderSizeBytes) return "bad previous commit";
+  // The body starts where the previous commit record ends (so it covers the previous seal).
+  uint64_t expected_body = c.prev_commit_offset == 0 ? kFileHeaderSizeBytes
+                                                     : c.prev_commit_offset + record_size;
+  if (c.body_offset != expected_body) return "body does not start where the previous commit ends";
+  if (c.tree_height > kTreeHeightMax) return "tree height " + std::to_string(c.tree_height);
+  if ((c.root_offset == 0) != (c.tree_height == 0)) return "root and height disagree";
+  if (c.root_offset != 0) {
+    // Subtraction, not root_offset + root_length, which wraps past 2^64 (found by
+    // dbdb_fuzz_structured: a root at 2^64 - 518 passed and was read as an I/O error).
+    if (c.root_offset < kFileHeaderSizeBytes || c.root_length < kRecordOverheadBytes ||
+        c.root_offset > offset || c.root_length > offset - c.root_offset) {
+      return "root outside the committed region";
+    }
+  }
+  if (c.commits_in_file == 0 || (c.prev_commit_offset == 0) != (c.commits_in_file == 1)) {
+    return "commit count disagrees with the previous commit";
+  }
+  // The counts are bounded by the bytes before the commit, so that the next commit's counts (these
+  // plus what one transaction adds) cannot wrap: each commit record takes 96 bytes, every
+  // reachable node is a distinct record before the commit, and every key at least two bytes of one.
+  if (c.commits_in_file - 1 > (offset - kFileHeaderSizeBytes) / record_size) {
+    return "more commits than fit before it";
+  }
+  if (c.tree_bytes > offset - kFileHeaderSizeBytes) return "tree larger than the file before it";
+  if (c.tree_height == 0 ? (c.key_count != 0 || c.tree_bytes != 0)
+                         : (c.key_count == 0 || c.tree_bytes < c.root_length || c.key_count > c.tree_bytes / 2)) {
+    return "key count, tree size and height disagree";
+  }
+  if (c.synced_through > offset) return "synced_through past the commit";
+  // The tree is the fold's: it lies before the fold commit, which is this one or an earlier one
+  // (at or before the previous commit). The batch, when there is one, ends where the commit starts.
+  if (c.fold_offset != offset) {
+    if (c.fold_offset < kFileHeaderSizeBytes || c.prev_commit_offset == 0 || c.fold_offset > c.prev_commit_offset) {
+      return "fold point outside the commits before it";
+    }
+    if (c.root_offset != 0 && (c.root_offset > c.fold_offset || c.root_length > c.fold_offset - c.root_offset)) {
+      return "root after its fold";
+    }
+    if (c.batch_offset == 0) return "a commit that does not fold has no batch";
+  }
+  if (c.batch_offset != 0 &&
+      (c.batch_offset < c.body_offset || c.batch_offset > offset || offset - c.batch_offset < kRecordOverheadBytes)) {
+    return "batch outside the commit's body";
+  }
+  if (c.root_offset != 0 && c.batch_offset != 0 && c.root_length > c.batch_offset - std::min(c.batch_offset, c.root_offset)) {
+    return "root overlaps the batch";
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p, uint32_t version) {
   auto bad = [offset](const std::string& why) {
     return Status::Corruption("commit record at offset " + std::to_string(offset) + ": " + why);
@@ -128,58 +191,7 @@ Result<Commit> DecodeCommitPayload(uint64_t offset, std::string_view p, uint32_t
   c.commits_in_file = DecodeFixed64(p.data() + 72);
   c.fold_offset = version >= 2 ? DecodeFixed64(p.data() + 80) : offset;  // version 1: every commit folds
   c.batch_offset = version >= 2 ? DecodeFixed64(p.data() + 88) : 0;
-  const uint64_t record_size = CommitRecordSize(version);
-  // Structural checks: everything a commit names lies before it, in the order it was written.
-  if (c.txn_id == 0) return bad("transaction id 0");
-  if (c.body_offset < kFileHeaderSizeBytes || c.body_offset > offset) return bad("body outside the file");
-  if (c.prev_commit_offset != 0 && c.prev_commit_offset < kFileHeaderSizeBytes) return bad("bad previous commit");
-  // The body starts where the previous commit record ends (so it covers the previous seal).
-  uint64_t expected_body = c.prev_commit_offset == 0 ? kFileHeaderSizeBytes
-                                                     : c.prev_commit_offset + record_size;
-  if (c.body_offset != expected_body) return bad("body does not start where the previous commit ends");
-  if (c.tree_height > kTreeHeightMax) return bad("tree height " + std::to_string(c.tree_height));
-  if ((c.root_offset == 0) != (c.tree_height == 0)) return bad("root and height disagree");
-  if (c.root_offset != 0) {
-    // Subtraction, not root_offset + root_length, which wraps past 2^64 (found by
-    // dbdb_fuzz_structured: a root at 2^64 - 518 passed and was read as an I/O error).
-    if (c.root_offset < kFileHeaderSizeBytes || c.root_length < kRecordOverheadBytes ||
-        c.root_offset > offset || c.root_length > offset - c.root_offset) {
-      return bad("root outside the committed region");
-    }
-  }
-  if (c.commits_in_file == 0 || (c.prev_commit_offset == 0) != (c.commits_in_file == 1)) {
-    return bad("commit count disagrees with the previous commit");
-  }
-  // The counts are bounded by the bytes before the commit, so that the next commit's counts (these
-  // plus what one transaction adds) cannot wrap: each commit record takes 96 bytes, every
-  // reachable node is a distinct record before the commit, and every key at least two bytes of one.
-  if (c.commits_in_file - 1 > (offset - kFileHeaderSizeBytes) / record_size) {
-    return bad("more commits than fit before it");
-  }
-  if (c.tree_bytes > offset - kFileHeaderSizeBytes) return bad("tree larger than the file before it");
-  if (c.tree_height == 0 ? (c.key_count != 0 || c.tree_bytes != 0)
-                         : (c.key_count == 0 || c.tree_bytes < c.root_length || c.key_count > c.tree_bytes / 2)) {
-    return bad("key count, tree size and height disagree");
-  }
-  if (c.synced_through > offset) return bad("synced_through past the commit");
-  // The tree is the fold's: it lies before the fold commit, which is this one or an earlier one
-  // (at or before the previous commit). The batch, when there is one, ends where the commit starts.
-  if (c.fold_offset != offset) {
-    if (c.fold_offset < kFileHeaderSizeBytes || c.prev_commit_offset == 0 || c.fold_offset > c.prev_commit_offset) {
-      return bad("fold point outside the commits before it");
-    }
-    if (c.root_offset != 0 && (c.root_offset > c.fold_offset || c.root_length > c.fold_offset - c.root_offset)) {
-      return bad("root after its fold");
-    }
-    if (c.batch_offset == 0) return bad("a commit that does not fold has no batch");
-  }
-  if (c.batch_offset != 0 &&
-      (c.batch_offset < c.body_offset || c.batch_offset > offset || offset - c.batch_offset < kRecordOverheadBytes)) {
-    return bad("batch outside the commit's body");
-  }
-  if (c.root_offset != 0 && c.batch_offset != 0 && c.root_length > c.batch_offset - std::min(c.batch_offset, c.root_offset)) {
-    return bad("root overlaps the batch");
-  }
+  if (std::string why = CommitStructureFault(c); !why.empty()) return bad(why);
   return c;
 }
 

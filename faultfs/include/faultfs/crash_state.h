@@ -70,6 +70,8 @@ class PersistenceTracker {
 
   // How many choices the plan has here; saturates at UINT64_MAX.
   uint64_t CountStates(CrashPlan plan) const;
+  // The choice that keeps no volatile write and no name operation (garbage from `seed`).
+  CrashChoice NothingKept(uint64_t seed) const;
 
   // Calls visit(choice) for each crash choice of the plan: every one if there are at most
   // states_max, else states_max of them sampled with `seed` (the first is always "all lost").
@@ -91,6 +93,9 @@ class PersistenceTracker {
     std::string dir;
   };
   void EnumerateExhaustive(CrashPlan plan, uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
+  // kSubset's and kTorn's choices, in EnumerateExhaustive's order; false once `visit` said stop.
+  bool EnumerateSubsets(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
+  bool EnumerateTorn(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
 
   std::map<uint64_t, std::string> durable_files_;    // inode -> durable bytes
   std::map<std::string, uint64_t> durable_names_;    // path -> inode

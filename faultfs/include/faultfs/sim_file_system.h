@@ -55,6 +55,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -205,6 +206,11 @@ class SimFileSystem final : public dbdb::FileSystem {
   struct State;  // shared with open files and other processes
 
  private:
+  // RunScheduled's scheduler, under `guard` (state_'s mutex): grants one step at a time to a
+  // process of `ids` once each is at a step or finished, as `schedule` picks and kills; returns
+  // once all have finished, or a deadlock's outcome after killing them all.
+  std::string DriveSchedule(std::unique_lock<std::mutex>& guard, const std::vector<uint32_t>& ids,
+                            const Schedule& schedule);
   SimFileSystem(std::shared_ptr<State> state, uint32_t process);
   std::shared_ptr<State> state_;
   uint32_t process_ = 0;
