@@ -273,7 +273,7 @@ void KeepNamesPrefix(CrashChoice* c, size_t k) {
 
 }  // namespace
 
-bool PersistenceTracker::EnumerateSubsets(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const {
+void PersistenceTracker::EnumerateSubsets(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const {
   const size_t writes = volatile_writes_.size();
   const size_t names = volatile_names_.size();
   for (uint64_t mask = 0; mask < (uint64_t{1} << writes); mask++) {
@@ -283,13 +283,12 @@ bool PersistenceTracker::EnumerateSubsets(uint64_t seed, const std::function<boo
         if (mask >> i & 1) c.writes[i].kind = WriteFate::Kind::kKept;
       }
       for (size_t i = 0; i < names; i++) c.name_ops_kept[i] = (name_mask >> i & 1) != 0;
-      if (!visit(c)) return false;
+      if (!visit(c)) return;
     }
   }
-  return true;
 }
 
-bool PersistenceTracker::EnumerateTorn(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const {
+void PersistenceTracker::EnumerateTorn(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const {
   const size_t writes = volatile_writes_.size();
   const size_t names = volatile_names_.size();
   for (size_t j = 0; j < writes; j++) {
@@ -300,15 +299,14 @@ bool PersistenceTracker::EnumerateTorn(uint64_t seed, const std::function<bool(c
         KeepWritesPrefix(&c, j);
         KeepNamesPrefix(&c, d);
         c.writes[j] = WriteFate{WriteFate::Kind::kExtendedOnly, 0, garbage == 1};
-        if (!visit(c)) return false;
+        if (!visit(c)) return;
         for (uint64_t mask = 1; units > 1 && mask + 1 < (uint64_t{1} << units); mask++) {
           c.writes[j] = WriteFate{WriteFate::Kind::kTorn, mask, garbage == 1};
-          if (!visit(c)) return false;
+          if (!visit(c)) return;
         }
       }
     }
   }
-  return true;
 }
 
 void PersistenceTracker::EnumerateExhaustive(CrashPlan plan, uint64_t seed,

@@ -797,9 +797,7 @@ CrashImage SimFileSystem::LiveImage() const {
 
 CrashImage SimFileSystem::DurableImage() const {
   std::lock_guard<std::mutex> guard(state_->mutex);
-  return state_->tracker.Build(CrashChoice{
-      std::vector<WriteFate>(state_->tracker.volatile_write_count()),
-      std::vector<bool>(state_->tracker.volatile_name_op_count(), false), 0});
+  return state_->tracker.Build(state_->tracker.NothingKept(0));
 }
 
 uint64_t CrashImage::Hash() const {

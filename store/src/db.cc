@@ -806,8 +806,9 @@ Result<std::vector<format::Commit>> DBImpl::ReadUnprovenCommits(const View& base
 }
 
 Result<bool> DBImpl::ReadVerifiedCommit(const View& base, const format::Commit& c, std::string* bytes) {
-  // The body against the commit's body checksum, the commit record against its own. One bad read
-  // is not bad bytes: a commit that does not verify is read once more before giving up.
+  // As recovery verified them: the body against the commit's body checksum, the commit record
+  // against its own. One bad read is not bad bytes: a commit that does not verify is read once
+  // more before giving up.
   for (int attempt = 0; attempt < 2; attempt++) {
     bytes->resize(c.record_end() - c.body_offset);
     DBDB_ASSIGN_OR_RETURN(size_t got, base.file->file().ReadAt(c.body_offset, *bytes));

@@ -319,7 +319,7 @@ class DBImpl final : public DB {
   // What the writer starts from (REQUIRES: the writer lock): the newest commit of the file the
   // path itself names, sealed or not, taken as is (PrepareWriterView then settles it: the
   // writer's writes are there, in SettleBase).
-  // `unchanged`: set when the file is as this handle's own last commit left it (AcquireWriter),
+  // `unchanged`: set when the file is as this handle's own last commit left it (MarkChange),
   // and then the view is that commit's, with no look at the file.
   Result<View> WriterView(bool* unchanged) EXCLUDES(state_mutex_) { return NewestView(/*writer=*/true, unchanged); }
   // Both views: follow a replaced file, find the newest commit above the one known, decide it
@@ -340,9 +340,11 @@ class DBImpl final : public DB {
   Result<WriterLock> AcquireWriter() { return AcquireWriter(options_.wait_for_writer); }
   // AcquireWriter's lock of the lock file (counter_file_'s, opened here if need be; a file that
   // lost its name is closed and the name's file locked instead), taken as `wait` and `give_up` say.
+  // REQUIRES: writer_mutex_ held (not checked by clang: see the top of this file).
   Result<std::unique_ptr<FileLock>> LockCounterFile(bool wait, const std::atomic<bool>* give_up);
-  // Under both locks: takes the change mark (odd) into lock->mark, and learns whether the file is
-  // as this handle's own last commit left it (unchanged_since_left_).
+  // Under both locks: takes the change mark (odd) into lock->mark (last_mark_ its value; the
+  // counter mapped once, own_counter_), and learns whether the file is as this handle's own last
+  // commit left it (unchanged_since_left_, from left_, which it uses up); writer_at_ is reset.
   Status MarkChange(WriterLock* lock);
   // The writer's base: the newest commit, its tail cut and base settled. REQUIRES: writer lock held.
   Result<View> PrepareWriterView();
@@ -400,8 +402,10 @@ class DBImpl final : public DB {
   // The commits after the overlay's newest, newest first, read back along newest_'s chain and
   // checked to belong to its fold (Corruption if not); `reached` false when the chain passes the
   // overlay's newest commit (or the fold) without meeting it. An overlay still at its fold
-  // (`from_fold`) starts from the newest checkpoint on the way back: `checkpoint`, which
-  // `commits` then stop after.
+  // (`from_fold`) starts from the newest checkpoint on the way back: `checkpoint`, and `commits`
+  // are then the commits after it (not it). A commit that restates its predecessor's txn id must
+  // name a checkpoint record: anything else (a forged or misdirected commit) is Corruption
+  // (StartOverlayAtCheckpoint, ReplayOntoOverlay), never a checkpoint.
   struct ChainToOverlay {
     std::vector<format::Commit> commits;
     std::optional<format::Commit> checkpoint;

@@ -764,48 +764,103 @@ TEST(CloseFold, CheckRefusesACloseFoldOutsideItsRules) {
 // When folding the log at close would make automatic compaction due (the fold's nodes about
 // double the garbage), the close compacts instead, under the writer lock it holds: the file is
 // rewritten once, not grown by a fold and then rewritten by the next writer.
-TEST(CloseFold, WhenTheFoldWouldMakeCompactionDueTheCloseCompacts) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
+// Options and a handle's commits after which closing it finds its close fold due, and that the
+// fold would make compaction due: 5,000 keys folded by the first commit, then every key changed in
+// 50 commits of 100, unfolded (under 1 MiB).
+Options CloseCompactionOptions() {
   Options options;
   options.fold_threshold_bytes = 1 << 20;
   options.auto_compact_slack_bytes = 4096;
   options.background_compaction = false;
   options.fold_on_close_bytes = 2000;
-  // More keys than a compaction copies between two looks at whether its handle is closing (4,096):
-  // the close's own compaction must not give up as its background one does.
-  const int keys = 5000;
+  return options;
+}
+constexpr int kCloseCompactionKeys = 5000;
+
+void CommitUntilTheCloseWouldCompact(DB& db) {
   const std::string value(100, 'v'), newer(100, 'w');
-  {
-    auto db = OpenOrDie(path, options);
-    WriteBatch first;
-    for (int i = 0; i < keys; i++) first.Put(Key(i), value);
-    ASSERT_TRUE(db->Write(first).ok());  // the first commit folds: a tree of 5,000 keys
-    for (int batch = 0; batch < keys / 100; batch++) {  // every key changed, unfolded (under 1 MiB)
-      WriteBatch changes;
-      for (int i = batch * 100; i < batch * 100 + 100; i++) changes.Put(Key(i), newer);
-      ASSERT_TRUE(db->Write(changes).ok());
-    }
-    auto stats = db->GetStats();
-    ASSERT_TRUE(stats.ok());
-    ASSERT_EQ(stats->generation, 0u) << "compacted before the close";
-    ASSERT_GT(stats->unfolded_bytes, 500u * 1000);
+  WriteBatch first;
+  for (int i = 0; i < kCloseCompactionKeys; i++) first.Put(Key(i), value);
+  ASSERT_TRUE(db.Write(first).ok());  // the first commit folds: a tree of 5,000 keys
+  for (int batch = 0; batch < kCloseCompactionKeys / 100; batch++) {
+    WriteBatch changes;
+    for (int i = batch * 100; i < batch * 100 + 100; i++) changes.Put(Key(i), newer);
+    ASSERT_TRUE(db.Write(changes).ok());
   }
+  auto stats = db.GetStats();
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->generation, 0u) << "compacted before the close";
+  ASSERT_GT(stats->unfolded_bytes, 500u * 1000);
+}
+
+// The file at `path` after the close: every key's newer value, and Check passes; its Stats.
+Stats ReopenedAfterTheClose(const std::string& path) {
   Options read_only;
   read_only.read_only = true;
   auto db = DB::Open(path, read_only);
-  ASSERT_TRUE(db.ok());
-  auto stats = (*db)->GetStats();
-  ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->generation, 1u) << "the close did not compact";
-  EXPECT_EQ(stats->commits_in_file, 1u);
-  EXPECT_EQ(stats->unfolded_bytes, 0u);
-  EXPECT_EQ(stats->txn_id, 51u);
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  if (!db.ok()) return Stats{};
   auto all = All(**db);
-  ASSERT_EQ(all.size(), 5000u);
-  for (const auto& [key, v] : all) ASSERT_EQ(v, newer) << key;
+  EXPECT_EQ(all.size(), size_t{kCloseCompactionKeys});
+  for (const auto& [key, v] : all) EXPECT_EQ(v, std::string(100, 'w')) << key;
   auto check = (*db)->Check();
   EXPECT_TRUE(check.ok()) << check.status().ToString();
+  auto stats = (*db)->GetStats();
+  EXPECT_TRUE(stats.ok());
+  return stats.ok() ? *stats : Stats{};
+}
+
+TEST(CloseFold, WhenTheFoldWouldMakeCompactionDueTheCloseCompacts) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  // More keys than a compaction copies between two looks at whether its handle is closing (4,096):
+  // the close's own compaction must not give up as its background one does.
+  static_assert(kCloseCompactionKeys > 4096);
+  {
+    auto db = OpenOrDie(path, CloseCompactionOptions());
+    CommitUntilTheCloseWouldCompact(*db);
+    if (HasFatalFailure()) return;
+  }
+  const Stats stats = ReopenedAfterTheClose(path);
+  EXPECT_EQ(stats.generation, 1u) << "the close did not compact";
+  EXPECT_EQ(stats.commits_in_file, 1u);
+  EXPECT_EQ(stats.unfolded_bytes, 0u);
+  EXPECT_EQ(stats.txn_id, 51u);
+}
+
+// The close's compaction only tries the compaction lock. Held elsewhere (another handle's or
+// process's compaction, which folds the log into its own file), the close neither waits, folds nor
+// compacts: it checkpoints (checkpoint_on_close), so the next open replays one checkpoint, not 50
+// batches; without checkpoint_on_close it writes nothing.
+TEST(CloseFold, WhenAnotherCompactionHoldsTheLockTheCloseCheckpointsInstead) {
+  for (bool checkpoint_on_close : {true, false}) {
+    SCOPED_TRACE(checkpoint_on_close ? "checkpoint_on_close" : "no checkpoint_on_close");
+    TempDir dir;
+    const std::string path = dir.Path("db");
+    Options options = CloseCompactionOptions();
+    options.checkpoint_on_close = checkpoint_on_close;
+    uint64_t unfolded_before_close = 0;
+    {
+      auto db = OpenOrDie(path, options);
+      CommitUntilTheCloseWouldCompact(*db);
+      if (HasFatalFailure()) return;
+      unfolded_before_close = db->GetStats().value().unfolded_bytes;
+      auto compacting = NewPosixFileSystem()->Lock(path + ".compacting.lock", {.wait = false});
+      ASSERT_TRUE(compacting.ok()) << compacting.status().ToString();
+      db.reset();  // the close, with the compaction lock held
+    }
+    const Stats stats = ReopenedAfterTheClose(path);
+    EXPECT_EQ(stats.generation, 0u) << "the close compacted";
+    EXPECT_EQ(stats.txn_id, 51u);
+    if (checkpoint_on_close) {
+      EXPECT_EQ(stats.commits_in_file, 52u) << "no checkpoint after the 51 commits";
+      EXPECT_GT(stats.unfolded_bytes, 0u) << "the close folded";
+      EXPECT_LT(stats.unfolded_bytes, unfolded_before_close) << "the open replays the batches, not a checkpoint";
+    } else {
+      EXPECT_EQ(stats.commits_in_file, 51u) << "the close wrote a commit";
+      EXPECT_EQ(stats.unfolded_bytes, unfolded_before_close);
+    }
+  }
 }
 
 // A checkpoint restates the log since the fold, so folds count the batches (and their commits and

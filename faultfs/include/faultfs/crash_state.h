@@ -93,9 +93,9 @@ class PersistenceTracker {
     std::string dir;
   };
   void EnumerateExhaustive(CrashPlan plan, uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
-  // kSubset's and kTorn's choices, in EnumerateExhaustive's order; false once `visit` said stop.
-  bool EnumerateSubsets(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
-  bool EnumerateTorn(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
+  // kSubset's and kTorn's choices, in EnumerateExhaustive's order, until `visit` says stop.
+  void EnumerateSubsets(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
+  void EnumerateTorn(uint64_t seed, const std::function<bool(const CrashChoice&)>& visit) const;
 
   std::map<uint64_t, std::string> durable_files_;    // inode -> durable bytes
   std::map<std::string, uint64_t> durable_names_;    // path -> inode

@@ -135,7 +135,9 @@ struct Options {
   // nodes would make automatic compaction due (and it is not backing off after a failure), an
   // online compaction (a closing handle's running background compaction is abandoned first; the
   // close's own lets the writer lock go while it writes the tree, and is abandoned in its turn if
-  // another writer holds the lock at its last pass). The next open then reads no log: opening
+  // another writer holds the lock at its last pass; it only tries the compaction lock, and while
+  // another compaction holds that, the close writes the checkpoint above instead, if
+  // checkpoint_on_close, and else nothing). The next open then reads no log: opening
   // takes the same time whatever the log held (docs/FORMAT.md, "Close folds"). A close may so
   // take as long as a fold or a compaction. Whether to take the writer lock at all is judged from
   // the log this handle last saw (with checkpoint_on_close off, a log other handles grew since is
