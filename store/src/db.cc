@@ -1078,6 +1078,12 @@ bool DBImpl::CompactionBackingOff(const View& view) const {
   return compaction_failed_file_.lock() == view.file && view.end() < compaction_failed_end_ + CompactionSlack();
 }
 
+void DBImpl::BackOffCompaction(const std::shared_ptr<TreeFile>& file, uint64_t end) {
+  MutexLock guard(&compaction_state_mutex_);
+  compaction_failed_file_ = file;
+  compaction_failed_end_ = end;
+}
+
 bool DBImpl::AutoCompactionDue(const View& view) const {
   // Space reclaims itself: once the garbage passes the live data plus the slack, the transaction
   // compacts before it starts (which also folds the log). So does a log a commit left unfolded
@@ -1196,11 +1202,7 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
   // fold would make compaction due (FoldOrCheckpointOnClose).
   const bool abandoned =
       closing_.load() && (s.code() == StatusCode::kAborted || s.code() == StatusCode::kBusy);
-  if (!s.ok() && file != nullptr && !abandoned) {
-    MutexLock guard(&compaction_state_mutex_);
-    compaction_failed_file_ = file;
-    compaction_failed_end_ = end;
-  }
+  if (!s.ok() && file != nullptr && !abandoned) BackOffCompaction(file, end);
   std::lock_guard<std::mutex> guard(background_mutex_);
   if (!s.ok() && !skipped && !closing_.load()) background_error_ = s;
   background_running_ = false;
@@ -1248,9 +1250,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
     if (StartBackgroundCompaction(std::move(compaction_lock).value(), *view)) return Status::Ok();
     // Best effort, as a failed compaction: the transaction goes on, commits fold meanwhile, and
     // the next attempt waits until the file has grown by the slack.
-    MutexLock guard(&compaction_state_mutex_);
-    compaction_failed_file_ = view->file;
-    compaction_failed_end_ = view->end();
+    BackOffCompaction(view->file, view->end());
     return Status::Ok();
   }
   if (s.ok()) {
@@ -1278,21 +1278,22 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   // Best effort: a compaction that fails before its rename (a full disk, say) or gives up (the
   // file replaced, a copied commit rolled back) leaves the database as it was, and the
   // transaction goes on without it rather than every write failing until space is freed; it is
-  // not tried again until the file has grown by the slack. Damage (Corruption) is reported, never
-  // skipped; a failure after the rename, or of a sync of the database file, has failed the handle
-  // (I7).
+  // not tried again until the file has grown by the slack. Damage (Corruption), or any other
+  // error, is reported to this transaction, never skipped, and backs off as well, as a background
+  // compaction's does: the next transactions go on without compacting until the file has grown by
+  // the slack, rather than each reading the tree again up to the damage and failing. A failure
+  // after the rename, or of a sync of the database file, has failed the handle (I7).
   bool skipped = s.ok() || s.IsIOError() || s.code() == StatusCode::kAborted;
-  if (!skipped) return s;
+  if (!skipped) {
+    BackOffCompaction(view->file, view->end());
+    return s;
+  }
   if (failed_.load()) return s.ok() ? CheckNotFailed() : s;  // never Ok without the lock
   if (!lock->mutex.owns_lock()) {
     DBDB_ASSIGN_OR_RETURN(*lock, AcquireWriter());
     DBDB_ASSIGN_OR_RETURN(*view, PrepareWriterView());
   }
-  if (!s.ok()) {
-    MutexLock guard(&compaction_state_mutex_);
-    compaction_failed_file_ = view->file;
-    compaction_failed_end_ = view->end();
-  }
+  if (!s.ok()) BackOffCompaction(view->file, view->end());
   DBDB_ASSERT(lock->mutex.owns_lock());
   return Status::Ok();
 }

@@ -293,6 +293,9 @@ class DBImpl final : public DB {
   // True while an automatic compaction that failed on `view`'s file waits for the file to grow by
   // the slack before it is tried again (REQUIRES: the writer lock).
   bool CompactionBackingOff(const View& view) const;
+  // Makes automatic compaction back off after a failed one on `file`, found due at `end`, until
+  // the file has grown by the slack (CompactionBackingOff).
+  void BackOffCompaction(const std::shared_ptr<TreeFile>& file, uint64_t end) EXCLUDES(compaction_state_mutex_);
   uint64_t CompactionSlack() const;  // max(fold_threshold_bytes, auto_compact_slack_bytes)
   // True when a commit appending `batch_bytes` on `view` folds (the log passes the threshold).
   bool FoldDue(const View& view, uint64_t batch_bytes) const;

@@ -896,44 +896,51 @@ TEST(Compaction, ClosingDoesNotWaitForAWriterLockAnotherHandleHolds) {
   EXPECT_TRUE((*b)->Check().ok());
 }
 
-// A background compaction that fails with an error that is not an I/O error hands it to the
-// handle's next write transaction, once, and backs off as a failed one does: the writes after it
+// An automatic compaction that fails with an error that is not an I/O error (damage: Corruption)
+// hands it to a write transaction, once, and backs off as a failed one does: the writes after it
 // succeed, commits fold meanwhile (the log stays bounded), and it is not retried at every commit.
-TEST(Compaction, ABackgroundCompactionsErrorIsReportedOnceAndBacksOff) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
-  Options options;
-  options.create_if_missing = true;
-  options.file_system = fs;
-  options.fold_threshold_bytes = 16 * 1024;
-  options.auto_compact_slack_bytes = 16 * 1024;
-  auto db = DB::Open(path, options);
-  ASSERT_TRUE(db.ok());
-  std::map<std::string, std::string> model;
-  int reported = 0;
-  uint64_t max_unfolded = 0;
-  for (int t = 0; t < 400; t++) {
-    std::string key = "key" + std::to_string(t % 50), value(500, static_cast<char>('a' + t % 26));
-    Status s = (*db)->Put(key, value);
-    if (s.IsCorruption()) {
-      reported++;  // the compaction's, handed to this write, which did not commit
-      continue;
+// On the handle's own thread (the error goes to its next write transaction) and inline (to the
+// transaction whose BeginWrite ran it: before stop 48 an inline one backed off only after an I/O
+// error, so every later transaction compacted again, all of the tree it could read, and failed).
+TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
+  for (bool background : {true, false}) {
+    SCOPED_TRACE(background ? "background" : "inline");
+    TempDir dir;
+    const std::string path = dir.Path("db");
+    auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
+    Options options;
+    options.create_if_missing = true;
+    options.file_system = fs;
+    options.fold_threshold_bytes = 16 * 1024;
+    options.auto_compact_slack_bytes = 16 * 1024;
+    options.background_compaction = background;
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    std::map<std::string, std::string> model;
+    int reported = 0;
+    uint64_t max_unfolded = 0;
+    for (int t = 0; t < 400; t++) {
+      std::string key = "key" + std::to_string(t % 50), value(500, static_cast<char>('a' + t % 26));
+      Status s = (*db)->Put(key, value);
+      if (s.IsCorruption()) {
+        reported++;  // the compaction's, handed to this write, which did not commit
+        continue;
+      }
+      ASSERT_TRUE(s.ok()) << "commit " << t << ": " << s.ToString();
+      model[key] = value;
+      max_unfolded = std::max(max_unfolded, (*db)->GetStats()->unfolded_bytes);
     }
-    ASSERT_TRUE(s.ok()) << "commit " << t << ": " << s.ToString();
-    model[key] = value;
-    max_unfolded = std::max(max_unfolded, (*db)->GetStats()->unfolded_bytes);
+    const int attempts = fs->refused.load();
+    EXPECT_GT(reported, 0) << "the compaction's error reached a write";
+    EXPECT_LE(reported, attempts) << "one report per failed attempt";
+    EXPECT_LT(attempts, 40) << "it backs off instead of trying again at every commit";
+    EXPECT_LE(max_unfolded, 8u * 16 * 1024 + 4096) << "the log was left unfolded";
+    auto rows = (*(*db)->GetSnapshot())->Scan(ScanRange{});
+    ASSERT_TRUE(rows.ok());
+    ASSERT_EQ(rows->size(), model.size());
+    for (const auto& row : *rows) EXPECT_EQ(model[row.key], row.value);
+    EXPECT_EQ((*db)->GetStats()->generation, 0u);
   }
-  const int attempts = fs->refused.load();
-  EXPECT_GT(reported, 0) << "the compaction's error reached a write";
-  EXPECT_LE(reported, attempts) << "one report per failed attempt";
-  EXPECT_LT(attempts, 40) << "it backs off instead of trying again at every commit";
-  EXPECT_LE(max_unfolded, 8u * 16 * 1024 + 4096) << "the log was left unfolded";
-  auto rows = (*(*db)->GetSnapshot())->Scan(ScanRange{});
-  ASSERT_TRUE(rows.ok());
-  ASSERT_EQ(rows->size(), model.size());
-  for (const auto& row : *rows) EXPECT_EQ(model[row.key], row.value);
-  EXPECT_EQ((*db)->GetStats()->generation, 0u);
 }
 
 // Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys
