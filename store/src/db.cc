@@ -1285,7 +1285,14 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   // after the rename, or of a sync of the database file, has failed the handle (I7).
   bool skipped = s.ok() || s.IsIOError() || s.code() == StatusCode::kAborted;
   if (!skipped) {
-    BackOffCompaction(view->file, view->end());
+    // From the file's end now, not the base's: an online compaction lets other writers commit
+    // while it runs without the writer lock, and all they wrote would come off the back-off (all
+    // of it, if that passed the slack).
+    View now = *view;
+    if (!lock->mutex.owns_lock()) {
+      if (auto newest = ReaderView(); newest.ok()) now = std::move(newest).value();
+    }
+    BackOffCompaction(now.file, now.end());
     return s;
   }
   if (failed_.load()) return s.ok() ? CheckNotFailed() : s;  // never Ok without the lock

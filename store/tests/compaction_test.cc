@@ -901,7 +901,8 @@ TEST(Compaction, ClosingDoesNotWaitForAWriterLockAnotherHandleHolds) {
 // succeed, commits fold meanwhile (the log stays bounded), and it is not retried at every commit.
 // On the handle's own thread (the error goes to its next write transaction) and inline (to the
 // transaction whose BeginWrite ran it: before stop 48 an inline one backed off only after an I/O
-// error, so every later transaction compacted again, all of the tree it could read, and failed).
+// error or a give-up, so every later transaction compacted again, all of the tree it could read,
+// and failed).
 TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
   for (bool background : {true, false}) {
     SCOPED_TRACE(background ? "background" : "inline");
@@ -933,7 +934,11 @@ TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
     const int attempts = fs->refused.load();
     EXPECT_GT(reported, 0) << "the compaction's error reached a write";
     EXPECT_LE(reported, attempts) << "one report per failed attempt";
+    if (!background) {
+      EXPECT_EQ(reported, attempts) << "inline, each attempt's error goes to the transaction that ran it";
+    }
     EXPECT_LT(attempts, 40) << "it backs off instead of trying again at every commit";
+    EXPECT_GE(attempts, 2) << "the back-off never ended (the file grows by about 200 KB, the slack is 16 KiB)";
     EXPECT_LE(max_unfolded, 8u * 16 * 1024 + 4096) << "the log was left unfolded";
     auto rows = (*(*db)->GetSnapshot())->Scan(ScanRange{});
     ASSERT_TRUE(rows.ok());
@@ -941,6 +946,66 @@ TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
     for (const auto& row : *rows) EXPECT_EQ(model[row.key], row.value);
     EXPECT_EQ((*db)->GetStats()->generation, 0u);
   }
+}
+
+// An online compaction run inline lets the handle's other threads commit while it writes the tree
+// without the writer lock. When it fails with damage, its back-off starts from the file as they
+// left it, not from its own transaction's base: else all they committed meanwhile (here more than
+// the slack) would come off the back-off, and the next transaction would compact, and fail, again
+// at once.
+TEST(Compaction, AnInlineCompactionsBackOffStartsAfterWhatWasCommittedMeanwhile) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
+  fs->hold = true;
+  Options options;
+  options.create_if_missing = true;
+  options.file_system = fs;
+  options.fold_threshold_bytes = 16 * 1024;
+  options.auto_compact_slack_bytes = 16 * 1024;
+  options.background_compaction = false;
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok());
+  auto put = [&](const std::string& key) -> Status {
+    auto txn = (*db)->BeginWrite();  // a transaction, not DB::Write: not queued behind the compacting one
+    if (!txn.ok()) return txn.status();
+    DBDB_RETURN_IF_ERROR((*txn)->Put(key, std::string(500, 'v')));
+    return (*txn)->Commit();
+  };
+  // Commits until one finds compaction due; its compaction waits in its first write of the tree.
+  Status compacting_txn;
+  std::thread compacting([&] {
+    for (int t = 0; t < 1000; t++) {
+      compacting_txn = put("a" + std::to_string(t % 50));
+      if (!compacting_txn.ok()) return;
+    }
+  });
+  for (int i = 0; i < 30000 && fs->held.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (fs->held.load() != 1) {
+    fs->hold = false;
+    compacting.join();
+    FAIL() << "no compaction came to its first write: " << compacting_txn.ToString();
+  }
+  // Meanwhile another thread commits 50 KB, more than the slack (16 KiB).
+  for (int t = 0; t < 100; t++) ASSERT_TRUE(put("b" + std::to_string(t)).ok()) << t;
+  fs->hold = false;
+  compacting.join();
+  ASSERT_TRUE(compacting_txn.IsCorruption()) << compacting_txn.ToString();
+  ASSERT_EQ(fs->refused.load(), 1);
+  // The next transaction does not try again: the file has not grown by the slack since the attempt
+  // (it had, counted from the compacting transaction's base).
+  Status next = put("c0");
+  ASSERT_TRUE(next.ok()) << next.ToString() << " after " << fs->refused.load() << " attempts";
+  EXPECT_EQ(fs->refused.load(), 1) << "the back-off began before the commits made during the attempt";
+  // It ends once the file has grown by the slack (that commit folds the log, 66 KB, into the tree),
+  // and the damage is reported again.
+  int reported = 0;
+  for (int t = 1; t < 20 && fs->refused.load() == 1; t++) reported += put("c" + std::to_string(t)).IsCorruption();
+  EXPECT_EQ(fs->refused.load(), 2) << "the back-off never ended";
+  EXPECT_EQ(reported, 1);
+  auto stats = (*db)->GetStats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->generation, 0u);
 }
 
 // Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys

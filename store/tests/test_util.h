@@ -8,12 +8,14 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 
 #include "dbdb/db.h"
 #include "dbdb/file_system.h"
@@ -68,11 +70,14 @@ inline bool IsCompactionFile(const std::string& path) {
 }
 
 // The real filesystem, except that a compaction's file refuses every write after its header with
-// `status` (a full disk for it only, with NoSpace; a damaged device, with another error).
+// `status` (a full disk for it only, with NoSpace; a damaged device, with another error). While
+// `hold` is set, such a write first waits for it to be cleared (`held` counts the writes waiting).
 class RefusingCompactionFs final : public FileSystemWrapper {
  public:
   explicit RefusingCompactionFs(Status status) : FileSystemWrapper(NewPosixFileSystem()), status_(std::move(status)) {}
   std::atomic<int> refused{0};  // writes refused
+  std::atomic<bool> hold{false};
+  std::atomic<int> held{0};
   Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
     DBDB_ASSIGN_OR_RETURN(auto file, FileSystemWrapper::Open(path, options));
     if (!IsCompactionFile(path)) return file;
@@ -85,6 +90,11 @@ class RefusingCompactionFs final : public FileSystemWrapper {
     Refusing(RefusingCompactionFs* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
     Status WriteAt(uint64_t offset, std::span<const char> data) override {
       if (offset == 0) return FileWrapper::WriteAt(offset, data);  // the header
+      if (fs_->hold.load()) {
+        fs_->held++;
+        while (fs_->hold.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        fs_->held--;
+      }
       fs_->refused++;
       return fs_->status_;
     }
