@@ -439,173 +439,212 @@ bool Became(const std::vector<std::string>& lines, const std::string& prefix) {
   return lines.size() == 1 && lines[0].rfind(prefix, 0) == 0;
 }
 
-// Runs one operation on the mount and in the reference; an operation on a missing file must fail
-// with ENOENT on the mount and changes nothing. Returns "" or what went wrong.
-std::string RunOp(const Op& op, Reference* ref) {
-  const std::string path = OnMount(op.path);
-  const bool exists = ref->Exists(op.path);
-  auto fail = [&](const char* what) { return std::string(what) + " " + op.path + ": " + std::strerror(errno); };
+// One operation as RunOp runs it: its path on the mount, whether the reference has the name, and
+// the two ways it reports a system call's failure.
+struct OpRun {
+  const Op& op;
+  Reference* ref;
+  std::string path;
+  bool exists;
+  std::string Fail(const char* what) const { return std::string(what) + " " + op.path + ": " + std::strerror(errno); }
   // Opens the name for an operation on an existing file. A missing name must fail with ENOENT, and
   // then the operation is over: the result is "" or what went wrong (nullopt: go on with *fd).
-  auto open_existing = [&](int flags, const char* what, int* fd) -> std::optional<std::string> {
+  std::optional<std::string> OpenExisting(int flags, const char* what, int* fd) const {
     *fd = ::open(path.c_str(), flags);
     if (!exists) {
       if (*fd >= 0) ::close(*fd);
-      return *fd < 0 && errno == ENOENT ? std::string() : std::string(what) + " of a missing name did not fail with ENOENT";
+      return *fd < 0 && errno == ENOENT ? std::string()
+                                        : std::string(what) + " of a missing name did not fail with ENOENT";
     }
-    if (*fd < 0) return fail(what);
+    if (*fd < 0) return Fail(what);
     return std::nullopt;
-  };
-  switch (op.kind) {
+  }
+};
+
+// The operations on names: create, sync a directory, rename, unlink; nullopt for any other.
+std::optional<std::string> RunNameOp(const OpRun& r) {
+  switch (r.op.kind) {
     case Op::kCreate: {
-      int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
-      if (fd < 0) return fail("open(O_CREAT)");
+      int fd = ::open(r.path.c_str(), O_RDWR | O_CREAT, 0644);
+      if (fd < 0) return r.Fail("open(O_CREAT)");
       ::close(fd);
       auto lines = NewMutations();
-      if (!Became(lines, exists ? "" : "create " + op.path + " ")) return "open(O_CREAT) " + op.path + " became: " + Joined(lines);
-      ref->Create(op.path);
+      if (!Became(lines, r.exists ? "" : "create " + r.op.path + " "))
+        return "open(O_CREAT) " + r.op.path + " became: " + Joined(lines);
+      r.ref->Create(r.op.path);
       return "";
     }
     case Op::kSyncDir: {
-      int fd = ::open(OnMount(op.path == "/" ? "" : op.path).c_str(), O_RDONLY | O_DIRECTORY);
-      if (fd < 0) return fail("open directory");
+      int fd = ::open(OnMount(r.op.path == "/" ? "" : r.op.path).c_str(), O_RDONLY | O_DIRECTORY);
+      if (fd < 0) return r.Fail("open directory");
       int rc = ::fsync(fd);
       ::close(fd);
-      if (rc != 0) return fail("fsync directory");
+      if (rc != 0) return r.Fail("fsync directory");
       auto lines = NewMutations();
-      if (!Became(lines, "syncdir " + op.path)) return "fsync of directory " + op.path + " became: " + Joined(lines);
-      ref->SyncDir(op.path);
+      if (!Became(lines, "syncdir " + r.op.path))
+        return "fsync of directory " + r.op.path + " became: " + Joined(lines);
+      r.ref->SyncDir(r.op.path);
       return "";
     }
     case Op::kRename: {
-      int rc = ::rename(path.c_str(), OnMount(op.path2).c_str());
-      if (!exists) return rc != 0 && errno == ENOENT ? "" : "rename of a missing name did not fail with ENOENT";
-      if (rc != 0) return fail("rename");
+      int rc = ::rename(r.path.c_str(), OnMount(r.op.path2).c_str());
+      if (!r.exists) return rc != 0 && errno == ENOENT ? "" : "rename of a missing name did not fail with ENOENT";
+      if (rc != 0) return r.Fail("rename");
       auto lines = NewMutations();
-      if (!Became(lines, "rename " + op.path + " -> " + op.path2)) return "rename became: " + Joined(lines);
-      ref->Rename(op.path, op.path2);
+      if (!Became(lines, "rename " + r.op.path + " -> " + r.op.path2)) return "rename became: " + Joined(lines);
+      r.ref->Rename(r.op.path, r.op.path2);
       return "";
     }
     case Op::kUnlink: {
-      int rc = ::unlink(path.c_str());
-      if (!exists) return rc != 0 && errno == ENOENT ? "" : "unlink of a missing name did not fail with ENOENT";
-      if (rc != 0) return fail("unlink");
+      int rc = ::unlink(r.path.c_str());
+      if (!r.exists) return rc != 0 && errno == ENOENT ? "" : "unlink of a missing name did not fail with ENOENT";
+      if (rc != 0) return r.Fail("unlink");
       auto lines = NewMutations();
-      if (!Became(lines, "remove " + op.path)) return "unlink became: " + Joined(lines);
-      ref->Unlink(op.path);
+      if (!Became(lines, "remove " + r.op.path)) return "unlink became: " + Joined(lines);
+      r.ref->Unlink(r.op.path);
       return "";
     }
+    default:
+      return std::nullopt;
+  }
+}
+
+// Unlinks the name of an open file, then writes, fstats and fsyncs it through its descriptor.
+std::string RunWriteUnlinked(const OpRun& r) {
+  // The file keeps working through its descriptor after its name is gone (PERSISTENCE.md 12), and
+  // what is synced through it is durable (but has no name, so no crash shows it).
+  int fd;
+  if (auto over = r.OpenExisting(O_RDWR, "open", &fd)) return *over;
+  const uint64_t id = r.ref->IdOf(r.op.path);
+  std::string error;
+  struct stat st {};
+  if (::unlink(r.path.c_str()) != 0) {
+    error = r.Fail("unlink");
+  } else if (auto lines = NewMutations(); !Became(lines, "remove " + r.op.path)) {
+    error = "unlink became: " + Joined(lines);
+  } else if (r.ref->Unlink(r.op.path);
+             ::pwrite(fd, r.op.data.data(), r.op.data.size(), static_cast<off_t>(r.op.offset)) !=
+             static_cast<ssize_t>(r.op.data.size())) {
+    error = r.Fail("pwrite to an unlinked file");
+  } else {
+    for (const auto& [begin, end] : WritePieces(NewMutations(), r.op.offset, r.op.data.size(), &error)) {
+      r.ref->WriteId(id, begin, r.op.data.substr(begin - r.op.offset, end - begin));
+    }
+  }
+  if (error.empty() && ::fstat(fd, &st) != 0) error = r.Fail("fstat of an unlinked file");
+  if (error.empty() && (st.st_nlink != 0 || static_cast<uint64_t>(st.st_size) < r.op.offset + r.op.data.size())) {
+    error = "fstat of an unlinked file: nlink " + std::to_string(st.st_nlink) + ", size " + std::to_string(st.st_size);
+  }
+  if (error.empty() && ::fsync(fd) != 0) error = r.Fail("fsync of an unlinked file");
+  if (error.empty()) {
+    if (auto lines = NewMutations(); !Became(lines, "sync inode ")) {
+      error = "fsync became: " + Joined(lines);
+    } else {
+      r.ref->SyncId(id);
+    }
+  }
+  ::close(fd);
+  return error;
+}
+
+// The operations that open the name with flags of their own: open(O_TRUNC), an append, and a write
+// to a file unlinked while open; nullopt for any other.
+std::optional<std::string> RunOpeningOp(const OpRun& r) {
+  switch (r.op.kind) {
     case Op::kOpenTrunc: {
       int fd;
-      if (auto over = open_existing(O_RDWR | O_TRUNC, "open(O_TRUNC)", &fd)) return *over;
+      if (auto over = r.OpenExisting(O_RDWR | O_TRUNC, "open(O_TRUNC)", &fd)) return *over;
       ::close(fd);
       // A truncate to 0, or nothing at all for a file that is already empty.
       auto lines = NewMutations();
       if (Became(lines, "truncate inode ") && lines[0].find(" to 0") != std::string::npos) {
-        ref->Truncate(op.path, 0);
-      } else if (!(lines.empty() && ref->Size(op.path) == 0)) {
-        return "open(O_TRUNC) of a " + std::to_string(ref->Size(op.path)) + "-byte file became: " + Joined(lines);
+        r.ref->Truncate(r.op.path, 0);
+      } else if (!(lines.empty() && r.ref->Size(r.op.path) == 0)) {
+        return "open(O_TRUNC) of a " + std::to_string(r.ref->Size(r.op.path)) + "-byte file became: " + Joined(lines);
       }
       return "";
     }
     case Op::kAppend: {
       int fd;
-      if (auto over = open_existing(O_WRONLY | O_APPEND, "open(O_APPEND)", &fd)) return *over;
-      ssize_t n = ::write(fd, op.data.data(), op.data.size());
+      if (auto over = r.OpenExisting(O_WRONLY | O_APPEND, "open(O_APPEND)", &fd)) return *over;
+      ssize_t n = ::write(fd, r.op.data.data(), r.op.data.size());
       ::close(fd);
-      if (n != static_cast<ssize_t>(op.data.size())) return fail("write(O_APPEND)");
+      if (n != static_cast<ssize_t>(r.op.data.size())) return r.Fail("write(O_APPEND)");
       std::string error;
-      const uint64_t at = ref->Size(op.path);
-      for (const auto& [begin, end] : WritePieces(NewMutations(), at, op.data.size(), &error)) {
-        ref->Write(op.path, begin, op.data.substr(begin - at, end - begin));
+      const uint64_t at = r.ref->Size(r.op.path);
+      for (const auto& [begin, end] : WritePieces(NewMutations(), at, r.op.data.size(), &error)) {
+        r.ref->Write(r.op.path, begin, r.op.data.substr(begin - at, end - begin));
       }
       return error;
     }
-    case Op::kWriteUnlinked: {
-      // The file keeps working through its descriptor after its name is gone (PERSISTENCE.md 12),
-      // and what is synced through it is durable (but has no name, so no crash shows it).
-      int fd;
-      if (auto over = open_existing(O_RDWR, "open", &fd)) return *over;
-      const uint64_t id = ref->IdOf(op.path);
-      std::string error;
-      struct stat st {};
-      if (::unlink(path.c_str()) != 0) {
-        error = fail("unlink");
-      } else if (auto lines = NewMutations(); !Became(lines, "remove " + op.path)) {
-        error = "unlink became: " + Joined(lines);
-      } else if (ref->Unlink(op.path); ::pwrite(fd, op.data.data(), op.data.size(), static_cast<off_t>(op.offset)) !=
-                                           static_cast<ssize_t>(op.data.size())) {
-        error = fail("pwrite to an unlinked file");
-      } else {
-        for (const auto& [begin, end] : WritePieces(NewMutations(), op.offset, op.data.size(), &error)) {
-          ref->WriteId(id, begin, op.data.substr(begin - op.offset, end - begin));
-        }
-      }
-      if (error.empty() && ::fstat(fd, &st) != 0) error = fail("fstat of an unlinked file");
-      if (error.empty() && (st.st_nlink != 0 || static_cast<uint64_t>(st.st_size) < op.offset + op.data.size())) {
-        error = "fstat of an unlinked file: nlink " + std::to_string(st.st_nlink) + ", size " + std::to_string(st.st_size);
-      }
-      if (error.empty() && ::fsync(fd) != 0) error = fail("fsync of an unlinked file");
-      if (error.empty()) {
-        if (auto lines = NewMutations(); !Became(lines, "sync inode ")) {
-          error = "fsync became: " + Joined(lines);
-        } else {
-          ref->SyncId(id);
-        }
-      }
-      ::close(fd);
-      return error;
-    }
+    case Op::kWriteUnlinked:
+      return RunWriteUnlinked(r);
     default:
-      break;
+      return std::nullopt;
   }
-  int fd;
-  if (auto over = open_existing(O_RDWR, "open", &fd)) return *over;
+}
+
+// The operations on a descriptor of the file (`fd`, open read-write): write, truncate, fsync and
+// fdatasync, and an fsync that fails with its writes lost.
+std::string RunDescriptorOp(const OpRun& r, int fd) {
   std::string error;
-  switch (op.kind) {
+  switch (r.op.kind) {
     case Op::kWrite:
-      if (::pwrite(fd, op.data.data(), op.data.size(), static_cast<off_t>(op.offset)) !=
-          static_cast<ssize_t>(op.data.size())) {
-        error = fail("pwrite");
+      if (::pwrite(fd, r.op.data.data(), r.op.data.size(), static_cast<off_t>(r.op.offset)) !=
+          static_cast<ssize_t>(r.op.data.size())) {
+        error = r.Fail("pwrite");
       } else {
-        auto pieces = WritePieces(NewMutations(), op.offset, op.data.size(), &error);
+        auto pieces = WritePieces(NewMutations(), r.op.offset, r.op.data.size(), &error);
         for (const auto& [begin, end] : pieces) {
-          ref->Write(op.path, begin, op.data.substr(begin - op.offset, end - begin));
+          r.ref->Write(r.op.path, begin, r.op.data.substr(begin - r.op.offset, end - begin));
         }
       }
       break;
     case Op::kTruncate:
-      if (::ftruncate(fd, static_cast<off_t>(op.offset)) != 0) {
-        error = fail("ftruncate");
+      if (::ftruncate(fd, static_cast<off_t>(r.op.offset)) != 0) {
+        error = r.Fail("ftruncate");
       } else if (auto lines = NewMutations(); !Became(lines, "truncate inode ")) {
         error = "ftruncate became: " + Joined(lines);
       } else {
-        ref->Truncate(op.path, op.offset);
+        r.ref->Truncate(r.op.path, r.op.offset);
       }
       break;
     case Op::kLostSync:
       Command("fault faultfs/sync/lose");
       if (::fsync(fd) == 0 || errno != EIO) {
         error = "fsync with faultfs/sync/lose armed did not fail with EIO";
-      } else if (auto lines = NewMutations(); !Became(lines, "sync inode ") || lines[0].find("FAILED") == std::string::npos) {
+      } else if (auto lines = NewMutations();
+                 !Became(lines, "sync inode ") || lines[0].find("FAILED") == std::string::npos) {
         error = "a failed fsync became: " + Joined(lines);
       } else {
-        ref->LoseSync(op.path);
+        r.ref->LoseSync(r.op.path);
       }
       break;
     case Op::kFsync:
     case Op::kFdatasync:
-      if ((op.kind == Op::kFsync ? ::fsync(fd) : ::fdatasync(fd)) != 0) {
-        error = fail("fsync");
+      if ((r.op.kind == Op::kFsync ? ::fsync(fd) : ::fdatasync(fd)) != 0) {
+        error = r.Fail("fsync");
       } else if (auto lines = NewMutations(); !Became(lines, "sync inode ")) {
         error = "fsync became: " + Joined(lines);
       } else {
-        ref->Sync(op.path);
+        r.ref->Sync(r.op.path);
       }
       break;
     default:
       break;
   }
+  return error;
+}
+
+// Runs one operation on the mount and in the reference; an operation on a missing file must fail
+// with ENOENT on the mount and changes nothing. Returns "" or what went wrong.
+std::string RunOp(const Op& op, Reference* ref) {
+  const OpRun r{op, ref, OnMount(op.path), ref->Exists(op.path)};
+  if (auto done = RunNameOp(r)) return *done;
+  if (auto done = RunOpeningOp(r)) return *done;
+  int fd;
+  if (auto over = r.OpenExisting(O_RDWR, "open", &fd)) return *over;
+  std::string error = RunDescriptorOp(r, fd);
   ::close(fd);
   return error;
 }
