@@ -896,6 +896,18 @@ TEST(Compaction, ClosingDoesNotWaitForAWriterLockAnotherHandleHolds) {
   EXPECT_TRUE((*b)->Check().ok());
 }
 
+// Options whose automatic compactions come due within a few hundred 500-byte commits (a 16 KiB
+// fold threshold and slack) and write through `fs`, on the handle's thread or inline.
+Options DamagedCompactionOptions(std::shared_ptr<FileSystem> fs, bool background) {
+  Options options;
+  options.create_if_missing = true;
+  options.file_system = std::move(fs);
+  options.fold_threshold_bytes = 16 * 1024;
+  options.auto_compact_slack_bytes = 16 * 1024;
+  options.background_compaction = background;
+  return options;
+}
+
 // An automatic compaction that fails with an error that is not an I/O error (damage: Corruption)
 // hands it to a write transaction, once, and backs off as a failed one does: the writes after it
 // succeed, commits fold meanwhile (the log stays bounded), and it is not retried at every commit.
@@ -909,13 +921,7 @@ TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
     TempDir dir;
     const std::string path = dir.Path("db");
     auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
-    Options options;
-    options.create_if_missing = true;
-    options.file_system = fs;
-    options.fold_threshold_bytes = 16 * 1024;
-    options.auto_compact_slack_bytes = 16 * 1024;
-    options.background_compaction = background;
-    auto db = DB::Open(path, options);
+    auto db = DB::Open(path, DamagedCompactionOptions(fs, background));
     ASSERT_TRUE(db.ok());
     std::map<std::string, std::string> model;
     int reported = 0;
@@ -958,13 +964,7 @@ TEST(Compaction, AnInlineCompactionsBackOffStartsAfterWhatWasCommittedMeanwhile)
   const std::string path = dir.Path("db");
   auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
   fs->hold = true;
-  Options options;
-  options.create_if_missing = true;
-  options.file_system = fs;
-  options.fold_threshold_bytes = 16 * 1024;
-  options.auto_compact_slack_bytes = 16 * 1024;
-  options.background_compaction = false;
-  auto db = DB::Open(path, options);
+  auto db = DB::Open(path, DamagedCompactionOptions(fs, /*background=*/false));
   ASSERT_TRUE(db.ok());
   auto put = [&](const std::string& key) -> Status {
     auto txn = (*db)->BeginWrite();  // a transaction, not DB::Write: not queued behind the compacting one
