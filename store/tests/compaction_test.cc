@@ -911,17 +911,22 @@ Options DamagedCompactionOptions(std::shared_ptr<FileSystem> fs, bool background
 // An automatic compaction that fails with an error that is not an I/O error (damage: Corruption)
 // hands it to a write transaction, once, and backs off as a failed one does: the writes after it
 // succeed, commits fold meanwhile (the log stays bounded), and it is not retried at every commit.
-// On the handle's own thread (the error goes to its next write transaction) and inline (to the
-// transaction whose BeginWrite ran it: before stop 48 an inline one backed off only after an I/O
-// error or a give-up, so every later transaction compacted again, all of the tree it could read,
-// and failed).
+// On the handle's own thread (the error goes to its next write transaction) and inline, online or
+// under the writer lock (to the transaction whose BeginWrite ran it: before stop 48 an inline one
+// backed off only after an I/O error or a give-up, so every later transaction compacted again, all
+// of the tree it could read, and failed).
 TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
-  for (bool background : {true, false}) {
-    SCOPED_TRACE(background ? "background" : "inline");
+  enum class Mode { kBackground, kInline, kInlineUnderTheWriterLock };
+  for (Mode mode : {Mode::kBackground, Mode::kInline, Mode::kInlineUnderTheWriterLock}) {
+    const bool background = mode == Mode::kBackground;
+    SCOPED_TRACE(background ? "background" : mode == Mode::kInline ? "inline" : "inline, wait_for_writer off");
     TempDir dir;
     const std::string path = dir.Path("db");
     auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
-    auto db = DB::Open(path, DamagedCompactionOptions(fs, background));
+    Options options = DamagedCompactionOptions(fs, background);
+    // Without waiting for the writer, an automatic compaction keeps the lock it holds (CompactFrom).
+    options.wait_for_writer = mode != Mode::kInlineUnderTheWriterLock;
+    auto db = DB::Open(path, options);
     ASSERT_TRUE(db.ok());
     std::map<std::string, std::string> model;
     int reported = 0;
