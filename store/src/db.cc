@@ -1079,6 +1079,10 @@ bool DBImpl::CompactionBackingOff(const View& view) const {
 }
 
 void DBImpl::BackOffCompaction(const std::shared_ptr<TreeFile>& file, uint64_t end) {
+  // From the file's end now when that is later: an online compaction (in the background, or
+  // inline without the writer lock) lets other writers commit while it runs, and all they wrote
+  // would come off the back-off (all of it, if that passed the slack).
+  if (auto now = ReaderView(); now.ok() && now->file == file) end = std::max(end, now->end());
   MutexLock guard(&compaction_state_mutex_);
   compaction_failed_file_ = file;
   compaction_failed_end_ = end;
@@ -1285,14 +1289,7 @@ Status DBImpl::AutoCompact(WriterLock* lock, View* view) {
   // after the rename, or of a sync of the database file, has failed the handle (I7).
   bool skipped = s.ok() || s.IsIOError() || s.code() == StatusCode::kAborted;
   if (!skipped) {
-    // From the file's end now, not the base's: an online compaction lets other writers commit
-    // while it runs without the writer lock, and all they wrote would come off the back-off (all
-    // of it, if that passed the slack).
-    View now = *view;
-    if (!lock->mutex.owns_lock()) {
-      if (auto newest = ReaderView(); newest.ok()) now = std::move(newest).value();
-    }
-    BackOffCompaction(now.file, now.end());
+    BackOffCompaction(view->file, view->end());
     return s;
   }
   if (failed_.load()) return s.ok() ? CheckNotFailed() : s;  // never Ok without the lock

@@ -294,7 +294,8 @@ class DBImpl final : public DB {
   // the slack before it is tried again (REQUIRES: the writer lock).
   bool CompactionBackingOff(const View& view) const EXCLUDES(compaction_state_mutex_);
   // Makes automatic compaction back off after a failed one on `file`, found due at `end`, until
-  // the file has grown by the slack (CompactionBackingOff).
+  // the file has grown by the slack (CompactionBackingOff) past `end` or, if later, the end of the
+  // newest commit now (ReaderView: what other writers committed during the attempt).
   void BackOffCompaction(const std::shared_ptr<TreeFile>& file, uint64_t end) EXCLUDES(compaction_state_mutex_);
   uint64_t CompactionSlack() const;  // max(fold_threshold_bytes, auto_compact_slack_bytes)
   // True when a commit appending `batch_bytes` on `view` folds (the log passes the threshold).
@@ -538,9 +539,9 @@ class DBImpl final : public DB {
   std::weak_ptr<TreeFile> durable_file_;  // the file durable_end_ is about
   // Under the writer lock: the file whose name this handle made durable (synced its directory).
   std::weak_ptr<TreeFile> name_durable_file_;
-  // Where an automatic compaction of this file last failed (inline: with any error, at the file's
-  // end after the attempt, AutoCompact; in the background: with any error, or when no thread could
-  // be started); the next waits until the file has grown by the slack.
+  // Where an automatic compaction of this file last failed (with any error, inline or in the
+  // background, or when no thread could be started), at the file's end after the attempt
+  // (BackOffCompaction); the next waits until the file has grown by the slack.
   mutable Mutex compaction_state_mutex_;
   std::weak_ptr<TreeFile> compaction_failed_file_ GUARDED_BY(compaction_state_mutex_);
   uint64_t compaction_failed_end_ GUARDED_BY(compaction_state_mutex_) = 0;

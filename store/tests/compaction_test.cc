@@ -959,58 +959,81 @@ TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
   }
 }
 
-// An online compaction run inline lets the handle's other threads commit while it writes the tree
-// without the writer lock. When it fails with damage, its back-off starts from the file as they
-// left it, not from its own transaction's base: else all they committed meanwhile (here more than
-// the slack) would come off the back-off, and the next transaction would compact, and fail, again
-// at once.
-TEST(Compaction, AnInlineCompactionsBackOffStartsAfterWhatWasCommittedMeanwhile) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
-  fs->hold = true;
-  auto db = DB::Open(path, DamagedCompactionOptions(fs, /*background=*/false));
-  ASSERT_TRUE(db.ok());
-  auto put = [&](const std::string& key) -> Status {
-    auto txn = (*db)->BeginWrite();  // a transaction, not DB::Write: not queued behind the compacting one
-    if (!txn.ok()) return txn.status();
-    DBDB_RETURN_IF_ERROR((*txn)->Put(key, std::string(500, 'v')));
-    return (*txn)->Commit();
-  };
-  // Commits until one finds compaction due; its compaction waits in its first write of the tree.
-  Status compacting_txn;
-  std::thread compacting([&] {
-    for (int t = 0; t < 1000; t++) {
-      compacting_txn = put("a" + std::to_string(t % 50));
-      if (!compacting_txn.ok()) return;
-    }
-  });
-  for (int i = 0; i < 30000 && fs->held.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (fs->held.load() != 1) {
+// An online compaction (inline, or on the handle's own thread) lets other writers commit while it
+// writes the tree without the writer lock. When it fails with damage, its back-off starts from the
+// file as they left it, not from the view it compacted: else all they committed meanwhile (here
+// more than the slack) would come off the back-off, and the next transaction would compact, and
+// fail, again at once.
+TEST(Compaction, AFailedCompactionsBackOffStartsAfterWhatWasCommittedMeanwhile) {
+  for (bool background : {false, true}) {
+    SCOPED_TRACE(background ? "background" : "inline");
+    TempDir dir;
+    const std::string path = dir.Path("db");
+    auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
+    fs->hold = true;
+    auto db = DB::Open(path, DamagedCompactionOptions(fs, background));
+    ASSERT_TRUE(db.ok());
+    auto put = [&](const std::string& key) -> Status {
+      auto txn = (*db)->BeginWrite();  // a transaction, not DB::Write: not queued behind the compacting one
+      if (!txn.ok()) return txn.status();
+      DBDB_RETURN_IF_ERROR((*txn)->Put(key, std::string(500, 'v')));
+      return (*txn)->Commit();
+    };
+    // Commits until one finds compaction due, on a thread of the test's own; its compaction (inline:
+    // in that commit's BeginWrite) waits in its first write of the tree. Whatever fails below, the
+    // write is let go and the thread joined.
+    Status compacting_txn;
+    std::thread committing([&] {
+      for (int t = 0; t < 1000 && fs->held.load() == 0; t++) {
+        compacting_txn = put("a" + std::to_string(t % 50));
+        if (!compacting_txn.ok()) return;
+      }
+    });
+    struct Release {
+      testing::RefusingCompactionFs& fs;
+      std::thread& thread;
+      ~Release() {
+        fs.hold = false;
+        if (thread.joinable()) thread.join();
+      }
+    } release{*fs, committing};
+    for (int i = 0; i < 30000 && fs->held.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(fs->held.load(), 1) << "no compaction came to its first write: " << compacting_txn.ToString();
+    if (background) committing.join();  // its commits went on while the compaction waits
+    // Meanwhile this thread commits 50 KB, more than the slack (16 KiB).
+    for (int t = 0; t < 100; t++) ASSERT_TRUE(put("b" + std::to_string(t)).ok()) << t;
     fs->hold = false;
-    compacting.join();
-    FAIL() << "no compaction came to its first write: " << compacting_txn.ToString();
+    if (background) {
+      // Its error goes to a write transaction after it, once: commit until one reports it.
+      Status reported;
+      for (int t = 0; t < 2000 && reported.ok(); t++) {
+        reported = put("r" + std::to_string(t % 10));
+        if (reported.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      ASSERT_TRUE(reported.IsCorruption()) << reported.ToString();
+    } else {
+      committing.join();
+      ASSERT_TRUE(compacting_txn.IsCorruption()) << compacting_txn.ToString();
+    }
+    ASSERT_EQ(fs->refused.load(), 1);
+    // The next transaction does not try again: the file has not grown by the slack since the
+    // attempt (it had, counted from the view the compaction started from). A background attempt it
+    // started would refuse its first write within a few milliseconds.
+    Status next = put("c0");
+    ASSERT_TRUE(next.ok()) << next.ToString() << " after " << fs->refused.load() << " attempts";
+    if (background) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(fs->refused.load(), 1) << "the back-off began before the commits made during the attempt";
+    // It ends once the file has grown by the slack (that commit folds the log, 66 KB, into the
+    // tree), and the damage is reported again.
+    for (int t = 1; t < 2000 && fs->refused.load() == 1; t++) {
+      (void)put("c" + std::to_string(t % 20));
+      if (background) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_EQ(fs->refused.load(), 2) << "the back-off never ended";
+    auto stats = (*db)->GetStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->generation, 0u);
   }
-  // Meanwhile another thread commits 50 KB, more than the slack (16 KiB).
-  for (int t = 0; t < 100; t++) ASSERT_TRUE(put("b" + std::to_string(t)).ok()) << t;
-  fs->hold = false;
-  compacting.join();
-  ASSERT_TRUE(compacting_txn.IsCorruption()) << compacting_txn.ToString();
-  ASSERT_EQ(fs->refused.load(), 1);
-  // The next transaction does not try again: the file has not grown by the slack since the attempt
-  // (it had, counted from the compacting transaction's base).
-  Status next = put("c0");
-  ASSERT_TRUE(next.ok()) << next.ToString() << " after " << fs->refused.load() << " attempts";
-  EXPECT_EQ(fs->refused.load(), 1) << "the back-off began before the commits made during the attempt";
-  // It ends once the file has grown by the slack (that commit folds the log, 66 KB, into the tree),
-  // and the damage is reported again.
-  int reported = 0;
-  for (int t = 1; t < 20 && fs->refused.load() == 1; t++) reported += put("c" + std::to_string(t)).IsCorruption();
-  EXPECT_EQ(fs->refused.load(), 2) << "the back-off never ended";
-  EXPECT_EQ(reported, 1);
-  auto stats = (*db)->GetStats();
-  ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->generation, 0u);
 }
 
 // Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys
