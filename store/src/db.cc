@@ -1000,6 +1000,11 @@ uint64_t DBImpl::CompactionSlack() const {
   return std::max(options_.fold_threshold_bytes, options_.auto_compact_slack_bytes);
 }
 
+uint64_t DBImpl::PendingLogBound() const {
+  const uint64_t slack = CompactionSlack();
+  return slack > UINT64_MAX / kBackgroundLogSlackFactor ? UINT64_MAX : kBackgroundLogSlackFactor * slack;
+}
+
 bool DBImpl::FoldDue(const View& view, uint64_t batch_bytes) const {
   // The log since the fold (not the checkpoints that restate it: docs/FORMAT.md), and the file
   // since the fold, checkpoints included, within kFoldFileBytesFactor thresholds: checkpoints
@@ -1110,9 +1115,7 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
       // The compaction will fold the log this writer appends meanwhile, unless it falls too far
       // behind: then this writer lets go of the lock (the compaction's last pass needs it), waits
       // for it to install its file (or end), and starts again from the newest commit.
-      const uint64_t slack = CompactionSlack();
-      const uint64_t bound = slack > UINT64_MAX / kBackgroundLogSlackFactor ? UINT64_MAX : kBackgroundLogSlackFactor * slack;
-      if (view.log_bytes_since_fold() <= bound) {
+      if (view.log_bytes_since_fold() <= PendingLogBound()) {
         return std::unique_ptr<WriteTransaction>(new WriteTransactionImpl(this, std::move(lock), std::move(view)));
       }
       // The count is read before the lock goes: the compaction's last pass takes the lock and
@@ -1332,10 +1335,15 @@ Status DBImpl::CommitChanges(const View& base, const std::vector<format::BatchCh
   // tree before it). Unless the fold's nodes would make compaction due at once: then the next
   // transaction compacts, which folds everything into the fresh file and writes the tree once.
   // Not while a failed compaction backs off: nothing would fold the log until it is tried again,
-  // and if it keeps failing (a full disk) the log, and every open, would grow without bound.
+  // and if it keeps failing (a full disk) the log, and every open, would grow without bound. Nor
+  // once the log would pass PendingLogBound, unless the handle's own background compaction runs
+  // (whose writers wait for it at that bound, BeginWrite): the compaction lock is then another
+  // handle's or process's, held for as long as its compaction takes, and until it ends this
+  // writer's log, each open's replay and each reader's overlay would grow with every commit.
   bool fold = FoldDue(base, batch_record_bytes);
   if (fold && base.commit && !CompactionBackingOff(base) &&
-      CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, batch.size()))) {
+      CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, batch.size())) &&
+      (base.log_bytes_since_fold() + batch_record_bytes <= PendingLogBound() || BackgroundCompactionRunning())) {
     fold = false;
   }
   TreeWriter writer(*base.file, base.end(), options_.node_size_target_bytes);

@@ -1036,6 +1036,61 @@ TEST(Compaction, AFailedCompactionsBackOffStartsAfterWhatWasCommittedMeanwhile) 
   }
 }
 
+// A compaction another handle or process runs holds the compaction lock for as long as it takes
+// (`dbdb compact` of a large file; a process stopped in it). A writer that finds compaction due
+// meanwhile cannot run one, and a commit does not fold when its fold would make compaction due
+// (the compaction folds the log): until stop 49 its log, each open's replay and each reader's
+// overlay grew with every commit until the other compaction ended (here to 727 KB, the whole
+// log). The bound is the one writers keep behind the handle's own background compaction, eight
+// slacks: past it, a commit folds.
+TEST(Compaction, WhileAnotherHandleHoldsTheCompactionLockTheLogStaysBounded) {
+  enum class Mode { kBackground, kInline, kInlineUnderTheWriterLock };
+  for (Mode mode : {Mode::kBackground, Mode::kInline, Mode::kInlineUnderTheWriterLock}) {
+    SCOPED_TRACE(mode == Mode::kBackground ? "background" : mode == Mode::kInline ? "inline" : "inline, wait_for_writer off");
+    TempDir dir;
+    const std::string path = dir.Path("db");
+    Options options = DamagedCompactionOptions(NewPosixFileSystem(), mode == Mode::kBackground);
+    options.wait_for_writer = mode != Mode::kInlineUnderTheWriterLock;
+    auto db = DB::Open(path, options);
+    ASSERT_TRUE(db.ok());
+    auto locked = NewPosixFileSystem()->Lock(path + ".compacting.lock", {.wait = false});
+    ASSERT_TRUE(locked.ok()) << locked.status().ToString();
+    std::unique_ptr<FileLock> compacting = std::move(locked).value();
+    const std::string value(500, 'v');
+    for (int t = 0; t < 100; t++) ASSERT_TRUE((*db)->Put("key" + std::to_string(t), value).ok());
+    // 1,000 commits of 500 bytes, over the same 100 keys: soon each fold would make compaction
+    // due, and it cannot run.
+    const uint64_t bound = 8u * 16 * 1024;
+    uint64_t max_unfolded = 0;
+    for (int t = 0; t < 1000; t++) {
+      ASSERT_TRUE((*db)->Put("key" + std::to_string(t % 100), std::string(500, static_cast<char>('a' + t % 26))).ok()) << t;
+      auto stats = (*db)->GetStats();
+      ASSERT_TRUE(stats.ok());
+      max_unfolded = std::max(max_unfolded, stats->unfolded_bytes);
+    }
+    EXPECT_GT(max_unfolded, bound - 4096) << "folded before the log passed the bound";
+    EXPECT_LE(max_unfolded, bound + 4096) << "the log grew past eight slacks while another handle held the lock";
+    auto stats = (*db)->GetStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_EQ(stats->generation, 0u) << "compacted while another handle held the lock";
+    EXPECT_EQ(stats->background_compactions, 0u);
+    EXPECT_TRUE((*db)->Check().ok());
+    compacting.reset();  // let go: the next transaction compacts
+    ASSERT_TRUE((*db)->Put("after", value).ok());
+    for (int i = 0; i < 3000 && (*db)->GetStats()->generation == 0; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_GE((*db)->GetStats()->generation, 1u) << "no compaction once the lock was let go";
+    for (int i = 0; i < 100; i++) {
+      std::string read;
+      auto found = (*db)->Get("key" + std::to_string(i), &read);
+      ASSERT_TRUE(found.ok() && *found) << i << ": " << found.status().ToString();
+      EXPECT_EQ(read, std::string(500, static_cast<char>('a' + (900 + i) % 26))) << i;
+    }
+    EXPECT_TRUE((*db)->Check().ok());
+  }
+}
+
 // Long tier only (DBDB_TEST_TIER=long): compaction of more than 64 MiB of live data, with keys
 // of any bytes, then every key read back and check() over the result (I8).
 TEST(Compaction, MoreThan64MiBOfLiveData) {

@@ -110,7 +110,8 @@ struct Options {
   // twice its live data plus that slack. The thread whose BeginWrite finds it due runs it, online
   // as Compact() does (other writers pause only for its last pass; readers never), or with
   // wait_for_writer=false under the writer lock it holds. One that finds another compaction
-  // running goes on without it; one that fails before its rename with an I/O error, or gives up,
+  // running goes on without it (its commits leave the log to that compaction, folding only once
+  // the log since the fold passes eight times the slack below); one that fails before its rename with an I/O error, or gives up,
   // goes on without it too, and any other error (damage: Corruption) fails the transaction that
   // ran it. A failed one is not tried again until the file has grown by that slack from its end
   // after the attempt. false: only Compact() (or `dbdb compact`) compacts.
