@@ -1336,14 +1336,13 @@ Status DBImpl::CommitChanges(const View& base, const std::vector<format::BatchCh
   // transaction compacts, which folds everything into the fresh file and writes the tree once.
   // Not while a failed compaction backs off: nothing would fold the log until it is tried again,
   // and if it keeps failing (a full disk) the log, and every open, would grow without bound. Nor
-  // once the log would pass PendingLogBound, unless the handle's own background compaction runs
-  // (whose writers wait for it at that bound, BeginWrite): the compaction lock is then another
-  // handle's or process's, held for as long as its compaction takes, and until it ends this
-  // writer's log, each open's replay and each reader's overlay would grow with every commit.
+  // once the log has passed PendingLogBound: behind the handle's own background compaction no
+  // commit gets here (BeginWrite waits for the compaction at that bound), so the compaction lock
+  // is another handle's or process's, held for as long as its compaction takes, and until it ends
+  // this writer's log, each open's replay and each reader's overlay would grow with every commit.
   bool fold = FoldDue(base, batch_record_bytes);
-  if (fold && base.commit && !CompactionBackingOff(base) &&
-      CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, batch.size())) &&
-      (base.log_bytes_since_fold() + batch_record_bytes <= PendingLogBound() || BackgroundCompactionRunning())) {
+  if (fold && base.commit && !CompactionBackingOff(base) && base.log_bytes_since_fold() <= PendingLogBound() &&
+      CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, batch.size()))) {
     fold = false;
   }
   TreeWriter writer(*base.file, base.end(), options_.node_size_target_bytes);

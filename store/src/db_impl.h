@@ -97,7 +97,8 @@ inline constexpr uint64_t kFoldFileBytesFactor = 3;
 // but only until the log since the fold passes this many compaction slacks
 // (max(fold_threshold_bytes, auto_compact_slack_bytes)): then, behind the handle's own background
 // compaction, they wait for it to install its file (or end); behind one that another handle or
-// process holds the lock of (for as long as it takes), a commit folds (DBImpl::PendingLogBound).
+// process holds the lock of (for as long as it takes), the commit after it folds
+// (DBImpl::PendingLogBound).
 inline constexpr uint64_t kBackgroundLogSlackFactor = 8;
 
 // How often, at most, a background compaction's last pass tries the writer's lock file again.
@@ -300,8 +301,8 @@ class DBImpl final : public DB {
   // newest commit now (ReaderView: what other writers committed during the attempt).
   void BackOffCompaction(const std::shared_ptr<TreeFile>& file, uint64_t end) EXCLUDES(compaction_state_mutex_);
   uint64_t CompactionSlack() const;  // max(fold_threshold_bytes, auto_compact_slack_bytes)
-  // kBackgroundLogSlackFactor slacks (saturating): the most log a commit leaves unfolded for a
-  // pending compaction to fold.
+  // kBackgroundLogSlackFactor slacks (saturating): past this much log since the fold, a writer
+  // stops leaving its fold to a pending compaction (BeginWrite, CommitChanges).
   uint64_t PendingLogBound() const;
   // True when a commit appending `batch_bytes` on `view` folds (the log passes the threshold).
   bool FoldDue(const View& view, uint64_t batch_bytes) const;

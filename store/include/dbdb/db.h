@@ -109,12 +109,13 @@ struct Options {
   // bytes plus max(fold_threshold_bytes, auto_compact_slack_bytes): the file stays within about
   // twice its live data plus that slack. The thread whose BeginWrite finds it due runs it, online
   // as Compact() does (other writers pause only for its last pass; readers never), or with
-  // wait_for_writer=false under the writer lock it holds. One that finds another compaction
-  // running goes on without it (its commits leave the log to that compaction, folding only once
-  // the log since the fold passes eight times the slack below); one that fails before its rename with an I/O error, or gives up,
-  // goes on without it too, and any other error (damage: Corruption) fails the transaction that
-  // ran it. A failed one is not tried again until the file has grown by that slack from its end
-  // after the attempt. false: only Compact() (or `dbdb compact`) compacts.
+  // wait_for_writer=false under the writer lock it holds. One that finds another compaction running
+  // goes on without it (its commits leave their folds to that compaction until the log since the
+  // fold passes eight times max(fold_threshold_bytes, auto_compact_slack_bytes): then one folds);
+  // one that fails before its rename with an I/O error, or gives up, goes on without it too, and
+  // any other error (damage: Corruption) fails the transaction that ran it. A failed one is not
+  // tried again until the file has grown by that slack from its end after the attempt. false: only
+  // Compact() (or `dbdb compact`) compacts.
   bool auto_compact = true;
   uint64_t auto_compact_slack_bytes = 1024 * 1024;
   // Automatic compactions (with wait_for_writer) run on a thread of the handle's own, started by
