@@ -1336,10 +1336,11 @@ Status DBImpl::CommitChanges(const View& base, const std::vector<format::BatchCh
   // transaction compacts, which folds everything into the fresh file and writes the tree once.
   // Not while a failed compaction backs off: nothing would fold the log until it is tried again,
   // and if it keeps failing (a full disk) the log, and every open, would grow without bound. Nor
-  // once the log has passed PendingLogBound: behind the handle's own background compaction no
-  // commit gets here (BeginWrite waits for the compaction at that bound), so the compaction lock
-  // is another handle's or process's, held for as long as its compaction takes, and until it ends
-  // this writer's log, each open's replay and each reader's overlay would grow with every commit.
+  // once the log has passed PendingLogBound. Behind the handle's own background compaction only
+  // the transaction that started it can get here so (BeginWrite waits for a running one at that
+  // bound), and its fold is copied as any commit's; otherwise the compaction lock is another
+  // handle's or process's, held for as long as its compaction takes, and until it ends this
+  // writer's log, each open's replay and each reader's overlay would grow with every commit.
   bool fold = FoldDue(base, batch_record_bytes);
   if (fold && base.commit && !CompactionBackingOff(base) && base.log_bytes_since_fold() <= PendingLogBound() &&
       CompactionDue(base, base.end() + batch_record_bytes, FoldEstimate(base, batch.size()))) {
