@@ -364,9 +364,19 @@ class PowerFs {
       });
       reply = "cuts " + std::to_string(cuts_) + " killed " + std::to_string(killed_total_) + " trace_ops " +
               std::to_string(machine_->TraceSize()) + " volatile_writes " + std::to_string(writes) +
-              " volatile_name_ops " + std::to_string(names);
+              " volatile_name_ops " + std::to_string(names) + " held_writes " + std::to_string(held_writes_);
     } else if (words[0] == "fault" && words.size() >= 2 && words.size() <= 4) {
       error = ArmFault(words, &reply);
+    } else if (words[0] == "hold" && words.size() == 2 && words[1] == "write") {
+      std::lock_guard<std::mutex> guard(mutex_);
+      hold_next_write_ = true;
+      reply = "holding the next write";
+    } else if (words[0] == "release" && words.size() == 1) {
+      std::lock_guard<std::mutex> guard(mutex_);
+      hold_next_write_ = false;
+      releases_++;
+      changed_.notify_all();
+      reply = "released " + std::to_string(held_writes_) + " writes";
     } else if (words[0] == "trace" && words.size() == 1) {
       std::shared_ptr<SimFileSystem> machine;
       {
@@ -376,7 +386,8 @@ class PowerFs {
       for (const auto& op : machine->Trace()) reply += op.ToString() + "\n";
     } else {
       error = EINVAL, reply = "unknown command '" + text +
-                              "' (cut PLAN SEED [STATE], count PLAN, fault POINT [SKIP [ERRNO]], reset, stats, trace)";
+                              "' (cut PLAN SEED [STATE], count PLAN, fault POINT [SKIP [ERRNO]], hold write, release, reset, stats, "
+                              "trace)";
     }
     if (!reply.empty() && reply.back() != '\n') reply += "\n";
     std::lock_guard<std::mutex> guard(mutex_);
@@ -385,6 +396,22 @@ class PowerFs {
       it->second.read_at = 0;
     }
     return error;
+  }
+
+  // hold write | release: the next write to a file (after `hold write`) waits, before it reaches
+  // the machine, until `release` or a cut. The kernel has copied it into its page cache by then,
+  // and other processes see it there: a test holds a write in that window to see what the kernel
+  // does meanwhile (PowerFs.AnOpenDuringAWriteInFlightLeavesNoStalePage). Not an operation: the
+  // cut that ends the wait finds nothing in flight, and the write then fails as any call during a
+  // cut does.
+  void MaybeHoldWrite() {
+    std::unique_lock<std::mutex> guard(mutex_);
+    if (!hold_next_write_ || frozen_) return;
+    hold_next_write_ = false;
+    held_writes_++;
+    const uint64_t released = releases_;
+    changed_.wait(guard, [&] { return releases_ != released || frozen_; });
+    held_writes_--;
   }
 
  private:
@@ -531,8 +558,11 @@ class PowerFs {
       *reply = "a cut is already running";
       return EBUSY;
     }
-    // 1. Freeze: no operation starts from here on; the ones in flight finish.
+    // 1. Freeze: no operation starts from here on; the ones in flight finish (a held write, not
+    // one yet, goes on to fail).
     frozen_ = true;
+    hold_next_write_ = false;
+    changed_.notify_all();
     changed_.wait(guard, [&] { return active_ == 0; });
     std::vector<pid_t> alive;
     const size_t killed_now = KillEveryProcessOnTheMount(guard, controller, &alive);
@@ -561,6 +591,9 @@ class PowerFs {
   std::set<pid_t> victims_now_;  // killed by the cut running
   uint64_t killed_total_ = 0;
   uint64_t cuts_ = 0;
+  bool hold_next_write_ = false;  // hold write
+  int held_writes_ = 0;           // waiting for a release
+  uint64_t releases_ = 0;
   std::map<uint64_t, Handle> handles_;
   uint64_t next_handle_ = 1;
   struct Pinned {
@@ -626,6 +659,16 @@ int EntryOf(PowerFs& fs, PowerFs::Op& op, const std::string& path, fuse_entry_pa
 
 void Init(void*, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;  // writes go through: each one reaches the machine
+  // The kernel's page cache of a file is dropped only by a cut (whose files are new inodes: FileIno)
+  // and a truncate, never by an open (keep_cache, Open and Create) nor, as a precaution, by an
+  // attribute refresh that finds the size or time changed (auto_inval_data). A write through the
+  // cache is visible to other processes once its pages are copied, before the machine has it;
+  // dropping the cache in that window (an open of the file by anyone) let a read refill a page
+  // from the machine without the write, and the cache kept the stale page after the write
+  // returned: a reader of a commit another process was writing found zeros or old bytes where the
+  // commit's records were ("record length 0 does not match", "checksum mismatch"), as no disk does
+  // (docs/POWERFS.md; PowerFs.AnOpenDuringAWriteInFlightLeavesNoStalePage).
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -709,6 +752,7 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   handle.file = std::move(*file);
   handle.ino = ino;
   fi->fh = fs.AddHandle(std::move(handle));
+  fi->keep_cache = 1;  // the cache is the file's, as the kernel keeps it (Init)
   fuse_reply_open(req, fi);
 }
 
@@ -738,6 +782,7 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t, fuse_fi
   handle.file = std::move(*file);
   handle.ino = e.ino;
   fi->fh = fs.AddHandle(std::move(handle));
+  fi->keep_cache = 1;  // as Open
   op.Pin(e.ino);
   fuse_reply_create(req, &e, fi);
 }
@@ -767,6 +812,7 @@ void Write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t offse
     fuse_reply_write(req, size);
     return;
   }
+  fs.MaybeHoldWrite();
   PowerFs::Op op(fs, req);
   if (op.error()) return (void)fuse_reply_err(req, op.error());
   auto file = op.File(fi);
