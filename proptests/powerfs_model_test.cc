@@ -940,6 +940,13 @@ TEST(PowerFs, AnOpenDuringAWriteInFlightLeavesNoStalePage) {
   Command("hold write");
   ssize_t written = -1;
   std::thread writer([&] { written = ::pwrite(fd, new_bytes.data(), 8192, 0); });
+  struct Release {  // whatever fails below, the write is let go and the thread joined
+    std::thread& thread;
+    ~Release() {
+      (void)faultfs::PowerFsCommand(Mount::Get().dir(), "release");
+      if (thread.joinable()) thread.join();
+    }
+  } release{writer};
   bool held = false;
   for (int i = 0; i < 10000 && !held; i++) {
     held = Command("stats").find("held_writes 1") != std::string::npos;
@@ -956,6 +963,7 @@ TEST(PowerFs, AnOpenDuringAWriteInFlightLeavesNoStalePage) {
   Command("release");
   writer.join();
   ASSERT_TRUE(held) << "the write never reached the daemon's hold";
+  EXPECT_NE(Command("stats").find("held_writes 0"), std::string::npos) << "a write still held after the release";
   ASSERT_EQ(written, 8192);
   ASSERT_EQ(::pread(fd, read.data(), 8192, 0), 8192);
   EXPECT_TRUE(read == new_bytes) << std::count(read.begin(), read.end(), 'o')
