@@ -914,9 +914,8 @@ TEST(PowerFs, MappingsSeeLaterWritesAndOldHandlesAreRefusedAfterACut) {
 
 // A write through the page cache is visible to every process once the kernel has copied it, before
 // the file system has it (PERSISTENCE.md, rule 10). The kernel used to drop a file's cache at each
-// open of it (and at a stat that found its size changed): an open by anyone while a write was on its
-// way let a read refill the pages from the machine without the write, and the cache kept them stale
-// after the write returned. Under dbdb-stress --power-cut a reader found zeros or old bytes where
+// open of it: an open by anyone while a write was on its way let a read refill the pages from the
+// machine without the write, and the cache kept them stale after the write returned. Under dbdb-stress --power-cut a reader found zeros or old bytes where
 // another process's commit was ("record length 0 does not match", "checksum mismatch": two to four
 // runs in 18, under a build whose writers waited for every background compaction), which no disk
 // does. The write is held in the daemon (`hold write`) while another descriptor opens the file and

@@ -369,8 +369,12 @@ class PowerFs {
       error = ArmFault(words, &reply);
     } else if (words[0] == "hold" && words.size() == 2 && words[1] == "write") {
       std::lock_guard<std::mutex> guard(mutex_);
-      hold_next_write_ = true;
-      reply = "holding the next write";
+      if (frozen_) {
+        error = EBUSY, reply = "a cut is running";
+      } else {
+        hold_next_write_ = true;
+        reply = "holding the next write";
+      }
     } else if (words[0] == "release" && words.size() == 1) {
       std::lock_guard<std::mutex> guard(mutex_);
       hold_next_write_ = false;
@@ -399,18 +403,19 @@ class PowerFs {
   }
 
   // hold write | release: the next write to a file (after `hold write`) waits, before it reaches
-  // the machine, until `release` or a cut. The kernel has copied it into its page cache by then,
-  // and other processes see it there: a test holds a write in that window to see what the kernel
-  // does meanwhile (PowerFs.AnOpenDuringAWriteInFlightLeavesNoStalePage). Not an operation: the
-  // cut that ends the wait finds nothing in flight, and the write then fails as any call during a
-  // cut does.
+  // the machine, until `release`, a cut, or a minute (so that no hold keeps the daemon from
+  // exiting: its threads are joined). The kernel has copied a buffered write into its page cache
+  // by then, and other processes see it there: a test holds a write in that window to see what the
+  // kernel does meanwhile (PowerFs.AnOpenDuringAWriteInFlightLeavesNoStalePage). Not an operation:
+  // the cut that ends the wait finds nothing in flight, and the write then fails as any call
+  // during or after a cut of its machine does.
   void MaybeHoldWrite() {
     std::unique_lock<std::mutex> guard(mutex_);
     if (!hold_next_write_ || frozen_) return;
     hold_next_write_ = false;
     held_writes_++;
-    const uint64_t released = releases_;
-    changed_.wait(guard, [&] { return releases_ != released || frozen_; });
+    const uint64_t released = releases_, freezes = freezes_;
+    changed_.wait_for(guard, std::chrono::minutes(1), [&] { return releases_ != released || freezes_ != freezes; });
     held_writes_--;
   }
 
@@ -561,6 +566,7 @@ class PowerFs {
     // 1. Freeze: no operation starts from here on; the ones in flight finish (a held write, not
     // one yet, goes on to fail).
     frozen_ = true;
+    freezes_++;
     hold_next_write_ = false;
     changed_.notify_all();
     changed_.wait(guard, [&] { return active_ == 0; });
@@ -594,6 +600,7 @@ class PowerFs {
   bool hold_next_write_ = false;  // hold write
   int held_writes_ = 0;           // waiting for a release
   uint64_t releases_ = 0;
+  uint64_t freezes_ = 0;  // cuts and resets begun
   std::map<uint64_t, Handle> handles_;
   uint64_t next_handle_ = 1;
   struct Pinned {
@@ -659,15 +666,18 @@ int EntryOf(PowerFs& fs, PowerFs::Op& op, const std::string& path, fuse_entry_pa
 
 void Init(void*, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;  // writes go through: each one reaches the machine
-  // The kernel's page cache of a file is dropped only by a cut (whose files are new inodes: FileIno)
-  // and a truncate, never by an open (keep_cache, Open and Create) nor, as a precaution, by an
-  // attribute refresh that finds the size or time changed (auto_inval_data). A write through the
-  // cache is visible to other processes once its pages are copied, before the machine has it;
-  // dropping the cache in that window (an open of the file by anyone) let a read refill a page
-  // from the machine without the write, and the cache kept the stale page after the write
-  // returned: a reader of a commit another process was writing found zeros or old bytes where the
-  // commit's records were ("record length 0 does not match", "checksum mismatch"), as no disk does
-  // (docs/POWERFS.md; PowerFs.AnOpenDuringAWriteInFlightLeavesNoStalePage).
+  // The kernel's page cache of a file is dropped by a cut (whose files are new inodes: FileIno), a
+  // truncate and an attribute refresh that finds the size changed, never by an open (keep_cache,
+  // Open and Create). A write through the cache is visible to other processes once its pages are
+  // copied, before the machine has it; dropping the cache in that window (an open of the file by
+  // anyone) let a read refill a page from the machine without the write, and the cache kept the
+  // stale page after the write returned: a reader of a commit another process was writing found
+  // zeros or old bytes where the commit's records were ("record length 0 does not match",
+  // "checksum mismatch"), as no disk does (docs/POWERFS.md;
+  // PowerFs.AnOpenDuringAWriteInFlightLeavesNoStalePage). Every size change goes through the kernel
+  // (but an injected short or misdirected write at the end of a file, which no harness arms on a
+  // mount), so the size never differs. Nor does the time (Attr's is the mount's): auto_inval_data,
+  // which drops the cache when it does, is off so that this stays true if Attr changes.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
 
@@ -1125,7 +1135,7 @@ int main(int argc, char** argv) {
   fault->add_option("--errno", error_name, "EIO (default) or ENOSPC")->check(CLI::IsMember({"EIO", "ENOSPC"}));
   auto* reset = app.add_subcommand("reset", "kill every process using DIR and empty it (a new disk)");
   reset->add_option("dir", dir, "mount point")->required();
-  auto* stats = app.add_subcommand("stats", "cuts, processes killed, operations since the last cut");
+  auto* stats = app.add_subcommand("stats", "cuts, processes killed, operations since the last cut, writes held");
   stats->add_option("dir", dir, "mount point")->required();
   auto* trace = app.add_subcommand("trace", "print the trace since the last cut");
   trace->add_option("dir", dir, "mount point")->required();
