@@ -1002,7 +1002,7 @@ uint64_t DBImpl::CompactionSlack() const {
 
 uint64_t DBImpl::PendingLogBound() const {
   const uint64_t slack = CompactionSlack();
-  return slack > UINT64_MAX / kBackgroundLogSlackFactor ? UINT64_MAX : kBackgroundLogSlackFactor * slack;
+  return slack > UINT64_MAX / kPendingLogSlackFactor ? UINT64_MAX : kPendingLogSlackFactor * slack;
 }
 
 bool DBImpl::FoldDue(const View& view, uint64_t batch_bytes) const {

@@ -99,7 +99,7 @@ inline constexpr uint64_t kFoldFileBytesFactor = 3;
 // compaction, they wait for it to install its file (or end); behind one that another handle or
 // process holds the lock of (for as long as it takes), the commit after it folds
 // (DBImpl::PendingLogBound).
-inline constexpr uint64_t kBackgroundLogSlackFactor = 8;
+inline constexpr uint64_t kPendingLogSlackFactor = 8;
 
 // How often, at most, a background compaction's last pass tries the writer's lock file again.
 inline constexpr std::chrono::microseconds kGiveUpPollMax{2000};
@@ -301,7 +301,7 @@ class DBImpl final : public DB {
   // newest commit now (ReaderView: what other writers committed during the attempt).
   void BackOffCompaction(const std::shared_ptr<TreeFile>& file, uint64_t end) EXCLUDES(compaction_state_mutex_);
   uint64_t CompactionSlack() const;  // max(fold_threshold_bytes, auto_compact_slack_bytes)
-  // kBackgroundLogSlackFactor slacks (saturating): past this much log since the fold, a writer
+  // kPendingLogSlackFactor slacks (saturating): past this much log since the fold, a writer
   // stops leaving its fold to a pending compaction (BeginWrite, CommitChanges).
   uint64_t PendingLogBound() const;
   // True when a commit appending `batch_bytes` on `view` folds (the log passes the threshold).

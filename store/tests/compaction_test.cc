@@ -896,15 +896,33 @@ TEST(Compaction, ClosingDoesNotWaitForAWriterLockAnotherHandleHolds) {
   EXPECT_TRUE((*b)->Check().ok());
 }
 
+// The ways an automatic compaction runs: on a thread of the handle's own, inline and online, and
+// inline under the writer lock its transaction holds (wait_for_writer off: CompactFrom keeps it).
+enum class AutoCompaction { kBackground, kInline, kInlineUnderTheWriterLock };
+constexpr AutoCompaction kEveryAutoCompaction[] = {AutoCompaction::kBackground, AutoCompaction::kInline,
+                                                   AutoCompaction::kInlineUnderTheWriterLock};
+const char* NameOf(AutoCompaction how) {
+  switch (how) {
+    case AutoCompaction::kBackground:
+      return "background";
+    case AutoCompaction::kInline:
+      return "inline";
+    case AutoCompaction::kInlineUnderTheWriterLock:
+      return "inline, wait_for_writer off";
+  }
+  return "?";
+}
+
 // Options whose automatic compactions come due within a few hundred 500-byte commits (a 16 KiB
-// fold threshold and slack) and write through `fs`, on the handle's thread or inline.
-Options DamagedCompactionOptions(std::shared_ptr<FileSystem> fs, bool background) {
+// fold threshold and slack), run `how`, and write through `fs`.
+Options SmallSlackOptions(std::shared_ptr<FileSystem> fs, AutoCompaction how) {
   Options options;
   options.create_if_missing = true;
   options.file_system = std::move(fs);
   options.fold_threshold_bytes = 16 * 1024;
   options.auto_compact_slack_bytes = 16 * 1024;
-  options.background_compaction = background;
+  options.background_compaction = how == AutoCompaction::kBackground;
+  options.wait_for_writer = how != AutoCompaction::kInlineUnderTheWriterLock;
   return options;
 }
 
@@ -916,17 +934,13 @@ Options DamagedCompactionOptions(std::shared_ptr<FileSystem> fs, bool background
 // backed off only after an I/O error or a give-up, so every later transaction compacted again, all
 // of the tree it could read, and failed).
 TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
-  enum class Mode { kBackground, kInline, kInlineUnderTheWriterLock };
-  for (Mode mode : {Mode::kBackground, Mode::kInline, Mode::kInlineUnderTheWriterLock}) {
-    const bool background = mode == Mode::kBackground;
-    SCOPED_TRACE(background ? "background" : mode == Mode::kInline ? "inline" : "inline, wait_for_writer off");
+  for (AutoCompaction how : kEveryAutoCompaction) {
+    const bool background = how == AutoCompaction::kBackground;
+    SCOPED_TRACE(NameOf(how));
     TempDir dir;
     const std::string path = dir.Path("db");
     auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
-    Options options = DamagedCompactionOptions(fs, background);
-    // Without waiting for the writer, an automatic compaction keeps the lock it holds (CompactFrom).
-    options.wait_for_writer = mode != Mode::kInlineUnderTheWriterLock;
-    auto db = DB::Open(path, options);
+    auto db = DB::Open(path, SmallSlackOptions(fs, how));
     ASSERT_TRUE(db.ok());
     std::map<std::string, std::string> model;
     int reported = 0;
@@ -965,13 +979,14 @@ TEST(Compaction, AnAutomaticCompactionsErrorIsReportedOnceAndBacksOff) {
 // more than the slack) would come off the back-off, and the next transaction would compact, and
 // fail, again at once.
 TEST(Compaction, AFailedCompactionsBackOffStartsAfterWhatWasCommittedMeanwhile) {
-  for (bool background : {false, true}) {
-    SCOPED_TRACE(background ? "background" : "inline");
+  for (AutoCompaction how : {AutoCompaction::kInline, AutoCompaction::kBackground}) {
+    const bool background = how == AutoCompaction::kBackground;
+    SCOPED_TRACE(NameOf(how));
     TempDir dir;
     const std::string path = dir.Path("db");
     auto fs = std::make_shared<testing::RefusingCompactionFs>(Status::Corruption("injected by the test"));
     fs->hold = true;
-    auto db = DB::Open(path, DamagedCompactionOptions(fs, background));
+    auto db = DB::Open(path, SmallSlackOptions(fs, how));
     ASSERT_TRUE(db.ok());
     auto put = [&](const std::string& key) -> Status {
       auto txn = (*db)->BeginWrite();  // a transaction, not DB::Write: not queued behind the compacting one
@@ -1044,14 +1059,11 @@ TEST(Compaction, AFailedCompactionsBackOffStartsAfterWhatWasCommittedMeanwhile) 
 // log). The bound is the one writers keep behind the handle's own background compaction, eight
 // slacks: past it, a commit folds.
 TEST(Compaction, WhileAnotherHandleHoldsTheCompactionLockTheLogStaysBounded) {
-  enum class Mode { kBackground, kInline, kInlineUnderTheWriterLock };
-  for (Mode mode : {Mode::kBackground, Mode::kInline, Mode::kInlineUnderTheWriterLock}) {
-    SCOPED_TRACE(mode == Mode::kBackground ? "background" : mode == Mode::kInline ? "inline" : "inline, wait_for_writer off");
+  for (AutoCompaction how : kEveryAutoCompaction) {
+    SCOPED_TRACE(NameOf(how));
     TempDir dir;
     const std::string path = dir.Path("db");
-    Options options = DamagedCompactionOptions(NewPosixFileSystem(), mode == Mode::kBackground);
-    options.wait_for_writer = mode != Mode::kInlineUnderTheWriterLock;
-    auto db = DB::Open(path, options);
+    auto db = DB::Open(path, SmallSlackOptions(NewPosixFileSystem(), how));
     ASSERT_TRUE(db.ok());
     auto locked = NewPosixFileSystem()->Lock(path + ".compacting.lock", {.wait = false});
     ASSERT_TRUE(locked.ok()) << locked.status().ToString();
