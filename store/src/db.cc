@@ -409,7 +409,7 @@ Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
   fresh_at_.reset();
   if (unchanged != nullptr) {
     const std::optional<LeftByThisHandle> left = std::exchange(unchanged_since_left_, std::nullopt);
-    *unchanged = writer && left && left->file == file_ && newest_ && newest_->end() == left->end;
+    *unchanged = writer && left && left->In(file_) && newest_ && newest_->end() == left->end;
     if (*unchanged) {
       // One fstat, against what the counter cannot rule out: a lock-file page the kernel dropped
       // and read back with an older value (docs/PERSISTENCE.md). Another writer's commit or
@@ -1555,7 +1555,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   }
   in_flight.reset();
   Publish(View{base.file, commit, nullptr}, batch);
-  const uint64_t size = writer_at_ && writer_at_->file == base.file ? std::max(writer_at_->size, commit.end()) : commit.end();
+  const uint64_t size = writer_at_ && writer_at_->In(base.file) ? std::max(writer_at_->size, commit.end()) : commit.end();
   writer_at_ = LeftByThisHandle{base.file, commit.end(), size};
   left_ = writer_at_;
   return Status::Ok();
@@ -1569,7 +1569,7 @@ Status DBImpl::AllocateAhead(const View& base, uint64_t end) {
   // Not for a close's checkpoint: the close cuts what it would allocate.
   if (options_.allocate_ahead_bytes == 0 || allocate_unsupported_ || closing_.load()) return Status::Ok();
   // Only on the base as PrepareWriterView left it, whose file's size it knows.
-  if (!writer_at_ || writer_at_->file != base.file || writer_at_->end != base.end()) return Status::Ok();
+  if (!writer_at_ || !writer_at_->In(base.file) || writer_at_->end != base.end()) return Status::Ok();
   const uint64_t size = writer_at_->size;
   if (end <= size) return Status::Ok();
   uint64_t target = end + options_.allocate_ahead_bytes;
@@ -1596,7 +1596,9 @@ void DBImpl::CutAllocatedAhead() {
   // writer lock: no commit of another writer lies there. Not synced: zeros that come back after
   // a crash are space allocated ahead, which the next writer keeps.
   if (!writer_at_ || writer_at_->size <= writer_at_->end) return;
-  if (writer_at_->file->file().Truncate(writer_at_->end).ok()) writer_at_->size = writer_at_->end;
+  const std::shared_ptr<TreeFile> file = writer_at_->Open();
+  if (file == nullptr) return;  // replaced and closed: no zeros of it matter
+  if (file->file().Truncate(writer_at_->end).ok()) writer_at_->size = writer_at_->end;
 }
 
 }  // namespace dbdb

@@ -520,10 +520,15 @@ class DBImpl final : public DB {
   // to the first WriterView, that place if the counter still held the last mark's even value
   // when this lock was taken: then no writer has held the lock since, and the file, its name and
   // its newest commit are as this handle left them.
+  // The file is named, not held: these outlive the writer lock, and a file a compaction replaced
+  // must close once no view reads it, not at this handle's next write (its blocks stay allocated
+  // while a descriptor or mapping is open). A file gone is no file this handle is in.
   struct LeftByThisHandle {
-    std::shared_ptr<TreeFile> file;
+    std::weak_ptr<TreeFile> file;
     uint64_t end = 0;   // the commit's end (its seal's)
     uint64_t size = 0;  // the file's size: `end`, or past it by the zeros allocated ahead
+    std::shared_ptr<TreeFile> Open() const { return file.lock(); }  // null once closed
+    bool In(const std::shared_ptr<TreeFile>& other) const { return other != nullptr && Open() == other; }
   };
   // The fork generation this handle was opened in: a forked child shares its open file
   // descriptions (and their locks) with the parent, so CheckNotForked refuses it there.
