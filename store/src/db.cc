@@ -399,6 +399,9 @@ View DBImpl::CurrentView() const { return View{file_, newest_, overlay_}; }
 
 Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
   DBDB_RETURN_IF_ERROR(CheckNotForked());
+  // A file this handle stops reading (and its overlay), let go after the lock: closing its
+  // descriptors and mapping must not hold up the handle's other readers.
+  Retired retired;
   MutexLock guard(&state_mutex_);
   // No writer has held the lock since this handle last looked with none at work: that view is still
   // the newest, and neither the file nor its name changed (change_counter.h). A writer looks
@@ -431,7 +434,7 @@ Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
       return CurrentView();
     }
   }
-  DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer));
+  DBDB_ASSIGN_OR_RETURN(uint64_t size, FollowReplacedFile(writer, &retired));
   uint64_t known_end = newest_ ? newest_->end() : format::kFileHeaderSizeBytes;
   uint64_t known_offset = newest_ ? newest_->offset : 0;
   if (size < known_end) {
@@ -460,7 +463,7 @@ Result<View> DBImpl::NewestView(bool writer, bool* unchanged) {
   return CurrentView();
 }
 
-Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
+Result<uint64_t> DBImpl::FollowReplacedFile(bool writer, Retired* retired) {
   // Has compaction replaced the file? A writer asks the path itself (it must never write to a
   // replaced file); a reader makes do with its file's link count, in the same fstat as the size.
   DBDB_ASSIGN_OR_RETURN(FileStat stat, file_->file().Stat());
@@ -475,8 +478,9 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer) {
   auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes, options_.mmap_reads);
   if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
   file_->DropKeptBody();
-  file_ = file.value();
+  retired->file = std::exchange(file_, file.value());
   newest_.reset();
+  retired->overlay = std::move(overlay_);
   overlay_.reset();
   DBDB_ASSIGN_OR_RETURN(stat, file_->file().Stat());
   return stat.size_bytes;

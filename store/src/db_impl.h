@@ -335,8 +335,15 @@ class DBImpl final : public DB {
   // Both views: follow a replaced file, find the newest commit above the one known, decide it
   // (reader) or take it (writer), catch the overlay up.
   Result<View> NewestView(bool writer, bool* unchanged = nullptr) EXCLUDES(state_mutex_);
-  // Switches to the file the path names now if compaction replaced ours; returns its size.
-  Result<uint64_t> FollowReplacedFile(bool writer) REQUIRES(state_mutex_);
+  // What a handle stops reading when it follows a replaced file, for its caller to let go after
+  // state_mutex_ (the last reference closes the file's descriptors and mapping).
+  struct Retired {
+    std::shared_ptr<TreeFile> file;
+    std::shared_ptr<LogOverlay> overlay;
+  };
+  // Switches to the file the path names now if compaction replaced ours, moving the old one and
+  // its overlay into `retired`; returns the new file's size.
+  Result<uint64_t> FollowReplacedFile(bool writer, Retired* retired) REQUIRES(state_mutex_);
   // The commit a reader may show when the newest one is not sealed, decided by the in-flight
   // lock: the one before it while its writer is between writing and sealing it; else it, a dead
   // writer's, after syncing the file (the reader's only write-like act: it changes no byte, and
