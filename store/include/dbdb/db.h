@@ -37,8 +37,10 @@
 // that dies holding a lock releases it even while its children live.
 //
 // Lifetimes: a Snapshot keeps what it reads alive (its file, even one compaction replaced, and the
-// log overlay of its commit) and may outlive its DB handle. A WriteTransaction must not outlive its
-// DB (it holds the handle's writer lock). An Iterator must not outlive the Snapshot or
+// log overlay of its commit) and may outlive its DB handle. So a file a compaction replaced keeps
+// its disk space until the last snapshot of it is destroyed and every handle reading it has
+// followed the new file (at its next read or write: docs/FORMAT.md). A WriteTransaction must not
+// outlive its DB (it holds the handle's writer lock). An Iterator must not outlive the Snapshot or
 // WriteTransaction it came from, and the string_views it returns are valid only until it moves.
 //
 // Errors are values; no exception crosses this API. The invariants the store keeps (I1-I8) are
