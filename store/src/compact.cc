@@ -279,35 +279,51 @@ Result<uint64_t> DBImpl::CopyCommit(const View& upto, const format::Commit& sour
 
 Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Commit& newest,
                                       std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed) {
-  // A failed rename may still have happened (or happen at the next crash): this handle must not
-  // go on appending to a file that may no longer have the name. Fail it (I7); a new handle finds
-  // whichever file the name holds, both with the same newest commit.
-  Status renamed = fs_->Rename(temp, path_);
-  if (!renamed.ok()) return Fail(renamed.WithContext("renaming the compacted file over " + path_));
-  // Until the directory is synced the rename may be lost in a crash; commits appended to the new
-  // file before that could vanish with it. A failure here fails the handle (I7).
-  Status s = fs_->SyncDir(DirName(path_));
-  if (!s.ok()) return Fail(s.WithContext("syncing the directory after compacting " + path_));
-  auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes, options_.mmap_reads);
-  if (!file.ok()) return Fail(file.status().WithContext("reopening " + path_ + " after compaction"));
-  if (warmed != nullptr) (void)file.value()->AdoptMappings(*warmed);  // false: another file (not expected)
+  // The rename, the open of the renamed file and the handle's switch to it under one hold of
+  // state_mutex_: this handle's readers, which follow a replaced file by its link count, never
+  // find the file renamed under a handle that has not switched (each would open the new file
+  // itself and replay its log, all thrown away at the switch). What they read in the new file is
+  // the newest commit the old one holds, as another process's readers may from the rename on;
+  // this handle commits nothing in it until the directory's sync below has returned (the
+  // compaction holds the writer lock).
   View compacted;
+  std::shared_ptr<TreeFile> installed;
+  Status s;
   {
     MutexLock guard(&state_mutex_);
-    file_ = file.value();
-    newest_ = newest;
-    reads_at_install_.store(reads_.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
-    // only if it is not through `newest` (never expected).
-    DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);
-    overlay_ = overlay->through_offset() == newest.offset ? std::move(overlay) : nullptr;
-    s = CatchUpOverlay();
-    compacted = CurrentView();
+    s = InstallLocked(temp, newest, std::move(overlay), std::move(warmed), &installed);
+    if (s.ok()) compacted = CurrentView();
   }
-  if (!s.ok()) return Fail(s.WithContext("reading " + path_ + " after compaction"));
+  // A failure here fails the handle (I7): a failed rename may still have happened (or happen at
+  // the next crash), and this handle must not go on appending to a file that may no longer have
+  // the name; a new handle finds whichever file the name holds, both with the same newest commit.
+  if (!s.ok()) return Fail(s);
+  // Until the directory is synced the rename may be lost in a crash; commits appended to the new
+  // file before that could vanish with it.
+  s = fs_->SyncDir(DirName(path_));
+  if (!s.ok()) return Fail(s.WithContext("syncing the directory after compacting " + path_));
   SetDurable(compacted, newest.record_end());
-  name_durable_file_ = file.value();
+  name_durable_file_ = installed;
   return compacted;
+}
+
+Status DBImpl::InstallLocked(const std::string& temp, const format::Commit& newest,
+                             std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed,
+                             std::shared_ptr<TreeFile>* installed) {
+  Status renamed = fs_->Rename(temp, path_);
+  if (!renamed.ok()) return renamed.WithContext("renaming the compacted file over " + path_);
+  auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes, options_.mmap_reads);
+  if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
+  if (warmed != nullptr) (void)file.value()->AdoptMappings(*warmed);  // false: another file (not expected)
+  *installed = file.value();
+  file_ = file.value();
+  newest_ = newest;
+  reads_at_install_.store(reads_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
+  // only if it is not through `newest` (never expected).
+  DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);
+  overlay_ = overlay->through_offset() == newest.offset ? std::move(overlay) : nullptr;
+  return CatchUpOverlay().WithContext("reading " + path_ + " after compaction");
 }
 
 }  // namespace dbdb

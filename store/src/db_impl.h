@@ -253,11 +253,17 @@ class DBImpl final : public DB {
   // applies it to log->overlay and moves log->last and log->source on; returns the bytes written.
   Result<uint64_t> CopyCommit(const View& upto, const format::Commit& source, CopiedLog* log, File& out,
                               uint64_t at, ReadBytes* buffer);
-  // Renames the written file over the database, syncs the directory and follows the new file,
-  // whose overlay through `newest` is `overlay` (CopiedLog), taking `warmed`'s mapping and
-  // verified nodes if not null (WarmCompacted).
+  // Renames the written file over the database and follows the new file (both under
+  // state_mutex_, so the handle's readers never see the one without the other), whose overlay
+  // through `newest` is `overlay` (CopiedLog), taking `warmed`'s mapping and verified nodes if not
+  // null (WarmCompacted); then syncs the directory.
   Result<View> InstallCompacted(const std::string& temp, const format::Commit& newest,
-                                std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed);
+                                std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed)
+      EXCLUDES(state_mutex_);
+  // InstallCompacted's rename, open and switch; `installed` is the file opened.
+  Status InstallLocked(const std::string& temp, const format::Commit& newest, std::shared_ptr<LogOverlay> overlay,
+                       std::shared_ptr<TreeFile> warmed, std::shared_ptr<TreeFile>* installed)
+      REQUIRES(state_mutex_);
   // The lock one compaction at a time holds ("<path>.compacting.lock").
   Result<std::unique_ptr<FileLock>> LockCompaction(bool wait);
   // True when a write transaction should compact before it starts (REQUIRES: the writer lock).
