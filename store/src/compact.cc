@@ -290,8 +290,9 @@ Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Com
   std::shared_ptr<TreeFile> installed;
   Status s;
   {
+    Retired retired;  // the file and overlay the handle stops reading, let go after the lock
     MutexLock guard(&state_mutex_);
-    s = InstallLocked(temp, newest, std::move(overlay), std::move(warmed), &installed);
+    s = InstallLocked(temp, newest, overlay, warmed, &retired, &installed);
     if (s.ok()) compacted = CurrentView();
   }
   // A failure here fails the handle (I7): a failed rename may still have happened (or happen at
@@ -308,21 +309,21 @@ Result<View> DBImpl::InstallCompacted(const std::string& temp, const format::Com
 }
 
 Status DBImpl::InstallLocked(const std::string& temp, const format::Commit& newest,
-                             std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed,
-                             std::shared_ptr<TreeFile>* installed) {
+                             std::shared_ptr<LogOverlay>& overlay, const std::shared_ptr<TreeFile>& warmed,
+                             Retired* retired, std::shared_ptr<TreeFile>* installed) {
   Status renamed = fs_->Rename(temp, path_);
   if (!renamed.ok()) return renamed.WithContext("renaming the compacted file over " + path_);
   auto file = TreeFile::Open(*fs_, path_, false, options_.node_cache_bytes, options_.mmap_reads);
   if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
   if (warmed != nullptr) (void)file.value()->AdoptMappings(*warmed);  // false: another file (not expected)
   *installed = file.value();
-  file_ = file.value();
+  retired->file = std::exchange(file_, file.value());
   newest_ = newest;
   reads_at_install_.store(reads_.load(std::memory_order_relaxed), std::memory_order_relaxed);
   // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
   // only if it is not through `newest` (never expected).
   DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);
-  overlay_ = overlay->through_offset() == newest.offset ? std::move(overlay) : nullptr;
+  retired->overlay = std::exchange(overlay_, overlay->through_offset() == newest.offset ? std::move(overlay) : nullptr);
   return CatchUpOverlay().WithContext("reading " + path_ + " after compaction");
 }
 

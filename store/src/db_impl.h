@@ -253,6 +253,13 @@ class DBImpl final : public DB {
   // applies it to log->overlay and moves log->last and log->source on; returns the bytes written.
   Result<uint64_t> CopyCommit(const View& upto, const format::Commit& source, CopiedLog* log, File& out,
                               uint64_t at, ReadBytes* buffer);
+  // What a handle stops reading when it follows a replaced file or installs a compacted one, for
+  // its caller to let go after state_mutex_ (the last reference closes the file's descriptors and
+  // mapping, and frees the overlay).
+  struct Retired {
+    std::shared_ptr<TreeFile> file;
+    std::shared_ptr<LogOverlay> overlay;
+  };
   // Renames the written file over the database and follows the new file (both under
   // state_mutex_, so the handle's readers never see the one without the other), whose overlay
   // through `newest` is `overlay` (CopiedLog), taking `warmed`'s mapping and verified nodes if not
@@ -260,9 +267,11 @@ class DBImpl final : public DB {
   Result<View> InstallCompacted(const std::string& temp, const format::Commit& newest,
                                 std::shared_ptr<LogOverlay> overlay, std::shared_ptr<TreeFile> warmed)
       EXCLUDES(state_mutex_);
-  // InstallCompacted's rename, open and switch; `installed` is the file opened.
-  Status InstallLocked(const std::string& temp, const format::Commit& newest, std::shared_ptr<LogOverlay> overlay,
-                       std::shared_ptr<TreeFile> warmed, std::shared_ptr<TreeFile>* installed)
+  // InstallCompacted's rename, open and switch: `installed` is the file opened, `overlay` moved
+  // in only on success; what the handle stopped reading goes into `retired`, for the caller to let
+  // go after the lock (as FollowReplacedFile's).
+  Status InstallLocked(const std::string& temp, const format::Commit& newest, std::shared_ptr<LogOverlay>& overlay,
+                       const std::shared_ptr<TreeFile>& warmed, Retired* retired, std::shared_ptr<TreeFile>* installed)
       REQUIRES(state_mutex_);
   // The lock one compaction at a time holds ("<path>.compacting.lock").
   Result<std::unique_ptr<FileLock>> LockCompaction(bool wait);
@@ -341,12 +350,6 @@ class DBImpl final : public DB {
   // Both views: follow a replaced file, find the newest commit above the one known, decide it
   // (reader) or take it (writer), catch the overlay up.
   Result<View> NewestView(bool writer, bool* unchanged = nullptr) EXCLUDES(state_mutex_);
-  // What a handle stops reading when it follows a replaced file, for its caller to let go after
-  // state_mutex_ (the last reference closes the file's descriptors and mapping).
-  struct Retired {
-    std::shared_ptr<TreeFile> file;
-    std::shared_ptr<LogOverlay> overlay;
-  };
   // Switches to the file the path names now if compaction replaced ours, moving the old one and
   // its overlay into `retired`; returns the new file's size.
   Result<uint64_t> FollowReplacedFile(bool writer, Retired* retired) REQUIRES(state_mutex_);
