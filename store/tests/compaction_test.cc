@@ -237,90 +237,6 @@ TEST(Compaction, ReaderOnlyHandlesFollowTheNewFile) {
   EXPECT_EQ((*reader)->GetStats()->generation, 1u);
 }
 
-// The real filesystem, counting the opens of one path, with a gate that holds the next directory
-// sync (a compaction's, right after its rename) until released.
-class HeldDirSyncFs final : public FileSystemWrapper {
- public:
-  explicit HeldDirSyncFs(std::string path) : FileSystemWrapper(NewPosixFileSystem()), path_(std::move(path)) {}
-  std::atomic<int> opens{0};
-  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
-    if (path == path_) opens++;
-    return FileSystemWrapper::Open(path, options);
-  }
-  Status SyncDir(const std::string& dir) override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (armed_) {
-      armed_ = false;
-      held_ = true;
-      changed_.notify_all();
-      changed_.wait_for(lock, std::chrono::seconds(30), [&] { return !held_; });
-    }
-    lock.unlock();
-    return FileSystemWrapper::SyncDir(dir);
-  }
-  void Arm() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    armed_ = true;
-  }
-  bool WaitHeld() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return changed_.wait_for(lock, std::chrono::seconds(30), [&] { return held_; });
-  }
-  void Release() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    held_ = false;
-    changed_.notify_all();
-  }
-
- private:
-  const std::string path_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  bool armed_ = false;
-  bool held_ = false;
-};
-
-// The compacting handle switches to the new file as it renames it: its readers never find the
-// file renamed under a handle that has not switched yet, each of which would open the new file
-// itself and replay its log (thrown away at the switch, under the handle's state lock).
-TEST(Compaction, TheCompactingHandlesReadersDoNotFollowItsOwnRename) {
-  TempDir dir;
-  const std::string path = dir.Path("db");
-  auto fs = std::make_shared<HeldDirSyncFs>(path);
-  Options options;
-  options.create_if_missing = true;
-  options.auto_compact = false;
-  options.file_system = fs;
-  auto db = std::move(DB::Open(path, options)).value();
-  for (int i = 0; i < 2000; i++) ASSERT_TRUE(db->Put("key" + std::to_string(i), std::string(90, 'v')).ok());
-  auto first = db->Get("key1");
-  ASSERT_TRUE(first.ok() && first->has_value() && **first == std::string(90, 'v'));
-  fs->Arm();
-  std::thread compaction([&] { EXPECT_TRUE(db->Compact().ok()); });
-  struct Joined {
-    HeldDirSyncFs* fs;
-    std::thread* thread;
-    ~Joined() {
-      fs->Release();
-      thread->join();
-    }
-  } joined{fs.get(), &compaction};
-  ASSERT_TRUE(fs->WaitHeld()) << "the compaction never synced the directory";
-  // Renamed, its directory not yet synced: the handle reads the new file, opened by its
-  // compaction, with no open of its own.
-  ASSERT_TRUE(std::filesystem::exists(path) && !std::filesystem::exists(path + ".compacting"));
-  const int opens = fs->opens.load();
-  for (int i = 0; i < 2000; i += 100) {
-    auto got = db->Get("key" + std::to_string(i));
-    ASSERT_TRUE(got.ok() && got->has_value()) << i << ": " << got.status().ToString();
-    EXPECT_EQ(**got, std::string(90, 'v')) << i;
-  }
-  auto stats = db->GetStats();
-  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
-  EXPECT_EQ(stats->generation, 1u);
-  EXPECT_EQ(fs->opens.load(), opens) << "a read opened the renamed file itself";
-}
-
 TEST(Compaction, EmptyDatabaseAndEmptyTree) {
   TempDir dir;
   auto db = Open(dir.Path("db"));
@@ -708,13 +624,17 @@ struct HeldCompaction {
     return [this, path](int n, uint64_t) {
       syncs++;
       if (n != 1 || !std::filesystem::exists(path + ".compacting")) return;
-      std::unique_lock<std::mutex> lock(mutex);
-      if (started) return;  // only the first compaction is held
-      started = true;
-      thread = std::this_thread::get_id();
-      changed.notify_all();
-      changed.wait_for(lock, std::chrono::seconds(30), [&] { return released; });
+      Hold();
     };
+  }
+  // Holds the calling thread, the first time only, until Release (at most 30 s).
+  void Hold() {
+    std::unique_lock<std::mutex> lock(mutex);
+    if (started) return;
+    started = true;
+    thread = std::this_thread::get_id();
+    changed.notify_all();
+    changed.wait_for(lock, std::chrono::seconds(30), [&] { return released; });
   }
   bool WaitStarted() {
     std::unique_lock<std::mutex> lock(mutex);
@@ -807,6 +727,69 @@ struct BackgroundCompactionFixture {
     return false;
   }
 };
+
+// The real filesystem, counting the opens of one path, with a gate that holds the next directory
+// sync after Arm (a compaction's, right after its rename) until released.
+class HeldDirSyncFs final : public FileSystemWrapper {
+ public:
+  explicit HeldDirSyncFs(std::string path) : FileSystemWrapper(NewPosixFileSystem()), path_(std::move(path)) {}
+  std::atomic<int> opens{0};
+  HeldCompaction gate;
+  Result<std::unique_ptr<File>> Open(const std::string& path, OpenOptions options) override {
+    if (path == path_) opens++;
+    return FileSystemWrapper::Open(path, options);
+  }
+  Status SyncDir(const std::string& dir) override {
+    if (armed_.exchange(false)) gate.Hold();
+    return FileSystemWrapper::SyncDir(dir);
+  }
+  void Arm() { armed_ = true; }
+
+ private:
+  const std::string path_;
+  std::atomic<bool> armed_{false};
+};
+
+// The compacting handle switches to the new file as it renames it: its readers never find the
+// file renamed under a handle that has not switched yet, each of which would open the new file
+// itself and replay its log (thrown away at the switch, under the handle's state lock).
+TEST(Compaction, TheCompactingHandlesReadersDoNotFollowItsOwnRename) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<HeldDirSyncFs>(path);
+  Options options;
+  options.create_if_missing = true;
+  options.auto_compact = false;
+  options.file_system = fs;
+  auto db = std::move(DB::Open(path, options)).value();
+  for (int i = 0; i < 2000; i++) ASSERT_TRUE(db->Put("key" + std::to_string(i), std::string(90, 'v')).ok());
+  auto first = db->Get("key1");
+  ASSERT_TRUE(first.ok() && first->has_value() && **first == std::string(90, 'v'));
+  fs->Arm();
+  std::thread compaction([&] { EXPECT_TRUE(db->Compact().ok()); });
+  struct Joined {
+    HeldDirSyncFs* fs;
+    std::thread* thread;
+    ~Joined() {
+      fs->gate.Release();
+      thread->join();
+    }
+  } joined{fs.get(), &compaction};
+  ASSERT_TRUE(fs->gate.WaitStarted()) << "the compaction never synced the directory";
+  // Renamed, its directory not yet synced: the handle reads the new file, opened by its
+  // compaction, with no open of its own.
+  ASSERT_TRUE(std::filesystem::exists(path) && !std::filesystem::exists(path + ".compacting"));
+  const int opens = fs->opens.load();
+  for (int i = 0; i < 2000; i += 100) {
+    auto got = db->Get("key" + std::to_string(i));
+    ASSERT_TRUE(got.ok() && got->has_value()) << i << ": " << got.status().ToString();
+    EXPECT_EQ(**got, std::string(90, 'v')) << i;
+  }
+  auto stats = db->GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->generation, 1u);
+  EXPECT_EQ(fs->opens.load(), opens) << "a read opened the renamed file itself";
+}
 
 // An automatic compaction runs on a thread of the handle's own: the transaction that found it due,
 // and those after it, commit while it writes the tree; it then copies them after the tree, and
