@@ -317,13 +317,12 @@ Status DBImpl::InstallLocked(const std::string& temp, const format::Commit& newe
   if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
   if (warmed != nullptr) (void)file.value()->AdoptMappings(*warmed);  // false: another file (not expected)
   *installed = file.value();
-  retired->file = std::exchange(file_, file.value());
-  newest_ = newest;
-  reads_at_install_.store(reads_.load(std::memory_order_relaxed), std::memory_order_relaxed);
   // The commits copied after the compacted tree, as copied (CopyLog); caught up from the file
   // only if it is not through `newest` (never expected).
   DBDB_ASSERT(overlay != nullptr && overlay->fold_offset() == newest.fold_offset);
-  retired->overlay = std::exchange(overlay_, overlay->through_offset() == newest.offset ? std::move(overlay) : nullptr);
+  SwitchFile(file.value(), overlay->through_offset() == newest.offset ? std::move(overlay) : nullptr, retired);
+  newest_ = newest;
+  reads_at_install_.store(reads_.load(std::memory_order_relaxed), std::memory_order_relaxed);
   return CatchUpOverlay().WithContext("reading " + path_ + " after compaction");
 }
 

@@ -477,13 +477,16 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer, Retired* retired) {
   // Follow the new file. Snapshots on the old file keep it open.
   auto file = TreeFile::Open(*fs_, path_, options_.read_only, options_.node_cache_bytes, options_.mmap_reads);
   if (!file.ok()) return file.status().WithContext("reopening " + path_ + " after compaction");
-  file_->DropKeptBody();
-  retired->file = std::exchange(file_, file.value());
+  SwitchFile(file.value(), nullptr, retired);
   newest_.reset();
-  retired->overlay = std::move(overlay_);
-  overlay_.reset();
   DBDB_ASSIGN_OR_RETURN(stat, file_->file().Stat());
   return stat.size_bytes;
+}
+
+void DBImpl::SwitchFile(std::shared_ptr<TreeFile> file, std::shared_ptr<LogOverlay> overlay, Retired* retired) {
+  file_->DropKeptBody();  // a body kept for the next writer of the old file: none will come
+  retired->file = std::exchange(file_, std::move(file));
+  retired->overlay = std::exchange(overlay_, std::move(overlay));
 }
 
 Result<std::optional<format::Commit>> DBImpl::SettledForReaderSyncingADeadWriter(uint64_t known_end,

@@ -353,6 +353,10 @@ class DBImpl final : public DB {
   // Switches to the file the path names now if compaction replaced ours, moving the old one and
   // its overlay into `retired`; returns the new file's size.
   Result<uint64_t> FollowReplacedFile(bool writer, Retired* retired) REQUIRES(state_mutex_);
+  // Makes `file` (with `overlay`, which may be null) the one this handle reads, moving the old
+  // file and overlay into `retired` (FollowReplacedFile, InstallLocked).
+  void SwitchFile(std::shared_ptr<TreeFile> file, std::shared_ptr<LogOverlay> overlay, Retired* retired)
+      REQUIRES(state_mutex_);
   // The commit a reader may show when the newest one is not sealed, decided by the in-flight
   // lock: the one before it while its writer is between writing and sealing it; else it, a dead
   // writer's, after syncing the file (the reader's only write-like act: it changes no byte, and
