@@ -484,7 +484,7 @@ Result<uint64_t> DBImpl::FollowReplacedFile(bool writer, Retired* retired) {
 }
 
 void DBImpl::SwitchFile(std::shared_ptr<TreeFile> file, std::shared_ptr<LogOverlay> overlay, Retired* retired) {
-  file_->DropKeptBody();  // a body kept for the next writer of the old file: none will come
+  retired->kept_body = file_->DropKeptBody();  // kept for a next writer of the old file: none will come
   retired->file = std::exchange(file_, std::move(file));
   retired->overlay = std::exchange(overlay_, std::move(overlay));
 }

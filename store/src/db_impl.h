@@ -259,6 +259,7 @@ class DBImpl final : public DB {
   struct Retired {
     std::shared_ptr<TreeFile> file;
     std::shared_ptr<LogOverlay> overlay;
+    ReadBytes kept_body;  // the old file's (TreeFile::DropKeptBody), up to 16 MiB
   };
   // Renames the written file over the database and follows the new file (both under
   // state_mutex_, so the handle's readers never see the one without the other), whose overlay

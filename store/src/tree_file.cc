@@ -321,9 +321,12 @@ bool TreeFile::BodyIsBatch(const format::Commit& commit) {
          commit.batch_offset - commit.body_offset <= format::kSealRecordSizeBytes;
 }
 
-void TreeFile::DropKeptBody() {
+ReadBytes TreeFile::DropKeptBody() {
   std::lock_guard<std::mutex> guard(kept_mutex_);
+  ReadBytes bytes;
+  if (kept_) bytes = std::move(kept_->bytes);
   kept_.reset();
+  return bytes;
 }
 
 std::optional<ReadBytes> TreeFile::TakeKeptBody(const format::Commit& commit) {

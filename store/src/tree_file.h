@@ -123,8 +123,9 @@ class TreeFile {
   // piece and, if it matches, left in *kept (else *kept is left empty).
   Status VerifyCommitBody(const format::Commit& commit, ReadBytes* kept = nullptr);
   static constexpr uint64_t kKeptBodyBytesMax = uint64_t{16} << 20;
-  // Lets go of a kept body nobody took (a file the handle no longer reads from).
-  void DropKeptBody();
+  // Lets go of a kept body nobody took (a file the handle no longer reads from): returns its
+  // bytes (empty if none), for the caller to free where it likes (after its locks).
+  ReadBytes DropKeptBody();
   // True if the commit's body is its batch record (after its base's seal, if the base was sealed).
   static bool BodyIsBatch(const format::Commit& commit);
 
