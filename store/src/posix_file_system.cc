@@ -194,6 +194,13 @@ class PosixFile final : public File {
     return Status::Ok();
   }
 
+  void StartWriteback(uint64_t offset, uint64_t length) override {
+    // SYNC_FILE_RANGE_WRITE alone: queue the dirty pages for writing and return. An error here
+    // (a bad range, EIO) is dropped: the Sync that follows reports any failed write.
+    if (offset > static_cast<uint64_t>(INT64_MAX) || length > static_cast<uint64_t>(INT64_MAX) - offset) return;
+    (void)::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), SYNC_FILE_RANGE_WRITE);
+  }
+
   Result<uint64_t> Identity() override {
     struct stat st;
     if (::fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat " + path_);

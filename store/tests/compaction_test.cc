@@ -272,6 +272,13 @@ class WatchedCompactionFs final : public FileSystemWrapper {
  public:
   WatchedCompactionFs() : FileSystemWrapper(NewPosixFileSystem()) {}
   std::function<void(int, uint64_t)> after_sync;
+  // Per StartWriteback of a compaction's file: its range, the bytes written to the file by then
+  // (the end of the furthest write), and the syncs before it.
+  struct Hint {
+    uint64_t offset, length, written_end;
+    int syncs;
+  };
+  std::vector<Hint> hints;  // only the compacting thread writes it
   std::atomic<int> flipped_reads{0};  // the next reads of other files return one flipped bit
   // Lock calls on the writer's lock file ("<path>.lock"), which a writer takes through the file
   // it keeps open.
@@ -314,7 +321,12 @@ class WatchedCompactionFs final : public FileSystemWrapper {
     WatchedFile(WatchedCompactionFs* fs, std::unique_ptr<File> base) : FileWrapper(std::move(base)), fs_(fs) {}
     Status WriteAt(uint64_t offset, std::span<const char> data) override {
       written_ += data.size();
+      written_end_ = std::max(written_end_, offset + data.size());
       return FileWrapper::WriteAt(offset, data);
+    }
+    void StartWriteback(uint64_t offset, uint64_t length) override {
+      fs_->hints.push_back({offset, length, written_end_, syncs_});
+      FileWrapper::StartWriteback(offset, length);
     }
     Status Sync() override {
       DBDB_RETURN_IF_ERROR(FileWrapper::Sync());
@@ -327,6 +339,7 @@ class WatchedCompactionFs final : public FileSystemWrapper {
    private:
     WatchedCompactionFs* fs_;
     uint64_t written_ = 0;
+    uint64_t written_end_ = 0;
     int syncs_ = 0;
   };
 };
@@ -441,6 +454,44 @@ struct AutoCompactionPair {
 
 // One compaction at a time, across handles and processes: they would share "<path>.compacting".
 // Automatic compaction starts from BeginWrite, and lets other writers commit while it runs.
+// The compacted tree is on its way to the disk before the sync that makes it durable: its
+// writeback is started every few MiB as it is written (a hint, File::StartWriteback), in order and
+// never past what was written, so that the sync waits for the last few MiB only.
+TEST(Compaction, StartsTheTreesWritebackAsItWritesIt) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<WatchedCompactionFs>();
+  Options options;
+  options.create_if_missing = true;
+  options.auto_compact = false;
+  options.file_system = fs;
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok());
+  for (int batch = 0; batch < 6; batch++) {  // 12 MB of values
+    auto txn = (*db)->BeginWrite();
+    ASSERT_TRUE(txn.ok());
+    for (int i = 0; i < 400; i++) {
+      ASSERT_TRUE((*txn)->Put("key" + std::to_string(batch * 400 + i), std::string(5000, static_cast<char>('a' + i % 26))).ok());
+    }
+    ASSERT_TRUE((*txn)->Commit().ok());
+  }
+  ASSERT_TRUE((*db)->Compact().ok());
+  auto stats = (*db)->GetStats();
+  ASSERT_TRUE(stats.ok());
+  ASSERT_GT(stats->live_bytes, uint64_t{11} << 20);
+  // Each hint starts where the last ended, covers only bytes written, and comes before the sync.
+  uint64_t covered = 0;
+  for (const auto& hint : fs->hints) {
+    EXPECT_EQ(hint.offset, covered);
+    EXPECT_LE(hint.offset + hint.length, hint.written_end);
+    EXPECT_EQ(hint.syncs, 0) << "after the tree's sync";
+    covered = hint.offset + hint.length;
+  }
+  EXPECT_GE(fs->hints.size(), 2u);
+  EXPECT_GE(covered + (uint64_t{4} << 20), stats->live_bytes) << "the sync is left more than the last 4 MiB";
+  EXPECT_TRUE((*db)->Check().ok());
+}
+
 TEST(Compaction, OneAtATimeAndAutomaticOnesLetOthersCommit) {
   AutoCompactionPair f(/*a_waits_for_writer=*/true);
   int compactions = 0;

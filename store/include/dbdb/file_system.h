@@ -100,6 +100,14 @@ class File {
   // Makes every earlier write and truncate of this file durable. On error, see contract item 4.
   virtual Status Sync() = 0;
 
+  // A hint: start writing [offset, offset + length) to the disk now, without waiting for it, so
+  // that a later Sync finds that much already on its way. Makes nothing durable and reports
+  // nothing (a failed write comes back from the Sync). Default: nothing.
+  virtual void StartWriteback(uint64_t offset, uint64_t length) {
+    (void)offset;
+    (void)length;
+  }
+
   // An identity of the underlying file (not the name) that differs between two files existing at
   // the same time: used to notice that a path now names another file (after compaction).
   virtual Result<uint64_t> Identity() = 0;
@@ -211,6 +219,7 @@ class FileWrapper : public File {
   Result<FileStat> Stat() override { return base_->Stat(); }
   Status Truncate(uint64_t size_bytes) override { return base_->Truncate(size_bytes); }
   Status Sync() override { return base_->Sync(); }
+  void StartWriteback(uint64_t offset, uint64_t length) override { base_->StartWriteback(offset, length); }
   Result<uint64_t> Identity() override { return base_->Identity(); }
   Result<uint64_t> DataEnd(uint64_t from) override { return base_->DataEnd(from); }
   Result<bool> Allocate(uint64_t offset, uint64_t length) override { return base_->Allocate(offset, length); }
