@@ -39,7 +39,9 @@ inline Status WrongNodeKind(NodeRef ref, uint32_t height) {
 Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key, std::string* value);
 
 // Ordered iteration over one tree. Holds the nodes on its path (and the file), so it stays valid
-// while the database moves on; key() and value() are copies, never views into a mapping.
+// while the database moves on; key() and value() are valid until it moves, and never views into a
+// mapping: copies of a mapped leaf's entry, or views into a leaf the iterator holds in memory (a
+// cached node, or a one-pass read's copy: TreeFile::NodeUse).
 class TreeIterator {
  public:
   // use: kOnePass for a walk that reads each node once (TreeFile::NodeUse).
@@ -60,13 +62,14 @@ class TreeIterator {
     uint32_t count;
   };
   Status Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost);
-  Status LoadEntry();         // copies the current leaf entry into key_ and value_
+  Status LoadEntry();         // points key_ and value_ at the current leaf entry (copied if mapped)
   Status Settle(Status s);    // an error leaves the iterator invalid
   std::shared_ptr<TreeFile> file_;
   TreeRoot root_;
   TreeFile::NodeUse use_;
   std::vector<Level> stack_;
-  std::string key_, value_;
+  std::string_view key_, value_;
+  std::string key_copy_, value_copy_;  // a mapped leaf's entry
 };
 
 // One change of a write transaction: a put (value set) or a delete (nullopt).

@@ -211,9 +211,10 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref, NodeUse use) {
     DBDB_ASSIGN_OR_RETURN(auto node, use == NodeUse::kOnePass ? ReadNodeUncached(ref) : ReadNode(ref));
     return NodeHandle{node->view(), node};
   }
+  if (use == NodeUse::kOnePass) return ReadNodeCopy(ref, mapping);
   std::string_view record(mapping->data() + ref.offset, ref.length);
   std::string_view payload = PrefetchedPayload(mapping, ref, /*search=*/false);
-  uint8_t type = use == NodeUse::kOnePass ? 0 : verified_.Find(ref, mapping);
+  uint8_t type = verified_.Find(ref, mapping);
   if (type == 0) {
     // First use in this mapping: the record's checksum and the node's structure (I5), read in
     // place. Nothing in here allocates, so a fault may abandon it (map_guard.h).
@@ -236,11 +237,28 @@ Result<TreeFile::NodeHandle> TreeFile::ReadNodeView(NodeRef ref, NodeUse use) {
     }
     if (why != nullptr) return BadNode(ref.offset, why);
     type = read_type;
-    if (use != NodeUse::kOnePass) verified_.Insert(ref, mapping, type);
+    verified_.Insert(ref, mapping, type);
   }
   return NodeHandle{NodeView(payload.data(), static_cast<uint32_t>(payload.size()),
                              type == static_cast<uint8_t>(format::RecordType::kLeaf)),
                     nullptr};
+}
+
+Result<TreeFile::NodeHandle> TreeFile::ReadNodeCopy(NodeRef ref, const FileMapping* mapping) {
+  // Allocated before the guarded read (a fault abandons it: nothing in there may allocate).
+  auto copy = std::make_shared<std::string>(ref.length, '\0');
+  if (!ReadMapped([&] { std::memcpy(copy->data(), mapping->data() + ref.offset, ref.length); })) {
+    return MapFault(ref.offset);
+  }
+  // Verified as the bytes it reads (I5): the copy, which nothing can change under it.
+  const std::string_view record(*copy);
+  const format::RecordCheck check = format::CheckRecord(ref.offset, record);
+  if (check != format::RecordCheck::kOk) return format::RecordCheckStatus(check, ref.offset, record);
+  const auto type = static_cast<format::RecordType>(record[4]);
+  const std::string_view payload = record.substr(format::kRecordHeaderSizeBytes, ref.length - format::kRecordOverheadBytes);
+  if (const char* why = ValidateNode(ref.offset, type, payload)) return BadNode(ref.offset, why);
+  return NodeHandle{NodeView(payload.data(), static_cast<uint32_t>(payload.size()), type == format::RecordType::kLeaf),
+                    std::move(copy)};
 }
 
 Result<format::Commit> TreeFile::ReadCommit(uint64_t offset) {

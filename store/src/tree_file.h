@@ -43,17 +43,21 @@ class TreeFile {
   // A verified, decoded node (from the cache when there), for the tree's writer.
   Result<std::shared_ptr<const Node>> ReadNode(NodeRef ref);
   // A verified node to search in place, for the tree's readers: through the mapping (verified
-  // once), or a cached decoded node's view. Read the view only inside ReadMapped (map_guard.h):
-  // a mapped page the disk cannot deliver raises SIGBUS.
+  // once), or in memory the handle owns (a cached decoded node, or a one-pass read's copy). Read a
+  // view that lies in the mapping only inside ReadMapped (map_guard.h): a mapped page the disk
+  // cannot deliver raises SIGBUS. One in owned memory is read as any memory.
   struct NodeHandle {
     NodeView view;
-    std::shared_ptr<const Node> owner;  // null when the view lies in the mapping (alive with this TreeFile)
+    // Null when the view lies in the mapping (alive with this TreeFile); else what holds its bytes.
+    std::shared_ptr<const void> owner;
   };
   // kOnePass: a pass that reads each node once (compaction's walk of the whole tree) verifies the
   // node every time, without asking or filling the verified-node table or the node cache: a
   // table or cache filled with every node of a tree helps no later read of its own and costs a
   // page fault for each of the table's pages it touches first (a profile of a 1M-key fill had
-  // those faults at a tenth of the compaction thread's time).
+  // those faults at a tenth of the compaction thread's time). Through a mapping, it copies the
+  // record out first (one guarded copy) and verifies and views the copy, so that its reader
+  // reads each entry as plain memory, without a guarded read and a copy per entry.
   enum class NodeUse { kSearch, kOnePass };
   Result<NodeHandle> ReadNodeView(NodeRef ref, NodeUse use = NodeUse::kSearch);
   // The fast path of a search, for a descent that runs whole under one ReadMapped (TreeGet): the
@@ -172,6 +176,9 @@ class TreeFile {
   // The mapping holding [0, end), mapping the file anew (larger) when the current one is shorter;
   // null if the file system does not map files.
   Result<const FileMapping*> MappingCovering(uint64_t end);
+  // ReadNodeView's kOnePass through `mapping` (which covers ref, its length checked): the record
+  // copied out, verified and viewed in the copy, which the handle owns.
+  Result<NodeHandle> ReadNodeCopy(NodeRef ref, const FileMapping* mapping);
   // Calls visit(offset) for each offset in [floor, top_end) where `prefix` starts, highest first,
   // until visit returns false.
   Status ScanBackward(uint64_t top_end, uint64_t floor, const std::string& prefix,

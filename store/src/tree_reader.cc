@@ -192,29 +192,37 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
 
 Status TreeIterator::LoadEntry() {
   const Level& leaf = stack_.back();
+  if (leaf.node.owner != nullptr) {
+    // In memory the iterator holds (with the leaf, until it moves): viewed, not copied.
+    leaf.node.view.KeyValue(leaf.index, &key_, &value_);
+    return Status::Ok();
+  }
   std::string_view key, value;
   bool copied = false;
-  // One guarded read when key_ and value_ have room already (a scan's usual case): assigning
-  // within the capacity never allocates, so an abandoned read leaves them whole, only stale.
+  // One guarded read when the copies have room already (a scan's usual case): assigning within
+  // the capacity never allocates, so an abandoned read leaves them whole, only stale.
   if (!ReadMapped([&] {
         leaf.node.view.KeyValue(leaf.index, &key, &value);
-        if (key.size() <= key_.capacity() && value.size() <= value_.capacity()) {
-          key_.assign(key.data(), key.size());
-          value_.assign(value.data(), value.size());
+        if (key.size() <= key_copy_.capacity() && value.size() <= value_copy_.capacity()) {
+          key_copy_.assign(key.data(), key.size());
+          value_copy_.assign(value.data(), value.size());
           copied = true;
         }
       })) {
     return file_->MapFault(leaf.ref.offset);
   }
-  if (copied) return Status::Ok();
-  key_.resize(key.size());  // allocated before the copy
-  value_.resize(value.size());
-  if (!ReadMapped([&] {
-        key.copy(key_.data(), key.size());
-        value.copy(value_.data(), value.size());
-      })) {
-    return file_->MapFault(leaf.ref.offset);
+  if (!copied) {
+    key_copy_.resize(key.size());  // allocated before the copy
+    value_copy_.resize(value.size());
+    if (!ReadMapped([&] {
+          key.copy(key_copy_.data(), key.size());
+          value.copy(value_copy_.data(), value.size());
+        })) {
+      return file_->MapFault(leaf.ref.offset);
+    }
   }
+  key_ = key_copy_;
+  value_ = value_copy_;
   return Status::Ok();
 }
 
