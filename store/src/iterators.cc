@@ -35,8 +35,8 @@ class ChangeCursor {
   virtual void Seek(std::string_view key) = 0;  // the first change at or after key
   virtual void Next() = 0;                      // REQUIRES: Valid()
   virtual bool Valid() const = 0;
-  virtual std::string_view key() const = 0;
-  virtual const std::optional<std::string>& value() const = 0;  // nullopt: a delete
+  virtual std::string_view key() const = 0;                   // REQUIRES: Valid(); valid until the next move
+  virtual std::optional<std::string_view> value() const = 0;  // nullopt: a delete; valid as key()
 };
 
 // A write transaction's own changes.
@@ -47,16 +47,20 @@ class MapCursor final : public ChangeCursor {
   void Next() override { ++position_; }
   bool Valid() const override { return position_ != changes_->end(); }
   std::string_view key() const override { return position_->first; }
-  const std::optional<std::string>& value() const override { return position_->second; }
+  std::optional<std::string_view> value() const override {
+    if (!position_->second) return std::nullopt;
+    return std::string_view(*position_->second);
+  }
 
  private:
   const Overlay* changes_;
   Overlay::const_iterator position_;
 };
 
-// The overlay's changes as of one commit, holding a copy of the current change. Each step goes on
-// from where the last one stopped (LogOverlay::Position), or looks the next key up if the overlay
-// gained a key meanwhile (it may grow: later versions are not seen).
+// The overlay's changes as of one commit: views of the current change in the overlay's memory,
+// which the cursor keeps alive. Each step goes on from where the last one stopped
+// (LogOverlay::Position), or looks the next key up if the overlay gained a key meanwhile (it may
+// grow: later versions are not seen).
 class LogCursor final : public ChangeCursor {
  public:
   LogCursor(std::shared_ptr<const LogOverlay> overlay, uint64_t txn_id) : overlay_(std::move(overlay)), txn_id_(txn_id) {}
@@ -64,15 +68,15 @@ class LogCursor final : public ChangeCursor {
   void Next() override { valid_ = overlay_->Next(txn_id_, &key_, &value_, &position_); }
   bool Valid() const override { return valid_; }
   std::string_view key() const override { return key_; }
-  const std::optional<std::string>& value() const override { return value_; }
+  std::optional<std::string_view> value() const override { return value_; }
 
  private:
   std::shared_ptr<const LogOverlay> overlay_;
   uint64_t txn_id_;
   LogOverlay::Position position_;
   bool valid_ = false;
-  std::string key_;
-  std::optional<std::string> value_;
+  std::string_view key_;
+  std::optional<std::string_view> value_;
 };
 
 // The changes win over the base; deletions hide base keys.
@@ -100,7 +104,7 @@ class MergedIterator final : public Iterator {
   bool Valid() const override { return valid_; }
   Status status() const override { return status_; }
   std::string_view key() const override { return on_changes_ ? changes_->key() : base_->key(); }
-  std::string_view value() const override { return on_changes_ ? std::string_view(*changes_->value()) : base_->value(); }
+  std::string_view value() const override { return on_changes_ ? *changes_->value() : base_->value(); }
 
  private:
   Status Settle(Status s) {

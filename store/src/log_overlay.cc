@@ -236,8 +236,8 @@ LogOverlay::Found LogOverlay::Get(std::string_view key, uint64_t txn_id, std::st
   return Found::kValue;
 }
 
-bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string* found_key,
-                      std::optional<std::string>* value, Position* position) const {
+bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std::string_view* found_key,
+                      std::optional<std::string_view>* value, Position* position) const {
   std::shared_lock<std::shared_mutex> guard(mutex_);
   const Probe probe(key);
   auto entry = inclusive ? recent_.lower_bound(probe) : recent_.upper_bound(probe);
@@ -246,7 +246,7 @@ bool LogOverlay::Seek(std::string_view key, bool inclusive, uint64_t txn_id, std
   return FirstFrom(entry, merged, base, txn_id, found_key, value, position);
 }
 
-bool LogOverlay::Next(uint64_t txn_id, std::string* found_key, std::optional<std::string>* value,
+bool LogOverlay::Next(uint64_t txn_id, std::string_view* found_key, std::optional<std::string_view>* value,
                       Position* position) const {
   {
     std::shared_lock<std::shared_mutex> guard(mutex_);
@@ -254,12 +254,13 @@ bool LogOverlay::Next(uint64_t txn_id, std::string* found_key, std::optional<std
       return FirstFrom(position->entry, position->merged, position->base, txn_id, found_key, value, position);
     }
   }
-  const std::string from = *found_key;  // a key was added or a merge ran since: search past the last one found
-  return Seek(from, false, txn_id, found_key, value, position);
+  // A key was added or a merge ran since: search past the last one found (in the arena or the
+  // checkpoint, which neither moves).
+  return Seek(*found_key, false, txn_id, found_key, value, position);
 }
 
 bool LogOverlay::FirstFrom(Entries::const_iterator entry, size_t merged, size_t base, uint64_t txn_id,
-                           std::string* found_key, std::optional<std::string>* value, Position* position) const {
+                           std::string_view* found_key, std::optional<std::string_view>* value, Position* position) const {
   const Version* v = nullptr;  // the tree's candidate's visible version
   for (; entry != recent_.end(); ++entry) {
     v = VisibleAt(entry->held->newest, txn_id);
@@ -285,11 +286,12 @@ bool LogOverlay::FirstFrom(Entries::const_iterator entry, size_t merged, size_t 
   const bool in_merged = m != nullptr && merged_[merged].held->key() == *key;
   const bool in_base = base < base_.size() && base_[base].key == *key;
   if (in_tree || in_merged) {
-    *value = ValueOf(in_tree ? *v : *m);
+    const Version& found = in_tree ? *v : *m;
+    *value = found.deleted ? std::nullopt : std::optional<std::string_view>(found.value);
   } else {
-    *value = base_[base].value ? std::optional<std::string>(std::string(*base_[base].value)) : std::nullopt;
+    *value = base_[base].value;
   }
-  found_key->assign(*key);  // a view into the overlay's arena or its checkpoint
+  *found_key = *key;  // in the overlay's arena or its checkpoint
   if (position != nullptr) {
     *position = Position{generation_, in_tree ? std::next(entry) : entry, in_merged ? merged + 1 : merged,
                          in_base ? base + 1 : base};

@@ -256,8 +256,8 @@ void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
     EXPECT_EQ(OverlayGet(*overlay, draw(), first_txn), std::nullopt);
   }
   {
-    std::string found;
-    std::optional<std::string> value;
+    std::string_view found;
+    std::optional<std::string_view> value;
     ASSERT_TRUE(overlay->Seek(std::string_view(), true, first_txn + 60, &found, &value));
     EXPECT_EQ(found, model.begin()->first);
   }
@@ -272,13 +272,13 @@ void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
             break;
           }
         }
-        std::string found;
-        std::optional<std::string> value;
+        std::string_view found;
+        std::optional<std::string_view> value;
         const bool got = overlay->Seek(probe, inclusive, txn, &found, &value);
         ASSERT_EQ(got, want_key.has_value()) << "seek, txn " << txn << (inclusive ? " >=" : " >");
         if (got) {
           ASSERT_EQ(found, *want_key) << "seek, txn " << txn;
-          ASSERT_EQ(value, *at(found, txn));
+          ASSERT_EQ(value, *at(std::string(found), txn));
         }
       }
     }
@@ -289,8 +289,8 @@ void CheckVersionsAgainstModel(size_t merge_keys, bool with_checkpoint) {
     ASSERT_EQ(overlay->LatestChanges(txn), want) << "txn " << txn;
     // A whole walk from the first key, stepping with Next.
     LogOverlay::Latest walked;
-    std::string found;
-    std::optional<std::string> value;
+    std::string_view found;
+    std::optional<std::string_view> value;
     LogOverlay::Position position;
     for (bool valid = overlay->Seek(std::string_view(), true, txn, &found, &value, &position); valid;
          valid = overlay->Next(txn, &found, &value, &position)) {
@@ -338,8 +338,8 @@ TEST(LogOverlay, ACheckpointsKeysThatShareOrEndInsideTheirPrefixAreFoundInOrder)
         << "get";
     for (bool inclusive : {true, false}) {
       auto want = inclusive ? model.lower_bound(probe) : model.upper_bound(probe);
-      std::string found;
-      std::optional<std::string> value;
+      std::string_view found;
+      std::optional<std::string_view> value;
       const bool got = overlay.Seek(probe, inclusive, 10, &found, &value);
       ASSERT_EQ(got, want != model.end()) << (inclusive ? "seek >=" : "seek >");
       if (got) {
@@ -386,14 +386,14 @@ void CheckWalkAsCommitsArrive(bool with_checkpoint, size_t merge_keys) {
   while (txn <= 20) commit(60, true);  // the snapshot: txn 20
   const uint64_t merges_before_walk = overlay->merges();
   std::vector<std::string> got;
-  std::string found;
-  std::optional<std::string> value;
+  std::string_view found;
+  std::optional<std::string_view> value;
   LogOverlay::Position position;
   for (bool valid = overlay->Seek("", true, 20, &found, &value, &position); valid;
        valid = overlay->Next(20, &found, &value, &position)) {
-    ASSERT_TRUE(want.count(found)) << found << " is not in the snapshot";
-    ASSERT_EQ(value, want[found]) << found;
-    got.push_back(found);
+    ASSERT_TRUE(want.count(std::string(found))) << found << " is not in the snapshot";
+    ASSERT_EQ(value, want[std::string(found)]) << found;
+    got.emplace_back(found);
     if (rng() % 8 == 0) commit(static_cast<int>(rng() % 5), false);  // new keys, new versions, after the snapshot
   }
   std::vector<std::string> keys;
