@@ -157,6 +157,68 @@ TEST(MappedReads, APageTheDiskCannotDeliverIsAnIOErrorNotACrashAndNotSticky) {
   EXPECT_TRUE((*db)->Put("another", "commit").ok()) << "a failed read does not fail the handle";
 }
 
+// An iterator copies each entry of a mapped leaf out under the fault guard, so a page that stops
+// being deliverable under a leaf it stands in is an IOError at its next step, not a crash.
+TEST(MappedReads, AnIteratorsLeafThatStopsBeingReadableIsAnIOError) {
+  TempDir dir;
+  const std::string path = dir.Path("db"), side = dir.Path("side");
+  Fill(path, "v-");
+  const std::string bytes = ReadAll(path);
+  WriteAll(side, bytes);
+  Options options = SmallNodes();
+  options.file_system = std::make_shared<SideMapFs>(path, side);
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  auto snapshot = (*db)->GetSnapshot();
+  ASSERT_TRUE(snapshot.ok());
+  auto it = (*snapshot)->NewIterator();
+  ASSERT_TRUE(it->SeekToFirst().ok());
+  ASSERT_TRUE(it->Valid());
+  EXPECT_EQ(it->key(), Key(0));
+  ASSERT_EQ(::truncate(side.c_str(), 0), 0);  // every page now faults, the leaf it stands in too
+  Status s = it->Next();
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_NE(s.ToString().find("SIGBUS"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(it->Valid());
+  WriteAll(side, bytes);
+  auto again = (*snapshot)->NewIterator();
+  ASSERT_TRUE(again->SeekToFirst().ok());
+  ASSERT_TRUE(again->Next().ok());
+  EXPECT_EQ(again->key(), Key(1));
+  EXPECT_EQ(again->value(), "v-" + Key(1));
+}
+
+// Compaction's walk copies each node out of the mapping under the fault guard before it verifies
+// it (TreeFile::NodeUse::kOnePass): a page the disk cannot deliver fails the compaction with an
+// IOError, installs nothing, and the next compaction, once the pages are back, succeeds.
+TEST(MappedReads, ACompactionWhoseReadOfTheMappingFaultsIsAnIOError) {
+  TempDir dir;
+  const std::string path = dir.Path("db"), side = dir.Path("side");
+  Fill(path, "v-");
+  const std::string bytes = ReadAll(path);
+  WriteAll(side, bytes);
+  Options options = SmallNodes();
+  options.auto_compact = false;
+  options.file_system = std::make_shared<SideMapFs>(path, side);
+  auto db = DB::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_EQ(::truncate(side.c_str(), 4096), 0);  // the root, at the file's end, faults
+  Status s = (*db)->Compact();
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_NE(s.ToString().find("SIGBUS"), std::string::npos) << s.ToString();
+  EXPECT_EQ((*db)->GetStats()->generation, 0u);
+  WriteAll(side, bytes);
+  ASSERT_TRUE((*db)->Compact().ok());
+  EXPECT_EQ((*db)->GetStats()->generation, 1u);
+  db->reset();  // (its side mapping holds the replaced file's bytes)
+  auto reopened = DB::Open(path, SmallNodes());
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  auto got = (*reopened)->Get(Key(kKeys - 1));
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status().ToString();
+  EXPECT_EQ(**got, "v-" + Key(kKeys - 1));
+  EXPECT_EQ((*reopened)->GetStats()->generation, 1u);
+}
+
 TEST(MappedReads, ANodeDamagedInTheMappingIsCorruptionNeverWrongData) {
   TempDir dir;
   const std::string path = dir.Path("db"), side = dir.Path("side");
