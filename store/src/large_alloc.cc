@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <mutex>
+#include <utility>
 
 namespace dbdb {
 
@@ -74,10 +77,80 @@ bool LargeBlockIsMapped(size_t bytes) {
   return bytes >= kLargeBytesMin && HugePageBytes() != 0 && bytes <= SIZE_MAX - 2 * HugePageBytes();
 }
 
+namespace {
+
+// Freed mapped blocks kept for reuse (large_alloc.h), at most kKeptBlocksMax of them and
+// kKeptBytesMax in all. A fixed table, so that freeing allocates nothing; a lock only tried, so
+// that a thread never waits for it (and a child forked while another thread held it goes on
+// without the cache instead of waiting forever).
+class KeptBlocks {
+ public:
+  // A kept block of exactly `length` mapped bytes, or null.
+  void* Take(size_t length) {
+    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock()) return nullptr;
+    for (Slot& slot : slots_) {
+      if (slot.block != nullptr && slot.length == length) {
+        kept_bytes_ -= length;
+        return std::exchange(slot.block, nullptr);
+      }
+    }
+    return nullptr;
+  }
+  // Keeps `block` (`length` mapped bytes) if there is room; false if not (the caller unmaps it).
+  bool Keep(void* block, size_t length) {
+    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock() || length > kKeptBytesMax - kept_bytes_) return false;
+    for (Slot& slot : slots_) {
+      if (slot.block == nullptr) {
+        slot = Slot{block, length};
+        kept_bytes_ += length;
+        return true;
+      }
+    }
+    return false;
+  }
+  size_t kept_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return kept_bytes_;
+  }
+  void Drop() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (Slot& slot : slots_) {
+      if (slot.block != nullptr) ::munmap(std::exchange(slot.block, nullptr), slot.length);
+    }
+    kept_bytes_ = 0;
+  }
+
+ private:
+  struct Slot {
+    void* block = nullptr;
+    size_t length = 0;
+  };
+  std::mutex mutex_;
+  std::array<Slot, kKeptBlocksMax> slots_{};
+  size_t kept_bytes_ = 0;
+};
+
+KeptBlocks& Kept() {
+  static KeptBlocks* kept = new KeptBlocks;  // never destroyed: blocks may be freed during exit
+  return *kept;
+}
+
+}  // namespace
+
+size_t KeptLargeBytes() { return HugePageBytes() == 0 ? 0 : Kept().kept_bytes(); }
+
+void DropKeptLargeBlocks() {
+  if (HugePageBytes() != 0) Kept().Drop();
+}
+
 void* AllocateLarge(size_t bytes) {
   if (bytes == 0) return nullptr;
   if (!LargeBlockIsMapped(bytes)) return ::operator new(bytes);
-  void* block = MapHugeAligned(MappedLength(bytes), HugePageBytes());
+  const size_t length = MappedLength(bytes);
+  if (void* kept = Kept().Take(length)) return kept;
+  void* block = MapHugeAligned(length, HugePageBytes());
   if (block == nullptr) throw std::bad_alloc();
   return block;
 }
@@ -88,7 +161,8 @@ void FreeLarge(void* block, size_t bytes) noexcept {
     ::operator delete(block);
     return;
   }
-  ::munmap(block, MappedLength(bytes));
+  const size_t length = MappedLength(bytes);
+  if (!Kept().Keep(block, length)) ::munmap(block, length);
 }
 
 LargeArena::~LargeArena() {

@@ -19,6 +19,14 @@
 // large record one while it runs. An arena (LargeArena) takes chunks of whole huge pages, which
 // round nothing up.
 //
+// Reuse: a freed block is kept, not unmapped, for the next block of its mapped length, up to
+// kKeptBytesMax (64 MiB) in all: a handle's log overlay (its arena's chunks and its arrays, tens of
+// MiB at a million keys) is freed at each compaction and built again by the next, and each huge
+// page of a fresh block costs a fault and 2 MiB of zeros written by the kernel, which took 65% of
+// the time a compaction spent building its copied log's overlay in a profile of a 1M-key fill
+// (docs/PERFORMANCE.md, stop 51). So a process that used large blocks holds up to 64 MiB more than
+// it uses, until it exits.
+//
 // Latency: with the kernel's transparent_hugepage/defrag at "madvise" (a common default), a fault
 // in an advised block may compact memory before it is served: milliseconds, where memory is
 // fragmented. A log overlay takes such faults under its lock, while it applies a commit or merges.
@@ -34,12 +42,20 @@
 namespace dbdb {
 
 inline constexpr size_t kLargeBytesMin = size_t{256} << 10;
+// Freed mapped blocks are kept for reuse, up to this many bytes and blocks in the process.
+inline constexpr size_t kKeptBytesMax = size_t{64} << 20;
+inline constexpr size_t kKeptBlocksMax = 32;
 
 // A block of at least `bytes` bytes (0: null), aligned for any scalar type, contents unspecified.
 // Throws std::bad_alloc when memory is exhausted, as operator new does.
 void* AllocateLarge(size_t bytes);
-// Frees a block AllocateLarge(bytes) returned (the same `bytes`).
+// Frees a block AllocateLarge(bytes) returned (the same `bytes`). A mapped block is kept for the
+// next AllocateLarge of the same mapped length while the blocks kept hold less than kKeptBytesMax
+// (and number fewer than kKeptBlocksMax); else it is unmapped.
 void FreeLarge(void* block, size_t bytes) noexcept;
+// The bytes of the freed blocks kept for reuse, and unmapping them all (for tests).
+size_t KeptLargeBytes();
+void DropKeptLargeBlocks();
 // True if AllocateLarge(bytes) maps the block on its own (for tests).
 bool LargeBlockIsMapped(size_t bytes);
 

@@ -3,6 +3,7 @@
 // fills (ReadBytes, the decoded array) are such blocks.
 #include <gtest/gtest.h>
 
+#include <errno.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -124,6 +125,50 @@ TEST(LargeAlloc, LargeBlocksAreOnAdvisedHugePageMappingsSmallOnesOnTheHeap) {
   FreeLarge(small, kLargeBytesMin - 1);
   EXPECT_EQ(AllocateLarge(0), nullptr);
   EXPECT_EQ(HugePageBytes(), expect_mapped ? huge : 0u);
+}
+
+// True if no page of [p, p + bytes) is mapped in this process any more.
+bool Unmapped(const void* p, size_t bytes) {
+  std::vector<unsigned char> pages(bytes / 4096 + 1);
+  return mincore(const_cast<void*>(p), bytes, pages.data()) != 0 && errno == ENOMEM;
+}
+
+// A freed mapped block is kept for the next allocation of its mapped length (a log overlay's
+// arena and arrays are freed and allocated again at every compaction; a fresh block costs a fault
+// and a huge page of zeros each 2 MiB), never handed out for another length, and the blocks kept
+// stay within kKeptBytesMax: past it a freed block is unmapped.
+TEST(LargeAlloc, AFreedBlockIsKeptForTheNextOfItsSizeWithinABound) {
+  if (HugePageBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
+  const size_t huge = HugePageBytes();
+  DropKeptLargeBlocks();  // what earlier tests in this process left
+  EXPECT_EQ(KeptLargeBytes(), 0u);
+  const size_t bytes = 3 * huge / 2;  // two huge pages mapped
+  auto* a = static_cast<char*>(AllocateLarge(bytes));
+  a[0] = 'a';
+  const size_t before = KeptLargeBytes();
+  FreeLarge(a, bytes);
+  EXPECT_EQ(KeptLargeBytes(), before + 2 * huge);
+  void* other = AllocateLarge(huge / 2);  // one huge page: not the kept block
+  EXPECT_NE(other, a);
+  FreeLarge(other, huge / 2);
+  auto* b = static_cast<char*>(AllocateLarge(bytes - 100));  // the same mapped length
+  EXPECT_EQ(b, a) << "not reused";
+  EXPECT_EQ(b[0], 'a');
+  FreeLarge(b, bytes - 100);
+  // More than the bound: what does not fit is unmapped.
+  std::vector<char*> blocks;
+  for (size_t i = 0; i < kKeptBytesMax / (2 * huge) + 8; i++) {
+    blocks.push_back(static_cast<char*>(AllocateLarge(bytes)));
+    blocks.back()[0] = 'x';
+  }
+  for (char* block : blocks) FreeLarge(block, bytes);
+  EXPECT_LE(KeptLargeBytes(), kKeptBytesMax);
+  EXPECT_TRUE(Unmapped(blocks.back(), 2 * huge)) << "kept past the bound";
+  char* big = static_cast<char*>(AllocateLarge(kKeptBytesMax + 1));
+  big[0] = 'y';
+  FreeLarge(big, kKeptBytesMax + 1);
+  EXPECT_TRUE(Unmapped(big, kKeptBytesMax)) << "a block larger than the bound kept";
+  EXPECT_LE(KeptLargeBytes(), kKeptBytesMax);
 }
 
 // An array that grows past kLargeBytesMin moves from the heap to a mapped block and keeps its

@@ -102,7 +102,9 @@ struct Options {
   uint64_t fold_threshold_bytes = 4 * 1024 * 1024;
   // A handle indexes those batches in memory: the keys changed most recently in a small B-tree,
   // merged into a sorted array (one sequential pass, during which reads of the handle wait) once
-  // the tree holds this many keys or a quarter as many as the array, whichever is more. At a
+  // the tree holds this many keys or a quarter as many as the array, whichever is more. (Its large
+  // blocks, from 256 KiB up, are on huge pages where the kernel has them; freed ones are kept for
+  // reuse, up to 64 MiB per process, until the process exits.) At a
   // million keys that took about half the time of one B-tree of every key, and about as long for
   // any value from 2,048 up (store/src/log_overlay.h). Tests set it low to exercise the merges.
   // At least 1.
