@@ -1534,7 +1534,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
                                  std::to_string(options_.file_size_max_bytes) + "); compact or raise the limit");
   }
   File& file = base.file->file();
-  DBDB_RETURN_IF_ERROR(AllocateAhead(base, commit.end()));
+  DBDB_RETURN_IF_ERROR(AllocateAhead(base, commit.end(), commit.folded()));
   // Readers that find this commit unsealed wait for this lock instead of guessing.
   DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight(file));
   if (options_.durability == Durability::kNoSync) {
@@ -1568,7 +1568,7 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   return Status::Ok();
 }
 
-Status DBImpl::AllocateAhead(const View& base, uint64_t end) {
+Status DBImpl::AllocateAhead(const View& base, uint64_t end, bool folds) {
   // A commit's sync that must also record a new size (an append) costs a journal commit on most
   // file systems; one that writes into space the file already has does not (docs/FORMAT.md).
   // Readers and recovery skip the zeros where the file system reports them as a hole
@@ -1579,7 +1579,16 @@ Status DBImpl::AllocateAhead(const View& base, uint64_t end) {
   if (!writer_at_ || !writer_at_->In(base.file) || writer_at_->end != base.end()) return Status::Ok();
   const uint64_t size = writer_at_->size;
   if (end <= size) return Status::Ok();
-  uint64_t target = end + options_.allocate_ahead_bytes;
+  // As much again as kAllocateAheadCommits commits of this one's size when that is more (batch
+  // commits of 100 KB and more), so that their syncs too record a new size only once in that many.
+  // Not for a fold's size: folds are few, and their nodes are no measure of the commits after.
+  const uint64_t commit_bytes = folds ? 0 : end - std::min(end, base.end());
+  const uint64_t ahead = std::max(options_.allocate_ahead_bytes,
+                                  std::min(format::kAllocateAheadMaxBytes,
+                                           commit_bytes > format::kAllocateAheadMaxBytes / kAllocateAheadCommits
+                                               ? format::kAllocateAheadMaxBytes
+                                               : kAllocateAheadCommits * commit_bytes));
+  uint64_t target = end + ahead;
   constexpr uint64_t kPage = format::kAllocationPageBytes;
   target = std::min(target + (kPage - target % kPage) % kPage, options_.file_size_max_bytes);
   if (target <= end) return Status::Ok();

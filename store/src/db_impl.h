@@ -101,6 +101,10 @@ inline constexpr uint64_t kFoldFileBytesFactor = 3;
 // (DBImpl::PendingLogBound).
 inline constexpr uint64_t kPendingLogSlackFactor = 8;
 
+// A writer allocates ahead (DBImpl::AllocateAhead) at least this many times the commit that needs
+// more room (one that does not fold), up to format::kAllocateAheadMaxBytes.
+inline constexpr uint64_t kAllocateAheadCommits = 8;
+
 // How often, at most, a background compaction's last pass tries the writer's lock file again.
 inline constexpr std::chrono::microseconds kGiveUpPollMax{2000};
 
@@ -468,7 +472,7 @@ class DBImpl final : public DB {
   // (writer_at_; Options::allocate_ahead_bytes), so that the commit's sync records no new size;
   // an allocation that fails is not the commit's failure (its write reports a full disk).
   // REQUIRES: writer lock held, after PrepareWriterView.
-  Status AllocateAhead(const View& base, uint64_t end);
+  Status AllocateAhead(const View& base, uint64_t end, bool folds);  // folds: the commit ending at `end` folds
   // Cuts the zeros after the newest commit as PrepareWriterView or this handle's last commit left
   // the file (writer_at_), unsynced (on close). REQUIRES: writer lock held.
   void CutAllocatedAhead();

@@ -93,6 +93,36 @@ TEST(Allocate, CommitsWriteIntoSpaceAllocatedAheadAndClosingCutsWhatIsLeft) {
   EXPECT_EQ(stats->file_size_bytes, FileSize(path));
 }
 
+// A large commit allocates ahead eight times its own size (more than allocate_ahead_bytes), at
+// most 1 MiB, so that batch commits too grow the file, and record a new size in their sync, only
+// once in several commits; never more zeros than any writer keeps (1 MiB and a page).
+TEST(Allocate, LargeCommitsAllocateAheadEightTimesTheirSizeUpTo1MiB) {
+  TempDir dir;
+  const std::string path = dir.Path("db");
+  auto fs = std::make_shared<AllocatingFileSystem>();
+  auto db = OpenOrDie(path, fs);
+  auto commit = [&](int n, int puts, size_t value_bytes) {
+    WriteBatch batch;
+    for (int i = 0; i < puts; i++) batch.Put("k" + std::to_string(n * 10000 + i), std::string(value_bytes, 'v'));
+    ASSERT_TRUE(db->Write(batch).ok());
+    auto stats = db->GetStats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_LE(stats->allocated_bytes, (uint64_t{1} << 20) + 4096) << "commit " << n;
+  };
+  commit(0, 1000, 100);  // about 110 KB: allocates eight of it ahead
+  int before = fs->allocations;
+  for (int n = 1; n <= 16; n++) commit(n, 1000, 100);
+  EXPECT_GE(fs->allocations - before, 1);
+  EXPECT_LE(fs->allocations - before, 3) << "16 commits of 110 KB, each of which 64 KiB would not hold";
+  before = fs->allocations;
+  for (int n = 17; n <= 28; n++) commit(n, 1000, 400);  // about 420 KB: 1 MiB holds two
+  EXPECT_GE(fs->allocations - before, 4) << "more than 1 MiB allocated at once";
+  EXPECT_LE(fs->allocations - before, 6);
+  auto report = db->Check();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->tail_bytes, 0u);
+}
+
 // A handle closing after another writer committed into its space cuts only what follows the
 // newest commit, never that commit.
 TEST(Allocate, AClosingHandleCutsOnlyTheZerosAfterTheNewestCommit) {

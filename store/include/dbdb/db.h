@@ -154,7 +154,8 @@ struct Options {
   // hash it: the close checkpoints instead). UINT64_MAX: never.
   uint64_t fold_on_close_bytes = 256 * 1024;
   // A writer grows the file ahead of its commits (fallocate) by this much past the commit that
-  // needs more room, so that the commits after it write into space the file already has and their
+  // needs more room, or by eight times that commit's size if more (a commit that does not fold; at
+  // most 1 MiB), so that the commits after it write into space the file already has and their
   // syncs record no new size: on ext4, about 1.3-1.5x as many one-put durable commits a second.
   // The zeros after the newest commit are not a tail: the next writer (any process) writes into
   // them, and a handle that committed cuts them when it closes (if it can take the writer lock at
