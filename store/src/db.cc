@@ -6,6 +6,7 @@
 #include "dbdb_assert.h"
 #include "checksum.h"
 #include "db_impl.h"
+#include "key_prefix.h"
 #include "record_walker.h"
 
 namespace dbdb {
@@ -634,13 +635,25 @@ Status DBImpl::CommitBatches(const std::vector<PendingWrite*>& group) {
       changes.push_back({change.key, change.value ? std::optional<std::string_view>(*change.value) : std::nullopt});
     }
   }
-  std::stable_sort(changes.begin(), changes.end(),
-                   [](const format::BatchChange& a, const format::BatchChange& b) { return a.key < b.key; });
+  // Sorted as (key prefix, position) pairs, most of whose comparisons the prefixes settle
+  // (key_prefix.h); a key's changes stay in their order, the last of them taken.
+  struct Sorted {
+    uint64_t prefix;
+    size_t at;
+  };
+  std::vector<Sorted> order(changes.size());
+  for (size_t i = 0; i < changes.size(); i++) order[i] = Sorted{KeyPrefix(changes[i].key), i};
+  std::sort(order.begin(), order.end(), [&](const Sorted& a, const Sorted& b) {
+    if (a.prefix != b.prefix) return a.prefix < b.prefix;
+    const int c = changes[a.at].key.compare(changes[b.at].key);
+    return c != 0 ? c < 0 : a.at < b.at;
+  });
   std::vector<format::BatchChange> batch;
   batch.reserve(changes.size());
-  for (size_t i = 0; i < changes.size(); i++) {
-    if (i + 1 < changes.size() && changes[i + 1].key == changes[i].key) continue;  // a later change of the key follows
-    batch.push_back(changes[i]);
+  for (size_t i = 0; i < order.size(); i++) {
+    const format::BatchChange& change = changes[order[i].at];
+    if (i + 1 < order.size() && changes[order[i + 1].at].key == change.key) continue;  // a later change of the key follows
+    batch.push_back(change);
   }
   return static_cast<WriteTransactionImpl*>(txn.get())->CommitBatch(batch);  // BeginWrite makes only these
 }
