@@ -91,7 +91,7 @@ void* MapHugeAligned(size_t bytes, size_t huge);
 
 // A bump allocator whose memory is freed all at once, when it is destroyed (a log overlay's keys,
 // values and versions). Its chunks double from 64 KiB: from operator new while smaller than a huge
-// page, then whole huge pages from AllocateLarge (2, 4, 8 MiB, ... up to 64 MiB a chunk), so that
+// page, then whole huge pages from AllocateLarge (2, 4, then 8 MiB a chunk, kChunkBytesMax), so that
 // no chunk is rounded up to a huge page it does not fill. Not thread-safe.
 class LargeArena {
  public:
@@ -112,7 +112,9 @@ class LargeArena {
     bool large;  // from AllocateLarge, else operator new
   };
   static constexpr size_t kFirstChunkBytes = size_t{64} << 10;
-  static constexpr size_t kChunkBytesMax = size_t{64} << 20;
+  // At most 8 MiB a chunk, so that an overlay's chunks are few sizes that freed ones (kept for
+  // reuse up to kKeptBytesMax) fit: a 32 MiB chunk was never kept, and faulted in fresh each time.
+  static constexpr size_t kChunkBytesMax = size_t{8} << 20;
   std::vector<Chunk> chunks_;
   char* next_ = nullptr;  // in the newest chunk
   size_t left_ = 0;       // bytes after next_ in it

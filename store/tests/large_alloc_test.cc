@@ -242,6 +242,33 @@ TEST(LargeAlloc, AnArenasChunksAreHeapBlocksThenWholeHugePages) {
   if (huge != 0) {
     EXPECT_GE(chunk_sizes.back(), huge);
   }
+  // Never more than 8 MiB a chunk: few sizes, which the next arena's chunks take again (below).
+  for (size_t chunk : chunk_sizes) EXPECT_LE(chunk, size_t{8} << 20);
+}
+
+// An arena's chunks, freed with it, are what the next arena of about its size is built from (a
+// handle's log overlay is dropped and built again at each compaction): its huge pages are not
+// faulted in and zeroed again.
+TEST(LargeAlloc, ANewArenaTakesTheChunksTheLastOneFreed) {
+  if (HugePageBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
+  DropKeptLargeBlocks();
+  auto fill = [](LargeArena& arena) {
+    for (int i = 0; i < 300000; i++) static_cast<char*>(arena.Allocate(100, 8))[0] = 1;  // 30 MB
+  };
+  size_t first_chunks = 0;
+  {
+    LargeArena arena;
+    fill(arena);
+    first_chunks = arena.chunk_bytes();
+  }
+  const size_t kept = KeptLargeBytes();
+  EXPECT_GE(kept, first_chunks - (size_t{2} << 20)) << "the freed chunks were not kept";
+  {
+    LargeArena arena;
+    fill(arena);
+    EXPECT_EQ(arena.chunk_bytes(), first_chunks);
+    EXPECT_LE(KeptLargeBytes(), kept - (first_chunks - (size_t{2} << 20))) << "the kept chunks were not taken";
+  }
 }
 
 // What an open at a checkpoint allocates: the record's buffer and its decoded array.
