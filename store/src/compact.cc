@@ -24,7 +24,9 @@ constexpr int kUnlockedPassesMax = 4;
 // The compacted tree's writeback is started every this many bytes as they are written
 // (File::StartWriteback), so that the sync before the rename waits for what is left, not for the
 // whole tree: at a million keys the sync took 50 to 70 ms, on its own at the end of the tree's
-// pass, and takes 2 to 3 ms so (docs/PERFORMANCE.md, stop 51).
+// pass, and takes 2 to 3 ms so (docs/PERFORMANCE.md, stop 51). The hint itself may block while
+// the disk's queue is full (sync_file_range), under the writer lock in an inline compaction that
+// holds it, as the sync it shortens would.
 constexpr uint64_t kWritebackBytes = uint64_t{4} << 20;
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "checksum.h"
 #include "db_impl.h"
 #include "key_prefix.h"
+#include "large_alloc.h"
 #include "record_walker.h"
 
 namespace dbdb {
@@ -68,6 +69,7 @@ class SnapshotImpl final : public Snapshot {
   }
 
  private:
+  LargeBlocksUser large_blocks_user_;  // first: destroyed last, after the view's blocks are freed
   View view_;
 };
 
@@ -1547,7 +1549,9 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
                                  std::to_string(options_.file_size_max_bytes) + "); compact or raise the limit");
   }
   File& file = base.file->file();
-  DBDB_RETURN_IF_ERROR(AllocateAhead(base, commit.end(), commit.folded()));
+  // A transaction's commit (the next txn id, its batch, no fold), not a checkpoint or a fold.
+  const bool batch_only = !commit.folded() && commit.batch_offset != 0 && commit.txn_id != base.txn_id();
+  DBDB_RETURN_IF_ERROR(AllocateAhead(base, commit.end(), batch_only));
   // Readers that find this commit unsealed wait for this lock instead of guessing.
   DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight(file));
   if (options_.durability == Durability::kNoSync) {
@@ -1581,11 +1585,11 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
   return Status::Ok();
 }
 
-Status DBImpl::AllocateAhead(const View& base, uint64_t end, bool folds) {
+Status DBImpl::AllocateAhead(const View& base, uint64_t end, bool batch_only) {
   // A commit's sync that must also record a new size (an append) costs a journal commit on most
   // file systems; one that writes into space the file already has does not (docs/FORMAT.md).
   // Readers and recovery skip the zeros where the file system reports them as a hole
-  // (File::DataEnd), and read them (at most allocate_ahead_bytes) where it does not.
+  // (File::DataEnd), and read them (at most what was allocated ahead: 1 MiB) where it does not.
   // Not for a close's checkpoint: the close cuts what it would allocate.
   if (options_.allocate_ahead_bytes == 0 || allocate_unsupported_ || closing_.load()) return Status::Ok();
   // Only on the base as PrepareWriterView left it, whose file's size it knows.
@@ -1594,8 +1598,9 @@ Status DBImpl::AllocateAhead(const View& base, uint64_t end, bool folds) {
   if (end <= size) return Status::Ok();
   // As much again as kAllocateAheadCommits commits of this one's size when that is more (batch
   // commits of 100 KB and more), so that their syncs too record a new size only once in that many.
-  // Not for a fold's size: folds are few, and their nodes are no measure of the commits after.
-  const uint64_t commit_bytes = folds ? 0 : end - std::min(end, base.end());
+  // Only after a transaction's batch: folds and checkpoints are few, and their size is no measure
+  // of the commits after them.
+  const uint64_t commit_bytes = batch_only ? end - std::min(end, base.end()) : 0;
   const uint64_t ahead = std::max(options_.allocate_ahead_bytes,
                                   std::min(format::kAllocateAheadMaxBytes,
                                            commit_bytes > format::kAllocateAheadMaxBytes / kAllocateAheadCommits

@@ -23,6 +23,7 @@
 #include "dbdb/db.h"
 #include "fork_generation.h"
 #include "format.h"
+#include "large_alloc.h"
 #include "log_overlay.h"
 #include "thread_annotations.h"
 #include "tree.h"
@@ -102,7 +103,8 @@ inline constexpr uint64_t kFoldFileBytesFactor = 3;
 inline constexpr uint64_t kPendingLogSlackFactor = 8;
 
 // A writer allocates ahead (DBImpl::AllocateAhead) at least this many times the commit that needs
-// more room (one that does not fold), up to format::kAllocateAheadMaxBytes.
+// more room (a transaction's batch commit: not a fold or a checkpoint), up to
+// format::kAllocateAheadMaxBytes.
 inline constexpr uint64_t kAllocateAheadCommits = 8;
 
 // How often, at most, a background compaction's last pass tries the writer's lock file again.
@@ -472,7 +474,7 @@ class DBImpl final : public DB {
   // (writer_at_; Options::allocate_ahead_bytes), so that the commit's sync records no new size;
   // an allocation that fails is not the commit's failure (its write reports a full disk).
   // REQUIRES: writer lock held, after PrepareWriterView.
-  Status AllocateAhead(const View& base, uint64_t end, bool folds);  // folds: the commit ending at `end` folds
+  Status AllocateAhead(const View& base, uint64_t end, bool batch_only);  // batch_only: a transaction's commit, not a fold or checkpoint
   // Cuts the zeros after the newest commit as PrepareWriterView or this handle's last commit left
   // the file (writer_at_), unsynced (on close). REQUIRES: writer lock held.
   void CutAllocatedAhead();
@@ -524,6 +526,8 @@ class DBImpl final : public DB {
   Status ValidateValue(std::string_view value) const;
 
 
+  // First: destroyed last, after every block the handle's members free (large_alloc.h).
+  LargeBlocksUser large_blocks_user_;
   const std::string path_;
   const std::string lock_path_;
   const Options options_;

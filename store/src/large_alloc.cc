@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <utility>
@@ -80,9 +81,9 @@ bool LargeBlockIsMapped(size_t bytes) {
 namespace {
 
 // Freed mapped blocks kept for reuse (large_alloc.h), at most kKeptBlocksMax of them and
-// kKeptBytesMax in all. A fixed table, so that freeing allocates nothing; a lock only tried, so
-// that a thread never waits for it (and a child forked while another thread held it goes on
-// without the cache instead of waiting forever).
+// kKeptBytesMax in all, while a LargeBlocksUser exists. A fixed table, so that freeing allocates
+// nothing; a lock only tried, so that a thread never waits for it (and a child forked while
+// another thread held it goes on without the cache instead of waiting forever).
 class KeptBlocks {
  public:
   // A kept block of exactly `length` mapped bytes, or null.
@@ -97,25 +98,38 @@ class KeptBlocks {
     }
     return nullptr;
   }
-  // Keeps `block` (`length` mapped bytes) if there is room; false if not (the caller unmaps it).
+  // Keeps `block` (`length` mapped bytes), unmapping the blocks kept longest to make room; false
+  // if it is not kept (the caller unmaps it): no user, larger than the bound, or the lock busy.
   bool Keep(void* block, size_t length) {
     std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
-    if (!lock.owns_lock() || length > kKeptBytesMax - kept_bytes_) return false;
+    if (!lock.owns_lock() || users_.load() == 0 || length > kKeptBytesMax) return false;
+    while (length > kKeptBytesMax - kept_bytes_ || kept_count() == kKeptBlocksMax) UnmapOldest();
     for (Slot& slot : slots_) {
       if (slot.block == nullptr) {
-        slot = Slot{block, length};
+        slot = Slot{block, length, ++age_};
         kept_bytes_ += length;
         return true;
       }
     }
-    return false;
+    return false;  // (not reached: a slot was freed above)
   }
   size_t kept_bytes() {
     std::lock_guard<std::mutex> lock(mutex_);
     return kept_bytes_;
   }
-  void Drop() {
-    std::lock_guard<std::mutex> lock(mutex_);
+  void AddUser() { users_.fetch_add(1); }
+  // The last user gone: every kept block is unmapped (if the lock is free; a Keep racing with it
+  // may leave its block until the next user's last release).
+  void RemoveUser() {
+    if (users_.fetch_sub(1) == 1) Drop(/*wait=*/false);
+  }
+  void Drop(bool wait) {
+    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+    if (wait) {
+      lock.lock();
+    } else if (!lock.try_lock()) {
+      return;
+    }
     for (Slot& slot : slots_) {
       if (slot.block != nullptr) ::munmap(std::exchange(slot.block, nullptr), slot.length);
     }
@@ -126,10 +140,24 @@ class KeptBlocks {
   struct Slot {
     void* block = nullptr;
     size_t length = 0;
+    uint64_t age = 0;  // when kept: the smallest is the oldest
   };
+  size_t kept_count() const {
+    return static_cast<size_t>(std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.block != nullptr; }));
+  }
+  void UnmapOldest() {
+    Slot* oldest = nullptr;
+    for (Slot& slot : slots_) {
+      if (slot.block != nullptr && (oldest == nullptr || slot.age < oldest->age)) oldest = &slot;
+    }
+    ::munmap(std::exchange(oldest->block, nullptr), oldest->length);
+    kept_bytes_ -= oldest->length;
+  }
   std::mutex mutex_;
   std::array<Slot, kKeptBlocksMax> slots_{};
   size_t kept_bytes_ = 0;
+  uint64_t age_ = 0;
+  std::atomic<int> users_{0};
 };
 
 KeptBlocks& Kept() {
@@ -139,10 +167,13 @@ KeptBlocks& Kept() {
 
 }  // namespace
 
+LargeBlocksUser::LargeBlocksUser() { Kept().AddUser(); }
+LargeBlocksUser::~LargeBlocksUser() { Kept().RemoveUser(); }
+
 size_t KeptLargeBytes() { return HugePageBytes() == 0 ? 0 : Kept().kept_bytes(); }
 
 void DropKeptLargeBlocks() {
-  if (HugePageBytes() != 0) Kept().Drop();
+  if (HugePageBytes() != 0) Kept().Drop(/*wait=*/true);
 }
 
 void* AllocateLarge(size_t bytes) {

@@ -19,13 +19,13 @@
 // large record one while it runs. An arena (LargeArena) takes chunks of whole huge pages, which
 // round nothing up.
 //
-// Reuse: a freed block is kept, not unmapped, for the next block of its mapped length, up to
-// kKeptBytesMax (64 MiB) in all: a handle's log overlay (its arena's chunks and its arrays, tens of
+// Reuse: while a database handle or snapshot is alive, a freed block is kept, not unmapped, for
+// the next block of its mapped length, up to kKeptBytesMax (64 MiB) in all: a handle's log overlay (its arena's chunks and its arrays, tens of
 // MiB at a million keys) is freed at each compaction and built again by the next, and each huge
 // page of a fresh block costs a fault and 2 MiB of zeros written by the kernel, which took 65% of
 // the time a compaction spent building its copied log's overlay in a profile of a 1M-key fill
-// (docs/PERFORMANCE.md, stop 51). So a process that used large blocks holds up to 64 MiB more than
-// it uses, until it exits.
+// (docs/PERFORMANCE.md, stop 51). So a process holds up to 64 MiB more than it uses while it has
+// a handle or snapshot open, and none once the last is gone.
 //
 // Latency: with the kernel's transparent_hugepage/defrag at "madvise" (a common default), a fault
 // in an advised block may compact memory before it is served: milliseconds, where memory is
@@ -49,10 +49,19 @@ inline constexpr size_t kKeptBlocksMax = 32;
 // A block of at least `bytes` bytes (0: null), aligned for any scalar type, contents unspecified.
 // Throws std::bad_alloc when memory is exhausted, as operator new does.
 void* AllocateLarge(size_t bytes);
-// Frees a block AllocateLarge(bytes) returned (the same `bytes`). A mapped block is kept for the
-// next AllocateLarge of the same mapped length while the blocks kept hold less than kKeptBytesMax
-// (and number fewer than kKeptBlocksMax); else it is unmapped.
+// Frees a block AllocateLarge(bytes) returned (the same `bytes`). While a LargeBlocksUser exists,
+// a mapped block is kept for the next AllocateLarge of the same mapped length, the blocks kept
+// longest unmapped to keep within kKeptBytesMax and kKeptBlocksMax; else it is unmapped.
 void FreeLarge(void* block, size_t bytes) noexcept;
+// While one exists (a database handle or a snapshot holds one), freed blocks are kept for reuse;
+// when the last is destroyed, the blocks kept are unmapped.
+class LargeBlocksUser {
+ public:
+  LargeBlocksUser();
+  ~LargeBlocksUser();
+  LargeBlocksUser(const LargeBlocksUser&) = delete;
+  LargeBlocksUser& operator=(const LargeBlocksUser&) = delete;
+};
 // The bytes of the freed blocks kept for reuse, and unmapping them all (for tests).
 size_t KeptLargeBytes();
 void DropKeptLargeBlocks();

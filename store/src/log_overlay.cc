@@ -69,7 +69,7 @@ void LogOverlay::BuildFilter() const {
 LogOverlay::Probe::Probe(std::string_view k) : prefix(KeyPrefix(k)), key(k) {}
 
 std::string_view LogOverlay::Copy(std::string_view bytes) {
-  if (bytes.empty()) return {};
+  if (bytes.empty()) return std::string_view("", 0);  // not a null pointer: handed out by Seek and Next
   char* to = static_cast<char*>(arena_.Allocate(bytes.size(), 1));
   std::memcpy(to, bytes.data(), bytes.size());
   return {to, bytes.size()};

@@ -47,6 +47,9 @@ class TreeIterator {
   // use: kOnePass for a walk that reads each node once (TreeFile::NodeUse).
   TreeIterator(std::shared_ptr<TreeFile> file, TreeRoot root, TreeFile::NodeUse use = TreeFile::NodeUse::kSearch)
       : file_(std::move(file)), root_(root), use_(use) {}
+  // Not copied or moved: key() and value() may view this iterator's own copies.
+  TreeIterator(const TreeIterator&) = delete;
+  TreeIterator& operator=(const TreeIterator&) = delete;
   Status SeekToFirst() { return Seek(std::string_view()); }
   Status Seek(std::string_view key);  // first key >= key
   Status Next();

@@ -232,7 +232,10 @@ Status TreeIterator::Settle(Status s) {
 }
 
 Status TreeIterator::Seek(std::string_view key) {
-  stack_.clear();
+  // The path held so far lives until the descent is done: `key` may be this iterator's own key(),
+  // a view into a leaf it holds (Seek(key()) through the public Iterator).
+  std::vector<Level> held;
+  held.swap(stack_);
   if (root_.height == 0) return Status::Ok();
   DBDB_RETURN_IF_ERROR(Settle(Descend(root_.ref, root_.height, key, false)));
   // The leaf may hold only smaller keys: move on to the next leaf.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -133,21 +134,29 @@ bool Unmapped(const void* p, size_t bytes) {
   return mincore(const_cast<void*>(p), bytes, pages.data()) != 0 && errno == ENOMEM;
 }
 
-// A freed mapped block is kept for the next allocation of its mapped length (a log overlay's
-// arena and arrays are freed and allocated again at every compaction; a fresh block costs a fault
-// and a huge page of zeros each 2 MiB), never handed out for another length, and the blocks kept
-// stay within kKeptBytesMax: past it a freed block is unmapped.
+// While a database handle or snapshot (a LargeBlocksUser) is alive, a freed mapped block is kept
+// for the next allocation of its mapped length (a log overlay's arena and arrays are freed and
+// allocated again at every compaction; a fresh block costs a fault and a huge page of zeros each
+// 2 MiB), never handed out for another length; the blocks kept stay within kKeptBytesMax, the
+// oldest unmapped first; with no user none is kept, and the last user's end unmaps them all.
 TEST(LargeAlloc, AFreedBlockIsKeptForTheNextOfItsSizeWithinABound) {
   if (HugePageBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
   const size_t huge = HugePageBytes();
-  DropKeptLargeBlocks();  // what earlier tests in this process left
-  EXPECT_EQ(KeptLargeBytes(), 0u);
   const size_t bytes = 3 * huge / 2;  // two huge pages mapped
+  DropKeptLargeBlocks();              // what earlier tests in this process left
+  {
+    // No user: freed is unmapped.
+    auto* lone = static_cast<char*>(AllocateLarge(bytes));
+    lone[0] = 'l';
+    FreeLarge(lone, bytes);
+    EXPECT_EQ(KeptLargeBytes(), 0u);
+    EXPECT_TRUE(Unmapped(lone, 2 * huge)) << "kept with no handle or snapshot alive";
+  }
+  auto user = std::make_unique<LargeBlocksUser>();
   auto* a = static_cast<char*>(AllocateLarge(bytes));
   a[0] = 'a';
-  const size_t before = KeptLargeBytes();
   FreeLarge(a, bytes);
-  EXPECT_EQ(KeptLargeBytes(), before + 2 * huge);
+  EXPECT_EQ(KeptLargeBytes(), 2 * huge);
   void* other = AllocateLarge(huge / 2);  // one huge page: not the kept block
   EXPECT_NE(other, a);
   FreeLarge(other, huge / 2);
@@ -155,7 +164,7 @@ TEST(LargeAlloc, AFreedBlockIsKeptForTheNextOfItsSizeWithinABound) {
   EXPECT_EQ(b, a) << "not reused";
   EXPECT_EQ(b[0], 'a');
   FreeLarge(b, bytes - 100);
-  // More than the bound: what does not fit is unmapped.
+  // More than the bound: the oldest are unmapped, the newest kept.
   std::vector<char*> blocks;
   for (size_t i = 0; i < kKeptBytesMax / (2 * huge) + 8; i++) {
     blocks.push_back(static_cast<char*>(AllocateLarge(bytes)));
@@ -163,12 +172,17 @@ TEST(LargeAlloc, AFreedBlockIsKeptForTheNextOfItsSizeWithinABound) {
   }
   for (char* block : blocks) FreeLarge(block, bytes);
   EXPECT_LE(KeptLargeBytes(), kKeptBytesMax);
-  EXPECT_TRUE(Unmapped(blocks.back(), 2 * huge)) << "kept past the bound";
+  EXPECT_TRUE(Unmapped(blocks.front(), 2 * huge)) << "the oldest kept past the bound";
+  EXPECT_FALSE(Unmapped(blocks.back(), 2 * huge)) << "the newest not kept";
   char* big = static_cast<char*>(AllocateLarge(kKeptBytesMax + 1));
   big[0] = 'y';
   FreeLarge(big, kKeptBytesMax + 1);
   EXPECT_TRUE(Unmapped(big, kKeptBytesMax)) << "a block larger than the bound kept";
   EXPECT_LE(KeptLargeBytes(), kKeptBytesMax);
+  // The last user gone: nothing kept.
+  user.reset();
+  EXPECT_EQ(KeptLargeBytes(), 0u);
+  EXPECT_TRUE(Unmapped(blocks.back(), 2 * huge)) << "kept after the last user";
 }
 
 // An array that grows past kLargeBytesMin moves from the heap to a mapped block and keeps its
@@ -252,6 +266,7 @@ TEST(LargeAlloc, AnArenasChunksAreHeapBlocksThenWholeHugePages) {
 TEST(LargeAlloc, ANewArenaTakesTheChunksTheLastOneFreed) {
   if (HugePageBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
   DropKeptLargeBlocks();
+  LargeBlocksUser user;  // as a database handle holds one
   auto fill = [](LargeArena& arena) {
     for (int i = 0; i < 300000; i++) static_cast<char*>(arena.Allocate(100, 8))[0] = 1;  // 30 MB
   };

@@ -160,8 +160,10 @@ struct Options {
   // The zeros after the newest commit are not a tail: the next writer (any process) writes into
   // them, and a handle that committed cuts them when it closes (if it can take the writer lock at
   // once). Readers and recovery scan them only where the file system reports them as data (pages
-  // read into the cache, or no SEEK_HOLE): at most this much more per look. 0, or a FileSystem
-  // that does not allocate: the file grows with each commit. At most 1 MiB (what every writer keeps).
+  // read into the cache, or no SEEK_HOLE): at most what was allocated ahead per look (this much,
+  // or up to 1 MiB after a large batch commit). 0 (nothing allocated ahead, whatever the commit),
+  // or a FileSystem that does not allocate: the file grows with each commit. At most 1 MiB (what
+  // every writer keeps).
   uint64_t allocate_ahead_bytes = 64 * 1024;
 };
 
