@@ -452,8 +452,6 @@ struct AutoCompactionPair {
   }
 };
 
-// One compaction at a time, across handles and processes: they would share "<path>.compacting".
-// Automatic compaction starts from BeginWrite, and lets other writers commit while it runs.
 // The compacted tree is on its way to the disk before the sync that makes it durable: its
 // writeback is started every few MiB as it is written (a hint, File::StartWriteback), in order and
 // never past what was written, so that the sync waits for the last few MiB only.
@@ -492,6 +490,8 @@ TEST(Compaction, StartsTheTreesWritebackAsItWritesIt) {
   EXPECT_TRUE((*db)->Check().ok());
 }
 
+// One compaction at a time, across handles and processes: they would share "<path>.compacting".
+// Automatic compaction starts from BeginWrite, and lets other writers commit while it runs.
 TEST(Compaction, OneAtATimeAndAutomaticOnesLetOthersCommit) {
   AutoCompactionPair f(/*a_waits_for_writer=*/true);
   int compactions = 0;

@@ -116,28 +116,37 @@ void Fill(const std::string& path, const std::string& prefix) {
   ASSERT_TRUE((*txn)->Commit().ok());
 }
 
+// A filled database at `path` opened with its file mapped from a side copy at `side` (returned in
+// `*bytes`), which the test truncates or rewrites to make pages fault or come back.
+std::unique_ptr<DB> OpenOverSideCopy(const std::string& path, const std::string& side, Options options,
+                                     std::string* bytes) {
+  Fill(path, "v-");
+  *bytes = ReadAll(path);
+  WriteAll(side, *bytes);
+  options.file_system = std::make_shared<SideMapFs>(path, side);
+  auto db = DB::Open(path, options);
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  return db.ok() ? std::move(db).value() : nullptr;
+}
+
 TEST(MappedReads, APageTheDiskCannotDeliverIsAnIOErrorNotACrashAndNotSticky) {
   TempDir dir;
   const std::string path = dir.Path("db"), side = dir.Path("side");
-  Fill(path, "v-");
-  const std::string bytes = ReadAll(path);
+  std::string bytes;
+  auto db = OpenOverSideCopy(path, side, SmallNodes(), &bytes);
+  ASSERT_NE(db, nullptr);
   ASSERT_GT(bytes.size(), 16384u);
-  WriteAll(side, bytes);
-  Options options = SmallNodes();
-  options.file_system = std::make_shared<SideMapFs>(path, side);
-  auto db = DB::Open(path, options);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
-  auto got = (*db)->Get(Key(kKeys - 1));
+  auto got = db->Get(Key(kKeys - 1));
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(**got, "v-" + Key(kKeys - 1));
 
   // Every page past the first now faults (SIGBUS): the root lies at the end of the file.
   ASSERT_EQ(::truncate(side.c_str(), 4096), 0);
-  got = (*db)->Get(Key(kKeys - 1));
+  got = db->Get(Key(kKeys - 1));
   ASSERT_FALSE(got.ok());
   EXPECT_TRUE(got.status().IsIOError()) << got.status().ToString();
   EXPECT_NE(got.status().ToString().find("SIGBUS"), std::string::npos) << got.status().ToString();
-  auto snapshot = (*db)->GetSnapshot();
+  auto snapshot = db->GetSnapshot();
   ASSERT_TRUE(snapshot.ok());
   auto scan = (*snapshot)->Scan(ScanRange{});
   EXPECT_TRUE(scan.status().IsIOError()) << scan.status().ToString();
@@ -148,13 +157,13 @@ TEST(MappedReads, APageTheDiskCannotDeliverIsAnIOErrorNotACrashAndNotSticky) {
 
   // The pages come back: so do the reads, on the same handle and mapping.
   WriteAll(side, bytes);
-  got = (*db)->Get(Key(kKeys - 1));
+  got = db->Get(Key(kKeys - 1));
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(**got, "v-" + Key(kKeys - 1));
   scan = (*snapshot)->Scan(ScanRange{});
   ASSERT_TRUE(scan.ok()) << scan.status().ToString();
   EXPECT_EQ(scan->size(), static_cast<size_t>(kKeys));
-  EXPECT_TRUE((*db)->Put("another", "commit").ok()) << "a failed read does not fail the handle";
+  EXPECT_TRUE(db->Put("another", "commit").ok()) << "a failed read does not fail the handle";
 }
 
 // An iterator copies each entry of a mapped leaf out under the fault guard, so a page that stops
@@ -162,14 +171,10 @@ TEST(MappedReads, APageTheDiskCannotDeliverIsAnIOErrorNotACrashAndNotSticky) {
 TEST(MappedReads, AnIteratorsLeafThatStopsBeingReadableIsAnIOError) {
   TempDir dir;
   const std::string path = dir.Path("db"), side = dir.Path("side");
-  Fill(path, "v-");
-  const std::string bytes = ReadAll(path);
-  WriteAll(side, bytes);
-  Options options = SmallNodes();
-  options.file_system = std::make_shared<SideMapFs>(path, side);
-  auto db = DB::Open(path, options);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
-  auto snapshot = (*db)->GetSnapshot();
+  std::string bytes;
+  auto db = OpenOverSideCopy(path, side, SmallNodes(), &bytes);
+  ASSERT_NE(db, nullptr);
+  auto snapshot = db->GetSnapshot();
   ASSERT_TRUE(snapshot.ok());
   auto it = (*snapshot)->NewIterator();
   ASSERT_TRUE(it->SeekToFirst().ok());
@@ -194,23 +199,20 @@ TEST(MappedReads, AnIteratorsLeafThatStopsBeingReadableIsAnIOError) {
 TEST(MappedReads, ACompactionWhoseReadOfTheMappingFaultsIsAnIOError) {
   TempDir dir;
   const std::string path = dir.Path("db"), side = dir.Path("side");
-  Fill(path, "v-");
-  const std::string bytes = ReadAll(path);
-  WriteAll(side, bytes);
   Options options = SmallNodes();
   options.auto_compact = false;
-  options.file_system = std::make_shared<SideMapFs>(path, side);
-  auto db = DB::Open(path, options);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  std::string bytes;
+  auto db = OpenOverSideCopy(path, side, options, &bytes);
+  ASSERT_NE(db, nullptr);
   ASSERT_EQ(::truncate(side.c_str(), 4096), 0);  // the root, at the file's end, faults
-  Status s = (*db)->Compact();
+  Status s = db->Compact();
   EXPECT_TRUE(s.IsIOError()) << s.ToString();
   EXPECT_NE(s.ToString().find("SIGBUS"), std::string::npos) << s.ToString();
-  EXPECT_EQ((*db)->GetStats()->generation, 0u);
+  EXPECT_EQ(db->GetStats()->generation, 0u);
   WriteAll(side, bytes);
-  ASSERT_TRUE((*db)->Compact().ok());
-  EXPECT_EQ((*db)->GetStats()->generation, 1u);
-  db->reset();  // (its side mapping holds the replaced file's bytes)
+  ASSERT_TRUE(db->Compact().ok());
+  EXPECT_EQ(db->GetStats()->generation, 1u);
+  db.reset();  // (its side mapping holds the replaced file's bytes)
   auto reopened = DB::Open(path, SmallNodes());
   ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
   auto got = (*reopened)->Get(Key(kKeys - 1));
