@@ -90,6 +90,8 @@ class MergedIterator final : public Iterator {
     return Settle(base_->SeekToFirst());
   }
   Status Seek(std::string_view key) override {
+    // The changes first, the base last: `key` may be this iterator's own key(), a view into a leaf
+    // the base holds, which the base's Seek keeps alive only until it returns.
     changes_->Seek(key);
     return Settle(base_->Seek(key));
   }

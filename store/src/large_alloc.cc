@@ -88,40 +88,55 @@ class KeptBlocks {
  public:
   // A kept block of exactly `length` mapped bytes, or null.
   void* Take(size_t length) {
-    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
-    if (!lock.owns_lock()) return nullptr;
-    for (Slot& slot : slots_) {
-      if (slot.block != nullptr && slot.length == length) {
-        kept_bytes_ -= length;
-        return std::exchange(slot.block, nullptr);
+    void* taken = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+      if (!lock.owns_lock()) return nullptr;
+      for (Slot& slot : slots_) {
+        if (slot.block != nullptr && slot.length == length) {
+          kept_bytes_ -= length;
+          taken = std::exchange(slot.block, nullptr);
+          break;
+        }
       }
     }
-    return nullptr;
+    DropIfUnused();
+    return taken;
   }
   // Keeps `block` (`length` mapped bytes), unmapping the blocks kept longest to make room; false
   // if it is not kept (the caller unmaps it): no user, larger than the bound, or the lock busy.
   bool Keep(void* block, size_t length) {
-    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
-    if (!lock.owns_lock() || users_.load() == 0 || length > kKeptBytesMax) return false;
-    while (length > kKeptBytesMax - kept_bytes_ || kept_count() == kKeptBlocksMax) UnmapOldest();
-    for (Slot& slot : slots_) {
-      if (slot.block == nullptr) {
-        slot = Slot{block, length, ++age_};
-        kept_bytes_ += length;
-        return true;
+    bool kept = false;
+    {
+      std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+      if (!lock.owns_lock()) return false;
+      if (users_.load() != 0 && length <= kKeptBytesMax) {
+        while (length > kKeptBytesMax - kept_bytes_ || kept_count() == kKeptBlocksMax) UnmapOldest();
+        for (Slot& slot : slots_) {
+          if (slot.block == nullptr) {
+            slot = Slot{block, length, ++age_};
+            kept_bytes_ += length;
+            kept = true;
+            break;
+          }
+        }
       }
     }
-    return false;  // (not reached: a slot was freed above)
+    DropIfUnused();
+    return kept;
   }
   size_t kept_bytes() {
     std::lock_guard<std::mutex> lock(mutex_);
     return kept_bytes_;
   }
   void AddUser() { users_.fetch_add(1); }
-  // The last user gone: every kept block is unmapped (if the lock is free; a Keep racing with it
-  // may leave its block until the next user's last release).
+  // The last user gone: every kept block is unmapped, by this thread if the lock is free, else by
+  // the Take or Keep holding it, which looks at the users again once it lets the lock go.
   void RemoveUser() {
     if (users_.fetch_sub(1) == 1) Drop(/*wait=*/false);
+  }
+  void DropIfUnused() {
+    if (users_.load() == 0) Drop(/*wait=*/false);
   }
   void Drop(bool wait) {
     std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);

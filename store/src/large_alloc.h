@@ -62,7 +62,8 @@ class LargeBlocksUser {
   LargeBlocksUser(const LargeBlocksUser&) = delete;
   LargeBlocksUser& operator=(const LargeBlocksUser&) = delete;
 };
-// The bytes of the freed blocks kept for reuse, and unmapping them all (for tests).
+// The bytes of the freed blocks kept for reuse, and unmapping them all (for tests: both wait for
+// the cache's lock, so not in a child forked while another thread may have held it).
 size_t KeptLargeBytes();
 void DropKeptLargeBlocks();
 // True if AllocateLarge(bytes) maps the block on its own (for tests).

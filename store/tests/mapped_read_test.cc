@@ -121,6 +121,7 @@ void Fill(const std::string& path, const std::string& prefix) {
 std::unique_ptr<DB> OpenOverSideCopy(const std::string& path, const std::string& side, Options options,
                                      std::string* bytes) {
   Fill(path, "v-");
+  if (::testing::Test::HasFatalFailure()) return nullptr;
   *bytes = ReadAll(path);
   WriteAll(side, *bytes);
   options.file_system = std::make_shared<SideMapFs>(path, side);
