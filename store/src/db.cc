@@ -1549,9 +1549,8 @@ Status DBImpl::AppendCommit(const View& base, std::string* bytes, format::Commit
                                  std::to_string(options_.file_size_max_bytes) + "); compact or raise the limit");
   }
   File& file = base.file->file();
-  // A transaction's commit (the next txn id, its batch, no fold), not a checkpoint or a fold.
-  const bool batch_only = !commit.folded() && commit.batch_offset != 0 && commit.txn_id != base.txn_id();
-  DBDB_RETURN_IF_ERROR(AllocateAhead(base, commit.end(), batch_only));
+  // A transaction's batch (a checkpoint or a close fold has none) without a fold.
+  DBDB_RETURN_IF_ERROR(AllocateAhead(base, commit.end(), batch != nullptr && !commit.folded()));
   // Readers that find this commit unsealed wait for this lock instead of guessing.
   DBDB_ASSIGN_OR_RETURN(auto in_flight, LockInFlight(file));
   if (options_.durability == Durability::kNoSync) {
@@ -1601,11 +1600,10 @@ Status DBImpl::AllocateAhead(const View& base, uint64_t end, bool batch_only) {
   // Only after a transaction's batch: folds and checkpoints are few, and their size is no measure
   // of the commits after them.
   const uint64_t commit_bytes = batch_only ? end - std::min(end, base.end()) : 0;
-  const uint64_t ahead = std::max(options_.allocate_ahead_bytes,
-                                  std::min(format::kAllocateAheadMaxBytes,
-                                           commit_bytes > format::kAllocateAheadMaxBytes / kAllocateAheadCommits
-                                               ? format::kAllocateAheadMaxBytes
-                                               : kAllocateAheadCommits * commit_bytes));
+  const uint64_t scaled = commit_bytes > format::kAllocateAheadMaxBytes / kAllocateAheadCommits
+                              ? format::kAllocateAheadMaxBytes
+                              : kAllocateAheadCommits * commit_bytes;
+  const uint64_t ahead = std::max(options_.allocate_ahead_bytes, scaled);
   uint64_t target = end + ahead;
   constexpr uint64_t kPage = format::kAllocationPageBytes;
   target = std::min(target + (kPage - target % kPage) % kPage, options_.file_size_max_bytes);
