@@ -173,8 +173,8 @@ inline constexpr uint8_t kBatchDelete = 2;
 std::string EncodeBatch(const std::vector<BatchChange>& changes);
 // Decodes a verified batch payload read at record offset `offset`; the views point into `payload`.
 Result<std::vector<BatchChange>> DecodeBatch(uint64_t offset, std::string_view payload);
-// The same into an array on huge pages (large_alloc.h), for a checkpoint an overlay keeps: its
-// array's first touches would cost an open more than decoding it does.
+// The same into an array of large blocks (large_alloc.h), for a checkpoint an overlay keeps: one
+// freed while a handle was open is taken again, its pages already faulted in.
 using LargeBatchChanges = std::vector<BatchChange, LargeAllocator<BatchChange>>;
 Result<LargeBatchChanges> DecodeLargeBatch(uint64_t offset, std::string_view payload);
 

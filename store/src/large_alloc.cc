@@ -1,4 +1,4 @@
-// Large allocations on transparent huge pages (large_alloc.h).
+// Large allocations mapped on their own and kept for reuse (large_alloc.h).
 #include "large_alloc.h"
 
 #include <sys/mman.h>
@@ -31,51 +31,36 @@ constexpr bool kMapLargeBlocks = true;
 
 }  // namespace
 
-size_t TransparentHugePageBytes() {
-  // What one page table of 8-byte entries maps (2 MiB with 4 KiB pages, as on x86-64). Computed,
-  // not read from /sys/kernel/mm/transparent_hugepage/hpage_pmd_size: only posix_file_system.cc
-  // makes file system calls. A kernel without transparent huge pages refuses the advice, and the
-  // memory is a plain anonymous mapping.
-  static const size_t bytes = [] {
-    const long page = ::sysconf(_SC_PAGESIZE);
-    if (page <= 0) return size_t{0};
-    const size_t huge = static_cast<size_t>(page) * (static_cast<size_t>(page) / 8);
-    // Larger huge pages (16 or 64 KiB base pages: 32 or 512 MiB) would round a block up by more
-    // than the faults it saves are worth; such systems fault a tenth as often per byte anyway.
-    return huge <= (size_t{2} << 20) ? huge : size_t{0};
-  }();
-  return bytes;
-}
-
-void* MapHugeAligned(size_t bytes, size_t huge) {
-  if (bytes == 0 || huge == 0 || bytes % huge != 0 || bytes > SIZE_MAX - huge) return nullptr;
-  // Mapped one huge page longer, then trimmed to a huge-page-aligned run of `bytes`: only a range
-  // aligned to a huge page, whole inside its mapping, can be backed by one.
-  void* raw = ::mmap(nullptr, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+void* MapAligned(size_t bytes, size_t unit) {
+  if (bytes == 0 || unit == 0 || bytes % unit != 0 || bytes > SIZE_MAX - unit) return nullptr;
+  // Mapped one unit longer, then trimmed to a unit-aligned run of `bytes`.
+  void* raw = ::mmap(nullptr, bytes + unit, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
   const uintptr_t first = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t start = (first + huge - 1) / huge * huge;
+  const uintptr_t start = (first + unit - 1) / unit * unit;
   if (start > first) ::munmap(raw, start - first);
-  ::munmap(reinterpret_cast<void*>(start + bytes), huge - (start - first));  // never 0 bytes
+  ::munmap(reinterpret_cast<void*>(start + bytes), unit - (start - first));  // never 0 bytes
   void* block = reinterpret_cast<void*>(start);
-  // Advice only: a kernel that has no huge page to give, or has them off, backs it with small pages.
-  (void)::madvise(block, bytes, MADV_HUGEPAGE);
+  // Small pages even where the kernel puts all anonymous memory on huge ones (large_alloc.h: a
+  // fresh huge page cost up to 20 ms to fault in). Advice: a kernel without transparent huge pages
+  // refuses it, and its pages are small anyway.
+  (void)::madvise(block, bytes, MADV_NOHUGEPAGE);
   return block;
 }
 
 namespace {
 
 size_t MappedLength(size_t bytes) {
-  const size_t huge = HugePageBytes();
-  return (bytes + huge - 1) / huge * huge;
+  const size_t unit = LargeBlockUnitBytes();
+  return (bytes + unit - 1) / unit * unit;
 }
 
 }  // namespace
 
-size_t HugePageBytes() { return kMapLargeBlocks ? TransparentHugePageBytes() : 0; }
+size_t LargeBlockUnitBytes() { return kMapLargeBlocks ? kLargeBlockUnitBytes : 0; }
 
 bool LargeBlockIsMapped(size_t bytes) {
-  return bytes >= kLargeBytesMin && HugePageBytes() != 0 && bytes <= SIZE_MAX - 2 * HugePageBytes();
+  return kMapLargeBlocks && bytes >= kLargeBytesMin && bytes <= SIZE_MAX - 2 * kLargeBlockUnitBytes;
 }
 
 namespace {
@@ -185,10 +170,10 @@ KeptBlocks& Kept() {
 LargeBlocksUser::LargeBlocksUser() { Kept().AddUser(); }
 LargeBlocksUser::~LargeBlocksUser() { Kept().RemoveUser(); }
 
-size_t KeptLargeBytes() { return HugePageBytes() == 0 ? 0 : Kept().kept_bytes(); }
+size_t KeptLargeBytes() { return kMapLargeBlocks ? Kept().kept_bytes() : 0; }
 
 void DropKeptLargeBlocks() {
-  if (HugePageBytes() != 0) Kept().Drop(/*wait=*/true);
+  if (kMapLargeBlocks) Kept().Drop(/*wait=*/true);
 }
 
 void* AllocateLarge(size_t bytes) {
@@ -196,7 +181,7 @@ void* AllocateLarge(size_t bytes) {
   if (!LargeBlockIsMapped(bytes)) return ::operator new(bytes);
   const size_t length = MappedLength(bytes);
   if (void* kept = Kept().Take(length)) return kept;
-  void* block = MapHugeAligned(length, HugePageBytes());
+  void* block = MapAligned(length, kLargeBlockUnitBytes);
   if (block == nullptr) throw std::bad_alloc();
   return block;
 }
@@ -225,12 +210,12 @@ void* LargeArena::Allocate(size_t bytes, size_t alignment) {
   const size_t pad = (alignment - reinterpret_cast<uintptr_t>(next_) % alignment) % alignment;
   if (next_ == nullptr || left_ < pad || left_ - pad < bytes) {
     if (bytes > (size_t{1} << 40)) throw std::bad_alloc();  // (so that the doubling below cannot wrap)
-    const size_t huge = HugePageBytes();
+    const size_t unit = LargeBlockUnitBytes();
     size_t chunk_bytes = next_chunk_bytes_;
     while (chunk_bytes < bytes + alignment) chunk_bytes *= 2;
-    // Whole huge pages once a chunk reaches one (a multiple of the huge page: nothing rounded up).
-    const bool large = huge != 0 && chunk_bytes >= huge;
-    if (large) chunk_bytes = (chunk_bytes + huge - 1) / huge * huge;
+    // Whole units once a chunk reaches one (a multiple of the unit: nothing rounded up).
+    const bool large = unit != 0 && chunk_bytes >= unit;
+    if (large) chunk_bytes = (chunk_bytes + unit - 1) / unit * unit;
     if (chunks_.size() == chunks_.capacity()) {  // so that push_back cannot throw once the chunk is taken
       chunks_.reserve(std::max<size_t>(2 * chunks_.capacity(), 8));
     }

@@ -1,35 +1,34 @@
-// Large allocations backed by transparent huge pages where the kernel offers them.
+// Large allocations, mapped on their own and kept for reuse.
 //
 // Opening a database reads its newest checkpoint (up to a few MiB) into memory and decodes it into
-// an array of changes. In a fresh process every page of those buffers is touched for the first
-// time, and on a virtual machine each first touch of a 4 KiB page is a fault the hypervisor takes
-// part in: on the machine dbdb is measured on, reading a 952 KB checkpoint into a new buffer took
-// 3.6-3.7 ms (3.8 us a KiB, most of it faults), and 0.32-0.43 ms into a buffer on a huge page
-// (one fault for 2 MiB). So a block of kLargeBytesMin or more is mapped on its own, aligned to the
-// huge page size (2 MiB with 4 KiB pages) and advised MADV_HUGEPAGE; smaller blocks come from
-// operator new. The same helps a log overlay's arena and sorted array, which grow by doubling
-// while a writer commits.
+// an array of changes; a log overlay's arena and sorted array grow while a writer commits, and are
+// freed and built again at every compaction. In a fresh process every page of those buffers is
+// touched for the first time, and on a virtual machine each first touch is a fault the hypervisor
+// may take part in. So a block of kLargeBytesMin or more is mapped on its own (a whole number of
+// kLargeBlockUnitBytes, 2 MiB, aligned to one), and a freed one is kept for the next block of its
+// mapped length (below), whose pages are then resident already. Smaller blocks come from operator
+// new.
 //
-// Memory: a large block takes whole huge pages once touched, so it holds up to a huge page less
-// one byte more than it asked for (1.75 MiB at most, for a 256 KiB block; huge pages larger than
-// 2 MiB, as with 16 or 64 KiB base pages, are not used). Nothing more when the kernel has no huge
-// page to give, or transparent huge pages are off or absent: then the block is a plain anonymous
-// mapping, its pages touched one by one as before. The blocks that use it are few: four at most a
-// log overlay (a checkpoint's bytes, array and prefixes, and its sorted array), and a read of a
-// large record one while it runs. An arena (LargeArena) takes chunks of whole huge pages, which
-// round nothing up.
+// Small pages: every block is advised MADV_NOHUGEPAGE, so that it is on small pages whatever the
+// kernel's transparent huge page mode. Stops 38 to 51 put these blocks (and the verified-node
+// table, verified_nodes.h) on huge pages, which then faulted in 2 MiB for 0.3-0.4 ms. On the
+// machine dbdb is measured on, a fresh huge page came to cost 10-20 ms in a process that started
+// after the machine had been idle for a few seconds, and 0.25-0.33 ms otherwise: its balloon
+// driver reports free memory to the hypervisor (free page reporting, which hands back free blocks
+// of 2 MiB and up), which must then give each small page of a huge one back at its first touch. A
+// small page cost 1.5-3 us (0.8-1.6 ms for 2 MiB) either way. A 1M-key fill after 8 s idle ran at
+// 333k-668k puts a second with huge pages and 592k-693k without (docs/PERFORMANCE.md, stop 52).
+//
+// Memory: a block takes whole units of address space but only the pages it touches; what
+// is kept counts whole units.
 //
 // Reuse: while a database handle or snapshot is alive, a freed block is kept, not unmapped, for
-// the next block of its mapped length, up to kKeptBytesMax (64 MiB) in all: a handle's log overlay (its arena's chunks and its arrays, tens of
-// MiB at a million keys) is freed at each compaction and built again by the next, and each huge
-// page of a fresh block costs a fault and 2 MiB of zeros written by the kernel, which took 65% of
-// the time a compaction spent building its copied log's overlay in a profile of a 1M-key fill
-// (docs/PERFORMANCE.md, stop 51). So a process holds up to 64 MiB more than it uses while it has
-// a handle or snapshot open, and none once the last is gone.
-//
-// Latency: with the kernel's transparent_hugepage/defrag at "madvise" (a common default), a fault
-// in an advised block may compact memory before it is served: milliseconds, where memory is
-// fragmented. A log overlay takes such faults under its lock, while it applies a commit or merges.
+// the next block of its mapped length, up to kKeptBytesMax (64 MiB) and kKeptBlocksMax blocks in
+// all, the oldest unmapped to make room: a handle's log overlay (its arena's chunks and its arrays,
+// tens of MiB at a million keys) is freed at each compaction and built again by the next, and the
+// kernel zeroing fresh pages took 65% of the time a compaction spent building its copied log's
+// overlay in a profile of a 1M-key fill (docs/PERFORMANCE.md, stop 51). So a process holds up to
+// 64 MiB more than it uses while it has a handle or snapshot open, and none once the last is gone.
 //
 // Under AddressSanitizer every block comes from operator new, so that its overflows are caught.
 #pragma once
@@ -42,6 +41,8 @@
 namespace dbdb {
 
 inline constexpr size_t kLargeBytesMin = size_t{256} << 10;
+// A mapped block's length and alignment are whole multiples of this.
+inline constexpr size_t kLargeBlockUnitBytes = size_t{2} << 20;
 // Freed mapped blocks are kept for reuse, up to this many bytes and blocks in the process.
 inline constexpr size_t kKeptBytesMax = size_t{64} << 20;
 inline constexpr size_t kKeptBlocksMax = 32;
@@ -86,23 +87,19 @@ struct LargeAllocator {
   bool operator==(const LargeAllocator<U>&) const noexcept { return true; }
 };
 
-// The size of a huge page blocks are aligned to (2 MiB with 4 KiB pages), or 0 when large blocks
-// come from operator new (under AddressSanitizer, or where huge pages are larger than 2 MiB).
-size_t HugePageBytes();
+// The unit mapped blocks are made of (kLargeBlockUnitBytes), or 0 when large blocks come from
+// operator new (under AddressSanitizer).
+size_t LargeBlockUnitBytes();
 
-// The size of this machine's transparent huge pages (2 MiB with 4 KiB pages), or 0 where they
-// would be larger than 2 MiB; whether the kernel gives any is its own (advice only).
-size_t TransparentHugePageBytes();
-
-// `bytes` (a multiple of `huge`) of private anonymous memory, zero pages allocated as they are
-// touched, aligned to `huge` and advised onto huge pages; null if the address space is refused
-// (or the sizes are not as required). Unmapped with munmap(block, bytes).
-void* MapHugeAligned(size_t bytes, size_t huge);
+// `bytes` (a multiple of `unit`) of private anonymous memory, zero pages allocated as they are
+// touched, aligned to `unit` and advised MADV_NOHUGEPAGE (above); null if the address space is
+// refused (or the sizes are not as required). Unmapped with munmap(block, bytes).
+void* MapAligned(size_t bytes, size_t unit);
 
 // A bump allocator whose memory is freed all at once, when it is destroyed (a log overlay's keys,
-// values and versions). Its chunks double from 64 KiB: from operator new while smaller than a huge
-// page, then whole huge pages from AllocateLarge (2, 4, then 8 MiB a chunk, kChunkBytesMax), so that
-// no chunk is rounded up to a huge page it does not fill. Not thread-safe.
+// values and versions). Its chunks double from 64 KiB: from operator new while smaller than a unit
+// (kLargeBlockUnitBytes), then whole units from AllocateLarge (2, 4, then 8 MiB a chunk,
+// kChunkBytesMax), so that no chunk is rounded up to a unit it does not fill. Not thread-safe.
 class LargeArena {
  public:
   LargeArena() = default;

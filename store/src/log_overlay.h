@@ -10,15 +10,19 @@
 // holds the lock for one pass over the sorted array, and reads of this overlay wait for it: in the
 // driver below, 9 ms at 514,000 keys and 15 ms at 804,000, and 39 ms at 643,000, where the array
 // doubled its capacity (its new pages faulted in), with the array on small pages; on huge pages
-// (below), the longest merge took 5.8 to 27.1 ms (37 to 48 ms on small pages, alternated runs).
+// (stops 38 to 51), the longest merge took 5.8 to 27.1 ms (37 to 48 ms on small pages, alternated
+// runs, when fresh huge pages were cheap: see below).
 //
 // Memory: an overlay only grows until it is dropped (versions are never removed), so its keys,
 // values and versions come from one arena, freed at once with the overlay: replaying a commit
 // costs a few bump allocations, none per key or value (opening a file replays the whole unfolded
 // tail; docs/FORMAT.md, "Commits, batches and folds"). The arena's chunks from 2 MiB up, the sorted
-// array and a checkpoint's bytes, array and prefixes are on huge pages (large_alloc.h): the driver
-// below took 0.21 to 0.60 s with them there, 0.87 to 1.09 s on small pages, most of the
-// difference first touches of fresh pages. The B-tree's nodes come from the heap.
+// array and a checkpoint's bytes, array and prefixes are large blocks (large_alloc.h): mappings of
+// their own, kept for reuse when freed, on small pages. (From stop 38 to 51 they were on huge
+// pages: the driver below took 0.21 to 0.60 s with them there, 0.87 to 1.09 s on small pages,
+// most of the difference first touches of fresh pages. Since then a fresh huge page came to cost
+// 10 to 20 ms on the machine dbdb is measured on, and a 1M-key fill ran 40% faster on small pages
+// with the freed blocks kept: large_alloc.h.) The B-tree's nodes come from the heap.
 //
 // The keys are indexed in two parts, each key with its first eight bytes beside it (most
 // comparisons are settled without reading the key, a cache miss):
@@ -253,7 +257,7 @@ class LogOverlay {
   uint64_t generation_ = 0;
   uint64_t merges_ = 0;  // GUARDED_BY(mutex_)
   // The checkpoint this overlay was opened at (empty if none): its changes, viewing into its
-  // bytes, at base_txn_id_. Never changed after construction. The three are on huge pages when
+  // bytes, at base_txn_id_. Never changed after construction. The three are large blocks when
   // large (large_alloc.h): an open at a checkpoint touches each of their pages first.
   const ReadBytes base_bytes_;
   const format::LargeBatchChanges base_;

@@ -1,7 +1,7 @@
 // ReadBytes: a buffer for bytes read from the file, never zero-filled first. Opening a 1M-key
 // database reads a 3 MB checkpoint; filling a std::string with zeros before each read of it cost
-// as many instructions as hashing it. A large buffer is on huge pages (large_alloc.h): first
-// touches of small pages cost most of the time an open took to read its checkpoint.
+// as many instructions as hashing it. A large buffer is a large block (large_alloc.h): one
+// freed while a handle was open is taken again, its pages already faulted in.
 #pragma once
 
 #include <cstddef>

@@ -112,14 +112,13 @@ Result<const FileMapping*> TreeFile::MappingCovering(uint64_t end) {
                            std::to_string(length));
   }
   mappings_.push_back(fresh);
-  // The first mapping maps the verified-node table too, on pages its file's size picks
-  // (verified_nodes.h); a later one starts it over: what the older mappings verified is checked
-  // again in this one. Before the mapping is published, so that a reader that sees it sees the
-  // table (acquire, release).
+  // The first mapping maps the verified-node table too (verified_nodes.h); a later one starts it
+  // over: what the older mappings verified is checked again in this one. Before the mapping is
+  // published, so that a reader that sees it sees the table (acquire, release).
   if (verified_.mapped()) {
     verified_.Clear();
   } else {
-    verified_.Map(size);
+    verified_.Map();
   }
   mapping_.store(fresh.get(), std::memory_order_release);
   return fresh.get();

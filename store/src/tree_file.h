@@ -88,9 +88,6 @@ class TreeFile {
   // reads or its WarmTree (a node verified again in a newer mapping counts twice; the nodes of a
   // table AdoptMappings took over count in the TreeFile that verified them, not here).
   uint64_t verified_count() const { return verified_.inserted(); }
-  // Whether the verified-node table went on huge pages (verified_nodes.h: the file's size at its
-  // first mapping picks). REQUIRES: no other thread is mapping this file (tests).
-  bool verified_table_on_huge_pages() const { return verified_.huge_pages(); }
   // Takes over the mappings and the verified-node table of `warmed`, the same file (the same
   // identity) opened under another name: the compacted file opened under its temporary name and
   // warmed (WarmTree) before it was renamed over the database. What `warmed` verified through
@@ -119,7 +116,7 @@ class TreeFile {
   // is checked.
   Result<std::vector<format::BatchChange>> ReadBatch(const format::Commit& commit, ReadBytes* buffer,
                                                      bool checkpoint = false);
-  // ReadBatch of a checkpoint, decoded into an array on huge pages (for the overlay that keeps it).
+  // ReadBatch of a checkpoint, decoded into an array of large blocks (for the overlay that keeps it).
   Result<format::LargeBatchChanges> ReadCheckpoint(const format::Commit& commit, ReadBytes* buffer);
 
   // Ok if the bytes of the commit's body match its body checksum. With `kept`, a body that is
@@ -224,7 +221,7 @@ class TreeFile {
   // The nodes verified in a mapping, so each is checked once per mapping (a new, larger mapping
   // of the file verifies again what it reads: cheap, since it is made only when the file has
   // doubled, and it never trusts bytes it did not check itself). Its table is mapped with the
-  // first mapping of the file, on pages the file's size then picks (verified_nodes.h).
+  // first mapping of the file (verified_nodes.h).
   VerifiedNodes verified_;
 
   std::mutex kept_mutex_;

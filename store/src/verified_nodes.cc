@@ -2,7 +2,6 @@
 #include "verified_nodes.h"
 
 #include "dbdb_assert.h"
-#include "large_alloc.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -30,7 +29,7 @@ VerifiedNodes::VerifiedNodes(uint64_t budget_bytes) {
   }
 }
 
-void VerifiedNodes::Map(uint64_t file_bytes) {
+void VerifiedNodes::Map() {
   static_assert(kWays * kWords * sizeof(uint64_t) == kLineBytes, "a set is one cache line");
   DBDB_ASSERT(!map_called_);  // once
   map_called_ = true;
@@ -45,26 +44,16 @@ void VerifiedNodes::Map(uint64_t file_bytes) {
   // reopen the heap memory the last table freed, and clear all of it first: a millisecond per
   // open at 16 MiB.)
   // No lookup reads a page no insert has written (written_), so each page's first touch is a
-  // write and its only fault. On huge pages for a file at least four times the table's size,
-  // on small pages otherwise (verified_nodes.h). If even the address space is refused, a smaller
-  // table (more nodes verified again), down to none at all (every node verified at every use):
-  // never an exception out of an open.
+  // write and its only fault. On small pages (verified_nodes.h). If even the address space is
+  // refused, a smaller table (more nodes verified again), down to no table at all (every node
+  // verified at every use): never an exception out of an open.
   for (;;) {
     bytes_ = sets_ * kWays * kWords * sizeof(uint64_t);
-    const uint64_t huge = TransparentHugePageBytes();
-    void* memory = nullptr;
-    if (huge != 0 && bytes_ >= huge && file_bytes / kHugeFileRatio >= bytes_) {
-      memory = MapHugeAligned(bytes_, huge);
-      huge_pages_ = memory != nullptr;
-    }
-    if (memory == nullptr) {
-      memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (memory == MAP_FAILED) memory = nullptr;
+    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory != MAP_FAILED) {
       // Small pages even where the kernel puts all anonymous memory on huge ones (advice: a
       // kernel that refuses it loses nothing).
-      if (memory != nullptr) (void)madvise(memory, bytes_, MADV_NOHUGEPAGE);
-    }
-    if (memory != nullptr) {
+      (void)madvise(memory, bytes_, MADV_NOHUGEPAGE);
       const size_t pages = (bytes_ + (size_t{1} << page_shift_) - 1) >> page_shift_;  // at least 1
       written_.reset(new (std::nothrow) std::atomic<uint64_t>[(pages + 63) / 64]());
       if (written_ == nullptr) {
@@ -82,12 +71,10 @@ void VerifiedNodes::Map(uint64_t file_bytes) {
       (void)madvise(memory, bytes_, MADV_DONTDUMP);
       return;
     }
-    huge_pages_ = false;
     if (sets_ * kWays <= kMinSlots) break;
     sets_ /= 2;
     shift_++;
   }
-  huge_pages_ = false;
   sets_ = 0;
   bytes_ = 0;
   table_ = nullptr;
@@ -101,7 +88,6 @@ void VerifiedNodes::Swap(VerifiedNodes& other) {
   std::swap(map_called_, other.map_called_);
   std::swap(page_shift_, other.page_shift_);
   std::swap(written_, other.written_);
-  std::swap(huge_pages_, other.huge_pages_);
   std::swap(sets_, other.sets_);
   std::swap(shift_, other.shift_);
   std::swap(bytes_, other.bytes_);

@@ -22,17 +22,12 @@
 // mapping maps the kernel's zero page, and the insert after it faulted a second time, copied the
 // page and flushed the old entry from every CPU running one of the process's threads.)
 //
-// Pages:
-// - For a file at least four times the table's size when first mapped (a reader that reads a
-//   fraction of its nodes comes to touch most of the table): huge pages, the table aligned to
-//   them and advised MADV_HUGEPAGE (large_alloc.h). A 16 MiB table is then 8 pages, 8 faults
-//   where small pages took 4,096 (each 10 to 15 us on this project's virtual machines: 60 to
-//   90 ms of a reader's first gets on every file a compaction installed). The whole table may
-//   then become resident after a few dozen reads, within the budget (db.h,
-//   Options::node_cache_bytes). Where the kernel gives no huge page (its mode "never", or none
-//   free at the fault), small pages, as below.
-// - Otherwise small pages (MADV_NOHUGEPAGE): a few reads of a small file make a few small pages
-//   resident.
+// Pages: small ones (MADV_NOHUGEPAGE), so a 16 MiB table takes up to 4,096 faults, 1.5 to 3 us each
+// on the machine dbdb is measured on. Stops 44 to 51 put the table of a file four times its size
+// on huge pages (8 faults for 16 MiB); a fresh huge page there came to cost 10 to 20 ms
+// (large_alloc.h), and a reader's first gets after a 1M-key fill spent 96 ms in the faults of
+// its inserts (perf).
+//
 // A file that grows after its first mapping keeps its table's pages (a compaction's new file gets
 // a new table). A forked child's copy of the table starts empty (MADV_WIPEONFORK; an empty table
 // is a valid one), so neither process copies pages on write; no correct program uses a parent's
@@ -59,9 +54,9 @@ class VerifiedNodes {
   VerifiedNodes(const VerifiedNodes&) = delete;
   VerifiedNodes& operator=(const VerifiedNodes&) = delete;
 
-  // Maps the table for a file of `file_bytes`, which picks its pages (above). Once, before any
-  // other thread uses this object (the owner publishes it after, with the file's mapping).
-  void Map(uint64_t file_bytes);
+  // Maps the table. Once, before any other thread uses this object (the owner publishes it after,
+  // with the file's mapping).
+  void Map();
   // Whether Map has run (whether it mapped a table or not).
   bool mapped() const { return map_called_; }
   // The record type verified at `ref` in `mapping` since the last Clear, or 0 if none.
@@ -75,8 +70,6 @@ class VerifiedNodes {
   void Clear() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
   // How many inserts into this object have taken a slot (Swap exchanges the tables, not this).
   uint64_t inserted() const { return inserted_.load(std::memory_order_relaxed); }
-  // Whether the table was advised onto huge pages (the kernel may still give small ones).
-  bool huge_pages() const { return huge_pages_; }
   // How many nodes the table holds at most (0: no table).
   uint64_t capacity() const { return table_ != nullptr ? sets_ * kWays : 0; }
   // Exchanges the two tables and their epochs, not their insert counts (TreeFile::AdoptMappings).
@@ -107,12 +100,9 @@ class VerifiedNodes {
     return uint64_t{ref.length} << 32 | (epoch_.load(std::memory_order_acquire) & 0xFFFFFF) << 8 | type;
   }
 
-  // Huge pages for a file at least this many times the table's size (above).
-  static constexpr uint64_t kHugeFileRatio = 4;
   bool map_called_ = false;
   int page_shift_ = 12;  // log2 of the page size
   std::unique_ptr<std::atomic<uint64_t>[]> written_;  // a bit a page of the table: an insert wrote it
-  bool huge_pages_ = false;
   size_t sets_;   // a power of two
   int shift_;     // 64 - log2(sets_)
   size_t bytes_ = 0;  // of the mapping

@@ -1,6 +1,6 @@
-// Large blocks on transparent huge pages (large_alloc.h): which blocks are mapped on their own,
-// that the kernel was asked for huge pages for them, and that the buffers an open at a checkpoint
-// fills (ReadBytes, the decoded array) are such blocks.
+// Large blocks (large_alloc.h): which blocks are mapped on their own, that they are on small pages
+// (advised MADV_NOHUGEPAGE, never MADV_HUGEPAGE), that freed ones are kept for reuse, and that the
+// buffers an open at a checkpoint fills (ReadBytes, the decoded array) are such blocks.
 #include <gtest/gtest.h>
 
 #include <errno.h>
@@ -40,31 +40,17 @@ constexpr bool kGlibcHeap = false;
 constexpr bool kGlibcHeap = !kAsan;
 #endif
 
-// The huge page size the kernel states (0: none: no transparent huge pages).
-size_t StatedHugePageBytes() {
-  std::ifstream in("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
-  size_t bytes = 0;
-  if (!(in >> bytes)) return 0;
-  return bytes;
-}
-
-// Whether this kernel takes MADV_HUGEPAGE (it refuses it without transparent huge pages), asked
-// as large_alloc.cc asks it, of a fresh anonymous mapping, and seen as the tests see it: in the
-// mapping's flags (a sandbox may return 0 without recording the advice).
-bool AdvisedHuge(const void* p);
-bool KernelTakesHugePageAdvice() {
+// Whether this kernel records MADV_NOHUGEPAGE (it refuses it without transparent huge pages),
+// asked as large_alloc.cc asks it, of a fresh anonymous mapping, and seen as the tests see it: in
+// the mapping's flags (a sandbox may return 0 without recording the advice).
+bool AdvisedSmall(const void* p);
+bool KernelTakesNoHugePageAdvice() {
   const size_t bytes = size_t{4} << 20;
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return false;
-  const bool taken = madvise(p, bytes, MADV_HUGEPAGE) == 0 && AdvisedHuge(p);
+  const bool taken = madvise(p, bytes, MADV_NOHUGEPAGE) == 0 && AdvisedSmall(p);
   munmap(p, bytes);
   return taken;
-}
-
-// The huge page size large_alloc.cc computes: what a page table of 8-byte entries maps.
-size_t ComputedHugePageBytes() {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  return page * (page / 8);
 }
 
 // The VmFlags of the mapping of this process that holds `p` ("" if none does).
@@ -89,22 +75,17 @@ std::string VmFlagsOf(const void* p) {
 }
 
 bool AdvisedHuge(const void* p) { return VmFlagsOf(p).find(" hg") != std::string::npos; }
+bool AdvisedSmall(const void* p) { return VmFlagsOf(p).find(" nh") != std::string::npos; }
 
-// Unless AddressSanitizer wants every block from the heap (or huge pages are larger than 2 MiB), a
-// block of kLargeBytesMin or more is mapped on its own, aligned to a huge page and, where the
-// kernel takes the advice (it has transparent huge pages), advised MADV_HUGEPAGE; smaller ones,
-// and all of them under AddressSanitizer, come from operator new. The size computed is the size
-// the kernel states, where it states one.
-TEST(LargeAlloc, LargeBlocksAreOnAdvisedHugePageMappingsSmallOnesOnTheHeap) {
-  const size_t huge = ComputedHugePageBytes();
-  const size_t stated = StatedHugePageBytes();
-  const bool expect_mapped = !kAsan && huge <= (size_t{2} << 20);
-  const bool expect_advised = expect_mapped && KernelTakesHugePageAdvice();
-  SCOPED_TRACE("huge page bytes " + std::to_string(huge) + ", stated " + std::to_string(stated) +
-               (kAsan ? ", AddressSanitizer" : ""));
-  if (expect_mapped && stated != 0) {
-    EXPECT_EQ(huge, stated);
-  }
+// Unless AddressSanitizer wants every block from the heap, a block of kLargeBytesMin or more is
+// mapped on its own, whole units of kLargeBlockUnitBytes aligned to one, advised MADV_NOHUGEPAGE
+// where the kernel takes the advice (it has transparent huge pages), and never MADV_HUGEPAGE (a
+// fresh huge page cost up to 20 ms to fault in: large_alloc.h); smaller ones, and all of them
+// under AddressSanitizer, come from operator new.
+TEST(LargeAlloc, LargeBlocksAreOnMappingsOfTheirOwnOnSmallPagesSmallOnesOnTheHeap) {
+  const bool expect_mapped = !kAsan;
+  const bool expect_advised = expect_mapped && KernelTakesNoHugePageAdvice();
+  SCOPED_TRACE(kAsan ? "AddressSanitizer" : "");
   for (size_t bytes : {kLargeBytesMin, size_t{1} << 20, (size_t{5} << 20) + 3}) {
     SCOPED_TRACE(bytes);
     EXPECT_EQ(LargeBlockIsMapped(bytes), expect_mapped);
@@ -113,10 +94,11 @@ TEST(LargeAlloc, LargeBlocksAreOnAdvisedHugePageMappingsSmallOnesOnTheHeap) {
     for (size_t i = 0; i < bytes; i += 4096) block[i] = static_cast<unsigned char>(i);
     block[bytes - 1] = 7;
     if (expect_mapped) {
-      EXPECT_EQ(reinterpret_cast<uintptr_t>(block) % huge, 0u);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(block) % kLargeBlockUnitBytes, 0u);
     }
-    EXPECT_EQ(AdvisedHuge(block), expect_advised) << VmFlagsOf(block);
-    EXPECT_EQ(AdvisedHuge(block + bytes - 1), expect_advised) << VmFlagsOf(block + bytes - 1);
+    EXPECT_EQ(AdvisedSmall(block), expect_advised) << VmFlagsOf(block);
+    EXPECT_EQ(AdvisedSmall(block + bytes - 1), expect_advised) << VmFlagsOf(block + bytes - 1);
+    EXPECT_FALSE(AdvisedHuge(block)) << VmFlagsOf(block);
     EXPECT_EQ(block[bytes - 1], 7);
     FreeLarge(block, bytes);
   }
@@ -125,7 +107,7 @@ TEST(LargeAlloc, LargeBlocksAreOnAdvisedHugePageMappingsSmallOnesOnTheHeap) {
   ASSERT_NE(small, nullptr);
   FreeLarge(small, kLargeBytesMin - 1);
   EXPECT_EQ(AllocateLarge(0), nullptr);
-  EXPECT_EQ(HugePageBytes(), expect_mapped ? huge : 0u);
+  EXPECT_EQ(LargeBlockUnitBytes(), expect_mapped ? kLargeBlockUnitBytes : 0u);
 }
 
 // True if no page of [p, p + bytes) is mapped in this process any more.
@@ -136,13 +118,13 @@ bool Unmapped(const void* p, size_t bytes) {
 
 // While a database handle or snapshot (a LargeBlocksUser) is alive, a freed mapped block is kept
 // for the next allocation of its mapped length (a log overlay's arena and arrays are freed and
-// allocated again at every compaction; a fresh block costs a fault and a huge page of zeros each
-// 2 MiB), never handed out for another length; the blocks kept stay within kKeptBytesMax, the
+// allocated again at every compaction; each page of a fresh block costs a fault and a page of
+// zeros), never handed out for another length; the blocks kept stay within kKeptBytesMax, the
 // oldest unmapped first; with no user none is kept, and the last user's end unmaps them all.
 TEST(LargeAlloc, AFreedBlockIsKeptForTheNextOfItsSizeWithinABound) {
-  if (HugePageBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
-  const size_t huge = HugePageBytes();
-  const size_t bytes = 3 * huge / 2;  // two huge pages mapped
+  if (LargeBlockUnitBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
+  const size_t unit = LargeBlockUnitBytes();
+  const size_t bytes = 3 * unit / 2;  // two units mapped
   DropKeptLargeBlocks();              // what earlier tests in this process left
   {
     // No user: freed is unmapped.
@@ -150,30 +132,30 @@ TEST(LargeAlloc, AFreedBlockIsKeptForTheNextOfItsSizeWithinABound) {
     lone[0] = 'l';
     FreeLarge(lone, bytes);
     EXPECT_EQ(KeptLargeBytes(), 0u);
-    EXPECT_TRUE(Unmapped(lone, 2 * huge)) << "kept with no handle or snapshot alive";
+    EXPECT_TRUE(Unmapped(lone, 2 * unit)) << "kept with no handle or snapshot alive";
   }
   auto user = std::make_unique<LargeBlocksUser>();
   auto* a = static_cast<char*>(AllocateLarge(bytes));
   a[0] = 'a';
   FreeLarge(a, bytes);
-  EXPECT_EQ(KeptLargeBytes(), 2 * huge);
-  void* other = AllocateLarge(huge / 2);  // one huge page: not the kept block
+  EXPECT_EQ(KeptLargeBytes(), 2 * unit);
+  void* other = AllocateLarge(unit / 2);  // one unit: not the kept block
   EXPECT_NE(other, a);
-  FreeLarge(other, huge / 2);
+  FreeLarge(other, unit / 2);
   auto* b = static_cast<char*>(AllocateLarge(bytes - 100));  // the same mapped length
   EXPECT_EQ(b, a) << "not reused";
   EXPECT_EQ(b[0], 'a');
   FreeLarge(b, bytes - 100);
   // More than the bound: the oldest are unmapped, the newest kept.
   std::vector<char*> blocks;
-  for (size_t i = 0; i < kKeptBytesMax / (2 * huge) + 8; i++) {
+  for (size_t i = 0; i < kKeptBytesMax / (2 * unit) + 8; i++) {
     blocks.push_back(static_cast<char*>(AllocateLarge(bytes)));
     blocks.back()[0] = 'x';
   }
   for (char* block : blocks) FreeLarge(block, bytes);
   EXPECT_LE(KeptLargeBytes(), kKeptBytesMax);
-  EXPECT_TRUE(Unmapped(blocks.front(), 2 * huge)) << "the oldest kept past the bound";
-  EXPECT_FALSE(Unmapped(blocks.back(), 2 * huge)) << "the newest not kept";
+  EXPECT_TRUE(Unmapped(blocks.front(), 2 * unit)) << "the oldest kept past the bound";
+  EXPECT_FALSE(Unmapped(blocks.back(), 2 * unit)) << "the newest not kept";
   char* big = static_cast<char*>(AllocateLarge(kKeptBytesMax + 1));
   big[0] = 'y';
   FreeLarge(big, kKeptBytesMax + 1);
@@ -182,17 +164,17 @@ TEST(LargeAlloc, AFreedBlockIsKeptForTheNextOfItsSizeWithinABound) {
   // The last user gone: nothing kept.
   user.reset();
   EXPECT_EQ(KeptLargeBytes(), 0u);
-  EXPECT_TRUE(Unmapped(blocks.back(), 2 * huge)) << "kept after the last user";
+  EXPECT_TRUE(Unmapped(blocks.back(), 2 * unit)) << "kept after the last user";
 }
 
 // An array that grows past kLargeBytesMin moves from the heap to a mapped block and keeps its
 // contents on the way.
-TEST(LargeAlloc, AnArrayGrowsFromTheHeapOntoHugePages) {
+TEST(LargeAlloc, AnArrayGrowsFromTheHeapOntoAMappedBlock) {
   std::vector<uint64_t, LargeAllocator<uint64_t>> words;
   for (uint64_t i = 0; i < 300000; i++) words.push_back(i * 7);
   for (uint64_t i = 0; i < words.size(); i++) ASSERT_EQ(words[i], i * 7) << i;
   if (LargeBlockIsMapped(words.capacity() * sizeof(uint64_t))) {
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(words.data()) % HugePageBytes(), 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(words.data()) % kLargeBlockUnitBytes, 0u);
   }
 }
 
@@ -216,11 +198,11 @@ TEST(LargeAlloc, AShrunkBufferFreesTheBlockItAllocated) {
   }
 }
 
-// The arena's chunks: from the heap while smaller than a huge page, then whole huge pages, advised
-// (where the kernel has them); every allocation aligned as asked and inside a chunk.
-TEST(LargeAlloc, AnArenasChunksAreHeapBlocksThenWholeHugePages) {
-  const size_t huge = HugePageBytes();
-  const bool advised = huge != 0 && KernelTakesHugePageAdvice();
+// The arena's chunks: from the heap while smaller than a unit (kLargeBlockUnitBytes), then whole
+// units, on small pages; every allocation aligned as asked and inside a chunk.
+TEST(LargeAlloc, AnArenasChunksAreHeapBlocksThenWholeUnits) {
+  const size_t unit = LargeBlockUnitBytes();
+  const bool advised = unit != 0 && KernelTakesNoHugePageAdvice();
   LargeArena arena;
   size_t chunks_before = 0, allocated = 0;
   std::vector<size_t> chunk_sizes;
@@ -237,34 +219,35 @@ TEST(LargeAlloc, AnArenasChunksAreHeapBlocksThenWholeHugePages) {
       chunks_before = arena.chunk_bytes();
       chunk_sizes.push_back(chunk);
       SCOPED_TRACE("chunk of " + std::to_string(chunk));
-      if (huge != 0 && chunk >= huge) {
-        EXPECT_EQ(chunk % huge, 0u);
-        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % huge, 0u);
-      } else if (huge != 0 && kGlibcHeap) {
+      if (unit != 0 && chunk >= unit) {
+        EXPECT_EQ(chunk % unit, 0u);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % unit, 0u);
+      } else if (unit != 0 && kGlibcHeap) {
         // From the heap, not mapped on its own (glibc's blocks start past a header: never on a
-        // huge page's boundary), where the kernel takes no advice too. (ThreadSanitizer's
+        // unit's boundary), and not advised. (ThreadSanitizer's
         // allocator may hand out a 64 KiB block on one.)
-        EXPECT_NE(reinterpret_cast<uintptr_t>(p) % huge, 0u);
+        EXPECT_NE(reinterpret_cast<uintptr_t>(p) % unit, 0u);
       }
-      EXPECT_EQ(AdvisedHuge(p), advised && chunk >= huge) << VmFlagsOf(p);
+      EXPECT_EQ(AdvisedSmall(p), advised && chunk >= unit) << VmFlagsOf(p);
+      EXPECT_FALSE(AdvisedHuge(p)) << VmFlagsOf(p);
     }
   }
   ASSERT_GE(chunk_sizes.size(), 5u);
   EXPECT_EQ(chunk_sizes.front(), size_t{64} << 10);
   // Doubling chunks: what was taken is at most about twice what was asked for.
-  EXPECT_LE(arena.chunk_bytes(), 2 * allocated + (size_t{64} << 10) + huge);
-  if (huge != 0) {
-    EXPECT_GE(chunk_sizes.back(), huge);
+  EXPECT_LE(arena.chunk_bytes(), 2 * allocated + (size_t{64} << 10) + unit);
+  if (unit != 0) {
+    EXPECT_GE(chunk_sizes.back(), unit);
   }
   // Never more than 8 MiB a chunk: few sizes, which the next arena's chunks take again (below).
   for (size_t chunk : chunk_sizes) EXPECT_LE(chunk, size_t{8} << 20);
 }
 
 // An arena's chunks, freed with it, are what the next arena of about its size is built from (a
-// handle's log overlay is dropped and built again at each compaction): its huge pages are not
+// handle's log overlay is dropped and built again at each compaction): its pages are not
 // faulted in and zeroed again.
 TEST(LargeAlloc, ANewArenaTakesTheChunksTheLastOneFreed) {
-  if (HugePageBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
+  if (LargeBlockUnitBytes() == 0) GTEST_SKIP() << "large blocks come from operator new in this build";
   DropKeptLargeBlocks();
   LargeBlocksUser user;  // as a database handle holds one
   auto fill = [](LargeArena& arena) {
@@ -288,7 +271,7 @@ TEST(LargeAlloc, ANewArenaTakesTheChunksTheLastOneFreed) {
 
 // What an open at a checkpoint allocates: the record's buffer and its decoded array.
 TEST(LargeAlloc, ACheckpointsBufferAndDecodedArrayAreLargeBlocks) {
-  const bool expect_advised = !kAsan && ComputedHugePageBytes() <= (size_t{2} << 20) && KernelTakesHugePageAdvice();
+  const bool expect_advised = !kAsan && KernelTakesNoHugePageAdvice();
   std::vector<format::BatchChange> changes;
   std::vector<std::string> keys;
   for (int i = 0; i < 40000; i++) keys.push_back("key" + std::to_string(100000 + i));
@@ -303,8 +286,8 @@ TEST(LargeAlloc, ACheckpointsBufferAndDecodedArrayAreLargeBlocks) {
   EXPECT_EQ(decoded->back().key, keys.back());
   EXPECT_GE(payload.size(), kLargeBytesMin);
   EXPECT_GE(decoded->capacity() * sizeof(format::BatchChange), kLargeBytesMin);
-  EXPECT_EQ(AdvisedHuge(bytes.view().data()), expect_advised) << VmFlagsOf(bytes.view().data());
-  EXPECT_EQ(AdvisedHuge(decoded->data()), expect_advised) << VmFlagsOf(decoded->data());
+  EXPECT_EQ(AdvisedSmall(bytes.view().data()), expect_advised) << VmFlagsOf(bytes.view().data());
+  EXPECT_EQ(AdvisedSmall(decoded->data()), expect_advised) << VmFlagsOf(decoded->data());
   // A buffer that grows keeps nothing of the old block, and a moved one owns the block.
   bytes.Resize(3 * payload.size());
   bytes.span().back() = 'x';

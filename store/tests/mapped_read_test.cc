@@ -243,43 +243,6 @@ TEST(MappedReads, ANodeDamagedInTheMappingIsCorruptionNeverWrongData) {
   EXPECT_TRUE(scan.status().IsCorruption()) << scan.status().ToString();
 }
 
-// The verified-node table's pages follow the file's size at its first mapping (verified_nodes.h):
-// huge pages for a file at least four times the table's size, small ones for a smaller file. An
-// 8 MiB node cache makes a 2 MiB table, one huge page.
-TEST(MappedReads, TheVerifiedNodeTableOfAFileFourTimesItsSizeIsOnHugePages) {
-  if (TransparentHugePageBytes() != (uint64_t{2} << 20)) GTEST_SKIP() << "no 2 MiB transparent huge pages here";
-  TempDir dir;
-  const std::string small = dir.Path("small"), large = dir.Path("large");
-  Options options;
-  options.create_if_missing = true;
-  for (const auto& [path, keys] : {std::pair{small, 1000}, std::pair{large, 100000}}) {
-    auto db = DB::Open(path, options);
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
-    for (int i = 0; i < keys; i += 1000) {
-      WriteBatch batch;
-      for (int k = i; k < i + 1000; k++) batch.Put(Key(k), std::string(100, 'v'));
-      ASSERT_TRUE((*db)->Write(batch).ok());
-    }
-  }
-  ASSERT_LT(std::filesystem::file_size(small), uint64_t{8} << 20);
-  ASSERT_GE(std::filesystem::file_size(large), uint64_t{8} << 20);
-  auto fs = NewPosixFileSystem();
-  for (const auto& [path, huge] : {std::pair{small, false}, std::pair{large, true}}) {
-    auto tree = TreeFile::Open(*fs, path, /*read_only=*/true, /*cache_bytes=*/uint64_t{8} << 20, /*map_reads=*/true);
-    ASSERT_TRUE(tree.ok()) << tree.status().ToString();
-    auto found = (*tree)->FindNewestCommit((*tree)->file().Size().value(), format::kFileHeaderSizeBytes);
-    ASSERT_TRUE(found.ok() && found->has_value()) << found.status().ToString();
-    // Its first read maps the file, and the table with it.
-    std::atomic<bool> stop{false};
-    NodeRef failed;
-    auto warmed = (*tree)->WarmTree(NodeRef{(*found)->root_offset, (*found)->root_length}, (*found)->tree_height, 1,
-                                    stop, &failed);
-    ASSERT_TRUE(warmed.ok()) << warmed.status().ToString();
-    EXPECT_EQ(*warmed, 1u);
-    EXPECT_EQ((*tree)->verified_table_on_huge_pages(), huge) << path;
-  }
-}
-
 // A new mapping (made when the file outgrew the last) checks again every node it reads: a node
 // verified in the old mapping is not trusted in the new one, whose page may have been read anew.
 TEST(MappedReads, ANewMappingVerifiesAgainWhatItReads) {

@@ -427,7 +427,7 @@ TEST(VerifiedNodes, AnswersOnlyForTheOffsetLengthAndMappingItWasToldUntilCleared
   EXPECT_EQ(verified.capacity(), 0u);
   verified.Insert(ref, a, 2);
   EXPECT_EQ(verified.Find(ref, a), 0) << "trusted before the table was mapped";
-  verified.Map(0);
+  verified.Map();
   EXPECT_TRUE(verified.mapped());
   EXPECT_GT(verified.capacity(), 0u);
   EXPECT_EQ(verified.Find(ref, a), 0);
@@ -463,15 +463,11 @@ uint64_t ThreadFaults() {
 
 // The faults of `nodes` lookups into a fresh table of a 64 MiB budget (512Ki slots of 32 bytes:
 // 16 MiB), each followed by the insert, as ReadNodeView does after verifying a node the table
-// did not hold; `file_bytes` picks its pages.
-struct TableFaults {
-  uint64_t faults;
-  bool huge_pages;
-};
-TableFaults FaultsOfAFreshTable(uint64_t file_bytes, uint64_t nodes) {
+// did not hold.
+uint64_t FaultsOfAFreshTable(uint64_t nodes) {
   constexpr uint64_t kBudget = uint64_t{64} << 20;
   VerifiedNodes verified(kBudget);
-  verified.Map(file_bytes);
+  verified.Map();
   EXPECT_EQ(verified.capacity(), kBudget / 128);
   const FileMapping* a = FakeMapping(0);
   const uint64_t before = ThreadFaults();
@@ -484,7 +480,7 @@ TableFaults FaultsOfAFreshTable(uint64_t file_bytes, uint64_t nodes) {
   const uint64_t taken = ThreadFaults() - before;
   EXPECT_EQ(found, 0u);
   EXPECT_GT(verified.inserted(), nodes / 2);
-  return TableFaults{taken, verified.huge_pages()};
+  return taken;
 }
 
 constexpr uint64_t kTableBytes = uint64_t{16} << 20;  // FaultsOfAFreshTable's
@@ -508,10 +504,11 @@ bool FaultsAreCountedAPageEach(uint64_t page) {
 // verification writes it. In a private anonymous mapping that read maps the zero page and the
 // write faults again, copies it and flushes the old entry from the CPUs of the process's other
 // threads; the table's lookups read no page an insert has not written, so the first touch is the
-// page's only fault (verified_nodes.h). Counted on this thread (its minor faults), for a table on
-// small pages (a file smaller than itself): about one a page, where reading first took two. On
-// x86-64, whose hardware sets a page's dirty bit without a fault, and not under TSan, whose
-// shadow memory faults on the table's writes too.
+// page's only fault (verified_nodes.h). Counted on this thread (its minor faults): about one a
+// small page, where reading first took two, and not one a huge page (the table is advised onto
+// small pages: a fresh huge page cost up to 20 ms to fault in, large_alloc.h). On x86-64, whose
+// hardware sets a page's dirty bit without a fault, and not under TSan, whose shadow memory faults
+// on the table's writes too.
 TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
 #if defined(DBDB_SANITIZER_THREAD) || !defined(__x86_64__)
   GTEST_SKIP() << "counts faults only on x86-64 without TSan";
@@ -521,56 +518,11 @@ TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
   // huge pages whatever the advice, cannot say.
   if (!FaultsAreCountedAPageEach(page)) GTEST_SKIP() << "this thread's faults are not counted a page each";
   const uint64_t pages = kTableBytes / page;
-  // Enough nodes that nearly every page of the table holds a few (the hash spreads them). A file
-  // of one byte: smaller than the table, which is then on small pages.
-  const TableFaults table = FaultsOfAFreshTable(1, 16 * pages * (page / 4096));
-  EXPECT_FALSE(table.huge_pages);
+  // Enough nodes that nearly every page of the table holds a few (the hash spreads them).
+  const uint64_t faults = FaultsOfAFreshTable(16 * pages * (page / 4096));
   // Each page once (an ASan build faults in the table's shadow too: an eighth as many pages).
-  EXPECT_LE(table.faults, pages + pages / 4) << "a page faulted twice: a read mapped the zero page, the insert copied it";
-  EXPECT_GE(table.faults, pages / 2) << "the table was not touched lazily";
-#endif
-}
-
-// A table for a file at least four times its size is on huge pages where the kernel gives them
-// (verified_nodes.h): the same lookups and inserts as above fault about once a huge page, not once
-// a small page, which cost a reader's first gets 60 to 90 ms a compacted file on this project's
-// virtual machines. Skipped where a control as large as the table, written once a small page, is
-// not on huge pages: a kernel without them (or with them off), or too few free now.
-TEST(VerifiedNodes, ATableForAFileFourTimesItsSizeFaultsOnceAHugePage) {
-#if defined(DBDB_SANITIZER_THREAD) || !defined(__x86_64__)
-  GTEST_SKIP() << "counts faults only on x86-64 without TSan";
-#else
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  if (!FaultsAreCountedAPageEach(page)) GTEST_SKIP() << "this thread's faults are not counted a page each";
-  const uint64_t huge = TransparentHugePageBytes();
-  if (huge == 0) GTEST_SKIP() << "no transparent huge pages of at most 2 MiB here";
-  const uint64_t pages = kTableBytes / page;
-#if defined(DBDB_SANITIZER_ADDRESS)
-  const uint64_t bound = pages / 4;  // the table's shadow is on small pages: an eighth of the table's
-#else
-  const uint64_t bound = kTableBytes / huge + 8;
-#endif
-  // The control, then the table, up to three times: another process (or this machine's other
-  // tests) may take the huge pages the control freed before the table asks for them.
-  TableFaults table{};
-  for (int attempt = 0; attempt < 3; attempt++) {
-    void* control = MapHugeAligned(kTableBytes, huge);
-    ASSERT_NE(control, nullptr);
-    const uint64_t before = ThreadFaults();
-    for (uint64_t i = 0; i < kTableBytes; i += page) static_cast<volatile char*>(control)[i] = 1;
-    const uint64_t taken = ThreadFaults() - before;
-    munmap(control, kTableBytes);
-    if (taken > bound) {
-      GTEST_SKIP() << "no huge pages for this process now (a control of " << pages << " small pages faulted " << taken
-                   << " times)";
-    }
-    table = FaultsOfAFreshTable(4 * kTableBytes, 16 * pages * (page / 4096));
-    if (table.faults <= bound) break;
-  }
-  EXPECT_TRUE(table.huge_pages) << "a table for a file four times its size is on small pages";
-  EXPECT_LE(table.faults, bound) << "the table is on small pages (" << pages << " of them), three times";
-  // A file a byte short of four times: small pages.
-  EXPECT_FALSE(FaultsOfAFreshTable(4 * kTableBytes - 1, 1).huge_pages);
+  EXPECT_LE(faults, pages + pages / 4) << "a page faulted twice: a read mapped the zero page, the insert copied it";
+  EXPECT_GE(faults, pages / 2) << "the table was not touched lazily, or is on huge pages";
 #endif
 }
 
@@ -590,7 +542,7 @@ TEST(VerifiedNodes, InsertsRacingIntoAnUnwrittenSlotNeverMixTwoNodes) {
   }
   {
     VerifiedNodes verified(0);
-    verified.Map(0);
+    verified.Map();
     ASSERT_EQ(verified.capacity(), 4096u);
     for (uint64_t offset : same) verified.Insert(NodeRef{offset, 100}, a, 1);
     int held = 0;
@@ -600,7 +552,7 @@ TEST(VerifiedNodes, InsertsRacingIntoAnUnwrittenSlotNeverMixTwoNodes) {
   int both_tried = 0;
   for (int round = 0; round < 2000; round++) {
     VerifiedNodes verified(0);
-    verified.Map(0);
+    verified.Map();
     std::atomic<int> ready{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < 2; t++) {
@@ -626,7 +578,7 @@ TEST(VerifiedNodes, InsertsRacingIntoAnUnwrittenSlotNeverMixTwoNodes) {
 // never see a slot half written.
 TEST(VerifiedNodes, ReadersRacingWritersNeverSeeAWrongAnswer) {
   VerifiedNodes verified(0);  // the smallest table: every slot contended
-  verified.Map(0);
+  verified.Map();
   const FileMapping* a = FakeMapping(0);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> wrong{0};

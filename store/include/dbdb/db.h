@@ -79,9 +79,8 @@ struct Options {
   uint32_t node_size_target_bytes = 4096;          // B+tree nodes are split at about this size
   // Per open file: the node cache (the writer's, and reads without a mapping), and a quarter of it
   // (at most 128 MiB) of address space for the table of which mapped nodes were verified, of
-  // which only the parts used become resident (32 bytes a node): in 4 KiB pages, or in 2 MiB
-  // transparent huge pages where the kernel has them and the file was at least four times the
-  // table's size when first mapped (most of the table then comes to be used).
+  // which only the parts used become resident (32 bytes a node), on small pages (never huge
+  // ones: see overlay_merge_keys).
   uint64_t node_cache_bytes = 64 * 1024 * 1024;
   // Readers search the tree's nodes in place through a read-only shared mapping of the file
   // (mmap), each node's checksum and structure verified once per mapping before its first use. A
@@ -103,8 +102,10 @@ struct Options {
   // A handle indexes those batches in memory: the keys changed most recently in a small B-tree,
   // merged into a sorted array (one sequential pass, during which reads of the handle wait) once
   // the tree holds this many keys or a quarter as many as the array, whichever is more. (Its large
-  // blocks, from 256 KiB up, are on huge pages where the kernel has them; freed ones are kept for
-  // reuse, up to 64 MiB per process, until the process exits.) At a
+  // blocks, from 256 KiB up, are mappings of their own, advised onto small pages whatever the
+  // kernel's transparent huge page mode (a fresh huge page cost up to 20 ms to fault in on the
+  // machine dbdb is measured on); freed ones are kept for reuse, up to 64 MiB per process, while a
+  // handle or snapshot is open.) At a
   // million keys that took about half the time of one B-tree of every key, and about as long for
   // any value from 2,048 up (store/src/log_overlay.h). Tests set it low to exercise the merges.
   // At least 1.
