@@ -175,6 +175,9 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
         })) {
       return file_->MapFault(ref.offset);
     }
+    if (height == 1 && node.owner == nullptr) {
+      DBDB_ASSIGN_OR_RETURN(node, OwnLeaf(ref, node.view));
+    }
     stack_.push_back(Level{std::move(node), ref, index, count});
     ref = child;
   }
@@ -190,39 +193,22 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
   return Status::Ok();
 }
 
+Result<TreeFile::NodeHandle> TreeIterator::OwnLeaf(NodeRef ref, const NodeView& mapped) {
+  std::shared_ptr<std::string> copy = leaf_copy_.use_count() == 1 ? leaf_copy_ : std::make_shared<std::string>();
+  // Sized before the guarded read (a fault abandons it: nothing in there may allocate). The old
+  // leaf's entries viewed from key_ and value_ are overwritten: the iterator has moved.
+  if (copy->size() < mapped.size()) copy->resize(mapped.size());
+  if (!ReadMapped([&] { std::memcpy(copy->data(), mapped.data(), mapped.size()); })) {
+    return file_->MapFault(ref.offset);
+  }
+  leaf_copy_ = copy;
+  return TreeFile::NodeHandle{NodeView(copy->data(), mapped.size(), /*leaf=*/true), std::move(copy)};
+}
+
 Status TreeIterator::LoadEntry() {
+  // In memory the iterator holds (with the leaf, until it moves): viewed, not copied.
   const Level& leaf = stack_.back();
-  if (leaf.node.owner != nullptr) {
-    // In memory the iterator holds (with the leaf, until it moves): viewed, not copied.
-    leaf.node.view.KeyValue(leaf.index, &key_, &value_);
-    return Status::Ok();
-  }
-  std::string_view key, value;
-  bool copied = false;
-  // One guarded read when the copies have room already (a scan's usual case): assigning within
-  // the capacity never allocates, so an abandoned read leaves them whole, only stale.
-  if (!ReadMapped([&] {
-        leaf.node.view.KeyValue(leaf.index, &key, &value);
-        if (key.size() <= key_copy_.capacity() && value.size() <= value_copy_.capacity()) {
-          key_copy_.assign(key.data(), key.size());
-          value_copy_.assign(value.data(), value.size());
-          copied = true;
-        }
-      })) {
-    return file_->MapFault(leaf.ref.offset);
-  }
-  if (!copied) {
-    key_copy_.resize(key.size());  // allocated before the copy
-    value_copy_.resize(value.size());
-    if (!ReadMapped([&] {
-          key.copy(key_copy_.data(), key.size());
-          value.copy(value_copy_.data(), value.size());
-        })) {
-      return file_->MapFault(leaf.ref.offset);
-    }
-  }
-  key_ = key_copy_;
-  value_ = value_copy_;
+  leaf.node.view.KeyValue(leaf.index, &key_, &value_);
   return Status::Ok();
 }
 

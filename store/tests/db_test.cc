@@ -222,35 +222,50 @@ TEST(DB, IterationAndScansAreOrdered) {
   EXPECT_TRUE((*snapshot)->Scan(ScanRange{"d", std::nullopt, 100})->empty());
 }
 
-// An iterator sought to its own key() finds that key, when key() views a leaf the iterator holds
-// in memory (read without a mapping, through a node cache too small to keep it): the leaf lives
-// until the new descent is done. (Under AddressSanitizer a read of the freed leaf fails.)
+// An iterator sought to its own key(), or to a key its value() names in another leaf, finds that
+// key, when key() and value() view a leaf the iterator holds in memory: read without a mapping,
+// through a node cache too small to keep it (the leaf lives until the new descent is done; under
+// AddressSanitizer a read of the freed leaf fails), or its copy of a mapped leaf.
 TEST(DB, AnIteratorSoughtToItsOwnKeyFindsIt) {
-  TempDir dir;
-  Options options;
-  options.create_if_missing = true;
-  options.mmap_reads = false;
-  options.node_cache_bytes = 0;
-  options.node_size_target_bytes = 512;
-  options.key_size_max_bytes = 128;
-  options.fold_threshold_bytes = 0;
-  auto opened = DB::Open(dir.Path("db"), options);
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  auto& db = *opened;
-  auto txn = db->BeginWrite();
-  for (int i = 0; i < 2000; i++) ASSERT_TRUE((*txn)->Put("key" + std::to_string(10000 + i), "v").ok());
-  ASSERT_TRUE((*txn)->Commit().ok());
-  auto snapshot = db->GetSnapshot();
-  ASSERT_TRUE(snapshot.ok());
-  auto it = (*snapshot)->NewIterator();
-  ASSERT_TRUE(it->SeekToFirst().ok());
-  for (int i = 0; i < 2000; i += 7) {
-    ASSERT_TRUE(it->Valid());
-    const std::string want(it->key());
-    ASSERT_TRUE(it->Seek(it->key()).ok());
-    ASSERT_TRUE(it->Valid());
-    EXPECT_EQ(it->key(), want);
-    for (int step = 0; step < 7 && it->Valid(); step++) ASSERT_TRUE(it->Next().ok());
+  for (bool mapped : {false, true}) {
+    SCOPED_TRACE(mapped ? "mapped" : "read into memory");
+    TempDir dir;
+    Options options;
+    options.create_if_missing = true;
+    options.mmap_reads = mapped;
+    options.node_cache_bytes = 0;
+    options.node_size_target_bytes = 512;
+    options.key_size_max_bytes = 128;
+    options.fold_threshold_bytes = 0;
+    auto opened = DB::Open(dir.Path("db"), options);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    auto& db = *opened;
+    auto txn = db->BeginWrite();
+    // Each value names the key 500 on (in another leaf), or past the last.
+    for (int i = 0; i < 2000; i++) ASSERT_TRUE((*txn)->Put("key" + std::to_string(10000 + i), "key" + std::to_string(10500 + i)).ok());
+    ASSERT_TRUE((*txn)->Commit().ok());
+    auto snapshot = db->GetSnapshot();
+    ASSERT_TRUE(snapshot.ok());
+    auto it = (*snapshot)->NewIterator();
+    ASSERT_TRUE(it->SeekToFirst().ok());
+    for (int i = 0; i < 2000; i += 7) {
+      ASSERT_TRUE(it->Valid());
+      const std::string want(it->key());
+      ASSERT_TRUE(it->Seek(it->key()).ok());
+      ASSERT_TRUE(it->Valid());
+      EXPECT_EQ(it->key(), want);
+      for (int step = 0; step < 7 && it->Valid(); step++) ASSERT_TRUE(it->Next().ok());
+    }
+    auto other = (*snapshot)->NewIterator();
+    for (int i = 0; i < 1500; i += 101) {
+      ASSERT_TRUE(other->Seek("key" + std::to_string(10000 + i)).ok());
+      ASSERT_TRUE(other->Valid());
+      const std::string want(other->value());
+      ASSERT_TRUE(other->Seek(other->value()).ok());
+      ASSERT_TRUE(other->Valid());
+      EXPECT_EQ(other->key(), want);
+      EXPECT_EQ(other->value(), "key" + std::to_string(11000 + i));
+    }
   }
 }
 
