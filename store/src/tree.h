@@ -76,8 +76,7 @@ class TreeIterator {
   TreeFile::NodeUse use_;
   std::vector<Level> stack_;
   std::string_view key_, value_;
-  // The last leaf OwnLeaf copied, taken again for the next once no level holds it (a Seek that
-  // holds the old path meanwhile gets a new one).
+  // OwnLeaf's copy of the mapped leaf the iterator stands in.
   std::shared_ptr<std::string> leaf_copy_;
 };
 

@@ -194,15 +194,16 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
 }
 
 Result<TreeFile::NodeHandle> TreeIterator::OwnLeaf(NodeRef ref, const NodeView& mapped) {
-  std::shared_ptr<std::string> copy = leaf_copy_.use_count() == 1 ? leaf_copy_ : std::make_shared<std::string>();
-  // Sized before the guarded read (a fault abandons it: nothing in there may allocate). The old
-  // leaf's entries viewed from key_ and value_ are overwritten: the iterator has moved.
-  if (copy->size() < mapped.size()) copy->resize(mapped.size());
-  if (!ReadMapped([&] { std::memcpy(copy->data(), mapped.data(), mapped.size()); })) {
+  // One buffer for the iterator's life, written over by each leaf it enters. Whatever viewed the
+  // last leaf (key_, value_, a Seek's key) is done with it: the iterator has moved, and a descent
+  // has searched the leaf for its key before it copies the leaf here.
+  if (leaf_copy_ == nullptr) leaf_copy_ = std::make_shared<std::string>();
+  // Sized before the guarded read (a fault abandons it: nothing in there may allocate).
+  if (leaf_copy_->size() < mapped.size()) leaf_copy_->resize(mapped.size());
+  if (!ReadMapped([&] { std::memcpy(leaf_copy_->data(), mapped.data(), mapped.size()); })) {
     return file_->MapFault(ref.offset);
   }
-  leaf_copy_ = copy;
-  return TreeFile::NodeHandle{NodeView(copy->data(), mapped.size(), /*leaf=*/true), std::move(copy)};
+  return TreeFile::NodeHandle{NodeView(leaf_copy_->data(), mapped.size(), /*leaf=*/true), leaf_copy_};
 }
 
 Status TreeIterator::LoadEntry() {
