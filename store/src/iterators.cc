@@ -91,7 +91,7 @@ class MergedIterator final : public Iterator {
   }
   Status Seek(std::string_view key) override {
     // The changes first, the base last: `key` may be this iterator's own key(), a view into a leaf
-    // the base holds, which the base's Seek keeps alive only until it returns.
+    // the base holds, which the base's Seek may free or write over once it has searched for it.
     changes_->Seek(key);
     return Settle(base_->Seek(key));
   }

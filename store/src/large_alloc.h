@@ -17,10 +17,14 @@
 // driver reports free memory to the hypervisor (free page reporting, which hands back free blocks
 // of 2 MiB and up), which must then give each small page of a huge one back at its first touch. A
 // small page cost 1.5-3 us (0.8-1.6 ms for 2 MiB) either way. A 1M-key fill after 8 s idle ran at
-// 333k-668k puts a second with huge pages and 592k-693k without (docs/PERFORMANCE.md, stop 52).
+// 402k-570k puts a second with huge pages and 601k-702k with this advice (four alternations;
+// docs/PERFORMANCE.md, stop 52).
 //
 // Memory: a block takes whole units of address space but only the pages it touches; what
-// is kept counts whole units.
+// is kept counts whole units. (Blocks are still aligned to a unit, which only huge pages needed:
+// it costs a fresh block two munmap calls to trim its mapping. Until stop 52, systems whose huge
+// pages are larger than 2 MiB, with 16 or 64 KiB base pages, took large blocks from operator new;
+// now they are mapped and kept there too.)
 //
 // Reuse: while a database handle or snapshot is alive, a freed block is kept, not unmapped, for
 // the next block of its mapped length, up to kKeptBytesMax (64 MiB) and kKeptBlocksMax blocks in

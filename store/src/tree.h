@@ -40,8 +40,9 @@ Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key,
 
 // Ordered iteration over one tree. Holds the nodes on its path (and the file), so it stays valid
 // while the database moves on; key() and value() are valid until it moves, and never views into a
-// mapping: copies of a mapped leaf's entry, or views into a leaf the iterator holds in memory (a
-// cached node, or a one-pass read's copy: TreeFile::NodeUse).
+// mapping: views into a leaf the iterator holds in memory (its copy of a mapped leaf, written over
+// by the next leaf it enters; a cached node; or a one-pass read's copy: TreeFile::NodeUse), or
+// copies of a mapped leaf's entry (in the leaf a Seek landed in).
 class TreeIterator {
  public:
   // use: kOnePass for a walk that reads each node once (TreeFile::NodeUse).
@@ -64,18 +65,27 @@ class TreeIterator {
     uint32_t index;
     uint32_t count;
   };
-  Status Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost);
+  // scanning: the leaf is one a scan goes on into (Next's, once kScanSteps entries were read since
+  // the last Seek), or the first of the tree (a Seek to the first key): a mapped one is copied
+  // whole (OwnLeaf). Else (a Seek, or a few steps after one) its entries are copied one by one
+  // as they are read.
+  Status Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost, bool scanning);
   // A mapped leaf copied whole, under one guarded read, into memory the iterator owns, whose
-  // entries are then read as plain memory (a guarded read and two copies an entry took 40% of a
-  // scan's instructions).
+  // entries are then read as plain memory: a guarded read and two copies an entry took 40% of a
+  // full scan's instructions, and a scan of a million keys ran 1.18 times as fast. Not after a
+  // Seek elsewhere: copying 4 KiB where a few entries are read made a Seek and the 9 entries after
+  // it 12% slower, and a Seek alone 4% (docs/PERFORMANCE.md, stop 52).
   Result<TreeFile::NodeHandle> OwnLeaf(NodeRef ref, const NodeView& mapped);
-  Status LoadEntry();         // points key_ and value_ at the current leaf entry
+  static constexpr uint32_t kScanSteps = 16;
+  Status LoadEntry();         // points key_ and value_ at the current leaf entry (copied if mapped)
   Status Settle(Status s);    // an error leaves the iterator invalid
   std::shared_ptr<TreeFile> file_;
   TreeRoot root_;
   TreeFile::NodeUse use_;
   std::vector<Level> stack_;
   std::string_view key_, value_;
+  std::string key_copy_, value_copy_;  // a mapped leaf's entry
+  uint32_t steps_ = 0;                  // Next calls since the last Seek, up to kScanSteps
   // OwnLeaf's copy of the mapped leaf the iterator stands in.
   std::shared_ptr<std::string> leaf_copy_;
 };

@@ -162,7 +162,7 @@ Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key,
 // ---------------------------------------------------------------------------------------------
 // TreeIterator
 
-Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost) {
+Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost, bool scanning) {
   for (; height > 0; height--) {
     DBDB_ASSIGN_OR_RETURN(auto node, file_->ReadNodeView(ref, use_));
     if (node.view.is_leaf() != (height == 1)) return WrongNodeKind(ref, height);
@@ -175,7 +175,7 @@ Status TreeIterator::Descend(NodeRef ref, uint32_t height, std::string_view key,
         })) {
       return file_->MapFault(ref.offset);
     }
-    if (height == 1 && node.owner == nullptr) {
+    if (height == 1 && scanning && node.owner == nullptr) {
       DBDB_ASSIGN_OR_RETURN(node, OwnLeaf(ref, node.view));
     }
     stack_.push_back(Level{std::move(node), ref, index, count});
@@ -207,9 +207,39 @@ Result<TreeFile::NodeHandle> TreeIterator::OwnLeaf(NodeRef ref, const NodeView& 
 }
 
 Status TreeIterator::LoadEntry() {
-  // In memory the iterator holds (with the leaf, until it moves): viewed, not copied.
   const Level& leaf = stack_.back();
-  leaf.node.view.KeyValue(leaf.index, &key_, &value_);
+  if (leaf.node.owner != nullptr) {
+    // In memory the iterator holds (with the leaf, until it moves): viewed, not copied.
+    leaf.node.view.KeyValue(leaf.index, &key_, &value_);
+    return Status::Ok();
+  }
+  // In the mapping (a leaf a Seek landed in): each entry copied out under the guard.
+  std::string_view key, value;
+  bool copied = false;
+  // One guarded read when the copies have room already (the usual case): assigning within the
+  // capacity never allocates, so an abandoned read leaves them whole, only stale.
+  if (!ReadMapped([&] {
+        leaf.node.view.KeyValue(leaf.index, &key, &value);
+        if (key.size() <= key_copy_.capacity() && value.size() <= value_copy_.capacity()) {
+          key_copy_.assign(key.data(), key.size());
+          value_copy_.assign(value.data(), value.size());
+          copied = true;
+        }
+      })) {
+    return file_->MapFault(leaf.ref.offset);
+  }
+  if (!copied) {
+    key_copy_.resize(key.size());  // allocated before the copy
+    value_copy_.resize(value.size());
+    if (!ReadMapped([&] {
+          key.copy(key_copy_.data(), key.size());
+          value.copy(value_copy_.data(), value.size());
+        })) {
+      return file_->MapFault(leaf.ref.offset);
+    }
+  }
+  key_ = key_copy_;
+  value_ = value_copy_;
   return Status::Ok();
 }
 
@@ -219,12 +249,16 @@ Status TreeIterator::Settle(Status s) {
 }
 
 Status TreeIterator::Seek(std::string_view key) {
-  // The path held so far lives until the descent is done: `key` may be this iterator's own key(),
-  // a view into a leaf it holds (Seek(key()) through the public Iterator).
+  // `key` may be this iterator's own key() or value(), a view into a leaf it holds (Seek(key())
+  // through the public Iterator). A cached leaf is kept alive by the path held here until the
+  // descent is done; the copy of a mapped leaf (OwnLeaf) is written over by the new leaf, but only
+  // after the descent has searched that leaf for `key`, its last use.
   std::vector<Level> held;
   held.swap(stack_);
   if (root_.height == 0) return Status::Ok();
-  DBDB_RETURN_IF_ERROR(Settle(Descend(root_.ref, root_.height, key, false)));
+  // A Seek to the first key starts a scan; a Seek elsewhere may read a few entries only.
+  steps_ = key.empty() ? kScanSteps : 0;
+  DBDB_RETURN_IF_ERROR(Settle(Descend(root_.ref, root_.height, key, false, /*scanning=*/key.empty())));
   // The leaf may hold only smaller keys: move on to the next leaf.
   if (stack_.back().index >= stack_.back().count) {
     stack_.back().index = stack_.back().count - 1;  // leaves are never empty
@@ -235,6 +269,7 @@ Status TreeIterator::Seek(std::string_view key) {
 
 Status TreeIterator::Next() {
   assert(Valid());
+  if (steps_ < kScanSteps) steps_++;
   if (++stack_.back().index < stack_.back().count) return Settle(LoadEntry());
   // Climb to the first ancestor with a next child, then descend to its leftmost leaf.
   stack_.pop_back();
@@ -247,7 +282,7 @@ Status TreeIterator::Next() {
     return Settle(file_->MapFault(level.ref.offset));
   }
   uint32_t height = root_.height - static_cast<uint32_t>(stack_.size());
-  DBDB_RETURN_IF_ERROR(Settle(Descend(child, height, std::string_view(), true)));
+  DBDB_RETURN_IF_ERROR(Settle(Descend(child, height, std::string_view(), true, /*scanning=*/steps_ >= kScanSteps)));
   return Settle(LoadEntry());
 }
 

@@ -21,7 +21,6 @@
 #include <utility>
 
 #include "dbdb/db.h"
-#include "large_alloc.h"
 #include "test_util.h"
 #include "tree_file.h"
 
@@ -193,10 +192,11 @@ TEST(MappedReads, APageTheDiskCannotDeliverIsAnIOErrorNotACrashAndNotSticky) {
   EXPECT_TRUE(db->Put("another", "commit").ok()) << "a failed read does not fail the handle";
 }
 
-// An iterator copies each mapped leaf out whole under the fault guard as it enters it, and reads
-// the leaf's entries from its copy: once the file's pages stop being deliverable, the steps within
-// the leaf it stands in still give its entries, and the step into the next leaf is an IOError,
-// not a crash.
+// A scan's iterator copies each mapped leaf out whole under the fault guard as it enters it, and
+// reads the leaf's entries from its copy: once the file's pages stop being deliverable, the steps
+// within the leaf it stands in still give its entries, and the step into the next leaf is an
+// IOError, not a crash. After a Seek to a key (not the first), the leaf's entries are copied out
+// one by one under the guard: the next step is the IOError.
 TEST(MappedReads, AnIteratorsNextLeafThatIsNotReadableIsAnIOError) {
   TempDir dir;
   const std::string path = dir.Path("db"), side = dir.Path("side");
@@ -224,6 +224,16 @@ TEST(MappedReads, AnIteratorsNextLeafThatIsNotReadableIsAnIOError) {
   EXPECT_NE(s.ToString().find("SIGBUS"), std::string::npos) << s.ToString();
   EXPECT_FALSE(it->Valid());
   WriteAll(side, bytes);
+  auto sought = (*snapshot)->NewIterator();
+  ASSERT_TRUE(sought->Seek(Key(0)).ok());
+  ASSERT_TRUE(sought->Valid());
+  EXPECT_EQ(sought->key(), Key(0));
+  ASSERT_EQ(::truncate(side.c_str(), 0), 0);
+  s = sought->Next();
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_NE(s.ToString().find("SIGBUS"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(sought->Valid());
+  WriteAll(side, bytes);
   auto again = (*snapshot)->NewIterator();
   ASSERT_TRUE(again->SeekToFirst().ok());
   ASSERT_TRUE(again->Next().ok());
@@ -233,9 +243,12 @@ TEST(MappedReads, AnIteratorsNextLeafThatIsNotReadableIsAnIOError) {
 
 // An iterator's copy of a leaf it enters is a guarded read too: a page that faults under the tail
 // of a leaf whose first bytes (its count, which the descent reads) lie on the page before is an
-// IOError naming that leaf, not a crash. One page in the middle of the file (leaves only: the
-// tree's internal nodes follow its leaves) is made to fault after a first scan verified every
-// node (so that no verification reads it first).
+// IOError naming that leaf, not a crash. One page of the file's first three quarters (leaves:
+// the tree's internal nodes follow them) is made to fault after a scan verified every node in the
+// current mapping (so that no verification reads it first). A page at whose first byte a node
+// starts is read first by the descent (the IOError then names a node at that byte): the next page
+// is tried, each after a scan that maps the file again (the fault dropped the mapping) and
+// verifies every node in the new mapping.
 TEST(MappedReads, AnIteratorsCopyOfALeafThatFaultsIsAnIOError) {
   TempDir dir;
   const std::string path = dir.Path("db"), side = dir.Path("side");
@@ -249,37 +262,36 @@ TEST(MappedReads, AnIteratorsCopyOfALeafThatFaultsIsAnIOError) {
   ASSERT_TRUE(db.ok()) << db.status().ToString();
   auto snapshot = (*db)->GetSnapshot();
   ASSERT_TRUE(snapshot.ok());
-  auto all = (*snapshot)->Scan(ScanRange{});
-  ASSERT_TRUE(all.ok()) << all.status().ToString();
-  ASSERT_EQ(all->size(), static_cast<size_t>(kKeys));
-  ASSERT_FALSE(regions->empty());
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  // A page a quarter into the file. (Should a node start exactly at its first byte, the faulting
-  // read would be that node's count, in the descent, and the check of the node named below fails.)
-  const uint64_t faulting = bytes.size() / 4 / page * page;
-  ASSERT_GT(faulting, 0u);
-  SetPageFaulting(regions->back().first, side, faulting, /*restore=*/false);
-  auto it = (*snapshot)->NewIterator();
-  Status s = it->SeekToFirst();
-  int seen = 0;
-  while (s.ok() && it->Valid()) {
-    ASSERT_EQ(it->key(), Key(seen));
-    seen++;
-    s = it->Next();
+  bool named_a_leaf_before = false;
+  for (uint64_t faulting = page; faulting < bytes.size() * 3 / 4 && !named_a_leaf_before; faulting += page) {
+    SCOPED_TRACE("page at " + std::to_string(faulting));
+    auto all = (*snapshot)->Scan(ScanRange{});  // maps the file (again) and verifies every node there
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    ASSERT_EQ(all->size(), static_cast<size_t>(kKeys));
+    ASSERT_FALSE(regions->empty());
+    char* const region = regions->back().first;
+    SetPageFaulting(region, side, faulting, /*restore=*/false);
+    auto it = (*snapshot)->NewIterator();
+    Status s = it->SeekToFirst();
+    int seen = 0;
+    while (s.ok() && it->Valid()) {
+      ASSERT_EQ(it->key(), Key(seen));
+      seen++;
+      s = it->Next();
+    }
+    ASSERT_TRUE(s.IsIOError()) << s.ToString();
+    EXPECT_NE(s.ToString().find("SIGBUS"), std::string::npos) << s.ToString();
+    EXPECT_FALSE(it->Valid());
+    const size_t at = s.ToString().find("at offset ");
+    ASSERT_NE(at, std::string::npos) << s.ToString();
+    const uint64_t node = std::stoull(s.ToString().substr(at + 10));
+    EXPECT_LE(node, faulting) << s.ToString();
+    EXPECT_GT(node + 2 * options.node_size_target_bytes, faulting) << s.ToString();
+    named_a_leaf_before = node < faulting;
+    SetPageFaulting(region, side, faulting, /*restore=*/true);
   }
-  EXPECT_TRUE(s.IsIOError()) << s.ToString();
-  EXPECT_NE(s.ToString().find("SIGBUS"), std::string::npos) << s.ToString();
-  EXPECT_FALSE(it->Valid());
-  // The node named is the leaf that runs into the faulting page from the one before.
-  const size_t at = s.ToString().find("at offset ");
-  ASSERT_NE(at, std::string::npos) << s.ToString();
-  const uint64_t node = std::stoull(s.ToString().substr(at + 10));
-  EXPECT_LT(node, faulting) << s.ToString();
-  EXPECT_GT(node + 2 * options.node_size_target_bytes, faulting) << s.ToString();
-  SetPageFaulting(regions->back().first, side, faulting, /*restore=*/true);
-  auto again = (*snapshot)->Scan(ScanRange{});
-  ASSERT_TRUE(again.ok()) << again.status().ToString();
-  EXPECT_EQ(again->size(), static_cast<size_t>(kKeys));
+  EXPECT_TRUE(named_a_leaf_before) << "no page of the leaves began inside a leaf";
 }
 
 // Compaction's walk copies each node out of the mapping under the fault guard before it verifies
