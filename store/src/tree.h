@@ -42,7 +42,8 @@ Result<bool> TreeGet(TreeFile& file, const TreeRoot& root, std::string_view key,
 // while the database moves on; key() and value() are valid until it moves, and never views into a
 // mapping: views into a leaf the iterator holds in memory (its copy of a mapped leaf, written over
 // by the next leaf it enters; a cached node; or a one-pass read's copy: TreeFile::NodeUse), or
-// copies of a mapped leaf's entry (in the leaf a Seek landed in).
+// copies of a mapped leaf's entry (in the leaf a Seek landed in, and those Next enters within
+// kScanSteps steps of it).
 class TreeIterator {
  public:
   // use: kOnePass for a walk that reads each node once (TreeFile::NodeUse).
@@ -65,8 +66,8 @@ class TreeIterator {
     uint32_t index;
     uint32_t count;
   };
-  // scanning: the leaf is one a scan goes on into (Next's, once kScanSteps entries were read since
-  // the last Seek), or the first of the tree (a Seek to the first key): a mapped one is copied
+  // scanning: the leaf is one a scan goes on into (Next's, once Next was called kScanSteps times
+  // since the last Seek), or the first of the tree (a Seek to the first key): a mapped one is copied
   // whole (OwnLeaf). Else (a Seek, or a few steps after one) its entries are copied one by one
   // as they are read.
   Status Descend(NodeRef ref, uint32_t height, std::string_view key, bool leftmost, bool scanning);
@@ -85,7 +86,7 @@ class TreeIterator {
   std::vector<Level> stack_;
   std::string_view key_, value_;
   std::string key_copy_, value_copy_;  // a mapped leaf's entry
-  uint32_t steps_ = 0;                  // Next calls since the last Seek, up to kScanSteps
+  uint32_t steps_ = 0;  // Next calls since the last Seek, up to kScanSteps (a Seek to the first key: kScanSteps)
   // OwnLeaf's copy of the mapped leaf the iterator stands in.
   std::shared_ptr<std::string> leaf_copy_;
 };

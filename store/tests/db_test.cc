@@ -225,7 +225,8 @@ TEST(DB, IterationAndScansAreOrdered) {
 // An iterator sought to its own key(), or to a key its value() names in another leaf, finds that
 // key, when key() and value() view a leaf the iterator holds in memory: read without a mapping,
 // through a node cache too small to keep it (the leaf lives until the new descent is done; under
-// AddressSanitizer a read of the freed leaf fails), or its copy of a mapped leaf.
+// AddressSanitizer a read of the freed leaf fails), or mapped: the copy of a mapped entry (after
+// a Seek), or of a whole leaf (a scan's, from SeekToFirst on).
 TEST(DB, AnIteratorSoughtToItsOwnKeyFindsIt) {
   for (bool mapped : {false, true}) {
     SCOPED_TRACE(mapped ? "mapped" : "read into memory");
@@ -258,13 +259,22 @@ TEST(DB, AnIteratorSoughtToItsOwnKeyFindsIt) {
     }
     auto other = (*snapshot)->NewIterator();
     for (int i = 0; i < 1500; i += 101) {
-      ASSERT_TRUE(other->Seek("key" + std::to_string(10000 + i)).ok());
-      ASSERT_TRUE(other->Valid());
-      const std::string want(other->value());
-      ASSERT_TRUE(other->Seek(other->value()).ok());
-      ASSERT_TRUE(other->Valid());
-      EXPECT_EQ(other->key(), want);
-      EXPECT_EQ(other->value(), "key" + std::to_string(11000 + i));
+      // Reached by a Seek, then by a scan from the first key.
+      for (bool scanned : {false, true}) {
+        if (scanned) {
+          ASSERT_TRUE(other->SeekToFirst().ok());
+          for (int step = 0; step < i; step++) ASSERT_TRUE(other->Next().ok());
+        } else {
+          ASSERT_TRUE(other->Seek("key" + std::to_string(10000 + i)).ok());
+        }
+        ASSERT_TRUE(other->Valid());
+        ASSERT_EQ(other->key(), "key" + std::to_string(10000 + i));
+        const std::string want(other->value());
+        ASSERT_TRUE(other->Seek(other->value()).ok());
+        ASSERT_TRUE(other->Valid());
+        EXPECT_EQ(other->key(), want);
+        EXPECT_EQ(other->value(), "key" + std::to_string(11000 + i));
+      }
     }
   }
 }

@@ -245,9 +245,9 @@ TEST(MappedReads, AnIteratorsNextLeafThatIsNotReadableIsAnIOError) {
 // of a leaf whose first bytes (its count, which the descent reads) lie on the page before is an
 // IOError naming that leaf, not a crash. One page of the file's first three quarters (leaves:
 // the tree's internal nodes follow them) is made to fault after a scan verified every node in the
-// current mapping (so that no verification reads it first). A page at whose first byte a node
-// starts is read first by the descent (the IOError then names a node at that byte): the next page
-// is tried, each after a scan that maps the file again (the fault dropped the mapping) and
+// current mapping (so that no verification reads it first). A page that holds a leaf's header or
+// count is read first by the descent (the IOError then names a node that starts on it or just
+// before it): the next page is tried, each after a scan that maps the file again (the fault dropped the mapping) and
 // verifies every node in the new mapping.
 TEST(MappedReads, AnIteratorsCopyOfALeafThatFaultsIsAnIOError) {
   TempDir dir;
@@ -288,7 +288,8 @@ TEST(MappedReads, AnIteratorsCopyOfALeafThatFaultsIsAnIOError) {
     const uint64_t node = std::stoull(s.ToString().substr(at + 10));
     EXPECT_LE(node, faulting) << s.ToString();
     EXPECT_GT(node + 2 * options.node_size_target_bytes, faulting) << s.ToString();
-    named_a_leaf_before = node < faulting;
+    // The leaf's header and count (the descent's reads) before the page: the copy read it first.
+    named_a_leaf_before = node + format::kRecordHeaderSizeBytes + kNodeCountSizeBytes <= faulting;
     SetPageFaulting(region, side, faulting, /*restore=*/true);
   }
   EXPECT_TRUE(named_a_leaf_before) << "no page of the leaves began inside a leaf";
