@@ -213,7 +213,8 @@ Status TreeIterator::LoadEntry() {
     leaf.node.view.KeyValue(leaf.index, &key_, &value_);
     return Status::Ok();
   }
-  // In the mapping (a leaf a Seek landed in): each entry copied out under the guard.
+  // In the mapping (a leaf a Seek landed in, or one Next entered within kScanSteps steps of it):
+  // each entry copied out under the guard.
   std::string_view key, value;
   bool copied = false;
   // One guarded read when the copies have room already (the usual case): assigning within the
