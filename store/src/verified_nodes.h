@@ -72,6 +72,8 @@ class VerifiedNodes {
   uint64_t inserted() const { return inserted_.load(std::memory_order_relaxed); }
   // How many nodes the table holds at most (0: no table).
   uint64_t capacity() const { return table_ != nullptr ? sets_ * kWays : 0; }
+  // Where the table is mapped (null: none), for tests.
+  const void* table_address() const { return table_; }
   // Exchanges the two tables and their epochs, not their insert counts (TreeFile::AdoptMappings).
   // REQUIRES: no other thread uses either.
   void Swap(VerifiedNodes& other);

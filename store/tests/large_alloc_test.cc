@@ -16,9 +16,15 @@
 #include "format.h"
 #include "large_alloc.h"
 #include "read_bytes.h"
+#include "test_util.h"
 
 namespace dbdb {
 namespace {
+
+using testing::AdvisedHuge;
+using testing::AdvisedSmall;
+using testing::KernelTakesNoHugePageAdvice;
+using testing::VmFlagsOf;
 
 #if defined(DBDB_SANITIZER_ADDRESS) || defined(__SANITIZE_ADDRESS__)
 constexpr bool kAsan = true;
@@ -39,43 +45,6 @@ constexpr bool kGlibcHeap = false;
 #else
 constexpr bool kGlibcHeap = !kAsan;
 #endif
-
-// Whether this kernel records MADV_NOHUGEPAGE (it refuses it without transparent huge pages),
-// asked as large_alloc.cc asks it, of a fresh anonymous mapping, and seen as the tests see it: in
-// the mapping's flags (a sandbox may return 0 without recording the advice).
-bool AdvisedSmall(const void* p);
-bool KernelTakesNoHugePageAdvice() {
-  const size_t bytes = size_t{4} << 20;
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return false;
-  const bool taken = madvise(p, bytes, MADV_NOHUGEPAGE) == 0 && AdvisedSmall(p);
-  munmap(p, bytes);
-  return taken;
-}
-
-// The VmFlags of the mapping of this process that holds `p` ("" if none does).
-std::string VmFlagsOf(const void* p) {
-  std::ifstream smaps("/proc/self/smaps");
-  const auto at = reinterpret_cast<uintptr_t>(p);
-  std::string line;
-  bool inside = false;
-  while (std::getline(smaps, line)) {
-    unsigned long long lo = 0, hi = 0;
-    char dash = 0;
-    std::istringstream head(line);
-    if (line.find("VmFlags:") == 0) {
-      if (inside) return line;
-      continue;
-    }
-    if ((head >> std::hex >> lo >> dash >> hi) && dash == '-' && line.find(':') > line.find(' ')) {
-      inside = lo <= at && at < hi;
-    }
-  }
-  return "";
-}
-
-bool AdvisedHuge(const void* p) { return VmFlagsOf(p).find(" hg") != std::string::npos; }
-bool AdvisedSmall(const void* p) { return VmFlagsOf(p).find(" nh") != std::string::npos; }
 
 // Unless AddressSanitizer wants every block from the heap, a block of kLargeBytesMin or more is
 // mapped on its own, whole units of kLargeBlockUnitBytes aligned to one, advised MADV_NOHUGEPAGE

@@ -20,6 +20,7 @@
 #include "key_filter.h"
 #include "large_alloc.h"
 #include "log_overlay.h"
+#include "test_util.h"
 #include "verified_nodes.h"
 
 namespace dbdb {
@@ -524,6 +525,18 @@ TEST(VerifiedNodes, APageOfTheTableFaultsOnceWhenALookupTouchesItFirst) {
   EXPECT_LE(faults, pages + pages / 4) << "a page faulted twice: a read mapped the zero page, the insert copied it";
   EXPECT_GE(faults, pages / 2) << "the table was not touched lazily, or is on huge pages";
 #endif
+}
+
+// The table is advised onto small pages (MADV_NOHUGEPAGE, verified_nodes.h), never huge ones,
+// whatever the kernel's mode and whether it has huge pages to give now: read from the mapping's
+// flags, where the kernel records the advice.
+TEST(VerifiedNodes, TheTableIsAdvisedOntoSmallPages) {
+  VerifiedNodes verified(uint64_t{64} << 20);
+  verified.Map();
+  const void* table = verified.table_address();
+  ASSERT_NE(table, nullptr);
+  EXPECT_EQ(testing::AdvisedSmall(table), testing::KernelTakesNoHugePageAdvice()) << testing::VmFlagsOf(table);
+  EXPECT_FALSE(testing::AdvisedHuge(table)) << testing::VmFlagsOf(table);
 }
 
 // Two inserts racing into the same slot of a page no insert has written yet (each takes its slot

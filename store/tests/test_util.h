@@ -1,9 +1,11 @@
-// Helpers shared by the store's unit tests: a temporary directory removed at the end, a file's
-// bytes, a forked child's wait, and a filesystem whose compaction files refuse writes.
+// Helpers shared by the store's unit tests: a mapping's advice (VmFlags), a temporary directory
+// removed at the end, a file's bytes, a forked child's wait, and a filesystem whose compaction
+// files refuse writes.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -13,6 +15,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <sstream>
 #include <span>
 #include <string>
 #include <thread>
@@ -21,6 +24,43 @@
 #include "dbdb/file_system.h"
 
 namespace dbdb::testing {
+
+// The VmFlags line of the mapping of this process that holds `p` ("" if none does).
+inline std::string VmFlagsOf(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    unsigned long long lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (line.find("VmFlags:") == 0) {
+      if (inside) return line;
+      continue;
+    }
+    if ((head >> std::hex >> lo >> dash >> hi) && dash == '-' && line.find(':') > line.find(' ')) {
+      inside = lo <= at && at < hi;
+    }
+  }
+  return "";
+}
+
+// Whether the mapping holding `p` was advised MADV_HUGEPAGE, or MADV_NOHUGEPAGE.
+inline bool AdvisedHuge(const void* p) { return VmFlagsOf(p).find(" hg") != std::string::npos; }
+inline bool AdvisedSmall(const void* p) { return VmFlagsOf(p).find(" nh") != std::string::npos; }
+
+// Whether this kernel records MADV_NOHUGEPAGE (it refuses it without transparent huge pages),
+// asked as dbdb asks it, of a fresh anonymous mapping, and seen as the tests see it: in the
+// mapping's flags (a sandbox may return 0 without recording the advice).
+inline bool KernelTakesNoHugePageAdvice() {
+  const size_t bytes = size_t{4} << 20;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  const bool taken = ::madvise(p, bytes, MADV_NOHUGEPAGE) == 0 && AdvisedSmall(p);
+  ::munmap(p, bytes);
+  return taken;
+}
 
 class TempDir {
  public:
