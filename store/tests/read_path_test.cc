@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "key_filter.h"
-#include "large_alloc.h"
 #include "log_overlay.h"
 #include "test_util.h"
 #include "verified_nodes.h"
