@@ -142,14 +142,15 @@ void Fill(const std::string& path, const std::string& prefix) {
 }
 
 // A filled database at `path` opened with its file mapped from a side copy at `side` (returned in
-// `*bytes`), which the test truncates or rewrites to make pages fault or come back.
+// `*bytes`), which the test truncates or rewrites to make pages fault or come back. With
+// `regions`, each mapping made is recorded there.
 std::unique_ptr<DB> OpenOverSideCopy(const std::string& path, const std::string& side, Options options,
-                                     std::string* bytes) {
+                                     std::string* bytes, std::shared_ptr<MappedRegions> regions = nullptr) {
   Fill(path, "v-");
   if (::testing::Test::HasFatalFailure()) return nullptr;
   *bytes = ReadAll(path);
   WriteAll(side, *bytes);
-  options.file_system = std::make_shared<SideMapFs>(path, side);
+  options.file_system = std::make_shared<SideMapFs>(path, side, /*short_mappings=*/false, std::move(regions));
   auto db = DB::Open(path, options);
   EXPECT_TRUE(db.ok()) << db.status().ToString();
   return db.ok() ? std::move(db).value() : nullptr;
@@ -252,15 +253,12 @@ TEST(MappedReads, AnIteratorsNextLeafThatIsNotReadableIsAnIOError) {
 TEST(MappedReads, AnIteratorsCopyOfALeafThatFaultsIsAnIOError) {
   TempDir dir;
   const std::string path = dir.Path("db"), side = dir.Path("side");
-  Fill(path, "v-");
-  const std::string bytes = ReadAll(path);
-  WriteAll(side, bytes);
+  std::string bytes;
   auto regions = std::make_shared<MappedRegions>();
-  Options options = SmallNodes();
-  options.file_system = std::make_shared<SideMapFs>(path, side, false, regions);
-  auto db = DB::Open(path, options);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
-  auto snapshot = (*db)->GetSnapshot();
+  const Options options = SmallNodes();
+  auto db = OpenOverSideCopy(path, side, options, &bytes, regions);
+  ASSERT_NE(db, nullptr);
+  auto snapshot = db->GetSnapshot();
   ASSERT_TRUE(snapshot.ok());
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   bool named_a_leaf_before = false;
