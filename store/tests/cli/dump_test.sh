@@ -32,6 +32,34 @@ grep -q '^live_bytes      714$' <<<"$out" && grep -q '^garbage_ratio   0.187$' <
   grep -q '^unfolded_bytes  168$' <<<"$out" && grep -q '^keys            2$' <<<"$out" &&
   pass "stat: 2 keys, live_bytes 714 of 878, 168 unfolded, garbage ratio 0.187, as docs/FORMAT.md says" || fail "stat disagrees with docs/FORMAT.md"
 
+# The hex lines of the worked example ("OFFSET: BYTES  what they are"; "..." elides zeros), each
+# compared with the file's bytes; from the first record (512) on they must follow each other to
+# the end of the file, so every byte of it is documented; the header bytes no line shows are zeros.
+hex_lines=$(awk '/^## Worked example/ { section = 1; next }
+                 section && /^## / { exit }
+                 section && /^[0-9a-f][0-9a-f]*: / { off = substr($0, 1, 8); rest = substr($0, 11)
+                   cut = index(rest, "  "); if (cut) rest = substr(rest, 1, cut - 1)
+                   gsub(/\.\.\.| /, "", rest); print off, rest }' "$docs/FORMAT.md")
+bytes_at() { od -An -tx1 -v -j "$2" -N "$3" "$1" | tr -d ' \n'; }
+lines=0 mismatches=0 next_offset=512
+while read -r off hex; do
+  [ -n "$off" ] || continue
+  offset=$((16#$off)) length=$((${#hex} / 2))
+  lines=$((lines + 1))
+  actual=$(bytes_at ex.dbdb "$offset" "$length")
+  [ "$actual" = "$hex" ] || { fail "docs/FORMAT.md's line at $off shows $hex; the file has $actual"; mismatches=$((mismatches + 1)); }
+  if [ "$offset" -ge 512 ]; then
+    [ "$offset" = "$next_offset" ] || fail "docs/FORMAT.md's line at $off does not follow the line before (which ended at $next_offset)"
+    next_offset=$((offset + length))
+  fi
+done <<<"$hex_lines"
+[ "$lines" -ge 40 ] && [ "$mismatches" = 0 ] && pass "the $lines hex lines of docs/FORMAT.md's worked example match the file" ||
+  fail "the hex lines of docs/FORMAT.md's worked example: $lines found, $mismatches differ"
+[ "$next_offset" = "$size" ] && pass "the hex lines cover every byte from 512 to the end ($size)" ||
+  fail "the hex lines end at $next_offset, the file at $size"
+zeros=$( (bytes_at ex.dbdb 24 24; bytes_at ex.dbdb 64 448) | tr -d 0)
+[ -z "$zeros" ] && pass "the header bytes no hex line shows (24 to 48, 64 to 512) are zeros" || fail "header bytes the docs elide are not zeros"
+
 echo "== tails"
 cp ex.dbdb garbage.dbdb && printf 'garbage after the last commit' >>garbage.dbdb
 run "$dbdb" dump --values garbage.dbdb
