@@ -2,7 +2,8 @@
 #include "tree.h"
 
 #include <algorithm>
-#include <cassert>
+
+#include "dbdb_assert.h"
 
 namespace dbdb {
 
@@ -16,7 +17,7 @@ namespace {
 // short one makes internal nodes hold more children: 16-byte random keys need about 3 bytes, and
 // a million of them a tree of height 3 instead of 4.
 std::string_view ShortestSeparator(std::string_view below, std::string_view key) {
-  assert(below < key);
+  DBDB_ASSERT(below < key);  // a compaction's keys arrive in order, each once (docs/FORMAT.md, "Nodes")
   size_t common = 0;
   while (common < below.size() && common < key.size() && below[common] == key[common]) common++;
   return key.substr(0, common + 1);  // below < key: common < key.size()

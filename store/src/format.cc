@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "coding.h"
+#include "dbdb_assert.h"
 
 namespace dbdb::format {
 
@@ -24,6 +25,7 @@ std::string EncodeFileHeader(const FileHeader& header) {
   out.resize(kFileHeaderChecksumOffset, '\0');
   PutFixed64(&out, XXH3_64bits(out.data(), kFileHeaderChecksumOffset));
   out.resize(kFileHeaderSizeBytes, '\0');
+  DBDB_ASSERT(DecodeFileHeader(out).ok());  // paired with the decode of every open
   return out;
 }
 
@@ -70,6 +72,10 @@ uint64_t BodyChecksum(uint64_t body_offset, std::string_view body) {
 }
 
 void AppendRecord(std::string* dst, uint64_t offset, RecordType type, std::string_view payload) {
+  // Paired with the reader's checks of a record's length and type (CheckRecord, the record walker):
+  // a payload the 32-bit length cannot hold would be written as a shorter record.
+  DBDB_ASSERT(payload.size() <= kRecordPayloadSizeMaxBytes && offset >= kFileHeaderSizeBytes);
+  DBDB_ASSERT(static_cast<uint8_t>(type) >= 1 && static_cast<uint8_t>(type) <= kRecordTypeMax);
   size_t start = dst->size();
   PutFixed32(dst, static_cast<uint32_t>(payload.size()));
   dst->push_back(static_cast<char>(type));
@@ -204,6 +210,8 @@ std::string SealRecordPrefix() {
 }
 
 void AppendSeal(std::string* dst, const Commit& commit, bool durable) {
+  // Paired with IsSealOf: a commit offset with bit 63 set would read back as another commit's seal.
+  DBDB_ASSERT((commit.offset & kSealDurableBit) == 0 && commit.offset >= kFileHeaderSizeBytes);
   std::string payload;
   PutFixed64(&payload, commit.offset | (durable ? kSealDurableBit : 0));
   AppendRecord(dst, commit.record_end(), RecordType::kSeal, payload);

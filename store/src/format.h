@@ -80,6 +80,12 @@ inline constexpr uint64_t kAllocateAheadMaxBytes = uint64_t{1} << 20;
 inline constexpr uint64_t kAllocationPageBytes = 4096;
 inline constexpr uint64_t kAllocatedAheadKeptMaxBytes = kAllocateAheadMaxBytes + kAllocationPageBytes;
 static_assert(kRecordOverheadBytes == 16, "docs/FORMAT.md: record framing is 16 bytes");
+static_assert(kRecordHeaderSizeBytes == 8, "docs/FORMAT.md: a record's length, type and padding are 8 bytes");
+static_assert(kFileHeaderSizeBytes == 512, "docs/FORMAT.md: the file header is 512 bytes");
+static_assert(kFileHeaderReservedOffset == 24 && kFileHeaderChecksumOffset == 56,
+              "docs/FORMAT.md: the header's magic, version, size and generation end at 24; its checksum is at 56");
+static_assert(kCommitPayloadSizeBytes == 96 && kSealPayloadSizeBytes == 8,
+              "docs/FORMAT.md: a commit's payload is 96 bytes, a seal's 8");
 
 // Hard limits of the encoding, above any configurable limit (Options).
 inline constexpr uint64_t kRecordPayloadSizeMaxBytes = 1u << 30;  // a node may not exceed 1 GiB

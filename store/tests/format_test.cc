@@ -34,6 +34,24 @@ TEST(Format, HeaderRoundTripsAndRejectsDamage) {
   EXPECT_TRUE(DecodeFileHeader(header.substr(0, 100)).status().IsCorruption());
 }
 
+// The encoders assert, in release builds too (DBDB_ASSERT), the facts their decoders check: a
+// header they would refuse, a seal whose commit offset has the durable bit, a record placed inside
+// the header or with a type no reader knows is a bug in the writer, and is never written.
+TEST(FormatDeathTest, AnEncoderRefusesWhatItsDecoderWouldReject) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(EncodeFileHeader(FileHeader{kFormatVersion + 1, 0}), "assertion failed");
+  Commit commit;
+  commit.offset = kSealDurableBit | kFileHeaderSizeBytes;
+  std::string out;
+  EXPECT_DEATH(AppendSeal(&out, commit, true), "assertion failed");
+  commit.offset = kFileHeaderSizeBytes;
+  AppendSeal(&out, commit, true);  // the same seal, of a commit at 512: written
+  EXPECT_EQ(out.size(), kSealRecordSizeBytes);
+  EXPECT_DEATH(AppendRecord(&out, kFileHeaderSizeBytes - 1, RecordType::kLeaf, "x"), "assertion failed");
+  EXPECT_DEATH(AppendRecord(&out, kFileHeaderSizeBytes, static_cast<RecordType>(kRecordTypeMax + 1), "x"),
+               "assertion failed");
+}
+
 // Found by dbdb_fuzz_raw (proptests/fuzz/regressions/raw-crash-b5e067f6...): bytes 64..511 are
 // covered by no checksum and the decoder ignored them, so damage there went unnoticed; and by
 // dbdb_fuzz_structured (structured-crash-b3b821c0...): non-zero reserved bytes under a valid
