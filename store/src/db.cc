@@ -586,12 +586,12 @@ Status DBImpl::Write(const WriteBatch& batch) {
   }
   if (batch.changes().empty()) return Status::Ok();
   PendingWrite self{&batch, Status::Ok(), false, {}};
-  std::unique_lock<std::mutex> queue_lock(write_queue_mutex_);
+  MutexLock queue_lock(&write_queue_mutex_);
   if (!options_.wait_for_writer && !write_queue_.empty()) {
     return Status::Busy("another write of this handle is committing");  // never wait
   }
   write_queue_.push_back(&self);
-  self.ready.wait(queue_lock, [&] { return self.done || write_queue_.front() == &self; });
+  while (!self.done && write_queue_.front() != &self) self.ready.wait(write_queue_mutex_);
   if (self.done) return self.status;  // committed (or failed) in another thread's group
   // At the front: commit this batch and those queued behind it, in order.
   std::vector<PendingWrite*> group;
@@ -601,9 +601,9 @@ Status DBImpl::Write(const WriteBatch& batch) {
     group.push_back(pending);
     bytes += pending->batch->bytes();
   }
-  queue_lock.unlock();
+  queue_lock.Unlock();
   Status s = CommitGroup(group);  // Ok: each member's status is its own
-  queue_lock.lock();
+  queue_lock.Lock();
   for (PendingWrite* member : group) {
     DBDB_ASSERT(write_queue_.front() == member);
     write_queue_.pop_front();
@@ -1129,7 +1129,7 @@ Result<std::unique_ptr<WriteTransaction>> DBImpl::BeginWrite() {
   while (true) {
     DBDB_ASSIGN_OR_RETURN(WriterLock lock, AcquireWriter());
     {
-      std::lock_guard<std::mutex> guard(background_mutex_);
+      MutexLock guard(&background_mutex_);
       if (!background_error_.ok()) return std::exchange(background_error_, Status::Ok());
     }
     DBDB_ASSIGN_OR_RETURN(View view, PrepareWriterView());
@@ -1163,22 +1163,22 @@ bool DBImpl::CompactsInBackground() const {
 }
 
 bool DBImpl::BackgroundCompactionRunning() {
-  std::lock_guard<std::mutex> guard(background_mutex_);
+  MutexLock guard(&background_mutex_);
   return background_running_;
 }
 
 uint64_t DBImpl::BackgroundInstalled() {
-  std::lock_guard<std::mutex> guard(background_mutex_);
+  MutexLock guard(&background_mutex_);
   return background_installed_;
 }
 
 void DBImpl::WaitForBackgroundCompaction(uint64_t installed) {
-  std::unique_lock<std::mutex> guard(background_mutex_);
-  background_done_->wait(guard, [&] { return !background_running_ || background_installed_ != installed; });
+  MutexLock guard(&background_mutex_);
+  while (background_running_ && background_installed_ == installed) background_done_->wait(background_mutex_);
 }
 
 bool DBImpl::StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, const View& due) {
-  std::lock_guard<std::mutex> guard(background_mutex_);
+  MutexLock guard(&background_mutex_);
   DBDB_ASSERT(!background_running_);
   if (background_thread_ && background_thread_->joinable()) background_thread_->join();  // ended: it cleared running
   try {
@@ -1216,7 +1216,7 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
     s = compacted.status();
     if (compacted.ok()) {
       again = compacted->view.log_bytes_since_fold() > options_.fold_threshold_bytes && !closing_.load();
-      std::lock_guard<std::mutex> guard(background_mutex_);
+      MutexLock guard(&background_mutex_);
       background_installed_++;
       background_done_->notify_all();  // writers waiting for the log to be folded
     }
@@ -1232,7 +1232,7 @@ void DBImpl::RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, 
   const bool abandoned =
       closing_.load() && (s.code() == StatusCode::kAborted || s.code() == StatusCode::kBusy);
   if (!s.ok() && file != nullptr && !abandoned) BackOffCompaction(file, end);
-  std::lock_guard<std::mutex> guard(background_mutex_);
+  MutexLock guard(&background_mutex_);
   if (!s.ok() && !skipped && !closing_.load()) background_error_ = s;
   background_running_ = false;
   background_done_->notify_all();
@@ -1252,8 +1252,8 @@ void DBImpl::StopBackgroundCompaction() {
     (void)background_done_.release();
     return;
   }
-  std::unique_lock<std::mutex> guard(background_mutex_);
-  background_done_->wait(guard, [&] { return !background_running_; });
+  MutexLock guard(&background_mutex_);
+  while (background_running_) background_done_->wait(background_mutex_);
   if (background_thread_ && background_thread_->joinable()) background_thread_->join();
 }
 

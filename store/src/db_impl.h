@@ -293,20 +293,20 @@ class DBImpl final : public DB {
   bool CompactsInBackground() const;
   // Starts the background compaction, which holds `compaction_lock`, found due on `due`; false
   // (the lock released) when no thread could be started (REQUIRES: the writer lock, none running).
-  bool StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, const View& due);
+  bool StartBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, const View& due) EXCLUDES(background_mutex_);
   // The background thread: an online compaction from the newest settled commit, again while what
   // it copied passes the fold threshold; its outcome as AutoCompact's (the backoff, from `file`
   // and `end` or the file it compacted last, or an error for the next write transaction).
   void RunBackgroundCompaction(std::unique_ptr<FileLock> compaction_lock, std::shared_ptr<TreeFile> file,
                                uint64_t end);
   // True while a background compaction runs.
-  bool BackgroundCompactionRunning();
+  bool BackgroundCompactionRunning() EXCLUDES(background_mutex_);
   // Waits until the running background compaction installs a file after the `installed`-th (as
   // BackgroundInstalled read it, under the writer lock) or ends (REQUIRES: not the writer lock,
   // which its last pass takes).
-  void WaitForBackgroundCompaction(uint64_t installed);
+  void WaitForBackgroundCompaction(uint64_t installed) EXCLUDES(background_mutex_);
   // The files the background compaction installed since the handle opened.
-  uint64_t BackgroundInstalled();
+  uint64_t BackgroundInstalled() EXCLUDES(background_mutex_);
   // Asks a running background compaction to give up, and joins its thread (the destructor).
   void StopBackgroundCompaction();
   // Aborted on the background compaction's thread once the handle is closing (checked by
@@ -514,7 +514,7 @@ class DBImpl final : public DB {
     const WriteBatch* batch;
     Status status;
     bool done = false;
-    std::condition_variable ready;  // done, or at the front of the queue
+    std::condition_variable_any ready;  // done, or at the front of the queue (with write_queue_mutex_)
   };
   // Commits the batches of `group` (in order) as one write transaction; the status of all, or Ok
   // with each member's own status set when they were committed one by one (a limit together).
@@ -534,8 +534,8 @@ class DBImpl final : public DB {
   const std::shared_ptr<FileSystem> fs_;
 
   // The queue of Writes (DB::Write); taken alone.
-  std::mutex write_queue_mutex_;
-  std::deque<PendingWrite*> write_queue_;
+  Mutex write_queue_mutex_;
+  std::deque<PendingWrite*> write_queue_ GUARDED_BY(write_queue_mutex_);
 
   std::mutex writer_mutex_;
   // Under writer_mutex_: the lock file, kept open for the writer lock and the change counter's
@@ -591,16 +591,18 @@ class DBImpl final : public DB {
   // and the condition variable are held through pointers so that a parent's handle destroyed in a
   // forked child can let go of both without a join or a destruction, which would wait there for
   // threads of the parent that the child does not have (StopBackgroundCompaction).
-  std::mutex background_mutex_;
-  std::unique_ptr<std::condition_variable> background_done_ = std::make_unique<std::condition_variable>();
+  // background_thread_ and background_done_ are under background_mutex_ too, but not annotated:
+  // a handle destroyed in a forked child lets go of both without it (StopBackgroundCompaction).
+  Mutex background_mutex_;
+  std::unique_ptr<std::condition_variable_any> background_done_ = std::make_unique<std::condition_variable_any>();
   std::unique_ptr<std::thread> background_thread_;
-  bool background_running_ = false;
-  uint64_t background_installed_ = 0;  // files it installed, for writers waiting on the log
+  bool background_running_ GUARDED_BY(background_mutex_) = false;
+  uint64_t background_installed_ GUARDED_BY(background_mutex_) = 0;  // files it installed, for writers waiting on the log
   // Writers that waited for the background compaction (BeginWrite), for GetStats.
   std::atomic<uint64_t> writer_stalls_{0};
   std::atomic<uint64_t> writer_stall_micros_{0};
   std::atomic<uint64_t> nodes_warmed_{0};  // by WarmCompacted, for GetStats
-  Status background_error_;
+  Status background_error_ GUARDED_BY(background_mutex_);
   std::atomic<bool> closing_{false};
   bool KnownDurable(const View& view) const {
     return durable_file_.lock() == view.file && durable_end_ == view.body_start();

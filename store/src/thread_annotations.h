@@ -37,21 +37,37 @@ class CAPABILITY("mutex") Mutex {
  public:
   void Lock() ACQUIRE() { mutex_.lock(); }
   void Unlock() RELEASE() { mutex_.unlock(); }
+  // BasicLockable, for std::condition_variable_any's wait alone, which lets go of the mutex and
+  // takes it again inside the wait, where the analysis does not look. The store locks a Mutex
+  // through Lock or a MutexLock, never through these.
+  void lock() { mutex_.lock(); }
+  void unlock() { mutex_.unlock(); }
 
  private:
   std::mutex mutex_;
 };
 
-// Holds a Mutex for its scope.
+// Holds a Mutex for its scope; Unlock and Lock let go of it for a while within the scope.
 class SCOPED_CAPABILITY MutexLock {
  public:
   explicit MutexLock(Mutex* mutex) ACQUIRE(mutex) : mutex_(mutex) { mutex_->Lock(); }
-  ~MutexLock() RELEASE() { mutex_->Unlock(); }
+  ~MutexLock() RELEASE() {
+    if (held_) mutex_->Unlock();
+  }
+  void Unlock() RELEASE() {
+    held_ = false;
+    mutex_->Unlock();
+  }
+  void Lock() ACQUIRE() {
+    mutex_->Lock();
+    held_ = true;
+  }
   MutexLock(const MutexLock&) = delete;
   MutexLock& operator=(const MutexLock&) = delete;
 
  private:
   Mutex* mutex_;
+  bool held_ = true;
 };
 
 }  // namespace dbdb
