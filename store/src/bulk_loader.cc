@@ -17,7 +17,7 @@ namespace {
 // short one makes internal nodes hold more children: 16-byte random keys need about 3 bytes, and
 // a million of them a tree of height 3 instead of 4.
 std::string_view ShortestSeparator(std::string_view below, std::string_view key) {
-  DBDB_ASSERT(below < key);  // a compaction's keys arrive in order, each once (docs/FORMAT.md, "Nodes")
+  DBDB_ASSERT(below < key);  // Add refuses a key not above the one before it
   size_t common = 0;
   while (common < below.size() && common < key.size() && below[common] == key[common]) common++;
   return key.substr(0, common + 1);  // below < key: common < key.size()
@@ -59,6 +59,17 @@ Status BulkLoader::FlushLeaf() {
 }
 
 Status BulkLoader::Add(std::string_view key, std::string_view value) {
+  // The keys must rise. A tree whose nodes each verify can still hold them out of order across
+  // leaves (a leaf whose keys lie outside its separators: only check() walks the bounds), and
+  // a compaction of it must fail with the file as it was, not write a tree that reads differently.
+  // (A leaf is flushed only below, as a key is added: leaf_ holds the key before this one.)
+  if (!leaf_.empty()) {
+    const std::string_view before = std::string_view(leaf_data_).substr(leaf_.back().at, leaf_.back().key_size);
+    if (!(before < key)) {
+      return Status::Corruption("the tree's keys are out of order: key " + std::to_string(key_count_ + 1) +
+                                " is not above the key before it");
+    }
+  }
   size_t size = LeafEntrySize(key, value);
   if (!leaf_.empty() && leaf_bytes_ + size > target_bytes_) DBDB_RETURN_IF_ERROR(FlushLeaf());
   // One buffer for the leaf's keys and values (reused from leaf to leaf), not two strings an entry.
