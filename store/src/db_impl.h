@@ -3,8 +3,11 @@
 // Locking order: writer_mutex_ -> the cross-process FileLock -> background_mutex_ ->
 // compaction_state_mutex_, and the FileLock -> state_mutex_ -> an overlay's lock. failure_mutex_
 // is taken last, and nothing while holding it. The background compaction's thread is joined under
-// background_mutex_ only once it has ended (it takes nothing after clearing its running flag). Checked by clang's -Wthread-safety where annotated; writer_mutex_
-// (held through a movable std::unique_lock for a whole transaction) is not.
+// background_mutex_ only once it has ended (after clearing its running flag it takes nothing but
+// the condition variable's own mutex, inside its notify, still under background_mutex_). Checked
+// by clang's -Wthread-safety where annotated; writer_mutex_ (held through a movable
+// std::unique_lock for a whole transaction) is not, nor the fields of a queued write
+// (PendingWrite), which are under write_queue_mutex_ but cannot name it.
 #pragma once
 
 #include <atomic>

@@ -41,11 +41,12 @@ hex_lines=$(awk '/^## Worked example/ { section = 1; next }
                    cut = index(rest, "  "); if (cut) rest = substr(rest, 1, cut - 1)
                    gsub(/\.\.\.| /, "", rest); print off, rest }' "$docs/FORMAT.md")
 bytes_at() { od -An -tx1 -v -j "$2" -N "$3" "$1" | tr -d ' \n'; }
-lines=0 mismatches=0 next_offset=512
+lines=0 header_lines=0 mismatches=0 next_offset=512
 while read -r off hex; do
   [ -n "$off" ] || continue
   offset=$((16#$off)) length=$((${#hex} / 2))
   lines=$((lines + 1))
+  [ "$offset" -lt 512 ] && header_lines=$((header_lines + 1))
   actual=$(bytes_at ex.dbdb "$offset" "$length")
   [ "$actual" = "$hex" ] || { fail "docs/FORMAT.md's line at $off shows $hex; the file has $actual"; mismatches=$((mismatches + 1)); }
   if [ "$offset" -ge 512 ]; then
@@ -53,8 +54,8 @@ while read -r off hex; do
     next_offset=$((offset + length))
   fi
 done <<<"$hex_lines"
-[ "$lines" -ge 40 ] && [ "$mismatches" = 0 ] && pass "the $lines hex lines of docs/FORMAT.md's worked example match the file" ||
-  fail "the hex lines of docs/FORMAT.md's worked example: $lines found, $mismatches differ"
+[ "$lines" -ge 40 ] && [ "$header_lines" = 3 ] && [ "$mismatches" = 0 ] && pass "the $lines hex lines of docs/FORMAT.md's worked example match the file" ||
+  fail "the hex lines of docs/FORMAT.md's worked example: $lines found ($header_lines of the header), $mismatches differ"
 [ "$next_offset" = "$size" ] && pass "the hex lines cover every byte from 512 to the end ($size)" ||
   fail "the hex lines end at $next_offset, the file at $size"
 zeros=$( (bytes_at ex.dbdb 24 24; bytes_at ex.dbdb 64 448) | tr -d 0)
