@@ -40,6 +40,9 @@ copy_tree() {
   fi
 }
 copy_tree
+# The patches too, as they are now: a patch regenerated in the checkout during a run would be
+# planted into the tree copied before it and come out stale (stop 53 lost a run to that).
+rm -rf "$work/patches" && mkdir -p "$work/patches" && cp "$repo"/ci/mutants/*.patch "$work/patches/"
 echo "== baseline build ($build)"
 # ci/test.sh's flags (-g1: a mutant relinks every test executable, and full debug information
 # made each link slower), without the benchmarks, which no layer runs.
@@ -93,7 +96,7 @@ json_string() {
 rows=()
 json="["
 failures=0
-for patch in "$repo"/ci/mutants/*.patch; do
+for patch in "$work"/patches/*.patch; do
   name=$(basename "$patch" .patch)
   if [ -n "${MUTANTS_ONLY:-}" ]; then
     selected=false
