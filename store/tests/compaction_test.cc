@@ -1383,7 +1383,7 @@ TEST(Compaction, ATreeWhoseKeysAreOutOfOrderAcrossLeavesIsCorruptionAndStaysAsIt
   EXPECT_TRUE(checked.status().IsCorruption()) << checked.status().ToString();
   const Status compacted = (*db)->Compact();
   EXPECT_TRUE(compacted.IsCorruption()) << compacted.ToString();
-  EXPECT_NE(compacted.message().find("out of order"), std::string::npos) << compacted.ToString();
+  EXPECT_NE(compacted.message().find("the tree's keys are out of order"), std::string::npos) << compacted.ToString();
   db->reset();
   EXPECT_EQ(ReadFile(path), file);
   // The partial file keeps its name, and gives its space back (CompactFrom).
